@@ -1,0 +1,164 @@
+//! The agent's configuration: where the hub is, how many tasks at once, and
+//! the runner profiles it offers.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How the prompt reaches the runner's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptMode {
+    /// Written to standard input, which is then closed.
+    Stdin,
+    /// Substituted for `{prompt}` in the argv.
+    Arg,
+    /// Written to a private file whose path replaces `{prompt_file}` in the argv.
+    File,
+}
+
+/// A runner profile: how to start one kind of agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerProfile {
+    /// Program and arguments. No shell is involved unless argv names one.
+    pub argv: Vec<String>,
+    #[serde(default = "default_prompt_mode")]
+    pub prompt: PromptMode,
+    /// Names of environment variables passed from the agent's environment to
+    /// the run; nothing else is passed. The agent's own token never is.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; defaults to the agent's `workdir`.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+}
+
+fn default_prompt_mode() -> PromptMode {
+    PromptMode::Stdin
+}
+
+/// Variables every run gets when the agent has them.
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ"];
+
+impl RunnerProfile {
+    pub fn builtin(name: &str) -> Option<RunnerProfile> {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        let env = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        match name {
+            "claude" => Some(RunnerProfile {
+                argv: argv(&["claude", "-p", "--output-format", "stream-json", "--verbose"]),
+                prompt: PromptMode::Stdin,
+                env: env(&["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CONFIG_DIR"]),
+                cwd: None,
+            }),
+            "codex" => Some(RunnerProfile {
+                argv: argv(&["codex", "exec", "--json"]),
+                prompt: PromptMode::Stdin,
+                env: env(&["OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"]),
+                cwd: None,
+            }),
+            // The prompt is a bash script, read from a file so that commands
+            // in it that read standard input do not swallow the script.
+            "shell" => Some(RunnerProfile {
+                argv: argv(&["bash", "{prompt_file}"]),
+                prompt: PromptMode::File,
+                env: Vec::new(),
+                cwd: None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn check(&self, name: &str) -> anyhow::Result<()> {
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            bail!("runner {name:?}: argv must name a program");
+        }
+        let mentions = |needle: &str| self.argv.iter().any(|a| a.contains(needle));
+        match self.prompt {
+            PromptMode::Arg if !mentions("{prompt}") => bail!("runner {name:?}: prompt = \"arg\" needs {{prompt}} in argv"),
+            PromptMode::File if !mentions("{prompt_file}") => {
+                bail!("runner {name:?}: prompt = \"file\" needs {{prompt_file}} in argv")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `--config FILE`, all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub hub: Option<String>,
+    pub slots: Option<u32>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub workdir: Option<PathBuf>,
+    /// Built-in runners to enable by name (`claude`, `codex`, `shell`).
+    #[serde(default)]
+    pub enable: Vec<String>,
+    #[serde(default)]
+    pub runners: BTreeMap<String, RunnerProfile>,
+    /// Grace between SIGTERM and SIGKILL when a run is stopped, e.g. "10s".
+    pub kill_grace: Option<String>,
+}
+
+impl AgentFile {
+    pub fn load(path: &Path) -> anyhow::Result<AgentFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid agent config", path.display()))
+    }
+}
+
+/// Everything the agent needs to run, resolved.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub hub: String,
+    pub token: String,
+    pub slots: u32,
+    pub capabilities: Vec<String>,
+    pub runners: BTreeMap<String, RunnerProfile>,
+    pub workdir: PathBuf,
+    pub kill_grace: Duration,
+    /// Output forwarded per run; the rest is counted and dropped.
+    pub max_output_bytes: u64,
+    /// How long a shutdown waits for runs to finish before stopping them.
+    pub drain_timeout: Duration,
+    /// Reconnect delays: start, then doubling up to max, with jitter.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.slots == 0 || self.slots > 1024 {
+            bail!("slots must be between 1 and 1024, got {}", self.slots);
+        }
+        if self.runners.is_empty() {
+            bail!(
+                "this agent offers no runners: install claude or codex, enable the shell runner with \
+                 `--runner shell`, or define runners in the config file"
+            );
+        }
+        for (name, profile) in &self.runners {
+            muster_core::RunnerName::parse(name).map_err(|e| anyhow::anyhow!("runner name: {e}"))?;
+            profile.check(name)?;
+        }
+        for cap in &self.capabilities {
+            muster_core::Capability::parse(cap).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `program` can be found on PATH (or is a path that exists).
+pub fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}

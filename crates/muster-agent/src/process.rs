@@ -1,0 +1,78 @@
+//! The only place Muster starts a child process.
+//!
+//! A `ProcessGroup` puts the child in a new process group of its own and
+//! owns that whole group: stopping it signals every process in it, and
+//! dropping the guard kills whatever is left, so no grandchild of a task
+//! outlives its run.
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct ProcessGroup {
+    child: Child,
+    pgid: i32,
+}
+
+impl ProcessGroup {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> io::Result<ProcessGroup> {
+        cmd.process_group(0).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the agent dies without cleaning up, the kernel kills the leader.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        #[allow(clippy::disallowed_methods)] // this guard is the sanctioned way to spawn
+        let child = cmd.spawn()?;
+        let pgid = child.id().map(|id| id as i32).ok_or_else(|| io::Error::other("the child exited before it had an id"))?;
+        Ok(ProcessGroup { child, pgid })
+    }
+
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Sends `signal` to every process in the group.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a negative pid signals the group; no memory is shared.
+        unsafe {
+            libc::kill(-self.pgid, signal);
+        }
+    }
+
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace` if the leader has not
+    /// exited; SIGKILL again afterwards for members that ignored SIGTERM.
+    pub async fn terminate(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                self.signal(libc::SIGKILL);
+                self.child.wait().await
+            }
+        };
+        self.signal(libc::SIGKILL);
+        status
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+}

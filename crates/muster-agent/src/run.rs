@@ -1,0 +1,232 @@
+//! One run of one task: start the runner's process group, feed it the
+//! prompt, stream its output, enforce the timeout, obey a cancel.
+
+use crate::config::{BASE_ENV, PromptMode, RunnerProfile};
+use crate::process::ProcessGroup;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// What a run sends back to the agent loop.
+#[derive(Debug)]
+pub enum RunEvent {
+    Output { task: String, epoch: u64, stream: &'static str, data: String },
+    Finished(Finished),
+    /// The run was stopped on the hub's word and is not to be reported.
+    Dropped { task: String, epoch: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub task: String,
+    pub epoch: u64,
+    pub outcome: &'static str,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub output_truncated: bool,
+}
+
+/// Why a run is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The task was cancelled: report `cancelled`.
+    Cancel,
+    /// The hub no longer recognises the run: stop and report nothing.
+    Drop,
+    /// The agent is shutting down: report `failed` so the task is retried.
+    Shutdown,
+}
+
+pub struct RunSpec {
+    pub task: String,
+    pub epoch: u64,
+    pub prompt: String,
+    pub timeout: Duration,
+    pub profile: RunnerProfile,
+    pub workdir: PathBuf,
+    pub kill_grace: Duration,
+    pub max_output_bytes: u64,
+}
+
+const READ_CHUNK: usize = 32 << 10;
+
+/// Runs to the end and returns what to report (`None` for a dropped run).
+pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut stop: watch::Receiver<Option<Stop>>) -> Option<Finished> {
+    let finished = |outcome: &'static str, exit_code: Option<i32>, reason: Option<String>, truncated: bool| Finished {
+        task: spec.task.clone(),
+        epoch: spec.epoch,
+        outcome,
+        exit_code,
+        reason,
+        output_truncated: truncated,
+    };
+    // A private directory for the prompt file; removed when the run ends.
+    let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
+        Ok(d) => d,
+        Err(e) => return Some(finished("failed", None, Some(format!("cannot create a scratch directory: {e}")), false)),
+    };
+    let prompt_file = scratch.path().join("prompt");
+    if spec.profile.prompt == PromptMode::File {
+        if let Err(e) = write_private(&prompt_file, spec.prompt.as_bytes()) {
+            return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
+        }
+    }
+    let argv: Vec<String> = spec
+        .profile
+        .argv
+        .iter()
+        .map(|a| a.replace("{prompt_file}", &prompt_file.to_string_lossy()).replace("{prompt}", &spec.prompt))
+        .collect();
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .current_dir(spec.profile.cwd.as_ref().unwrap_or(&spec.workdir))
+        .stdin(if spec.profile.prompt == PromptMode::Stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in BASE_ENV.iter().copied().chain(spec.profile.env.iter().map(String::as_str)) {
+        // The agent's own credentials never reach a run.
+        if name == "MUSTER_TOKEN" {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.env("MUSTER_TASK_ID", &spec.task).env("MUSTER_TASK_EPOCH", spec.epoch.to_string());
+
+    let mut group = match ProcessGroup::spawn(&mut cmd) {
+        Ok(g) => g,
+        Err(e) => {
+            return Some(finished("failed", None, Some(format!("cannot start {:?}: {e}", argv[0])), false));
+        }
+    };
+    if let Some(mut stdin) = group.child_mut().stdin.take() {
+        let prompt = spec.prompt.clone();
+        tokio::spawn(async move {
+            // A runner that exits without reading its prompt is not an error here.
+            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let budget = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(spec.max_output_bytes as i64));
+    let truncated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    if let Some(out) = group.child_mut().stdout.take() {
+        readers.push(tokio::spawn(pump(out, "stdout", spec.task.clone(), spec.epoch, events.clone(), budget.clone(), truncated.clone())));
+    }
+    if let Some(err) = group.child_mut().stderr.take() {
+        readers.push(tokio::spawn(pump(err, "stderr", spec.task.clone(), spec.epoch, events.clone(), budget.clone(), truncated.clone())));
+    }
+
+    let deadline = tokio::time::sleep(spec.timeout);
+    tokio::pin!(deadline);
+    enum End {
+        Exited(std::io::Result<std::process::ExitStatus>),
+        TimedOut,
+        Stopped(Stop),
+    }
+    let end = loop {
+        tokio::select! {
+            status = group.wait() => break End::Exited(status),
+            _ = &mut deadline => break End::TimedOut,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break End::Stopped(Stop::Shutdown);
+                }
+                if let Some(s) = *stop.borrow() {
+                    break End::Stopped(s);
+                }
+            }
+        }
+    };
+    let end = match end {
+        End::Exited(status) => {
+            // Whatever the leader left behind in its group goes with it.
+            group.signal(libc::SIGKILL);
+            End::Exited(status)
+        }
+        other => {
+            let _ = group.terminate(spec.kill_grace).await;
+            other
+        }
+    };
+    // The pipes close once every process holding them is gone.
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    drop(group);
+    let truncated = truncated.load(std::sync::atomic::Ordering::SeqCst);
+    match end {
+        End::Exited(Ok(status)) => match status.code() {
+            Some(0) => Some(finished("succeeded", Some(0), None, truncated)),
+            Some(code) => Some(finished("failed", Some(code), Some(format!("exit code {code}")), truncated)),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let signal = status.signal().unwrap_or(0);
+                Some(finished("failed", None, Some(format!("killed by signal {signal}")), truncated))
+            }
+        },
+        End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
+        End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {:?}", spec.timeout)), truncated)),
+        End::Stopped(Stop::Cancel) => Some(finished("cancelled", None, Some("cancelled".into()), truncated)),
+        End::Stopped(Stop::Shutdown) => Some(finished("failed", None, Some("agent shut down".into()), truncated)),
+        End::Stopped(Stop::Drop) => None,
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(data)
+}
+
+/// Reads one pipe to its end, forwarding output while the budget lasts and
+/// draining the rest so the child never blocks on a full pipe.
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: &'static str,
+    task: String,
+    epoch: u64,
+    events: mpsc::UnboundedSender<RunEvent>,
+    budget: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    truncated: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut buf = vec![0u8; READ_CHUNK];
+    // Bytes of a UTF-8 character split across reads, held for the next one.
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let left = budget.fetch_sub(n as i64, Ordering::SeqCst);
+        let take = if left <= 0 { 0 } else { (left as usize).min(n) };
+        if take < n {
+            truncated.store(true, Ordering::SeqCst);
+        }
+        if take == 0 {
+            continue;
+        }
+        pending.extend_from_slice(&buf[..take]);
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(_) => pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => pending.len(),
+        };
+        let rest = pending.split_off(valid);
+        let data = String::from_utf8_lossy(&pending).into_owned();
+        pending = rest;
+        if !data.is_empty() {
+            let _ = events.send(RunEvent::Output { task: task.clone(), epoch, stream, data });
+        }
+    }
+    if !pending.is_empty() {
+        let data = String::from_utf8_lossy(&pending).into_owned();
+        let _ = events.send(RunEvent::Output { task, epoch, stream, data });
+    }
+}

@@ -1,0 +1,117 @@
+//! A small HTTP client for the hub's API that turns problem bodies into
+//! one clear line and an exit code.
+
+use crate::exit;
+use muster_proto::api::Problem;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: i32, message: impl Into<String>) -> CliError {
+        CliError { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> CliResult<Client> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| CliError::new(exit::FAILURE, format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client { base, token: token.trim().to_owned(), http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<String>, timeout: Duration) -> CliResult<(StatusCode, String)> {
+        let url = format!("{}{}{}", self.base, muster_proto::API_PREFIX, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token).timeout(timeout);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let why = if e.is_connect() {
+                "connection refused or unreachable".to_owned()
+            } else if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                e.to_string()
+            };
+            CliError::new(exit::UNREACHABLE, format!("cannot reach the hub at {} ({why}); is `muster hub` running?", self.base))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CliError::new(exit::FAILURE, format!("cannot read the hub's answer: {e}")))?;
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        let detail = match serde_json::from_str::<Problem>(&text) {
+            Ok(p) => p.detail,
+            Err(_) => text.trim().to_owned(),
+        };
+        let code = match status {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => exit::USAGE,
+            StatusCode::NOT_FOUND => exit::NOT_FOUND,
+            StatusCode::CONFLICT => exit::CONFLICT,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => exit::AUTH,
+            _ => exit::FAILURE,
+        };
+        Err(CliError::new(code, detail))
+    }
+
+    fn decode<T: DeserializeOwned>(text: &str) -> CliResult<T> {
+        serde_json::from_str(text).map_err(|e| CliError::new(exit::FAILURE, format!("unexpected answer from the hub: {e}")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
+        let (_, text) = self.send(Method::GET, path, None, Duration::from_secs(30)).await?;
+        Self::decode(&text)
+    }
+
+    /// A GET that may be held open by the hub for up to `wait`.
+    pub async fn get_waiting<T: DeserializeOwned>(&self, path: &str, wait: Duration) -> CliResult<T> {
+        let (_, text) = self.send(Method::GET, path, None, wait + Duration::from_secs(30)).await?;
+        Self::decode(&text)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+        let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        let (_, text) = self.send(Method::POST, path, Some(body), Duration::from_secs(30)).await?;
+        Self::decode(&text)
+    }
+}
+
+/// Escapes a path segment.
+pub fn segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

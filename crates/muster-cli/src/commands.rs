@@ -1,0 +1,564 @@
+//! The operator commands: `task`, `agent add|list|pause|resume`, `token`,
+//! `status`, `events`.
+
+use crate::client::{CliResult, segment};
+use crate::table::{Table, clip, dash};
+use crate::{CliError, Client, exit};
+use clap::{Args, Subcommand};
+use muster_proto::api::{
+    AgentAdd, AgentCreated, AgentView, DurationValue, EventPage, EventView, LogsPage, StatusView, TaskCreated,
+    TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
+};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the hub.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// The hub's base URL [default: http://127.0.0.1:4000].
+    #[arg(long = "url", visible_alias = "hub", env = "MUSTER_URL", global = true)]
+    pub url: Option<String>,
+    /// An API token; defaults to the admin token in the data directory.
+    #[arg(long, env = "MUSTER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The hub's data directory [default: .muster]; the CLI reads `admin.token` there.
+    #[arg(long, env = "MUSTER_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:4000";
+pub const DEFAULT_DATA_DIR: &str = ".muster";
+
+impl ConnArgs {
+    pub fn client(&self) -> CliResult<Client> {
+        let token = match &self.token {
+            Some(t) if !t.trim().is_empty() => t.clone(),
+            _ => {
+                let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let path = dir.join("admin.token");
+                std::fs::read_to_string(&path).map_err(|e| {
+                    CliError::new(
+                        exit::AUTH,
+                        format!(
+                            "no token: set MUSTER_TOKEN or --token, or run where {} is readable ({e})",
+                            path.display()
+                        ),
+                    )
+                })?
+            }
+        };
+        Client::new(self.url.as_deref().unwrap_or(DEFAULT_URL), &token)
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> CliResult {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Queue a task; prints its id (or the task with --json).
+    Add(TaskAddArgs),
+    /// List tasks, newest first.
+    List {
+        /// queued, assigned, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task with its attempts.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's output (stdout to stdout, stderr to stderr).
+    Logs {
+        id: String,
+        /// Keep printing until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this attempt (1-based).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// One JSON object per chunk.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task: at once if queued, by killing its run if running.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revive a failed (dead-lettered) task with a fresh budget of attempts.
+    Retry {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until a task ends; exits 0 if it succeeded, 7 otherwise.
+    Wait {
+        id: String,
+        /// Give up after this long (e.g. 10m).
+        #[arg(long)]
+        timeout: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TaskAddArgs {
+    /// The prompt; `-` reads it from standard input.
+    pub prompt: String,
+    /// Runner profile: claude, codex, shell, or one an agent defines.
+    #[arg(long)]
+    pub runner: Option<String>,
+    /// A capability the agent must have (repeatable).
+    #[arg(long = "cap")]
+    pub caps: Vec<String>,
+    /// urgent, high, normal or low.
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// How long a run may take, e.g. 90s, 10m, 2h.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// A repeated key returns the existing task instead of creating another.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A JSON object stored with the task.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
+    let client = conn.client()?;
+    match cmd {
+        TaskCmd::Add(args) => task_add(&client, args).await,
+        TaskCmd::List { state, agent, limit, json } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(s) = state {
+                query.push(("state", s));
+            }
+            if let Some(a) = agent {
+                query.push(("agent", a));
+            }
+            let page: TaskPage = client.get(&format!("/tasks?{}", encode(&query))).await?;
+            if json {
+                return print_json(&page.tasks);
+            }
+            let mut t = Table::new(&["ID", "STATE", "PRIORITY", "RUNNER", "ATTEMPTS", "AGENT", "EXIT", "CREATED", "PROMPT"]);
+            for task in &page.tasks {
+                t.row(vec![
+                    task.id.clone(),
+                    task.state.clone(),
+                    task.priority.clone(),
+                    task.runner.clone(),
+                    format!("{}/{}", task.attempts, task.max_attempts),
+                    dash(task.agent.as_ref()),
+                    dash(task.exit_code),
+                    task.created_at.clone(),
+                    clip(&task.prompt, 40),
+                ]);
+            }
+            print!("{}", t.render());
+            if page.next.is_some() {
+                eprintln!("(more tasks: raise --limit or filter with --state)");
+            }
+            Ok(())
+        }
+        TaskCmd::Show { id, json } => {
+            let detail: TaskDetail = client.get(&format!("/tasks/{}", segment(&id))).await?;
+            if json {
+                return print_json(&detail);
+            }
+            print!("{}", render_task(&detail));
+            Ok(())
+        }
+        TaskCmd::Logs { id, follow, attempt, json } => task_logs(&client, &id, follow, attempt, json).await,
+        TaskCmd::Cancel { id, json } => {
+            let task: TaskView = client.post(&format!("/tasks/{}/cancel", segment(&id)), &()).await?;
+            if json {
+                return print_json(&task);
+            }
+            if task.state == "cancelled" {
+                eprintln!("cancelled {}", task.id);
+            } else {
+                eprintln!("cancel requested for {}: its run is being stopped", task.id);
+            }
+            Ok(())
+        }
+        TaskCmd::Retry { id, json } => {
+            let task: TaskView = client.post(&format!("/tasks/{}/retry", segment(&id)), &()).await?;
+            if json {
+                return print_json(&task);
+            }
+            eprintln!("{} is queued again with {} attempts", task.id, task.max_attempts);
+            Ok(())
+        }
+        TaskCmd::Wait { id, timeout, json } => {
+            let limit = timeout.map(|t| muster_proto::parse_duration("timeout", &t)).transpose().map_err(usage)?;
+            let task = wait_for_end(&client, &id, limit).await?;
+            if json {
+                print_json(&task)?;
+            } else {
+                println!("{} {}", task.id, task.state);
+            }
+            if task.state == "succeeded" { Ok(()) } else { Err(CliError::new(exit::TASK_FAILED, format!("task {} ended {}", task.id, task.state))) }
+        }
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::new(exit::USAGE, e.to_string())
+}
+
+fn encode(pairs: &[(&str, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
+    let prompt = if args.prompt == "-" {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).map_err(|e| usage(format!("cannot read the prompt from stdin: {e}")))?;
+        buf
+    } else {
+        args.prompt
+    };
+    let metadata = args
+        .metadata
+        .map(|m| serde_json::from_str(&m).map_err(|e| usage(format!("--metadata is not JSON: {e}"))))
+        .transpose()?;
+    let submit = TaskSubmit {
+        prompt,
+        runner: args.runner,
+        capabilities: args.caps,
+        priority: args.priority,
+        timeout: args.timeout.map(DurationValue::Text),
+        max_attempts: args.max_attempts,
+        idempotency_key: args.idempotency_key,
+        metadata,
+    };
+    let created: TaskCreated = client.post("/tasks", &submit).await?;
+    if args.json {
+        return print_json(&created.task);
+    }
+    println!("{}", created.task.id);
+    if !created.created {
+        eprintln!("(an existing task with this idempotency key; nothing new was queued)");
+    }
+    Ok(())
+}
+
+fn render_task(d: &TaskDetail) -> String {
+    let t = &d.task;
+    let mut out = String::new();
+    let mut field = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
+    field("id", t.id.clone());
+    field("state", if t.cancel_requested && !matches!(t.state.as_str(), "cancelled") { format!("{} (cancel requested)", t.state) } else { t.state.clone() });
+    field("priority", t.priority.clone());
+    field("runner", t.runner.clone());
+    field("capabilities", if t.capabilities.is_empty() { "-".into() } else { t.capabilities.join(", ") });
+    field("attempts", format!("{}/{}", t.attempts, t.max_attempts));
+    field("agent", dash(t.agent.as_ref()));
+    field("exit code", dash(t.exit_code));
+    field("reason", dash(t.reason.as_ref()));
+    field("timeout", t.timeout.clone());
+    field("epoch", t.epoch.to_string());
+    field("created", t.created_at.clone());
+    field("updated", t.updated_at.clone());
+    if t.state == "queued" {
+        field("ready at", t.ready_at.clone());
+    }
+    field("started", dash(t.started_at.as_ref()));
+    field("finished", dash(t.finished_at.as_ref()));
+    if let Some(lease) = &t.lease_expires_at {
+        field("lease until", lease.clone());
+    }
+    if let Some(key) = &t.idempotency_key {
+        field("idem. key", key.clone());
+    }
+    if let Some(m) = &t.metadata {
+        field("metadata", m.to_string());
+    }
+    field("prompt", clip(&t.prompt, 200));
+    if !d.attempts_detail.is_empty() {
+        let mut table = Table::new(&["ATTEMPT", "AGENT", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON"]);
+        for a in &d.attempts_detail {
+            table.row(vec![
+                a.number.to_string(),
+                a.agent.clone(),
+                a.epoch.to_string(),
+                a.outcome.clone().unwrap_or_else(|| "running".into()),
+                dash(a.exit_code),
+                format!("{} B{}", a.output_bytes, if a.output_truncated { " (truncated)" } else { "" }),
+                a.started_at.clone(),
+                dash(a.finished_at.as_ref()),
+                dash(a.reason.as_ref()),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    out
+}
+
+async fn task_logs(client: &Client, id: &str, follow: bool, attempt: Option<u32>, json: bool) -> CliResult {
+    let mut after = 0i64;
+    let wait = Duration::from_secs(30);
+    loop {
+        let mut query = vec![("after", after.to_string())];
+        if let Some(a) = attempt {
+            query.push(("attempt", a.to_string()));
+        }
+        if follow {
+            query.push(("wait", "30s".into()));
+        }
+        let page: LogsPage = client.get_waiting(&format!("/tasks/{}/logs?{}", segment(id), encode(&query)), wait).await?;
+        let mut stdout = std::io::stdout().lock();
+        for chunk in &page.chunks {
+            if json {
+                let line = serde_json::to_string(chunk).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+                let _ = writeln!(stdout, "{line}");
+            } else if chunk.stream == "stderr" {
+                let _ = stdout.flush();
+                eprint!("{}", chunk.data);
+            } else {
+                let _ = stdout.write_all(chunk.data.as_bytes());
+            }
+        }
+        let _ = stdout.flush();
+        after = page.next_after;
+        // Without --follow, read to the end of what is stored and stop.
+        if page.done || (!follow && page.chunks.is_empty()) {
+            return Ok(());
+        }
+    }
+}
+
+/// Polls by long-poll on the task's events until it reaches a terminal state.
+pub async fn wait_for_end(client: &Client, id: &str, limit: Option<Duration>) -> CliResult<TaskView> {
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let mut after = 0i64;
+    loop {
+        let detail: TaskDetail = client.get(&format!("/tasks/{}", segment(id))).await?;
+        if matches!(detail.task.state.as_str(), "succeeded" | "failed" | "cancelled") {
+            return Ok(detail.task);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(CliError::new(exit::FAILURE, format!("task {id} is still {} after the timeout", detail.task.state)));
+        }
+        let query = encode(&[("task", detail.task.id.clone()), ("after", after.to_string()), ("wait", "20s".into())]);
+        let page: EventPage = client.get_waiting(&format!("/events?{query}"), Duration::from_secs(20)).await?;
+        after = page.next_after;
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AgentAddArgs {
+    /// The agent's name: lowercase letters, digits, '-', '_' and '.'.
+    pub name: String,
+    /// A capability the agent offers (repeatable).
+    #[arg(long = "cap")]
+    pub caps: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn agent_add(conn: &ConnArgs, args: AgentAddArgs) -> CliResult {
+    let client = conn.client()?;
+    let created: AgentCreated =
+        client.post("/agents", &AgentAdd { name: args.name, capabilities: args.caps }).await?;
+    if args.json {
+        return print_json(&serde_json::json!({ "name": created.name, "token": created.token }));
+    }
+    println!("{}", created.token);
+    eprintln!("agent {} registered (token id {}); the token above is shown only once. Start it with:", created.name, created.token_id);
+    eprintln!("  MUSTER_TOKEN=<token> muster agent run --hub {}", client.base());
+    Ok(())
+}
+
+pub async fn agent_list(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let agents: Vec<AgentView> = client.get("/agents").await?;
+    if json {
+        return print_json(&agents);
+    }
+    let mut t = Table::new(&["NAME", "STATE", "SLOTS", "RUNNERS", "CAPABILITIES", "VERSION", "LAST SEEN"]);
+    for a in &agents {
+        t.row(vec![
+            a.name.clone(),
+            a.state.clone(),
+            format!("{}/{}", a.used_slots, a.slots),
+            if a.runners.is_empty() { "-".into() } else { a.runners.join(",") },
+            if a.capabilities.is_empty() { "-".into() } else { a.capabilities.join(",") },
+            dash(a.version.as_ref()),
+            dash(a.last_seen_at.as_ref()),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+pub async fn agent_token(conn: &ConnArgs, name: &str, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let created: AgentCreated = client.post(&format!("/agents/{}/token", segment(name)), &()).await?;
+    if json {
+        return print_json(&serde_json::json!({ "name": created.name, "token": created.token }));
+    }
+    println!("{}", created.token);
+    eprintln!("agent {}: the old token is revoked; the new one above is shown only once", created.name);
+    Ok(())
+}
+
+pub async fn agent_pause(conn: &ConnArgs, name: &str, pause: bool) -> CliResult {
+    let client = conn.client()?;
+    let action = if pause { "pause" } else { "resume" };
+    let agent: AgentView = client.post(&format!("/agents/{}/{action}", segment(name)), &()).await?;
+    eprintln!("agent {} is {}", agent.name, agent.state);
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id; an agent using it is disconnected.
+    Revoke { id: String },
+}
+
+pub async fn token(conn: &ConnArgs, cmd: TokenCmd) -> CliResult {
+    let client = conn.client()?;
+    match cmd {
+        TokenCmd::List { json } => {
+            let tokens: Vec<TokenView> = client.get("/tokens").await?;
+            if json {
+                return print_json(&tokens);
+            }
+            let mut t = Table::new(&["ID", "NAME", "SCOPE", "AGENT", "CREATED", "LAST USED", "REVOKED"]);
+            for tok in &tokens {
+                t.row(vec![
+                    tok.id.clone(),
+                    tok.name.clone(),
+                    tok.scope.clone(),
+                    dash(tok.agent.as_ref()),
+                    tok.created_at.clone(),
+                    dash(tok.last_used_at.as_ref()),
+                    dash(tok.revoked_at.as_ref()),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        TokenCmd::Revoke { id } => {
+            let tok: TokenView = client.post(&format!("/tokens/{}/revoke", segment(&id)), &()).await?;
+            eprintln!("revoked {} ({})", tok.id, tok.name);
+            Ok(())
+        }
+    }
+}
+
+pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let s: StatusView = client.get("/status").await?;
+    if json {
+        return print_json(&s);
+    }
+    println!("hub        {} (muster {}, up {}s){}", client.base(), s.version, s.uptime_secs, if s.draining { " draining" } else { "" });
+    let line = |m: &std::collections::BTreeMap<String, u64>, order: &[&str]| {
+        order.iter().map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0))).collect::<Vec<_>>().join("  ")
+    };
+    println!("tasks      {}", line(&s.tasks, &["queued", "assigned", "running", "succeeded", "failed", "cancelled"]));
+    println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
+    println!("sockets    {} connected", s.connected_agents);
+    println!("events     {} recorded", s.last_event);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[arg(long)]
+    pub task: Option<String>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only events after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after: i64,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Keep printing new events as they happen.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn events(conn: &ConnArgs, args: EventsArgs) -> CliResult {
+    let client = conn.client()?;
+    let mut after = args.after;
+    loop {
+        let mut query = vec![("after", after.to_string()), ("limit", args.limit.to_string())];
+        if let Some(t) = &args.task {
+            query.push(("task", t.clone()));
+        }
+        if let Some(a) = &args.agent {
+            query.push(("agent", a.clone()));
+        }
+        if args.follow {
+            query.push(("wait", "30s".into()));
+        }
+        let page: EventPage = client.get_waiting(&format!("/events?{}", encode(&query)), Duration::from_secs(30)).await?;
+        for e in &page.events {
+            if args.json {
+                println!("{}", serde_json::to_string(e).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?);
+            } else {
+                println!("{}", event_line(e));
+            }
+        }
+        after = page.next_after;
+        if !args.follow && page.events.len() < args.limit {
+            return Ok(());
+        }
+    }
+}
+
+fn event_line(e: &EventView) -> String {
+    let mut parts = vec![format!("{:>6}", e.seq), e.at.clone(), format!("{:<22}", e.kind)];
+    if let Some(t) = &e.task {
+        parts.push(t.clone());
+    }
+    if let Some(a) = &e.agent {
+        parts.push(format!("agent={a}"));
+    }
+    if let Some(ep) = e.epoch {
+        parts.push(format!("epoch={ep}"));
+    }
+    if let Some(s) = &e.state {
+        parts.push(format!("state={s}"));
+    }
+    if let Some(d) = &e.detail {
+        parts.push(format!("({})", clip(d, 120)));
+    }
+    parts.join(" ")
+}

@@ -1,0 +1,42 @@
+//! Muster's domain model: the rules every other crate obeys.
+//!
+//! This crate does no I/O, spawns nothing, reads no clock and serializes
+//! nothing. Time and randomness come in as arguments, so every rule here is
+//! a plain function that tests can drive step by step.
+
+pub mod agent;
+pub mod backoff;
+pub mod dispatch;
+pub mod ids;
+pub mod lease;
+pub mod task;
+pub mod time;
+
+pub use agent::{AgentState, AgentStatus};
+pub use backoff::Backoff;
+pub use dispatch::{Offer, Requirements};
+pub use ids::{AgentName, Capability, RunnerName, TaskId, TokenId};
+pub use lease::{Epoch, Lease};
+pub use task::{Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
+pub use time::Millis;
+
+/// A value from outside that does not satisfy a rule: names the field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl Invalid {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Invalid {
+        Invalid { field, reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for Invalid {}

@@ -1,0 +1,475 @@
+//! The task state machine.
+//!
+//! ```text
+//!            assign            start
+//!   queued ─────────► assigned ─────► running ──► succeeded
+//!     ▲  ▲               │               │   └──► failed (no attempts left) ──retry──► queued
+//!     │  └─ reclaim ─────┘               │   └──► cancelled
+//!     └──── retry after backoff / reclaim┘
+//! ```
+//!
+//! Every transition is a method that either changes the task and says what
+//! happened, or refuses and leaves the task exactly as it was.
+
+use crate::{AgentName, Capability, Epoch, Invalid, Lease, Millis, RunnerName, TaskId};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Urgent,
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [Priority::Urgent, Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn parse(s: &str) -> Result<Priority, Invalid> {
+        Priority::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            Invalid::new("priority", format!("unknown priority {s:?}; expected urgent, high, normal or low"))
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// Dispatch order: lower ranks go first.
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_rank(rank: i64) -> Option<Priority> {
+        Priority::ALL.get(usize::try_from(rank).ok()?).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    Queued,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn parse(s: &str) -> Result<TaskState, Invalid> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            Invalid::new(
+                "state",
+                format!("unknown state {s:?}; expected queued, assigned, running, succeeded, failed or cancelled"),
+            )
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    /// States in which the task holds a lease on some agent.
+    pub fn is_leased(self) -> bool {
+        matches!(self, TaskState::Assigned | TaskState::Running)
+    }
+}
+
+/// Limits on what a task may ask for.
+pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+pub const MAX_ATTEMPTS: u32 = 100;
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// What the submitter asked for. Fixed once the task exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    pub prompt: String,
+    pub runner: RunnerName,
+    /// Sorted and without duplicates.
+    pub capabilities: Vec<Capability>,
+    pub priority: Priority,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    /// Free-form JSON text, opaque to the core.
+    pub metadata: Option<String>,
+}
+
+impl TaskSpec {
+    /// Checks the limits every task must respect; normalises capabilities.
+    pub fn validate(mut self) -> Result<TaskSpec, Invalid> {
+        if self.prompt.is_empty() {
+            return Err(Invalid::new("prompt", "must not be empty"));
+        }
+        if self.prompt.len() > MAX_PROMPT_BYTES {
+            return Err(Invalid::new(
+                "prompt",
+                format!("is {} bytes; the limit is {} bytes (1 MiB)", self.prompt.len(), MAX_PROMPT_BYTES),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(Invalid::new("timeout", "must be greater than zero"));
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return Err(Invalid::new("timeout", "must be at most 7 days"));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(Invalid::new("max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}")));
+        }
+        if self.capabilities.len() > MAX_CAPABILITIES {
+            return Err(Invalid::new("capabilities", format!("at most {MAX_CAPABILITIES} are allowed")));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            return Err(Invalid::new("idempotency_key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes")));
+        }
+        self.capabilities.sort();
+        self.capabilities.dedup();
+        Ok(self)
+    }
+}
+
+/// How a run ended, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The process exited 0.
+    Succeeded { exit_code: i32 },
+    /// The process exited non-zero, could not start, or was killed.
+    Failed { exit_code: Option<i32>, reason: String },
+    /// The run was killed because its timeout passed.
+    TimedOut,
+    /// The run was killed because the task was cancelled.
+    Cancelled,
+}
+
+/// Why a transition was refused. The task is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The report's epoch is not the task's current lease.
+    StaleEpoch { current: Epoch, got: Epoch },
+    /// The task is not in a state that allows this.
+    WrongState { state: TaskState, wanted: &'static str },
+    /// No attempts are left.
+    NoAttemptsLeft,
+    /// A queued task whose backoff has not elapsed.
+    NotReady { ready_at: Millis },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::StaleEpoch { current, got } => {
+                write!(f, "stale epoch {got}: the task's current lease is epoch {current}")
+            }
+            Refused::WrongState { state, wanted } => write!(f, "task is {}; {wanted}", state.as_str()),
+            Refused::NoAttemptsLeft => f.write_str("no attempts left"),
+            Refused::NotReady { ready_at } => write!(f, "not ready before {}", ready_at.0),
+        }
+    }
+}
+
+/// What a finished run did to its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Succeeded,
+    /// Failed with attempts left: queued again, not before `ready_at`.
+    RetryScheduled { ready_at: Millis },
+    /// Failed with no attempts left: the task is dead-lettered.
+    Failed,
+    Cancelled,
+}
+
+/// What a reclaim of an expired lease did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaimed {
+    /// Back in the queue.
+    Requeued,
+    /// The lease was the last attempt: failed with reason `lease_expired`.
+    Failed,
+    /// The task had a cancel pending: now cancelled.
+    Cancelled,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The task is cancelled now. If it was leased, `notify` names the agent
+    /// and epoch that must drop it.
+    Done { notify: Option<(AgentName, Epoch)> },
+    /// The task is running: the agent must kill it and report back.
+    Requested { agent: AgentName, epoch: Epoch },
+}
+
+/// One task as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    /// Attempts started so far, at most `spec.max_attempts`.
+    pub attempts: u32,
+    /// The epoch of the latest lease; grows with every hand-out.
+    pub epoch: Epoch,
+    /// Present exactly when the state is assigned or running.
+    pub lease: Option<Lease>,
+    /// A queued task is not handed out before this instant.
+    pub ready_at: Millis,
+    pub cancel_requested: bool,
+    pub exit_code: Option<i32>,
+    /// Why the latest attempt ended, or why the task is where it is.
+    pub reason: Option<String>,
+    /// The agent of the latest attempt.
+    pub agent: Option<AgentName>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+impl Task {
+    pub fn new(id: TaskId, spec: TaskSpec, now: Millis) -> Task {
+        Task {
+            id,
+            spec,
+            state: TaskState::Queued,
+            attempts: 0,
+            epoch: Epoch(0),
+            lease: None,
+            ready_at: now,
+            cancel_requested: false,
+            exit_code: None,
+            reason: None,
+            agent: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    pub fn attempts_left(&self) -> u32 {
+        self.spec.max_attempts.saturating_sub(self.attempts)
+    }
+
+    /// Hands a queued task to `agent`, which must accept it before
+    /// `now + accept_within`. Returns the new epoch.
+    pub fn assign(&mut self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Epoch, Refused> {
+        if self.state != TaskState::Queued {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a queued task can be assigned" });
+        }
+        if self.attempts_left() == 0 {
+            return Err(Refused::NoAttemptsLeft);
+        }
+        if self.ready_at > now {
+            return Err(Refused::NotReady { ready_at: self.ready_at });
+        }
+        self.epoch = self.epoch.next();
+        self.lease = Some(Lease { agent: agent.clone(), epoch: self.epoch, expires_at: now.plus(accept_within) });
+        self.state = TaskState::Assigned;
+        self.agent = Some(agent.clone());
+        self.updated_at = now;
+        Ok(self.epoch)
+    }
+
+    fn check_lease(&self, agent: &AgentName, epoch: Epoch) -> Result<(), Refused> {
+        match &self.lease {
+            Some(lease) if lease.is_held_by(agent, epoch) => Ok(()),
+            _ => Err(Refused::StaleEpoch { current: self.epoch, got: epoch }),
+        }
+    }
+
+    /// The agent accepted the assignment and started the run: one attempt
+    /// is used and the lease now lives as long as the agent renews it.
+    pub fn start(&mut self, agent: &AgentName, epoch: Epoch, now: Millis, lease_ttl: Duration) -> Result<(), Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Assigned {
+            return Err(Refused::WrongState { state: self.state, wanted: "only an assigned task can start" });
+        }
+        self.attempts += 1;
+        self.state = TaskState::Running;
+        self.started_at = Some(now);
+        self.exit_code = None;
+        self.reason = None;
+        if let Some(lease) = &mut self.lease {
+            lease.expires_at = now.plus(lease_ttl);
+        }
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The agent turned the assignment down: back to the queue, no attempt used.
+    pub fn release(&mut self, agent: &AgentName, epoch: Epoch, reason: &str, now: Millis) -> Result<(), Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Assigned {
+            return Err(Refused::WrongState { state: self.state, wanted: "only an assigned task can be released" });
+        }
+        self.lease = None;
+        self.state = TaskState::Queued;
+        self.ready_at = now;
+        self.reason = Some(format!("released: {reason}"));
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Extends a running task's lease on the holder's heartbeat.
+    pub fn renew(&mut self, agent: &AgentName, epoch: Epoch, now: Millis, lease_ttl: Duration) -> Result<(), Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Running {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a running task's lease is renewed" });
+        }
+        if let Some(lease) = &mut self.lease {
+            lease.expires_at = lease.expires_at.max(now.plus(lease_ttl));
+        }
+        Ok(())
+    }
+
+    /// Applies the outcome of the run held under `epoch`. `backoff` is the
+    /// delay before a retry, used only if the task goes back to the queue.
+    pub fn finish(
+        &mut self,
+        agent: &AgentName,
+        epoch: Epoch,
+        outcome: &RunOutcome,
+        now: Millis,
+        backoff: Duration,
+    ) -> Result<Finished, Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Running {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a running task can finish" });
+        }
+        self.lease = None;
+        self.updated_at = now;
+        let (exit_code, reason) = match outcome {
+            RunOutcome::Succeeded { exit_code } => {
+                self.exit_code = Some(*exit_code);
+                self.reason = None;
+                self.end(TaskState::Succeeded, now);
+                return Ok(Finished::Succeeded);
+            }
+            RunOutcome::Cancelled => (None, "cancelled".to_owned()),
+            RunOutcome::TimedOut => (None, "timeout".to_owned()),
+            RunOutcome::Failed { exit_code, reason } => (*exit_code, reason.clone()),
+        };
+        self.exit_code = exit_code;
+        self.reason = Some(reason);
+        Ok(self.after_failed_attempt(now, backoff, matches!(outcome, RunOutcome::Cancelled)))
+    }
+
+    fn after_failed_attempt(&mut self, now: Millis, backoff: Duration, cancelled: bool) -> Finished {
+        if self.cancel_requested || cancelled {
+            self.end(TaskState::Cancelled, now);
+            Finished::Cancelled
+        } else if self.attempts_left() > 0 {
+            self.state = TaskState::Queued;
+            self.ready_at = now.plus(backoff);
+            Finished::RetryScheduled { ready_at: self.ready_at }
+        } else {
+            self.end(TaskState::Failed, now);
+            Finished::Failed
+        }
+    }
+
+    fn end(&mut self, state: TaskState, now: Millis) {
+        debug_assert!(state.is_terminal());
+        self.state = state;
+        self.lease = None;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+    }
+
+    /// Takes back a task whose lease expired: the holder stopped renewing it
+    /// (its agent died, hung or lost the network) or never accepted it.
+    pub fn reclaim(&mut self, now: Millis) -> Result<Reclaimed, Refused> {
+        let Some(lease) = &self.lease else {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a leased task can be reclaimed" });
+        };
+        if !lease.is_expired(now) {
+            return Err(Refused::WrongState { state: self.state, wanted: "the lease has not expired" });
+        }
+        let was_running = self.state == TaskState::Running;
+        self.lease = None;
+        self.updated_at = now;
+        if !was_running {
+            self.state = TaskState::Queued;
+            self.ready_at = now;
+            self.reason = Some("not accepted in time".to_owned());
+            return Ok(Reclaimed::Requeued);
+        }
+        self.exit_code = None;
+        self.reason = Some("lease_expired".to_owned());
+        Ok(match self.after_failed_attempt(now, Duration::ZERO, false) {
+            Finished::Cancelled => Reclaimed::Cancelled,
+            Finished::Failed => Reclaimed::Failed,
+            Finished::RetryScheduled { .. } | Finished::Succeeded => Reclaimed::Requeued,
+        })
+    }
+
+    /// Cancels the task: at once unless a run is under way.
+    pub fn cancel(&mut self, now: Millis) -> Result<Cancel, Refused> {
+        match self.state {
+            TaskState::Queued => {
+                self.reason = Some("cancelled".to_owned());
+                self.end(TaskState::Cancelled, now);
+                Ok(Cancel::Done { notify: None })
+            }
+            TaskState::Assigned => {
+                let notify = self.lease.as_ref().map(|l| (l.agent.clone(), l.epoch));
+                self.reason = Some("cancelled".to_owned());
+                self.end(TaskState::Cancelled, now);
+                Ok(Cancel::Done { notify })
+            }
+            TaskState::Running => {
+                let lease = self.lease.as_ref().expect("a running task holds a lease");
+                let (agent, epoch) = (lease.agent.clone(), lease.epoch);
+                self.cancel_requested = true;
+                self.updated_at = now;
+                Ok(Cancel::Requested { agent, epoch })
+            }
+            state => Err(Refused::WrongState { state, wanted: "a finished task cannot be cancelled" }),
+        }
+    }
+
+    /// Revives a dead-lettered task with a fresh budget of attempts.
+    pub fn retry(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state != TaskState::Failed {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a failed task can be retried" });
+        }
+        self.state = TaskState::Queued;
+        self.attempts = 0;
+        self.ready_at = now;
+        self.cancel_requested = false;
+        self.finished_at = None;
+        self.exit_code = None;
+        self.reason = Some("retried".to_owned());
+        self.updated_at = now;
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! The hub's settings, resolved by the binary from flags, `MUSTER_*`
+//! environment variables and `muster.toml`, in that order of precedence.
+
+use muster_core::{Backoff, RunnerName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// How often agents send heartbeats; told to each agent at connect.
+    pub heartbeat_interval: Duration,
+    /// How long a running task's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How long an agent has to accept an assignment.
+    pub accept_timeout: Duration,
+    /// Retry delays after a failed attempt.
+    pub backoff: Backoff,
+    pub default_runner: Option<RunnerName>,
+    pub default_timeout: Duration,
+    pub default_max_attempts: u32,
+    /// Runner names accepted in tasks beyond the built-in ones and those agents announce.
+    pub extra_runners: Vec<String>,
+    pub max_output_bytes_per_attempt: u64,
+}
+
+impl HubConfig {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:4000";
+
+    /// An agent that misses three heartbeats is offline.
+    pub fn offline_after(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        let heartbeat = Duration::from_secs(10);
+        HubConfig {
+            listen: HubConfig::DEFAULT_LISTEN.parse().expect("a valid default address"),
+            data_dir: PathBuf::from(".muster"),
+            heartbeat_interval: heartbeat,
+            lease_ttl: heartbeat * 3,
+            accept_timeout: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            default_runner: RunnerName::parse("claude").ok(),
+            default_timeout: Duration::from_secs(30 * 60),
+            default_max_attempts: 3,
+            extra_runners: Vec::new(),
+            max_output_bytes_per_attempt: 4 << 20,
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The REST API under `/api/v1`, its errors, and the health routes.
+
+use crate::Hub;
+use crate::auth::{Caller, hash_token, mint_token};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use muster_core::{AgentName, Capability, Millis, RunnerName, Task, TaskId, TaskState, TokenId};
+use muster_proto::api::{
+    AgentAdd, AgentCreated, AgentView, AttemptView, EventPage, EventView, LogsPage, OutputView, Problem, StatusView,
+    TaskCreated, TaskDefaults, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
+};
+use muster_proto::{FieldError, from_json, timestamp, to_json};
+use muster_store::{AgentRecord, EventFilter, NewAgent, NewToken, OutputFilter, Scope, StoreError, TaskFilter};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Largest request body. Prompts are capped at 1 MiB by validation, which
+/// names the field; this only stops bodies far beyond any valid request.
+const MAX_BODY_BYTES: usize = 8 << 20;
+/// Longest a long-poll (`?wait=`) may hold a request.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Every way a request can fail, each mapped to a status and a problem body.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(FieldError),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    Conflict { field: Option<String>, detail: String },
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    fn bad(field: &str, reason: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(FieldError { field: field.to_owned(), reason: reason.into() })
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        ApiError::BadRequest(e)
+    }
+}
+
+impl From<muster_core::Invalid> for ApiError {
+    fn from(e: muster_core::Invalid) -> ApiError {
+        ApiError::BadRequest(e.into())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { what, id } => ApiError::NotFound(format!("no {what} with id {id:?}")),
+            StoreError::Conflict(detail) => ApiError::Conflict { field: None, detail },
+            StoreError::Refused(r) => ApiError::Conflict { field: Some("state".into()), detail: r.to_string() },
+            StoreError::Invalid(i) => ApiError::BadRequest(i.into()),
+            StoreError::Closed => ApiError::Unavailable("the hub is shutting down".into()),
+            StoreError::Database(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, title, detail, field) = match self {
+            ApiError::BadRequest(e) => {
+                let field = (!e.field.is_empty()).then(|| e.field.clone());
+                (StatusCode::BAD_REQUEST, "invalid request", e.to_string(), field)
+            }
+            ApiError::Unauthorized(d) => (StatusCode::UNAUTHORIZED, "unauthorized", d, None),
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d, None),
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not found", d, None),
+            ApiError::Conflict { field, detail } => (StatusCode::CONFLICT, "conflict", detail, field),
+            ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d, None),
+            ApiError::Internal(d) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error", d, None),
+        };
+        let problem =
+            Problem { kind: "about:blank".into(), title: title.into(), status: status.as_u16(), detail, field };
+        let mut response = (status, to_json(&problem)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], (status, to_json(body))).into_response()
+}
+
+pub fn router(hub: Hub) -> Router {
+    let api = Router::new()
+        .route("/tasks", post(create_task).get(list_tasks))
+        .route("/tasks/{id}", get(show_task))
+        .route("/tasks/{id}/cancel", post(cancel_task))
+        .route("/tasks/{id}/retry", post(retry_task))
+        .route("/tasks/{id}/logs", get(task_logs))
+        .route("/agents", post(add_agent).get(list_agents))
+        .route("/agents/{name}", get(show_agent))
+        .route("/agents/{name}/pause", post(pause_agent))
+        .route("/agents/{name}/resume", post(resume_agent))
+        .route("/agents/{name}/token", post(reissue_token))
+        .route("/tokens", get(list_tokens))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/events", get(list_events))
+        .route("/status", get(status))
+        .route("/agent/connect", get(crate::socket::connect));
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/healthz", get(livez))
+        .nest(muster_proto::API_PREFIX, api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(hub)
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+impl Hub {
+    pub(crate) async fn caller(&self, headers: &HeaderMap) -> ApiResult<Caller> {
+        let header = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?),
+        };
+        self.authenticate(header).await
+    }
+
+    /// Only the admin token may use operator routes.
+    async fn admin(&self, headers: &HeaderMap) -> ApiResult<muster_store::TokenRecord> {
+        match self.caller(headers).await? {
+            Caller::Admin(token) => Ok(token),
+            Caller::Agent(name) => {
+                Err(ApiError::Forbidden(format!("agent {name}'s token cannot use operator routes; use an admin token")))
+            }
+        }
+    }
+}
+
+/// Query parameters, refusing any the route does not know.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(raw: Option<String>, allowed: &[&str]) -> ApiResult<Params> {
+        let raw = raw.unwrap_or_default();
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+            let (k, v) = (k.into_owned(), v.into_owned());
+            if !allowed.contains(&k.as_str()) {
+                return Err(ApiError::bad(&k, format!("unknown query parameter; allowed: {}", allowed.join(", "))));
+            }
+            map.insert(k, v);
+        }
+        Ok(Params(map))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> ApiResult<Option<T>> {
+        self.get(key)
+            .map(|v| v.parse::<T>().map_err(|_| ApiError::bad(key, format!("{v:?} is not a valid number"))))
+            .transpose()
+    }
+
+    fn wait(&self) -> ApiResult<Duration> {
+        Ok(match self.get("wait") {
+            None => Duration::ZERO,
+            Some(w) => muster_proto::parse_duration("wait", w)?.min(MAX_WAIT),
+        })
+    }
+}
+
+fn task_id(raw: &str) -> ApiResult<TaskId> {
+    Ok(TaskId::parse(raw)?)
+}
+
+fn new_task_id(now: Millis) -> ApiResult<TaskId> {
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf).map_err(|e| ApiError::Internal(format!("no randomness available: {e}")))?;
+    Ok(TaskId::from_parts(now.0, u128::from_le_bytes(buf)))
+}
+
+async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    hub.admin(&headers).await?;
+    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
+    }
+    let submit: TaskSubmit = from_json(&body)?;
+    let config = &hub.shared.config;
+    let defaults = TaskDefaults {
+        runner: config.default_runner.clone(),
+        timeout: config.default_timeout,
+        max_attempts: config.default_max_attempts,
+    };
+    let spec = submit.into_spec(&defaults)?;
+    {
+        let known = hub.shared.known_runners.lock().expect("runners lock poisoned");
+        if !known.contains(&spec.runner) {
+            let names: Vec<&str> = known.iter().map(RunnerName::as_str).collect();
+            return Err(ApiError::bad(
+                "runner",
+                format!("unknown runner {:?}; known runners: {}", spec.runner.as_str(), names.join(", ")),
+            ));
+        }
+    }
+    let now = hub.now();
+    let created = hub.shared.store.create_task(new_task_id(now)?, spec, now).await?;
+    if created.created {
+        hub.wake_dispatcher();
+    }
+    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &TaskCreated { created: created.created, task: TaskView::from_task(&created.task) }))
+}
+
+async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["state", "agent", "limit", "before"])?;
+    let filter = TaskFilter {
+        state: p.get("state").map(TaskState::parse).transpose()?,
+        agent: p.get("agent").map(AgentName::parse).transpose()?,
+        limit: p.number::<usize>("limit")?.unwrap_or(100).clamp(1, 1000),
+        before: p.number("before")?,
+    };
+    let page = hub.shared.store.list_tasks(&filter).await?;
+    Ok(json(
+        StatusCode::OK,
+        &TaskPage { tasks: page.items.iter().map(TaskView::from_task).collect(), next: page.next },
+    ))
+}
+
+async fn load_task(hub: &Hub, raw: &str) -> ApiResult<Task> {
+    let id = task_id(raw)?;
+    hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))
+}
+
+async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    let task = load_task(&hub, &id).await?;
+    let attempts = hub.shared.store.attempts(&task.id).await?;
+    let detail = TaskDetail {
+        task: TaskView::from_task(&task),
+        attempts_detail: attempts
+            .iter()
+            .map(|a| AttemptView {
+                number: a.number,
+                epoch: a.epoch.0,
+                agent: a.agent.to_string(),
+                started_at: timestamp(a.started_at),
+                finished_at: a.finished_at.map(timestamp),
+                outcome: a.outcome.clone(),
+                exit_code: a.exit_code,
+                reason: a.reason.clone(),
+                output_bytes: a.output_bytes,
+                output_truncated: a.output_truncated,
+            })
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &detail))
+}
+
+async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    tracing::info!(task = %id, by = %by.name, "cancel");
+    let (task, outcome) = hub.shared.store.cancel_task(&id, hub.now()).await?;
+    match outcome {
+        muster_core::task::Cancel::Done { notify: Some((agent, epoch)) } => {
+            hub.drop_run(&agent, &id, epoch, "cancelled");
+            hub.wake_dispatcher();
+        }
+        muster_core::task::Cancel::Done { notify: None } => {}
+        muster_core::task::Cancel::Requested { agent, epoch } => {
+            hub.send_to(
+                &agent,
+                muster_proto::ws::HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 },
+            );
+        }
+    }
+    Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
+}
+
+async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    tracing::info!(task = %id, by = %by.name, "retry");
+    let task = hub.shared.store.retry_task(&id, hub.now()).await?;
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
+}
+
+async fn task_logs(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["attempt", "after", "limit", "wait"])?;
+    let id = task_id(&id)?;
+    let filter = OutputFilter {
+        attempt: p.number("attempt")?,
+        after: p.number("after")?.unwrap_or(0),
+        limit: p.number::<usize>("limit")?.unwrap_or(1000).clamp(1, 10_000),
+    };
+    let wait = p.wait()?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut output = hub.shared.output.subscribe();
+    loop {
+        output.borrow_and_update();
+        let task = hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))?;
+        let chunks = hub.shared.store.read_output(&id, &filter).await?;
+        // Done only when the task has ended and every chunk was read.
+        let done = task.state.is_terminal() && chunks.len() < filter.limit;
+        if !chunks.is_empty() || done || task.state == TaskState::Queued && wait.is_zero() || wait.is_zero() {
+            let next_after = chunks.last().map_or(filter.after, |c| c.seq);
+            let page = LogsPage {
+                chunks: chunks
+                    .into_iter()
+                    .map(|c| OutputView {
+                        seq: c.seq,
+                        attempt: c.attempt,
+                        stream: c.stream.as_str().to_owned(),
+                        at: timestamp(c.at),
+                        data: String::from_utf8_lossy(&c.data).into_owned(),
+                    })
+                    .collect(),
+                next_after,
+                done,
+                state: task.state.as_str().to_owned(),
+            };
+            return Ok(json(StatusCode::OK, &page));
+        }
+        // Wake on new output or on any event (the task may have ended).
+        let mut events = hub.shared.store.subscribe();
+        events.borrow_and_update();
+        let woke = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = output.changed() => {}
+                _ = events.changed() => {}
+            }
+        })
+        .await;
+        if woke.is_err() {
+            let page = LogsPage { chunks: vec![], next_after: filter.after, done: false, state: task.state.as_str().into() };
+            return Ok(json(StatusCode::OK, &page));
+        }
+    }
+}
+
+fn agent_view(a: &AgentRecord) -> AgentView {
+    AgentView {
+        name: a.name.to_string(),
+        state: a.status.state().as_str().to_owned(),
+        connected: a.status.connected,
+        capabilities: a.capabilities().iter().map(|c| c.to_string()).collect(),
+        runners: a.runners.iter().map(|r| r.to_string()).collect(),
+        slots: a.status.slots,
+        used_slots: a.status.used_slots,
+        paused: a.status.paused,
+        draining: a.status.draining,
+        version: a.version.clone(),
+        token_id: a.token_id.to_string(),
+        last_seen_at: a.last_seen_at.map(timestamp),
+        created_at: timestamp(a.created_at),
+    }
+}
+
+async fn add_agent(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    hub.admin(&headers).await?;
+    let add: AgentAdd = from_json(&body)?;
+    let name = AgentName::parse(&add.name)?;
+    let capabilities = add.capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<Vec<_>, _>>()?;
+    let (minted, token) = agent_token(&name)?;
+    let agent = hub.shared.store.register_agent(NewAgent { name, capabilities }, token, hub.now()).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &AgentCreated { name: agent.name.to_string(), token: minted.token, token_id: minted.id.to_string() },
+    ))
+}
+
+/// A fresh token for `name`: the secret to show once, and the record to store.
+fn agent_token(name: &AgentName) -> ApiResult<(crate::auth::Minted, NewToken)> {
+    let minted = mint_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let token = NewToken {
+        id: minted.id.clone(),
+        name: format!("agent:{name}"),
+        scope: Scope::Agent,
+        agent: Some(name.clone()),
+        hash: hash_token(&minted.token),
+    };
+    Ok((minted, token))
+}
+
+impl Hub {
+    /// Revokes the agent's token, issues a new one and disconnects the agent;
+    /// returns the new token, which is shown only this once.
+    pub async fn reissue_agent_token(&self, name: &AgentName) -> Result<(String, String), ApiError> {
+        let (minted, token) = agent_token(name)?;
+        self.shared.store.replace_agent_token(name, token, self.now()).await?;
+        self.close_agent(name, "token revoked");
+        Ok((minted.token, minted.id.to_string()))
+    }
+
+    /// Registers an agent; returns its token, shown only this once.
+    pub async fn register_agent(&self, name: &AgentName, capabilities: Vec<Capability>) -> Result<String, ApiError> {
+        let (minted, token) = agent_token(name)?;
+        self.shared.store.register_agent(NewAgent { name: name.clone(), capabilities }, token, self.now()).await?;
+        Ok(minted.token)
+    }
+}
+
+async fn reissue_token(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    let agent = load_agent(&hub, &name).await?;
+    let (token, token_id) = hub.reissue_agent_token(&agent.name).await?;
+    Ok(json(StatusCode::CREATED, &AgentCreated { name: agent.name.to_string(), token, token_id }))
+}
+
+async fn list_agents(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let agents = hub.shared.store.list_agents().await?;
+    Ok(json(StatusCode::OK, &agents.iter().map(agent_view).collect::<Vec<_>>()))
+}
+
+async fn load_agent(hub: &Hub, raw: &str) -> ApiResult<AgentRecord> {
+    let name = AgentName::parse(raw)?;
+    hub.shared.store.agent(&name).await?.ok_or_else(|| ApiError::NotFound(format!("no agent named {name:?}")))
+}
+
+async fn show_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &agent_view(&load_agent(&hub, &name).await?)))
+}
+
+async fn set_paused(hub: Hub, headers: HeaderMap, name: String, paused: bool) -> ApiResult {
+    hub.admin(&headers).await?;
+    let agent = load_agent(&hub, &name).await?;
+    let flags = muster_store::AgentFlags { paused: Some(paused), draining: None };
+    let agent = hub.shared.store.set_agent_flags(&agent.name, flags, hub.now()).await?;
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::OK, &agent_view(&agent)))
+}
+
+async fn pause_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    set_paused(hub, headers, name, true).await
+}
+
+async fn resume_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    set_paused(hub, headers, name, false).await
+}
+
+fn token_view(t: &muster_store::TokenRecord) -> TokenView {
+    TokenView {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        scope: t.scope.as_str().to_owned(),
+        agent: t.agent.as_ref().map(|a| a.to_string()),
+        created_at: timestamp(t.created_at),
+        revoked_at: t.revoked_at.map(timestamp),
+        last_used_at: t.last_used_at.map(timestamp),
+    }
+}
+
+async fn list_tokens(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let tokens = hub.shared.store.list_tokens().await?;
+    Ok(json(StatusCode::OK, &tokens.iter().map(token_view).collect::<Vec<_>>()))
+}
+
+async fn revoke_token(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = TokenId::parse(&id)?;
+    tracing::info!(token = %id, by = %by.name, "revoke token");
+    let token = hub.shared.store.revoke_token(&id, hub.now()).await?;
+    if let Some(agent) = &token.agent {
+        hub.close_agent(agent, "token revoked");
+    }
+    Ok(json(StatusCode::OK, &token_view(&token)))
+}
+
+async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["after", "task", "agent", "limit", "wait"])?;
+    let filter = EventFilter {
+        after: p.number("after")?.unwrap_or(0),
+        task: p.get("task").map(TaskId::parse).transpose()?,
+        agent: p.get("agent").map(AgentName::parse).transpose()?,
+        limit: p.number::<usize>("limit")?.unwrap_or(1000).clamp(1, 10_000),
+    };
+    let deadline = tokio::time::Instant::now() + p.wait()?;
+    let mut seen = hub.shared.store.subscribe();
+    loop {
+        seen.borrow_and_update();
+        let events = hub.shared.store.events(&filter).await?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next_after = events.last().map_or(filter.after, |e| e.seq);
+            let page = EventPage {
+                events: events
+                    .into_iter()
+                    .map(|e| EventView {
+                        seq: e.seq,
+                        at: timestamp(e.at),
+                        kind: e.kind,
+                        task: e.task.map(|t| t.to_string()),
+                        agent: e.agent.map(|a| a.to_string()),
+                        epoch: e.epoch.map(|e| e.0),
+                        state: e.state,
+                        detail: e.detail,
+                    })
+                    .collect(),
+                next_after,
+            };
+            return Ok(json(StatusCode::OK, &page));
+        }
+        if tokio::time::timeout_at(deadline, seen.changed()).await.is_err() {
+            continue;
+        }
+    }
+}
+
+async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let counts = hub.shared.store.count_tasks().await?;
+    let agents = hub.shared.store.list_agents().await?;
+    let mut by_state: BTreeMap<String, u64> =
+        muster_core::AgentState::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    for a in &agents {
+        *by_state.entry(a.status.state().as_str().to_owned()).or_default() += 1;
+    }
+    let now = hub.now();
+    let view = StatusView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: timestamp(hub.shared.started_at),
+        uptime_secs: now.since(hub.shared.started_at).as_secs(),
+        draining: hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst),
+        tasks: counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n)).collect(),
+        agents: by_state,
+        connected_agents: hub.shared.sessions.lock().expect("sessions lock poisoned").len() as u64,
+        last_event: *hub.shared.store.subscribe().borrow(),
+    };
+    Ok(json(StatusCode::OK, &view))
+}

@@ -1,0 +1,232 @@
+//! The Muster hub: the HTTP API, the agent WebSocket endpoint, and the
+//! background loop that dispatches tasks and reclaims expired leases.
+//!
+//! The hub holds its store as `Arc<dyn Store>` and never touches SQL; it
+//! holds live agent sockets in memory and nothing else that matters: every
+//! fact that must survive a crash is in the store before it is acknowledged.
+
+mod auth;
+mod config;
+pub mod http;
+mod loops;
+mod socket;
+
+pub use auth::{hash_token, mint_token, parse_token};
+pub use config::HubConfig;
+
+use anyhow::Context;
+use muster_core::{AgentName, Millis, RunnerName, TaskId};
+use muster_proto::ws::HubMsg;
+use muster_store::{NewToken, Scope, Store};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Runner names every hub accepts in a task, whether or not an agent offering
+/// them has connected yet.
+pub const BUILTIN_RUNNERS: [&str; 3] = ["claude", "codex", "shell"];
+
+/// Where "now" comes from: the system clock in production, a fixed one in tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Millis;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Millis(d.as_millis() as i64)
+    }
+}
+
+/// A message for one connected agent's socket.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Msg(HubMsg),
+    /// Close the socket with this reason.
+    Close(String),
+}
+
+/// One connected agent socket.
+pub(crate) struct Session {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Outbound>,
+}
+
+/// A cheap-to-clone handle on the running hub.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub config: HubConfig,
+    pub clock: Arc<dyn Clock>,
+    /// Connected sockets by agent. Short critical sections only, no `.await` inside.
+    pub sessions: Mutex<HashMap<AgentName, Session>>,
+    /// Runner names an agent has announced, plus the built-in and configured ones.
+    pub known_runners: Mutex<BTreeSet<RunnerName>>,
+    /// Wakes the dispatch loop: work or capacity may have appeared.
+    pub wake: Notify,
+    /// Bumped whenever task output is stored, for log followers.
+    pub output: watch::Sender<u64>,
+    pub stopping: watch::Sender<bool>,
+    pub draining: AtomicBool,
+    pub started_at: Millis,
+    pub sockets_open: AtomicU64,
+    pub sockets_closed: Notify,
+}
+
+impl Hub {
+    /// Opens the hub's state on `store`: marks agents offline from any
+    /// previous run, gives leases a grace period to be re-attached, and
+    /// creates the first admin token if there is none.
+    pub async fn new(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
+        let now = clock.now();
+        store.hub_started(now, config.lease_ttl).await.context("cannot start on the store")?;
+        let mut known: BTreeSet<RunnerName> = BUILTIN_RUNNERS
+            .iter()
+            .chain(config.extra_runners.iter().map(|s| s.as_str()).collect::<Vec<_>>().iter())
+            .filter_map(|r| RunnerName::parse(r).ok())
+            .collect();
+        for agent in store.list_agents().await.context("cannot list agents")? {
+            known.extend(agent.runners);
+        }
+        let (output, _) = watch::channel(0);
+        let (stopping, _) = watch::channel(false);
+        Ok(Hub {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                clock,
+                sessions: Mutex::new(HashMap::new()),
+                known_runners: Mutex::new(known),
+                wake: Notify::new(),
+                output,
+                stopping,
+                draining: AtomicBool::new(false),
+                started_at: now,
+                sockets_open: AtomicU64::new(0),
+                sockets_closed: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// Creates the first admin token when the store has none, writes it to
+    /// `<data-dir>/admin.token` (mode 0600) and returns it so it can be shown
+    /// once. Returns `None` when an admin token already exists.
+    pub async fn ensure_admin_token(&self, data_dir: &Path) -> anyhow::Result<Option<String>> {
+        let tokens = self.shared.store.list_tokens().await?;
+        if tokens.iter().any(|t| t.scope == Scope::Admin) {
+            return Ok(None);
+        }
+        let minted = mint_token()?;
+        let path = data_dir.join("admin.token");
+        write_secret_file(&path, &minted.token)
+            .with_context(|| format!("cannot write the admin token to {}", path.display()))?;
+        self.shared
+            .store
+            .create_token(
+                NewToken {
+                    id: minted.id.clone(),
+                    name: "admin".into(),
+                    scope: Scope::Admin,
+                    agent: None,
+                    hash: hash_token(&minted.token),
+                },
+                self.shared.clock.now(),
+            )
+            .await?;
+        Ok(Some(minted.token))
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking work, closes agent
+    /// sockets with a close frame, lets the batch in flight commit, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
+        let app = http::router(self.clone());
+        let hub = self.clone();
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new work, closing agent sockets");
+            hub.shared.draining.store(true, Ordering::SeqCst);
+            hub.shared.stopping.send_replace(true);
+        };
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stop)
+            .await
+            .context("the HTTP server failed")?;
+        // Upgraded sockets outlive the HTTP server: wait for them to close.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.shared.sockets_open.load(Ordering::SeqCst) > 0 {
+            let notified = self.shared.sockets_closed.notified();
+            if self.shared.sockets_open.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!("agent sockets still open after 10 s; closing anyway");
+                break;
+            }
+        }
+        let _ = dispatcher.await;
+        self.shared.store.close().await;
+        tracing::info!("hub stopped");
+        Ok(())
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        self.shared.clock.now()
+    }
+
+    pub(crate) fn wake_dispatcher(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Sends a message to a connected agent; false if it is not connected.
+    pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        sessions.get(agent).is_some_and(|s| s.tx.send(Outbound::Msg(msg)).is_ok())
+    }
+
+    pub(crate) fn close_agent(&self, agent: &AgentName, reason: &str) {
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        if let Some(s) = sessions.get(agent) {
+            let _ = s.tx.send(Outbound::Close(reason.to_owned()));
+        }
+    }
+
+    pub(crate) fn drop_run(&self, agent: &AgentName, task: &TaskId, epoch: muster_core::Epoch, reason: &str) {
+        self.send_to(
+            agent,
+            HubMsg::Drop { task: task.to_string(), epoch: epoch.0, reason: reason.to_owned() },
+        );
+    }
+}
+
+/// Writes a secret readable by its owner only.
+pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The hub's background loop: reclaim expired leases, then hand queued
+//! tasks to agents with free slots, then sleep until woken or until the
+//! next backoff or lease is due.
+
+use crate::Hub;
+use muster_core::AgentName;
+use muster_proto::ws::HubMsg;
+use std::time::Duration;
+
+/// Most leases reclaimed in one pass; the loop comes back at once for more.
+const RECLAIM_BATCH: usize = 500;
+
+pub async fn dispatch_loop(hub: Hub) {
+    let mut stopping = hub.shared.stopping.subscribe();
+    let config = hub.config().clone();
+    // Wake at least this often even when nothing is due, to notice leases
+    // that expire while no one is watching.
+    let tick = (config.heartbeat_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut rotation = 0usize;
+    let mut last_error: Option<String> = None;
+    loop {
+        if *stopping.borrow() {
+            break;
+        }
+        let mut busy = false;
+        match hub.reclaim_once().await {
+            Ok(n) => busy |= n >= RECLAIM_BATCH,
+            Err(e) => note_error(&mut last_error, "reclaim", e),
+        }
+        match hub.dispatch_once(&mut rotation).await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => note_error(&mut last_error, "dispatch", e),
+        }
+        if busy {
+            continue;
+        }
+        let now = hub.now();
+        let sleep = match hub.shared.store.next_due().await {
+            Ok(Some(due)) if due > now => due.since(now).min(tick),
+            _ => tick,
+        };
+        tokio::select! {
+            _ = hub.shared.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = stopping.changed() => break,
+        }
+    }
+    tracing::info!("dispatch loop stopped");
+}
+
+fn note_error(last: &mut Option<String>, step: &str, e: muster_store::StoreError) {
+    let message = format!("{step}: {e}");
+    if last.as_deref() != Some(&message) {
+        tracing::error!(error = %message, "dispatch loop step failed; retrying");
+    }
+    *last = Some(message);
+}
+
+impl Hub {
+    /// Reclaims expired leases; returns how many.
+    pub(crate) async fn reclaim_once(&self) -> Result<usize, muster_store::StoreError> {
+        let reclaimed = self.shared.store.reclaim_expired(self.now(), RECLAIM_BATCH).await?;
+        for (task, outcome) in &reclaimed {
+            tracing::info!(task = %task.id, ?outcome, "lease expired; task reclaimed");
+            // If the old holder is still connected it must let the run go.
+            if let Some(agent) = &task.agent {
+                self.drop_run(agent, &task.id, task.epoch, "lease expired");
+            }
+        }
+        Ok(reclaimed.len())
+    }
+
+    /// Hands due tasks to connected agents; returns how many were assigned.
+    pub(crate) async fn dispatch_once(&self, rotation: &mut usize) -> Result<usize, muster_store::StoreError> {
+        if self.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let mut agents: Vec<AgentName> =
+            self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
+        if agents.is_empty() {
+            return Ok(0);
+        }
+        // Start with a different agent each pass so no agent is always served first.
+        agents.sort();
+        *rotation = rotation.wrapping_add(1);
+        let start = *rotation % agents.len();
+        agents.rotate_left(start);
+        let accept = self.config().accept_timeout;
+        let mut assigned = 0;
+        for agent in agents {
+            let tasks = self.shared.store.claim_tasks(&agent, self.now(), accept).await?;
+            for task in &tasks {
+                tracing::debug!(task = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
+                if !self.send_to(&agent, HubMsg::assign(task)) {
+                    // The socket went away after the claim; the accept deadline reclaims it.
+                    tracing::warn!(task = %task.id, agent = %agent, "agent left before its assignment was sent");
+                }
+            }
+            assigned += tasks.len();
+        }
+        Ok(assigned)
+    }
+}

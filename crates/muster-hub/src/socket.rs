@@ -1,0 +1,377 @@
+//! One connected agent: the WebSocket session from `hello` to close.
+//!
+//! Messages from one agent are handled in order, each after the store has
+//! committed the previous one, so output always lands before the run's
+//! `finished` report. The agent's identity comes from its token, never from
+//! what it says, and every report about a task is checked against the
+//! task's current lease epoch.
+
+use crate::auth::Caller;
+use crate::http::ApiError;
+use crate::{Hub, Outbound, Session};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use muster_core::{AgentName, Capability, Epoch, RunnerName, TaskId};
+use muster_proto::ws::{AgentMsg, HubMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunRef, parse_outcome};
+use muster_proto::{FieldError, from_json, to_json};
+use muster_store::{AgentFlags, Announce, FinishResult, NewEvent, OutputChunk, StoreError, Stream};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn connect(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let name = match hub.caller(&headers).await? {
+        Caller::Agent(name) => name,
+        Caller::Admin(_) => {
+            return Err(ApiError::Forbidden("an admin token cannot connect as an agent; use the agent's own token".into()));
+        }
+    };
+    if hub.shared.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    let ws = ws.map_err(|e| ApiError::BadRequest(FieldError { field: String::new(), reason: e.to_string() }))?;
+    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| session(hub, name, socket)))
+}
+
+/// Counts open sockets so shutdown can wait for them to close.
+struct OpenSocket(Hub);
+
+impl OpenSocket {
+    fn new(hub: &Hub) -> OpenSocket {
+        hub.shared.sockets_open.fetch_add(1, Ordering::SeqCst);
+        OpenSocket(hub.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.shared.sockets_open.fetch_sub(1, Ordering::SeqCst);
+        self.0.shared.sockets_closed.notify_waiters();
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) }))
+}
+
+fn text(msg: &HubMsg) -> Message {
+    Message::Text(Utf8Bytes::from(to_json(msg)))
+}
+
+fn parse_runs(runs: &[RunRef]) -> Result<Vec<(TaskId, Epoch)>, FieldError> {
+    runs.iter().map(|r| Ok((TaskId::parse(&r.task)?, Epoch(r.epoch)))).collect()
+}
+
+fn parse_hello(msg: AgentMsg) -> Result<(Announce, Vec<(TaskId, Epoch)>, bool), FieldError> {
+    let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining } = msg else {
+        return Err(FieldError { field: "type".into(), reason: "the first message must be `hello`".into() });
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(FieldError {
+            field: "protocol".into(),
+            reason: format!("this hub speaks protocol {PROTOCOL_VERSION}, the agent {protocol}"),
+        });
+    }
+    if slots == 0 || slots > 1024 {
+        return Err(FieldError { field: "slots".into(), reason: "must be between 1 and 1024".into() });
+    }
+    let announce = Announce {
+        capabilities: capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<_, _>>()?,
+        runners: runners.iter().map(|r| RunnerName::parse(r)).collect::<Result<_, _>>()?,
+        slots,
+        version,
+    };
+    Ok((announce, parse_runs(&runs)?, draining))
+}
+
+async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
+    let _open = OpenSocket::new(&hub);
+    let (mut sink, mut stream) = socket.split();
+
+    let first = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let hello = match first {
+        Ok(Some(Ok(Message::Text(t)))) => from_json::<AgentMsg>(t.as_bytes()).and_then(parse_hello),
+        Ok(_) => Err(FieldError { field: String::new(), reason: "expected a `hello` text frame".into() }),
+        Err(_) => Err(FieldError { field: String::new(), reason: "no `hello` within 10 s".into() }),
+    };
+    let (announce, runs, mut draining) = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(agent = %name, error = %e, "agent handshake refused");
+            let _ = sink.send(text(&HubMsg::Error { message: e.to_string() })).await;
+            let _ = sink.send(close(close_code::POLICY, "bad hello")).await;
+            return;
+        }
+    };
+    let now = hub.now();
+    let runners = announce.runners.clone();
+    let (record, session_id) = match hub.shared.store.agent_connected(&name, announce, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(agent = %name, error = %e, "cannot record the agent's connection");
+            let _ = sink.send(close(close_code::ERROR, "hub store error")).await;
+            return;
+        }
+    };
+    hub.shared.known_runners.lock().expect("runners lock poisoned").extend(runners);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");
+        if let Some(old) = sessions.insert(name.clone(), Session { id: session_id, tx }) {
+            let _ = old.tx.send(Outbound::Close("replaced by a newer connection".into()));
+        }
+    }
+    tracing::info!(agent = %name, session = session_id, runs = runs.len(), "agent connected");
+    let config = hub.config();
+    let welcome = HubMsg::Welcome {
+        agent: name.to_string(),
+        protocol: PROTOCOL_VERSION,
+        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+        lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+    };
+    let mut conn = Conn { hub: hub.clone(), name: name.clone(), dropped: HashSet::new() };
+    let mut reason = String::from("socket closed");
+    if sink.send(text(&welcome)).await.is_ok() {
+        if draining != record.status.draining {
+            conn.set_draining(draining).await;
+        }
+        conn.reattach(&runs).await;
+        hub.wake_dispatcher();
+        let mut stopping = hub.shared.stopping.subscribe();
+        let offline_after = config.offline_after();
+        reason = loop {
+            tokio::select! {
+                frame = tokio::time::timeout(offline_after, stream.next()) => match frame {
+                    Err(_) => break format!("missed heartbeats for {} ms", offline_after.as_millis()),
+                    Ok(None) => break "socket closed".into(),
+                    Ok(Some(Err(e))) => break format!("socket error: {e}"),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        match from_json::<AgentMsg>(t.as_bytes()) {
+                            Ok(AgentMsg::Heartbeat { runs, draining: d }) => {
+                                if d != draining {
+                                    draining = d;
+                                    conn.set_draining(d).await;
+                                }
+                                conn.heartbeat(&runs).await;
+                            }
+                            Ok(msg) => conn.handle(msg).await,
+                            Err(e) => conn.reply(HubMsg::Error { message: format!("bad message: {e}") }),
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) => break "closed by the agent".into(),
+                    Ok(Some(Ok(Message::Binary(_)))) => {
+                        conn.reply(HubMsg::Error { message: "binary frames are not part of the protocol".into() });
+                    }
+                    Ok(Some(Ok(_))) => {}
+                },
+                out = rx.recv() => match out {
+                    Some(Outbound::Msg(m)) => {
+                        if let Err(e) = sink.send(text(&m)).await {
+                            break format!("send failed: {e}");
+                        }
+                    }
+                    Some(Outbound::Close(why)) => {
+                        let _ = sink.send(close(close_code::POLICY, &why)).await;
+                        break why;
+                    }
+                    None => break "session replaced".into(),
+                },
+                _ = stopping.changed() => {
+                    let _ = sink.send(close(close_code::AWAY, "hub shutting down")).await;
+                    break "hub shutting down".into();
+                }
+            }
+        };
+    }
+    let _ = sink.close().await;
+    {
+        let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");
+        if sessions.get(&name).is_some_and(|s| s.id == session_id) {
+            sessions.remove(&name);
+        }
+    }
+    tracing::info!(agent = %name, session = session_id, reason = %reason, "agent disconnected");
+    if let Err(e) = hub.shared.store.agent_disconnected(&name, session_id, &reason, hub.now()).await {
+        tracing::error!(agent = %name, error = %e, "cannot record the agent's disconnection");
+    }
+}
+
+/// What one session needs to handle its agent's messages.
+struct Conn {
+    hub: Hub,
+    name: AgentName,
+    /// Runs already told to drop, so a chatty stale agent makes one event, not many.
+    dropped: HashSet<(TaskId, Epoch)>,
+}
+
+impl Conn {
+    fn reply(&self, msg: HubMsg) {
+        self.hub.send_to(&self.name, msg);
+    }
+
+    async fn set_draining(&self, draining: bool) {
+        let flags = AgentFlags { paused: None, draining: Some(draining) };
+        if let Err(e) = self.hub.shared.store.set_agent_flags(&self.name, flags, self.hub.now()).await {
+            tracing::error!(agent = %self.name, error = %e, "cannot record draining");
+        }
+    }
+
+    /// After a reconnect: keep the runs the hub still recognises, drop the rest,
+    /// and repeat a cancel the agent may have missed.
+    async fn reattach(&mut self, runs: &[(TaskId, Epoch)]) {
+        if runs.is_empty() {
+            return;
+        }
+        self.renew(runs).await;
+        for (id, epoch) in runs {
+            if let Ok(Some(task)) = self.hub.shared.store.task(id).await {
+                if task.cancel_requested && task.epoch == *epoch && task.lease.is_some() {
+                    self.reply(HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, runs: &[RunRef]) {
+        match parse_runs(runs) {
+            Ok(runs) => self.renew(&runs).await,
+            Err(e) => self.reply(HubMsg::Error { message: format!("bad heartbeat: {e}") }),
+        }
+    }
+
+    async fn renew(&mut self, runs: &[(TaskId, Epoch)]) {
+        let config = self.hub.config();
+        match self.hub.shared.store.heartbeat(&self.name, runs, self.hub.now(), config.lease_ttl).await {
+            Ok(beat) => {
+                for (id, epoch) in beat.stale {
+                    self.reject(&id, epoch, "heartbeat", "the hub no longer holds this run under that epoch").await;
+                }
+            }
+            Err(e) => tracing::error!(agent = %self.name, error = %e, "cannot record heartbeat"),
+        }
+    }
+
+    /// A report about a run the hub does not recognise: log it as an event,
+    /// never apply it, and tell the agent to let the run go.
+    async fn reject(&mut self, id: &TaskId, epoch: Epoch, what: &str, why: &str) {
+        if !self.dropped.insert((id.clone(), epoch)) {
+            self.hub.drop_run(&self.name, id, epoch, why);
+            return;
+        }
+        tracing::warn!(agent = %self.name, task = %id, epoch = epoch.0, report = what, reason = why, "stale report rejected");
+        let event = NewEvent {
+            kind: "task.stale_report",
+            task: Some(id.clone()),
+            agent: Some(self.name.clone()),
+            epoch: Some(epoch),
+            state: None,
+            detail: Some(format!("{what} rejected: {why}")),
+        };
+        if let Err(e) = self.hub.shared.store.record_event(event, self.hub.now()).await {
+            tracing::error!(error = %e, "cannot record a stale report");
+        }
+        self.hub.drop_run(&self.name, id, epoch, why);
+    }
+
+    async fn handle(&mut self, msg: AgentMsg) {
+        let store = self.hub.shared.store.clone();
+        let now = self.hub.now();
+        let config = self.hub.config().clone();
+        match msg {
+            AgentMsg::Hello { .. } => self.reply(HubMsg::Error { message: "`hello` was already received".into() }),
+            AgentMsg::Heartbeat { .. } => unreachable!("handled by the session loop"),
+            AgentMsg::Accept { task, epoch } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                match store.start_task(&self.name, &id, epoch, now, config.lease_ttl).await {
+                    Ok(_) => {}
+                    Err(e) => self.refused(&id, epoch, "accept", e).await,
+                }
+            }
+            AgentMsg::Reject { task, epoch, reason } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                match store.release_task(&self.name, &id, epoch, &reason, now).await {
+                    Ok(_) => self.hub.wake_dispatcher(),
+                    Err(e) => self.refused(&id, epoch, "reject", e).await,
+                }
+            }
+            AgentMsg::Output { task, epoch, stream, data } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                let Some(stream) = Stream::parse(&stream) else {
+                    self.reply(HubMsg::Error { message: format!("unknown stream {stream:?}") });
+                    return;
+                };
+                let chunk = OutputChunk { stream, data: data.into_bytes() };
+                match store.append_output(&self.name, &id, epoch, vec![chunk], now).await {
+                    Ok(_) => {
+                        self.hub.shared.output.send_modify(|n| *n += 1);
+                    }
+                    Err(e) => self.refused(&id, epoch, "output", e).await,
+                }
+            }
+            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated: _ } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                let outcome = match parse_outcome(&outcome, exit_code, reason) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.reply(HubMsg::Error { message: format!("bad finished report: {e}") });
+                        return;
+                    }
+                };
+                let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
+                let backoff = config.backoff.delay(attempt, jitter());
+                match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {
+                    Ok((_, result)) => {
+                        if result == FinishResult::Duplicate {
+                            tracing::debug!(task = %id, epoch = epoch.0, "duplicate finished report acknowledged");
+                        }
+                        self.reply(HubMsg::Ack { task: id.to_string(), epoch: epoch.0 });
+                        self.hub.wake_dispatcher();
+                    }
+                    Err(e) => self.refused(&id, epoch, "finished", e).await,
+                }
+            }
+        }
+    }
+
+    fn task_id(&self, raw: &str) -> Option<TaskId> {
+        match TaskId::parse(raw) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.reply(HubMsg::Error { message: e.to_string() });
+                None
+            }
+        }
+    }
+
+    async fn refused(&mut self, id: &TaskId, epoch: Epoch, what: &str, e: StoreError) {
+        match e {
+            StoreError::Refused(r) => self.reject(id, epoch, what, &r.to_string()).await,
+            StoreError::NotFound { .. } => self.reject(id, epoch, what, "no such task").await,
+            // Not the agent's fault: leave the run alone; the agent resends after it reconnects.
+            other => tracing::error!(agent = %self.name, task = %id, error = %other, report = what, "cannot apply report"),
+        }
+    }
+}
+
+/// A random number in `[0, 1)` for retry jitter.
+fn jitter() -> f64 {
+    let mut buf = [0u8; 8];
+    if getrandom::fill(&mut buf).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(buf) >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,363 @@
+//! JSON bodies of the REST API under `/api/v1`.
+//!
+//! Field names here are the public contract; the CLI's `--json` output uses
+//! the same shapes.
+
+use crate::{FieldError, human_duration, parse_duration, seconds, timestamp};
+use muster_core::{Capability, Priority, RunnerName, Task, TaskSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `POST /api/v1/tasks`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSubmit {
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Seconds as a number, or a duration string such as `"10m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(f64),
+    Text(String),
+}
+
+impl DurationValue {
+    pub fn to_duration(&self, field: &'static str) -> Result<Duration, FieldError> {
+        match self {
+            DurationValue::Seconds(s) => seconds(field, *s),
+            DurationValue::Text(t) => parse_duration(field, t),
+        }
+    }
+}
+
+/// What the hub fills in when a submission leaves a field out.
+#[derive(Debug, Clone)]
+pub struct TaskDefaults {
+    pub runner: Option<RunnerName>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+/// Most bytes of `metadata` once serialized.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
+
+impl TaskSubmit {
+    /// Turns a submission into a validated spec, naming the first bad field.
+    pub fn into_spec(self, defaults: &TaskDefaults) -> Result<TaskSpec, FieldError> {
+        let runner = match self.runner.as_deref() {
+            Some(r) => RunnerName::parse(r)?,
+            None => defaults.runner.clone().ok_or_else(|| FieldError {
+                field: "runner".into(),
+                reason: "is required (this hub has no default runner)".into(),
+            })?,
+        };
+        let capabilities =
+            self.capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<Vec<_>, _>>()?;
+        let priority = match self.priority.as_deref() {
+            Some(p) => Priority::parse(p)?,
+            None => Priority::Normal,
+        };
+        let timeout = match &self.timeout {
+            Some(t) => t.to_duration("timeout")?,
+            None => defaults.timeout,
+        };
+        let metadata = match &self.metadata {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v @ serde_json::Value::Object(_)) => {
+                let text = serde_json::to_string(v).expect("a JSON value serializes");
+                if text.len() > MAX_METADATA_BYTES {
+                    return Err(FieldError {
+                        field: "metadata".into(),
+                        reason: format!("is {} bytes; the limit is {MAX_METADATA_BYTES}", text.len()),
+                    });
+                }
+                Some(text)
+            }
+            Some(_) => {
+                return Err(FieldError { field: "metadata".into(), reason: "must be a JSON object".into() });
+            }
+        };
+        let spec = TaskSpec {
+            prompt: self.prompt,
+            runner,
+            capabilities,
+            priority,
+            timeout,
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            idempotency_key: self.idempotency_key,
+            metadata,
+        };
+        Ok(spec.validate()?)
+    }
+}
+
+/// A task as the API and `--json` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub state: String,
+    pub priority: String,
+    pub runner: String,
+    pub capabilities: Vec<String>,
+    /// Attempts used from the current budget.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The agent of the latest attempt.
+    pub agent: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub epoch: u64,
+    pub cancel_requested: bool,
+    pub timeout: String,
+    pub timeout_ms: u64,
+    pub idempotency_key: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub prompt: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub ready_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub lease_expires_at: Option<String>,
+}
+
+impl TaskView {
+    pub fn from_task(t: &Task) -> TaskView {
+        TaskView {
+            id: t.id.to_string(),
+            state: t.state.as_str().to_owned(),
+            priority: t.spec.priority.as_str().to_owned(),
+            runner: t.spec.runner.to_string(),
+            capabilities: t.spec.capabilities.iter().map(|c| c.to_string()).collect(),
+            attempts: t.attempts,
+            max_attempts: t.spec.max_attempts,
+            agent: t.agent.as_ref().map(|a| a.to_string()),
+            exit_code: t.exit_code,
+            reason: t.reason.clone(),
+            epoch: t.epoch.0,
+            cancel_requested: t.cancel_requested,
+            timeout: human_duration(t.spec.timeout),
+            timeout_ms: t.spec.timeout.as_millis() as u64,
+            idempotency_key: t.spec.idempotency_key.clone(),
+            metadata: t.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            prompt: t.spec.prompt.clone(),
+            created_at: timestamp(t.created_at),
+            updated_at: timestamp(t.updated_at),
+            ready_at: timestamp(t.ready_at),
+            started_at: t.started_at.map(timestamp),
+            finished_at: t.finished_at.map(timestamp),
+            lease_expires_at: t.lease.as_ref().map(|l| timestamp(l.expires_at)),
+        }
+    }
+}
+
+/// `POST /api/v1/tasks` answer: 201 with `created: true`, or 200 with the
+/// existing task for a repeated idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskCreated {
+    pub created: bool,
+    pub task: TaskView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `?before=` for the next page.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub epoch: u64,
+    pub agent: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub output_bytes: u64,
+    pub output_truncated: bool,
+}
+
+/// `GET /api/v1/tasks/{id}`: the task with its attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: TaskView,
+    pub attempts_detail: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputView {
+    pub seq: i64,
+    pub attempt: u32,
+    pub stream: String,
+    pub at: String,
+    /// The bytes as UTF-8, with invalid sequences replaced.
+    pub data: String,
+}
+
+/// `GET /api/v1/tasks/{id}/logs`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsPage {
+    pub chunks: Vec<OutputView>,
+    /// Pass as `?after=` to continue.
+    pub next_after: i64,
+    /// The task has finished: no more output will come.
+    pub done: bool,
+    pub state: String,
+}
+
+/// `POST /api/v1/agents`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentAdd {
+    pub name: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// The answer to `POST /api/v1/agents`: the only time the token is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentCreated {
+    pub name: String,
+    pub token: String,
+    pub token_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    pub state: String,
+    pub connected: bool,
+    pub capabilities: Vec<String>,
+    pub runners: Vec<String>,
+    pub slots: u32,
+    pub used_slots: u32,
+    pub paused: bool,
+    pub draining: bool,
+    pub version: Option<String>,
+    pub token_id: String,
+    pub last_seen_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub agent: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub task: Option<String>,
+    pub agent: Option<String>,
+    pub epoch: Option<u64>,
+    pub state: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// Pass as `?after=` to continue.
+    pub next_after: i64,
+}
+
+/// `GET /api/v1/status`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub draining: bool,
+    pub tasks: BTreeMap<String, u64>,
+    pub agents: BTreeMap<String, u64>,
+    pub connected_agents: u64,
+    pub last_event: i64,
+}
+
+/// An RFC 9457 problem body, with `field` naming what was wrong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> TaskDefaults {
+        TaskDefaults { runner: None, timeout: Duration::from_secs(60), max_attempts: 3 }
+    }
+
+    fn submit(json: &str) -> Result<TaskSpec, FieldError> {
+        crate::from_json::<TaskSubmit>(json.as_bytes())?.into_spec(&defaults())
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (r#"{"prompt":"x"}"#, "runner"),
+            (r#"{"prompt":"x","runner":"Shell"}"#, "runner"),
+            (r#"{"prompt":"x","runner":"shell","priority":"asap"}"#, "priority"),
+            (r#"{"prompt":"x","runner":"shell","timeout":0}"#, "timeout"),
+            (r#"{"prompt":"x","runner":"shell","timeout":-3}"#, "timeout"),
+            (r#"{"prompt":"x","runner":"shell","timeout":"later"}"#, "timeout"),
+            (r#"{"prompt":"","runner":"shell"}"#, "prompt"),
+            (r#"{"prompt":"x","runner":"shell","max_attempts":0}"#, "max_attempts"),
+            (r#"{"prompt":"x","runner":"shell","capabilities":["a b"]}"#, "capabilities"),
+            (r#"{"prompt":"x","runner":"shell","metadata":[1]}"#, "metadata"),
+            (r#"{"prompt":"x","runner":"shell","max_attempts":-1}"#, "max_attempts"),
+        ];
+        for (json, field) in cases {
+            let err = submit(json).expect_err(json);
+            assert_eq!(err.field, field, "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_full_submission_parses() {
+        let spec = submit(
+            r#"{"prompt":"echo hi","runner":"shell","capabilities":["gpu","gpu"],"priority":"high",
+                "timeout":"2m","max_attempts":5,"idempotency_key":"k1","metadata":{"ticket":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.priority, Priority::High);
+        assert_eq!(spec.timeout, Duration::from_secs(120));
+        assert_eq!(spec.capabilities.len(), 1);
+        assert_eq!(spec.metadata.as_deref(), Some(r#"{"ticket":7}"#));
+    }
+}

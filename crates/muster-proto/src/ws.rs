@@ -1,0 +1,161 @@
+//! The agent WebSocket protocol: JSON text frames, one message each,
+//! tagged by `type`.
+//!
+//! The agent opens `GET /api/v1/agent/connect` with its token in the
+//! `Authorization` header and sends `hello` first. The hub answers
+//! `welcome`, then `assign`s tasks. The agent `accept`s (or `reject`s) each,
+//! streams `output`, and reports `finished`, which it repeats after a
+//! reconnect until the hub `ack`s it. Every message about a task carries the
+//! lease epoch; the hub drops anything whose epoch is not the task's current
+//! lease and tells the agent to `drop` that run.
+
+use serde::{Deserialize, Serialize};
+
+/// Bump when a change is not backward compatible.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side sends or accepts.
+pub const MAX_FRAME_BYTES: usize = 2 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub task: String,
+    pub epoch: u64,
+}
+
+/// Agent → hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentMsg {
+    Hello {
+        protocol: u32,
+        version: String,
+        capabilities: Vec<String>,
+        runners: Vec<String>,
+        slots: u32,
+        /// Runs this agent still holds, for re-attaching after a reconnect.
+        runs: Vec<RunRef>,
+        draining: bool,
+    },
+    Heartbeat {
+        runs: Vec<RunRef>,
+        draining: bool,
+    },
+    Accept {
+        task: String,
+        epoch: u64,
+    },
+    Reject {
+        task: String,
+        epoch: u64,
+        reason: String,
+    },
+    Output {
+        task: String,
+        epoch: u64,
+        stream: String,
+        data: String,
+    },
+    Finished {
+        task: String,
+        epoch: u64,
+        /// `succeeded`, `failed`, `timeout` or `cancelled`.
+        outcome: String,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        output_truncated: bool,
+    },
+}
+
+/// Hub → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HubMsg {
+    Welcome {
+        agent: String,
+        protocol: u32,
+        heartbeat_ms: u64,
+        lease_ttl_ms: u64,
+    },
+    Assign {
+        task: String,
+        epoch: u64,
+        runner: String,
+        prompt: String,
+        timeout_ms: u64,
+        metadata: Option<serde_json::Value>,
+    },
+    /// Kill this run and report `finished` with outcome `cancelled`.
+    Cancel {
+        task: String,
+        epoch: u64,
+    },
+    /// The hub no longer recognises this run: kill it and do not report it.
+    Drop {
+        task: String,
+        epoch: u64,
+        reason: String,
+    },
+    /// The `finished` report for this run is durable; stop resending it.
+    Ack {
+        task: String,
+        epoch: u64,
+    },
+    Error {
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged_by_type() {
+        let msg = AgentMsg::Accept { task: "t_x".into(), epoch: 3 };
+        let json = crate::to_json(&msg);
+        assert_eq!(json, r#"{"type":"accept","task":"t_x","epoch":3}"#);
+        assert_eq!(serde_json::from_str::<AgentMsg>(&json).unwrap(), msg);
+    }
+}
+
+impl HubMsg {
+    /// The assignment of `task` under its current lease.
+    pub fn assign(task: &muster_core::Task) -> HubMsg {
+        HubMsg::Assign {
+            task: task.id.to_string(),
+            epoch: task.epoch.0,
+            runner: task.spec.runner.to_string(),
+            prompt: task.spec.prompt.clone(),
+            timeout_ms: task.spec.timeout.as_millis() as u64,
+            metadata: task.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+        }
+    }
+}
+
+/// Parses the outcome fields of a `finished` report.
+pub fn parse_outcome(
+    outcome: &str,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+) -> Result<muster_core::RunOutcome, crate::FieldError> {
+    use muster_core::RunOutcome;
+    Ok(match outcome {
+        "succeeded" => RunOutcome::Succeeded { exit_code: exit_code.unwrap_or(0) },
+        "failed" => RunOutcome::Failed {
+            exit_code,
+            reason: reason.unwrap_or_else(|| match exit_code {
+                Some(code) => format!("exit code {code}"),
+                None => "failed".to_owned(),
+            }),
+        },
+        "timeout" => RunOutcome::TimedOut,
+        "cancelled" => RunOutcome::Cancelled,
+        other => {
+            return Err(crate::FieldError {
+                field: "outcome".into(),
+                reason: format!("unknown outcome {other:?}; expected succeeded, failed, timeout or cancelled"),
+            });
+        }
+    })
+}

@@ -1,0 +1,1561 @@
+//! The conformance suite: the story every `Store` backend must tell the same way.
+//!
+//! Each case is a `pub async fn` that takes a fresh, empty store opened with
+//! `Limits::default()` and panics, naming what broke, when the backend strays
+//! from the story. Time is injected: every case passes explicit `Millis`, so
+//! leases, backoff and reclaim are driven step by step and nothing sleeps.
+//! Cases use only the `Store` trait, so a new backend runs them unchanged:
+//!
+//! ```text
+//! async fn fresh() -> (Arc<dyn Store>, TempDir) { /* an empty store and what must outlive it */ }
+//! muster_store::conformance_tests!(fresh);
+//! ```
+//!
+//! The macro expands to one `#[tokio::test]` per case, so the crate using it
+//! needs `tokio` with its `macros` and `rt` features. `fresh` returns the
+//! store and a guard (a temporary directory, a scratch database) kept alive
+//! until the case ends. `CASES` lists the same cases for runners that drive
+//! them some other way; both come from the one list in `cases!` below, so a
+//! case added there runs everywhere.
+
+use crate::{
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits,
+    NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, Scope, Store, StoreError,
+    Stream, TaskFilter, TokenRecord,
+};
+use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
+use muster_core::{
+    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Millis, Priority, Refused, RunOutcome,
+    RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
+};
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// One case: give it a fresh store; it panics if the store strays.
+pub type Case = fn(Arc<dyn Store>) -> CaseFuture;
+
+/// Defines `CASES` and `conformance_tests!` from one list of case names.
+/// `$d` is a literal `$`, so the inner macro can have metavariables of its own.
+macro_rules! cases {
+    ($d:tt $($name:ident),* $(,)?) => {
+        /// Every case, by name.
+        pub const CASES: &[(&str, Case)] = &[$((stringify!($name), |store| Box::pin($name(store)))),*];
+
+        /// Expands to one `#[tokio::test]` per conformance case. The argument
+        /// is called with no arguments and must return a future of
+        /// `(Arc<dyn Store>, guard)`: a fresh, empty store opened with
+        /// `Limits::default()`, and whatever must outlive it.
+        #[macro_export]
+        macro_rules! conformance_tests {
+            ($d fresh:expr) => {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let (store, _guard) = ($d fresh)().await;
+                        $d crate::conformance::$name(::std::sync::Arc::clone(&store)).await;
+                        $d crate::Store::close(&*store).await;
+                    }
+                )*
+            };
+        }
+    };
+}
+
+cases!($
+    fresh_store_is_empty,
+    tokens_are_created_listed_and_revoked,
+    touch_token_records_use_at_most_once_a_minute,
+    register_agent_refuses_a_taken_name,
+    agent_sessions_ignore_a_stale_disconnect,
+    agent_flags_pause_and_drain,
+    heartbeat_renews_running_leases_and_reports_stale_runs,
+    create_task_stores_the_validated_spec,
+    idempotency_key_returns_the_same_task,
+    invalid_spec_is_refused_naming_the_field,
+    claim_honours_priority_then_age,
+    claim_routes_by_capability,
+    claim_matches_the_runner,
+    claim_fills_only_free_slots,
+    claim_skips_agents_that_take_no_work,
+    claim_waits_for_ready_at,
+    start_with_a_stale_epoch_is_refused,
+    release_returns_an_assignment_to_the_queue,
+    finish_success_ends_the_task,
+    finish_failure_with_attempts_left_schedules_a_retry,
+    finish_failure_without_attempts_dead_letters_then_retry_revives,
+    retry_of_a_task_that_has_not_failed_is_refused,
+    duplicate_finish_is_answered_and_changes_nothing,
+    finish_with_a_stale_epoch_is_refused,
+    cancel_queued_is_immediate,
+    cancel_assigned_notifies_the_holder,
+    cancel_running_is_requested_then_finished,
+    reclaim_requeues_an_expired_running_task,
+    reclaim_requeues_an_unaccepted_assignment_without_using_an_attempt,
+    reclaim_fails_or_cancels_when_nothing_is_left,
+    reclaim_honours_its_limit,
+    hub_started_disconnects_agents_and_extends_leases,
+    append_output_stops_at_the_cap,
+    append_output_with_a_stale_epoch_is_refused,
+    read_output_filters_by_attempt_and_after,
+    events_filter_by_task_agent_and_after,
+    record_event_appends_what_it_is_given,
+    subscribe_advances_after_a_write,
+    list_tasks_pages_newest_first_and_filters,
+    count_tasks_counts_every_state,
+    next_due_is_the_earliest_backoff_or_lease,
+    writes_after_close_are_refused,
+);
+
+// -- the injected clock and fixed settings -------------------------------------
+
+/// The instant every case starts from.
+pub const T0: Millis = Millis(1_700_000_000_000);
+const ACCEPT: Duration = Duration::from_secs(10);
+const LEASE: Duration = Duration::from_secs(30);
+const BACKOFF: Duration = Duration::from_secs(5);
+/// Bounds a wait for the store's own notification; never used to let time pass.
+const WATCH_BOUND: Duration = Duration::from_secs(10);
+
+/// `secs` seconds after `T0`.
+fn at(secs: i64) -> Millis {
+    Millis(T0.0 + secs * 1_000)
+}
+
+fn just_before(m: Millis) -> Millis {
+    Millis(m.0 - 1)
+}
+
+// -- building inputs -------------------------------------------------------------
+
+fn name(s: &str) -> AgentName {
+    AgentName::parse(s).expect("test agent names are valid")
+}
+
+fn runners(list: &[&str]) -> Vec<RunnerName> {
+    list.iter().map(|r| RunnerName::parse(r).expect("test runner names are valid")).collect()
+}
+
+fn caps(list: &[&str]) -> Vec<Capability> {
+    list.iter().map(|c| Capability::parse(c).expect("test capabilities are valid")).collect()
+}
+
+fn task_id(n: u128) -> TaskId {
+    TaskId::from_parts(T0.0, n)
+}
+
+fn token_id(n: u64) -> TokenId {
+    TokenId::from_random(n)
+}
+
+fn new_token(n: u64, scope: Scope, agent: Option<&AgentName>) -> NewToken {
+    NewToken { id: token_id(n), name: format!("token-{n}"), scope, agent: agent.cloned(), hash: format!("{n:064x}") }
+}
+
+/// A stable number for an agent's token id (FNV-1a of its name).
+fn number_of(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A normal-priority `shell` task with three attempts and no capabilities.
+fn spec(prompt: &str) -> TaskSpec {
+    TaskSpec {
+        prompt: prompt.to_owned(),
+        runner: runners(&["shell"]).remove(0),
+        capabilities: Vec::new(),
+        priority: Priority::Normal,
+        timeout: Duration::from_secs(60),
+        max_attempts: 3,
+        idempotency_key: None,
+        metadata: None,
+    }
+}
+
+fn with_priority(mut s: TaskSpec, p: Priority) -> TaskSpec {
+    s.priority = p;
+    s
+}
+
+fn with_caps(mut s: TaskSpec, list: &[&str]) -> TaskSpec {
+    s.capabilities = caps(list);
+    s
+}
+
+fn with_attempts(mut s: TaskSpec, n: u32) -> TaskSpec {
+    s.max_attempts = n;
+    s
+}
+
+fn failed(reason: &str) -> RunOutcome {
+    RunOutcome::Failed { exit_code: Some(1), reason: reason.to_owned() }
+}
+
+const SUCCEEDED: RunOutcome = RunOutcome::Succeeded { exit_code: 0 };
+
+fn stdout(data: &[u8]) -> OutputChunk {
+    OutputChunk { stream: Stream::Stdout, data: data.to_vec() }
+}
+
+// -- checking results ------------------------------------------------------------
+
+fn ok<T>(what: &str, r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
+}
+
+fn refusal<T: Debug>(what: &str, r: Result<T>) -> Refused {
+    match r {
+        Err(StoreError::Refused(refused)) => refused,
+        other => panic!("{what}: expected StoreError::Refused, got {other:?}"),
+    }
+}
+
+fn invalid<T: Debug>(what: &str, r: Result<T>) -> Invalid {
+    match r {
+        Err(StoreError::Invalid(invalid)) => invalid,
+        other => panic!("{what}: expected StoreError::Invalid, got {other:?}"),
+    }
+}
+
+/// Checks the error is `NotFound` and returns what was not found.
+fn not_found<T: Debug>(what: &str, r: Result<T>) -> &'static str {
+    match r {
+        Err(StoreError::NotFound { what, .. }) => what,
+        other => panic!("{what}: expected StoreError::NotFound, got {other:?}"),
+    }
+}
+
+fn assert_stale(what: &str, refused: Refused, current: Epoch, got: Epoch) {
+    assert_eq!(refused, Refused::StaleEpoch { current, got }, "{what}: wrong refusal");
+}
+
+fn assert_wrong_state(what: &str, refused: Refused, expected: TaskState) {
+    match refused {
+        Refused::WrongState { state, .. } if state == expected => {}
+        other => panic!("{what}: expected WrongState {{ state: {expected:?} }}, got {other:?}"),
+    }
+}
+
+// -- driving the store -----------------------------------------------------------
+
+async fn register(s: &dyn Store, agent: &str, registered: &[&str], now: Millis) -> AgentName {
+    let n = name(agent);
+    let new = NewAgent { name: n.clone(), capabilities: caps(registered) };
+    ok("register_agent", s.register_agent(new, new_token(number_of(agent), Scope::Agent, Some(&n)), now).await);
+    n
+}
+
+async fn connect(s: &dyn Store, agent: &AgentName, with: &[&str], announced: &[&str], slots: u32, now: Millis) -> u64 {
+    let hello =
+        Announce { capabilities: caps(announced), runners: runners(with), slots, version: "1.0.0".to_owned() };
+    ok("agent_connected", s.agent_connected(agent, hello, now).await).1
+}
+
+/// An agent registered and connected with the `shell` runner and no capabilities.
+async fn online(s: &dyn Store, agent: &str, slots: u32, now: Millis) -> AgentName {
+    let n = register(s, agent, &[], now).await;
+    connect(s, &n, &["shell"], &[], slots, now).await;
+    n
+}
+
+async fn submit(s: &dyn Store, n: u128, spec: TaskSpec, now: Millis) -> TaskId {
+    let created = ok("create_task", s.create_task(task_id(n), spec, now).await);
+    assert!(created.created, "create_task of new task {n} said it already existed");
+    created.task.id
+}
+
+async fn claim(s: &dyn Store, agent: &AgentName, now: Millis) -> Vec<TaskId> {
+    let claimed = ok("claim_tasks", s.claim_tasks(agent, now, ACCEPT).await);
+    for task in &claimed {
+        assert_eq!(task.state, TaskState::Assigned, "claim_tasks returned a task that is not assigned");
+        let lease = task.lease.as_ref().expect("a claimed task holds a lease");
+        assert_eq!((&lease.agent, lease.expires_at), (agent, now.plus(ACCEPT)), "lease of claimed {}", task.id);
+    }
+    claimed.into_iter().map(|t| t.id).collect()
+}
+
+/// Claims exactly `id` for `agent` and returns the lease's epoch.
+async fn assign(s: &dyn Store, agent: &AgentName, id: &TaskId, now: Millis) -> Epoch {
+    let claimed = ok("claim_tasks", s.claim_tasks(agent, now, ACCEPT).await);
+    let ids: Vec<&TaskId> = claimed.iter().map(|t| &t.id).collect();
+    assert_eq!(ids, [id], "{agent} expected to claim exactly {id}");
+    claimed[0].epoch
+}
+
+/// Claims and starts exactly `id` on `agent`; the lease lasts `LEASE` from `now`.
+async fn start(s: &dyn Store, agent: &AgentName, id: &TaskId, now: Millis) -> Epoch {
+    let epoch = assign(s, agent, id, now).await;
+    let task = ok("start_task", s.start_task(agent, id, epoch, now, LEASE).await);
+    assert_eq!(task.state, TaskState::Running, "start_task of {id}");
+    epoch
+}
+
+async fn finish(
+    s: &dyn Store,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    outcome: &RunOutcome,
+    now: Millis,
+) -> (Task, FinishResult) {
+    ok("finish_task", s.finish_task(agent, id, epoch, outcome, now, BACKOFF).await)
+}
+
+async fn get(s: &dyn Store, id: &TaskId) -> Task {
+    ok("task", s.task(id).await).unwrap_or_else(|| panic!("task {id} is missing"))
+}
+
+async fn get_agent(s: &dyn Store, agent: &AgentName) -> AgentRecord {
+    ok("agent", s.agent(agent).await).unwrap_or_else(|| panic!("agent {agent} is missing"))
+}
+
+async fn attempts(s: &dyn Store, id: &TaskId) -> Vec<AttemptRecord> {
+    ok("attempts", s.attempts(id).await)
+}
+
+/// Every event matching `filter` after `filter.after`, following pages.
+async fn all_events(s: &dyn Store, mut filter: EventFilter) -> Vec<Event> {
+    filter.limit = 1_000;
+    let mut out: Vec<Event> = Vec::new();
+    loop {
+        let page = ok("events", s.events(&filter).await);
+        let Some(last) = page.last() else { return out };
+        filter.after = last.seq;
+        out.extend(page);
+    }
+}
+
+async fn events_after(s: &dyn Store, after: i64) -> Vec<Event> {
+    all_events(s, EventFilter { after, ..EventFilter::default() }).await
+}
+
+async fn last_seq(s: &dyn Store) -> i64 {
+    events_after(s, 0).await.last().map_or(0, |e| e.seq)
+}
+
+fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// Checks the events appended since `mark` are exactly `expected`, in order.
+async fn assert_events(s: &dyn Store, mark: i64, expected: &[&str], what: &str) -> Vec<Event> {
+    let events = events_after(s, mark).await;
+    assert_eq!(kinds(&events), expected, "{what}: wrong events appended");
+    events
+}
+
+async fn all_tasks(s: &dyn Store, mut filter: TaskFilter) -> Vec<Task> {
+    filter.limit = 1_000;
+    let mut out = Vec::new();
+    loop {
+        let page = ok("list_tasks", s.list_tasks(&filter).await);
+        out.extend(page.items);
+        match page.next {
+            Some(next) => filter.before = Some(next),
+            None => return out,
+        }
+    }
+}
+
+async fn output(s: &dyn Store, id: &TaskId, attempt: Option<u32>, after: i64) -> Vec<OutputRecord> {
+    let filter = OutputFilter { attempt, after, limit: 10_000 };
+    ok("read_output", s.read_output(id, &filter).await)
+}
+
+fn count(counts: &[(TaskState, u64)], state: TaskState) -> u64 {
+    let found: Vec<u64> = counts.iter().filter(|(s, _)| *s == state).map(|(_, n)| *n).collect();
+    assert!(found.len() <= 1, "count_tasks lists {state:?} more than once: {counts:?}");
+    found.first().copied().unwrap_or(0)
+}
+
+/// Everything a reader can see, to prove a refused change wrote nothing.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    tokens: Vec<TokenRecord>,
+    agents: Vec<AgentRecord>,
+    tasks: Vec<Task>,
+    attempts: Vec<Vec<AttemptRecord>>,
+    /// (seq, attempt, bytes) of each output chunk; the bytes themselves can be megabytes.
+    output: Vec<Vec<(i64, u32, usize)>>,
+    events: Vec<Event>,
+}
+
+async fn snapshot(s: &dyn Store) -> Snapshot {
+    let tasks = all_tasks(s, TaskFilter::default()).await;
+    let mut attempt_lists = Vec::new();
+    let mut outputs = Vec::new();
+    for task in &tasks {
+        attempt_lists.push(attempts(s, &task.id).await);
+        let chunks = output(s, &task.id, None, 0).await;
+        outputs.push(chunks.iter().map(|o| (o.seq, o.attempt, o.data.len())).collect());
+    }
+    Snapshot {
+        tokens: ok("list_tokens", s.list_tokens().await),
+        agents: ok("list_agents", s.list_agents().await),
+        tasks,
+        attempts: attempt_lists,
+        output: outputs,
+        events: events_after(s, 0).await,
+    }
+}
+
+async fn assert_unchanged(s: &dyn Store, before: &Snapshot, what: &str) {
+    let after = snapshot(s).await;
+    assert!(after == *before, "{what} must write nothing, but the store changed\nbefore: {before:#?}\nafter: {after:#?}");
+}
+
+// -- lifecycle ---------------------------------------------------------------------
+
+pub async fn fresh_store_is_empty(store: Arc<dyn Store>) {
+    let s = &*store;
+    ok("ping", s.ping().await);
+    assert_eq!(ok("list_tokens", s.list_tokens().await), []);
+    assert_eq!(ok("list_agents", s.list_agents().await), []);
+    let page = ok("list_tasks", s.list_tasks(&TaskFilter { limit: 10, ..TaskFilter::default() }).await);
+    assert!(page.items.is_empty() && page.next.is_none(), "a fresh store lists tasks: {page:?}");
+    let counts = ok("count_tasks", s.count_tasks().await);
+    for state in TaskState::ALL {
+        assert_eq!(count(&counts, state), 0, "a fresh store counts {state:?} tasks");
+    }
+    assert_eq!(events_after(s, 0).await, []);
+    assert_eq!(ok("next_due", s.next_due().await), None);
+    assert_eq!(ok("task", s.task(&task_id(1)).await), None);
+    assert_eq!(ok("agent", s.agent(&name("nobody")).await), None);
+    assert_eq!(ok("token", s.token(&token_id(1)).await), None);
+}
+
+pub async fn writes_after_close_are_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    submit(s, 1, spec("before close"), at(0)).await;
+    s.close().await;
+    match s.create_task(task_id(2), spec("after close"), at(1)).await {
+        Err(StoreError::Closed) => {}
+        other => panic!("create_task after close: expected StoreError::Closed, got {other:?}"),
+    }
+    // Closing twice is harmless.
+    s.close().await;
+}
+
+// -- tokens ------------------------------------------------------------------------
+
+pub async fn tokens_are_created_listed_and_revoked(store: Arc<dyn Store>) {
+    let s = &*store;
+    let first = ok("create_token", s.create_token(new_token(1, Scope::Admin, None), at(0)).await);
+    assert_eq!(
+        first,
+        TokenRecord {
+            id: token_id(1),
+            name: "token-1".to_owned(),
+            scope: Scope::Admin,
+            agent: None,
+            hash: format!("{:064x}", 1),
+            created_at: at(0),
+            revoked_at: None,
+            last_used_at: None,
+        }
+    );
+    let second = ok("create_token", s.create_token(new_token(2, Scope::Admin, None), at(1)).await);
+    assert_eq!(ok("token", s.token(&token_id(1)).await), Some(first.clone()));
+    assert_eq!(ok("token", s.token(&token_id(3)).await), None);
+    let mut listed = ok("list_tokens", s.list_tokens().await);
+    listed.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    assert_eq!(listed, [first.clone(), second.clone()]);
+
+    let mark = last_seq(s).await;
+    let revoked = ok("revoke_token", s.revoke_token(&token_id(1), at(5)).await);
+    assert_eq!(revoked, TokenRecord { revoked_at: Some(at(5)), ..first.clone() });
+    assert_eq!(ok("token", s.token(&token_id(1)).await), Some(revoked.clone()));
+    assert_events(s, mark, &["token.revoked"], "revoke_token").await;
+
+    // Revoking again is idempotent: the first revocation stands and nothing is written.
+    let before = snapshot(s).await;
+    let again = ok("revoke_token again", s.revoke_token(&token_id(1), at(9)).await);
+    assert_eq!(again, revoked, "a second revoke must return the first revocation");
+    assert_unchanged(s, &before, "a second revoke_token").await;
+    assert_eq!(ok("token", s.token(&token_id(2)).await), Some(second), "revoking one token touched another");
+
+    assert_eq!(not_found("revoke_token of an unknown token", s.revoke_token(&token_id(3), at(9)).await), "token");
+    assert_eq!(kinds(&events_after(s, 0).await), ["token.created", "token.created", "token.revoked"]);
+}
+
+pub async fn touch_token_records_use_at_most_once_a_minute(store: Arc<dyn Store>) {
+    let s = &*store;
+    ok("create_token", s.create_token(new_token(1, Scope::Admin, None), at(0)).await);
+    let last_used = || async { ok("token", s.token(&token_id(1)).await).expect("token exists").last_used_at };
+    ok("touch_token", s.touch_token(&token_id(1), at(10)).await);
+    assert_eq!(last_used().await, Some(at(10)));
+    ok("touch_token", s.touch_token(&token_id(1), at(40)).await);
+    assert_eq!(last_used().await, Some(at(10)), "a touch within a minute must not be recorded");
+    ok("touch_token", s.touch_token(&token_id(1), at(80)).await);
+    assert_eq!(last_used().await, Some(at(80)), "a touch more than a minute later must be recorded");
+}
+
+// -- agents ------------------------------------------------------------------------
+
+pub async fn register_agent_refuses_a_taken_name(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = name("build-01.eu");
+    let new = NewAgent { name: a.clone(), capabilities: caps(&["lang:rust", "gpu", "gpu"]) };
+    let record = ok("register_agent", s.register_agent(new, new_token(10, Scope::Agent, Some(&a)), at(0)).await);
+    assert_eq!(
+        record,
+        AgentRecord {
+            name: a.clone(),
+            token_id: token_id(10),
+            registered_capabilities: caps(&["gpu", "lang:rust"]),
+            announced_capabilities: Vec::new(),
+            runners: Vec::new(),
+            version: None,
+            status: AgentStatus::default(),
+            session: 0,
+            last_seen_at: None,
+            created_at: at(0),
+        },
+        "register_agent must store sorted, deduplicated capabilities and start offline"
+    );
+    assert_eq!(record.status.state(), AgentState::Offline);
+    assert_eq!(ok("agent", s.agent(&a).await), Some(record.clone()));
+    assert_eq!(ok("list_agents", s.list_agents().await), [record.clone()]);
+    let token = ok("token", s.token(&token_id(10)).await).expect("register_agent stores the agent's token");
+    assert_eq!((token.scope, token.agent), (Scope::Agent, Some(a.clone())));
+    assert_events(s, 0, &["token.created", "agent.registered"], "register_agent").await;
+
+    let before = snapshot(s).await;
+    let again = NewAgent { name: a.clone(), capabilities: Vec::new() };
+    match s.register_agent(again, new_token(11, Scope::Agent, Some(&a)), at(1)).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("register_agent with a taken name: expected Conflict, got {other:?}"),
+    }
+    assert_unchanged(s, &before, "register_agent with a taken name (its token included)").await;
+}
+
+pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = register(s, "a", &["gpu"], at(0)).await;
+    let hello = Announce {
+        capabilities: caps(&["lang:rust"]),
+        runners: runners(&["shell", "claude"]),
+        slots: 2,
+        version: "1.2.3".to_owned(),
+    };
+    let mark = last_seq(s).await;
+    let (record, first) = ok("agent_connected", s.agent_connected(&a, hello, at(1)).await);
+    assert_eq!(first, 1, "the first connect opens session 1");
+    assert_eq!(record.session, 1);
+    assert_eq!(record.status, AgentStatus { connected: true, slots: 2, ..AgentStatus::default() });
+    assert_eq!(record.status.state(), AgentState::Idle);
+    assert_eq!(record.runners, runners(&["shell", "claude"]));
+    assert_eq!(record.announced_capabilities, caps(&["lang:rust"]));
+    assert_eq!(record.capabilities(), caps(&["gpu", "lang:rust"]));
+    assert_eq!(record.version.as_deref(), Some("1.2.3"));
+    assert_eq!(record.last_seen_at, Some(at(1)));
+    assert_eq!(get_agent(s, &a).await, record);
+
+    let second = connect(s, &a, &["shell"], &[], 2, at(2)).await;
+    assert_eq!(second, 2, "a reconnect opens a new session");
+    assert_events(s, mark, &["agent.connected", "agent.connected"], "two connects").await;
+
+    // The first socket's late goodbye must not take the second one down.
+    let before = snapshot(s).await;
+    ok("agent_disconnected", s.agent_disconnected(&a, first, "old socket closed", at(3)).await);
+    assert!(get_agent(s, &a).await.status.connected, "a disconnect naming an old session disconnected the agent");
+    assert_unchanged(s, &before, "a disconnect naming an old session").await;
+
+    let mark = last_seq(s).await;
+    ok("agent_disconnected", s.agent_disconnected(&a, second, "socket closed", at(4)).await);
+    let record = get_agent(s, &a).await;
+    assert!(!record.status.connected, "a disconnect naming the current session must disconnect the agent");
+    assert_eq!(record.status.state(), AgentState::Offline);
+    let events = assert_events(s, mark, &["agent.disconnected"], "agent_disconnected").await;
+    assert_eq!(events[0].agent.as_ref(), Some(&a));
+
+    assert_eq!(connect(s, &a, &["shell"], &[], 2, at(5)).await, 3, "sessions keep counting");
+    let hello = Announce { slots: 1, ..Announce::default() };
+    assert_eq!(not_found("agent_connected of an unknown agent", s.agent_connected(&name("ghost"), hello, at(6)).await), "agent");
+}
+
+pub async fn agent_flags_pause_and_drain(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let mark = last_seq(s).await;
+    let paused = AgentFlags { paused: Some(true), draining: None };
+    let record = ok("set_agent_flags", s.set_agent_flags(&a, paused, at(1)).await);
+    assert!(record.status.paused);
+    assert_eq!(record.status.state(), AgentState::Paused);
+    let events = assert_events(s, mark, &["agent.state"], "pausing").await;
+    assert_eq!(events[0].state.as_deref(), Some("paused"));
+
+    let mark = last_seq(s).await;
+    let flags = AgentFlags { paused: Some(false), draining: Some(true) };
+    let record = ok("set_agent_flags", s.set_agent_flags(&a, flags, at(2)).await);
+    assert_eq!((record.status.paused, record.status.draining), (false, true));
+    assert_eq!(record.status.state(), AgentState::Draining);
+    let events = assert_events(s, mark, &["agent.state"], "pause lifted, drain set").await;
+    assert_eq!(events[0].state.as_deref(), Some("draining"));
+    assert_eq!(get_agent(s, &a).await, record);
+
+    let flags = AgentFlags { paused: None, draining: Some(false) };
+    assert_eq!(ok("set_agent_flags", s.set_agent_flags(&a, flags, at(3)).await).status.state(), AgentState::Idle);
+    let flags = AgentFlags { paused: Some(true), draining: None };
+    assert_eq!(not_found("set_agent_flags of an unknown agent", s.set_agent_flags(&name("ghost"), flags, at(4)).await), "agent");
+}
+
+pub async fn heartbeat_renews_running_leases_and_reports_stale_runs(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let running = submit(s, 1, spec("running on a"), at(0)).await;
+    let e = start(s, &a, &running, at(0)).await;
+    let assigned = submit(s, 2, spec("assigned to a"), at(1)).await;
+    let assigned_epoch = assign(s, &a, &assigned, at(1)).await;
+    let elsewhere = submit(s, 3, spec("running on b"), at(1)).await;
+    let b_epoch = start(s, &b, &elsewhere, at(1)).await;
+    let ghost = task_id(99);
+
+    let reported = [
+        (running.clone(), e),
+        (assigned.clone(), assigned_epoch),
+        (ghost.clone(), Epoch(1)),
+        (running.clone(), Epoch(7)),
+        (elsewhere.clone(), b_epoch),
+    ];
+    let hb = ok("heartbeat", s.heartbeat(&a, &reported, at(20), LEASE).await);
+    assert_eq!(hb.renewed, 1, "only the running task held under its epoch is renewed: {hb:?}");
+    assert_eq!(
+        hb.stale,
+        [(ghost, Epoch(1)), (running.clone(), Epoch(7)), (elsewhere.clone(), b_epoch)],
+        "unknown tasks, stale epochs and other agents' runs are stale; an accepted assignment is not"
+    );
+    let lease = |t: Task| t.lease.expect("still leased").expires_at;
+    assert_eq!(lease(get(s, &running).await), at(50), "the running lease is renewed to now + ttl");
+    assert_eq!(lease(get(s, &assigned).await), at(1).plus(ACCEPT), "an assignment's deadline is not renewed");
+    assert_eq!(lease(get(s, &elsewhere).await), at(31), "another agent's lease is untouched");
+    assert_eq!(get_agent(s, &a).await.last_seen_at, Some(at(20)), "a heartbeat records when the agent was seen");
+
+    // A heartbeat never shortens a lease.
+    let hb = ok("heartbeat", s.heartbeat(&a, &[(running.clone(), e)], at(21), Duration::from_secs(1)).await);
+    assert_eq!(hb.renewed, 1);
+    assert_eq!(lease(get(s, &running).await), at(50), "a short ttl must not shorten the lease");
+
+    assert_eq!(not_found("heartbeat of an unknown agent", s.heartbeat(&name("ghost"), &[], at(22), LEASE).await), "agent");
+}
+
+// -- creating tasks ----------------------------------------------------------------
+
+pub async fn create_task_stores_the_validated_spec(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut asked = with_caps(with_priority(spec("build it"), Priority::High), &["lang:rust", "gpu", "gpu"]);
+    asked.timeout = Duration::from_secs(90);
+    asked.max_attempts = 5;
+    asked.metadata = Some(r#"{"ticket":42}"#.to_owned());
+    let expected = Task::new(task_id(1), asked.clone().validate().expect("the spec is valid"), at(3));
+    assert_eq!(expected.spec.capabilities, caps(&["gpu", "lang:rust"]));
+
+    let created = ok("create_task", s.create_task(task_id(1), asked, at(3)).await);
+    assert!(created.created);
+    assert_eq!(created.task, expected, "create_task must store the validated spec as a new queued task");
+    assert_eq!(get(s, &task_id(1)).await, expected);
+    let events = assert_events(s, 0, &["task.created"], "create_task").await;
+    assert_eq!(events[0].task.as_ref(), Some(&task_id(1)));
+    assert_eq!(events[0].agent, None);
+    assert_eq!(events[0].state.as_deref(), Some("queued"));
+    assert_eq!(events[0].at, at(3));
+    assert_eq!(ok("task", s.task(&task_id(2)).await), None);
+}
+
+pub async fn idempotency_key_returns_the_same_task(store: Arc<dyn Store>) {
+    let s = &*store;
+    let keyed = |prompt: &str| TaskSpec { idempotency_key: Some("deploy-42".to_owned()), ..spec(prompt) };
+    let first = ok("create_task", s.create_task(task_id(1), keyed("deploy"), at(0)).await);
+    assert!(first.created);
+
+    let before = snapshot(s).await;
+    let again = ok("create_task with a used key", s.create_task(task_id(2), keyed("deploy, again"), at(5)).await);
+    assert!(!again.created, "a used idempotency key must return created = false");
+    assert_eq!(again.task, first.task, "a used idempotency key must return the original task, unchanged");
+    assert_unchanged(s, &before, "create_task with a used idempotency key").await;
+    assert_eq!(ok("task", s.task(&task_id(2)).await), None);
+
+    // The key still answers after the task has moved on.
+    ok("cancel_task", s.cancel_task(&task_id(1), at(6)).await);
+    let later = ok("create_task with a used key", s.create_task(task_id(3), keyed("deploy"), at(7)).await);
+    assert!(!later.created);
+    assert_eq!((later.task.id, later.task.state), (task_id(1), TaskState::Cancelled));
+
+    let other = TaskSpec { idempotency_key: Some("deploy-43".to_owned()), ..spec("deploy") };
+    assert!(ok("create_task with a new key", s.create_task(task_id(4), other, at(8)).await).created);
+    assert_eq!(count(&ok("count_tasks", s.count_tasks().await), TaskState::Queued), 1);
+}
+
+pub async fn invalid_spec_is_refused_naming_the_field(store: Arc<dyn Store>) {
+    let s = &*store;
+    let names: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    let too_many: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cases: [(&str, TaskSpec, &str); 6] = [
+        ("an empty prompt", spec(""), "prompt"),
+        ("a prompt over 1 MiB", spec(&"x".repeat(MAX_PROMPT_BYTES + 1)), "prompt"),
+        ("a zero timeout", TaskSpec { timeout: Duration::ZERO, ..spec("p") }, "timeout"),
+        ("zero attempts", with_attempts(spec("p"), 0), "max_attempts"),
+        ("an empty idempotency key", TaskSpec { idempotency_key: Some(String::new()), ..spec("p") }, "idempotency_key"),
+        ("too many capabilities", with_caps(spec("p"), &too_many), "capabilities"),
+    ];
+    for (i, (what, bad, field)) in cases.into_iter().enumerate() {
+        let id = task_id(i as u128);
+        let before = snapshot(s).await;
+        let err = invalid(&format!("create_task with {what}"), s.create_task(id.clone(), bad, at(0)).await);
+        assert_eq!(err.field, field, "create_task with {what} must name the field");
+        assert_unchanged(s, &before, &format!("create_task with {what}")).await;
+        assert_eq!(ok("task", s.task(&id).await), None);
+    }
+    // The limit itself is allowed.
+    submit(s, 100, spec(&"x".repeat(MAX_PROMPT_BYTES)), at(1)).await;
+}
+
+// -- claiming ----------------------------------------------------------------------
+
+pub async fn claim_honours_priority_then_age(store: Arc<dyn Store>) {
+    let s = &*store;
+    let low = submit(s, 1, with_priority(spec("low"), Priority::Low), at(1)).await;
+    let normal_old = submit(s, 2, spec("normal, older"), at(2)).await;
+    let urgent = submit(s, 3, with_priority(spec("urgent"), Priority::Urgent), at(3)).await;
+    let normal_new = submit(s, 4, spec("normal, newer"), at(4)).await;
+    let high = submit(s, 5, with_priority(spec("high"), Priority::High), at(5)).await;
+
+    let a = online(s, "a", 2, at(6)).await;
+    assert_eq!(claim(s, &a, at(10)).await, [urgent, high], "two slots take the two most urgent tasks");
+    let b = online(s, "b", 3, at(6)).await;
+    assert_eq!(claim(s, &b, at(10)).await, [normal_old, normal_new, low], "equal priority goes oldest first");
+}
+
+pub async fn claim_routes_by_capability(store: Arc<dyn Store>) {
+    let s = &*store;
+    let gpu = submit(s, 1, with_caps(spec("needs gpu"), &["gpu"]), at(1)).await;
+    let rust = submit(s, 2, with_caps(spec("needs rust"), &["lang:rust"]), at(2)).await;
+    let both = submit(s, 3, with_caps(spec("needs both"), &["gpu", "lang:rust"]), at(3)).await;
+
+    let plain = online(s, "plain", 5, at(4)).await;
+    let before = snapshot(s).await;
+    assert_eq!(claim(s, &plain, at(5)).await, [], "an agent lacking every capability gets nothing");
+    assert_unchanged(s, &before, "a claim that matches nothing").await;
+
+    let registered = register(s, "gpu-box", &["gpu"], at(4)).await;
+    connect(s, &registered, &["shell"], &[], 5, at(4)).await;
+    assert_eq!(claim(s, &registered, at(5)).await, [gpu], "registered capabilities route; every one is needed");
+
+    let announcer = register(s, "rusty", &[], at(4)).await;
+    connect(s, &announcer, &["shell"], &["lang:rust"], 5, at(4)).await;
+    assert_eq!(claim(s, &announcer, at(5)).await, [rust], "announced capabilities route too");
+
+    let mixed = register(s, "mixed", &["gpu"], at(4)).await;
+    connect(s, &mixed, &["shell"], &["lang:rust"], 5, at(4)).await;
+    assert_eq!(claim(s, &mixed, at(5)).await, [both], "registered and announced capabilities combine");
+}
+
+pub async fn claim_matches_the_runner(store: Arc<dyn Store>) {
+    let s = &*store;
+    let task = submit(s, 1, TaskSpec { runner: runners(&["claude"]).remove(0), ..spec("for claude") }, at(0)).await;
+    let shell = online(s, "shell-only", 2, at(0)).await;
+    assert_eq!(claim(s, &shell, at(1)).await, [], "an agent without the task's runner gets nothing");
+    let none = register(s, "no-runners", &[], at(0)).await;
+    connect(s, &none, &[], &[], 2, at(0)).await;
+    assert_eq!(claim(s, &none, at(1)).await, [], "an agent with no runners gets nothing");
+    let claude = register(s, "claude-box", &[], at(0)).await;
+    connect(s, &claude, &["shell", "claude"], &[], 2, at(0)).await;
+    assert_eq!(claim(s, &claude, at(1)).await, [task]);
+}
+
+pub async fn claim_fills_only_free_slots(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        ids.push(submit(s, n, spec("work"), at(n as i64)).await);
+    }
+    assert_eq!(claim(s, &a, at(10)).await, ids[..2]);
+    let status = get_agent(s, &a).await.status;
+    assert_eq!((status.used_slots, status.free_slots()), (2, 0), "assigned tasks use slots");
+    assert_eq!(claim(s, &a, at(11)).await, [], "a full agent gets nothing");
+
+    let e = ok("start_task", s.start_task(&a, &ids[0], Epoch(1), at(12), LEASE).await).epoch;
+    assert_eq!(claim(s, &a, at(12)).await, [], "running tasks use slots");
+    finish(s, &a, &ids[0], e, &SUCCEEDED, at(13)).await;
+    assert_eq!(claim(s, &a, at(14)).await, ids[2..3], "a finished task frees its slot");
+
+    // Slots minus leased tasks: two are held, so four slots leave two free.
+    connect(s, &a, &["shell"], &[], 4, at(15)).await;
+    assert_eq!(get_agent(s, &a).await.status.used_slots, 2);
+    assert_eq!(claim(s, &a, at(16)).await, ids[3..], "only queued tasks are left to fill free slots");
+}
+
+pub async fn claim_skips_agents_that_take_no_work(store: Arc<dyn Store>) {
+    let s = &*store;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let offline = register(s, "offline", &[], at(0)).await;
+    assert_eq!(claim(s, &offline, at(1)).await, [], "a registered agent that never connected gets nothing");
+
+    let gone = online(s, "gone", 2, at(0)).await;
+    ok("agent_disconnected", s.agent_disconnected(&gone, 1, "bye", at(1)).await);
+    assert_eq!(claim(s, &gone, at(2)).await, [], "a disconnected agent gets nothing");
+
+    let paused = online(s, "paused", 2, at(0)).await;
+    ok("pause", s.set_agent_flags(&paused, AgentFlags { paused: Some(true), draining: None }, at(1)).await);
+    assert_eq!(claim(s, &paused, at(2)).await, [], "a paused agent gets nothing");
+
+    let draining = online(s, "draining", 2, at(0)).await;
+    ok("drain", s.set_agent_flags(&draining, AgentFlags { paused: None, draining: Some(true) }, at(1)).await);
+    assert_eq!(claim(s, &draining, at(2)).await, [], "a draining agent gets nothing");
+
+    assert_eq!(get(s, &task).await.state, TaskState::Queued);
+    ok("unpause", s.set_agent_flags(&paused, AgentFlags { paused: Some(false), draining: None }, at(3)).await);
+    assert_eq!(claim(s, &paused, at(4)).await, [task], "an unpaused agent takes work again");
+    assert_eq!(not_found("claim_tasks for an unknown agent", s.claim_tasks(&name("ghost"), at(5), ACCEPT).await), "agent");
+}
+
+pub async fn claim_waits_for_ready_at(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("flaky"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+    let (_, result) = finish(s, &a, &task, e, &failed("flaky"), at(1)).await;
+    let ready_at = at(1).plus(BACKOFF);
+    assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at }));
+
+    let before = snapshot(s).await;
+    assert_eq!(claim(s, &a, just_before(ready_at)).await, [], "a task in backoff must not be claimed");
+    assert_unchanged(s, &before, "a claim before ready_at").await;
+    let claimed = ok("claim_tasks", s.claim_tasks(&a, ready_at, ACCEPT).await);
+    assert_eq!(claimed.len(), 1, "a task is claimable once ready_at has come");
+    assert_eq!((&claimed[0].id, claimed[0].epoch), (&task, Epoch(2)), "every hand-out raises the epoch");
+}
+
+// -- starting and releasing ----------------------------------------------------------
+
+pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = assign(s, &a, &task, at(1)).await;
+    assert_eq!(e, Epoch(1), "the first hand-out is epoch 1");
+
+    let before = snapshot(s).await;
+    let r = refusal("start_task with a newer epoch", s.start_task(&a, &task, Epoch(2), at(2), LEASE).await);
+    assert_stale("start_task with a newer epoch", r, e, Epoch(2));
+    let r = refusal("start_task by another agent", s.start_task(&b, &task, e, at(2), LEASE).await);
+    assert_stale("start_task by another agent", r, e, e);
+    assert_unchanged(s, &before, "a refused start_task").await;
+
+    let mark = last_seq(s).await;
+    let started = ok("start_task", s.start_task(&a, &task, e, at(3), LEASE).await);
+    assert_eq!((started.state, started.attempts, started.started_at), (TaskState::Running, 1, Some(at(3))));
+    assert_eq!(started.lease.as_ref().map(|l| l.expires_at), Some(at(3).plus(LEASE)));
+    assert_eq!(get(s, &task).await, started);
+    assert_events(s, mark, &["task.started"], "start_task").await;
+    assert_eq!(
+        attempts(s, &task).await,
+        [AttemptRecord {
+            number: 1,
+            epoch: e,
+            agent: a.clone(),
+            started_at: at(3),
+            finished_at: None,
+            outcome: None,
+            exit_code: None,
+            reason: None,
+            output_bytes: 0,
+            output_truncated: false,
+        }]
+    );
+
+    let r = refusal("start_task of a running task", s.start_task(&a, &task, e, at(4), LEASE).await);
+    assert_wrong_state("start_task of a running task", r, TaskState::Running);
+    assert_eq!(not_found("start_task of an unknown task", s.start_task(&a, &task_id(9), e, at(4), LEASE).await), "task");
+}
+
+pub async fn release_returns_an_assignment_to_the_queue(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = assign(s, &a, &task, at(1)).await;
+
+    let before = snapshot(s).await;
+    let r = refusal("release_task with a stale epoch", s.release_task(&a, &task, Epoch(5), "busy", at(2)).await);
+    assert_stale("release_task with a stale epoch", r, e, Epoch(5));
+    assert_unchanged(s, &before, "a refused release_task").await;
+
+    let mark = last_seq(s).await;
+    let released = ok("release_task", s.release_task(&a, &task, e, "busy", at(2)).await);
+    assert_eq!((released.state, released.attempts, released.ready_at), (TaskState::Queued, 0, at(2)));
+    assert_eq!(released.lease, None);
+    assert_eq!(released.reason.as_deref(), Some("released: busy"));
+    assert_eq!(get(s, &task).await, released);
+    assert_eq!(attempts(s, &task).await, [], "a released assignment used no attempt");
+    assert_events(s, mark, &["task.released"], "release_task").await;
+
+    let e2 = start(s, &a, &task, at(3)).await;
+    assert_eq!(e2, Epoch(2));
+    let r = refusal("release_task of a running task", s.release_task(&a, &task, e2, "busy", at(4)).await);
+    assert_wrong_state("release_task of a running task", r, TaskState::Running);
+}
+
+// -- finishing -----------------------------------------------------------------------
+
+pub async fn finish_success_ends_the_task(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let mark = last_seq(s).await;
+    let (done, result) = finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
+    assert_eq!(result, FinishResult::Applied(Finished::Succeeded));
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!((done.exit_code, done.reason.as_deref()), (Some(0), None));
+    assert_eq!((done.finished_at, done.lease.as_ref()), (Some(at(2)), None));
+    assert_eq!(get(s, &task).await, done);
+    let events = assert_events(s, mark, &["task.succeeded"], "a successful finish").await;
+    assert_eq!(events[0].state.as_deref(), Some("succeeded"));
+    assert_eq!(events[0].agent.as_ref(), Some(&a));
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.finished_at, attempt.outcome.as_deref(), attempt.exit_code), (Some(at(2)), Some("succeeded"), Some(0)));
+    assert_eq!(get_agent(s, &a).await.status.used_slots, 0, "a finished task frees its slot");
+}
+
+pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, with_attempts(spec("flaky"), 3), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let mark = last_seq(s).await;
+    let boom = RunOutcome::Failed { exit_code: Some(2), reason: "boom".to_owned() };
+    let (queued, result) = finish(s, &a, &task, e, &boom, at(1)).await;
+    let ready_at = at(1).plus(BACKOFF);
+    assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at }));
+    assert!(ready_at > at(1), "a retry must wait for its backoff");
+    assert_eq!((queued.state, queued.attempts, queued.ready_at), (TaskState::Queued, 1, ready_at));
+    assert_eq!((queued.exit_code, queued.reason.as_deref()), (Some(2), Some("boom")));
+    assert_eq!((queued.lease.as_ref(), queued.finished_at), (None, None));
+    assert_eq!(get(s, &task).await, queued);
+    let events = assert_events(s, mark, &["task.retry_scheduled"], "a failure with attempts left").await;
+    assert_eq!(events[0].state.as_deref(), Some("queued"));
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.outcome.as_deref(), attempt.exit_code, attempt.reason.as_deref()), (Some("failed"), Some(2), Some("boom")));
+
+    // A timeout is a failure too.
+    let e2 = start(s, &a, &task, ready_at).await;
+    let (_, result) = finish(s, &a, &task, e2, &RunOutcome::TimedOut, at(20)).await;
+    let ready_at = at(20).plus(BACKOFF);
+    assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at }));
+    let tried = attempts(s, &task).await;
+    assert_eq!(tried.iter().map(|t| (t.number, t.epoch, t.outcome.as_deref())).collect::<Vec<_>>(), [(1, e, Some("failed")), (2, e2, Some("timeout"))]);
+}
+
+pub async fn finish_failure_without_attempts_dead_letters_then_retry_revives(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, with_attempts(spec("doomed"), 1), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let mark = last_seq(s).await;
+    let (dead, result) = finish(s, &a, &task, e, &failed("broken"), at(1)).await;
+    assert_eq!(result, FinishResult::Applied(Finished::Failed));
+    assert_eq!((dead.state, dead.attempts, dead.finished_at), (TaskState::Failed, 1, Some(at(1))));
+    assert_eq!(get(s, &task).await, dead);
+    assert_events(s, mark, &["task.failed"], "a failure with no attempts left").await;
+    assert_eq!(claim(s, &a, at(100)).await, [], "a dead-lettered task is never claimed");
+
+    let mark = last_seq(s).await;
+    let revived = ok("retry_task", s.retry_task(&task, at(200)).await);
+    assert_eq!((revived.state, revived.attempts, revived.ready_at), (TaskState::Queued, 0, at(200)));
+    assert_eq!((revived.finished_at, revived.exit_code), (None, None));
+    assert_eq!(revived.reason.as_deref(), Some("retried"));
+    assert_eq!(get(s, &task).await, revived);
+    assert_events(s, mark, &["task.retried"], "retry_task").await;
+
+    let e2 = start(s, &a, &task, at(201)).await;
+    assert_eq!(e2, Epoch(2));
+    let numbers: Vec<u32> = attempts(s, &task).await.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, [1, 2], "attempts are numbered over the task's whole life");
+}
+
+pub async fn retry_of_a_task_that_has_not_failed_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let succeeded = submit(s, 1, spec("ok"), at(0)).await;
+    let e = start(s, &a, &succeeded, at(0)).await;
+    finish(s, &a, &succeeded, e, &SUCCEEDED, at(1)).await;
+    let running = submit(s, 2, spec("running"), at(1)).await;
+    start(s, &a, &running, at(1)).await;
+    let cancelled = submit(s, 3, spec("cancelled"), at(2)).await;
+    ok("cancel_task", s.cancel_task(&cancelled, at(2)).await);
+    let queued = submit(s, 4, spec("queued"), at(3)).await;
+
+    let before = snapshot(s).await;
+    for (id, state) in [
+        (&queued, TaskState::Queued),
+        (&running, TaskState::Running),
+        (&succeeded, TaskState::Succeeded),
+        (&cancelled, TaskState::Cancelled),
+    ] {
+        let what = format!("retry_task of a {} task", state.as_str());
+        assert_wrong_state(&what, refusal(&what, s.retry_task(id, at(4)).await), state);
+    }
+    assert_unchanged(s, &before, "a refused retry_task").await;
+    assert_eq!(not_found("retry_task of an unknown task", s.retry_task(&task_id(9), at(4)).await), "task");
+}
+
+pub async fn duplicate_finish_is_answered_and_changes_nothing(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let done = submit(s, 1, spec("ok"), at(0)).await;
+    let e = start(s, &a, &done, at(0)).await;
+    finish(s, &a, &done, e, &SUCCEEDED, at(1)).await;
+
+    let before = snapshot(s).await;
+    let (task, result) = finish(s, &a, &done, e, &SUCCEEDED, at(2)).await;
+    assert_eq!(result, FinishResult::Duplicate, "a resent outcome must be answered as a duplicate");
+    assert_eq!(task, get(s, &done).await);
+    assert_unchanged(s, &before, "a duplicate finish").await;
+
+    // A resent failure stays a duplicate after the task moved on to another agent.
+    let flaky = submit(s, 2, spec("flaky"), at(2)).await;
+    let e1 = start(s, &a, &flaky, at(2)).await;
+    let boom = failed("boom");
+    finish(s, &a, &flaky, e1, &boom, at(3)).await;
+    let b = online(s, "b", 1, at(3)).await;
+    let e2 = start(s, &b, &flaky, at(3).plus(BACKOFF)).await;
+    assert_eq!(e2, Epoch(2));
+
+    let before = snapshot(s).await;
+    let (_, result) = finish(s, &a, &flaky, e1, &boom, at(20)).await;
+    assert_eq!(result, FinishResult::Duplicate, "a resent failure for an old epoch must be a duplicate");
+    assert_unchanged(s, &before, "a duplicate finish of an old epoch").await;
+
+    // A different outcome for an epoch already settled is not a duplicate.
+    refusal("finish_task with a conflicting outcome", s.finish_task(&a, &flaky, e1, &SUCCEEDED, at(21), BACKOFF).await);
+    refusal("finish_task by another agent", s.finish_task(&b, &done, e, &SUCCEEDED, at(21), BACKOFF).await);
+    assert_unchanged(s, &before, "a conflicting finish").await;
+}
+
+pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let before = snapshot(s).await;
+    for (what, agent, epoch) in [
+        ("finish_task with a newer epoch", &a, Epoch(2)),
+        ("finish_task with an older epoch", &a, Epoch(0)),
+        ("finish_task by another agent", &b, e),
+    ] {
+        let r = refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, at(1), BACKOFF).await);
+        assert_stale(what, r, e, epoch);
+    }
+    assert_unchanged(s, &before, "a finish with a stale epoch").await;
+
+    let assigned = submit(s, 2, spec("not started"), at(1)).await;
+    let e2 = assign(s, &a, &assigned, at(1)).await;
+    let r = refusal("finish_task of an assigned task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
+    assert_wrong_state("finish_task of an assigned task", r, TaskState::Assigned);
+    assert_eq!(not_found("finish_task of an unknown task", s.finish_task(&a, &task_id(9), e, &SUCCEEDED, at(2), BACKOFF).await), "task");
+}
+
+// -- cancelling ----------------------------------------------------------------------
+
+pub async fn cancel_queued_is_immediate(store: Arc<dyn Store>) {
+    let s = &*store;
+    let task = submit(s, 1, spec("never mind"), at(0)).await;
+    let mark = last_seq(s).await;
+    let (cancelled, outcome) = ok("cancel_task", s.cancel_task(&task, at(1)).await);
+    assert_eq!(outcome, Cancel::Done { notify: None });
+    assert_eq!((cancelled.state, cancelled.finished_at), (TaskState::Cancelled, Some(at(1))));
+    assert_eq!(get(s, &task).await, cancelled);
+    assert_events(s, mark, &["task.cancelled"], "cancelling a queued task").await;
+
+    let a = online(s, "a", 1, at(2)).await;
+    assert_eq!(claim(s, &a, at(3)).await, [], "a cancelled task is never claimed");
+    let before = snapshot(s).await;
+    let r = refusal("cancel_task of a cancelled task", s.cancel_task(&task, at(4)).await);
+    assert_wrong_state("cancel_task of a cancelled task", r, TaskState::Cancelled);
+    assert_unchanged(s, &before, "a refused cancel").await;
+    assert_eq!(not_found("cancel_task of an unknown task", s.cancel_task(&task_id(9), at(4)).await), "task");
+}
+
+pub async fn cancel_assigned_notifies_the_holder(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = assign(s, &a, &task, at(1)).await;
+
+    let mark = last_seq(s).await;
+    let (cancelled, outcome) = ok("cancel_task", s.cancel_task(&task, at(2)).await);
+    assert_eq!(outcome, Cancel::Done { notify: Some((a.clone(), e)) });
+    assert_eq!((cancelled.state, cancelled.lease.as_ref()), (TaskState::Cancelled, None));
+    assert_events(s, mark, &["task.cancelled"], "cancelling an assigned task").await;
+    assert_eq!(get_agent(s, &a).await.status.used_slots, 0, "a cancelled assignment frees its slot");
+
+    let before = snapshot(s).await;
+    let r = refusal("start_task of a cancelled assignment", s.start_task(&a, &task, e, at(3), LEASE).await);
+    assert_stale("start_task of a cancelled assignment", r, e, e);
+    assert_unchanged(s, &before, "a start after cancel").await;
+}
+
+pub async fn cancel_running_is_requested_then_finished(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let task = submit(s, 1, spec("long"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let mark = last_seq(s).await;
+    let (running, outcome) = ok("cancel_task", s.cancel_task(&task, at(1)).await);
+    assert_eq!(outcome, Cancel::Requested { agent: a.clone(), epoch: e });
+    assert_eq!((running.state, running.cancel_requested), (TaskState::Running, true));
+    assert!(running.lease.is_some(), "a running task keeps its lease until the agent reports back");
+    assert_eq!(get(s, &task).await, running);
+    assert_events(s, mark, &["task.cancel_requested"], "cancelling a running task").await;
+    let hb = ok("heartbeat", s.heartbeat(&a, &[(task.clone(), e)], at(2), LEASE).await);
+    assert_eq!(hb.renewed, 1, "a run being cancelled is still renewed");
+
+    let mark = last_seq(s).await;
+    let (cancelled, result) = finish(s, &a, &task, e, &RunOutcome::Cancelled, at(3)).await;
+    assert_eq!(result, FinishResult::Applied(Finished::Cancelled));
+    assert_eq!((cancelled.state, cancelled.finished_at), (TaskState::Cancelled, Some(at(3))));
+    assert_events(s, mark, &["task.cancelled"], "finishing a cancelled run").await;
+    assert_eq!(attempts(s, &task).await[0].outcome.as_deref(), Some("cancelled"));
+
+    // With a cancel pending, a failure is not retried.
+    let other = submit(s, 2, spec("also long"), at(4)).await;
+    let e2 = start(s, &a, &other, at(4)).await;
+    ok("cancel_task", s.cancel_task(&other, at(5)).await);
+    let (ended, result) = finish(s, &a, &other, e2, &failed("killed"), at(6)).await;
+    assert_eq!(result, FinishResult::Applied(Finished::Cancelled));
+    assert_eq!(ended.state, TaskState::Cancelled);
+}
+
+// -- reclaiming ----------------------------------------------------------------------
+
+pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+    let expires = at(0).plus(LEASE);
+
+    let before = snapshot(s).await;
+    assert!(ok("reclaim_expired", s.reclaim_expired(just_before(expires), 10).await).is_empty(), "a live lease was reclaimed");
+    assert_unchanged(s, &before, "reclaim before any lease expired").await;
+
+    let mark = last_seq(s).await;
+    let reclaimed = ok("reclaim_expired", s.reclaim_expired(expires, 10).await);
+    assert_eq!(reclaimed.len(), 1);
+    let (requeued, how) = &reclaimed[0];
+    assert_eq!(*how, Reclaimed::Requeued);
+    assert_eq!((&requeued.id, requeued.state, requeued.attempts), (&task, TaskState::Queued, 1), "an expired run uses its attempt");
+    assert_eq!((requeued.lease.as_ref(), requeued.ready_at), (None, expires));
+    assert_eq!(requeued.reason.as_deref(), Some("lease_expired"));
+    assert_eq!(get(s, &task).await, *requeued);
+    assert_events(s, mark, &["task.reclaimed"], "reclaiming an expired run").await;
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.outcome.as_deref(), attempt.finished_at), (Some("lease_expired"), Some(expires)));
+
+    // The superseded holder's late report is refused.
+    let before = snapshot(s).await;
+    refusal("finish_task after the lease expired", s.finish_task(&a, &task, e, &SUCCEEDED, at(31), BACKOFF).await);
+    assert_unchanged(s, &before, "a finish after reclaim").await;
+}
+
+pub async fn reclaim_requeues_an_unaccepted_assignment_without_using_an_attempt(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, with_attempts(spec("work"), 1), at(0)).await;
+    let e = assign(s, &a, &task, at(0)).await;
+    let deadline = at(0).plus(ACCEPT);
+    assert!(ok("reclaim_expired", s.reclaim_expired(just_before(deadline), 10).await).is_empty());
+
+    let mark = last_seq(s).await;
+    let reclaimed = ok("reclaim_expired", s.reclaim_expired(deadline, 10).await);
+    assert_eq!(reclaimed.iter().map(|(t, how)| (&t.id, *how)).collect::<Vec<_>>(), [(&task, Reclaimed::Requeued)]);
+    let requeued = get(s, &task).await;
+    assert_eq!((requeued.state, requeued.attempts, requeued.lease.as_ref()), (TaskState::Queued, 0, None), "an unaccepted assignment uses no attempt");
+    assert_eq!(attempts(s, &task).await, []);
+    assert_events(s, mark, &["task.reclaimed"], "reclaiming an unaccepted assignment").await;
+
+    let before = snapshot(s).await;
+    let r = refusal("start_task after the assignment expired", s.start_task(&a, &task, e, at(11), LEASE).await);
+    assert_stale("start_task after the assignment expired", r, e, e);
+    assert_unchanged(s, &before, "a start after reclaim").await;
+    assert_eq!(start(s, &a, &task, at(12)).await, Epoch(2), "the only attempt is still there to use");
+}
+
+pub async fn reclaim_fails_or_cancels_when_nothing_is_left(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let last = submit(s, 1, with_attempts(spec("last chance"), 1), at(0)).await;
+    start(s, &a, &last, at(0)).await;
+    let doomed = submit(s, 2, spec("cancel pending"), at(0)).await;
+    start(s, &a, &doomed, at(0)).await;
+    ok("cancel_task", s.cancel_task(&doomed, at(1)).await);
+
+    let mark = last_seq(s).await;
+    let mut reclaimed: Vec<(TaskId, TaskState, Reclaimed)> = ok("reclaim_expired", s.reclaim_expired(at(30), 10).await)
+        .into_iter()
+        .map(|(t, how)| (t.id, t.state, how))
+        .collect();
+    reclaimed.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(reclaimed, [(last.clone(), TaskState::Failed, Reclaimed::Failed), (doomed.clone(), TaskState::Cancelled, Reclaimed::Cancelled)]);
+    let mut appended: Vec<(String, Option<TaskId>)> = events_after(s, mark).await.into_iter().map(|e| (e.kind, e.task)).collect();
+    appended.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(appended, [("task.failed".to_owned(), Some(last.clone())), ("task.cancelled".to_owned(), Some(doomed.clone()))]);
+    assert_eq!(get(s, &last).await.finished_at, Some(at(30)));
+}
+
+pub async fn reclaim_honours_its_limit(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = submit(s, n, spec("work"), at(n as i64)).await;
+        start(s, &a, &id, at(n as i64)).await;
+        ids.push(id);
+    }
+    let first = ok("reclaim_expired", s.reclaim_expired(at(40), 2).await);
+    assert_eq!(first.len(), 2, "reclaim_expired must take at most `limit` tasks");
+    let second = ok("reclaim_expired", s.reclaim_expired(at(40), 2).await);
+    assert_eq!(second.len(), 1);
+    assert!(ok("reclaim_expired", s.reclaim_expired(at(40), 2).await).is_empty());
+    let mut all: Vec<TaskId> = first.into_iter().chain(second).map(|(t, _)| t.id).collect();
+    all.sort();
+    assert_eq!(all, ids);
+}
+
+pub async fn hub_started_disconnects_agents_and_extends_leases(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let running = submit(s, 1, spec("running"), at(0)).await;
+    let e = start(s, &a, &running, at(0)).await;
+    let assigned = submit(s, 2, spec("assigned"), at(0)).await;
+    assign(s, &a, &assigned, at(0)).await;
+    let long = submit(s, 3, spec("long lease"), at(0)).await;
+    let long_epoch = start(s, &b, &long, at(0)).await;
+    ok("heartbeat", s.heartbeat(&b, &[(long.clone(), long_epoch)], at(1), Duration::from_secs(1_000)).await);
+
+    let mark = last_seq(s).await;
+    let grace = Duration::from_secs(60);
+    ok("hub_started", s.hub_started(at(5), grace).await);
+    for agent in [&a, &b] {
+        let record = get_agent(s, agent).await;
+        assert!(!record.status.connected, "hub_started must mark {agent} disconnected");
+        assert_eq!(record.session, 1, "hub_started must not change sessions");
+    }
+    let until = at(5).plus(grace);
+    let lease = |t: Task| t.lease.expect("still leased").expires_at;
+    assert_eq!(lease(get(s, &running).await), until, "a running lease is extended by the grace");
+    assert_eq!(lease(get(s, &assigned).await), until, "an assignment is extended by the grace");
+    assert_eq!(lease(get(s, &long).await), at(1_001), "a lease longer than the grace is not shortened");
+    let mut appended: Vec<(String, Option<AgentName>)> =
+        events_after(s, mark).await.into_iter().map(|e| (e.kind, e.agent)).collect();
+    appended.sort();
+    assert_eq!(
+        appended,
+        [
+            ("agent.disconnected".to_owned(), Some(a.clone())),
+            ("agent.disconnected".to_owned(), Some(b.clone())),
+            ("hub.started".to_owned(), None)
+        ]
+    );
+
+    assert!(ok("reclaim_expired", s.reclaim_expired(just_before(until), 10).await).is_empty(), "leases within the grace were reclaimed");
+    // The agent comes back within the grace and carries on.
+    assert_eq!(connect(s, &a, &["shell"], &[], 3, at(10)).await, 2);
+    // Renewed past the end of the grace, so only the unrenewed assignment expires there.
+    let hb = ok("heartbeat", s.heartbeat(&a, &[(running.clone(), e)], at(11), Duration::from_secs(120)).await);
+    assert_eq!((hb.renewed, hb.stale), (1, Vec::new()));
+    let mut reclaimed: Vec<TaskId> = ok("reclaim_expired", s.reclaim_expired(until, 10).await).into_iter().map(|(t, _)| t.id).collect();
+    reclaimed.sort();
+    assert_eq!(reclaimed, [assigned], "only the assignment nobody renewed expires at the end of the grace");
+}
+
+// -- output --------------------------------------------------------------------------
+
+pub async fn append_output_stops_at_the_cap(store: Arc<dyn Store>) {
+    let s = &*store;
+    let cap = Limits::default().max_output_bytes_per_attempt;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("chatty"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let first = vec![stdout(b"hello\n"), OutputChunk { stream: Stream::Stderr, data: b"warn\n".to_vec() }];
+    let appended = ok("append_output", s.append_output(&a, &task, e, first, at(1)).await);
+    assert_eq!(appended, AppendOutput { stored_bytes: 11, truncated: false });
+
+    let big = (cap as usize) / 4 * 3;
+    let appended = ok("append_output", s.append_output(&a, &task, e, vec![stdout(&vec![b'x'; big])], at(2)).await);
+    assert_eq!(appended, AppendOutput { stored_bytes: 11 + big as u64, truncated: false });
+    // This chunk crosses the cap: what fits is kept, the rest dropped.
+    let appended = ok("append_output", s.append_output(&a, &task, e, vec![stdout(&vec![b'y'; big])], at(3)).await);
+    assert_eq!(appended, AppendOutput { stored_bytes: cap, truncated: true }, "output past the cap is truncated");
+    let appended = ok("append_output", s.append_output(&a, &task, e, vec![stdout(b"more")], at(4)).await);
+    assert_eq!(appended, AppendOutput { stored_bytes: cap, truncated: true }, "nothing is kept once truncated");
+
+    let stored = output(s, &task, None, 0).await;
+    assert_eq!(stored.iter().map(|o| o.data.len() as u64).sum::<u64>(), cap, "read_output must return exactly the capped bytes");
+    assert!(stored.iter().all(|o| !o.data.starts_with(b"more")), "output after truncation was kept");
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.output_bytes, attempt.output_truncated), (cap, true));
+
+    // The cap is per attempt: the next one starts empty.
+    finish(s, &a, &task, e, &failed("too chatty"), at(5)).await;
+    let e2 = start(s, &a, &task, at(5).plus(BACKOFF)).await;
+    let appended = ok("append_output", s.append_output(&a, &task, e2, vec![stdout(b"again")], at(11)).await);
+    assert_eq!(appended, AppendOutput { stored_bytes: 5, truncated: false });
+}
+
+pub async fn append_output_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+    ok("append_output", s.append_output(&a, &task, e, vec![stdout(b"kept")], at(1)).await);
+    let assigned = submit(s, 2, spec("not started"), at(1)).await;
+    let assigned_epoch = assign(s, &a, &assigned, at(1)).await;
+
+    let before = snapshot(s).await;
+    let r = refusal("append_output with a newer epoch", s.append_output(&a, &task, Epoch(2), vec![stdout(b"x")], at(2)).await);
+    assert_stale("append_output with a newer epoch", r, e, Epoch(2));
+    let r = refusal("append_output by another agent", s.append_output(&b, &task, e, vec![stdout(b"x")], at(2)).await);
+    assert_stale("append_output by another agent", r, e, e);
+    refusal("append_output before start", s.append_output(&a, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await);
+    assert_unchanged(s, &before, "a refused append_output").await;
+
+    finish(s, &a, &task, e, &SUCCEEDED, at(3)).await;
+    let before = snapshot(s).await;
+    refusal("append_output after finish", s.append_output(&a, &task, e, vec![stdout(b"late")], at(4)).await);
+    assert_unchanged(s, &before, "append_output after finish").await;
+    let all: Vec<Vec<u8>> = output(s, &task, None, 0).await.into_iter().map(|o| o.data).collect();
+    assert_eq!(all, [b"kept".to_vec()]);
+    assert_eq!(not_found("append_output to an unknown task", s.append_output(&a, &task_id(9), e, vec![stdout(b"x")], at(5)).await), "task");
+}
+
+pub async fn read_output_filters_by_attempt_and_after(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let e1 = start(s, &a, &task, at(0)).await;
+    ok("append_output", s.append_output(&a, &task, e1, vec![stdout(b"one")], at(1)).await);
+    finish(s, &a, &task, e1, &failed("once"), at(2)).await;
+    let e2 = start(s, &a, &task, at(2).plus(BACKOFF)).await;
+    let chunks = vec![stdout(b"two-a"), OutputChunk { stream: Stream::Stderr, data: b"two-b".to_vec() }];
+    ok("append_output", s.append_output(&a, &task, e2, chunks, at(8)).await);
+    ok("append_output", s.append_output(&a, &task, e2, vec![stdout(b"two-c")], at(9)).await);
+
+    let all = output(s, &task, None, 0).await;
+    let summary: Vec<(u32, Stream, Millis, &[u8])> = all.iter().map(|o| (o.attempt, o.stream, o.at, o.data.as_slice())).collect();
+    assert_eq!(
+        summary,
+        [
+            (1, Stream::Stdout, at(1), &b"one"[..]),
+            (2, Stream::Stdout, at(8), &b"two-a"[..]),
+            (2, Stream::Stderr, at(8), &b"two-b"[..]),
+            (2, Stream::Stdout, at(9), &b"two-c"[..]),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "output must come in sequence order");
+    assert_eq!(output(s, &task, Some(2), 0).await, all[1..], "filter by attempt");
+    assert_eq!(output(s, &task, Some(1), 0).await, all[..1]);
+    assert_eq!(output(s, &task, None, all[1].seq).await, all[2..], "filter by after");
+    assert_eq!(output(s, &task, Some(2), all[2].seq).await, all[3..], "filter by attempt and after");
+    assert_eq!(output(s, &task, Some(3), 0).await, [], "an attempt that never ran has no output");
+    let limited = ok("read_output", s.read_output(&task, &OutputFilter { attempt: None, after: 0, limit: 2 }).await);
+    assert_eq!(limited, all[..2], "read_output honours its limit");
+}
+
+// -- events ----------------------------------------------------------------------------
+
+pub async fn events_filter_by_task_agent_and_after(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let first = submit(s, 1, spec("first"), at(1)).await;
+    let e = assign(s, &a, &first, at(2)).await;
+    ok("start_task", s.start_task(&a, &first, e, at(3), LEASE).await);
+    finish(s, &a, &first, e, &SUCCEEDED, at(4)).await;
+    let second = submit(s, 2, spec("second"), at(5)).await;
+    assign(s, &b, &second, at(6)).await;
+
+    let all = events_after(s, 0).await;
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "event sequence numbers must increase");
+
+    let of_first = all_events(s, EventFilter { task: Some(first.clone()), ..EventFilter::default() }).await;
+    assert_eq!(kinds(&of_first), ["task.created", "task.assigned", "task.started", "task.succeeded"]);
+    assert_eq!(of_first.iter().map(|e| e.at).collect::<Vec<_>>(), [at(1), at(2), at(3), at(4)], "events carry the injected time");
+    assert!(of_first.iter().all(|e| e.task.as_ref() == Some(&first)));
+    let assigned = &of_first[1];
+    assert_eq!((assigned.agent.as_ref(), assigned.epoch, assigned.state.as_deref()), (Some(&a), Some(e), Some("assigned")));
+
+    let of_a = all_events(s, EventFilter { agent: Some(a.clone()), ..EventFilter::default() }).await;
+    assert!(of_a.iter().all(|ev| ev.agent.as_ref() == Some(&a)), "filter by agent returned another agent's events");
+    let a_kinds = kinds(&of_a);
+    for kind in ["agent.registered", "agent.connected", "task.assigned", "task.started", "task.succeeded"] {
+        assert!(a_kinds.contains(&kind), "agent a's events lack {kind}: {a_kinds:?}");
+    }
+    assert!(of_a.iter().all(|ev| ev.task.as_ref() != Some(&second)), "agent a's events include b's task");
+
+    let after = all[2].seq;
+    assert_eq!(events_after(s, after).await, all[3..], "filter by after");
+    let later_first = all_events(s, EventFilter { after: of_first[1].seq, task: Some(first.clone()), ..EventFilter::default() }).await;
+    assert_eq!(later_first, of_first[2..], "filter by task and after");
+    let limited = ok("events", s.events(&EventFilter { limit: 2, ..EventFilter::default() }).await);
+    assert_eq!(limited, all[..2], "events honours its limit");
+}
+
+pub async fn record_event_appends_what_it_is_given(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let mark = last_seq(s).await;
+    let event = NewEvent {
+        kind: "operator.note",
+        task: Some(task.clone()),
+        agent: Some(a.clone()),
+        epoch: Some(Epoch(3)),
+        state: Some("noted".to_owned()),
+        detail: Some("looked at it".to_owned()),
+    };
+    ok("record_event", s.record_event(event, at(9)).await);
+    let appended = events_after(s, mark).await;
+    assert_eq!(appended.len(), 1);
+    assert_eq!(
+        appended[0],
+        Event {
+            seq: appended[0].seq,
+            at: at(9),
+            kind: "operator.note".to_owned(),
+            task: Some(task),
+            agent: Some(a),
+            epoch: Some(Epoch(3)),
+            state: Some("noted".to_owned()),
+            detail: Some("looked at it".to_owned()),
+        }
+    );
+    assert!(appended[0].seq > mark);
+}
+
+pub async fn subscribe_advances_after_a_write(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut rx = s.subscribe();
+    let start = *rx.borrow_and_update();
+    submit(s, 1, spec("work"), at(0)).await;
+    let target = last_seq(s).await;
+    assert!(target > start, "create_task appended no event");
+    let seen = tokio::time::timeout(WATCH_BOUND, rx.wait_for(|seq| *seq >= target))
+        .await
+        .expect("subscribe() never reached the latest event after a write")
+        .map(|seq| *seq)
+        .expect("the store dropped its event watch");
+    assert_eq!(seen, target, "the watch must hold the latest committed event, not one past it");
+
+    ok("cancel_task", s.cancel_task(&task_id(1), at(1)).await);
+    let target = last_seq(s).await;
+    tokio::time::timeout(WATCH_BOUND, rx.wait_for(|seq| *seq >= target))
+        .await
+        .expect("subscribe() did not advance after a second write")
+        .expect("the store dropped its event watch");
+    // A receiver taken later starts from the latest committed event.
+    let late = s.subscribe();
+    let late_seen = *late.borrow();
+    assert!(late_seen <= target, "a new receiver is ahead of the events: {late_seen} > {target}");
+}
+
+// -- listing -----------------------------------------------------------------------------
+
+pub async fn list_tasks_pages_newest_first_and_filters(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(submit(s, n, spec("work"), at(n as i64)).await);
+    }
+    let page = |filter: TaskFilter| async move { ok("list_tasks", s.list_tasks(&filter).await) };
+    let ids_of = |tasks: &[Task]| tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+
+    let p1 = page(TaskFilter { limit: 2, ..TaskFilter::default() }).await;
+    assert_eq!(ids_of(&p1.items), [ids[4].clone(), ids[3].clone()], "newest first");
+    let p2 = page(TaskFilter { limit: 2, before: p1.next, ..TaskFilter::default() }).await;
+    assert!(p1.next.is_some(), "a full page must say where the next begins");
+    assert_eq!(ids_of(&p2.items), [ids[2].clone(), ids[1].clone()]);
+    let p3 = page(TaskFilter { limit: 2, before: p2.next, ..TaskFilter::default() }).await;
+    assert_eq!(ids_of(&p3.items), [ids[0].clone()]);
+    assert_eq!(p3.next, None, "the last page has no next");
+    let exact = page(TaskFilter { limit: 5, ..TaskFilter::default() }).await;
+    assert_eq!((exact.items.len(), exact.next), (5, None), "a page holding exactly the rest is the last");
+
+    ok("cancel_task", s.cancel_task(&ids[1], at(6)).await);
+    ok("cancel_task", s.cancel_task(&ids[3], at(6)).await);
+    let cancelled = page(TaskFilter { state: Some(TaskState::Cancelled), limit: 10, ..TaskFilter::default() }).await;
+    assert_eq!(ids_of(&cancelled.items), [ids[3].clone(), ids[1].clone()], "filter by state");
+    let q1 = page(TaskFilter { state: Some(TaskState::Queued), limit: 2, ..TaskFilter::default() }).await;
+    assert_eq!(ids_of(&q1.items), [ids[4].clone(), ids[2].clone()]);
+    let q2 = page(TaskFilter { state: Some(TaskState::Queued), limit: 2, before: q1.next, ..TaskFilter::default() }).await;
+    assert_eq!((ids_of(&q2.items), q2.next), (vec![ids[0].clone()], None), "pages of a filtered list");
+
+    let a = online(s, "a", 1, at(7)).await;
+    let claimed = claim(s, &a, at(8)).await;
+    assert_eq!(claimed, [ids[0].clone()], "the oldest queued task goes first");
+    let of_a = page(TaskFilter { agent: Some(a), limit: 10, ..TaskFilter::default() }).await;
+    assert_eq!(ids_of(&of_a.items), [ids[0].clone()], "filter by agent");
+}
+
+pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let succeeded = submit(s, 1, spec("ok"), at(0)).await;
+    let e = start(s, &a, &succeeded, at(0)).await;
+    finish(s, &a, &succeeded, e, &SUCCEEDED, at(1)).await;
+    let dead = submit(s, 2, with_attempts(spec("dead"), 1), at(1)).await;
+    let e = start(s, &a, &dead, at(1)).await;
+    finish(s, &a, &dead, e, &failed("x"), at(2)).await;
+    let running = submit(s, 3, spec("running"), at(2)).await;
+    start(s, &a, &running, at(2)).await;
+    let assigned = submit(s, 4, spec("assigned"), at(3)).await;
+    assign(s, &a, &assigned, at(3)).await;
+    let cancelled = submit(s, 5, spec("cancelled"), at(4)).await;
+    ok("cancel_task", s.cancel_task(&cancelled, at(4)).await);
+    submit(s, 6, spec("queued"), at(5)).await;
+    submit(s, 7, spec("queued"), at(5)).await;
+
+    let counts = ok("count_tasks", s.count_tasks().await);
+    let got: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|st| (*st, count(&counts, *st))).collect();
+    assert_eq!(
+        got,
+        [
+            (TaskState::Queued, 2),
+            (TaskState::Assigned, 1),
+            (TaskState::Running, 1),
+            (TaskState::Succeeded, 1),
+            (TaskState::Failed, 1),
+            (TaskState::Cancelled, 1),
+        ]
+    );
+}
+
+pub async fn next_due_is_the_earliest_backoff_or_lease(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let running = submit(s, 1, spec("running"), at(0)).await;
+    start(s, &a, &running, at(0)).await;
+    assert_eq!(ok("next_due", s.next_due().await), Some(at(0).plus(LEASE)), "a lease expiry is due");
+
+    let flaky = submit(s, 2, spec("flaky"), at(1)).await;
+    let e = start(s, &a, &flaky, at(1)).await;
+    finish(s, &a, &flaky, e, &failed("x"), at(2)).await;
+    assert_eq!(ok("next_due", s.next_due().await), Some(at(2).plus(BACKOFF)), "the end of a backoff is due");
+
+    ok("cancel_task", s.cancel_task(&flaky, at(3)).await);
+    assert_eq!(ok("next_due", s.next_due().await), Some(at(0).plus(LEASE)), "a finished task is never due");
+}

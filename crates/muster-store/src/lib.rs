@@ -1,0 +1,169 @@
+//! Muster's persistence.
+//!
+//! The hub holds one `Arc<dyn Store>` and knows nothing of SQL. Every
+//! operation that changes state is one atomic unit that applies a rule from
+//! `muster-core` and appends what happened to the events table; when the
+//! future resolves `Ok`, the change is durable on disk.
+//!
+//! `sqlite` is the embedded backend. `conformance` is the story every
+//! backend must tell the same way; a new backend runs it unchanged.
+
+pub mod conformance;
+mod records;
+pub mod sqlite;
+
+pub use records::*;
+
+use async_trait::async_trait;
+use muster_core::task::{Cancel, Finished, Reclaimed};
+use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TokenId};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What went wrong, named after what the caller can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// A rule of the core refused the change; nothing was written.
+    #[error("{0}")]
+    Refused(muster_core::Refused),
+    #[error("{0}")]
+    Invalid(muster_core::Invalid),
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    pub fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+        StoreError::NotFound { what, id: id.to_string() }
+    }
+}
+
+/// Settings every backend honours.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Output kept per attempt; what comes after is dropped and the attempt
+    /// marked truncated.
+    pub max_output_bytes_per_attempt: u64,
+    /// Most changes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_output_bytes_per_attempt: 4 << 20, max_batch: 512 }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // -- lifecycle --------------------------------------------------------
+
+    /// Called once when a hub starts on this store: every agent is marked
+    /// disconnected (none can be connected to a hub that just started) and
+    /// every live lease is extended to `now + grace`, so agents that were
+    /// running tasks have time to reconnect and re-attach to them.
+    async fn hub_started(&self, now: Millis, grace: Duration) -> Result<()>;
+
+    /// Finishes the batch in flight and stops taking writes.
+    async fn close(&self);
+
+    /// Checks that the database answers a query.
+    async fn ping(&self) -> Result<()>;
+
+    // -- tokens -----------------------------------------------------------
+
+    async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord>;
+    async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn revoke_token(&self, id: &TokenId, now: Millis) -> Result<TokenRecord>;
+    /// Records that a token was used, at most once a minute per token.
+    async fn touch_token(&self, id: &TokenId, now: Millis) -> Result<()>;
+
+    // -- agents -----------------------------------------------------------
+
+    /// Registers an agent with its token in one step. `Conflict` if the name is taken.
+    async fn register_agent(&self, agent: NewAgent, token: NewToken, now: Millis) -> Result<AgentRecord>;
+    /// Revokes the agent's current token and gives it `token` instead.
+    async fn replace_agent_token(&self, name: &AgentName, token: NewToken, now: Millis) -> Result<AgentRecord>;
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+    /// A socket for this agent is up. Returns the new session number; a later
+    /// disconnect counts only if it names this session.
+    async fn agent_connected(&self, name: &AgentName, hello: Announce, now: Millis) -> Result<(AgentRecord, u64)>;
+    async fn agent_disconnected(&self, name: &AgentName, session: u64, reason: &str, now: Millis) -> Result<()>;
+    /// Sets the agent's own draining flag or an operator's pause.
+    async fn set_agent_flags(&self, name: &AgentName, flags: AgentFlags, now: Millis) -> Result<AgentRecord>;
+    /// Renews the leases the agent reports holding. Runs the hub does not
+    /// know under that epoch come back as stale: the agent must stop them.
+    async fn heartbeat(&self, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, lease_ttl: Duration) -> Result<Heartbeat>;
+
+    // -- tasks ------------------------------------------------------------
+
+    /// Creates a task, or returns the existing one with the same idempotency key.
+    async fn create_task(&self, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created>;
+    async fn task(&self, id: &TaskId) -> Result<Option<Task>>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Page<Task>>;
+    async fn count_tasks(&self) -> Result<Vec<(muster_core::TaskState, u64)>>;
+    async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)>;
+    async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task>;
+
+    /// Hands as many due, matching tasks to the agent as it has free slots,
+    /// highest priority and oldest first.
+    async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>>;
+    async fn start_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, lease_ttl: Duration) -> Result<Task>;
+    async fn release_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task>;
+    /// Applies a run's outcome. A second report of an outcome already applied
+    /// for the same epoch is `Duplicate`, not an error, so agents can resend
+    /// until acknowledged.
+    async fn finish_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        outcome: &RunOutcome,
+        now: Millis,
+        backoff: Duration,
+    ) -> Result<(Task, FinishResult)>;
+    /// Takes back up to `limit` tasks whose leases expired.
+    async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>>;
+    /// The next instant something becomes due on its own: a backoff ending
+    /// or a lease expiring.
+    async fn next_due(&self) -> Result<Option<Millis>>;
+
+    // -- output -------------------------------------------------------------
+
+    async fn append_output(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        chunks: Vec<OutputChunk>,
+        now: Millis,
+    ) -> Result<AppendOutput>;
+    async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
+    async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
+
+    // -- events -------------------------------------------------------------
+
+    async fn record_event(&self, event: NewEvent, now: Millis) -> Result<()>;
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+    /// The sequence number of the latest committed event, updated after each commit.
+    fn subscribe(&self) -> watch::Receiver<i64>;
+}
+
+/// What `finish_task` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishResult {
+    Applied(Finished),
+    /// The same outcome was already applied for this epoch.
+    Duplicate,
+}

@@ -1,0 +1,235 @@
+//! Records the store reads and writes, beside the core's `Task`.
+
+use muster_core::{AgentName, AgentStatus, Capability, Epoch, Millis, RunnerName, TaskId, TaskState, TokenId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Agent,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "admin" => Some(Scope::Admin),
+            "agent" => Some(Scope::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A token to store: only the SHA-256 of its secret, never the secret.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: TokenId,
+    pub name: String,
+    pub scope: Scope,
+    pub agent: Option<AgentName>,
+    /// Lowercase hex SHA-256 of the whole token string.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub name: String,
+    pub scope: Scope,
+    pub agent: Option<AgentName>,
+    pub hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub name: AgentName,
+    pub capabilities: Vec<Capability>,
+}
+
+/// What an agent says about itself when it connects.
+#[derive(Debug, Clone, Default)]
+pub struct Announce {
+    pub capabilities: Vec<Capability>,
+    pub runners: Vec<RunnerName>,
+    pub slots: u32,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentFlags {
+    pub paused: Option<bool>,
+    pub draining: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub name: AgentName,
+    pub token_id: TokenId,
+    /// Registered with `agent add --cap`.
+    pub registered_capabilities: Vec<Capability>,
+    /// Announced by the agent at its latest connect.
+    pub announced_capabilities: Vec<Capability>,
+    pub runners: Vec<RunnerName>,
+    pub version: Option<String>,
+    pub status: AgentStatus,
+    pub session: u64,
+    pub last_seen_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+impl AgentRecord {
+    /// Capabilities used for routing: what was registered plus what the agent announced.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let mut all: Vec<Capability> =
+            self.registered_capabilities.iter().chain(&self.announced_capabilities).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    pub fn offer(&self) -> muster_core::Offer {
+        muster_core::Offer { runners: self.runners.clone(), capabilities: self.capabilities() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Runs the agent reported that the hub does not know under that epoch.
+    pub stale: Vec<(TaskId, Epoch)>,
+    /// Leases renewed.
+    pub renewed: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub task: Task,
+    /// False when an existing task with the same idempotency key was returned.
+    pub created: bool,
+}
+
+use muster_core::Task;
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    pub agent: Option<AgentName>,
+    pub limit: usize,
+    /// Cursor from a previous page: only tasks created before this one.
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutput {
+    pub stored_bytes: u64,
+    /// True once the attempt's output reached the cap.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OutputFilter {
+    /// Attempt number (1-based over the task's whole life); `None` for all.
+    pub attempt: Option<u32>,
+    /// Only chunks after this sequence number.
+    pub after: i64,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub seq: i64,
+    pub attempt: u32,
+    pub stream: Stream,
+    pub at: Millis,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// 1-based, counting every attempt the task ever made.
+    pub number: u32,
+    pub epoch: Epoch,
+    pub agent: AgentName,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    /// succeeded, failed, timeout, cancelled or lease_expired; `None` while running.
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub output_bytes: u64,
+    pub output_truncated: bool,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub task: Option<TaskId>,
+    pub agent: Option<AgentName>,
+    pub epoch: Option<Epoch>,
+    pub state: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub task: Option<TaskId>,
+    pub agent: Option<AgentName>,
+    pub epoch: Option<Epoch>,
+    pub state: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub after: i64,
+    pub task: Option<TaskId>,
+    pub agent: Option<AgentName>,
+    pub limit: usize,
+}

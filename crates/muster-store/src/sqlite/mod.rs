@@ -1,0 +1,400 @@
+//! The embedded SQLite backend.
+//!
+//! Writes go through one writer thread that owns the only read-write
+//! connection. It takes every change waiting in its queue (up to
+//! `Limits::max_batch`), runs each inside its own savepoint of one
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each
+//! caller: group commit. With WAL and `synchronous=FULL` the commit is an
+//! fsync, so an answered change survives `kill -9` and a power cut, and a
+//! burst of N changes costs one fsync instead of N. A change that fails is
+//! rolled back to its savepoint and does not disturb the rest of its batch.
+//!
+//! Reads use a small pool of read-only connections on blocking threads; WAL
+//! lets them run beside the writer and see every committed change.
+
+mod ops;
+pub mod schema;
+
+use crate::{
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
+    Heartbeat, Limits, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Store,
+    StoreError, TaskFilter, TokenRecord,
+};
+use async_trait::async_trait;
+use muster_core::task::{Cancel, Reclaimed};
+use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TaskState, TokenId};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+/// A unit of work for the writer: run against the connection (or `None` if
+/// the transaction could not begin), say whether it succeeded, and hand back
+/// what answers the caller once the commit's fate is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
+
+const READ_POOL: usize = 4;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    limits: Limits,
+    /// `None` once closed. Held only to clone the sender: no `.await` inside.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<Connection>>,
+    last_event: watch::Receiver<i64>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies
+    /// migrations and starts the writer thread.
+    pub fn open(path: &Path, limits: Limits) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        configure(&conn)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!("{} cannot use WAL (journal_mode is {mode})", path.display())));
+        }
+        // FULL: the WAL is fsynced at every commit, so a committed change
+        // survives a power cut, not only a crash of this process.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        let (event_tx, event_rx) = watch::channel(last);
+        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let max_batch = limits.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("muster-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch, event_tx))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                limits,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(Vec::new()),
+                last_event: event_rx,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Runs `f` as one change in the next batch; resolves after the commit.
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let sender = self.shared.jobs.lock().expect("jobs lock poisoned").clone().ok_or(StoreError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Database("could not begin a transaction".into())),
+            };
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |commit: Result<()>| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, done)
+        });
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on a blocking thread.
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared.readers.lock().expect("readers lock poisoned").pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(
+                        &shared.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&conn)?;
+                    conn
+                }
+            };
+            let result = f(&conn);
+            let mut readers = shared.readers.lock().expect("readers lock poisoned");
+            if readers.len() < READ_POOL {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, last_event: watch::Sender<i64>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut done: Vec<Completion> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = &began {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+        }
+        for job in batch.drain(..) {
+            if began.is_err() {
+                done.push(job(None).1);
+                continue;
+            }
+            let savepoint = conn.execute_batch("SAVEPOINT job");
+            if savepoint.is_err() {
+                done.push(job(None).1);
+                continue;
+            }
+            let (ok, completion) = job(Some(&conn));
+            if !ok {
+                // Undo this change only; the rest of the batch stands.
+                let _ = conn.execute_batch("ROLLBACK TO job");
+            }
+            let _ = conn.execute_batch("RELEASE job");
+            done.push(completion);
+        }
+        let commit = match began {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(StoreError::from),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, batch = done.len(), "write batch failed; every change in it is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for completion in done.drain(..) {
+            completion(commit.clone());
+        }
+        if commit.is_ok() {
+            if let Ok(seq) = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)) {
+                last_event.send_if_modified(|cur| {
+                    let changed = *cur != seq;
+                    *cur = seq;
+                    changed
+                });
+            }
+        }
+    }
+    // All senders dropped: the store is closed. Checkpoint so the WAL does not
+    // have to be replayed at the next open.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn hub_started(&self, now: Millis, grace: Duration) -> Result<()> {
+        self.write(move |c| ops::hub_started(c, now, grace)).await
+    }
+
+    async fn close(&self) {
+        let sender = self.shared.jobs.lock().expect("jobs lock poisoned").take();
+        drop(sender);
+        let writer = self.shared.writer.lock().expect("writer lock poisoned").take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord> {
+        self.write(move |c| ops::create_token(c, &token, now)).await
+    }
+
+    async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>> {
+        let id = id.clone();
+        self.read(move |c| ops::token(c, &id)).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(ops::list_tokens).await
+    }
+
+    async fn revoke_token(&self, id: &TokenId, now: Millis) -> Result<TokenRecord> {
+        let id = id.clone();
+        self.write(move |c| ops::revoke_token(c, &id, now)).await
+    }
+
+    async fn touch_token(&self, id: &TokenId, now: Millis) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| ops::touch_token(c, &id, now)).await
+    }
+
+    async fn register_agent(&self, agent: NewAgent, token: NewToken, now: Millis) -> Result<AgentRecord> {
+        self.write(move |c| ops::register_agent(c, &agent, &token, now)).await
+    }
+
+    async fn replace_agent_token(&self, name: &AgentName, token: NewToken, now: Millis) -> Result<AgentRecord> {
+        let name = name.clone();
+        self.write(move |c| ops::replace_agent_token(c, &name, &token, now)).await
+    }
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>> {
+        let name = name.clone();
+        self.read(move |c| ops::agent(c, &name)).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        self.read(ops::list_agents).await
+    }
+
+    async fn agent_connected(&self, name: &AgentName, hello: Announce, now: Millis) -> Result<(AgentRecord, u64)> {
+        let name = name.clone();
+        self.write(move |c| ops::agent_connected(c, &name, &hello, now)).await
+    }
+
+    async fn agent_disconnected(&self, name: &AgentName, session: u64, reason: &str, now: Millis) -> Result<()> {
+        let (name, reason) = (name.clone(), reason.to_owned());
+        self.write(move |c| ops::agent_disconnected(c, &name, session, &reason, now)).await
+    }
+
+    async fn set_agent_flags(&self, name: &AgentName, flags: AgentFlags, now: Millis) -> Result<AgentRecord> {
+        let name = name.clone();
+        self.write(move |c| ops::set_agent_flags(c, &name, flags, now)).await
+    }
+
+    async fn heartbeat(&self, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, ttl: Duration) -> Result<Heartbeat> {
+        let (name, runs) = (name.clone(), runs.to_vec());
+        self.write(move |c| ops::heartbeat(c, &name, &runs, now, ttl)).await
+    }
+
+    async fn create_task(&self, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created> {
+        self.write(move |c| ops::create_task(c, id, spec, now)).await
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
+        let id = id.clone();
+        self.read(move |c| ops::find_task(c, &id)).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Page<Task>> {
+        let filter = filter.clone();
+        self.read(move |c| ops::list_tasks(c, &filter)).await
+    }
+
+    async fn count_tasks(&self) -> Result<Vec<(TaskState, u64)>> {
+        self.read(ops::count_tasks).await
+    }
+
+    async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)> {
+        let id = id.clone();
+        self.write(move |c| ops::cancel_task(c, &id, now)).await
+    }
+
+    async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task> {
+        let id = id.clone();
+        self.write(move |c| ops::retry_task(c, &id, now)).await
+    }
+
+    async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {
+        let agent = agent.clone();
+        self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within)).await
+    }
+
+    async fn start_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, ttl: Duration) -> Result<Task> {
+        let (agent, id) = (agent.clone(), id.clone());
+        self.write(move |c| ops::start_task(c, &agent, &id, epoch, now, ttl)).await
+    }
+
+    async fn release_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task> {
+        let (agent, id, reason) = (agent.clone(), id.clone(), reason.to_owned());
+        self.write(move |c| ops::release_task(c, &agent, &id, epoch, &reason, now)).await
+    }
+
+    async fn finish_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        outcome: &RunOutcome,
+        now: Millis,
+        backoff: Duration,
+    ) -> Result<(Task, FinishResult)> {
+        let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
+        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, now, backoff)).await
+    }
+
+    async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
+        self.write(move |c| ops::reclaim_expired(c, now, limit)).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>> {
+        self.read(ops::next_due).await
+    }
+
+    async fn append_output(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        chunks: Vec<OutputChunk>,
+        now: Millis,
+    ) -> Result<AppendOutput> {
+        let (agent, id) = (agent.clone(), id.clone());
+        let cap = self.shared.limits.max_output_bytes_per_attempt;
+        self.write(move |c| ops::append_output(c, &agent, &id, epoch, &chunks, now, cap)).await
+    }
+
+    async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>> {
+        let (id, filter) = (id.clone(), filter.clone());
+        self.read(move |c| ops::read_output(c, &id, &filter)).await
+    }
+
+    async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>> {
+        let id = id.clone();
+        self.read(move |c| ops::attempts(c, &id)).await
+    }
+
+    async fn record_event(&self, event: NewEvent, now: Millis) -> Result<()> {
+        self.write(move |c| ops::insert_event(c, now, &event)).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        let filter = filter.clone();
+        self.read(move |c| ops::events(c, &filter)).await
+    }
+
+    fn subscribe(&self) -> watch::Receiver<i64> {
+        self.shared.last_event.clone()
+    }
+}

@@ -1,0 +1,787 @@
+//! The store's operations as plain functions over one connection.
+//!
+//! Each write function runs inside the writer's transaction: it loads what
+//! it needs, asks `muster-core` whether the change is allowed, saves the
+//! result and appends the event, or returns an error and is rolled back.
+
+use crate::{
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
+    Heartbeat, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Scope, Stream,
+    StoreError, TaskFilter, TokenRecord,
+};
+use muster_core::task::{Cancel, Finished, Reclaimed};
+use muster_core::{
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
+    TaskId, TaskSpec, TaskState, TokenId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use std::time::Duration;
+
+// -- encoding helpers --------------------------------------------------------
+
+fn join<T: AsRef<str>>(items: &[T]) -> String {
+    items.iter().map(|i| i.as_ref()).collect::<Vec<_>>().join(" ")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
+    let message = format!("corrupt {what} in the database: {e}");
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+}
+
+fn split<T>(s: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> rusqlite::Result<Vec<T>> {
+    s.split_whitespace().map(|p| parse(p).map_err(|e| corrupt("name list", e))).collect()
+}
+
+impl AsRef<str> for crate::records::Scope {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+fn ms(v: Option<i64>) -> Option<Millis> {
+    v.map(Millis)
+}
+
+fn insert_event_raw(
+    c: &Connection,
+    now: Millis,
+    kind: &str,
+    task: Option<&TaskId>,
+    agent: Option<&AgentName>,
+    epoch: Option<Epoch>,
+    state: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO events (at, kind, task_id, agent, epoch, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        now.0,
+        kind,
+        task.map(|t| t.as_str()),
+        agent.map(|a| a.as_str()),
+        epoch.map(|e| e.0 as i64),
+        state,
+        detail
+    ])?;
+    Ok(())
+}
+
+pub fn insert_event(c: &Connection, now: Millis, e: &NewEvent) -> Result<()> {
+    insert_event_raw(c, now, e.kind, e.task.as_ref(), e.agent.as_ref(), e.epoch, e.state.as_deref(), e.detail.as_deref())
+}
+
+/// Appends an event describing `task` as it is now.
+fn task_event(c: &Connection, now: Millis, kind: &str, task: &Task, detail: Option<&str>) -> Result<()> {
+    insert_event_raw(
+        c,
+        now,
+        kind,
+        Some(&task.id),
+        task.agent.as_ref(),
+        (task.epoch.0 > 0).then_some(task.epoch),
+        Some(task.state.as_str()),
+        detail,
+    )
+}
+
+// -- lifecycle ----------------------------------------------------------------
+
+pub fn hub_started(c: &Connection, now: Millis, grace: Duration) -> Result<()> {
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM agents WHERE connected = 1")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    c.execute("UPDATE agents SET connected = 0 WHERE connected = 1", [])?;
+    for name in names {
+        let agent = AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?;
+        insert_event_raw(c, now, "agent.disconnected", None, Some(&agent), None, Some("offline"), Some("hub restarted"))?;
+    }
+    let until = now.plus(grace).0;
+    let extended = c.execute(
+        "UPDATE tasks SET lease_expires_at = ? WHERE lease_expires_at IS NOT NULL AND lease_expires_at < ?",
+        params![until, until],
+    )?;
+    insert_event_raw(c, now, "hub.started", None, None, None, None, Some(&format!("{extended} leases extended")))?;
+    Ok(())
+}
+
+// -- tokens -------------------------------------------------------------------
+
+const TOKEN_COLS: &str = "id, name, scope, agent, hash, created_at, revoked_at, last_used_at";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let id: String = r.get(0)?;
+    let scope: String = r.get(2)?;
+    let agent: Option<String> = r.get(3)?;
+    Ok(TokenRecord {
+        id: TokenId::parse(&id).map_err(|e| corrupt("token id", e))?,
+        name: r.get(1)?,
+        scope: Scope::parse(&scope).ok_or_else(|| corrupt("token scope", &scope))?,
+        agent: agent.map(|a| AgentName::parse(&a)).transpose().map_err(|e| corrupt("agent name", e))?,
+        hash: r.get(4)?,
+        created_at: Millis(r.get(5)?),
+        revoked_at: ms(r.get(6)?),
+        last_used_at: ms(r.get(7)?),
+    })
+}
+
+pub fn create_token(c: &Connection, t: &NewToken, now: Millis) -> Result<TokenRecord> {
+    c.execute(
+        "INSERT INTO tokens (id, name, scope, agent, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        params![t.id.as_str(), t.name, t.scope.as_str(), t.agent.as_ref().map(|a| a.as_str()), t.hash, now.0],
+    )?;
+    insert_event_raw(c, now, "token.created", None, t.agent.as_ref(), None, None, Some(&format!("{} ({})", t.id, t.name)))?;
+    token(c, &t.id)?.ok_or_else(|| StoreError::not_found("token", &t.id))
+}
+
+pub fn token(c: &Connection, id: &TokenId) -> Result<Option<TokenRecord>> {
+    Ok(c.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?"))?
+        .query_row([id.as_str()], token_row)
+        .optional()?)
+}
+
+pub fn list_tokens(c: &Connection) -> Result<Vec<TokenRecord>> {
+    Ok(c.prepare(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id"))?
+        .query_map([], token_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn revoke_token(c: &Connection, id: &TokenId, now: Millis) -> Result<TokenRecord> {
+    let existing = token(c, id)?.ok_or_else(|| StoreError::not_found("token", id))?;
+    if existing.revoked_at.is_some() {
+        return Ok(existing);
+    }
+    c.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", params![now.0, id.as_str()])?;
+    insert_event_raw(c, now, "token.revoked", None, existing.agent.as_ref(), None, None, Some(&format!("{id} ({})", existing.name)))?;
+    token(c, id)?.ok_or_else(|| StoreError::not_found("token", id))
+}
+
+pub fn touch_token(c: &Connection, id: &TokenId, now: Millis) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+    )?
+    .execute(params![now.0, id.as_str(), now.0 - 60_000])?;
+    Ok(())
+}
+
+// -- agents -------------------------------------------------------------------
+
+const AGENT_COLS: &str = "a.name, a.token_id, a.capabilities, a.announced_capabilities, a.runners, a.slots, \
+     a.version, a.connected, a.session, a.paused, a.draining, a.last_seen_at, a.created_at, \
+     (SELECT COUNT(*) FROM tasks t WHERE t.lease_agent = a.name)";
+
+fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let name: String = r.get(0)?;
+    let token_id: String = r.get(1)?;
+    let caps: String = r.get(2)?;
+    let announced: String = r.get(3)?;
+    let runners: String = r.get(4)?;
+    let used: i64 = r.get(13)?;
+    Ok(AgentRecord {
+        name: AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?,
+        token_id: TokenId::parse(&token_id).map_err(|e| corrupt("token id", e))?,
+        registered_capabilities: split(&caps, Capability::parse)?,
+        announced_capabilities: split(&announced, Capability::parse)?,
+        runners: split(&runners, RunnerName::parse)?,
+        version: r.get(6)?,
+        status: AgentStatus {
+            connected: r.get(7)?,
+            paused: r.get(9)?,
+            draining: r.get(10)?,
+            slots: r.get(5)?,
+            used_slots: used as u32,
+        },
+        session: r.get::<_, i64>(8)? as u64,
+        last_seen_at: ms(r.get(11)?),
+        created_at: Millis(r.get(12)?),
+    })
+}
+
+pub fn agent(c: &Connection, name: &AgentName) -> Result<Option<AgentRecord>> {
+    Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents a WHERE a.name = ?"))?
+        .query_row([name.as_str()], agent_row)
+        .optional()?)
+}
+
+fn load_agent(c: &Connection, name: &AgentName) -> Result<AgentRecord> {
+    agent(c, name)?.ok_or_else(|| StoreError::not_found("agent", name))
+}
+
+pub fn list_agents(c: &Connection) -> Result<Vec<AgentRecord>> {
+    Ok(c.prepare(&format!("SELECT {AGENT_COLS} FROM agents a ORDER BY a.name"))?
+        .query_map([], agent_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn register_agent(c: &Connection, a: &NewAgent, t: &NewToken, now: Millis) -> Result<AgentRecord> {
+    if agent(c, &a.name)?.is_some() {
+        return Err(StoreError::Conflict(format!("an agent named {:?} already exists", a.name.as_str())));
+    }
+    create_token(c, t, now)?;
+    let mut caps = a.capabilities.clone();
+    caps.sort();
+    caps.dedup();
+    c.execute(
+        "INSERT INTO agents (name, token_id, capabilities, created_at) VALUES (?, ?, ?, ?)",
+        params![a.name.as_str(), t.id.as_str(), join(&caps.iter().map(|c| c.as_str()).collect::<Vec<_>>()), now.0],
+    )?;
+    insert_event_raw(c, now, "agent.registered", None, Some(&a.name), None, Some("offline"), None)?;
+    load_agent(c, &a.name)
+}
+
+pub fn replace_agent_token(c: &Connection, name: &AgentName, t: &NewToken, now: Millis) -> Result<AgentRecord> {
+    let before = load_agent(c, name)?;
+    revoke_token(c, &before.token_id, now)?;
+    create_token(c, t, now)?;
+    c.execute("UPDATE agents SET token_id = ? WHERE name = ?", params![t.id.as_str(), name.as_str()])?;
+    load_agent(c, name)
+}
+
+pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: Millis) -> Result<(AgentRecord, u64)> {
+    let before = load_agent(c, name)?;
+    let caps: Vec<&str> = hello.capabilities.iter().map(|c| c.as_str()).collect();
+    let runners: Vec<&str> = hello.runners.iter().map(|r| r.as_str()).collect();
+    c.execute(
+        "UPDATE agents SET announced_capabilities = ?, runners = ?, slots = ?, version = ?, connected = 1, \
+         session = session + 1, draining = 0, last_seen_at = ? WHERE name = ?",
+        params![join(&caps), join(&runners), hello.slots, hello.version, now.0, name.as_str()],
+    )?;
+    let after = load_agent(c, name)?;
+    let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };
+    insert_event_raw(c, now, "agent.connected", None, Some(name), None, Some(after.status.state().as_str()), Some(detail))?;
+    let session = after.session;
+    Ok((after, session))
+}
+
+pub fn agent_disconnected(c: &Connection, name: &AgentName, session: u64, reason: &str, now: Millis) -> Result<()> {
+    let changed = c.execute(
+        "UPDATE agents SET connected = 0, last_seen_at = ? WHERE name = ? AND session = ? AND connected = 1",
+        params![now.0, name.as_str(), session as i64],
+    )?;
+    if changed > 0 {
+        insert_event_raw(c, now, "agent.disconnected", None, Some(name), None, Some("offline"), Some(reason))?;
+    }
+    Ok(())
+}
+
+pub fn set_agent_flags(c: &Connection, name: &AgentName, flags: AgentFlags, now: Millis) -> Result<AgentRecord> {
+    let before = load_agent(c, name)?;
+    if let Some(p) = flags.paused {
+        c.execute("UPDATE agents SET paused = ? WHERE name = ?", params![p, name.as_str()])?;
+    }
+    if let Some(d) = flags.draining {
+        c.execute("UPDATE agents SET draining = ? WHERE name = ?", params![d, name.as_str()])?;
+    }
+    let after = load_agent(c, name)?;
+    if after.status.state() != before.status.state() {
+        let state = after.status.state().as_str();
+        insert_event_raw(c, now, "agent.state", None, Some(name), None, Some(state), None)?;
+    }
+    Ok(after)
+}
+
+pub fn heartbeat(c: &Connection, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, ttl: Duration) -> Result<Heartbeat> {
+    let seen = c.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", params![now.0, name.as_str()])?;
+    if seen == 0 {
+        return Err(StoreError::not_found("agent", name));
+    }
+    let mut out = Heartbeat::default();
+    for (id, epoch) in runs {
+        let Some(mut task) = find_task(c, id)? else {
+            out.stale.push((id.clone(), *epoch));
+            continue;
+        };
+        match task.renew(name, *epoch, now, ttl) {
+            Ok(()) => {
+                let expires = task.lease.as_ref().map(|l| l.expires_at.0);
+                c.prepare_cached("UPDATE tasks SET lease_expires_at = ? WHERE id = ?")?
+                    .execute(params![expires, id.as_str()])?;
+                out.renewed += 1;
+            }
+            // Accepted-but-not-started is fine to report; it renews nothing.
+            Err(_) if task.state == TaskState::Assigned && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) => {}
+            Err(_) => out.stale.push((id.clone(), *epoch)),
+        }
+    }
+    Ok(out)
+}
+
+// -- tasks ----------------------------------------------------------------------
+
+const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
+     metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
+     exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq";
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let id: String = r.get(0)?;
+    let runner: String = r.get(2)?;
+    let caps: String = r.get(3)?;
+    let priority: i64 = r.get(4)?;
+    let state: String = r.get(9)?;
+    let lease_agent: Option<String> = r.get(12)?;
+    let lease_epoch: Option<i64> = r.get(13)?;
+    let lease_expires: Option<i64> = r.get(14)?;
+    let agent: Option<String> = r.get(19)?;
+    let lease = match (lease_agent, lease_epoch, lease_expires) {
+        (Some(a), Some(e), Some(x)) => Some(Lease {
+            agent: AgentName::parse(&a).map_err(|e| corrupt("lease agent", e))?,
+            epoch: Epoch(e as u64),
+            expires_at: Millis(x),
+        }),
+        _ => None,
+    };
+    Ok(Task {
+        id: TaskId::parse(&id).map_err(|e| corrupt("task id", e))?,
+        spec: TaskSpec {
+            prompt: r.get(1)?,
+            runner: RunnerName::parse(&runner).map_err(|e| corrupt("runner", e))?,
+            capabilities: split(&caps, Capability::parse)?,
+            priority: Priority::from_rank(priority).ok_or_else(|| corrupt("priority", priority))?,
+            timeout: Duration::from_millis(r.get::<_, i64>(5)? as u64),
+            max_attempts: r.get(6)?,
+            idempotency_key: r.get(7)?,
+            metadata: r.get(8)?,
+        },
+        state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
+        attempts: r.get(10)?,
+        epoch: Epoch(r.get::<_, i64>(11)? as u64),
+        lease,
+        ready_at: Millis(r.get(15)?),
+        cancel_requested: r.get(16)?,
+        exit_code: r.get(17)?,
+        reason: r.get(18)?,
+        agent: agent.map(|a| AgentName::parse(&a)).transpose().map_err(|e| corrupt("agent", e))?,
+        created_at: Millis(r.get(20)?),
+        updated_at: Millis(r.get(21)?),
+        started_at: ms(r.get(22)?),
+        finished_at: ms(r.get(23)?),
+    })
+}
+
+pub fn find_task(c: &Connection, id: &TaskId) -> Result<Option<Task>> {
+    Ok(c.prepare_cached(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?"))?
+        .query_row([id.as_str()], task_row)
+        .optional()?)
+}
+
+fn load_task(c: &Connection, id: &TaskId) -> Result<Task> {
+    find_task(c, id)?.ok_or_else(|| StoreError::not_found("task", id))
+}
+
+/// Writes back every field a transition may change.
+fn save_task(c: &Connection, t: &Task) -> Result<()> {
+    let lease = t.lease.as_ref();
+    c.prepare_cached(
+        "UPDATE tasks SET state = ?, attempts = ?, epoch = ?, lease_agent = ?, lease_epoch = ?, \
+         lease_expires_at = ?, ready_at = ?, cancel_requested = ?, exit_code = ?, reason = ?, agent = ?, \
+         updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
+    )?
+    .execute(params![
+        t.state.as_str(),
+        t.attempts,
+        t.epoch.0 as i64,
+        lease.map(|l| l.agent.as_str()),
+        lease.map(|l| l.epoch.0 as i64),
+        lease.map(|l| l.expires_at.0),
+        t.ready_at.0,
+        t.cancel_requested,
+        t.exit_code,
+        t.reason,
+        t.agent.as_ref().map(|a| a.as_str()),
+        t.updated_at.0,
+        t.started_at.map(|m| m.0),
+        t.finished_at.map(|m| m.0),
+        t.id.as_str(),
+    ])?;
+    Ok(())
+}
+
+fn refused(r: muster_core::Refused) -> StoreError {
+    StoreError::Refused(r)
+}
+
+pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created> {
+    let spec = spec.validate().map_err(StoreError::Invalid)?;
+    if let Some(key) = &spec.idempotency_key {
+        let existing: Option<String> = c
+            .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        if let Some(existing) = existing {
+            let id = TaskId::parse(&existing).map_err(|e| corrupt("task id", e))?;
+            return Ok(Created { task: load_task(c, &id)?, created: false });
+        }
+    }
+    let task = Task::new(id, spec, now);
+    let caps: Vec<&str> = task.spec.capabilities.iter().map(|c| c.as_str()).collect();
+    c.prepare_cached(
+        "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
+         metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?)",
+    )?
+    .execute(params![
+        task.id.as_str(),
+        task.spec.prompt,
+        task.spec.runner.as_str(),
+        join(&caps),
+        task.spec.priority.rank(),
+        task.spec.timeout.as_millis() as i64,
+        task.spec.max_attempts,
+        task.spec.idempotency_key,
+        task.spec.metadata,
+        task.state.as_str(),
+        task.ready_at.0,
+        now.0,
+        now.0,
+    ])?;
+    let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
+    for cap in &caps {
+        insert_cap.execute(params![task.id.as_str(), cap])?;
+    }
+    task_event(c, now, "task.created", &task, Some(task.spec.priority.as_str()))?;
+    Ok(Created { task, created: true })
+}
+
+pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
+    let limit = f.limit.clamp(1, 1000);
+    let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = f.state {
+        sql.push_str(" AND state = ?");
+        args.push(state.as_str().to_owned().into());
+    }
+    if let Some(agent) = &f.agent {
+        sql.push_str(" AND agent = ?");
+        args.push(agent.as_str().to_owned().into());
+    }
+    if let Some(before) = f.before {
+        sql.push_str(" AND seq < ?");
+        args.push(before.into());
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push(((limit + 1) as i64).into());
+    let mut stmt = c.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut items = Vec::new();
+    let mut seqs = Vec::new();
+    while let Some(row) = rows.next()? {
+        seqs.push(row.get::<_, i64>(24)?);
+        items.push(task_row(row)?);
+    }
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        Some(seqs[limit - 1])
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+pub fn count_tasks(c: &Connection) -> Result<Vec<(TaskState, u64)>> {
+    let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut stmt = c.prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let n: i64 = row.get(1)?;
+        let state = TaskState::parse(&state).map_err(|e| corrupt("task state", e))?;
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+            slot.1 = n as u64;
+        }
+    }
+    Ok(counts)
+}
+
+pub fn cancel_task(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Cancel)> {
+    let mut task = load_task(c, id)?;
+    let outcome = task.cancel(now).map_err(refused)?;
+    save_task(c, &task)?;
+    match &outcome {
+        Cancel::Done { .. } => task_event(c, now, "task.cancelled", &task, None)?,
+        Cancel::Requested { .. } => task_event(c, now, "task.cancel_requested", &task, None)?,
+    }
+    Ok((task, outcome))
+}
+
+pub fn retry_task(c: &Connection, id: &TaskId, now: Millis) -> Result<Task> {
+    let mut task = load_task(c, id)?;
+    task.retry(now).map_err(refused)?;
+    save_task(c, &task)?;
+    task_event(c, now, "task.retried", &task, None)?;
+    Ok(task)
+}
+
+pub fn claim_tasks(c: &Connection, name: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {
+    let agent = load_agent(c, name)?;
+    let free = agent.status.free_slots();
+    if free == 0 || agent.runners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let offer = agent.offer();
+    let runners: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).collect();
+    let caps: Vec<&str> = offer.capabilities.iter().map(|c| c.as_str()).collect();
+    let placeholders = |n: usize| vec!["?"; n].join(", ");
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
+         AND runner IN ({}) AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
+         ORDER BY priority, seq LIMIT ?",
+        placeholders(runners.len()),
+        placeholders(caps.len()),
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
+    args.extend(runners.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
+    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
+    args.push(i64::from(free).into());
+    let candidates: Vec<Task> =
+        c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?;
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for mut task in candidates {
+        let req = muster_core::Requirements { runner: &task.spec.runner, capabilities: &task.spec.capabilities };
+        if !offer.can_run(req) {
+            // The query and the core must agree; never hand out a task the core refuses.
+            tracing::error!(task = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
+            continue;
+        }
+        task.assign(name, now, accept_within).map_err(refused)?;
+        save_task(c, &task)?;
+        task_event(c, now, "task.assigned", &task, None)?;
+        claimed.push(task);
+    }
+    Ok(claimed)
+}
+
+pub fn start_task(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, ttl: Duration) -> Result<Task> {
+    let mut task = load_task(c, id)?;
+    task.start(agent, epoch, now, ttl).map_err(refused)?;
+    save_task(c, &task)?;
+    let number: i64 =
+        c.query_row("SELECT COUNT(*) + 1 FROM attempts WHERE task_id = ?", [id.as_str()], |r| r.get(0))?;
+    c.prepare_cached("INSERT INTO attempts (task_id, epoch, number, agent, started_at) VALUES (?, ?, ?, ?, ?)")?
+        .execute(params![id.as_str(), epoch.0 as i64, number, agent.as_str(), now.0])?;
+    task_event(c, now, "task.started", &task, Some(&format!("attempt {number}")))?;
+    Ok(task)
+}
+
+pub fn release_task(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task> {
+    let mut task = load_task(c, id)?;
+    task.release(agent, epoch, reason, now).map_err(refused)?;
+    save_task(c, &task)?;
+    task_event(c, now, "task.released", &task, Some(reason))?;
+    Ok(task)
+}
+
+fn outcome_name(outcome: &RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded { .. } => "succeeded",
+        RunOutcome::Failed { .. } => "failed",
+        RunOutcome::TimedOut => "timeout",
+        RunOutcome::Cancelled => "cancelled",
+    }
+}
+
+fn end_attempt(c: &Connection, task: &Task, epoch: Epoch, outcome: &str, now: Millis) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, reason = ? \
+         WHERE task_id = ? AND epoch = ? AND finished_at IS NULL",
+    )?
+    .execute(params![now.0, outcome, task.exit_code, task.reason, task.id.as_str(), epoch.0 as i64])?;
+    Ok(())
+}
+
+pub fn finish_task(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    outcome: &RunOutcome,
+    now: Millis,
+    backoff: Duration,
+) -> Result<(Task, FinishResult)> {
+    let mut task = load_task(c, id)?;
+    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
+    if !held {
+        // A resend of an outcome we already applied is answered, not refused.
+        let applied: Option<(String, Option<String>)> = c
+            .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
+            .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((by, Some(recorded))) = applied {
+            if by == agent.as_str() && recorded == outcome_name(outcome) {
+                return Ok((task, FinishResult::Duplicate));
+            }
+        }
+    }
+    let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
+    save_task(c, &task)?;
+    end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
+    let kind = match finished {
+        Finished::Succeeded => "task.succeeded",
+        Finished::RetryScheduled { .. } => "task.retry_scheduled",
+        Finished::Failed => "task.failed",
+        Finished::Cancelled => "task.cancelled",
+    };
+    let detail = match (finished, &task.reason) {
+        (Finished::RetryScheduled { ready_at }, reason) => Some(format!(
+            "{}; retry in {} ms",
+            reason.as_deref().unwrap_or("failed"),
+            ready_at.0 - now.0
+        )),
+        (_, reason) => reason.clone(),
+    };
+    task_event(c, now, kind, &task, detail.as_deref())?;
+    Ok((task, FinishResult::Applied(finished)))
+}
+
+pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
+    let ids: Vec<String> = c
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ? \
+             ORDER BY lease_expires_at LIMIT ?",
+        )?
+        .query_map(params![now.0, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
+        let mut task = load_task(c, &id)?;
+        let epoch = task.epoch;
+        let was_running = task.state == TaskState::Running;
+        let reclaimed = task.reclaim(now).map_err(refused)?;
+        save_task(c, &task)?;
+        if was_running {
+            end_attempt(c, &task, epoch, "lease_expired", now)?;
+        }
+        let kind = match reclaimed {
+            Reclaimed::Requeued => "task.reclaimed",
+            Reclaimed::Failed => "task.failed",
+            Reclaimed::Cancelled => "task.cancelled",
+        };
+        task_event(c, now, kind, &task, task.reason.as_deref())?;
+        out.push((task, reclaimed));
+    }
+    Ok(out)
+}
+
+pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
+    let lease: Option<i64> = c.query_row(
+        "SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    let ready: Option<i64> =
+        c.query_row("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'", [], |r| r.get(0))?;
+    Ok(match (lease, ready) {
+        (Some(a), Some(b)) => Some(Millis(a.min(b))),
+        (a, b) => a.or(b).map(Millis),
+    })
+}
+
+// -- output ---------------------------------------------------------------------
+
+pub fn append_output(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    chunks: &[OutputChunk],
+    now: Millis,
+    cap: u64,
+) -> Result<AppendOutput> {
+    let task = load_task(c, id)?;
+    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) && task.state == TaskState::Running;
+    if !held {
+        return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
+    }
+    let (mut stored, mut truncated): (u64, bool) = c
+        .prepare_cached("SELECT output_bytes, output_truncated FROM attempts WHERE task_id = ? AND epoch = ?")?
+        .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+    let mut insert = c.prepare_cached("INSERT INTO output (task_id, epoch, stream, at, data) VALUES (?, ?, ?, ?, ?)")?;
+    for chunk in chunks {
+        if truncated {
+            break;
+        }
+        let room = cap.saturating_sub(stored) as usize;
+        let take = chunk.data.len().min(room);
+        if take > 0 {
+            insert.execute(params![id.as_str(), epoch.0 as i64, chunk.stream.as_str(), now.0, &chunk.data[..take]])?;
+            stored += take as u64;
+        }
+        if take < chunk.data.len() {
+            truncated = true;
+        }
+    }
+    c.prepare_cached("UPDATE attempts SET output_bytes = ?, output_truncated = ? WHERE task_id = ? AND epoch = ?")?
+        .execute(params![stored as i64, truncated, id.as_str(), epoch.0 as i64])?;
+    Ok(AppendOutput { stored_bytes: stored, truncated })
+}
+
+pub fn read_output(c: &Connection, id: &TaskId, f: &OutputFilter) -> Result<Vec<OutputRecord>> {
+    let limit = f.limit.clamp(1, 10_000) as i64;
+    let mut stmt = c.prepare_cached(
+        "SELECT o.seq, a.number, o.stream, o.at, o.data FROM output o \
+         JOIN attempts a ON a.task_id = o.task_id AND a.epoch = o.epoch \
+         WHERE o.task_id = ? AND o.seq > ? AND (? IS NULL OR a.number = ?) ORDER BY o.seq LIMIT ?",
+    )?;
+    let rows = stmt.query_map(params![id.as_str(), f.after, f.attempt, f.attempt, limit], |r| {
+        let stream: String = r.get(2)?;
+        Ok(OutputRecord {
+            seq: r.get(0)?,
+            attempt: r.get(1)?,
+            stream: Stream::parse(&stream).ok_or_else(|| corrupt("stream", &stream))?,
+            at: Millis(r.get(3)?),
+            data: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT number, epoch, agent, started_at, finished_at, outcome, exit_code, reason, output_bytes, \
+         output_truncated FROM attempts WHERE task_id = ? ORDER BY number",
+    )?;
+    let rows = stmt.query_map([id.as_str()], |r| {
+        let agent: String = r.get(2)?;
+        Ok(AttemptRecord {
+            number: r.get(0)?,
+            epoch: Epoch(r.get::<_, i64>(1)? as u64),
+            agent: AgentName::parse(&agent).map_err(|e| corrupt("agent", e))?,
+            started_at: Millis(r.get(3)?),
+            finished_at: ms(r.get(4)?),
+            outcome: r.get(5)?,
+            exit_code: r.get(6)?,
+            reason: r.get(7)?,
+            output_bytes: r.get::<_, i64>(8)? as u64,
+            output_truncated: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// -- events -----------------------------------------------------------------------
+
+pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
+    let limit = f.limit.clamp(1, 10_000) as i64;
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events \
+         WHERE seq > ? AND (? IS NULL OR task_id = ?) AND (? IS NULL OR agent = ?) ORDER BY seq LIMIT ?",
+    )?;
+    let task = f.task.as_ref().map(|t| t.as_str());
+    let agent = f.agent.as_ref().map(|a| a.as_str());
+    let rows = stmt.query_map(params![f.after, task, task, agent, agent, limit], |r| {
+        let task: Option<String> = r.get(3)?;
+        let agent: Option<String> = r.get(4)?;
+        Ok(Event {
+            seq: r.get(0)?,
+            at: Millis(r.get(1)?),
+            kind: r.get(2)?,
+            task: task.map(|t| TaskId::parse(&t)).transpose().map_err(|e| corrupt("task id", e))?,
+            agent: agent.map(|a| AgentName::parse(&a)).transpose().map_err(|e| corrupt("agent", e))?,
+            epoch: r.get::<_, Option<i64>>(5)?.map(|e| Epoch(e as u64)),
+            state: r.get(6)?,
+            detail: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

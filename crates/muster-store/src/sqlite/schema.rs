@@ -1,0 +1,138 @@
+//! The SQLite schema, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` records how many have been applied. Each migration
+//! runs in its own transaction, so a crash mid-migration leaves the previous
+//! version intact. Migrations are only ever appended.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation.
+    r#"
+CREATE TABLE tokens (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    scope         TEXT NOT NULL CHECK (scope IN ('admin', 'agent')),
+    agent         TEXT,
+    hash          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    last_used_at  INTEGER
+);
+
+CREATE TABLE agents (
+    name                    TEXT PRIMARY KEY,
+    token_id                TEXT NOT NULL REFERENCES tokens(id),
+    capabilities            TEXT NOT NULL DEFAULT '',
+    announced_capabilities  TEXT NOT NULL DEFAULT '',
+    runners                 TEXT NOT NULL DEFAULT '',
+    slots                   INTEGER NOT NULL DEFAULT 0,
+    version                 TEXT,
+    connected               INTEGER NOT NULL DEFAULT 0,
+    session                 INTEGER NOT NULL DEFAULT 0,
+    paused                  INTEGER NOT NULL DEFAULT 0,
+    draining                INTEGER NOT NULL DEFAULT 0,
+    last_seen_at            INTEGER,
+    created_at              INTEGER NOT NULL
+);
+
+CREATE TABLE tasks (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT NOT NULL UNIQUE,
+    prompt            TEXT NOT NULL,
+    runner            TEXT NOT NULL,
+    capabilities      TEXT NOT NULL,
+    priority          INTEGER NOT NULL,
+    timeout_ms        INTEGER NOT NULL,
+    max_attempts      INTEGER NOT NULL,
+    idempotency_key   TEXT UNIQUE,
+    metadata          TEXT,
+    state             TEXT NOT NULL,
+    attempts          INTEGER NOT NULL,
+    epoch             INTEGER NOT NULL,
+    lease_agent       TEXT,
+    lease_epoch       INTEGER,
+    lease_expires_at  INTEGER,
+    ready_at          INTEGER NOT NULL,
+    cancel_requested  INTEGER NOT NULL,
+    exit_code         INTEGER,
+    reason            TEXT,
+    agent             TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    started_at        INTEGER,
+    finished_at       INTEGER
+);
+CREATE INDEX tasks_queue ON tasks (priority, seq) WHERE state = 'queued';
+CREATE INDEX tasks_ready ON tasks (ready_at) WHERE state = 'queued';
+CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+CREATE INDEX tasks_lease_agent ON tasks (lease_agent) WHERE lease_agent IS NOT NULL;
+CREATE INDEX tasks_state ON tasks (state, seq);
+
+CREATE TABLE task_caps (
+    task_id  TEXT NOT NULL,
+    cap      TEXT NOT NULL,
+    PRIMARY KEY (task_id, cap)
+) WITHOUT ROWID;
+
+CREATE TABLE attempts (
+    task_id           TEXT NOT NULL,
+    epoch             INTEGER NOT NULL,
+    number            INTEGER NOT NULL,
+    agent             TEXT NOT NULL,
+    started_at        INTEGER NOT NULL,
+    finished_at       INTEGER,
+    outcome           TEXT,
+    exit_code         INTEGER,
+    reason            TEXT,
+    output_bytes      INTEGER NOT NULL DEFAULT 0,
+    output_truncated  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (task_id, epoch)
+) WITHOUT ROWID;
+
+CREATE TABLE output (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id  TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    stream   TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    data     BLOB NOT NULL
+);
+CREATE INDEX output_task ON output (task_id, seq);
+
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    task_id TEXT,
+    agent   TEXT,
+    epoch   INTEGER,
+    state   TEXT,
+    detail  TEXT
+);
+CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
+CREATE INDEX events_agent ON events (agent, seq) WHERE agent IS NOT NULL;
+"#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT: usize = MIGRATIONS.len();
+
+/// Applies the migrations this database has not seen yet.
+pub fn migrate(conn: &mut Connection) -> Result<usize, crate::StoreError> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if applied > CURRENT {
+        return Err(crate::StoreError::Database(format!(
+            "the database is at schema version {applied}, newer than this muster build knows ({CURRENT}); \
+             upgrade muster"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied migration");
+    }
+    Ok(CURRENT - applied)
+}

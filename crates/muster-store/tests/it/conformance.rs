@@ -1,0 +1,3 @@
+//! The backend-agnostic conformance suite, one test per case, on SQLite.
+
+muster_store::conformance_tests!(crate::fresh_sqlite);

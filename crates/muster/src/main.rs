@@ -1,0 +1,131 @@
+//! `muster`: the hub, the agent worker and the operator CLI in one binary.
+
+mod serve;
+mod settings;
+
+use clap::{Parser, Subcommand};
+use muster_cli::{AgentAddArgs, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
+use settings::HubArgs;
+
+/// Run a fleet of headless AI coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "muster", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a hub and one local agent (shell runner enabled) in one process.
+    Up(serve::UpArgs),
+    /// Start the hub.
+    Hub(HubArgs),
+    /// Run an agent worker, or manage agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Queue, inspect, cancel and retry tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// List and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The hub's state at a glance.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The timeline of task and agent changes.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Connect to a hub and run tasks.
+    Run(serve::AgentRunArgs),
+    /// Register an agent and print its token (shown once).
+    Add(AgentAddArgs),
+    /// List agents.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take no new tasks on this agent (its runs go on).
+    Pause { name: String },
+    /// Let a paused agent take tasks again.
+    Resume { name: String },
+    /// Revoke the agent's token and print a new one (shown once).
+    Token {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let server = matches!(cli.command, Command::Up(_) | Command::Hub(_) | Command::Agent(AgentCmd::Run(_)));
+    init_logging(if server { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("muster: cannot start the async runtime: {e}");
+            std::process::exit(exit::FAILURE);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Do not wait for detached background work (e.g. a stdin reader) to finish.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> i32 {
+    let conn = cli.conn;
+    let result: Result<(), muster_cli::CliError> = match cli.command {
+        Command::Up(args) => return report(serve::up(&conn, args).await),
+        Command::Hub(args) => return report(serve::hub(&conn, args).await),
+        Command::Agent(AgentCmd::Run(args)) => return report(serve::agent(&conn, args).await),
+        Command::Agent(AgentCmd::Add(args)) => muster_cli::agent_add(&conn, args).await,
+        Command::Agent(AgentCmd::List { json }) => muster_cli::agent_list(&conn, json).await,
+        Command::Agent(AgentCmd::Pause { name }) => muster_cli::agent_pause(&conn, &name, true).await,
+        Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
+        Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,
+        Command::Task(cmd) => muster_cli::task(&conn, cmd).await,
+        Command::Token(cmd) => muster_cli::token(&conn, cmd).await,
+        Command::Status { json } => muster_cli::status(&conn, json).await,
+        Command::Events(args) => muster_cli::events(&conn, args).await,
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("muster: {}", e.message);
+            e.code
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("muster: {e:#}");
+            match e.downcast_ref::<muster_cli::CliError>() {
+                Some(cli) => cli.code,
+                None => exit::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The long-running commands: `hub`, `agent run` and `up`.
+
+use crate::settings::{HubArgs, hub_config};
+use anyhow::{Context, bail};
+use clap::Args;
+use muster_agent::{AgentConfig, AgentFile, RunnerProfile};
+use muster_cli::ConnArgs;
+use muster_core::AgentName;
+use muster_hub::{Hub, HubConfig, SystemClock};
+use muster_store::sqlite::SqliteStore;
+use muster_store::{Limits, Store};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Holds an exclusive lock on the data directory so two hubs never share it.
+struct DirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::io::AsRawFd;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let path = dir.join("hub.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another muster hub is already using {}", dir.display());
+    }
+    Ok(DirLock(file))
+}
+
+struct Opened {
+    hub: Hub,
+    listener: TcpListener,
+    _lock: DirLock,
+}
+
+async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
+    let lock = lock_data_dir(&config.data_dir)?;
+    let db = config.data_dir.join("muster.db");
+    let limits = Limits { max_output_bytes_per_attempt: config.max_output_bytes_per_attempt, ..Limits::default() };
+    let store = SqliteStore::open(&db, limits).with_context(|| format!("cannot open the database {}", db.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
+    if let Some(token) = hub.ensure_admin_token(&data_dir).await? {
+        println!("{token}");
+        eprintln!(
+            "muster: created the admin token above; it is shown only once and saved to {} (mode 0600)",
+            data_dir.join("admin.token").display()
+        );
+    }
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    Ok(Opened { hub, listener, _lock: lock })
+}
+
+pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
+    let config = hub_config(&args, conn.data_dir.as_deref())?;
+    let data_dir = config.data_dir.clone();
+    let opened = open_hub(config).await?;
+    let addr = opened.listener.local_addr()?;
+    eprintln!("muster hub listening on http://{addr} (data in {})", data_dir.display());
+    opened.hub.serve(opened.listener, shutdown_signal()).await
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentRunArgs {
+    /// Tasks run at once [default: 1].
+    #[arg(long, env = "MUSTER_SLOTS")]
+    pub slots: Option<u32>,
+    /// Agent settings file (TOML).
+    #[arg(long = "config", env = "MUSTER_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A capability this agent offers (repeatable).
+    #[arg(long = "cap")]
+    pub caps: Vec<String>,
+    /// Enable a built-in runner: claude, codex or shell (repeatable).
+    #[arg(long = "runner")]
+    pub runners: Vec<String>,
+    /// Directory runs start in [default: the current directory].
+    #[arg(long, env = "MUSTER_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+    /// How long a shutdown waits for runs before stopping them [default: 30s].
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+}
+
+fn agent_config(hub_url: String, token: String, args: &AgentRunArgs, default_slots: u32) -> anyhow::Result<AgentConfig> {
+    let file = match &args.config {
+        Some(path) => AgentFile::load(path)?,
+        None => AgentFile::default(),
+    };
+    let mut runners: BTreeMap<String, RunnerProfile> = BTreeMap::new();
+    // claude and codex are offered whenever they are installed; shell only when asked for.
+    for name in ["claude", "codex"] {
+        if muster_agent::config::on_path(name) {
+            runners.insert(name.into(), RunnerProfile::builtin(name).expect("a built-in runner"));
+        }
+    }
+    for name in file.enable.iter().chain(&args.runners) {
+        let profile = RunnerProfile::builtin(name)
+            .with_context(|| format!("no built-in runner named {name:?}; built-in runners are claude, codex and shell"))?;
+        if !muster_agent::config::on_path(&profile.argv[0]) {
+            tracing::warn!(runner = %name, program = %profile.argv[0], "runner enabled but its program is not on PATH");
+        }
+        runners.insert(name.clone(), profile);
+    }
+    runners.extend(file.runners.clone());
+    let mut capabilities = file.capabilities.clone();
+    capabilities.extend(args.caps.iter().cloned());
+    let workdir = match args.workdir.clone().or(file.workdir.clone()) {
+        Some(w) => w,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let kill_grace = match &file.kill_grace {
+        Some(g) => muster_proto::parse_duration("kill_grace", g).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Duration::from_secs(10),
+    };
+    let config = AgentConfig {
+        hub: hub_url,
+        token,
+        slots: args.slots.or(file.slots).unwrap_or(default_slots),
+        capabilities,
+        runners,
+        workdir,
+        kill_grace,
+        max_output_bytes: 4 << 20,
+        drain_timeout: muster_proto::parse_duration("drain_timeout", &args.drain_timeout).map_err(|e| anyhow::anyhow!("{e}"))?,
+        reconnect_min: Duration::from_millis(250),
+        reconnect_max: Duration::from_secs(30),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
+    let file_hub = match &args.config {
+        Some(path) => AgentFile::load(path)?.hub,
+        None => None,
+    };
+    let hub_url = conn.url.clone().or(file_hub).unwrap_or_else(|| muster_cli::DEFAULT_URL.to_owned());
+    let Some(token) = conn.token.clone().filter(|t| !t.trim().is_empty()) else {
+        bail!("`agent run` needs the agent's token: --token or MUSTER_TOKEN (from `muster agent add NAME`)");
+    };
+    let config = agent_config(hub_url, token.trim().to_owned(), &args, 1)?;
+    tracing::info!(
+        hub = %config.hub,
+        slots = config.slots,
+        runners = %config.runners.keys().cloned().collect::<Vec<_>>().join(","),
+        "agent starting"
+    );
+    muster_agent::run(config, shutdown_signal()).await
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Tasks the local agent runs at once [default: 4].
+    #[arg(long)]
+    pub slots: Option<u32>,
+}
+
+const LOCAL_AGENT: &str = "local";
+
+/// The local agent's token: reused from `<data-dir>/local-agent.token`, or
+/// issued anew (registering the agent on first use).
+async fn local_agent_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("local-agent.token");
+    let name = AgentName::parse(LOCAL_AGENT).expect("a valid agent name");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved = saved.trim().to_owned();
+        if let Some(id) = muster_hub::parse_token(&saved) {
+            if let Some(record) = hub.store().token(&id).await? {
+                if record.revoked_at.is_none() && record.hash == muster_hub::hash_token(&saved) {
+                    return Ok(saved);
+                }
+            }
+        }
+    }
+    let token = match hub.store().agent(&name).await? {
+        Some(_) => hub.reissue_agent_token(&name).await.map_err(|e| anyhow::anyhow!("{e:?}"))?.0,
+        None => hub.register_agent(&name, Vec::new()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    };
+    muster_hub::write_secret_file(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
+    let mut hub_args = args.hub.clone();
+    // A local first try runs shell tasks unless told otherwise.
+    if hub_args.default_runner.is_none() && !muster_agent::config::on_path("claude") {
+        hub_args.default_runner = Some("shell".into());
+    }
+    let config = hub_config(&hub_args, conn.data_dir.as_deref())?;
+    let data_dir = config.data_dir.clone();
+    let opened = open_hub(config).await?;
+    let addr = opened.listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let token = local_agent_token(&opened.hub, &data_dir).await?;
+    let agent_args = AgentRunArgs {
+        slots: args.slots,
+        config: None,
+        caps: Vec::new(),
+        runners: vec!["shell".into()],
+        workdir: None,
+        drain_timeout: "10s".into(),
+    };
+    let agent_config = agent_config(url.clone(), token, &agent_args, 4)?;
+    let runners = agent_config.runners.keys().cloned().collect::<Vec<_>>().join(", ");
+
+    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+    let hub_task = tokio::spawn(opened.hub.clone().serve(opened.listener, async move {
+        let _ = hub_stopped.await;
+    }));
+    let agent_task = tokio::spawn(muster_agent::run(agent_config, async move {
+        let _ = agent_stopped.await;
+    }));
+    eprintln!("muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}", data_dir.display());
+    eprintln!("try, from another terminal:  muster task add --runner shell 'echo hello'   then   muster task list");
+    eprintln!("stop with Ctrl-C");
+    shutdown_signal().await;
+    // The agent drains first so its last reports reach the hub.
+    let _ = stop_agent.send(());
+    match agent_task.await {
+        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "local agent stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "local agent panicked"),
+        Ok(Ok(())) => {}
+    }
+    let _ = stop_hub.send(());
+    hub_task.await.context("the hub panicked")??;
+    let _lock = opened._lock;
+    Ok(())
+}

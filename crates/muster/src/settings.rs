@@ -1,0 +1,133 @@
+//! Resolves the hub's settings: command-line flags over `MUSTER_*`
+//! environment variables (clap reads both) over `muster.toml` over defaults.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use muster_core::{Backoff, RunnerName};
+use muster_hub::HubConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct HubArgs {
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, env = "MUSTER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Settings file [default: ./muster.toml if it exists].
+    #[arg(long, env = "MUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How often agents send heartbeats [default: 10s].
+    #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// How long a running task's lease lasts without a heartbeat [default: 3 heartbeats].
+    #[arg(long, env = "MUSTER_LEASE_TTL")]
+    pub lease_ttl: Option<String>,
+    /// How long an agent has to accept an assignment [default: 60s].
+    #[arg(long, env = "MUSTER_ACCEPT_TIMEOUT")]
+    pub accept_timeout: Option<String>,
+    /// First retry delay; doubles each attempt [default: 2s].
+    #[arg(long, env = "MUSTER_RETRY_BACKOFF_BASE")]
+    pub retry_backoff_base: Option<String>,
+    /// Longest retry delay [default: 5m].
+    #[arg(long, env = "MUSTER_RETRY_BACKOFF_MAX")]
+    pub retry_backoff_max: Option<String>,
+    /// Runner for tasks that name none [default: claude].
+    #[arg(long, env = "MUSTER_DEFAULT_RUNNER")]
+    pub default_runner: Option<String>,
+    /// Timeout for tasks that name none [default: 30m].
+    #[arg(long, env = "MUSTER_DEFAULT_TIMEOUT")]
+    pub default_timeout: Option<String>,
+    /// Attempts for tasks that name none [default: 3].
+    #[arg(long, env = "MUSTER_DEFAULT_MAX_ATTEMPTS")]
+    pub default_max_attempts: Option<u32>,
+}
+
+/// `muster.toml`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    #[serde(default)]
+    hub: FileHub,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHub {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    heartbeat_interval: Option<String>,
+    lease_ttl: Option<String>,
+    accept_timeout: Option<String>,
+    retry_backoff_base: Option<String>,
+    retry_backoff_max: Option<String>,
+    default_runner: Option<String>,
+    default_timeout: Option<String>,
+    default_max_attempts: Option<u32>,
+    #[serde(default)]
+    extra_runners: Vec<String>,
+    max_output_bytes: Option<u64>,
+}
+
+fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(v) => muster_proto::parse_duration(name, v).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileSettings> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None => {
+            let default = PathBuf::from("muster.toml");
+            if !default.exists() {
+                return Ok(FileSettings::default());
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid muster.toml", path.display()))
+}
+
+/// Resolves the hub's configuration. `data_dir` comes from the global flag.
+pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
+    let file = load_file(args.config.as_deref())?.hub;
+    let defaults = HubConfig::default();
+    let heartbeat_interval =
+        duration("heartbeat_interval", args.heartbeat_interval.as_ref().or(file.heartbeat_interval.as_ref()), defaults.heartbeat_interval)?;
+    let lease_ttl = duration("lease_ttl", args.lease_ttl.as_ref().or(file.lease_ttl.as_ref()), heartbeat_interval * 3)?;
+    if lease_ttl < heartbeat_interval * 2 {
+        bail!("lease_ttl ({lease_ttl:?}) must be at least two heartbeat intervals ({heartbeat_interval:?})");
+    }
+    let backoff = Backoff {
+        base: duration("retry_backoff_base", args.retry_backoff_base.as_ref().or(file.retry_backoff_base.as_ref()), defaults.backoff.base)?,
+        max: duration("retry_backoff_max", args.retry_backoff_max.as_ref().or(file.retry_backoff_max.as_ref()), defaults.backoff.max)?,
+    };
+    let default_runner = match args.default_runner.as_ref().or(file.default_runner.as_ref()) {
+        Some(r) => Some(RunnerName::parse(r).map_err(|e| anyhow::anyhow!("default_runner: {e}"))?),
+        None => defaults.default_runner.clone(),
+    };
+    for r in &file.extra_runners {
+        RunnerName::parse(r).map_err(|e| anyhow::anyhow!("extra_runners: {e}"))?;
+    }
+    let default_max_attempts = args.default_max_attempts.or(file.default_max_attempts).unwrap_or(defaults.default_max_attempts);
+    if default_max_attempts == 0 || default_max_attempts > muster_core::task::MAX_ATTEMPTS {
+        bail!("default_max_attempts must be between 1 and {}", muster_core::task::MAX_ATTEMPTS);
+    }
+    Ok(HubConfig {
+        listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+        data_dir: data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir),
+        heartbeat_interval,
+        lease_ttl,
+        accept_timeout: duration("accept_timeout", args.accept_timeout.as_ref().or(file.accept_timeout.as_ref()), defaults.accept_timeout)?,
+        backoff,
+        default_runner,
+        default_timeout: duration("default_timeout", args.default_timeout.as_ref().or(file.default_timeout.as_ref()), defaults.default_timeout)?,
+        default_max_attempts,
+        extra_runners: file.extra_runners,
+        max_output_bytes_per_attempt: file.max_output_bytes.unwrap_or(defaults.max_output_bytes_per_attempt),
+    })
+}
