@@ -93,7 +93,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             }
             Err(e) if is_refusal(&e) => return Err(e),
             Err(e) => {
-                if failures == 0 || failures % 10 == 0 {
+                if failures.is_multiple_of(10) {
                     tracing::warn!(error = %format!("{e:#}"), "cannot reach the hub; retrying");
                 }
             }
@@ -361,13 +361,13 @@ impl Agent {
                     None
                 }
             };
-            if let Some(msg) = outgoing {
-                if let Err(e) = sink.send(send(&msg)).await {
-                    if let msg @ AgentMsg::Output { .. } = msg {
-                        self.buffer(msg);
-                    }
-                    return SessionEnd::Lost(format!("send failed: {e}"));
+            if let Some(msg) = outgoing
+                && let Err(e) = sink.send(send(&msg)).await
+            {
+                if let msg @ AgentMsg::Output { .. } = msg {
+                    self.buffer(msg);
                 }
+                return SessionEnd::Lost(format!("send failed: {e}"));
             }
         }
     }

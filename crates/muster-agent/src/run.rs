@@ -68,10 +68,10 @@ pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut
         Err(e) => return Some(finished("failed", None, Some(format!("cannot create a scratch directory: {e}")), false)),
     };
     let prompt_file = scratch.path().join("prompt");
-    if spec.profile.prompt == PromptMode::File {
-        if let Err(e) = write_private(&prompt_file, spec.prompt.as_bytes()) {
-            return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
-        }
+    if spec.profile.prompt == PromptMode::File
+        && let Err(e) = write_private(&prompt_file, spec.prompt.as_bytes())
+    {
+        return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
     }
     let argv: Vec<String> = spec
         .profile

@@ -72,7 +72,11 @@ fn parse_runs(runs: &[RunRef]) -> Result<Vec<(TaskId, Epoch)>, FieldError> {
     runs.iter().map(|r| Ok((TaskId::parse(&r.task)?, Epoch(r.epoch)))).collect()
 }
 
-fn parse_hello(msg: AgentMsg) -> Result<(Announce, Vec<(TaskId, Epoch)>, bool), FieldError> {
+/// What a valid `hello` says: the announcement, the runs to re-attach, and
+/// whether the agent is draining.
+type Hello = (Announce, Vec<(TaskId, Epoch)>, bool);
+
+fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
     let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining } = msg else {
         return Err(FieldError { field: "type".into(), reason: "the first message must be `hello`".into() });
     };
@@ -234,10 +238,12 @@ impl Conn {
         }
         self.renew(runs).await;
         for (id, epoch) in runs {
-            if let Ok(Some(task)) = self.hub.shared.store.task(id).await {
-                if task.cancel_requested && task.epoch == *epoch && task.lease.is_some() {
-                    self.reply(HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
-                }
+            if let Ok(Some(task)) = self.hub.shared.store.task(id).await
+                && task.cancel_requested
+                && task.epoch == *epoch
+                && task.lease.is_some()
+            {
+                self.reply(HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
             }
         }
     }

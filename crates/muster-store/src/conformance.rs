@@ -19,14 +19,14 @@
 //! case added there runs everywhere.
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits,
-    NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, Scope, Store, StoreError,
-    Stream, TaskFilter, TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits, NewAgent,
+    NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, Scope, Store, StoreError, Stream, TaskFilter,
+    TokenRecord,
 };
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
-    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Millis, Priority, Refused, RunOutcome,
-    RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
+    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Millis, Priority, Refused, RunOutcome, RunnerName,
+    Task, TaskId, TaskSpec, TaskState, TokenId,
 };
 use std::fmt::Debug;
 use std::future::Future;
@@ -70,9 +70,11 @@ cases!($
     tokens_are_created_listed_and_revoked,
     touch_token_records_use_at_most_once_a_minute,
     register_agent_refuses_a_taken_name,
+    replace_agent_token_revokes_the_old_token,
     agent_sessions_ignore_a_stale_disconnect,
     agent_flags_pause_and_drain,
     heartbeat_renews_running_leases_and_reports_stale_runs,
+    heartbeat_from_the_holder_starts_an_assignment_whose_accept_was_lost,
     create_task_stores_the_validated_spec,
     idempotency_key_returns_the_same_task,
     invalid_spec_is_refused_naming_the_field,
@@ -248,8 +250,7 @@ async fn register(s: &dyn Store, agent: &str, registered: &[&str], now: Millis) 
 }
 
 async fn connect(s: &dyn Store, agent: &AgentName, with: &[&str], announced: &[&str], slots: u32, now: Millis) -> u64 {
-    let hello =
-        Announce { capabilities: caps(announced), runners: runners(with), slots, version: "1.0.0".to_owned() };
+    let hello = Announce { capabilities: caps(announced), runners: runners(with), slots, version: "1.0.0".to_owned() };
     ok("agent_connected", s.agent_connected(agent, hello, now).await).1
 }
 
@@ -403,7 +404,10 @@ async fn snapshot(s: &dyn Store) -> Snapshot {
 
 async fn assert_unchanged(s: &dyn Store, before: &Snapshot, what: &str) {
     let after = snapshot(s).await;
-    assert!(after == *before, "{what} must write nothing, but the store changed\nbefore: {before:#?}\nafter: {after:#?}");
+    assert!(
+        after == *before,
+        "{what} must write nothing, but the store changed\nbefore: {before:#?}\nafter: {after:#?}"
+    );
 }
 
 // -- lifecycle ---------------------------------------------------------------------
@@ -517,7 +521,7 @@ pub async fn register_agent_refuses_a_taken_name(store: Arc<dyn Store>) {
     );
     assert_eq!(record.status.state(), AgentState::Offline);
     assert_eq!(ok("agent", s.agent(&a).await), Some(record.clone()));
-    assert_eq!(ok("list_agents", s.list_agents().await), [record.clone()]);
+    assert_eq!(ok("list_agents", s.list_agents().await), std::slice::from_ref(&record));
     let token = ok("token", s.token(&token_id(10)).await).expect("register_agent stores the agent's token");
     assert_eq!((token.scope, token.agent), (Scope::Agent, Some(a.clone())));
     assert_events(s, 0, &["token.created", "agent.registered"], "register_agent").await;
@@ -529,6 +533,29 @@ pub async fn register_agent_refuses_a_taken_name(store: Arc<dyn Store>) {
         other => panic!("register_agent with a taken name: expected Conflict, got {other:?}"),
     }
     assert_unchanged(s, &before, "register_agent with a taken name (its token included)").await;
+}
+
+pub async fn replace_agent_token_revokes_the_old_token(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = register(s, "a", &["gpu"], at(0)).await;
+    let old = get_agent(s, &a).await;
+
+    let mark = last_seq(s).await;
+    let replaced =
+        ok("replace_agent_token", s.replace_agent_token(&a, new_token(20, Scope::Agent, Some(&a)), at(5)).await);
+    assert_eq!(replaced, AgentRecord { token_id: token_id(20), ..old.clone() }, "only the token changes");
+    assert_eq!(get_agent(s, &a).await, replaced);
+    let revoked = ok("token", s.token(&old.token_id).await).expect("the old token is kept, revoked");
+    assert_eq!(revoked.revoked_at, Some(at(5)), "the old token must be revoked");
+    let fresh = ok("token", s.token(&token_id(20)).await).expect("the new token is stored");
+    assert_eq!((fresh.revoked_at, fresh.created_at, fresh.agent), (None, at(5), Some(a.clone())));
+    assert_events(s, mark, &["token.revoked", "token.created"], "replace_agent_token").await;
+
+    let before = snapshot(s).await;
+    let ghost = name("ghost");
+    let r = s.replace_agent_token(&ghost, new_token(21, Scope::Agent, Some(&ghost)), at(6)).await;
+    assert_eq!(not_found("replace_agent_token of an unknown agent", r), "agent");
+    assert_unchanged(s, &before, "replace_agent_token of an unknown agent").await;
 }
 
 pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
@@ -573,7 +600,10 @@ pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
 
     assert_eq!(connect(s, &a, &["shell"], &[], 2, at(5)).await, 3, "sessions keep counting");
     let hello = Announce { slots: 1, ..Announce::default() };
-    assert_eq!(not_found("agent_connected of an unknown agent", s.agent_connected(&name("ghost"), hello, at(6)).await), "agent");
+    assert_eq!(
+        not_found("agent_connected of an unknown agent", s.agent_connected(&name("ghost"), hello, at(6)).await),
+        "agent"
+    );
 }
 
 pub async fn agent_flags_pause_and_drain(store: Arc<dyn Store>) {
@@ -599,7 +629,10 @@ pub async fn agent_flags_pause_and_drain(store: Arc<dyn Store>) {
     let flags = AgentFlags { paused: None, draining: Some(false) };
     assert_eq!(ok("set_agent_flags", s.set_agent_flags(&a, flags, at(3)).await).status.state(), AgentState::Idle);
     let flags = AgentFlags { paused: Some(true), draining: None };
-    assert_eq!(not_found("set_agent_flags of an unknown agent", s.set_agent_flags(&name("ghost"), flags, at(4)).await), "agent");
+    assert_eq!(
+        not_found("set_agent_flags of an unknown agent", s.set_agent_flags(&name("ghost"), flags, at(4)).await),
+        "agent"
+    );
 }
 
 pub async fn heartbeat_renews_running_leases_and_reports_stale_runs(store: Arc<dyn Store>) {
@@ -608,29 +641,21 @@ pub async fn heartbeat_renews_running_leases_and_reports_stale_runs(store: Arc<d
     let b = online(s, "b", 1, at(0)).await;
     let running = submit(s, 1, spec("running on a"), at(0)).await;
     let e = start(s, &a, &running, at(0)).await;
-    let assigned = submit(s, 2, spec("assigned to a"), at(1)).await;
-    let assigned_epoch = assign(s, &a, &assigned, at(1)).await;
     let elsewhere = submit(s, 3, spec("running on b"), at(1)).await;
     let b_epoch = start(s, &b, &elsewhere, at(1)).await;
     let ghost = task_id(99);
 
-    let reported = [
-        (running.clone(), e),
-        (assigned.clone(), assigned_epoch),
-        (ghost.clone(), Epoch(1)),
-        (running.clone(), Epoch(7)),
-        (elsewhere.clone(), b_epoch),
-    ];
+    let reported =
+        [(running.clone(), e), (ghost.clone(), Epoch(1)), (running.clone(), Epoch(7)), (elsewhere.clone(), b_epoch)];
     let hb = ok("heartbeat", s.heartbeat(&a, &reported, at(20), LEASE).await);
     assert_eq!(hb.renewed, 1, "only the running task held under its epoch is renewed: {hb:?}");
     assert_eq!(
         hb.stale,
         [(ghost, Epoch(1)), (running.clone(), Epoch(7)), (elsewhere.clone(), b_epoch)],
-        "unknown tasks, stale epochs and other agents' runs are stale; an accepted assignment is not"
+        "unknown tasks, stale epochs and other agents' runs are stale"
     );
     let lease = |t: Task| t.lease.expect("still leased").expires_at;
     assert_eq!(lease(get(s, &running).await), at(50), "the running lease is renewed to now + ttl");
-    assert_eq!(lease(get(s, &assigned).await), at(1).plus(ACCEPT), "an assignment's deadline is not renewed");
     assert_eq!(lease(get(s, &elsewhere).await), at(31), "another agent's lease is untouched");
     assert_eq!(get_agent(s, &a).await.last_seen_at, Some(at(20)), "a heartbeat records when the agent was seen");
 
@@ -639,7 +664,43 @@ pub async fn heartbeat_renews_running_leases_and_reports_stale_runs(store: Arc<d
     assert_eq!(hb.renewed, 1);
     assert_eq!(lease(get(s, &running).await), at(50), "a short ttl must not shorten the lease");
 
-    assert_eq!(not_found("heartbeat of an unknown agent", s.heartbeat(&name("ghost"), &[], at(22), LEASE).await), "agent");
+    assert_eq!(
+        not_found("heartbeat of an unknown agent", s.heartbeat(&name("ghost"), &[], at(22), LEASE).await),
+        "agent"
+    );
+}
+
+pub async fn heartbeat_from_the_holder_starts_an_assignment_whose_accept_was_lost(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("accepted, but the accept was lost"), at(0)).await;
+    let e = assign(s, &a, &task, at(1)).await;
+
+    // Another agent naming the assignment is stale and changes nothing.
+    let before = snapshot(s).await;
+    let hb = ok("heartbeat", s.heartbeat(&b, &[(task.clone(), e)], at(2), LEASE).await);
+    assert_eq!((hb.renewed, hb.stale), (0, vec![(task.clone(), e)]));
+    let after = snapshot(s).await;
+    assert_eq!(
+        (&after.tasks, &after.events),
+        (&before.tasks, &before.events),
+        "a stranger's heartbeat changed the task"
+    );
+
+    // The holder reports running it: the run is real, so it counts as started now.
+    let mark = last_seq(s).await;
+    let hb = ok("heartbeat", s.heartbeat(&a, &[(task.clone(), e)], at(3), LEASE).await);
+    assert_eq!((hb.renewed, hb.stale), (1, Vec::new()), "the holder's assignment must be renewed, not stale");
+    let started = get(s, &task).await;
+    assert_eq!((started.state, started.attempts, started.epoch), (TaskState::Running, 1, e));
+    assert_eq!(started.lease.as_ref().map(|l| l.expires_at), Some(at(3).plus(LEASE)));
+    assert_eq!(started.started_at, Some(at(3)));
+    assert_events(s, mark, &["task.started"], "a heartbeat that starts an assignment").await;
+    let tried = attempts(s, &task).await;
+    assert_eq!(tried.iter().map(|t| (t.number, t.epoch, t.started_at)).collect::<Vec<_>>(), [(1, e, at(3))]);
+    let (_, result) = finish(s, &a, &task, e, &SUCCEEDED, at(4)).await;
+    assert_eq!(result, FinishResult::Applied(Finished::Succeeded), "the run started by heartbeat finishes as usual");
 }
 
 // -- creating tasks ----------------------------------------------------------------
@@ -810,7 +871,10 @@ pub async fn claim_skips_agents_that_take_no_work(store: Arc<dyn Store>) {
     assert_eq!(get(s, &task).await.state, TaskState::Queued);
     ok("unpause", s.set_agent_flags(&paused, AgentFlags { paused: Some(false), draining: None }, at(3)).await);
     assert_eq!(claim(s, &paused, at(4)).await, [task], "an unpaused agent takes work again");
-    assert_eq!(not_found("claim_tasks for an unknown agent", s.claim_tasks(&name("ghost"), at(5), ACCEPT).await), "agent");
+    assert_eq!(
+        not_found("claim_tasks for an unknown agent", s.claim_tasks(&name("ghost"), at(5), ACCEPT).await),
+        "agent"
+    );
 }
 
 pub async fn claim_waits_for_ready_at(store: Arc<dyn Store>) {
@@ -871,7 +935,10 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
 
     let r = refusal("start_task of a running task", s.start_task(&a, &task, e, at(4), LEASE).await);
     assert_wrong_state("start_task of a running task", r, TaskState::Running);
-    assert_eq!(not_found("start_task of an unknown task", s.start_task(&a, &task_id(9), e, at(4), LEASE).await), "task");
+    assert_eq!(
+        not_found("start_task of an unknown task", s.start_task(&a, &task_id(9), e, at(4), LEASE).await),
+        "task"
+    );
 }
 
 pub async fn release_returns_an_assignment_to_the_queue(store: Arc<dyn Store>) {
@@ -919,7 +986,10 @@ pub async fn finish_success_ends_the_task(store: Arc<dyn Store>) {
     assert_eq!(events[0].state.as_deref(), Some("succeeded"));
     assert_eq!(events[0].agent.as_ref(), Some(&a));
     let attempt = &attempts(s, &task).await[0];
-    assert_eq!((attempt.finished_at, attempt.outcome.as_deref(), attempt.exit_code), (Some(at(2)), Some("succeeded"), Some(0)));
+    assert_eq!(
+        (attempt.finished_at, attempt.outcome.as_deref(), attempt.exit_code),
+        (Some(at(2)), Some("succeeded"), Some(0))
+    );
     assert_eq!(get_agent(s, &a).await.status.used_slots, 0, "a finished task frees its slot");
 }
 
@@ -942,7 +1012,10 @@ pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn 
     let events = assert_events(s, mark, &["task.retry_scheduled"], "a failure with attempts left").await;
     assert_eq!(events[0].state.as_deref(), Some("queued"));
     let attempt = &attempts(s, &task).await[0];
-    assert_eq!((attempt.outcome.as_deref(), attempt.exit_code, attempt.reason.as_deref()), (Some("failed"), Some(2), Some("boom")));
+    assert_eq!(
+        (attempt.outcome.as_deref(), attempt.exit_code, attempt.reason.as_deref()),
+        (Some("failed"), Some(2), Some("boom"))
+    );
 
     // A timeout is a failure too.
     let e2 = start(s, &a, &task, ready_at).await;
@@ -950,7 +1023,10 @@ pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn 
     let ready_at = at(20).plus(BACKOFF);
     assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at }));
     let tried = attempts(s, &task).await;
-    assert_eq!(tried.iter().map(|t| (t.number, t.epoch, t.outcome.as_deref())).collect::<Vec<_>>(), [(1, e, Some("failed")), (2, e2, Some("timeout"))]);
+    assert_eq!(
+        tried.iter().map(|t| (t.number, t.epoch, t.outcome.as_deref())).collect::<Vec<_>>(),
+        [(1, e, Some("failed")), (2, e2, Some("timeout"))]
+    );
 }
 
 pub async fn finish_failure_without_attempts_dead_letters_then_retry_revives(store: Arc<dyn Store>) {
@@ -1060,9 +1136,16 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
 
     let assigned = submit(s, 2, spec("not started"), at(1)).await;
     let e2 = assign(s, &a, &assigned, at(1)).await;
-    let r = refusal("finish_task of an assigned task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
+    let r =
+        refusal("finish_task of an assigned task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
     assert_wrong_state("finish_task of an assigned task", r, TaskState::Assigned);
-    assert_eq!(not_found("finish_task of an unknown task", s.finish_task(&a, &task_id(9), e, &SUCCEEDED, at(2), BACKOFF).await), "task");
+    assert_eq!(
+        not_found(
+            "finish_task of an unknown task",
+            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, at(2), BACKOFF).await
+        ),
+        "task"
+    );
 }
 
 // -- cancelling ----------------------------------------------------------------------
@@ -1147,7 +1230,10 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
     let expires = at(0).plus(LEASE);
 
     let before = snapshot(s).await;
-    assert!(ok("reclaim_expired", s.reclaim_expired(just_before(expires), 10).await).is_empty(), "a live lease was reclaimed");
+    assert!(
+        ok("reclaim_expired", s.reclaim_expired(just_before(expires), 10).await).is_empty(),
+        "a live lease was reclaimed"
+    );
     assert_unchanged(s, &before, "reclaim before any lease expired").await;
 
     let mark = last_seq(s).await;
@@ -1155,7 +1241,11 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
     assert_eq!(reclaimed.len(), 1);
     let (requeued, how) = &reclaimed[0];
     assert_eq!(*how, Reclaimed::Requeued);
-    assert_eq!((&requeued.id, requeued.state, requeued.attempts), (&task, TaskState::Queued, 1), "an expired run uses its attempt");
+    assert_eq!(
+        (&requeued.id, requeued.state, requeued.attempts),
+        (&task, TaskState::Queued, 1),
+        "an expired run uses its attempt"
+    );
     assert_eq!((requeued.lease.as_ref(), requeued.ready_at), (None, expires));
     assert_eq!(requeued.reason.as_deref(), Some("lease_expired"));
     assert_eq!(get(s, &task).await, *requeued);
@@ -1181,7 +1271,11 @@ pub async fn reclaim_requeues_an_unaccepted_assignment_without_using_an_attempt(
     let reclaimed = ok("reclaim_expired", s.reclaim_expired(deadline, 10).await);
     assert_eq!(reclaimed.iter().map(|(t, how)| (&t.id, *how)).collect::<Vec<_>>(), [(&task, Reclaimed::Requeued)]);
     let requeued = get(s, &task).await;
-    assert_eq!((requeued.state, requeued.attempts, requeued.lease.as_ref()), (TaskState::Queued, 0, None), "an unaccepted assignment uses no attempt");
+    assert_eq!(
+        (requeued.state, requeued.attempts, requeued.lease.as_ref()),
+        (TaskState::Queued, 0, None),
+        "an unaccepted assignment uses no attempt"
+    );
     assert_eq!(attempts(s, &task).await, []);
     assert_events(s, mark, &["task.reclaimed"], "reclaiming an unaccepted assignment").await;
 
@@ -1207,10 +1301,20 @@ pub async fn reclaim_fails_or_cancels_when_nothing_is_left(store: Arc<dyn Store>
         .map(|(t, how)| (t.id, t.state, how))
         .collect();
     reclaimed.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(reclaimed, [(last.clone(), TaskState::Failed, Reclaimed::Failed), (doomed.clone(), TaskState::Cancelled, Reclaimed::Cancelled)]);
-    let mut appended: Vec<(String, Option<TaskId>)> = events_after(s, mark).await.into_iter().map(|e| (e.kind, e.task)).collect();
+    assert_eq!(
+        reclaimed,
+        [
+            (last.clone(), TaskState::Failed, Reclaimed::Failed),
+            (doomed.clone(), TaskState::Cancelled, Reclaimed::Cancelled)
+        ]
+    );
+    let mut appended: Vec<(String, Option<TaskId>)> =
+        events_after(s, mark).await.into_iter().map(|e| (e.kind, e.task)).collect();
     appended.sort_by(|x, y| x.1.cmp(&y.1));
-    assert_eq!(appended, [("task.failed".to_owned(), Some(last.clone())), ("task.cancelled".to_owned(), Some(doomed.clone()))]);
+    assert_eq!(
+        appended,
+        [("task.failed".to_owned(), Some(last.clone())), ("task.cancelled".to_owned(), Some(doomed.clone()))]
+    );
     assert_eq!(get(s, &last).await.finished_at, Some(at(30)));
 }
 
@@ -1270,13 +1374,17 @@ pub async fn hub_started_disconnects_agents_and_extends_leases(store: Arc<dyn St
         ]
     );
 
-    assert!(ok("reclaim_expired", s.reclaim_expired(just_before(until), 10).await).is_empty(), "leases within the grace were reclaimed");
+    assert!(
+        ok("reclaim_expired", s.reclaim_expired(just_before(until), 10).await).is_empty(),
+        "leases within the grace were reclaimed"
+    );
     // The agent comes back within the grace and carries on.
     assert_eq!(connect(s, &a, &["shell"], &[], 3, at(10)).await, 2);
     // Renewed past the end of the grace, so only the unrenewed assignment expires there.
     let hb = ok("heartbeat", s.heartbeat(&a, &[(running.clone(), e)], at(11), Duration::from_secs(120)).await);
     assert_eq!((hb.renewed, hb.stale), (1, Vec::new()));
-    let mut reclaimed: Vec<TaskId> = ok("reclaim_expired", s.reclaim_expired(until, 10).await).into_iter().map(|(t, _)| t.id).collect();
+    let mut reclaimed: Vec<TaskId> =
+        ok("reclaim_expired", s.reclaim_expired(until, 10).await).into_iter().map(|(t, _)| t.id).collect();
     reclaimed.sort();
     assert_eq!(reclaimed, [assigned], "only the assignment nobody renewed expires at the end of the grace");
 }
@@ -1304,7 +1412,11 @@ pub async fn append_output_stops_at_the_cap(store: Arc<dyn Store>) {
     assert_eq!(appended, AppendOutput { stored_bytes: cap, truncated: true }, "nothing is kept once truncated");
 
     let stored = output(s, &task, None, 0).await;
-    assert_eq!(stored.iter().map(|o| o.data.len() as u64).sum::<u64>(), cap, "read_output must return exactly the capped bytes");
+    assert_eq!(
+        stored.iter().map(|o| o.data.len() as u64).sum::<u64>(),
+        cap,
+        "read_output must return exactly the capped bytes"
+    );
     assert!(stored.iter().all(|o| !o.data.starts_with(b"more")), "output after truncation was kept");
     let attempt = &attempts(s, &task).await[0];
     assert_eq!((attempt.output_bytes, attempt.output_truncated), (cap, true));
@@ -1327,11 +1439,17 @@ pub async fn append_output_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) 
     let assigned_epoch = assign(s, &a, &assigned, at(1)).await;
 
     let before = snapshot(s).await;
-    let r = refusal("append_output with a newer epoch", s.append_output(&a, &task, Epoch(2), vec![stdout(b"x")], at(2)).await);
+    let r = refusal(
+        "append_output with a newer epoch",
+        s.append_output(&a, &task, Epoch(2), vec![stdout(b"x")], at(2)).await,
+    );
     assert_stale("append_output with a newer epoch", r, e, Epoch(2));
     let r = refusal("append_output by another agent", s.append_output(&b, &task, e, vec![stdout(b"x")], at(2)).await);
     assert_stale("append_output by another agent", r, e, e);
-    refusal("append_output before start", s.append_output(&a, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await);
+    refusal(
+        "append_output before start",
+        s.append_output(&a, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await,
+    );
     assert_unchanged(s, &before, "a refused append_output").await;
 
     finish(s, &a, &task, e, &SUCCEEDED, at(3)).await;
@@ -1340,7 +1458,13 @@ pub async fn append_output_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) 
     assert_unchanged(s, &before, "append_output after finish").await;
     let all: Vec<Vec<u8>> = output(s, &task, None, 0).await.into_iter().map(|o| o.data).collect();
     assert_eq!(all, [b"kept".to_vec()]);
-    assert_eq!(not_found("append_output to an unknown task", s.append_output(&a, &task_id(9), e, vec![stdout(b"x")], at(5)).await), "task");
+    assert_eq!(
+        not_found(
+            "append_output to an unknown task",
+            s.append_output(&a, &task_id(9), e, vec![stdout(b"x")], at(5)).await
+        ),
+        "task"
+    );
 }
 
 pub async fn read_output_filters_by_attempt_and_after(store: Arc<dyn Store>) {
@@ -1356,7 +1480,8 @@ pub async fn read_output_filters_by_attempt_and_after(store: Arc<dyn Store>) {
     ok("append_output", s.append_output(&a, &task, e2, vec![stdout(b"two-c")], at(9)).await);
 
     let all = output(s, &task, None, 0).await;
-    let summary: Vec<(u32, Stream, Millis, &[u8])> = all.iter().map(|o| (o.attempt, o.stream, o.at, o.data.as_slice())).collect();
+    let summary: Vec<(u32, Stream, Millis, &[u8])> =
+        all.iter().map(|o| (o.attempt, o.stream, o.at, o.data.as_slice())).collect();
     assert_eq!(
         summary,
         [
@@ -1394,10 +1519,17 @@ pub async fn events_filter_by_task_agent_and_after(store: Arc<dyn Store>) {
 
     let of_first = all_events(s, EventFilter { task: Some(first.clone()), ..EventFilter::default() }).await;
     assert_eq!(kinds(&of_first), ["task.created", "task.assigned", "task.started", "task.succeeded"]);
-    assert_eq!(of_first.iter().map(|e| e.at).collect::<Vec<_>>(), [at(1), at(2), at(3), at(4)], "events carry the injected time");
+    assert_eq!(
+        of_first.iter().map(|e| e.at).collect::<Vec<_>>(),
+        [at(1), at(2), at(3), at(4)],
+        "events carry the injected time"
+    );
     assert!(of_first.iter().all(|e| e.task.as_ref() == Some(&first)));
     let assigned = &of_first[1];
-    assert_eq!((assigned.agent.as_ref(), assigned.epoch, assigned.state.as_deref()), (Some(&a), Some(e), Some("assigned")));
+    assert_eq!(
+        (assigned.agent.as_ref(), assigned.epoch, assigned.state.as_deref()),
+        (Some(&a), Some(e), Some("assigned"))
+    );
 
     let of_a = all_events(s, EventFilter { agent: Some(a.clone()), ..EventFilter::default() }).await;
     assert!(of_a.iter().all(|ev| ev.agent.as_ref() == Some(&a)), "filter by agent returned another agent's events");
@@ -1409,7 +1541,9 @@ pub async fn events_filter_by_task_agent_and_after(store: Arc<dyn Store>) {
 
     let after = all[2].seq;
     assert_eq!(events_after(s, after).await, all[3..], "filter by after");
-    let later_first = all_events(s, EventFilter { after: of_first[1].seq, task: Some(first.clone()), ..EventFilter::default() }).await;
+    let later_first =
+        all_events(s, EventFilter { after: of_first[1].seq, task: Some(first.clone()), ..EventFilter::default() })
+            .await;
     assert_eq!(later_first, of_first[2..], "filter by task and after");
     let limited = ok("events", s.events(&EventFilter { limit: 2, ..EventFilter::default() }).await);
     assert_eq!(limited, all[..2], "events honours its limit");
@@ -1501,7 +1635,8 @@ pub async fn list_tasks_pages_newest_first_and_filters(store: Arc<dyn Store>) {
     assert_eq!(ids_of(&cancelled.items), [ids[3].clone(), ids[1].clone()], "filter by state");
     let q1 = page(TaskFilter { state: Some(TaskState::Queued), limit: 2, ..TaskFilter::default() }).await;
     assert_eq!(ids_of(&q1.items), [ids[4].clone(), ids[2].clone()]);
-    let q2 = page(TaskFilter { state: Some(TaskState::Queued), limit: 2, before: q1.next, ..TaskFilter::default() }).await;
+    let q2 =
+        page(TaskFilter { state: Some(TaskState::Queued), limit: 2, before: q1.next, ..TaskFilter::default() }).await;
     assert_eq!((ids_of(&q2.items), q2.next), (vec![ids[0].clone()], None), "pages of a filtered list");
 
     let a = online(s, "a", 1, at(7)).await;

@@ -195,12 +195,12 @@ async fn local_agent_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String>
     let name = AgentName::parse(LOCAL_AGENT).expect("a valid agent name");
     if let Ok(saved) = std::fs::read_to_string(&path) {
         let saved = saved.trim().to_owned();
-        if let Some(id) = muster_hub::parse_token(&saved) {
-            if let Some(record) = hub.store().token(&id).await? {
-                if record.revoked_at.is_none() && record.hash == muster_hub::hash_token(&saved) {
-                    return Ok(saved);
-                }
-            }
+        if let Some(id) = muster_hub::parse_token(&saved)
+            && let Some(record) = hub.store().token(&id).await?
+            && record.revoked_at.is_none()
+            && record.hash == muster_hub::hash_token(&saved)
+        {
+            return Ok(saved);
         }
     }
     let token = match hub.store().agent(&name).await? {

@@ -200,17 +200,19 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, 
             tracing::error!(error = %e, batch = done.len(), "write batch failed; every change in it is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Watchers first, so a caller that reads `subscribe()` right after
+        // its own write already sees that write's events.
+        if commit.is_ok()
+            && let Ok(seq) = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))
+        {
+            last_event.send_if_modified(|cur| {
+                let changed = *cur != seq;
+                *cur = seq;
+                changed
+            });
+        }
         for completion in done.drain(..) {
             completion(commit.clone());
-        }
-        if commit.is_ok() {
-            if let Ok(seq) = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)) {
-                last_event.send_if_modified(|cur| {
-                    let changed = *cur != seq;
-                    *cur = seq;
-                    changed
-                });
-            }
         }
     }
     // All senders dropped: the store is closed. Checkpoint so the WAL does not

@@ -42,47 +42,65 @@ fn ms(v: Option<i64>) -> Option<Millis> {
     v.map(Millis)
 }
 
-fn insert_event_raw(
-    c: &Connection,
-    now: Millis,
-    kind: &str,
-    task: Option<&TaskId>,
-    agent: Option<&AgentName>,
+/// The columns of one event row, borrowed.
+#[derive(Default)]
+struct EventRow<'a> {
+    task: Option<&'a TaskId>,
+    agent: Option<&'a AgentName>,
     epoch: Option<Epoch>,
-    state: Option<&str>,
-    detail: Option<&str>,
-) -> Result<()> {
+    state: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+fn insert_event_row(c: &Connection, now: Millis, kind: &str, e: EventRow<'_>) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO events (at, kind, task_id, agent, epoch, state, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         now.0,
         kind,
-        task.map(|t| t.as_str()),
-        agent.map(|a| a.as_str()),
-        epoch.map(|e| e.0 as i64),
-        state,
-        detail
+        e.task.map(|t| t.as_str()),
+        e.agent.map(|a| a.as_str()),
+        e.epoch.map(|e| e.0 as i64),
+        e.state,
+        e.detail
     ])?;
     Ok(())
 }
 
+/// An event about an agent, a token or the hub rather than a task.
+fn agent_event(
+    c: &Connection,
+    now: Millis,
+    kind: &str,
+    agent: Option<&AgentName>,
+    state: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    insert_event_row(c, now, kind, EventRow { agent, state, detail, ..EventRow::default() })
+}
+
 pub fn insert_event(c: &Connection, now: Millis, e: &NewEvent) -> Result<()> {
-    insert_event_raw(c, now, e.kind, e.task.as_ref(), e.agent.as_ref(), e.epoch, e.state.as_deref(), e.detail.as_deref())
+    let row = EventRow {
+        task: e.task.as_ref(),
+        agent: e.agent.as_ref(),
+        epoch: e.epoch,
+        state: e.state.as_deref(),
+        detail: e.detail.as_deref(),
+    };
+    insert_event_row(c, now, e.kind, row)
 }
 
 /// Appends an event describing `task` as it is now.
 fn task_event(c: &Connection, now: Millis, kind: &str, task: &Task, detail: Option<&str>) -> Result<()> {
-    insert_event_raw(
-        c,
-        now,
-        kind,
-        Some(&task.id),
-        task.agent.as_ref(),
-        (task.epoch.0 > 0).then_some(task.epoch),
-        Some(task.state.as_str()),
+    let row = EventRow {
+        task: Some(&task.id),
+        agent: task.agent.as_ref(),
+        epoch: (task.epoch.0 > 0).then_some(task.epoch),
+        state: Some(task.state.as_str()),
         detail,
-    )
+    };
+    insert_event_row(c, now, kind, row)
 }
 
 // -- lifecycle ----------------------------------------------------------------
@@ -95,14 +113,14 @@ pub fn hub_started(c: &Connection, now: Millis, grace: Duration) -> Result<()> {
     c.execute("UPDATE agents SET connected = 0 WHERE connected = 1", [])?;
     for name in names {
         let agent = AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?;
-        insert_event_raw(c, now, "agent.disconnected", None, Some(&agent), None, Some("offline"), Some("hub restarted"))?;
+        agent_event(c, now, "agent.disconnected", Some(&agent), Some("offline"), Some("hub restarted"))?;
     }
     let until = now.plus(grace).0;
     let extended = c.execute(
         "UPDATE tasks SET lease_expires_at = ? WHERE lease_expires_at IS NOT NULL AND lease_expires_at < ?",
         params![until, until],
     )?;
-    insert_event_raw(c, now, "hub.started", None, None, None, None, Some(&format!("{extended} leases extended")))?;
+    agent_event(c, now, "hub.started", None, None, Some(&format!("{extended} leases extended")))?;
     Ok(())
 }
 
@@ -131,7 +149,7 @@ pub fn create_token(c: &Connection, t: &NewToken, now: Millis) -> Result<TokenRe
         "INSERT INTO tokens (id, name, scope, agent, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         params![t.id.as_str(), t.name, t.scope.as_str(), t.agent.as_ref().map(|a| a.as_str()), t.hash, now.0],
     )?;
-    insert_event_raw(c, now, "token.created", None, t.agent.as_ref(), None, None, Some(&format!("{} ({})", t.id, t.name)))?;
+    agent_event(c, now, "token.created", t.agent.as_ref(), None, Some(&format!("{} ({})", t.id, t.name)))?;
     token(c, &t.id)?.ok_or_else(|| StoreError::not_found("token", &t.id))
 }
 
@@ -153,7 +171,7 @@ pub fn revoke_token(c: &Connection, id: &TokenId, now: Millis) -> Result<TokenRe
         return Ok(existing);
     }
     c.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", params![now.0, id.as_str()])?;
-    insert_event_raw(c, now, "token.revoked", None, existing.agent.as_ref(), None, None, Some(&format!("{id} ({})", existing.name)))?;
+    agent_event(c, now, "token.revoked", existing.agent.as_ref(), None, Some(&format!("{id} ({})", existing.name)))?;
     token(c, id)?.ok_or_else(|| StoreError::not_found("token", id))
 }
 
@@ -226,7 +244,7 @@ pub fn register_agent(c: &Connection, a: &NewAgent, t: &NewToken, now: Millis) -
         "INSERT INTO agents (name, token_id, capabilities, created_at) VALUES (?, ?, ?, ?)",
         params![a.name.as_str(), t.id.as_str(), join(&caps.iter().map(|c| c.as_str()).collect::<Vec<_>>()), now.0],
     )?;
-    insert_event_raw(c, now, "agent.registered", None, Some(&a.name), None, Some("offline"), None)?;
+    agent_event(c, now, "agent.registered", Some(&a.name), Some("offline"), None)?;
     load_agent(c, &a.name)
 }
 
@@ -249,7 +267,7 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
     )?;
     let after = load_agent(c, name)?;
     let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };
-    insert_event_raw(c, now, "agent.connected", None, Some(name), None, Some(after.status.state().as_str()), Some(detail))?;
+    agent_event(c, now, "agent.connected", Some(name), Some(after.status.state().as_str()), Some(detail))?;
     let session = after.session;
     Ok((after, session))
 }
@@ -260,7 +278,7 @@ pub fn agent_disconnected(c: &Connection, name: &AgentName, session: u64, reason
         params![now.0, name.as_str(), session as i64],
     )?;
     if changed > 0 {
-        insert_event_raw(c, now, "agent.disconnected", None, Some(name), None, Some("offline"), Some(reason))?;
+        agent_event(c, now, "agent.disconnected", Some(name), Some("offline"), Some(reason))?;
     }
     Ok(())
 }
@@ -276,7 +294,7 @@ pub fn set_agent_flags(c: &Connection, name: &AgentName, flags: AgentFlags, now:
     let after = load_agent(c, name)?;
     if after.status.state() != before.status.state() {
         let state = after.status.state().as_str();
-        insert_event_raw(c, now, "agent.state", None, Some(name), None, Some(state), None)?;
+        agent_event(c, now, "agent.state", Some(name), Some(state), None)?;
     }
     Ok(after)
 }
@@ -299,8 +317,13 @@ pub fn heartbeat(c: &Connection, name: &AgentName, runs: &[(TaskId, Epoch)], now
                     .execute(params![expires, id.as_str()])?;
                 out.renewed += 1;
             }
-            // Accepted-but-not-started is fine to report; it renews nothing.
-            Err(_) if task.state == TaskState::Assigned && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) => {}
+            // The holder reports running a task we still see as assigned: its
+            // `accept` was lost (the hub stopped before committing it). The run
+            // is real, so it counts as started now rather than being run twice.
+            Err(_) if task.state == TaskState::Assigned && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) => {
+                start_task(c, name, id, *epoch, now, ttl)?;
+                out.renewed += 1;
+            }
             Err(_) => out.stale.push((id.clone(), *epoch)),
         }
     }
@@ -606,10 +629,11 @@ pub fn finish_task(
             .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
             .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some((by, Some(recorded))) = applied {
-            if by == agent.as_str() && recorded == outcome_name(outcome) {
-                return Ok((task, FinishResult::Duplicate));
-            }
+        if let Some((by, Some(recorded))) = applied
+            && by == agent.as_str()
+            && recorded == outcome_name(outcome)
+        {
+            return Ok((task, FinishResult::Duplicate));
         }
     }
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;

@@ -2,6 +2,11 @@
 //! SQLite, and what only SQLite promises (durability, pragmas, group commit,
 //! migrations).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap here is a failed test; allow-unwrap-in-tests misses helper functions"
+)]
+
 mod conformance;
 mod sqlite;
 

@@ -5,7 +5,9 @@
 
 use crate::{db_path, fresh_sqlite};
 use muster_core::task::{Cancel, Finished};
-use muster_core::{AgentName, Epoch, Millis, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId};
+use muster_core::{
+    AgentName, Epoch, Millis, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
+};
 use muster_store::sqlite::{SqliteStore, schema};
 use muster_store::{
     AgentRecord, Announce, AttemptRecord, Event, EventFilter, FinishResult, Limits, NewAgent, NewToken, OutputChunk,

@@ -1,0 +1,90 @@
+//! Crashes: nothing acknowledged is lost, nothing completes twice.
+
+use crate::harness::{Hub, count_kind, live_members, path_str};
+use serde_json::json;
+use std::collections::HashMap;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_mid_task_has_its_task_reclaimed_and_finished_by_another() {
+    let hub = Hub::start().await;
+    let mut first = hub.agent("first", 1, &[]).await;
+    // The first attempt hangs; any later one finishes at once.
+    let script = "echo \"pgid $$ epoch $MUSTER_TASK_EPOCH\"; if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then sleep 300; fi; echo done";
+    let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
+    let out = hub.wait_output(&id, "epoch 1").await;
+    let pgid: i32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(hub.task(&id).await["agent"], "first");
+
+    let _second = hub.agent("second", 1, &[]).await;
+    first.kill9().await;
+
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["agent"], "second");
+    let attempts = task["attempts_detail"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{task}");
+    assert_eq!(attempts[0]["agent"], "first");
+    assert_eq!(attempts[0]["outcome"], "lease_expired");
+    assert_eq!(attempts[1]["agent"], "second");
+    assert_eq!(attempts[1]["epoch"], 2);
+    let events = hub.events(&format!("task={id}")).await;
+    assert_eq!(count_kind(&events, "task.reclaimed"), 1, "{events:?}");
+    assert_eq!(count_kind(&events, "task.succeeded"), 1);
+    let agent = hub.get("/agents/first").await;
+    assert_eq!(agent["state"], "offline");
+    // The kernel took the orphaned run's leader down with its agent; clean up what it left.
+    for pid in live_members(pgid) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_killed_while_tasks_run_loses_nothing_and_completes_nothing_twice() {
+    let mut hub = Hub::start().await;
+    let _a = hub.agent("a", 2, &[]).await;
+    let _b = hub.agent("b", 2, &[]).await;
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let ledger = path_str(&ledger_dir.path().join("ran"));
+    let gate = path_str(&ledger_dir.path().join("gate"));
+    // Half the tasks are quick; the rest wait on a gate opened after the restart,
+    // so runs are certainly in flight when the hub dies.
+    let mut acknowledged = Vec::new();
+    for i in 0..60 {
+        let script = if i % 2 == 0 {
+            format!("echo \"$MUSTER_TASK_ID\" >> '{ledger}'")
+        } else {
+            format!("while [ ! -e '{gate}' ]; do sleep 0.05; done; echo \"$MUSTER_TASK_ID\" >> '{ledger}'")
+        };
+        acknowledged.push(hub.shell_task(&script).await);
+    }
+    // Oldest first: the quick tasks among the first eight finish, and then
+    // the gated ones hold all four slots.
+    hub.wait_until("quick tasks done and every slot running a gated one", || async {
+        let counts = hub.get("/status").await["tasks"].clone();
+        (counts["succeeded"].as_u64().unwrap() >= 3 && counts["running"] == 4).then_some(())
+    })
+    .await;
+
+    hub.kill9().await;
+    hub.restart().await;
+    std::fs::write(&gate, b"").unwrap();
+
+    hub.wait_until("every acknowledged task to succeed", || async {
+        let counts = hub.get("/status").await["tasks"].clone();
+        (counts["succeeded"] == 60).then_some(())
+    })
+    .await;
+    let listed = hub.get("/tasks?limit=1000").await["tasks"].as_array().unwrap().len();
+    assert_eq!(listed, 60, "no task lost and none invented");
+    let ran = std::fs::read_to_string(&ledger).unwrap();
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for line in ran.lines() {
+        *runs.entry(line).or_default() += 1;
+    }
+    for id in &acknowledged {
+        let task = hub.task(id).await;
+        assert_eq!(task["state"], "succeeded", "{task}");
+        let events = hub.events(&format!("task={id}")).await;
+        assert_eq!(count_kind(&events, "task.succeeded"), 1, "{id} completed more than once: {events:?}");
+        assert_eq!(runs.get(id.as_str()), Some(&1), "{id} ran {:?} times", runs.get(id.as_str()));
+    }
+}

@@ -1,0 +1,400 @@
+//! Starts real hubs and agents as child processes and talks to them over
+//! HTTP, the way an operator or a script would.
+
+use muster_agent::process::ProcessGroup;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_muster");
+
+/// Longest any test waits for a condition before failing. A safety net,
+/// not a synchronisation: every wait returns as soon as its event happens.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// Settings for a test hub: short intervals so failures are noticed fast.
+#[derive(Clone)]
+pub struct HubOpts {
+    pub heartbeat: &'static str,
+    pub lease_ttl: &'static str,
+    pub accept_timeout: &'static str,
+    pub backoff_base: &'static str,
+    pub backoff_max: &'static str,
+}
+
+impl Default for HubOpts {
+    fn default() -> HubOpts {
+        HubOpts {
+            heartbeat: "200ms",
+            lease_ttl: "1s",
+            accept_timeout: "3s",
+            backoff_base: "100ms",
+            backoff_max: "2s",
+        }
+    }
+}
+
+pub struct Hub {
+    pub process: Option<ProcessGroup>,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub token: String,
+    pub opts: HubOpts,
+    http: reqwest::Client,
+}
+
+fn command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args).env("MUSTER_LOG", "info,muster_hub=debug").env_remove("MUSTER_TOKEN").env_remove("MUSTER_URL");
+    cmd
+}
+
+/// Forwards a child's stderr to the test's output, tagged, and hands back
+/// the first line that contains `needle`.
+fn watch_stderr(group: &mut ProcessGroup, tag: String, needle: &'static str) -> oneshot::Receiver<String> {
+    let stderr = group.child_mut().stderr.take().expect("stderr is piped");
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{tag}] {line}");
+            if line.contains(needle) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    rx
+}
+
+impl Hub {
+    pub async fn start() -> Hub {
+        Hub::start_with(HubOpts::default()).await
+    }
+
+    pub async fn start_with(opts: HubOpts) -> Hub {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (process, addr) = Hub::spawn(dir.path(), "127.0.0.1:0", &opts).await;
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("the hub wrote admin.token");
+        Hub {
+            process: Some(process),
+            addr,
+            url: format!("http://{addr}"),
+            dir,
+            token: token.trim().to_owned(),
+            opts,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn spawn(dir: &Path, listen: &str, o: &HubOpts) -> (ProcessGroup, SocketAddr) {
+        let dir = dir.to_str().expect("a UTF-8 path");
+        let mut cmd = command(&[
+            "--data-dir", dir, "hub", "--listen", listen, "--heartbeat-interval", o.heartbeat, "--lease-ttl",
+            o.lease_ttl, "--accept-timeout", o.accept_timeout, "--retry-backoff-base", o.backoff_base,
+            "--retry-backoff-max", o.backoff_max,
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
+        let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");
+        let line = tokio::time::timeout(PATIENCE, listening).await.expect("the hub listens in time").expect("the hub listens");
+        let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("an address");
+        (group, addr.parse().expect("a socket address"))
+    }
+
+    /// Kills the hub with SIGKILL: no shutdown code runs.
+    pub async fn kill9(&mut self) {
+        let mut process = self.process.take().expect("the hub is running");
+        process.signal(libc::SIGKILL);
+        let _ = process.wait().await;
+    }
+
+    /// Starts the hub again on the same data directory and the same port,
+    /// so agents find it where they left it.
+    pub async fn restart(&mut self) {
+        assert!(self.process.is_none(), "stop the hub first");
+        let (process, addr) = Hub::spawn(self.dir.path(), &self.addr.to_string(), &self.opts).await;
+        assert_eq!(addr, self.addr);
+        self.process = Some(process);
+    }
+
+    /// Sends SIGTERM to the hub and returns its exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut process = self.process.take().expect("the hub is running");
+        // SAFETY: signalling a child we spawned; the hub leads its group.
+        unsafe {
+            libc::kill(process.pgid(), libc::SIGTERM);
+        }
+        let status = tokio::time::timeout(PATIENCE, process.wait()).await.expect("the hub exits").expect("status");
+        status.code()
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_as(&self.token.clone(), method, path, body).await
+    }
+
+    pub async fn request_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).timeout(PATIENCE);
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the hub answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.request(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Submits a task and returns its id.
+    pub async fn add_task(&self, body: Value) -> String {
+        let (status, body) = self.post("/tasks", body).await;
+        assert_eq!(status, 201, "task creation failed: {body}");
+        body["task"]["id"].as_str().expect("an id").to_owned()
+    }
+
+    pub async fn shell_task(&self, script: &str) -> String {
+        self.add_task(json!({ "prompt": script, "runner": "shell" })).await
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        self.get(&format!("/tasks/{id}")).await
+    }
+
+    pub async fn add_agent(&self, name: &str, caps: &[&str]) -> String {
+        let (status, body) = self.post("/agents", json!({ "name": name, "capabilities": caps })).await;
+        assert_eq!(status, 201, "agent registration failed: {body}");
+        body["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// The latest event sequence number.
+    pub async fn last_event(&self) -> i64 {
+        self.get("/status").await["last_event"].as_i64().expect("last_event")
+    }
+
+    /// Events matching `query` (e.g. `task=t_..`), all of them.
+    pub async fn events(&self, query: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/events?after={after}&limit=10000&{query}")).await;
+            let events = page["events"].as_array().expect("events").clone();
+            if events.is_empty() {
+                return all;
+            }
+            after = page["next_after"].as_i64().expect("next_after");
+            all.extend(events);
+        }
+    }
+
+    /// Waits until `check` holds, re-checking after every new event.
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut after = self.last_event().await;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {what}");
+            let page = self.get(&format!("/events?after={after}&limit=10000&wait=5s")).await;
+            after = page["next_after"].as_i64().expect("next_after");
+        }
+    }
+
+    /// Waits until the task is in one of `states` and returns it.
+    pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
+        self.wait_until(&format!("task {id} to be {states:?}"), || async {
+            let task = self.task(id).await;
+            states.contains(&task["state"].as_str().unwrap_or("")).then_some(task)
+        })
+        .await
+    }
+
+    /// Waits until the agent is connected.
+    pub async fn wait_connected(&self, name: &str) {
+        self.wait_until(&format!("agent {name} to connect"), || async {
+            let agent = self.get(&format!("/agents/{name}")).await;
+            agent["connected"].as_bool().unwrap_or(false).then_some(())
+        })
+        .await
+    }
+
+    /// All output of a task as one string.
+    pub async fn output(&self, id: &str) -> String {
+        let page = self.get(&format!("/tasks/{id}/logs")).await;
+        page["chunks"].as_array().expect("chunks").iter().map(|c| c["data"].as_str().unwrap_or("")).collect()
+    }
+
+    /// Waits until the task's output contains `needle`.
+    pub async fn wait_output(&self, id: &str, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let out = self.output(id).await;
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {needle:?} in {id}'s output");
+            // The logs route holds the request until new output arrives.
+            let after = self.get(&format!("/tasks/{id}/logs")).await["next_after"].as_i64().unwrap_or(0);
+            let _ = self.get(&format!("/tasks/{id}/logs?after={after}&wait=5s")).await;
+        }
+    }
+
+    /// Runs the CLI against this hub; returns (exit code, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_with_input(&self.url, &self.token, args, None).await
+    }
+
+    pub fn spawn_agent(&self, name_token: (&str, &str), slots: u32, caps: &[&str]) -> Agent {
+        Agent::spawn(&self.url, name_token.0, name_token.1, slots, caps)
+    }
+
+    /// Registers and starts an agent, and waits until it is connected.
+    pub async fn agent(&self, name: &str, slots: u32, caps: &[&str]) -> Agent {
+        let token = self.add_agent(name, caps).await;
+        let agent = self.spawn_agent((name, &token), slots, caps);
+        self.wait_connected(name).await;
+        agent
+    }
+}
+
+pub async fn cli_with_input(url: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = command(args);
+    cmd.env("MUSTER_URL", url).env("MUSTER_TOKEN", token).env("MUSTER_LOG", "warn");
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut group = ProcessGroup::spawn(&mut cmd).expect("the CLI starts");
+    if let (Some(input), Some(mut pipe)) = (stdin, group.child_mut().stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        pipe.write_all(input.as_bytes()).await.expect("stdin written");
+        drop(pipe);
+    }
+    let mut stdout = group.child_mut().stdout.take().expect("stdout");
+    let mut stderr = group.child_mut().stderr.take().expect("stderr");
+    let (mut out, mut err) = (String::new(), String::new());
+    use tokio::io::AsyncReadExt;
+    let (a, b) = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+    a.expect("stdout read");
+    b.expect("stderr read");
+    let status = tokio::time::timeout(PATIENCE, group.wait()).await.expect("the CLI exits").expect("status");
+    (status.code().unwrap_or(-1), out, err)
+}
+
+pub struct Agent {
+    pub name: String,
+    pub process: Option<ProcessGroup>,
+    pub workdir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn spawn(url: &str, name: &str, token: &str, slots: u32, caps: &[&str]) -> Agent {
+        let workdir = tempfile::tempdir().expect("a workdir");
+        let slots = slots.to_string();
+        let mut args = vec!["agent", "run", "--hub", url, "--slots", &slots, "--runner", "shell", "--drain-timeout", "5s"];
+        let workdir_str = workdir.path().to_str().expect("a UTF-8 path").to_owned();
+        args.extend(["--workdir", &workdir_str]);
+        for cap in caps {
+            args.extend(["--cap", cap]);
+        }
+        let mut cmd = command(&args);
+        cmd.env("MUSTER_TOKEN", token).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut group = ProcessGroup::spawn(&mut cmd).expect("the agent starts");
+        let _ = watch_stderr(&mut group, format!("agent {name}"), "\u{0}never");
+        Agent { name: name.to_owned(), process: Some(group), workdir }
+    }
+
+    /// SIGKILL to the agent process only: its runs are orphaned, not cleaned up.
+    pub async fn kill9(&mut self) {
+        let mut process = self.process.take().expect("the agent is running");
+        // SAFETY: signalling a child we spawned.
+        unsafe {
+            libc::kill(process.pgid(), libc::SIGKILL);
+        }
+        let _ = process.wait().await;
+        std::mem::forget(process);
+    }
+}
+
+/// The live (non-zombie) processes in process group `pgid`.
+pub fn live_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command, which is in parentheses and may contain spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (state, pgrp) = (fields.first().copied().unwrap_or(""), fields.get(2).and_then(|p| p.parse::<i32>().ok()));
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn ids(values: &[Value]) -> HashSet<String> {
+    values.iter().filter_map(|v| v["id"].as_str().map(str::to_owned)).collect()
+}
+
+pub fn count_kind(events: &[Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["kind"] == kind).count()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// A `muster` command with no inherited hub URL or token, quiet logs and
+/// every stream piped; the caller adds what the case needs.
+pub fn muster_command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = command(args);
+    cmd.env("MUSTER_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `cmd` to its end; returns (exit code, stdout, stderr). Fails the
+/// test if it has not exited within `limit`.
+pub async fn run_to_end(cmd: &mut tokio::process::Command, limit: Duration) -> (i32, String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut group = ProcessGroup::spawn(cmd).expect("muster starts");
+    let mut stdout = group.child_mut().stdout.take().expect("stdout is piped");
+    let mut stderr = group.child_mut().stderr.take().expect("stderr is piped");
+    let run = async {
+        let (mut out, mut err) = (String::new(), String::new());
+        let (a, b) = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+        a.expect("stdout read");
+        b.expect("stderr read");
+        let status = group.wait().await.expect("status");
+        (status.code().unwrap_or(-1), out, err)
+    };
+    tokio::time::timeout(limit, run).await.unwrap_or_else(|_| panic!("muster did not exit within {limit:?}"))
+}
+
+/// Forwards a child's piped stderr to the test's output, tagged, and hands
+/// back the first line that contains `needle`.
+pub fn forward_stderr(group: &mut ProcessGroup, tag: &str, needle: &'static str) -> oneshot::Receiver<String> {
+    watch_stderr(group, tag.to_owned(), needle)
+}

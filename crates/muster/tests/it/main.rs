@@ -1,0 +1,12 @@
+//! End-to-end tests: a real `muster` hub on port 0 with a temporary data
+//! directory, real agents over real WebSockets running real processes, and
+//! the real CLI. Tests wait on the hub's event stream, never on sleeps.
+
+mod harness;
+
+mod bad_input;
+mod cli;
+mod crash;
+mod dispatch;
+mod lifecycle;
+mod stale_epoch;
