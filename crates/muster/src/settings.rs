@@ -131,3 +131,74 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         max_output_bytes_per_attempt: file.max_output_bytes.unwrap_or(defaults.max_output_bytes_per_attempt),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: &Path) -> HubArgs {
+        HubArgs {
+            listen: None,
+            config: Some(config.to_owned()),
+            heartbeat_interval: None,
+            lease_ttl: None,
+            accept_timeout: None,
+            retry_backoff_base: None,
+            retry_backoff_max: None,
+            default_runner: None,
+            default_timeout: None,
+            default_max_attempts: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("muster.toml");
+        std::fs::write(
+            &file,
+            "[hub]\nlisten = \"127.0.0.1:4100\"\nheartbeat_interval = \"2s\"\ndefault_runner = \"codex\"\n\
+             default_max_attempts = 5\nextra_runners = [\"aider\"]\n",
+        )
+        .unwrap();
+        let mut a = args(&file);
+        let from_file = hub_config(&a, None).unwrap();
+        assert_eq!(from_file.listen.to_string(), "127.0.0.1:4100");
+        assert_eq!(from_file.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(from_file.lease_ttl, Duration::from_secs(6), "three heartbeats by default");
+        assert_eq!(from_file.default_runner.unwrap().as_str(), "codex");
+        assert_eq!(from_file.default_max_attempts, 5);
+        assert_eq!(from_file.extra_runners, ["aider"]);
+        assert_eq!(from_file.accept_timeout, Duration::from_secs(60), "unset keys keep their defaults");
+        assert_eq!(from_file.data_dir, PathBuf::from(".muster"));
+
+        a.listen = Some("127.0.0.1:4200".parse().unwrap());
+        a.heartbeat_interval = Some("500ms".into());
+        a.default_max_attempts = Some(1);
+        let flagged = hub_config(&a, Some(Path::new("/srv/muster"))).unwrap();
+        assert_eq!(flagged.listen.to_string(), "127.0.0.1:4200");
+        assert_eq!(flagged.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(flagged.default_max_attempts, 1);
+        assert_eq!(flagged.data_dir, PathBuf::from("/srv/muster"));
+    }
+
+    #[test]
+    fn bad_settings_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("muster.toml");
+        let cases = [
+            ("[hub]\ncolour = \"red\"\n", "colour"),
+            ("[hub]\nheartbeat_interval = \"soon\"\n", "heartbeat_interval"),
+            ("[hub]\ndefault_runner = \"Big Runner\"\n", "default_runner"),
+            ("[hub]\nheartbeat_interval = \"10s\"\nlease_ttl = \"5s\"\n", "lease_ttl"),
+            ("[hub]\ndefault_max_attempts = 0\n", "default_max_attempts"),
+        ];
+        for (text, needle) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = format!("{:#}", hub_config(&args(&file), None).unwrap_err());
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+        let missing = hub_config(&args(&dir.path().join("nope.toml")), None).unwrap_err();
+        assert!(format!("{missing:#}").contains("nope.toml"));
+    }
+}
