@@ -78,7 +78,9 @@ impl RunnerProfile {
         }
         let mentions = |needle: &str| self.argv.iter().any(|a| a.contains(needle));
         match self.prompt {
-            PromptMode::Arg if !mentions("{prompt}") => bail!("runner {name:?}: prompt = \"arg\" needs {{prompt}} in argv"),
+            PromptMode::Arg if !mentions("{prompt}") => {
+                bail!("runner {name:?}: prompt = \"arg\" needs {{prompt}} in argv")
+            }
             PromptMode::File if !mentions("{prompt_file}") => {
                 bail!("runner {name:?}: prompt = \"file\" needs {{prompt_file}} in argv")
             }

@@ -155,7 +155,8 @@ impl Agent {
     async fn connect(&self) -> anyhow::Result<Socket> {
         let url = connect_url(&self.config.hub)?;
         let mut request = url.as_str().into_client_request().with_context(|| format!("bad hub URL {url:?}"))?;
-        let auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token)).context("the token is not valid header text")?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token))
+            .context("the token is not valid header text")?;
         request.headers_mut().insert("authorization", auth);
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(muster_proto::ws::MAX_FRAME_BYTES);
@@ -164,14 +165,12 @@ impl Agent {
             Ok((socket, _)) => Ok(socket),
             Err(WsError::Http(response)) => {
                 let status = response.status();
-                let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-                let detail = serde_json::from_str::<muster_proto::api::Problem>(&body).map(|p| p.detail).unwrap_or(body);
+                let body =
+                    response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let detail =
+                    serde_json::from_str::<muster_proto::api::Problem>(&body).map(|p| p.detail).unwrap_or(body);
                 let message = format!("the hub refused the connection ({status}): {detail}");
-                if status == 401 || status == 403 {
-                    Err(anyhow::Error::new(Refusal(message)))
-                } else {
-                    bail!(message)
-                }
+                if status == 401 || status == 403 { Err(anyhow::Error::new(Refusal(message))) } else { bail!(message) }
             }
             Err(e) => Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
         }
@@ -300,7 +299,9 @@ impl Agent {
                     self.name = Some(agent);
                     Duration::from_millis(heartbeat_ms.max(10))
                 }
-                Ok(HubMsg::Error { message }) => return SessionEnd::Lost(format!("the hub refused the hello: {message}")),
+                Ok(HubMsg::Error { message }) => {
+                    return SessionEnd::Lost(format!("the hub refused the hello: {message}"));
+                }
                 other => return SessionEnd::Lost(format!("expected welcome, got {other:?}")),
             },
             Ok(Some(Ok(Message::Close(frame)))) => return SessionEnd::Lost(format!("closed by the hub: {frame:?}")),
@@ -323,7 +324,8 @@ impl Agent {
         ticker.tick().await;
         loop {
             if self.done() {
-                let close = Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopped".into() }));
+                let close =
+                    Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopped".into() }));
                 let _ = sink.send(close).await;
                 let _ = sink.close().await;
                 tracing::info!("drained; agent stopped");

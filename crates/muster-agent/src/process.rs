@@ -31,7 +31,8 @@ impl ProcessGroup {
         }
         #[allow(clippy::disallowed_methods)] // this guard is the sanctioned way to spawn
         let child = cmd.spawn()?;
-        let pgid = child.id().map(|id| id as i32).ok_or_else(|| io::Error::other("the child exited before it had an id"))?;
+        let pgid =
+            child.id().map(|id| id as i32).ok_or_else(|| io::Error::other("the child exited before it had an id"))?;
         Ok(ProcessGroup { child, pgid })
     }
 

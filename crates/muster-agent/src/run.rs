@@ -12,10 +12,18 @@ use tokio::sync::{mpsc, watch};
 /// What a run sends back to the agent loop.
 #[derive(Debug)]
 pub enum RunEvent {
-    Output { task: String, epoch: u64, stream: &'static str, data: String },
+    Output {
+        task: String,
+        epoch: u64,
+        stream: &'static str,
+        data: String,
+    },
     Finished(Finished),
     /// The run was stopped on the hub's word and is not to be reported.
-    Dropped { task: String, epoch: u64 },
+    Dropped {
+        task: String,
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +61,11 @@ pub struct RunSpec {
 const READ_CHUNK: usize = 32 << 10;
 
 /// Runs to the end and returns what to report (`None` for a dropped run).
-pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut stop: watch::Receiver<Option<Stop>>) -> Option<Finished> {
+pub async fn execute(
+    spec: RunSpec,
+    events: mpsc::UnboundedSender<RunEvent>,
+    mut stop: watch::Receiver<Option<Stop>>,
+) -> Option<Finished> {
     let finished = |outcome: &'static str, exit_code: Option<i32>, reason: Option<String>, truncated: bool| Finished {
         task: spec.task.clone(),
         epoch: spec.epoch,
@@ -65,7 +77,9 @@ pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
         Ok(d) => d,
-        Err(e) => return Some(finished("failed", None, Some(format!("cannot create a scratch directory: {e}")), false)),
+        Err(e) => {
+            return Some(finished("failed", None, Some(format!("cannot create a scratch directory: {e}")), false));
+        }
     };
     let prompt_file = scratch.path().join("prompt");
     if spec.profile.prompt == PromptMode::File
@@ -115,10 +129,26 @@ pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut
     let truncated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
-        readers.push(tokio::spawn(pump(out, "stdout", spec.task.clone(), spec.epoch, events.clone(), budget.clone(), truncated.clone())));
+        readers.push(tokio::spawn(pump(
+            out,
+            "stdout",
+            spec.task.clone(),
+            spec.epoch,
+            events.clone(),
+            budget.clone(),
+            truncated.clone(),
+        )));
     }
     if let Some(err) = group.child_mut().stderr.take() {
-        readers.push(tokio::spawn(pump(err, "stderr", spec.task.clone(), spec.epoch, events.clone(), budget.clone(), truncated.clone())));
+        readers.push(tokio::spawn(pump(
+            err,
+            "stderr",
+            spec.task.clone(),
+            spec.epoch,
+            events.clone(),
+            budget.clone(),
+            truncated.clone(),
+        )));
     }
 
     let deadline = tokio::time::sleep(spec.timeout);
@@ -170,7 +200,9 @@ pub async fn execute(spec: RunSpec, events: mpsc::UnboundedSender<RunEvent>, mut
             }
         },
         End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
-        End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {:?}", spec.timeout)), truncated)),
+        End::TimedOut => {
+            Some(finished("timeout", None, Some(format!("timed out after {:?}", spec.timeout)), truncated))
+        }
         End::Stopped(Stop::Cancel) => Some(finished("cancelled", None, Some("cancelled".into()), truncated)),
         End::Stopped(Stop::Shutdown) => Some(finished("failed", None, Some("agent shut down".into()), truncated)),
         End::Stopped(Stop::Drop) => None,

@@ -54,7 +54,13 @@ impl Client {
         &self.base
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<String>, timeout: Duration) -> CliResult<(StatusCode, String)> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> CliResult<(StatusCode, String)> {
         let url = format!("{}{}{}", self.base, muster_proto::API_PREFIX, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token).timeout(timeout);
         if let Some(body) = body {
@@ -68,10 +74,16 @@ impl Client {
             } else {
                 e.to_string()
             };
-            CliError::new(exit::UNREACHABLE, format!("cannot reach the hub at {} ({why}); is `muster hub` running?", self.base))
+            CliError::new(
+                exit::UNREACHABLE,
+                format!("cannot reach the hub at {} ({why}); is `muster hub` running?", self.base),
+            )
         })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| CliError::new(exit::FAILURE, format!("cannot read the hub's answer: {e}")))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CliError::new(exit::FAILURE, format!("cannot read the hub's answer: {e}")))?;
         if status.is_success() {
             return Ok((status, text));
         }
@@ -90,7 +102,8 @@ impl Client {
     }
 
     fn decode<T: DeserializeOwned>(text: &str) -> CliResult<T> {
-        serde_json::from_str(text).map_err(|e| CliError::new(exit::FAILURE, format!("unexpected answer from the hub: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| CliError::new(exit::FAILURE, format!("unexpected answer from the hub: {e}")))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {

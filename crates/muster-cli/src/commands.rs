@@ -160,7 +160,8 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             if json {
                 return print_json(&page.tasks);
             }
-            let mut t = Table::new(&["ID", "STATE", "PRIORITY", "RUNNER", "ATTEMPTS", "AGENT", "EXIT", "CREATED", "PROMPT"]);
+            let mut t =
+                Table::new(&["ID", "STATE", "PRIORITY", "RUNNER", "ATTEMPTS", "AGENT", "EXIT", "CREATED", "PROMPT"]);
             for task in &page.tasks {
                 t.row(vec![
                     task.id.clone(),
@@ -217,7 +218,11 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             } else {
                 println!("{} {}", task.id, task.state);
             }
-            if task.state == "succeeded" { Ok(()) } else { Err(CliError::new(exit::TASK_FAILED, format!("task {} ended {}", task.id, task.state))) }
+            if task.state == "succeeded" {
+                Ok(())
+            } else {
+                Err(CliError::new(exit::TASK_FAILED, format!("task {} ended {}", task.id, task.state)))
+            }
         }
     }
 }
@@ -237,7 +242,9 @@ fn encode(pairs: &[(&str, String)]) -> String {
 async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
     let prompt = if args.prompt == "-" {
         let mut buf = String::new();
-        std::io::stdin().read_to_string(&mut buf).map_err(|e| usage(format!("cannot read the prompt from stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| usage(format!("cannot read the prompt from stdin: {e}")))?;
         buf
     } else {
         args.prompt
@@ -272,7 +279,14 @@ fn render_task(d: &TaskDetail) -> String {
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
     field("id", t.id.clone());
-    field("state", if t.cancel_requested && !matches!(t.state.as_str(), "cancelled") { format!("{} (cancel requested)", t.state) } else { t.state.clone() });
+    field(
+        "state",
+        if t.cancel_requested && !matches!(t.state.as_str(), "cancelled") {
+            format!("{} (cancel requested)", t.state)
+        } else {
+            t.state.clone()
+        },
+    );
     field("priority", t.priority.clone());
     field("runner", t.runner.clone());
     field("capabilities", if t.capabilities.is_empty() { "-".into() } else { t.capabilities.join(", ") });
@@ -300,7 +314,8 @@ fn render_task(d: &TaskDetail) -> String {
     }
     field("prompt", clip(&t.prompt, 200));
     if !d.attempts_detail.is_empty() {
-        let mut table = Table::new(&["ATTEMPT", "AGENT", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON"]);
+        let mut table =
+            Table::new(&["ATTEMPT", "AGENT", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON"]);
         for a in &d.attempts_detail {
             table.row(vec![
                 a.number.to_string(),
@@ -331,7 +346,8 @@ async fn task_logs(client: &Client, id: &str, follow: bool, attempt: Option<u32>
         if follow {
             query.push(("wait", "30s".into()));
         }
-        let page: LogsPage = client.get_waiting(&format!("/tasks/{}/logs?{}", segment(id), encode(&query)), wait).await?;
+        let page: LogsPage =
+            client.get_waiting(&format!("/tasks/{}/logs?{}", segment(id), encode(&query)), wait).await?;
         let mut stdout = std::io::stdout().lock();
         for chunk in &page.chunks {
             if json {
@@ -363,7 +379,10 @@ pub async fn wait_for_end(client: &Client, id: &str, limit: Option<Duration>) ->
             return Ok(detail.task);
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            return Err(CliError::new(exit::FAILURE, format!("task {id} is still {} after the timeout", detail.task.state)));
+            return Err(CliError::new(
+                exit::FAILURE,
+                format!("task {id} is still {} after the timeout", detail.task.state),
+            ));
         }
         let query = encode(&[("task", detail.task.id.clone()), ("after", after.to_string()), ("wait", "20s".into())]);
         let page: EventPage = client.get_waiting(&format!("/events?{query}"), Duration::from_secs(20)).await?;
@@ -384,13 +403,15 @@ pub struct AgentAddArgs {
 
 pub async fn agent_add(conn: &ConnArgs, args: AgentAddArgs) -> CliResult {
     let client = conn.client()?;
-    let created: AgentCreated =
-        client.post("/agents", &AgentAdd { name: args.name, capabilities: args.caps }).await?;
+    let created: AgentCreated = client.post("/agents", &AgentAdd { name: args.name, capabilities: args.caps }).await?;
     if args.json {
         return print_json(&serde_json::json!({ "name": created.name, "token": created.token }));
     }
     println!("{}", created.token);
-    eprintln!("agent {} registered (token id {}); the token above is shown only once. Start it with:", created.name, created.token_id);
+    eprintln!(
+        "agent {} registered (token id {}); the token above is shown only once. Start it with:",
+        created.name, created.token_id
+    );
     eprintln!("  MUSTER_TOKEN=<token> muster agent run --hub {}", client.base());
     Ok(())
 }
@@ -484,7 +505,13 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     if json {
         return print_json(&s);
     }
-    println!("hub        {} (muster {}, up {}s){}", client.base(), s.version, s.uptime_secs, if s.draining { " draining" } else { "" });
+    println!(
+        "hub        {} (muster {}, up {}s){}",
+        client.base(),
+        s.version,
+        s.uptime_secs,
+        if s.draining { " draining" } else { "" }
+    );
     let line = |m: &std::collections::BTreeMap<String, u64>, order: &[&str]| {
         order.iter().map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0))).collect::<Vec<_>>().join("  ")
     };
@@ -528,7 +555,8 @@ pub async fn events(conn: &ConnArgs, args: EventsArgs) -> CliResult {
         if args.follow {
             query.push(("wait", "30s".into()));
         }
-        let page: EventPage = client.get_waiting(&format!("/events?{}", encode(&query)), Duration::from_secs(30)).await?;
+        let page: EventPage =
+            client.get_waiting(&format!("/events?{}", encode(&query)), Duration::from_secs(30)).await?;
         for e in &page.events {
             if args.json {
                 println!("{}", serde_json::to_string(e).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?);

@@ -7,7 +7,7 @@ mod client;
 mod commands;
 mod table;
 
-pub use client::{Client, CliError};
+pub use client::{CliError, Client};
 pub use commands::*;
 
 /// Documented exit codes.

@@ -32,10 +32,7 @@ impl TaskId {
             .strip_prefix(Self::PREFIX)
             .ok_or_else(|| Invalid::new("id", format!("task id {s:?} must start with `t_`")))?;
         if body.len() != 26 || !body.bytes().all(|b| CROCKFORD.contains(&b)) {
-            return Err(Invalid::new(
-                "id",
-                format!("task id {s:?} must be `t_` and 26 lowercase base32 characters"),
-            ));
+            return Err(Invalid::new("id", format!("task id {s:?} must be `t_` and 26 lowercase base32 characters")));
         }
         // 26 base32 digits hold 130 bits; the top digit may only carry 3.
         if body.as_bytes()[0] > b'7' {
@@ -61,14 +58,10 @@ fn check_name(field: &'static str, what: &str, s: &str, extra: &[u8]) -> Result<
     }
     let bytes = s.as_bytes();
     if !(bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit()) {
-        return Err(Invalid::new(
-            field,
-            format!("{what} {s:?} must start with a lowercase letter or a digit"),
-        ));
+        return Err(Invalid::new(field, format!("{what} {s:?} must start with a lowercase letter or a digit")));
     }
-    if let Some(bad) = bytes
-        .iter()
-        .find(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(b) || extra.contains(b)))
+    if let Some(bad) =
+        bytes.iter().find(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(b) || extra.contains(b)))
     {
         let allowed: String = extra.iter().map(|&b| b as char).collect();
         return Err(Invalid::new(
@@ -137,9 +130,7 @@ impl TokenId {
 
     pub fn parse(s: &str) -> Result<TokenId, Invalid> {
         match s.strip_prefix("tk_") {
-            Some(body) if body.len() == 12 && body.bytes().all(|b| CROCKFORD.contains(&b)) => {
-                Ok(TokenId(s.to_owned()))
-            }
+            Some(body) if body.len() == 12 && body.bytes().all(|b| CROCKFORD.contains(&b)) => Ok(TokenId(s.to_owned())),
             _ => Err(Invalid::new("id", format!("token id {s:?} must be `tk_` and 12 base32 characters"))),
         }
     }
@@ -170,7 +161,9 @@ mod tests {
 
     #[test]
     fn bad_task_ids_name_the_rule() {
-        for bad in ["", "t_", "x_0000000000000000000000000", "t_0000000000000000000000000U", "t_80000000000000000000000000"] {
+        for bad in
+            ["", "t_", "x_0000000000000000000000000", "t_0000000000000000000000000U", "t_80000000000000000000000000"]
+        {
             let err = TaskId::parse(bad).unwrap_err();
             assert_eq!(err.field, "id", "{bad}");
         }

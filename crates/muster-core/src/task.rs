@@ -201,7 +201,9 @@ impl std::fmt::Display for Refused {
 pub enum Finished {
     Succeeded,
     /// Failed with attempts left: queued again, not before `ready_at`.
-    RetryScheduled { ready_at: Millis },
+    RetryScheduled {
+        ready_at: Millis,
+    },
     /// Failed with no attempts left: the task is dead-lettered.
     Failed,
     Cancelled,

@@ -66,7 +66,8 @@ pub enum Caller {
 impl Hub {
     /// Checks a bearer token: 401 when missing, malformed, unknown or revoked.
     pub(crate) async fn authenticate(&self, header: Option<&str>) -> Result<Caller, ApiError> {
-        let header = header.ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer token is required".into()))?;
+        let header =
+            header.ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer token is required".into()))?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)

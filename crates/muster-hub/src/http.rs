@@ -138,7 +138,9 @@ impl Hub {
     pub(crate) async fn caller(&self, headers: &HeaderMap) -> ApiResult<Caller> {
         let header = match headers.get(header::AUTHORIZATION) {
             None => None,
-            Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?),
+            Some(v) => {
+                Some(v.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?)
+            }
         };
         self.authenticate(header).await
     }
@@ -241,10 +243,7 @@ async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Raw
         before: p.number("before")?,
     };
     let page = hub.shared.store.list_tasks(&filter).await?;
-    Ok(json(
-        StatusCode::OK,
-        &TaskPage { tasks: page.items.iter().map(TaskView::from_task).collect(), next: page.next },
-    ))
+    Ok(json(StatusCode::OK, &TaskPage { tasks: page.items.iter().map(TaskView::from_task).collect(), next: page.next }))
 }
 
 async fn load_task(hub: &Hub, raw: &str) -> ApiResult<Task> {
@@ -289,10 +288,7 @@ async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<
         }
         muster_core::task::Cancel::Done { notify: None } => {}
         muster_core::task::Cancel::Requested { agent, epoch } => {
-            hub.send_to(
-                &agent,
-                muster_proto::ws::HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 },
-            );
+            hub.send_to(&agent, muster_proto::ws::HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
         }
     }
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
@@ -307,7 +303,12 @@ async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<S
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
 }
 
-async fn task_logs(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn task_logs(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     hub.admin(&headers).await?;
     let p = Params::parse(q, &["attempt", "after", "limit", "wait"])?;
     let id = task_id(&id)?;
@@ -321,11 +322,12 @@ async fn task_logs(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
     let mut output = hub.shared.output.subscribe();
     loop {
         output.borrow_and_update();
-        let task = hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))?;
+        let task =
+            hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))?;
         let chunks = hub.shared.store.read_output(&id, &filter).await?;
         // Done only when the task has ended and every chunk was read.
         let done = task.state.is_terminal() && chunks.len() < filter.limit;
-        if !chunks.is_empty() || done || task.state == TaskState::Queued && wait.is_zero() || wait.is_zero() {
+        if !chunks.is_empty() || done || wait.is_zero() {
             let next_after = chunks.last().map_or(filter.after, |c| c.seq);
             let page = LogsPage {
                 chunks: chunks
@@ -349,13 +351,15 @@ async fn task_logs(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
         events.borrow_and_update();
         let woke = tokio::time::timeout_at(deadline, async {
             tokio::select! {
-                _ = output.changed() => {}
-                _ = events.changed() => {}
+                r = output.changed() => r.is_ok(),
+                r = events.changed() => r.is_ok(),
             }
         })
         .await;
-        if woke.is_err() {
-            let page = LogsPage { chunks: vec![], next_after: filter.after, done: false, state: task.state.as_str().into() };
+        // Past the deadline, or the hub is stopping and nothing more will come.
+        if !matches!(woke, Ok(true)) {
+            let page =
+                LogsPage { chunks: vec![], next_after: filter.after, done: false, state: task.state.as_str().into() };
             return Ok(json(StatusCode::OK, &page));
         }
     }
@@ -526,8 +530,10 @@ async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
             };
             return Ok(json(StatusCode::OK, &page));
         }
-        if tokio::time::timeout_at(deadline, seen.changed()).await.is_err() {
-            continue;
+        if !matches!(tokio::time::timeout_at(deadline, seen.changed()).await, Ok(Ok(()))) {
+            // Past the deadline, or the store closed: answer with what there is.
+            let page = EventPage { events: Vec::new(), next_after: filter.after };
+            return Ok(json(StatusCode::OK, &page));
         }
     }
 }

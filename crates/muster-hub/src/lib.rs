@@ -157,7 +157,11 @@ impl Hub {
 
     /// Serves until `shutdown` resolves, then stops taking work, closes agent
     /// sockets with a close frame, lets the batch in flight commit, and returns.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
         let app = http::router(self.clone());
         let hub = self.clone();
@@ -211,10 +215,7 @@ impl Hub {
     }
 
     pub(crate) fn drop_run(&self, agent: &AgentName, task: &TaskId, epoch: muster_core::Epoch, reason: &str) {
-        self.send_to(
-            agent,
-            HubMsg::Drop { task: task.to_string(), epoch: epoch.0, reason: reason.to_owned() },
-        );
+        self.send_to(agent, HubMsg::Drop { task: task.to_string(), epoch: epoch.0, reason: reason.to_owned() });
     }
 }
 

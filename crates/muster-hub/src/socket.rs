@@ -9,9 +9,9 @@
 use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::{Hub, Outbound, Session};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -33,7 +33,9 @@ pub async fn connect(
     let name = match hub.caller(&headers).await? {
         Caller::Agent(name) => name,
         Caller::Admin(_) => {
-            return Err(ApiError::Forbidden("an admin token cannot connect as an agent; use the agent's own token".into()));
+            return Err(ApiError::Forbidden(
+                "an admin token cannot connect as an agent; use the agent's own token".into(),
+            ));
         }
     };
     if hub.shared.draining.load(Ordering::SeqCst) {
@@ -368,7 +370,9 @@ impl Conn {
             StoreError::Refused(r) => self.reject(id, epoch, what, &r.to_string()).await,
             StoreError::NotFound { .. } => self.reject(id, epoch, what, "no such task").await,
             // Not the agent's fault: leave the run alone; the agent resends after it reconnects.
-            other => tracing::error!(agent = %self.name, task = %id, error = %other, report = what, "cannot apply report"),
+            other => {
+                tracing::error!(agent = %self.name, task = %id, error = %other, report = what, "cannot apply report")
+            }
         }
     }
 }

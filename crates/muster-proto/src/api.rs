@@ -68,8 +68,7 @@ impl TaskSubmit {
                 reason: "is required (this hub has no default runner)".into(),
             })?,
         };
-        let capabilities =
-            self.capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<Vec<_>, _>>()?;
+        let capabilities = self.capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<Vec<_>, _>>()?;
         let priority = match self.priority.as_deref() {
             Some(p) => Priority::parse(p)?,
             None => Priority::Normal,

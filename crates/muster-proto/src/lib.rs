@@ -35,21 +35,22 @@ impl std::fmt::Display for FieldError {
 }
 
 /// Parses a JSON body, naming the field at fault when it does not fit.
+/// A body that is not well-formed JSON (including anything after the value)
+/// names no field: the body as a whole is wrong.
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let malformed = |e: serde_json::Error| FieldError { field: String::new(), reason: format!("malformed JSON: {e}") };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return malformed(inner);
+        }
         // The path already ends in the unknown field's name when there is one.
-        let field = if path == "." { String::new() } else { path };
-        let reason = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {message}")
-        } else {
-            message
-        };
-        FieldError { field, reason }
-    })
+        FieldError { field: if path == "." { String::new() } else { path }, reason: inner.to_string() }
+    })?;
+    de.end().map_err(malformed)?;
+    Ok(value)
 }
 
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -111,9 +112,17 @@ mod tests {
     }
 
     #[test]
-    fn malformed_json_says_so() {
-        let err = from_json::<TaskSubmit>(br#"{"prompt": "#).unwrap_err();
-        assert!(err.reason.starts_with("malformed JSON"), "{}", err.reason);
+    fn malformed_json_says_so_and_names_no_field() {
+        for body in [
+            &br#"{"prompt": "#[..],
+            br#"{"prompt":"x" "runner":"shell"}"#,
+            br#"{"prompt":"x"} trailing"#,
+            br#"{"prompt":"x"}}"#,
+        ] {
+            let err = from_json::<TaskSubmit>(body).unwrap_err();
+            assert!(err.reason.starts_with("malformed JSON"), "{}", err.reason);
+            assert_eq!(err.field, "", "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

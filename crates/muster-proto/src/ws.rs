@@ -106,19 +106,6 @@ pub enum HubMsg {
     },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_tagged_by_type() {
-        let msg = AgentMsg::Accept { task: "t_x".into(), epoch: 3 };
-        let json = crate::to_json(&msg);
-        assert_eq!(json, r#"{"type":"accept","task":"t_x","epoch":3}"#);
-        assert_eq!(serde_json::from_str::<AgentMsg>(&json).unwrap(), msg);
-    }
-}
-
 impl HubMsg {
     /// The assignment of `task` under its current lease.
     pub fn assign(task: &muster_core::Task) -> HubMsg {
@@ -158,4 +145,17 @@ pub fn parse_outcome(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged_by_type() {
+        let msg = AgentMsg::Accept { task: "t_x".into(), epoch: 3 };
+        let json = crate::to_json(&msg);
+        assert_eq!(json, r#"{"type":"accept","task":"t_x","epoch":3}"#);
+        assert_eq!(serde_json::from_str::<AgentMsg>(&json).unwrap(), msg);
+    }
 }

@@ -104,7 +104,13 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_flags(&self, name: &AgentName, flags: AgentFlags, now: Millis) -> Result<AgentRecord>;
     /// Renews the leases the agent reports holding. Runs the hub does not
     /// know under that epoch come back as stale: the agent must stop them.
-    async fn heartbeat(&self, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, lease_ttl: Duration) -> Result<Heartbeat>;
+    async fn heartbeat(
+        &self,
+        name: &AgentName,
+        runs: &[(TaskId, Epoch)],
+        now: Millis,
+        lease_ttl: Duration,
+    ) -> Result<Heartbeat>;
 
     // -- tasks ------------------------------------------------------------
 
@@ -119,8 +125,22 @@ pub trait Store: Send + Sync + 'static {
     /// Hands as many due, matching tasks to the agent as it has free slots,
     /// highest priority and oldest first.
     async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>>;
-    async fn start_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, lease_ttl: Duration) -> Result<Task>;
-    async fn release_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task>;
+    async fn start_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        now: Millis,
+        lease_ttl: Duration,
+    ) -> Result<Task>;
+    async fn release_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Task>;
     /// Applies a run's outcome. A second report of an outcome already applied
     /// for the same epoch is `Duplicate`, not an error, so agents can resend
     /// until acknowledged.

@@ -110,7 +110,12 @@ pub struct AgentRunArgs {
     pub drain_timeout: String,
 }
 
-fn agent_config(hub_url: String, token: String, args: &AgentRunArgs, default_slots: u32) -> anyhow::Result<AgentConfig> {
+fn agent_config(
+    hub_url: String,
+    token: String,
+    args: &AgentRunArgs,
+    default_slots: u32,
+) -> anyhow::Result<AgentConfig> {
     let file = match &args.config {
         Some(path) => AgentFile::load(path)?,
         None => AgentFile::default(),
@@ -123,8 +128,9 @@ fn agent_config(hub_url: String, token: String, args: &AgentRunArgs, default_slo
         }
     }
     for name in file.enable.iter().chain(&args.runners) {
-        let profile = RunnerProfile::builtin(name)
-            .with_context(|| format!("no built-in runner named {name:?}; built-in runners are claude, codex and shell"))?;
+        let profile = RunnerProfile::builtin(name).with_context(|| {
+            format!("no built-in runner named {name:?}; built-in runners are claude, codex and shell")
+        })?;
         if !muster_agent::config::on_path(&profile.argv[0]) {
             tracing::warn!(runner = %name, program = %profile.argv[0], "runner enabled but its program is not on PATH");
         }
@@ -150,7 +156,8 @@ fn agent_config(hub_url: String, token: String, args: &AgentRunArgs, default_slo
         workdir,
         kill_grace,
         max_output_bytes: 4 << 20,
-        drain_timeout: muster_proto::parse_duration("drain_timeout", &args.drain_timeout).map_err(|e| anyhow::anyhow!("{e}"))?,
+        drain_timeout: muster_proto::parse_duration("drain_timeout", &args.drain_timeout)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         reconnect_min: Duration::from_millis(250),
         reconnect_max: Duration::from_secs(30),
     };
@@ -242,7 +249,10 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
     let agent_task = tokio::spawn(muster_agent::run(agent_config, async move {
         let _ = agent_stopped.await;
     }));
-    eprintln!("muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}", data_dir.display());
+    eprintln!(
+        "muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}",
+        data_dir.display()
+    );
     eprintln!("try, from another terminal:  muster task add --runner shell 'echo hello'   then   muster task list");
     eprintln!("stop with Ctrl-C");
     shutdown_signal().await;

@@ -96,15 +96,26 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileSettings> {
 pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
     let file = load_file(args.config.as_deref())?.hub;
     let defaults = HubConfig::default();
-    let heartbeat_interval =
-        duration("heartbeat_interval", args.heartbeat_interval.as_ref().or(file.heartbeat_interval.as_ref()), defaults.heartbeat_interval)?;
+    let heartbeat_interval = duration(
+        "heartbeat_interval",
+        args.heartbeat_interval.as_ref().or(file.heartbeat_interval.as_ref()),
+        defaults.heartbeat_interval,
+    )?;
     let lease_ttl = duration("lease_ttl", args.lease_ttl.as_ref().or(file.lease_ttl.as_ref()), heartbeat_interval * 3)?;
     if lease_ttl < heartbeat_interval * 2 {
         bail!("lease_ttl ({lease_ttl:?}) must be at least two heartbeat intervals ({heartbeat_interval:?})");
     }
     let backoff = Backoff {
-        base: duration("retry_backoff_base", args.retry_backoff_base.as_ref().or(file.retry_backoff_base.as_ref()), defaults.backoff.base)?,
-        max: duration("retry_backoff_max", args.retry_backoff_max.as_ref().or(file.retry_backoff_max.as_ref()), defaults.backoff.max)?,
+        base: duration(
+            "retry_backoff_base",
+            args.retry_backoff_base.as_ref().or(file.retry_backoff_base.as_ref()),
+            defaults.backoff.base,
+        )?,
+        max: duration(
+            "retry_backoff_max",
+            args.retry_backoff_max.as_ref().or(file.retry_backoff_max.as_ref()),
+            defaults.backoff.max,
+        )?,
     };
     let default_runner = match args.default_runner.as_ref().or(file.default_runner.as_ref()) {
         Some(r) => Some(RunnerName::parse(r).map_err(|e| anyhow::anyhow!("default_runner: {e}"))?),
@@ -113,7 +124,8 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     for r in &file.extra_runners {
         RunnerName::parse(r).map_err(|e| anyhow::anyhow!("extra_runners: {e}"))?;
     }
-    let default_max_attempts = args.default_max_attempts.or(file.default_max_attempts).unwrap_or(defaults.default_max_attempts);
+    let default_max_attempts =
+        args.default_max_attempts.or(file.default_max_attempts).unwrap_or(defaults.default_max_attempts);
     if default_max_attempts == 0 || default_max_attempts > muster_core::task::MAX_ATTEMPTS {
         bail!("default_max_attempts must be between 1 and {}", muster_core::task::MAX_ATTEMPTS);
     }
@@ -122,10 +134,18 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         data_dir: data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir),
         heartbeat_interval,
         lease_ttl,
-        accept_timeout: duration("accept_timeout", args.accept_timeout.as_ref().or(file.accept_timeout.as_ref()), defaults.accept_timeout)?,
+        accept_timeout: duration(
+            "accept_timeout",
+            args.accept_timeout.as_ref().or(file.accept_timeout.as_ref()),
+            defaults.accept_timeout,
+        )?,
         backoff,
         default_runner,
-        default_timeout: duration("default_timeout", args.default_timeout.as_ref().or(file.default_timeout.as_ref()), defaults.default_timeout)?,
+        default_timeout: duration(
+            "default_timeout",
+            args.default_timeout.as_ref().or(file.default_timeout.as_ref()),
+            defaults.default_timeout,
+        )?,
         default_max_attempts,
         extra_runners: file.extra_runners,
         max_output_bytes_per_attempt: file.max_output_bytes.unwrap_or(defaults.max_output_bytes_per_attempt),

@@ -8,22 +8,15 @@ fn any_status() -> impl Strategy<Value = AgentStatus> {
     // ones to catch overflow; `used_slots` may exceed `slots` (an agent that
     // lost slots while runs were under way).
     let count = prop_oneof![4 => 0u32..=6, 1 => any::<u32>()];
-    (
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        count.clone(),
-        count,
+    (any::<bool>(), any::<bool>(), any::<bool>(), count.clone(), count).prop_map(
+        |(connected, paused, draining, slots, used_slots)| AgentStatus {
+            connected,
+            paused,
+            draining,
+            slots,
+            used_slots,
+        },
     )
-        .prop_map(
-            |(connected, paused, draining, slots, used_slots)| AgentStatus {
-                connected,
-                paused,
-                draining,
-                slots,
-                used_slots,
-            },
-        )
 }
 
 proptest! {

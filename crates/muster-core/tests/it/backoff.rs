@@ -11,8 +11,7 @@ const WEEK_NANOS: u64 = 7 * 24 * 3600 * 1_000_000_000;
 /// a week, so small bases that need many doublings are as likely as large ones.
 fn any_duration() -> impl Strategy<Value = Duration> {
     let bits = 64 - WEEK_NANOS.leading_zeros();
-    (0..=bits)
-        .prop_flat_map(|b| (0u64..=(1u64 << b).min(WEEK_NANOS)).prop_map(Duration::from_nanos))
+    (0..=bits).prop_flat_map(|b| (0u64..=(1u64 << b).min(WEEK_NANOS)).prop_map(Duration::from_nanos))
 }
 
 fn any_backoff() -> impl Strategy<Value = Backoff> {
@@ -80,9 +79,5 @@ fn nan_jitter_gives_a_delay_within_bounds_instead_of_panicking() {
     let backoff = Backoff::default();
     let ceiling = backoff.ceiling(3);
     let delay = backoff.delay(3, f64::NAN);
-    assert!(
-        delay >= ceiling / 2 && delay <= ceiling,
-        "{delay:?} outside [{:?}, {ceiling:?}]",
-        ceiling / 2
-    );
+    assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
 }

@@ -12,8 +12,7 @@
 
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
-    AgentName, Epoch, Lease, Millis, Priority, Refused, RunOutcome, RunnerName, Task, TaskId,
-    TaskSpec, TaskState,
+    AgentName, Epoch, Lease, Millis, Priority, Refused, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -41,33 +40,12 @@ enum EpochPick {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
-    Advance {
-        ms: u64,
-    },
-    Assign {
-        agent: usize,
-        accept_within_ms: u64,
-    },
-    Start {
-        agent: usize,
-        epoch: EpochPick,
-        ttl_ms: u64,
-    },
-    Renew {
-        agent: usize,
-        epoch: EpochPick,
-        ttl_ms: u64,
-    },
-    Release {
-        agent: usize,
-        epoch: EpochPick,
-    },
-    Finish {
-        agent: usize,
-        epoch: EpochPick,
-        outcome: RunOutcome,
-        backoff_ms: u64,
-    },
+    Advance { ms: u64 },
+    Assign { agent: usize, accept_within_ms: u64 },
+    Start { agent: usize, epoch: EpochPick, ttl_ms: u64 },
+    Renew { agent: usize, epoch: EpochPick, ttl_ms: u64 },
+    Release { agent: usize, epoch: EpochPick },
+    Finish { agent: usize, epoch: EpochPick, outcome: RunOutcome, backoff_ms: u64 },
     Reclaim,
     Cancel,
     Retry,
@@ -184,9 +162,7 @@ struct World {
 
 impl World {
     fn new(max_attempts: u32) -> World {
-        let agents = (0..AGENTS)
-            .map(|i| AgentName::parse(&format!("agent-{i}")).expect("valid agent name"))
-            .collect();
+        let agents = (0..AGENTS).map(|i| AgentName::parse(&format!("agent-{i}")).expect("valid agent name")).collect();
         World {
             task: Task::new(TaskId::from_parts(START.0, 42), spec(max_attempts), START),
             now: START,
@@ -207,10 +183,7 @@ impl World {
 
     /// Whether a report from `agent` under `epoch` speaks for the current lease.
     fn holds(&self, agent: usize, epoch: Epoch) -> bool {
-        self.task
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.agent == self.agents[agent] && l.epoch == epoch)
+        self.task.lease.as_ref().is_some_and(|l| l.agent == self.agents[agent] && l.epoch == epoch)
     }
 
     fn apply(&mut self, event: &Event) -> Result<Effect, Refused> {
@@ -221,52 +194,26 @@ impl World {
                 self.now = Millis(self.now.0 + i64::try_from(*ms).expect("small step"));
                 Ok(Effect::Advanced)
             }
-            Event::Assign {
-                agent,
-                accept_within_ms,
-            } => {
-                let epoch = self
-                    .task
-                    .assign(&self.agents[*agent], now, ms(*accept_within_ms))?;
+            Event::Assign { agent, accept_within_ms } => {
+                let epoch = self.task.assign(&self.agents[*agent], now, ms(*accept_within_ms))?;
                 self.believed[*agent] = Some(epoch);
                 Ok(Effect::Assigned(epoch))
             }
-            Event::Start {
-                agent,
-                epoch,
-                ttl_ms,
-            } => {
+            Event::Start { agent, epoch, ttl_ms } => {
                 let epoch = self.epoch_of(*agent, *epoch);
-                self.task
-                    .start(&self.agents[*agent], epoch, now, ms(*ttl_ms))
-                    .map(|()| Effect::Started)
+                self.task.start(&self.agents[*agent], epoch, now, ms(*ttl_ms)).map(|()| Effect::Started)
             }
-            Event::Renew {
-                agent,
-                epoch,
-                ttl_ms,
-            } => {
+            Event::Renew { agent, epoch, ttl_ms } => {
                 let epoch = self.epoch_of(*agent, *epoch);
-                self.task
-                    .renew(&self.agents[*agent], epoch, now, ms(*ttl_ms))
-                    .map(|()| Effect::Renewed)
+                self.task.renew(&self.agents[*agent], epoch, now, ms(*ttl_ms)).map(|()| Effect::Renewed)
             }
             Event::Release { agent, epoch } => {
                 let epoch = self.epoch_of(*agent, *epoch);
-                self.task
-                    .release(&self.agents[*agent], epoch, "busy", now)
-                    .map(|()| Effect::Released)
+                self.task.release(&self.agents[*agent], epoch, "busy", now).map(|()| Effect::Released)
             }
-            Event::Finish {
-                agent,
-                epoch,
-                outcome,
-                backoff_ms,
-            } => {
+            Event::Finish { agent, epoch, outcome, backoff_ms } => {
                 let epoch = self.epoch_of(*agent, *epoch);
-                self.task
-                    .finish(&self.agents[*agent], epoch, outcome, now, ms(*backoff_ms))
-                    .map(Effect::Finished)
+                self.task.finish(&self.agents[*agent], epoch, outcome, now, ms(*backoff_ms)).map(Effect::Finished)
             }
             Event::Reclaim => self.task.reclaim(now).map(Effect::Reclaimed),
             Event::Cancel => self.task.cancel(now).map(Effect::Cancel),
@@ -289,10 +236,7 @@ impl Verdict {
     fn of(result: &Result<Effect, Refused>, after: &Task) -> Verdict {
         match result {
             Ok(_) => Verdict::Reached(after.state),
-            Err(Refused::StaleEpoch { current, got }) => Verdict::Stale {
-                current: *current,
-                got: *got,
-            },
+            Err(Refused::StaleEpoch { current, got }) => Verdict::Stale { current: *current, got: *got },
             Err(Refused::WrongState { state, .. }) => Verdict::WrongState(*state),
             Err(Refused::NoAttemptsLeft) => Verdict::NoAttemptsLeft,
             Err(Refused::NotReady { ready_at }) => Verdict::NotReady(*ready_at),
@@ -317,10 +261,7 @@ fn expected(w: &World, event: &Event) -> Verdict {
     if let Some((agent, pick)) = event.report() {
         let epoch = w.epoch_of(agent, pick);
         if !w.holds(agent, epoch) {
-            return Verdict::Stale {
-                current: t.epoch,
-                got: epoch,
-            };
+            return Verdict::Stale { current: t.epoch, got: epoch };
         }
     }
     let after_failure = || {
@@ -342,20 +283,15 @@ fn expected(w: &World, event: &Event) -> Verdict {
         },
         Event::Start { .. } if state == TaskState::Assigned => Verdict::Reached(TaskState::Running),
         Event::Renew { .. } if state == TaskState::Running => Verdict::Reached(TaskState::Running),
-        Event::Release { .. } if state == TaskState::Assigned => {
-            Verdict::Reached(TaskState::Queued)
+        Event::Release { .. } if state == TaskState::Assigned => Verdict::Reached(TaskState::Queued),
+        Event::Finish { outcome, .. } if state == TaskState::Running => Verdict::Reached(match outcome {
+            RunOutcome::Succeeded { .. } => TaskState::Succeeded,
+            RunOutcome::Cancelled => TaskState::Cancelled,
+            RunOutcome::Failed { .. } | RunOutcome::TimedOut => after_failure(),
+        }),
+        Event::Start { .. } | Event::Renew { .. } | Event::Release { .. } | Event::Finish { .. } => {
+            Verdict::WrongState(state)
         }
-        Event::Finish { outcome, .. } if state == TaskState::Running => {
-            Verdict::Reached(match outcome {
-                RunOutcome::Succeeded { .. } => TaskState::Succeeded,
-                RunOutcome::Cancelled => TaskState::Cancelled,
-                RunOutcome::Failed { .. } | RunOutcome::TimedOut => after_failure(),
-            })
-        }
-        Event::Start { .. }
-        | Event::Renew { .. }
-        | Event::Release { .. }
-        | Event::Finish { .. } => Verdict::WrongState(state),
         Event::Reclaim => match &t.lease {
             Some(lease) if lease.expires_at <= w.now => Verdict::Reached(match state {
                 TaskState::Running => after_failure(),
@@ -389,69 +325,31 @@ fn allowed(from: TaskState, to: TaskState) -> bool {
 /// What must hold of the world between any two steps.
 fn check_invariants(w: &World) -> Result<(), TestCaseError> {
     let t = &w.task;
-    prop_assert_eq!(
-        t.lease.is_some(),
-        t.state.is_leased(),
-        "lease present exactly when assigned or running: {:?}",
-        t
-    );
+    prop_assert_eq!(t.lease.is_some(), t.state.is_leased(), "lease present exactly when assigned or running: {:?}", t);
     if let Some(lease) = &t.lease {
         prop_assert_eq!(lease.epoch, t.epoch, "the lease carries the task's epoch");
-        prop_assert_eq!(
-            Some(&lease.agent),
-            t.agent.as_ref(),
-            "the lease holder is the task's agent"
-        );
+        prop_assert_eq!(Some(&lease.agent), t.agent.as_ref(), "the lease holder is the task's agent");
     }
-    let live: Vec<usize> = (0..AGENTS)
-        .filter(|&i| w.believed[i].is_some_and(|e| w.holds(i, e)))
-        .collect();
-    prop_assert_eq!(
-        live.len(),
-        usize::from(t.lease.is_some()),
-        "agents that hold a live lease: {:?}",
-        live
-    );
+    let live: Vec<usize> = (0..AGENTS).filter(|&i| w.believed[i].is_some_and(|e| w.holds(i, e))).collect();
+    prop_assert_eq!(live.len(), usize::from(t.lease.is_some()), "agents that hold a live lease: {:?}", live);
     for believed in w.believed.iter().flatten() {
-        prop_assert!(
-            *believed <= t.epoch,
-            "an agent believes in epoch {} beyond the task's {}",
-            believed,
-            t.epoch
-        );
+        prop_assert!(*believed <= t.epoch, "an agent believes in epoch {} beyond the task's {}", believed, t.epoch);
     }
-    prop_assert!(
-        t.attempts <= t.spec.max_attempts,
-        "attempts {} > max {}",
-        t.attempts,
-        t.spec.max_attempts
-    );
+    prop_assert!(t.attempts <= t.spec.max_attempts, "attempts {} > max {}", t.attempts, t.spec.max_attempts);
     if t.state == TaskState::Queued {
-        prop_assert!(
-            t.attempts_left() > 0,
-            "a queued task with no attempts left can never run: {:?}",
-            t
-        );
+        prop_assert!(t.attempts_left() > 0, "a queued task with no attempts left can never run: {:?}", t);
     }
     if t.state == TaskState::Running {
         prop_assert!(t.attempts >= 1, "a running task has used an attempt");
     }
     if t.cancel_requested {
         prop_assert!(
-            matches!(
-                t.state,
-                TaskState::Running | TaskState::Succeeded | TaskState::Cancelled
-            ),
+            matches!(t.state, TaskState::Running | TaskState::Succeeded | TaskState::Cancelled),
             "a pending cancel outlived its run: {:?}",
             t.state
         );
     }
-    prop_assert_eq!(
-        t.finished_at.is_some(),
-        t.state.is_terminal(),
-        "finished_at set exactly when terminal: {:?}",
-        t
-    );
+    prop_assert_eq!(t.finished_at.is_some(), t.state.is_terminal(), "finished_at set exactly when terminal: {:?}", t);
     prop_assert!(t.updated_at <= w.now, "updated_at in the future");
     Ok(())
 }
@@ -470,77 +368,37 @@ fn check_step(
     }
 
     let assigned = matches!(result, Ok(Effect::Assigned(_)));
-    prop_assert!(
-        a.epoch >= b.epoch,
-        "epoch went back from {} to {}",
-        b.epoch,
-        a.epoch
-    );
+    prop_assert!(a.epoch >= b.epoch, "epoch went back from {} to {}", b.epoch, a.epoch);
     let want_epoch = if assigned { b.epoch.next() } else { b.epoch };
-    prop_assert_eq!(
-        a.epoch,
-        want_epoch,
-        "the epoch grows by one on assign and only then"
-    );
+    prop_assert_eq!(a.epoch, want_epoch, "the epoch grows by one on assign and only then");
 
     if matches!(b.state, TaskState::Succeeded | TaskState::Cancelled) {
         prop_assert_eq!(a, b, "{} changed a {} task", event.kind(), b.state.as_str());
     }
     if b.state == TaskState::Failed && a.state != TaskState::Failed {
-        prop_assert!(
-            matches!(result, Ok(Effect::Retried)),
-            "a failed task left failed through {}",
-            event.kind()
-        );
+        prop_assert!(matches!(result, Ok(Effect::Retried)), "a failed task left failed through {}", event.kind());
         prop_assert_eq!(a.state, TaskState::Queued);
         prop_assert_eq!(a.attempts, 0);
     }
-    prop_assert!(
-        allowed(b.state, a.state),
-        "{} took the task from {:?} to {:?}",
-        event.kind(),
-        b.state,
-        a.state
-    );
+    prop_assert!(allowed(b.state, a.state), "{} took the task from {:?} to {:?}", event.kind(), b.state, a.state);
 
     if a.state == TaskState::Succeeded && b.state != TaskState::Succeeded {
-        let Event::Finish {
-            agent,
-            epoch,
-            outcome: RunOutcome::Succeeded { .. },
-            ..
-        } = event
-        else {
+        let Event::Finish { agent, epoch, outcome: RunOutcome::Succeeded { .. }, .. } = event else {
             return Err(TestCaseError::fail(format!("succeeded through {event:?}")));
         };
         let epoch = before.epoch_of(*agent, *epoch);
-        prop_assert!(
-            before.holds(*agent, epoch),
-            "succeeded on a report from a non-holder"
-        );
+        prop_assert!(before.holds(*agent, epoch), "succeeded on a report from a non-holder");
     }
 
     if let Some((agent, pick)) = event.report() {
         let epoch = before.epoch_of(agent, pick);
         if !before.holds(agent, epoch) {
-            prop_assert_eq!(
-                result,
-                &Err(Refused::StaleEpoch {
-                    current: b.epoch,
-                    got: epoch
-                })
-            );
+            prop_assert_eq!(result, &Err(Refused::StaleEpoch { current: b.epoch, got: epoch }));
             prop_assert_eq!(a, b);
         }
     }
 
-    prop_assert_eq!(
-        Verdict::of(result, a),
-        expected(before, event),
-        "{:?} on {:?}",
-        event,
-        b
-    );
+    prop_assert_eq!(Verdict::of(result, a), expected(before, event), "{:?} on {:?}", event, b);
     check_effect(before, event, result, a)
 }
 
@@ -556,13 +414,7 @@ fn check_effect(
     let holder = b.lease.as_ref().map(|l| (l.agent.clone(), l.epoch));
     match (event, effect) {
         (Event::Advance { .. }, Effect::Advanced) => prop_assert_eq!(a, b),
-        (
-            Event::Assign {
-                agent,
-                accept_within_ms,
-            },
-            Effect::Assigned(epoch),
-        ) => {
+        (Event::Assign { agent, accept_within_ms }, Effect::Assigned(epoch)) => {
             prop_assert_eq!(*epoch, b.epoch.next());
             let lease = Lease {
                 agent: before.agents[*agent].clone(),
@@ -575,24 +427,14 @@ fn check_effect(
         (Event::Start { ttl_ms, .. }, Effect::Started) => {
             prop_assert_eq!(a.attempts, b.attempts + 1, "starting uses one attempt");
             prop_assert_eq!(a.started_at, Some(now));
-            let lease = a
-                .lease
-                .as_ref()
-                .map(|l| (l.agent.clone(), l.epoch, l.expires_at));
+            let lease = a.lease.as_ref().map(|l| (l.agent.clone(), l.epoch, l.expires_at));
             let (agent, epoch) = holder.expect("start needs a holder");
-            prop_assert_eq!(
-                lease,
-                Some((agent, epoch, now.plus(Duration::from_millis(*ttl_ms))))
-            );
+            prop_assert_eq!(lease, Some((agent, epoch, now.plus(Duration::from_millis(*ttl_ms)))));
         }
         (Event::Renew { ttl_ms, .. }, Effect::Renewed) => {
             let old = b.lease.as_ref().expect("renew needs a lease").expires_at;
             let want = old.max(now.plus(Duration::from_millis(*ttl_ms)));
-            prop_assert_eq!(
-                a.lease.as_ref().map(|l| l.expires_at),
-                Some(want),
-                "renewing never shortens the lease"
-            );
+            prop_assert_eq!(a.lease.as_ref().map(|l| l.expires_at), Some(want), "renewing never shortens the lease");
             let mut unchanged = a.clone();
             unchanged.lease.clone_from(&b.lease);
             prop_assert_eq!(&unchanged, b, "renewing changes nothing but the expiry");
@@ -601,25 +443,16 @@ fn check_effect(
             prop_assert_eq!(a.ready_at, now, "a released task is ready at once");
             prop_assert_eq!(a.attempts, b.attempts, "releasing uses no attempt");
         }
-        (
-            Event::Finish {
-                outcome,
-                backoff_ms,
-                ..
-            },
-            Effect::Finished(finished),
-        ) => {
+        (Event::Finish { outcome, backoff_ms, .. }, Effect::Finished(finished)) => {
             let want = match a.state {
                 TaskState::Succeeded => Finished::Succeeded,
-                TaskState::Queued => Finished::RetryScheduled {
-                    ready_at: now.plus(Duration::from_millis(*backoff_ms)),
-                },
+                TaskState::Queued => {
+                    Finished::RetryScheduled { ready_at: now.plus(Duration::from_millis(*backoff_ms)) }
+                }
                 TaskState::Failed => Finished::Failed,
                 TaskState::Cancelled => Finished::Cancelled,
                 other => {
-                    return Err(TestCaseError::fail(format!(
-                        "finish left the task {other:?}"
-                    )));
+                    return Err(TestCaseError::fail(format!("finish left the task {other:?}")));
                 }
             };
             prop_assert_eq!(*finished, want);
@@ -637,9 +470,7 @@ fn check_effect(
                 TaskState::Failed => Reclaimed::Failed,
                 TaskState::Cancelled => Reclaimed::Cancelled,
                 other => {
-                    return Err(TestCaseError::fail(format!(
-                        "reclaim left the task {other:?}"
-                    )));
+                    return Err(TestCaseError::fail(format!("reclaim left the task {other:?}")));
                 }
             };
             prop_assert_eq!(*reclaimed, want);
@@ -664,9 +495,7 @@ fn check_effect(
             prop_assert!(!a.cancel_requested);
         }
         (event, effect) => {
-            return Err(TestCaseError::fail(format!(
-                "{event:?} answered {effect:?}"
-            )));
+            return Err(TestCaseError::fail(format!("{event:?} answered {effect:?}")));
         }
     }
     Ok(())
@@ -677,12 +506,7 @@ fn check_effect(
 /// from the lease holder under the lease's epoch.
 fn check_fencing(w: &World) -> Result<(), TestCaseError> {
     let t = &w.task;
-    let mut epochs: Vec<Epoch> = vec![
-        Epoch(0),
-        Epoch(t.epoch.0.saturating_sub(1)),
-        t.epoch,
-        t.epoch.next(),
-    ];
+    let mut epochs: Vec<Epoch> = vec![Epoch(0), Epoch(t.epoch.0.saturating_sub(1)), t.epoch, t.epoch.next()];
     epochs.extend(w.believed.iter().flatten());
     let (now, ttl) = (w.now, Duration::from_secs(1));
     for (i, agent) in w.agents.iter().enumerate() {
@@ -690,26 +514,11 @@ fn check_fencing(w: &World) -> Result<(), TestCaseError> {
             if w.holds(i, epoch) {
                 continue;
             }
-            let refusal = Refused::StaleEpoch {
-                current: t.epoch,
-                got: epoch,
-            };
+            let refusal = Refused::StaleEpoch { current: t.epoch, got: epoch };
             let stale = Err(refusal.clone());
             let mut probe = t.clone();
-            prop_assert_eq!(
-                probe.start(agent, epoch, now, ttl),
-                stale.clone(),
-                "start from {} @{}",
-                agent,
-                epoch
-            );
-            prop_assert_eq!(
-                probe.renew(agent, epoch, now, ttl),
-                stale.clone(),
-                "renew from {} @{}",
-                agent,
-                epoch
-            );
+            prop_assert_eq!(probe.start(agent, epoch, now, ttl), stale.clone(), "start from {} @{}", agent, epoch);
+            prop_assert_eq!(probe.renew(agent, epoch, now, ttl), stale.clone(), "renew from {} @{}", agent, epoch);
             prop_assert_eq!(
                 probe.release(agent, epoch, "probe", now),
                 stale.clone(),
@@ -719,22 +528,12 @@ fn check_fencing(w: &World) -> Result<(), TestCaseError> {
             );
             for outcome in [
                 RunOutcome::Succeeded { exit_code: 0 },
-                RunOutcome::Failed {
-                    exit_code: Some(1),
-                    reason: "probe".to_owned(),
-                },
+                RunOutcome::Failed { exit_code: Some(1), reason: "probe".to_owned() },
                 RunOutcome::TimedOut,
                 RunOutcome::Cancelled,
             ] {
                 let finished = probe.finish(agent, epoch, &outcome, now, ttl);
-                prop_assert_eq!(
-                    finished,
-                    Err(refusal.clone()),
-                    "finish {:?} from {} @{}",
-                    outcome,
-                    agent,
-                    epoch
-                );
+                prop_assert_eq!(finished, Err(refusal.clone()), "finish {:?} from {} @{}", outcome, agent, epoch);
             }
             prop_assert_eq!(&probe, t, "a stale report changed the task");
         }
@@ -756,9 +555,7 @@ fn run(max_attempts: u32, events: &[Event], coverage: &mut Coverage) -> Result<(
         let before = world.clone();
         let result = world.apply(event);
         coverage.states.insert(world.task.state);
-        coverage
-            .verdicts
-            .insert((event.kind(), Verdict::of(&result, &world.task).name()));
+        coverage.verdicts.insert((event.kind(), Verdict::of(&result, &world.task).name()));
         check_invariants(&world)?;
         check_step(&before, event, &result, &world)?;
         check_fencing(&world)?;
@@ -799,10 +596,7 @@ fn random_runs_reach_every_state_and_every_kind_of_refusal() {
     let mut runner = TestRunner::deterministic();
     let mut coverage = Coverage::default();
     for _ in 0..256 {
-        let (max_attempts, events) = scenario()
-            .new_tree(&mut runner)
-            .expect("a scenario")
-            .current();
+        let (max_attempts, events) = scenario().new_tree(&mut runner).expect("a scenario").current();
         if let Err(err) = run(max_attempts, &events, &mut coverage) {
             panic!("{err}");
         }
@@ -810,14 +604,8 @@ fn random_runs_reach_every_state_and_every_kind_of_refusal() {
     for state in TaskState::ALL {
         assert!(coverage.states.contains(&state), "no run reached {state:?}");
     }
-    for kind in [
-        "assign", "start", "renew", "release", "finish", "reclaim", "cancel", "retry",
-    ] {
-        assert!(
-            coverage.verdicts.contains(&(kind, "ok")),
-            "no {kind} succeeded: {:?}",
-            coverage.verdicts
-        );
+    for kind in ["assign", "start", "renew", "release", "finish", "reclaim", "cancel", "retry"] {
+        assert!(coverage.verdicts.contains(&(kind, "ok")), "no {kind} succeeded: {:?}", coverage.verdicts);
     }
     for (kind, refusal) in [
         ("start", "Stale"),

@@ -69,8 +69,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies
     /// migrations and starts the writer thread.
     pub fn open(path: &Path, limits: Limits) -> Result<SqliteStore> {
-        let mut conn = Connection::open(path)
-            .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn =
+            Connection::open(path).map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
         configure(&conn)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -295,7 +295,13 @@ impl Store for SqliteStore {
         self.write(move |c| ops::set_agent_flags(c, &name, flags, now)).await
     }
 
-    async fn heartbeat(&self, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, ttl: Duration) -> Result<Heartbeat> {
+    async fn heartbeat(
+        &self,
+        name: &AgentName,
+        runs: &[(TaskId, Epoch)],
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Heartbeat> {
         let (name, runs) = (name.clone(), runs.to_vec());
         self.write(move |c| ops::heartbeat(c, &name, &runs, now, ttl)).await
     }
@@ -333,12 +339,26 @@ impl Store for SqliteStore {
         self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within)).await
     }
 
-    async fn start_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, ttl: Duration) -> Result<Task> {
+    async fn start_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Task> {
         let (agent, id) = (agent.clone(), id.clone());
         self.write(move |c| ops::start_task(c, &agent, &id, epoch, now, ttl)).await
     }
 
-    async fn release_task(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task> {
+    async fn release_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Task> {
         let (agent, id, reason) = (agent.clone(), id.clone(), reason.to_owned());
         self.write(move |c| ops::release_task(c, &agent, &id, epoch, &reason, now)).await
     }

@@ -6,13 +6,13 @@
 
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
-    Heartbeat, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Scope, Stream,
-    StoreError, TaskFilter, TokenRecord,
+    Heartbeat, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Scope, StoreError,
+    Stream, TaskFilter, TokenRecord,
 };
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
-    AgentName, AgentStatus, Capability, Epoch, Invalid, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
-    TaskId, TaskSpec, TaskState, TokenId,
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Lease, Millis, Priority, RunOutcome, RunnerName, Task, TaskId,
+    TaskSpec, TaskState, TokenId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::time::Duration;
@@ -176,10 +176,8 @@ pub fn revoke_token(c: &Connection, id: &TokenId, now: Millis) -> Result<TokenRe
 }
 
 pub fn touch_token(c: &Connection, id: &TokenId, now: Millis) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-    )?
-    .execute(params![now.0, id.as_str(), now.0 - 60_000])?;
+    c.prepare_cached("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")?
+        .execute(params![now.0, id.as_str(), now.0 - 60_000])?;
     Ok(())
 }
 
@@ -299,7 +297,13 @@ pub fn set_agent_flags(c: &Connection, name: &AgentName, flags: AgentFlags, now:
     Ok(after)
 }
 
-pub fn heartbeat(c: &Connection, name: &AgentName, runs: &[(TaskId, Epoch)], now: Millis, ttl: Duration) -> Result<Heartbeat> {
+pub fn heartbeat(
+    c: &Connection,
+    name: &AgentName,
+    runs: &[(TaskId, Epoch)],
+    now: Millis,
+    ttl: Duration,
+) -> Result<Heartbeat> {
     let seen = c.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", params![now.0, name.as_str()])?;
     if seen == 0 {
         return Err(StoreError::not_found("agent", name));
@@ -320,7 +324,10 @@ pub fn heartbeat(c: &Connection, name: &AgentName, runs: &[(TaskId, Epoch)], now
             // The holder reports running a task we still see as assigned: its
             // `accept` was lost (the hub stopped before committing it). The run
             // is real, so it counts as started now rather than being run twice.
-            Err(_) if task.state == TaskState::Assigned && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) => {
+            Err(_)
+                if task.state == TaskState::Assigned
+                    && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) =>
+            {
                 start_task(c, name, id, *epoch, now, ttl)?;
                 out.renewed += 1;
             }
@@ -574,7 +581,14 @@ pub fn claim_tasks(c: &Connection, name: &AgentName, now: Millis, accept_within:
     Ok(claimed)
 }
 
-pub fn start_task(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis, ttl: Duration) -> Result<Task> {
+pub fn start_task(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    now: Millis,
+    ttl: Duration,
+) -> Result<Task> {
     let mut task = load_task(c, id)?;
     task.start(agent, epoch, now, ttl).map_err(refused)?;
     save_task(c, &task)?;
@@ -586,7 +600,14 @@ pub fn start_task(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, 
     Ok(task)
 }
 
-pub fn release_task(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, reason: &str, now: Millis) -> Result<Task> {
+pub fn release_task(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    reason: &str,
+    now: Millis,
+) -> Result<Task> {
     let mut task = load_task(c, id)?;
     task.release(agent, epoch, reason, now).map_err(refused)?;
     save_task(c, &task)?;
@@ -646,11 +667,9 @@ pub fn finish_task(
         Finished::Cancelled => "task.cancelled",
     };
     let detail = match (finished, &task.reason) {
-        (Finished::RetryScheduled { ready_at }, reason) => Some(format!(
-            "{}; retry in {} ms",
-            reason.as_deref().unwrap_or("failed"),
-            ready_at.0 - now.0
-        )),
+        (Finished::RetryScheduled { ready_at }, reason) => {
+            Some(format!("{}; retry in {} ms", reason.as_deref().unwrap_or("failed"), ready_at.0 - now.0))
+        }
         (_, reason) => reason.clone(),
     };
     task_event(c, now, kind, &task, detail.as_deref())?;
@@ -688,13 +707,9 @@ pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize) -> Result<Vec<
 }
 
 pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
-    let lease: Option<i64> = c.query_row(
-        "SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL",
-        [],
-        |r| r.get(0),
-    )?;
-    let ready: Option<i64> =
-        c.query_row("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'", [], |r| r.get(0))?;
+    let lease: Option<i64> =
+        c.query_row("SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL", [], |r| r.get(0))?;
+    let ready: Option<i64> = c.query_row("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'", [], |r| r.get(0))?;
     Ok(match (lease, ready) {
         (Some(a), Some(b)) => Some(Millis(a.min(b))),
         (a, b) => a.or(b).map(Millis),
@@ -720,7 +735,8 @@ pub fn append_output(
     let (mut stored, mut truncated): (u64, bool) = c
         .prepare_cached("SELECT output_bytes, output_truncated FROM attempts WHERE task_id = ? AND epoch = ?")?
         .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-    let mut insert = c.prepare_cached("INSERT INTO output (task_id, epoch, stream, at, data) VALUES (?, ?, ?, ?, ?)")?;
+    let mut insert =
+        c.prepare_cached("INSERT INTO output (task_id, epoch, stream, at, data) VALUES (?, ?, ?, ?, ?)")?;
     for chunk in chunks {
         if truncated {
             break;

@@ -42,7 +42,15 @@ fn submit(body: Value) -> Case<'static> {
 }
 
 fn post(path: &str, body: String) -> Case<'static> {
-    Case { auth: Auth::Admin, method: "POST", path: path.to_owned(), body: Some(body), status: 400, field: None, detail: "" }
+    Case {
+        auth: Auth::Admin,
+        method: "POST",
+        path: path.to_owned(),
+        body: Some(body),
+        status: 400,
+        field: None,
+        detail: "",
+    }
 }
 
 fn get(path: &str) -> Case<'static> {
@@ -71,7 +79,7 @@ async fn check(hub: &Hub, tokens: &Tokens, case: Case<'_>) {
     let what = format!("{} {} ({:?})", case.method, case.path, case.auth);
     let before = written(hub).await;
     let url = format!("{}/api/v1{}", hub.url, case.path);
-    let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
+    let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("an HTTP method");
     let mut req = reqwest::Client::new().request(method, url);
     let token = match case.auth {
         Auth::Admin => Some(tokens.admin.as_str()),
@@ -88,9 +96,9 @@ async fn check(hub: &Hub, tokens: &Tokens, case: Case<'_>) {
     }
     let resp = req.send().await.expect("the hub answers");
     let status = resp.status().as_u16();
-    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().expect("a text header").to_owned());
     let (content_type, challenge) = (header("content-type"), header("www-authenticate"));
-    let text = resp.text().await.unwrap();
+    let text = resp.text().await.expect("a body");
     assert_eq!(status, case.status, "{what}: {text}");
     assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{what}");
     if status == 401 {
@@ -103,8 +111,12 @@ async fn check(hub: &Hub, tokens: &Tokens, case: Case<'_>) {
     assert_eq!(problem["status"], status, "{what}: {problem}");
     let field = problem.get("field").and_then(Value::as_str).filter(|f| !f.is_empty());
     assert_eq!(field, case.field, "{what}: {problem}");
-    let detail = problem["detail"].as_str().unwrap().to_lowercase();
-    assert!(detail.contains(&case.detail.to_lowercase()), "{what}: the detail should mention {:?}: {problem}", case.detail);
+    let detail = problem["detail"].as_str().expect("a detail").to_lowercase();
+    assert!(
+        detail.contains(&case.detail.to_lowercase()),
+        "{what}: the detail should mention {:?}: {problem}",
+        case.detail
+    );
     assert_eq!(written(hub).await, before, "{what} wrote something");
 }
 
@@ -114,11 +126,12 @@ async fn setup() -> (Hub, Tokens, String) {
     let agent = hub.add_agent("worker", &[]).await;
     let (status, gone) = hub.post("/agents", json!({ "name": "gone" })).await;
     assert_eq!(status, 201, "{gone}");
-    let (status, revoked) = hub.post(&format!("/tokens/{}/revoke", gone["token_id"].as_str().unwrap()), json!({})).await;
+    let (status, revoked) =
+        hub.post(&format!("/tokens/{}/revoke", gone["token_id"].as_str().expect("a token id")), json!({})).await;
     assert_eq!(status, 200, "{revoked}");
     let queued = hub.shell_task("echo never runs").await;
     let tokens =
-        Tokens { admin: hub.token.clone(), agent, revoked: gone["token"].as_str().unwrap().to_owned() };
+        Tokens { admin: hub.token.clone(), agent, revoked: gone["token"].as_str().expect("a token").to_owned() };
     (hub, tokens, queued)
 }
 
@@ -171,7 +184,8 @@ async fn malformed_json_is_refused_as_a_whole_naming_no_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trailing_characters_after_the_json_body_are_refused() {
     let (hub, tokens, _) = setup().await;
-    for body in [r#"{"prompt": "echo hi", "runner": "shell"} trailing"#, r#"{"prompt": "echo hi", "runner": "shell"}}"#] {
+    for body in [r#"{"prompt": "echo hi", "runner": "shell"} trailing"#, r#"{"prompt": "echo hi", "runner": "shell"}}"#]
+    {
         check(&hub, &tokens, post("/tasks", body.into()).expect(400, None, "malformed")).await;
     }
 }

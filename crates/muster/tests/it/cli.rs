@@ -95,7 +95,7 @@ async fn logs_follow_prints_output_as_it_comes_and_ends_with_the_task() {
     let mut cmd = muster_command(&["task", "logs", "--follow", &id]);
     cmd.env("MUSTER_URL", &hub.url).env("MUSTER_TOKEN", &hub.token);
     let mut follow = ProcessGroup::spawn(&mut cmd).unwrap();
-    let _ = forward_stderr(&mut follow, "logs --follow", "\u{0}never");
+    drop(forward_stderr(&mut follow, "logs --follow", "\u{0}never"));
     let mut lines = BufReader::new(follow.child_mut().stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("the first line in time").unwrap();
     assert_eq!(first.as_deref(), Some("line-1"));

@@ -9,7 +9,8 @@ async fn an_agent_killed_mid_task_has_its_task_reclaimed_and_finished_by_another
     let hub = Hub::start().await;
     let mut first = hub.agent("first", 1, &[]).await;
     // The first attempt hangs; any later one finishes at once.
-    let script = "echo \"pgid $$ epoch $MUSTER_TASK_EPOCH\"; if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then sleep 300; fi; echo done";
+    let script =
+        "echo \"pgid $$ epoch $MUSTER_TASK_EPOCH\"; if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then sleep 300; fi; echo done";
     let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
     let out = hub.wait_output(&id, "epoch 1").await;
     let pgid: i32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();

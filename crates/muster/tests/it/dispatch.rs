@@ -56,14 +56,11 @@ async fn tasks_go_only_to_agents_with_every_capability_and_the_runner() {
         (0..4).map(|_| hub.add_task(json!({ "prompt": "echo gpu", "runner": "shell", "capabilities": ["gpu"] }))),
     )
     .await;
-    let both = hub
-        .add_task(json!({ "prompt": "echo both", "runner": "shell", "capabilities": ["gpu", "lang:rust"] }))
-        .await;
-    let nobody = hub
-        .add_task(json!({ "prompt": "echo never", "runner": "shell", "capabilities": ["gpu", "arm64"] }))
-        .await;
-    let plain: Vec<String> =
-        futures_util::future::join_all((0..4).map(|_| hub.shell_task("echo plain"))).await;
+    let both =
+        hub.add_task(json!({ "prompt": "echo both", "runner": "shell", "capabilities": ["gpu", "lang:rust"] })).await;
+    let nobody =
+        hub.add_task(json!({ "prompt": "echo never", "runner": "shell", "capabilities": ["gpu", "arm64"] })).await;
+    let plain: Vec<String> = futures_util::future::join_all((0..4).map(|_| hub.shell_task("echo plain"))).await;
 
     for id in gpu_tasks.iter().chain([&both]) {
         let task = hub.wait_state(id, &["succeeded"]).await;
@@ -95,10 +92,16 @@ async fn higher_priority_first_then_oldest_first() {
     hub.wait_state(&blocker, &["running"]).await;
 
     let mut order = Vec::new();
-    for (priority, label) in
-        [("low", "low-1"), ("normal", "normal-1"), ("urgent", "urgent-1"), ("high", "high-1"), ("urgent", "urgent-2"), ("normal", "normal-2")]
-    {
-        let id = hub.add_task(json!({ "prompt": format!("echo {label}"), "runner": "shell", "priority": priority })).await;
+    for (priority, label) in [
+        ("low", "low-1"),
+        ("normal", "normal-1"),
+        ("urgent", "urgent-1"),
+        ("high", "high-1"),
+        ("urgent", "urgent-2"),
+        ("normal", "normal-2"),
+    ] {
+        let id =
+            hub.add_task(json!({ "prompt": format!("echo {label}"), "runner": "shell", "priority": priority })).await;
         order.push((id, label));
     }
     std::fs::write(&gate_file, b"").unwrap();

@@ -3,7 +3,6 @@
 
 use muster_agent::process::ProcessGroup;
 use serde_json::{Value, json};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -29,13 +28,7 @@ pub struct HubOpts {
 
 impl Default for HubOpts {
     fn default() -> HubOpts {
-        HubOpts {
-            heartbeat: "200ms",
-            lease_ttl: "1s",
-            accept_timeout: "3s",
-            backoff_base: "100ms",
-            backoff_max: "2s",
-        }
+        HubOpts { heartbeat: "200ms", lease_ttl: "1s", accept_timeout: "3s", backoff_base: "100ms", backoff_max: "2s" }
     }
 }
 
@@ -65,10 +58,10 @@ fn watch_stderr(group: &mut ProcessGroup, tag: String, needle: &'static str) -> 
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("[{tag}] {line}");
-            if line.contains(needle) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line);
-                }
+            if line.contains(needle)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line);
             }
         }
     });
@@ -98,14 +91,27 @@ impl Hub {
     async fn spawn(dir: &Path, listen: &str, o: &HubOpts) -> (ProcessGroup, SocketAddr) {
         let dir = dir.to_str().expect("a UTF-8 path");
         let mut cmd = command(&[
-            "--data-dir", dir, "hub", "--listen", listen, "--heartbeat-interval", o.heartbeat, "--lease-ttl",
-            o.lease_ttl, "--accept-timeout", o.accept_timeout, "--retry-backoff-base", o.backoff_base,
-            "--retry-backoff-max", o.backoff_max,
+            "--data-dir",
+            dir,
+            "hub",
+            "--listen",
+            listen,
+            "--heartbeat-interval",
+            o.heartbeat,
+            "--lease-ttl",
+            o.lease_ttl,
+            "--accept-timeout",
+            o.accept_timeout,
+            "--retry-backoff-base",
+            o.backoff_base,
+            "--retry-backoff-max",
+            o.backoff_max,
         ]);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");
-        let line = tokio::time::timeout(PATIENCE, listening).await.expect("the hub listens in time").expect("the hub listens");
+        let line =
+            tokio::time::timeout(PATIENCE, listening).await.expect("the hub listens in time").expect("the hub listens");
         let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("an address");
         (group, addr.parse().expect("a socket address"))
     }
@@ -141,7 +147,13 @@ impl Hub {
         self.request_as(&self.token.clone(), method, path, body).await
     }
 
-    pub async fn request_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).timeout(PATIENCE);
         if !token.is_empty() {
             req = req.bearer_auth(token);
@@ -284,7 +296,9 @@ impl Hub {
 pub async fn cli_with_input(url: &str, token: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut cmd = command(args);
     cmd.env("MUSTER_URL", url).env("MUSTER_TOKEN", token).env("MUSTER_LOG", "warn");
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut group = ProcessGroup::spawn(&mut cmd).expect("the CLI starts");
     if let (Some(input), Some(mut pipe)) = (stdin, group.child_mut().stdin.take()) {
         use tokio::io::AsyncWriteExt;
@@ -303,16 +317,17 @@ pub async fn cli_with_input(url: &str, token: &str, args: &[&str], stdin: Option
 }
 
 pub struct Agent {
-    pub name: String,
     pub process: Option<ProcessGroup>,
-    pub workdir: tempfile::TempDir,
+    /// Where the agent's runs start; removed with the agent.
+    _workdir: tempfile::TempDir,
 }
 
 impl Agent {
     pub fn spawn(url: &str, name: &str, token: &str, slots: u32, caps: &[&str]) -> Agent {
         let workdir = tempfile::tempdir().expect("a workdir");
         let slots = slots.to_string();
-        let mut args = vec!["agent", "run", "--hub", url, "--slots", &slots, "--runner", "shell", "--drain-timeout", "5s"];
+        let mut args =
+            vec!["agent", "run", "--hub", url, "--slots", &slots, "--runner", "shell", "--drain-timeout", "5s"];
         let workdir_str = workdir.path().to_str().expect("a UTF-8 path").to_owned();
         args.extend(["--workdir", &workdir_str]);
         for cap in caps {
@@ -321,8 +336,8 @@ impl Agent {
         let mut cmd = command(&args);
         cmd.env("MUSTER_TOKEN", token).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the agent starts");
-        let _ = watch_stderr(&mut group, format!("agent {name}"), "\u{0}never");
-        Agent { name: name.to_owned(), process: Some(group), workdir }
+        drop(watch_stderr(&mut group, format!("agent {name}"), "\u{0}never"));
+        Agent { process: Some(group), _workdir: workdir }
     }
 
     /// SIGKILL to the agent process only: its runs are orphaned, not cleaned up.
@@ -353,10 +368,6 @@ pub fn live_members(pgid: i32) -> Vec<i32> {
         }
     }
     out
-}
-
-pub fn ids(values: &[Value]) -> HashSet<String> {
-    values.iter().filter_map(|v| v["id"].as_str().map(str::to_owned)).collect()
 }
 
 pub fn count_kind(events: &[Value], kind: &str) -> usize {

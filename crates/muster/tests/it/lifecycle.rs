@@ -124,7 +124,8 @@ async fn the_same_idempotency_key_returns_the_same_task() {
         assert_eq!(again["created"], false);
         assert_eq!(again["task"]["id"], first["task"]["id"]);
     }
-    let (code, out, _) = hub.cli(&["task", "add", "--runner", "shell", "--idempotency-key", "deploy-42", "echo once"]).await;
+    let (code, out, _) =
+        hub.cli(&["task", "add", "--runner", "shell", "--idempotency-key", "deploy-42", "echo once"]).await;
     assert_eq!(code, 0);
     assert_eq!(out.trim(), first["task"]["id"].as_str().unwrap());
     let tasks = hub.get("/tasks").await;

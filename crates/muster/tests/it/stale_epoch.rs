@@ -31,8 +31,11 @@ struct FakeAgent {
 impl FakeAgent {
     /// Connects with `token`, says `hello` with no runs, and waits for `welcome`.
     async fn connect(hub: &Hub, name: &str, token: &str) -> FakeAgent {
-        let mut request = format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().unwrap();
-        request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let mut request =
+            format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().expect("a WebSocket URL");
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"));
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
         let hello = json!({
             "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
@@ -57,7 +60,8 @@ impl FakeAgent {
     async fn next(&mut self) -> Value {
         let msg = tokio::time::timeout(PATIENCE, self.inbox.recv()).await;
         let who = &self.name;
-        msg.unwrap_or_else(|_| panic!("{who} heard nothing from the hub")).unwrap_or_else(|| panic!("{who}'s socket closed"))
+        msg.unwrap_or_else(|_| panic!("{who} heard nothing from the hub"))
+            .unwrap_or_else(|| panic!("{who}'s socket closed"))
     }
 
     /// Sends a close frame after everything sent so far and waits for the socket to end.
@@ -79,7 +83,11 @@ async fn next_json(socket: &mut Socket) -> Option<Value> {
 
 /// Owns the socket: sends what the test queues and heartbeats on time, and
 /// passes on everything the hub says.
-async fn drive(mut socket: Socket, mut commands: mpsc::UnboundedReceiver<Value>, deliver: mpsc::UnboundedSender<Value>) {
+async fn drive(
+    mut socket: Socket,
+    mut commands: mpsc::UnboundedReceiver<Value>,
+    deliver: mpsc::UnboundedSender<Value>,
+) {
     let mut runs: Vec<Value> = Vec::new();
     let mut beat = tokio::time::interval(HEARTBEAT);
     loop {
@@ -133,14 +141,13 @@ fn finished(task: &str, epoch: u64) -> Value {
     })
 }
 
-/// Asserts `msg` is an assignment of `task` under `epoch`.
-fn assert_assign(msg: &Value, task: &str, epoch: u64) {
-    assert_eq!((msg["type"].as_str(), msg["task"].as_str(), msg["epoch"].as_u64()), (Some("assign"), Some(task), Some(epoch)), "{msg}");
-}
-
-/// Asserts `msg` answers a report about `task` under `epoch` with `kind` (`ack` or `drop`).
-fn assert_answer(msg: &Value, kind: &str, task: &str, epoch: u64) {
-    assert_eq!((msg["type"].as_str(), msg["task"].as_str(), msg["epoch"].as_u64()), (Some(kind), Some(task), Some(epoch)), "{msg}");
+/// Asserts `msg` is a `kind` message (`assign`, `ack`, `drop`) about `task` under `epoch`.
+fn assert_msg(msg: &Value, kind: &str, task: &str, epoch: u64) {
+    assert_eq!(
+        (msg["type"].as_str(), msg["task"].as_str(), msg["epoch"].as_u64()),
+        (Some(kind), Some(task), Some(epoch)),
+        "{msg}"
+    );
 }
 
 async fn stale_reports(hub: &Hub, task: &str, agent: &str, epoch: u64) -> usize {
@@ -151,7 +158,11 @@ async fn stale_reports(hub: &Hub, task: &str, agent: &str, epoch: u64) -> usize 
 /// Asserts the task is running under `epoch`, leased to `agent`.
 async fn assert_running(hub: &Hub, task: &str, agent: &str, epoch: u64) {
     let t = hub.task(task).await;
-    assert_eq!((t["state"].as_str(), t["agent"].as_str(), t["epoch"].as_u64()), (Some("running"), Some(agent), Some(epoch)), "{t}");
+    assert_eq!(
+        (t["state"].as_str(), t["agent"].as_str(), t["epoch"].as_u64()),
+        (Some("running"), Some(agent), Some(epoch)),
+        "{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,7 +174,7 @@ async fn a_finished_report_with_a_stale_epoch_is_dropped_and_logged_never_applie
     // A takes the task under epoch 1, then vanishes.
     let mut a = FakeAgent::connect(&hub, "a", &token_a).await;
     let id = hub.add_task(json!({ "prompt": "echo hi", "runner": "shell", "max_attempts": 3 })).await;
-    assert_assign(&a.next().await, &id, 1);
+    assert_msg(&a.next().await, "assign", &id, 1);
     a.send(accept(&id, 1));
     hub.wait_state(&id, &["running"]).await;
     assert_running(&hub, &id, "a", 1).await;
@@ -176,7 +187,7 @@ async fn a_finished_report_with_a_stale_epoch_is_dropped_and_logged_never_applie
         (count_kind(&events, "task.reclaimed") == 1).then_some(())
     })
     .await;
-    assert_assign(&b.next().await, &id, 2);
+    assert_msg(&b.next().await, "assign", &id, 2);
     b.send(accept(&id, 2));
     hub.wait_until("B to start the task", || async {
         let t = hub.task(&id).await;
@@ -188,33 +199,37 @@ async fn a_finished_report_with_a_stale_epoch_is_dropped_and_logged_never_applie
     // A comes back and reports the run it lost: the hub tells it to drop the run.
     let mut a = FakeAgent::connect(&hub, "a", &token_a).await;
     a.send(finished(&id, 1));
-    assert_answer(&a.next().await, "drop", &id, 1);
+    assert_msg(&a.next().await, "drop", &id, 1);
     assert!(stale_reports(&hub, &id, "a", 1).await >= 1, "no task.stale_report for a's epoch 1");
     assert_running(&hub, &id, "b", 2).await;
 
     // Output under the stale epoch is refused as well, and not stored.
     a.send(output(&id, 1, "stale output from a\n"));
-    assert_answer(&a.next().await, "drop", &id, 1);
+    assert_msg(&a.next().await, "drop", &id, 1);
     assert!(!hub.output(&id).await.contains("stale output"), "stale output was stored");
 
     // The right epoch does not help A: the lease is B's.
     a.send(finished(&id, 2));
-    assert_answer(&a.next().await, "drop", &id, 2);
+    assert_msg(&a.next().await, "drop", &id, 2);
     assert_eq!(stale_reports(&hub, &id, "a", 2).await, 1);
     assert_running(&hub, &id, "b", 2).await;
 
     // B, the holder, finishes: applied and acknowledged, once.
     b.send(output(&id, 2, "from b\n"));
     b.send(finished(&id, 2));
-    assert_answer(&b.next().await, "ack", &id, 2);
+    assert_msg(&b.next().await, "ack", &id, 2);
     let task = hub.task(&id).await;
-    assert_eq!((task["state"].as_str(), task["agent"].as_str(), task["exit_code"].as_i64()), (Some("succeeded"), Some("b"), Some(0)), "{task}");
+    assert_eq!(
+        (task["state"].as_str(), task["agent"].as_str(), task["exit_code"].as_i64()),
+        (Some("succeeded"), Some("b"), Some(0)),
+        "{task}"
+    );
     assert_eq!(hub.output(&id).await, "from b\n");
     assert_eq!(count_kind(&hub.events(&format!("task={id}")).await, "task.succeeded"), 1);
 
     // A resend of the same report is acknowledged again and changes nothing.
     b.send(finished(&id, 2));
-    assert_answer(&b.next().await, "ack", &id, 2);
+    assert_msg(&b.next().await, "ack", &id, 2);
     let events = hub.events(&format!("task={id}")).await;
     assert_eq!(count_kind(&events, "task.succeeded"), 1, "{events:?}");
     assert_eq!(hub.task(&id).await["state"], "succeeded");
@@ -230,7 +245,7 @@ async fn an_agent_cannot_report_on_a_task_leased_to_another_agent() {
     let token_b = hub.add_agent("b", &[]).await;
     let mut b = FakeAgent::connect(&hub, "b", &token_b).await;
     let id = hub.shell_task("echo hi").await;
-    assert_assign(&b.next().await, &id, 1);
+    assert_msg(&b.next().await, "assign", &id, 1);
     b.send(accept(&id, 1));
     hub.wait_state(&id, &["running"]).await;
 
@@ -238,17 +253,18 @@ async fn an_agent_cannot_report_on_a_task_leased_to_another_agent() {
     let mut a = FakeAgent::connect(&hub, "a", &token_a).await;
     let before = hub.last_event().await;
     a.send(output(&id, 1, "not a's to write\n"));
-    assert_answer(&a.next().await, "drop", &id, 1);
+    assert_msg(&a.next().await, "drop", &id, 1);
     a.send(finished(&id, 1));
-    assert_answer(&a.next().await, "drop", &id, 1);
+    assert_msg(&a.next().await, "drop", &id, 1);
     assert_eq!(stale_reports(&hub, &id, "a", 1).await, 1);
-    let after: Vec<Value> = hub.events(&format!("task={id}")).await.into_iter().filter(|e| e["seq"].as_i64() > Some(before)).collect();
+    let after: Vec<Value> =
+        hub.events(&format!("task={id}")).await.into_iter().filter(|e| e["seq"].as_i64() > Some(before)).collect();
     assert!(after.iter().all(|e| e["kind"] == "task.stale_report"), "a's reports changed the task: {after:?}");
     assert_running(&hub, &id, "b", 1).await;
     assert_eq!(hub.output(&id).await, "");
 
     b.send(finished(&id, 1));
-    assert_answer(&b.next().await, "ack", &id, 1);
+    assert_msg(&b.next().await, "ack", &id, 1);
     assert_eq!(hub.task(&id).await["state"], "succeeded");
     a.close().await;
     b.close().await;
