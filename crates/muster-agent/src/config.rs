@@ -148,6 +148,16 @@ impl AgentConfig {
             muster_core::RunnerName::parse(name).map_err(|e| anyhow::anyhow!("runner name: {e}"))?;
             profile.check(name)?;
         }
+        if !self.workdir.is_dir() {
+            bail!("workdir {} is not an existing directory", self.workdir.display());
+        }
+        for (name, profile) in &self.runners {
+            if let Some(cwd) = &profile.cwd
+                && !cwd.is_dir()
+            {
+                bail!("runner {name:?}: cwd {} is not an existing directory", cwd.display());
+            }
+        }
         for cap in &self.capabilities {
             muster_core::Capability::parse(cap).map_err(|e| anyhow::anyhow!("{e}"))?;
         }

@@ -135,12 +135,12 @@ pub fn connect_url(hub: &str) -> anyhow::Result<String> {
     let hub = hub.trim_end_matches('/');
     let rest = if let Some(r) = hub.strip_prefix("http://") {
         format!("ws://{r}")
-    } else if let Some(r) = hub.strip_prefix("https://") {
-        format!("wss://{r}")
-    } else if hub.starts_with("ws://") || hub.starts_with("wss://") {
+    } else if hub.starts_with("ws://") {
         hub.to_owned()
+    } else if hub.starts_with("https://") || hub.starts_with("wss://") {
+        bail!("hub URL {hub:?}: this build speaks plain http:// only; reach a remote hub through a tunnel or proxy");
     } else {
-        bail!("hub URL {hub:?} must start with http:// or https://");
+        bail!("hub URL {hub:?} must start with http://");
     };
     Ok(format!("{rest}{}/agent/connect", muster_proto::API_PREFIX))
 }
@@ -292,7 +292,9 @@ impl Agent {
         let welcome = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
         let heartbeat = match welcome {
             Ok(Some(Ok(Message::Text(t)))) => match from_json::<HubMsg>(t.as_bytes()) {
-                Ok(HubMsg::Welcome { agent, heartbeat_ms, .. }) => {
+                Ok(HubMsg::Welcome { agent, heartbeat_ms, max_output_bytes, .. }) => {
+                    // The hub keeps this much per attempt; forwarding more would be dropped unseen.
+                    self.config.max_output_bytes = max_output_bytes;
                     if self.name.as_deref() != Some(&agent) {
                         tracing::info!(agent = %agent, hub = %self.config.hub, "connected");
                     }
@@ -468,7 +470,7 @@ mod tests {
     #[test]
     fn hub_urls_become_socket_urls() {
         assert_eq!(connect_url("http://127.0.0.1:4000/").unwrap(), "ws://127.0.0.1:4000/api/v1/agent/connect");
-        assert_eq!(connect_url("https://hub.example").unwrap(), "wss://hub.example/api/v1/agent/connect");
+        assert!(connect_url("https://hub.example").unwrap_err().to_string().contains("plain http"));
         assert!(connect_url("127.0.0.1:4000").is_err());
     }
 }

@@ -40,8 +40,16 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str, token: &str) -> CliResult<Client> {
         let base = base.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http:// or https://")));
+        if base.starts_with("https://") {
+            return Err(CliError::new(
+                exit::USAGE,
+                format!(
+                    "hub URL {base:?}: this build speaks plain http:// only; reach a remote hub through a tunnel or proxy"
+                ),
+            ));
+        }
+        if !base.starts_with("http://") {
+            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http://")));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

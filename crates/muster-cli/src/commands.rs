@@ -384,8 +384,13 @@ pub async fn wait_for_end(client: &Client, id: &str, limit: Option<Duration>) ->
                 format!("task {id} is still {} after the timeout", detail.task.state),
             ));
         }
-        let query = encode(&[("task", detail.task.id.clone()), ("after", after.to_string()), ("wait", "20s".into())]);
-        let page: EventPage = client.get_waiting(&format!("/events?{query}"), Duration::from_secs(20)).await?;
+        let mut wait = Duration::from_secs(20);
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(tokio::time::Instant::now())).max(Duration::from_millis(10));
+        }
+        let wait_text = format!("{}ms", wait.as_millis());
+        let query = encode(&[("task", detail.task.id.clone()), ("after", after.to_string()), ("wait", wait_text)]);
+        let page: EventPage = client.get_waiting(&format!("/events?{query}"), wait).await?;
         after = page.next_after;
     }
 }
@@ -531,8 +536,9 @@ pub struct EventsArgs {
     /// Only events after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub after: i64,
-    #[arg(long, default_value_t = 1000)]
-    pub limit: usize,
+    /// Print at most this many events (without --follow).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Keep printing new events as they happen.
     #[arg(long, short)]
     pub follow: bool,
@@ -544,8 +550,10 @@ pub struct EventsArgs {
 pub async fn events(conn: &ConnArgs, args: EventsArgs) -> CliResult {
     let client = conn.client()?;
     let mut after = args.after;
-    loop {
-        let mut query = vec![("after", after.to_string()), ("limit", args.limit.to_string())];
+    let mut left = if args.follow { usize::MAX } else { args.limit.unwrap_or(usize::MAX) };
+    while left > 0 {
+        let page_size = left.min(1000);
+        let mut query = vec![("after", after.to_string()), ("limit", page_size.to_string())];
         if let Some(t) = &args.task {
             query.push(("task", t.clone()));
         }
@@ -565,10 +573,12 @@ pub async fn events(conn: &ConnArgs, args: EventsArgs) -> CliResult {
             }
         }
         after = page.next_after;
-        if !args.follow && page.events.len() < args.limit {
+        left = left.saturating_sub(page.events.len());
+        if !args.follow && page.events.len() < page_size {
             return Ok(());
         }
     }
+    Ok(())
 }
 
 fn event_line(e: &EventView) -> String {

@@ -186,8 +186,11 @@ pub enum Refused {
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Refused::StaleEpoch { current, got } if current == got => {
+                write!(f, "the lease under epoch {got} has ended (the run finished or was reclaimed)")
+            }
             Refused::StaleEpoch { current, got } => {
-                write!(f, "stale epoch {got}: the task's current lease is epoch {current}")
+                write!(f, "stale epoch {got}: the task has since been handed out under epoch {current}")
             }
             Refused::WrongState { state, wanted } => write!(f, "task is {}; {wanted}", state.as_str()),
             Refused::NoAttemptsLeft => f.write_str("no attempts left"),

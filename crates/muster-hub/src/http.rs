@@ -57,7 +57,7 @@ impl From<muster_core::Invalid> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::NotFound { what, id } => ApiError::NotFound(format!("no {what} with id {id:?}")),
+            StoreError::NotFound { what, id } => ApiError::NotFound(format!("no {what} {id}")),
             StoreError::Conflict(detail) => ApiError::Conflict { field: None, detail },
             StoreError::Refused(r) => ApiError::Conflict { field: Some("state".into()), detail: r.to_string() },
             StoreError::Invalid(i) => ApiError::BadRequest(i.into()),
@@ -248,7 +248,7 @@ async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Raw
 
 async fn load_task(hub: &Hub, raw: &str) -> ApiResult<Task> {
     let id = task_id(raw)?;
-    hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))
+    hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
 }
 
 async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
@@ -322,8 +322,7 @@ async fn task_logs(
     let mut output = hub.shared.output.subscribe();
     loop {
         output.borrow_and_update();
-        let task =
-            hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id:?}")))?;
+        let task = hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
         let chunks = hub.shared.store.read_output(&id, &filter).await?;
         // Done only when the task has ended and every chunk was read.
         let done = task.state.is_terminal() && chunks.len() < filter.limit;
@@ -442,7 +441,7 @@ async fn list_agents(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 
 async fn load_agent(hub: &Hub, raw: &str) -> ApiResult<AgentRecord> {
     let name = AgentName::parse(raw)?;
-    hub.shared.store.agent(&name).await?.ok_or_else(|| ApiError::NotFound(format!("no agent named {name:?}")))
+    hub.shared.store.agent(&name).await?.ok_or_else(|| ApiError::NotFound(format!("no agent named {name}")))
 }
 
 async fn show_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {

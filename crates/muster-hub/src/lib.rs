@@ -127,12 +127,13 @@ impl Hub {
         &self.shared.config
     }
 
-    /// Creates the first admin token when the store has none, writes it to
-    /// `<data-dir>/admin.token` (mode 0600) and returns it so it can be shown
-    /// once. Returns `None` when an admin token already exists.
+    /// Creates an admin token when the store has no live one (first start, or
+    /// every admin token was revoked), writes it to `<data-dir>/admin.token`
+    /// (mode 0600) and returns it so it can be shown once. Returns `None` when
+    /// a live admin token exists.
     pub async fn ensure_admin_token(&self, data_dir: &Path) -> anyhow::Result<Option<String>> {
         let tokens = self.shared.store.list_tokens().await?;
-        if tokens.iter().any(|t| t.scope == Scope::Admin) {
+        if tokens.iter().any(|t| t.scope == Scope::Admin && t.revoked_at.is_none()) {
             return Ok(None);
         }
         let minted = mint_token()?;

@@ -144,6 +144,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         protocol: PROTOCOL_VERSION,
         heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
         lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+        max_output_bytes: config.max_output_bytes_per_attempt,
     };
     let mut conn = Conn { hub: hub.clone(), name: name.clone(), dropped: HashSet::new() };
     let mut reason = String::from("socket closed");
@@ -329,7 +330,7 @@ impl Conn {
                     Err(e) => self.refused(&id, epoch, "output", e).await,
                 }
             }
-            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated: _ } => {
+            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
                 let outcome = match parse_outcome(&outcome, exit_code, reason) {
@@ -339,6 +340,12 @@ impl Conn {
                         return;
                     }
                 };
+                if output_truncated
+                    && let Err(e) = store.mark_output_truncated(&self.name, &id, epoch).await
+                    && !matches!(e, StoreError::Refused(_))
+                {
+                    tracing::error!(task = %id, error = %e, "cannot record truncated output");
+                }
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
                 let backoff = config.backoff.delay(attempt, jitter());
                 match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {

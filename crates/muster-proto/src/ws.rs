@@ -76,6 +76,8 @@ pub enum HubMsg {
         protocol: u32,
         heartbeat_ms: u64,
         lease_ttl_ms: u64,
+        /// Output the hub keeps per attempt; the agent forwards no more.
+        max_output_bytes: u64,
     },
     Assign {
         task: String,

@@ -102,6 +102,7 @@ cases!($
     hub_started_disconnects_agents_and_extends_leases,
     append_output_stops_at_the_cap,
     append_output_with_a_stale_epoch_is_refused,
+    mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
     events_filter_by_task_agent_and_after,
     record_event_appends_what_it_is_given,
@@ -1426,6 +1427,31 @@ pub async fn append_output_stops_at_the_cap(store: Arc<dyn Store>) {
     let e2 = start(s, &a, &task, at(5).plus(BACKOFF)).await;
     let appended = ok("append_output", s.append_output(&a, &task, e2, vec![stdout(b"again")], at(11)).await);
     assert_eq!(appended, AppendOutput { stored_bytes: 5, truncated: false });
+}
+
+pub async fn mark_output_truncated_flags_only_the_holders_attempt(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("chatty"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let before = snapshot(s).await;
+    let r = refusal("mark_output_truncated by another agent", s.mark_output_truncated(&b, &task, e).await);
+    assert_stale("mark_output_truncated by another agent", r, e, e);
+    let r =
+        refusal("mark_output_truncated with a newer epoch", s.mark_output_truncated(&a, &task, Epoch(e.0 + 1)).await);
+    assert_stale("mark_output_truncated with a newer epoch", r, e, Epoch(e.0 + 1));
+    assert_unchanged(s, &before, "a refused mark_output_truncated").await;
+    assert!(!attempts(s, &task).await[0].output_truncated);
+
+    ok("append_output", s.append_output(&a, &task, e, vec![stdout(b"kept")], at(1)).await);
+    ok("mark_output_truncated", s.mark_output_truncated(&a, &task, e).await);
+    finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
+    let attempt = &attempts(s, &task).await[0];
+    assert!(attempt.output_truncated, "the holder's attempt is marked truncated");
+    assert_eq!(attempt.output_bytes, 4, "the mark keeps what the hub stored");
+    assert_eq!(output(s, &task, None, 0).await.len(), 1);
 }
 
 pub async fn append_output_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {

@@ -25,7 +25,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// What went wrong, named after what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("{what} {id:?} not found")]
+    #[error("no {what} {id}")]
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
@@ -169,6 +169,9 @@ pub trait Store: Send + Sync + 'static {
         chunks: Vec<OutputChunk>,
         now: Millis,
     ) -> Result<AppendOutput>;
+    /// Marks the running attempt's output as truncated: the agent dropped
+    /// output past its own cap. Refused like `append_output` for a stale epoch.
+    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()>;
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
 

@@ -68,6 +68,8 @@ async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
+    // Bind before showing a new admin token: a start that fails must not use up its only display.
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(token) = hub.ensure_admin_token(&data_dir).await? {
         println!("{token}");
         eprintln!(
@@ -75,7 +77,6 @@ async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
             data_dir.join("admin.token").display()
         );
     }
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     Ok(Opened { hub, listener, _lock: lock })
 }
 
@@ -105,7 +106,7 @@ pub struct AgentRunArgs {
     /// Directory runs start in [default: the current directory].
     #[arg(long, env = "MUSTER_WORKDIR")]
     pub workdir: Option<PathBuf>,
-    /// How long a shutdown waits for runs before stopping them [default: 30s].
+    /// How long a shutdown waits for runs before stopping them.
     #[arg(long, default_value = "30s")]
     pub drain_timeout: String,
 }

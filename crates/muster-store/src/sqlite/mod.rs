@@ -397,6 +397,11 @@ impl Store for SqliteStore {
         self.write(move |c| ops::append_output(c, &agent, &id, epoch, &chunks, now, cap)).await
     }
 
+    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
+        let (agent, id) = (agent.clone(), id.clone());
+        self.write(move |c| ops::mark_output_truncated(c, &agent, &id, epoch)).await
+    }
+
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>> {
         let (id, filter) = (id.clone(), filter.clone());
         self.read(move |c| ops::read_output(c, &id, &filter)).await

@@ -718,6 +718,23 @@ pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
 
 // -- output ---------------------------------------------------------------------
 
+/// Refuses unless `agent` holds the running lease under `epoch`.
+fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
+    let task = load_task(c, id)?;
+    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) && task.state == TaskState::Running;
+    if !held {
+        return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
+    }
+    Ok(())
+}
+
+pub fn mark_output_truncated(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
+    running_attempt(c, agent, id, epoch)?;
+    c.prepare_cached("UPDATE attempts SET output_truncated = 1 WHERE task_id = ? AND epoch = ?")?
+        .execute(params![id.as_str(), epoch.0 as i64])?;
+    Ok(())
+}
+
 pub fn append_output(
     c: &Connection,
     agent: &AgentName,
@@ -727,11 +744,7 @@ pub fn append_output(
     now: Millis,
     cap: u64,
 ) -> Result<AppendOutput> {
-    let task = load_task(c, id)?;
-    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) && task.state == TaskState::Running;
-    if !held {
-        return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
-    }
+    running_attempt(c, agent, id, epoch)?;
     let (mut stored, mut truncated): (u64, bool) = c
         .prepare_cached("SELECT output_bytes, output_truncated FROM attempts WHERE task_id = ? AND epoch = ?")?
         .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;

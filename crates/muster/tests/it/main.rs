@@ -9,4 +9,5 @@ mod cli;
 mod crash;
 mod dispatch;
 mod lifecycle;
+mod regressions;
 mod stale_epoch;
