@@ -5,6 +5,8 @@ use crate::config::{BASE_ENV, PromptMode, RunnerProfile};
 use crate::process::ProcessGroup;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -125,30 +127,19 @@ pub async fn execute(
             let _ = stdin.shutdown().await;
         });
     }
-    let budget = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(spec.max_output_bytes as i64));
-    let truncated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let output = OutputSink {
+        task: spec.task.clone(),
+        epoch: spec.epoch,
+        events: events.clone(),
+        budget: Arc::new(AtomicI64::new(spec.max_output_bytes as i64)),
+        truncated: Arc::new(AtomicBool::new(false)),
+    };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
-        readers.push(tokio::spawn(pump(
-            out,
-            "stdout",
-            spec.task.clone(),
-            spec.epoch,
-            events.clone(),
-            budget.clone(),
-            truncated.clone(),
-        )));
+        readers.push(tokio::spawn(pump(out, "stdout", output.clone())));
     }
     if let Some(err) = group.child_mut().stderr.take() {
-        readers.push(tokio::spawn(pump(
-            err,
-            "stderr",
-            spec.task.clone(),
-            spec.epoch,
-            events.clone(),
-            budget.clone(),
-            truncated.clone(),
-        )));
+        readers.push(tokio::spawn(pump(err, "stderr", output.clone())));
     }
 
     let deadline = tokio::time::sleep(spec.timeout);
@@ -188,7 +179,7 @@ pub async fn execute(
         let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
     }
     drop(group);
-    let truncated = truncated.load(std::sync::atomic::Ordering::SeqCst);
+    let truncated = output.truncated.load(Ordering::SeqCst);
     match end {
         End::Exited(Ok(status)) => match status.code() {
             Some(0) => Some(finished("succeeded", Some(0), None, truncated)),
@@ -216,18 +207,27 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)
 }
 
-/// Reads one pipe to its end, forwarding output while the budget lasts and
-/// draining the rest so the child never blocks on a full pipe.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    stream: &'static str,
+/// Where both of a run's output pipes send what they read, and the budget
+/// they share.
+#[derive(Clone)]
+struct OutputSink {
     task: String,
     epoch: u64,
     events: mpsc::UnboundedSender<RunEvent>,
-    budget: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    truncated: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
+    /// Bytes still to forward, across stdout and stderr.
+    budget: Arc<AtomicI64>,
+    truncated: Arc<AtomicBool>,
+}
+
+impl OutputSink {
+    fn send(&self, stream: &'static str, data: String) {
+        let _ = self.events.send(RunEvent::Output { task: self.task.clone(), epoch: self.epoch, stream, data });
+    }
+}
+
+/// Reads one pipe to its end, forwarding output while the budget lasts and
+/// draining the rest so the child never blocks on a full pipe.
+async fn pump(mut pipe: impl AsyncRead + Unpin, stream: &'static str, sink: OutputSink) {
     let mut buf = vec![0u8; READ_CHUNK];
     // Bytes of a UTF-8 character split across reads, held for the next one.
     let mut pending: Vec<u8> = Vec::new();
@@ -236,10 +236,10 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let left = budget.fetch_sub(n as i64, Ordering::SeqCst);
+        let left = sink.budget.fetch_sub(n as i64, Ordering::SeqCst);
         let take = if left <= 0 { 0 } else { (left as usize).min(n) };
         if take < n {
-            truncated.store(true, Ordering::SeqCst);
+            sink.truncated.store(true, Ordering::SeqCst);
         }
         if take == 0 {
             continue;
@@ -254,11 +254,10 @@ async fn pump(
         let data = String::from_utf8_lossy(&pending).into_owned();
         pending = rest;
         if !data.is_empty() {
-            let _ = events.send(RunEvent::Output { task: task.clone(), epoch, stream, data });
+            sink.send(stream, data);
         }
     }
     if !pending.is_empty() {
-        let data = String::from_utf8_lossy(&pending).into_owned();
-        let _ = events.send(RunEvent::Output { task, epoch, stream, data });
+        sink.send(stream, String::from_utf8_lossy(&pending).into_owned());
     }
 }

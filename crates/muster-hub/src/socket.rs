@@ -159,7 +159,11 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         reason = loop {
             tokio::select! {
                 frame = tokio::time::timeout(offline_after, stream.next()) => match frame {
-                    Err(_) => break format!("missed heartbeats for {} ms", offline_after.as_millis()),
+                    Err(_) => {
+                        let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
+                        let _ = sink.send(close(close_code::AWAY, &why)).await;
+                        break why;
+                    }
                     Ok(None) => break "socket closed".into(),
                     Ok(Some(Err(e))) => break format!("socket error: {e}"),
                     Ok(Some(Ok(Message::Text(t)))) => {

@@ -42,6 +42,9 @@ pub struct HubArgs {
     /// Attempts for tasks that name none [default: 3].
     #[arg(long, env = "MUSTER_DEFAULT_MAX_ATTEMPTS")]
     pub default_max_attempts: Option<u32>,
+    /// Output kept per attempt, in bytes [default: 4194304].
+    #[arg(long, env = "MUSTER_MAX_OUTPUT_BYTES")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -148,7 +151,10 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         )?,
         default_max_attempts,
         extra_runners: file.extra_runners,
-        max_output_bytes_per_attempt: file.max_output_bytes.unwrap_or(defaults.max_output_bytes_per_attempt),
+        max_output_bytes_per_attempt: args
+            .max_output_bytes
+            .or(file.max_output_bytes)
+            .unwrap_or(defaults.max_output_bytes_per_attempt),
     })
 }
 
@@ -168,6 +174,7 @@ mod tests {
             default_runner: None,
             default_timeout: None,
             default_max_attempts: None,
+            max_output_bytes: None,
         }
     }
 

@@ -24,11 +24,20 @@ pub struct HubOpts {
     pub accept_timeout: &'static str,
     pub backoff_base: &'static str,
     pub backoff_max: &'static str,
+    /// More `muster hub` flags.
+    pub extra: &'static [&'static str],
 }
 
 impl Default for HubOpts {
     fn default() -> HubOpts {
-        HubOpts { heartbeat: "200ms", lease_ttl: "1s", accept_timeout: "3s", backoff_base: "100ms", backoff_max: "2s" }
+        HubOpts {
+            heartbeat: "200ms",
+            lease_ttl: "1s",
+            accept_timeout: "3s",
+            backoff_base: "100ms",
+            backoff_max: "2s",
+            extra: &[],
+        }
     }
 }
 
@@ -107,6 +116,7 @@ impl Hub {
             "--retry-backoff-max",
             o.backoff_max,
         ]);
+        cmd.args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");

@@ -9,5 +9,6 @@ mod cli;
 mod crash;
 mod dispatch;
 mod lifecycle;
+mod liveness;
 mod regressions;
 mod stale_epoch;

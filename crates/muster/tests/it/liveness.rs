@@ -1,0 +1,94 @@
+//! Liveness: an agent that falls silent is taken offline and loses its
+//! leases; the hub's output cap reaches the agents.
+
+use crate::harness::{Hub, HubOpts, PATIENCE, count_kind};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(hub: &Hub, token: &str) -> Socket {
+    let mut request = format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().expect("a WebSocket URL");
+    request
+        .headers_mut()
+        .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
+    let hello = json!({
+        "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
+        "slots": 1, "runs": [], "draining": false,
+    });
+    socket.send(Message::text(hello.to_string())).await.expect("hello sent");
+    socket
+}
+
+/// The next text frame as JSON, or the close frame's reason.
+async fn next(socket: &mut Socket) -> Result<Value, String> {
+    loop {
+        match tokio::time::timeout(PATIENCE, socket.next()).await.expect("the hub speaks in time") {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("the hub sends JSON")),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
+            Some(Ok(_)) => {}
+            other => return Err(format!("socket ended: {other:?}")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_stops_heartbeating_goes_offline_and_its_task_runs_elsewhere() {
+    let hub = Hub::start().await;
+    let token = hub.add_agent("silent", &[]).await;
+    let mut socket = connect(&hub, &token).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "welcome");
+    let id = hub.shell_task("echo ran").await;
+    let assign = next(&mut socket).await.unwrap();
+    assert_eq!(assign["type"], "assign");
+    assert_eq!(assign["task"], id.as_str());
+    let accept = json!({ "type": "accept", "task": id, "epoch": assign["epoch"] });
+    socket.send(Message::text(accept.to_string())).await.unwrap();
+    hub.wait_state(&id, &["running"]).await;
+
+    // From here on the agent says nothing, though its socket stays open: a
+    // hung or partitioned agent. Three missed heartbeats take it offline.
+    let closed = loop {
+        match next(&mut socket).await {
+            Ok(_) => continue,
+            Err(reason) => break reason,
+        }
+    };
+    assert!(closed.contains("missed heartbeats"), "{closed}");
+    let agent = hub.get("/agents/silent").await;
+    assert_eq!(agent["state"], "offline");
+    let events = hub.events("agent=silent").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "agent.disconnected"
+                && e["detail"].as_str().unwrap_or("").contains("missed heartbeats")),
+        "{events:?}"
+    );
+
+    // Its lease expires and a live agent finishes the task.
+    let _live = hub.agent("live", 1, &[]).await;
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["agent"], "live");
+    assert_eq!(task["attempts_detail"][0]["outcome"], "lease_expired");
+    assert_eq!(hub.output(&id).await, "ran\n");
+    assert_eq!(count_kind(&hub.events(&format!("task={id}")).await, "task.reclaimed"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_past_the_hubs_cap_is_cut_and_the_attempt_marked_truncated() {
+    let hub = Hub::start_with(HubOpts { extra: &["--max-output-bytes", "1000"], ..HubOpts::default() }).await;
+    let _agent = hub.agent("chatty", 1, &[]).await;
+    let id = hub.shell_task("head -c 5000 /dev/zero | tr '\\0' x; echo >&2 after").await;
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    let attempt = &task["attempts_detail"][0];
+    assert_eq!(attempt["output_truncated"], true, "{task}");
+    assert_eq!(attempt["output_bytes"], 1000, "{task}");
+    let output = hub.output(&id).await;
+    assert_eq!(output.len(), 1000);
+    assert!(output.bytes().all(|b| b == b'x'), "only the first 1000 bytes are kept");
+}
