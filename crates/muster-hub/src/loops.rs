@@ -86,18 +86,39 @@ impl Hub {
         let start = *rotation % agents.len();
         agents.rotate_left(start);
         let accept = self.config().accept_timeout;
+        let now = self.now();
+        // Issued together, the claims are committed in one batch: one fsync per
+        // pass however many agents there are. The rotation still decides who
+        // is served first, since the writer applies a batch in arrival order.
+        let claims = agents.iter().map(|agent| self.shared.store.claim_tasks(agent, now, accept));
+        let results = futures_util::future::join_all(claims).await;
         let mut assigned = 0;
-        for agent in agents {
-            let tasks = self.shared.store.claim_tasks(&agent, self.now(), accept).await?;
+        let mut failure = None;
+        for (agent, result) in agents.iter().zip(results) {
+            // Other agents' claims committed; their tasks must still go out.
+            let tasks = match result {
+                Ok(tasks) => tasks,
+                Err(e) => {
+                    failure = Some(e);
+                    continue;
+                }
+            };
             for task in &tasks {
                 tracing::debug!(task = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
-                if !self.send_to(&agent, HubMsg::assign(task)) {
+                if !self.send_to(agent, HubMsg::assign(task)) {
                     // The socket went away after the claim; the accept deadline reclaims it.
                     tracing::warn!(task = %task.id, agent = %agent, "agent left before its assignment was sent");
                 }
             }
             assigned += tasks.len();
         }
-        Ok(assigned)
+        match failure {
+            Some(e) if assigned == 0 => Err(e),
+            Some(e) => {
+                tracing::error!(error = %e, "a claim failed; the others went out");
+                Ok(assigned)
+            }
+            None => Ok(assigned),
+        }
     }
 }

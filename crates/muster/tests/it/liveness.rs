@@ -59,8 +59,11 @@ async fn an_agent_that_stops_heartbeating_goes_offline_and_its_task_runs_elsewhe
         }
     };
     assert!(closed.contains("missed heartbeats"), "{closed}");
-    let agent = hub.get("/agents/silent").await;
-    assert_eq!(agent["state"], "offline");
+    // The close frame can arrive before the hub has recorded the disconnect.
+    hub.wait_until("the silent agent to be offline", || async {
+        (hub.get("/agents/silent").await["state"] == "offline").then_some(())
+    })
+    .await;
     let events = hub.events("agent=silent").await;
     assert!(
         events
