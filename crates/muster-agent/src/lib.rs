@@ -30,12 +30,18 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Output kept while disconnected, across all runs; older output beyond it is dropped.
 const MAX_BUFFERED_BYTES: usize = 16 << 20;
 
 struct Running {
     epoch: u64,
     stop: watch::Sender<Option<Stop>>,
+    /// The hub dropped this run: it is being killed and no longer holds a slot
+    /// in the hub's eyes, so it must not hold one here either.
+    dropped: bool,
 }
 
 struct Agent {
@@ -56,6 +62,9 @@ struct Agent {
 
 enum SessionEnd {
     Lost(String),
+    /// The hub will not take this agent as it is (e.g. a protocol mismatch):
+    /// reconnecting would only be refused again.
+    Refused(String),
     Finished,
 }
 
@@ -88,6 +97,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 failures = 0;
                 match agent.session(socket, &mut shutdown_rx).await {
                     SessionEnd::Finished => return Ok(()),
+                    SessionEnd::Refused(reason) => return Err(anyhow::Error::new(Refusal(reason))),
                     SessionEnd::Lost(reason) => tracing::warn!(reason = %reason, "lost the hub; reconnecting"),
                 }
             }
@@ -161,7 +171,11 @@ impl Agent {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(muster_proto::ws::MAX_FRAME_BYTES);
         ws_config.max_frame_size = Some(muster_proto::ws::MAX_FRAME_BYTES);
-        match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
+        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+        let Ok(connected) = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await else {
+            bail!("cannot connect to {url}: no answer within {CONNECT_TIMEOUT:?}");
+        };
+        match connected {
             Ok((socket, _)) => Ok(socket),
             Err(WsError::Http(response)) => {
                 let status = response.status();
@@ -176,8 +190,13 @@ impl Agent {
         }
     }
 
+    /// Runs this agent holds: those going on, and those whose outcome the hub
+    /// has not acknowledged yet (so their leases stay alive, and a lost accept
+    /// is recovered, until the report lands).
     fn run_refs(&self) -> Vec<RunRef> {
-        self.runs.iter().map(|(task, r)| RunRef { task: task.clone(), epoch: r.epoch }).collect()
+        let live = self.runs.iter().map(|(task, r)| RunRef { task: task.clone(), epoch: r.epoch });
+        let reported = self.unacked.iter().map(|f| RunRef { task: f.task.clone(), epoch: f.epoch });
+        live.chain(reported).collect()
     }
 
     fn hello(&self) -> AgentMsg {
@@ -302,7 +321,7 @@ impl Agent {
                     Duration::from_millis(heartbeat_ms.max(10))
                 }
                 Ok(HubMsg::Error { message }) => {
-                    return SessionEnd::Lost(format!("the hub refused the hello: {message}"));
+                    return SessionEnd::Refused(format!("the hub refused the hello: {message}"));
                 }
                 other => return SessionEnd::Lost(format!("expected welcome, got {other:?}")),
             },
@@ -354,7 +373,16 @@ impl Agent {
                     Some(Ok(_)) => None,
                 },
                 Some(ev) = self.events.recv() => self.on_run_event(ev),
-                _ = ticker.tick() => Some(AgentMsg::Heartbeat { runs: self.run_refs(), draining: self.draining }),
+                _ = ticker.tick() => {
+                    // Reports the hub has not acknowledged go again: a write that
+                    // failed on the hub is retried without waiting for a reconnect.
+                    for f in &self.unacked {
+                        if let Err(e) = sink.send(send(&finished_msg(f))).await {
+                            return SessionEnd::Lost(format!("send failed: {e}"));
+                        }
+                    }
+                    Some(AgentMsg::Heartbeat { runs: self.run_refs(), draining: self.draining })
+                }
                 changed = shutdown.changed(), if !self.draining => {
                     let _ = changed;
                     self.begin_drain();
@@ -383,7 +411,8 @@ impl Agent {
                 if self.draining {
                     return refuse("the agent is draining".into());
                 }
-                if self.runs.len() >= self.config.slots as usize {
+                let busy = self.runs.iter().filter(|(t, r)| !r.dropped && **t != task).count();
+                if busy >= self.config.slots as usize {
                     return refuse("no free slot".into());
                 }
                 let Some(profile) = self.config.runners.get(&runner).cloned() else {
@@ -394,7 +423,7 @@ impl Agent {
                     let _ = old.stop.send(Some(Stop::Drop));
                 }
                 let (stop, stop_rx) = watch::channel(None);
-                self.runs.insert(task.clone(), Running { epoch, stop });
+                self.runs.insert(task.clone(), Running { epoch, stop, dropped: false });
                 let spec = RunSpec {
                     task: task.clone(),
                     epoch,
@@ -425,9 +454,10 @@ impl Agent {
                 None
             }
             HubMsg::Drop { task, epoch, reason } => {
-                if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
+                if let Some(run) = self.runs.get_mut(&task).filter(|r| r.epoch == epoch) {
                     tracing::warn!(task = %task, epoch, reason = %reason, "the hub dropped the run; stopping it");
                     let _ = run.stop.send(Some(Stop::Drop));
+                    run.dropped = true;
                 }
                 self.unacked.retain(|f| !(f.task == task && f.epoch == epoch));
                 None

@@ -175,8 +175,13 @@ pub async fn execute(
         }
     };
     // The pipes close once every process holding them is gone.
-    for reader in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    for mut reader in readers {
+        // A process that left the group may hold a pipe open forever: stop
+        // reading it rather than leave a reader sending output after `finished`.
+        if tokio::time::timeout(Duration::from_secs(5), &mut reader).await.is_err() {
+            reader.abort();
+            let _ = reader.await;
+        }
     }
     drop(group);
     let truncated = output.truncated.load(Ordering::SeqCst);

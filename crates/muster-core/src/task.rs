@@ -330,15 +330,24 @@ impl Task {
         Ok(())
     }
 
-    /// The agent turned the assignment down: back to the queue, no attempt used.
-    pub fn release(&mut self, agent: &AgentName, epoch: Epoch, reason: &str, now: Millis) -> Result<(), Refused> {
+    /// The agent turned the assignment down: back to the queue, no attempt
+    /// used, and not handed out again before `now + retry_after`, so an agent
+    /// that keeps refusing cannot make the hub spin.
+    pub fn release(
+        &mut self,
+        agent: &AgentName,
+        epoch: Epoch,
+        reason: &str,
+        now: Millis,
+        retry_after: Duration,
+    ) -> Result<(), Refused> {
         self.check_lease(agent, epoch)?;
         if self.state != TaskState::Assigned {
             return Err(Refused::WrongState { state: self.state, wanted: "only an assigned task can be released" });
         }
         self.lease = None;
         self.state = TaskState::Queued;
-        self.ready_at = now;
+        self.ready_at = now.plus(retry_after);
         self.reason = Some(format!("released: {reason}"));
         self.updated_at = now;
         Ok(())

@@ -16,6 +16,9 @@ pub struct HubConfig {
     pub lease_ttl: Duration,
     /// How long an agent has to accept an assignment.
     pub accept_timeout: Duration,
+    /// After a restart, how long leases are kept for their agents to reconnect
+    /// and re-attach. Must outlast an agent's reconnect delay (up to 30 s).
+    pub restart_grace: Duration,
     /// Retry delays after a failed attempt.
     pub backoff: Backoff,
     pub default_runner: Option<RunnerName>,
@@ -44,6 +47,7 @@ impl Default for HubConfig {
             heartbeat_interval: heartbeat,
             lease_ttl: heartbeat * 3,
             accept_timeout: Duration::from_secs(60),
+            restart_grace: heartbeat * 3 + Duration::from_secs(30),
             backoff: Backoff::default(),
             default_runner: RunnerName::parse("claude").ok(),
             default_timeout: Duration::from_secs(30 * 60),

@@ -320,8 +320,12 @@ async fn task_logs(
     let wait = p.wait()?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut output = hub.shared.output.subscribe();
+    let mut events = hub.shared.store.subscribe();
+    let mut stopping = hub.shared.stopping.subscribe();
     loop {
+        // Marked seen before reading, so a change that lands after the read wakes us.
         output.borrow_and_update();
+        events.borrow_and_update();
         let task = hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
         let chunks = hub.shared.store.read_output(&id, &filter).await?;
         // Done only when the task has ended and every chunk was read.
@@ -346,12 +350,11 @@ async fn task_logs(
             return Ok(json(StatusCode::OK, &page));
         }
         // Wake on new output or on any event (the task may have ended).
-        let mut events = hub.shared.store.subscribe();
-        events.borrow_and_update();
         let woke = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 r = output.changed() => r.is_ok(),
                 r = events.changed() => r.is_ok(),
+                _ = async { drop(stopping.wait_for(|stop| *stop).await) } => false,
             }
         })
         .await;
@@ -506,6 +509,7 @@ async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
     };
     let deadline = tokio::time::Instant::now() + p.wait()?;
     let mut seen = hub.shared.store.subscribe();
+    let mut stopping = hub.shared.stopping.subscribe();
     loop {
         seen.borrow_and_update();
         let events = hub.shared.store.events(&filter).await?;
@@ -529,7 +533,14 @@ async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
             };
             return Ok(json(StatusCode::OK, &page));
         }
-        if !matches!(tokio::time::timeout_at(deadline, seen.changed()).await, Ok(Ok(()))) {
+        let woke = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                r = seen.changed() => r.is_ok(),
+                _ = async { drop(stopping.wait_for(|stop| *stop).await) } => false,
+            }
+        })
+        .await;
+        if !matches!(woke, Ok(true)) {
             // Past the deadline, or the store closed: answer with what there is.
             let page = EventPage { events: Vec::new(), next_after: filter.after };
             return Ok(json(StatusCode::OK, &page));

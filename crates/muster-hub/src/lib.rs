@@ -90,7 +90,7 @@ impl Hub {
     /// creates the first admin token if there is none.
     pub async fn new(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
         let now = clock.now();
-        store.hub_started(now, config.lease_ttl).await.context("cannot start on the store")?;
+        store.hub_started(now, config.restart_grace).await.context("cannot start on the store")?;
         let mut known: BTreeSet<RunnerName> = BUILTIN_RUNNERS
             .iter()
             .chain(config.extra_runners.iter().map(|s| s.as_str()).collect::<Vec<_>>().iter())
@@ -230,5 +230,10 @@ pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the directory is synced: after a power
+    // cut the store could otherwise hold a token whose file is gone.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
+    }
     Ok(())
 }

@@ -24,6 +24,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a task an agent turned down waits before it is handed out again.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+/// Longest a close frame may take to send before the socket is dropped anyway.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn connect(
     State(hub): State<Hub>,
@@ -102,6 +106,9 @@ fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
 
 async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
     let _open = OpenSocket::new(&hub);
+    // Subscribed before the handshake, and read with `wait_for`, so a shutdown
+    // that starts while this session is being set up is still seen.
+    let mut stopping = hub.shared.stopping.subscribe();
     let (mut sink, mut stream) = socket.split();
 
     let first = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
@@ -133,8 +140,17 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     {
         let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");
-        if let Some(old) = sessions.insert(name.clone(), Session { id: session_id, tx }) {
-            let _ = old.tx.send(Outbound::Close("replaced by a newer connection".into()));
+        // Two connections for one agent race here: the later session number wins,
+        // whichever finished its handshake first.
+        match sessions.get(&name) {
+            Some(newer) if newer.id > session_id => {
+                let _ = tx.send(Outbound::Close("replaced by a newer connection".into()));
+            }
+            _ => {
+                if let Some(old) = sessions.insert(name.clone(), Session { id: session_id, tx }) {
+                    let _ = old.tx.send(Outbound::Close("replaced by a newer connection".into()));
+                }
+            }
         }
     }
     tracing::info!(agent = %name, session = session_id, runs = runs.len(), "agent connected");
@@ -154,20 +170,17 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         }
         conn.reattach(&runs).await;
         hub.wake_dispatcher();
-        let mut stopping = hub.shared.stopping.subscribe();
         let offline_after = config.offline_after();
+        // Only what the agent sends proves it alive; the hub's own sends do not.
+        let mut last_heard = tokio::time::Instant::now();
         reason = loop {
             tokio::select! {
-                frame = tokio::time::timeout(offline_after, stream.next()) => match frame {
-                    Err(_) => {
-                        let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
-                        let _ = sink.send(close(close_code::AWAY, &why)).await;
-                        break why;
-                    }
-                    Ok(None) => break "socket closed".into(),
-                    Ok(Some(Err(e))) => break format!("socket error: {e}"),
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        match from_json::<AgentMsg>(t.as_bytes()) {
+                frame = stream.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match frame {
+                        None => break "socket closed".into(),
+                        Some(Err(e)) => break format!("socket error: {e}"),
+                        Some(Ok(Message::Text(t))) => match from_json::<AgentMsg>(t.as_bytes()) {
                             Ok(AgentMsg::Heartbeat { runs, draining: d }) => {
                                 if d != draining {
                                     draining = d;
@@ -177,28 +190,37 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                             }
                             Ok(msg) => conn.handle(msg).await,
                             Err(e) => conn.reply(HubMsg::Error { message: format!("bad message: {e}") }),
+                        },
+                        Some(Ok(Message::Close(_))) => break "closed by the agent".into(),
+                        Some(Ok(Message::Binary(_))) => {
+                            conn.reply(HubMsg::Error { message: "binary frames are not part of the protocol".into() });
                         }
+                        Some(Ok(_)) => {}
                     }
-                    Ok(Some(Ok(Message::Close(_)))) => break "closed by the agent".into(),
-                    Ok(Some(Ok(Message::Binary(_)))) => {
-                        conn.reply(HubMsg::Error { message: "binary frames are not part of the protocol".into() });
-                    }
-                    Ok(Some(Ok(_))) => {}
-                },
+                }
+                _ = tokio::time::sleep_until(last_heard + offline_after) => {
+                    let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, &why))).await;
+                    break why;
+                }
                 out = rx.recv() => match out {
                     Some(Outbound::Msg(m)) => {
-                        if let Err(e) = sink.send(text(&m)).await {
-                            break format!("send failed: {e}");
+                        // An agent that stops reading must not wedge its session.
+                        match tokio::time::timeout(offline_after, sink.send(text(&m))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break format!("send failed: {e}"),
+                            Err(_) => break format!("the agent read nothing for {} ms", offline_after.as_millis()),
                         }
                     }
                     Some(Outbound::Close(why)) => {
-                        let _ = sink.send(close(close_code::POLICY, &why)).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::POLICY, &why))).await;
                         break why;
                     }
                     None => break "session replaced".into(),
                 },
-                _ = stopping.changed() => {
-                    let _ = sink.send(close(close_code::AWAY, "hub shutting down")).await;
+                // The guard `wait_for` returns is dropped inside the block: it must not be held across a send.
+                _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, "hub shutting down"))).await;
                     break "hub shutting down".into();
                 }
             }
@@ -237,21 +259,10 @@ impl Conn {
         }
     }
 
-    /// After a reconnect: keep the runs the hub still recognises, drop the rest,
-    /// and repeat a cancel the agent may have missed.
+    /// After a reconnect: keep the runs the hub still recognises and drop the rest.
     async fn reattach(&mut self, runs: &[(TaskId, Epoch)]) {
-        if runs.is_empty() {
-            return;
-        }
-        self.renew(runs).await;
-        for (id, epoch) in runs {
-            if let Ok(Some(task)) = self.hub.shared.store.task(id).await
-                && task.cancel_requested
-                && task.epoch == *epoch
-                && task.lease.is_some()
-            {
-                self.reply(HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
-            }
+        if !runs.is_empty() {
+            self.renew(runs).await;
         }
     }
 
@@ -268,6 +279,11 @@ impl Conn {
             Ok(beat) => {
                 for (id, epoch) in beat.stale {
                     self.reject(&id, epoch, "heartbeat", "the hub no longer holds this run under that epoch").await;
+                }
+                // Repeated at every heartbeat until the run stops, so a cancel
+                // lost on the way (or sent while the agent was away) still lands.
+                for (id, epoch) in beat.cancel {
+                    self.reply(HubMsg::Cancel { task: id.to_string(), epoch: epoch.0 });
                 }
             }
             Err(e) => tracing::error!(agent = %self.name, error = %e, "cannot record heartbeat"),
@@ -314,7 +330,7 @@ impl Conn {
             AgentMsg::Reject { task, epoch, reason } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
-                match store.release_task(&self.name, &id, epoch, &reason, now).await {
+                match store.release_task(&self.name, &id, epoch, &reason, now, RELEASE_DELAY).await {
                     Ok(_) => self.hub.wake_dispatcher(),
                     Err(e) => self.refused(&id, epoch, "reject", e).await,
                 }
@@ -345,7 +361,7 @@ impl Conn {
                     }
                 };
                 if output_truncated
-                    && let Err(e) = store.mark_output_truncated(&self.name, &id, epoch).await
+                    && let Err(e) = store.mark_output_truncated(&self.name, &id, epoch, now).await
                     && !matches!(e, StoreError::Refused(_))
                 {
                     tracing::error!(task = %id, error = %e, "cannot record truncated output");

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 /// Bump when a change is not backward compatible.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest frame either side sends or accepts.
-pub const MAX_FRAME_BYTES: usize = 2 << 20;
+/// Largest frame either side sends or accepts. An `assign` carries the prompt
+/// (at most 1 MiB) and metadata (at most 64 KiB), and JSON escaping can make a
+/// byte six (`\u0001`): this leaves room for the worst case.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRef {
@@ -152,6 +154,28 @@ pub fn parse_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_possible_assignment_fits_in_a_frame() {
+        use muster_core::task::MAX_PROMPT_BYTES;
+        use muster_core::{Priority, RunnerName, Task, TaskId, TaskSpec};
+        let metadata = format!("{{\"k\":\"{}\"}}", "\\u0001".repeat((crate::api::MAX_METADATA_BYTES - 10) / 6));
+        assert!(metadata.len() <= crate::api::MAX_METADATA_BYTES);
+        let spec = TaskSpec {
+            prompt: "\u{1}".repeat(MAX_PROMPT_BYTES),
+            runner: RunnerName::parse("shell").unwrap(),
+            capabilities: vec![],
+            priority: Priority::Normal,
+            timeout: std::time::Duration::from_secs(1),
+            max_attempts: 1,
+            idempotency_key: Some("k".repeat(muster_core::task::MAX_IDEMPOTENCY_KEY_BYTES)),
+            metadata: Some(metadata),
+        };
+        let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
+        let frame = crate::to_json(&HubMsg::assign(&task));
+        assert!(frame.len() > 6 * MAX_PROMPT_BYTES, "the prompt escapes to six bytes a byte");
+        assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+    }
 
     #[test]
     fn frames_are_tagged_by_type() {

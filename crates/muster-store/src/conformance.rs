@@ -75,6 +75,7 @@ cases!($
     agent_flags_pause_and_drain,
     heartbeat_renews_running_leases_and_reports_stale_runs,
     heartbeat_from_the_holder_starts_an_assignment_whose_accept_was_lost,
+    heartbeat_carries_pending_cancels_and_spares_unacknowledged_outcomes,
     create_task_stores_the_validated_spec,
     idempotency_key_returns_the_same_task,
     invalid_spec_is_refused_naming_the_field,
@@ -120,6 +121,7 @@ pub const T0: Millis = Millis(1_700_000_000_000);
 const ACCEPT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(30);
 const BACKOFF: Duration = Duration::from_secs(5);
+const RELEASE: Duration = Duration::from_secs(1);
 /// Bounds a wait for the store's own notification; never used to let time pass.
 const WATCH_BOUND: Duration = Duration::from_secs(10);
 
@@ -636,6 +638,27 @@ pub async fn agent_flags_pause_and_drain(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn heartbeat_carries_pending_cancels_and_spares_unacknowledged_outcomes(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let cancelled = submit(s, 1, spec("to cancel"), at(0)).await;
+    let ce = start(s, &a, &cancelled, at(0)).await;
+    ok("cancel_task", s.cancel_task(&cancelled, at(1)).await);
+    let done = submit(s, 2, spec("done"), at(0)).await;
+    let de = start(s, &a, &done, at(0)).await;
+    finish(s, &a, &done, de, &SUCCEEDED, at(2)).await;
+
+    // The agent still lists the finished run: its report has not been acknowledged.
+    let before = snapshot(s).await;
+    let hb = ok("heartbeat", s.heartbeat(&a, &[(cancelled.clone(), ce), (done.clone(), de)], at(3), LEASE).await);
+    assert_eq!(hb.cancel, vec![(cancelled.clone(), ce)], "a pending cancel is repeated with every heartbeat");
+    assert_eq!(hb.stale, vec![], "an outcome awaiting its acknowledgement is not a stale run");
+    assert_eq!(hb.renewed, 1);
+    let after = snapshot(s).await;
+    assert_eq!(after.events, before.events, "a heartbeat appends no events");
+    assert_eq!(ok("task", s.task(&done).await).expect("the task").state, TaskState::Succeeded);
+}
+
 pub async fn heartbeat_renews_running_leases_and_reports_stale_runs(store: Arc<dyn Store>) {
     let s = &*store;
     let a = online(s, "a", 3, at(0)).await;
@@ -949,13 +972,14 @@ pub async fn release_returns_an_assignment_to_the_queue(store: Arc<dyn Store>) {
     let e = assign(s, &a, &task, at(1)).await;
 
     let before = snapshot(s).await;
-    let r = refusal("release_task with a stale epoch", s.release_task(&a, &task, Epoch(5), "busy", at(2)).await);
+    let r =
+        refusal("release_task with a stale epoch", s.release_task(&a, &task, Epoch(5), "busy", at(2), RELEASE).await);
     assert_stale("release_task with a stale epoch", r, e, Epoch(5));
     assert_unchanged(s, &before, "a refused release_task").await;
 
     let mark = last_seq(s).await;
-    let released = ok("release_task", s.release_task(&a, &task, e, "busy", at(2)).await);
-    assert_eq!((released.state, released.attempts, released.ready_at), (TaskState::Queued, 0, at(2)));
+    let released = ok("release_task", s.release_task(&a, &task, e, "busy", at(2), RELEASE).await);
+    assert_eq!((released.state, released.attempts, released.ready_at), (TaskState::Queued, 0, at(3)));
     assert_eq!(released.lease, None);
     assert_eq!(released.reason.as_deref(), Some("released: busy"));
     assert_eq!(get(s, &task).await, released);
@@ -964,7 +988,7 @@ pub async fn release_returns_an_assignment_to_the_queue(store: Arc<dyn Store>) {
 
     let e2 = start(s, &a, &task, at(3)).await;
     assert_eq!(e2, Epoch(2));
-    let r = refusal("release_task of a running task", s.release_task(&a, &task, e2, "busy", at(4)).await);
+    let r = refusal("release_task of a running task", s.release_task(&a, &task, e2, "busy", at(4), RELEASE).await);
     assert_wrong_state("release_task of a running task", r, TaskState::Running);
 }
 
@@ -1137,9 +1161,19 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
 
     let assigned = submit(s, 2, spec("not started"), at(1)).await;
     let e2 = assign(s, &a, &assigned, at(1)).await;
-    let r =
-        refusal("finish_task of an assigned task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
-    assert_wrong_state("finish_task of an assigned task", r, TaskState::Assigned);
+    let r = refusal(
+        "finish_task of an assigned task by a non-holder",
+        s.finish_task(&b, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await,
+    );
+    assert_stale("finish_task of an assigned task by a non-holder", r, e2, e2);
+    // The holder finishing a task still recorded as assigned: its accept was
+    // lost, and the run counts once: started, then finished.
+    let mark = last_seq(s).await;
+    let (done, result) = ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
+    assert_eq!(result, FinishResult::Applied(Finished::Succeeded));
+    assert_eq!((done.state, done.attempts), (TaskState::Succeeded, 1));
+    assert_events(s, mark, &["task.started", "task.succeeded"], "a finish adopting a lost accept").await;
+    assert_eq!(attempts(s, &assigned).await.len(), 1);
     assert_eq!(
         not_found(
             "finish_task of an unknown task",
@@ -1437,16 +1471,18 @@ pub async fn mark_output_truncated_flags_only_the_holders_attempt(store: Arc<dyn
     let e = start(s, &a, &task, at(0)).await;
 
     let before = snapshot(s).await;
-    let r = refusal("mark_output_truncated by another agent", s.mark_output_truncated(&b, &task, e).await);
+    let r = refusal("mark_output_truncated by another agent", s.mark_output_truncated(&b, &task, e, at(1)).await);
     assert_stale("mark_output_truncated by another agent", r, e, e);
-    let r =
-        refusal("mark_output_truncated with a newer epoch", s.mark_output_truncated(&a, &task, Epoch(e.0 + 1)).await);
+    let r = refusal(
+        "mark_output_truncated with a newer epoch",
+        s.mark_output_truncated(&a, &task, Epoch(e.0 + 1), at(1)).await,
+    );
     assert_stale("mark_output_truncated with a newer epoch", r, e, Epoch(e.0 + 1));
     assert_unchanged(s, &before, "a refused mark_output_truncated").await;
     assert!(!attempts(s, &task).await[0].output_truncated);
 
     ok("append_output", s.append_output(&a, &task, e, vec![stdout(b"kept")], at(1)).await);
-    ok("mark_output_truncated", s.mark_output_truncated(&a, &task, e).await);
+    ok("mark_output_truncated", s.mark_output_truncated(&a, &task, e, at(1)).await);
     finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
     let attempt = &attempts(s, &task).await[0];
     assert!(attempt.output_truncated, "the holder's attempt is marked truncated");
@@ -1473,10 +1509,20 @@ pub async fn append_output_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) 
     let r = refusal("append_output by another agent", s.append_output(&b, &task, e, vec![stdout(b"x")], at(2)).await);
     assert_stale("append_output by another agent", r, e, e);
     refusal(
-        "append_output before start",
-        s.append_output(&a, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await,
+        "append_output by a non-holder before start",
+        s.append_output(&b, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await,
     );
     assert_unchanged(s, &before, "a refused append_output").await;
+
+    // Output from the holder of a task still recorded as assigned means its
+    // accept was lost: the run is real, so the task starts, keeping its lease deadline.
+    let mark = last_seq(s).await;
+    let deadline = ok("task", s.task(&assigned).await).expect("the task").lease.expect("a lease").expires_at;
+    ok("append_output", s.append_output(&a, &assigned, assigned_epoch, vec![stdout(b"x")], at(2)).await);
+    assert_events(s, mark, &["task.started"], "output adopting a lost accept").await;
+    let adopted = ok("task", s.task(&assigned).await).expect("the task");
+    assert_eq!((adopted.state, adopted.attempts), (TaskState::Running, 1));
+    assert_eq!(adopted.lease.expect("a lease").expires_at, deadline);
 
     finish(s, &a, &task, e, &SUCCEEDED, at(3)).await;
     let before = snapshot(s).await;

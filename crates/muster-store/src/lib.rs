@@ -133,6 +133,8 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         lease_ttl: Duration,
     ) -> Result<Task>;
+    /// The agent turned an assignment down; the task is not handed out again
+    /// before `now + retry_after`.
     async fn release_task(
         &self,
         agent: &AgentName,
@@ -140,10 +142,13 @@ pub trait Store: Send + Sync + 'static {
         epoch: Epoch,
         reason: &str,
         now: Millis,
+        retry_after: Duration,
     ) -> Result<Task>;
     /// Applies a run's outcome. A second report of an outcome already applied
     /// for the same epoch is `Duplicate`, not an error, so agents can resend
-    /// until acknowledged.
+    /// until acknowledged. Like `heartbeat` and `append_output`, a report from
+    /// the holder of a task still recorded as assigned (its accept was lost)
+    /// first starts it.
     async fn finish_task(
         &self,
         agent: &AgentName,
@@ -171,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<AppendOutput>;
     /// Marks the running attempt's output as truncated: the agent dropped
     /// output past its own cap. Refused like `append_output` for a stale epoch.
-    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()>;
+    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()>;
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
 

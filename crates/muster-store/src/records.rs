@@ -106,6 +106,8 @@ pub struct Heartbeat {
     pub stale: Vec<(TaskId, Epoch)>,
     /// Leases renewed.
     pub renewed: usize,
+    /// Renewed runs whose task has a cancel pending: the agent must stop them.
+    pub cancel: Vec<(TaskId, Epoch)>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,9 @@ pub struct HubArgs {
     /// How long an agent has to accept an assignment [default: 60s].
     #[arg(long, env = "MUSTER_ACCEPT_TIMEOUT")]
     pub accept_timeout: Option<String>,
+    /// After a restart, how long agents have to re-attach to their runs [default: lease TTL + 30s].
+    #[arg(long, env = "MUSTER_RESTART_GRACE")]
+    pub restart_grace: Option<String>,
     /// First retry delay; doubles each attempt [default: 2s].
     #[arg(long, env = "MUSTER_RETRY_BACKOFF_BASE")]
     pub retry_backoff_base: Option<String>,
@@ -63,6 +66,7 @@ struct FileHub {
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
     accept_timeout: Option<String>,
+    restart_grace: Option<String>,
     retry_backoff_base: Option<String>,
     retry_backoff_max: Option<String>,
     default_runner: Option<String>,
@@ -142,6 +146,11 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
             args.accept_timeout.as_ref().or(file.accept_timeout.as_ref()),
             defaults.accept_timeout,
         )?,
+        restart_grace: duration(
+            "restart_grace",
+            args.restart_grace.as_ref().or(file.restart_grace.as_ref()),
+            lease_ttl + Duration::from_secs(30),
+        )?,
         backoff,
         default_runner,
         default_timeout: duration(
@@ -169,6 +178,7 @@ mod tests {
             heartbeat_interval: None,
             lease_ttl: None,
             accept_timeout: None,
+            restart_grace: None,
             retry_backoff_base: None,
             retry_backoff_max: None,
             default_runner: None,

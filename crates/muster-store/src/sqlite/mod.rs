@@ -124,7 +124,8 @@ impl SqliteStore {
             (ok, done)
         });
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        // A dropped answer means the change panicked (and was rolled back).
+        rx.await.map_err(|_| StoreError::Database("the change failed unexpectedly and was rolled back".into()))?
     }
 
     /// Runs `f` on a read-only connection on a blocking thread.
@@ -174,27 +175,39 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, 
         if let Err(e) = &began {
             tracing::error!(error = %e, "cannot begin a write transaction");
         }
+        // Set when the transaction is gone (SQLite rolls it back by itself on
+        // errors such as a full disk): the rest of the batch must not run
+        // outside it, and nothing in the batch may be reported committed.
+        let mut aborted = began.is_err();
         for job in batch.drain(..) {
-            if began.is_err() {
+            if aborted || conn.execute_batch("SAVEPOINT job").is_err() {
                 done.push(job(None).1);
                 continue;
             }
-            let savepoint = conn.execute_batch("SAVEPOINT job");
-            if savepoint.is_err() {
-                done.push(job(None).1);
-                continue;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
+                Ok((ok, completion)) => {
+                    // Undo a failed change only; the rest of the batch stands.
+                    if !ok && conn.execute_batch("ROLLBACK TO job").is_err() {
+                        aborted = true;
+                    }
+                    done.push(completion);
+                }
+                Err(_) => {
+                    // The caller's answer was dropped with the panic; it sees an error.
+                    tracing::error!("a store change panicked; it is rolled back");
+                    if conn.execute_batch("ROLLBACK TO job").is_err() {
+                        aborted = true;
+                    }
+                }
             }
-            let (ok, completion) = job(Some(&conn));
-            if !ok {
-                // Undo this change only; the rest of the batch stands.
-                let _ = conn.execute_batch("ROLLBACK TO job");
+            if conn.execute_batch("RELEASE job").is_err() || conn.is_autocommit() {
+                aborted = true;
             }
-            let _ = conn.execute_batch("RELEASE job");
-            done.push(completion);
         }
-        let commit = match began {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(StoreError::from),
-            Err(e) => Err(StoreError::from(e)),
+        let commit = match (began, aborted) {
+            (Ok(()), false) => conn.execute_batch("COMMIT").map_err(StoreError::from),
+            (Ok(()), true) => Err(StoreError::Database("the write transaction was aborted".into())),
+            (Err(e), _) => Err(StoreError::from(e)),
         };
         if let Err(e) = &commit {
             tracing::error!(error = %e, batch = done.len(), "write batch failed; every change in it is rolled back");
@@ -358,9 +371,10 @@ impl Store for SqliteStore {
         epoch: Epoch,
         reason: &str,
         now: Millis,
+        retry_after: Duration,
     ) -> Result<Task> {
         let (agent, id, reason) = (agent.clone(), id.clone(), reason.to_owned());
-        self.write(move |c| ops::release_task(c, &agent, &id, epoch, &reason, now)).await
+        self.write(move |c| ops::release_task(c, &agent, &id, epoch, &reason, now, retry_after)).await
     }
 
     async fn finish_task(
@@ -397,9 +411,9 @@ impl Store for SqliteStore {
         self.write(move |c| ops::append_output(c, &agent, &id, epoch, &chunks, now, cap)).await
     }
 
-    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
+    async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()> {
         let (agent, id) = (agent.clone(), id.clone());
-        self.write(move |c| ops::mark_output_truncated(c, &agent, &id, epoch)).await
+        self.write(move |c| ops::mark_output_truncated(c, &agent, &id, epoch, now)).await
     }
 
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>> {

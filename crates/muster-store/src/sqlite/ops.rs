@@ -321,20 +321,47 @@ pub fn heartbeat(
                     .execute(params![expires, id.as_str()])?;
                 out.renewed += 1;
             }
-            // The holder reports running a task we still see as assigned: its
-            // `accept` was lost (the hub stopped before committing it). The run
-            // is real, so it counts as started now rather than being run twice.
-            Err(_)
-                if task.state == TaskState::Assigned
-                    && task.lease.as_ref().is_some_and(|l| l.is_held_by(name, *epoch)) =>
-            {
-                start_task(c, name, id, *epoch, now, ttl)?;
-                out.renewed += 1;
+            Err(_) if adopt_lost_accept(c, name, &task, *epoch, now, ttl)? => out.renewed += 1,
+            // The agent is waiting for the hub to acknowledge an outcome already
+            // applied: nothing to renew, nothing to drop.
+            Err(_) if attempt_finished_by(c, name, id, *epoch)? => continue,
+            Err(_) => {
+                out.stale.push((id.clone(), *epoch));
+                continue;
             }
-            Err(_) => out.stale.push((id.clone(), *epoch)),
+        }
+        if task.cancel_requested {
+            out.cancel.push((id.clone(), *epoch));
         }
     }
     Ok(out)
+}
+
+/// The holder reports on a task still recorded as assigned: its `accept`
+/// was lost (the hub stopped before committing it, or the write failed).
+/// The run is real, so it counts as started now rather than being run twice.
+fn adopt_lost_accept(
+    c: &Connection,
+    agent: &AgentName,
+    task: &Task,
+    epoch: Epoch,
+    now: Millis,
+    ttl: Duration,
+) -> Result<bool> {
+    if task.state != TaskState::Assigned || !task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) {
+        return Ok(false);
+    }
+    start_task(c, agent, &task.id, epoch, now, ttl)?;
+    Ok(true)
+}
+
+/// Whether `agent`'s attempt under `epoch` has already ended.
+fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<bool> {
+    let finished: Option<(String, Option<i64>)> = c
+        .prepare_cached("SELECT agent, finished_at FROM attempts WHERE task_id = ? AND epoch = ?")?
+        .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(matches!(finished, Some((by, Some(_))) if by == agent.as_str()))
 }
 
 // -- tasks ----------------------------------------------------------------------
@@ -607,9 +634,10 @@ pub fn release_task(
     epoch: Epoch,
     reason: &str,
     now: Millis,
+    retry_after: Duration,
 ) -> Result<Task> {
     let mut task = load_task(c, id)?;
-    task.release(agent, epoch, reason, now).map_err(refused)?;
+    task.release(agent, epoch, reason, now, retry_after).map_err(refused)?;
     save_task(c, &task)?;
     task_event(c, now, "task.released", &task, Some(reason))?;
     Ok(task)
@@ -643,6 +671,10 @@ pub fn finish_task(
     backoff: Duration,
 ) -> Result<(Task, FinishResult)> {
     let mut task = load_task(c, id)?;
+    // A run that ended before its lost accept was recovered still counts once.
+    if adopt_lost_accept(c, agent, &task, epoch, now, Duration::ZERO)? {
+        task = load_task(c, id)?;
+    }
     let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
     if !held {
         // A resend of an outcome we already applied is answered, not refused.
@@ -719,8 +751,14 @@ pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
 // -- output ---------------------------------------------------------------------
 
 /// Refuses unless `agent` holds the running lease under `epoch`.
-fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
-    let task = load_task(c, id)?;
+fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()> {
+    let mut task = load_task(c, id)?;
+    // Output from a run whose accept was lost: the run is real. Keep the
+    // lease's current deadline; the agent's next heartbeat renews it.
+    let deadline = task.lease.as_ref().map_or(Duration::ZERO, |l| l.expires_at.since(now));
+    if adopt_lost_accept(c, agent, &task, epoch, now, deadline)? {
+        task = load_task(c, id)?;
+    }
     let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) && task.state == TaskState::Running;
     if !held {
         return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
@@ -728,8 +766,8 @@ fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch)
     Ok(())
 }
 
-pub fn mark_output_truncated(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch) -> Result<()> {
-    running_attempt(c, agent, id, epoch)?;
+pub fn mark_output_truncated(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()> {
+    running_attempt(c, agent, id, epoch, now)?;
     c.prepare_cached("UPDATE attempts SET output_truncated = 1 WHERE task_id = ? AND epoch = ?")?
         .execute(params![id.as_str(), epoch.0 as i64])?;
     Ok(())
@@ -744,7 +782,7 @@ pub fn append_output(
     now: Millis,
     cap: u64,
 ) -> Result<AppendOutput> {
-    running_attempt(c, agent, id, epoch)?;
+    running_attempt(c, agent, id, epoch, now)?;
     let (mut stored, mut truncated): (u64, bool) = c
         .prepare_cached("SELECT output_bytes, output_truncated FROM attempts WHERE task_id = ? AND epoch = ?")?
         .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;

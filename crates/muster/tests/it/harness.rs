@@ -24,6 +24,7 @@ pub struct HubOpts {
     pub accept_timeout: &'static str,
     pub backoff_base: &'static str,
     pub backoff_max: &'static str,
+    pub restart_grace: &'static str,
     /// More `muster hub` flags.
     pub extra: &'static [&'static str],
 }
@@ -36,6 +37,7 @@ impl Default for HubOpts {
             accept_timeout: "3s",
             backoff_base: "100ms",
             backoff_max: "2s",
+            restart_grace: "3s",
             extra: &[],
         }
     }
@@ -116,7 +118,7 @@ impl Hub {
             "--retry-backoff-max",
             o.backoff_max,
         ]);
-        cmd.args(o.extra);
+        cmd.args(["--restart-grace", o.restart_grace]).args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");

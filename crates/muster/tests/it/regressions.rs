@@ -1,6 +1,6 @@
 //! One test per bug, named after what broke.
 
-use crate::harness::{Hub, PATIENCE, muster_command, path_str, run_to_end};
+use crate::harness::{Hub, PATIENCE, count_kind, muster_command, path_str, run_to_end};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,4 +74,45 @@ async fn https_urls_are_refused_with_a_reason_not_a_connection_error() {
     let (code, _, err) = crate::harness::cli_with_input("https://127.0.0.1:9", "mst_x", &["status"], None).await;
     assert_eq!(code, 2);
     assert!(err.contains("plain http:// only"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_that_grows_sixfold_in_json_still_reaches_its_agent() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    // Control characters escape to six bytes each (\u0001) on the wire.
+    let prompt = format!("# {}\necho arrived", "\u{1}".repeat(400_000));
+    let id = hub.add_task(json!({ "prompt": prompt, "runner": "shell" })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    assert_eq!(task["epoch"], 1, "handed out once");
+    assert_eq!(hub.output(&id).await, "arrived\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_being_killed_after_its_lease_was_lost_does_not_block_its_slot() {
+    let hub = Hub::start().await;
+    let agent = hub.agent("frozen", 1, &[]).await;
+    // The first run ignores SIGTERM, so it lingers through the kill grace after being dropped.
+    let script = "if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then trap '' TERM; echo first; sleep 30; fi; echo second";
+    let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
+    hub.wait_output(&id, "first").await;
+
+    // Freeze the agent past its lease, as a VM pause or SIGSTOP would.
+    let pid = agent.process.as_ref().unwrap().pgid();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    hub.wait_until("the frozen agent's task to be reclaimed", || async {
+        let events = hub.events(&format!("task={id}")).await;
+        (count_kind(&events, "task.reclaimed") == 1).then_some(())
+    })
+    .await;
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+
+    // Back, the agent is told to drop the old run, and takes the task again at once.
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["agent"], "frozen");
+    let events = hub.events(&format!("task={id}")).await;
+    assert_eq!(count_kind(&events, "task.released"), 0, "the agent turned the task down");
+    assert_eq!(count_kind(&events, "task.assigned"), 2);
+    assert!(hub.output(&id).await.ends_with("second\n"));
 }
