@@ -520,6 +520,11 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     let line = |m: &std::collections::BTreeMap<String, u64>, order: &[&str]| {
         order.iter().map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0))).collect::<Vec<_>>().join("  ")
     };
+    let window = muster_proto::human_duration(Duration::from_secs(s.health.window_secs));
+    println!("health     {} (runs ended in the last {window})", s.health.level);
+    for reason in &s.health.reasons {
+        println!("           - {reason}");
+    }
     println!("tasks      {}", line(&s.tasks, &["queued", "assigned", "running", "succeeded", "failed", "cancelled"]));
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
     println!("sockets    {} connected", s.connected_agents);

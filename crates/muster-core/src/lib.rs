@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod dispatch;
+pub mod health;
 pub mod ids;
 pub mod lease;
 pub mod task;

@@ -27,6 +27,12 @@ pub struct HubConfig {
     /// Runner names accepted in tasks beyond the built-in ones and those agents announce.
     pub extra_runners: Vec<String>,
     pub max_output_bytes_per_attempt: u64,
+    /// On SIGTERM, how long the hub stays up answering 503 on /readyz before
+    /// it closes its listener and agent sockets.
+    pub drain_delay: Duration,
+    /// The health level judges runs that ended within this window.
+    pub health_window: Duration,
+    pub health: muster_core::health::Thresholds,
 }
 
 impl HubConfig {
@@ -54,6 +60,9 @@ impl Default for HubConfig {
             default_max_attempts: 3,
             extra_runners: Vec::new(),
             max_output_bytes_per_attempt: 4 << 20,
+            drain_delay: Duration::ZERO,
+            health_window: Duration::from_secs(3600),
+            health: muster_core::health::Thresholds::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::Hub;
 use crate::auth::{Caller, hash_token, mint_token};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::MatchedPath;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -116,11 +117,16 @@ pub fn router(hub: Hub) -> Router {
         .route("/tokens/{id}/revoke", post(revoke_token))
         .route("/events", get(list_events))
         .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/version", get(version))
         .route("/agent/connect", get(crate::socket::connect));
     Router::new()
         .route("/livez", get(livez))
         .route("/healthz", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest(muster_proto::API_PREFIX, api)
+        .route_layer(axum::middleware::from_fn_with_state(hub.clone(), track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(hub)
@@ -128,6 +134,104 @@ pub fn router(hub: Hub) -> Router {
 
 async fn livez() -> &'static str {
     "ok\n"
+}
+
+/// Counts every routed request by its route template (never the raw path,
+/// which would carry ids), method and status.
+async fn track(
+    State(hub): State<Hub>,
+    route: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route.map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned());
+    let method: &'static str = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = hub.metrics();
+    m.http_requests.with(&[&route, method, response.status().as_str()]).inc();
+    m.http_duration.with(&[&route]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Ready to take work: the database answers and the hub is not draining.
+/// `?verbose` lists each check.
+async fn readyz(State(hub): State<Hub>, RawQuery(q): RawQuery) -> Response {
+    let verbose = q.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
+    let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
+    checks.push(("database", hub.shared.store.ping().await.map_err(|e| e.to_string())));
+    let draining = hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+    checks.push(("draining", if draining { Err("the hub is shutting down".into()) } else { Ok(()) }));
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = if verbose {
+        let mut text: String = checks
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(()) => format!("[+] {name} ok\n"),
+                Err(why) => format!("[-] {name} failed: {why}\n"),
+            })
+            .collect();
+        text.push_str(if ready { "ready\n" } else { "not ready\n" });
+        text
+    } else if ready {
+        "ready\n".to_owned()
+    } else {
+        "not ready\n".to_owned()
+    };
+    (status, body).into_response()
+}
+
+/// Prometheus metrics. Unauthenticated like `/livez`: it carries counts
+/// only, no ids, names of tasks or secrets.
+async fn metrics(State(hub): State<Hub>) -> ApiResult {
+    let text = hub.render_metrics().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+async fn version() -> Response {
+    let view = muster_proto::api::VersionView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        api: "v1".to_owned(),
+        agent_protocol: muster_proto::ws::PROTOCOL_VERSION,
+    };
+    json(StatusCode::OK, &view)
+}
+
+impl Hub {
+    /// The health level over the configured window of recent runs.
+    pub(crate) async fn health(&self) -> ApiResult<muster_proto::api::HealthView> {
+        let config = &self.shared.config;
+        let since = muster_core::Millis(self.now().0 - config.health_window.as_millis() as i64);
+        let outcomes = self.shared.store.outcomes_since(since).await?;
+        let count = |names: &[&str]| -> u64 {
+            outcomes.iter().filter(|(o, _)| names.contains(&o.as_str())).map(|(_, n)| n).sum()
+        };
+        let succeeded = count(&["succeeded"]);
+        let failed = count(&["failed", "timeout", "lease_expired"]);
+        let (level, reasons) = muster_core::health::assess(succeeded, failed, &config.health);
+        Ok(muster_proto::api::HealthView {
+            level: level.as_str().to_owned(),
+            reasons,
+            window_secs: config.health_window.as_secs(),
+            succeeded,
+            failed,
+        })
+    }
+}
+
+async fn health(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.health().await?))
 }
 
 async fn not_found() -> ApiError {
@@ -558,6 +662,8 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
         *by_state.entry(a.status.state().as_str().to_owned()).or_default() += 1;
     }
     let now = hub.now();
+    let health = hub.health().await?;
+    let last_event = *hub.shared.store.subscribe().borrow();
     let view = StatusView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: timestamp(hub.shared.started_at),
@@ -566,7 +672,8 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
         tasks: counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n)).collect(),
         agents: by_state,
         connected_agents: hub.shared.sessions.lock().expect("sessions lock poisoned").len() as u64,
-        last_event: *hub.shared.store.subscribe().borrow(),
+        last_event,
+        health,
     };
     Ok(json(StatusCode::OK, &view))
 }

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 pub mod http;
 mod loops;
+mod metrics;
 mod socket;
 
 pub use auth::{hash_token, mint_token, parse_token};
@@ -82,6 +83,7 @@ pub(crate) struct Shared {
     pub started_at: Millis,
     pub sockets_open: AtomicU64,
     pub sockets_closed: Notify,
+    pub metrics: metrics::Metrics,
 }
 
 impl Hub {
@@ -115,6 +117,7 @@ impl Hub {
                 started_at: now,
                 sockets_open: AtomicU64::new(0),
                 sockets_closed: Notify::new(),
+                metrics: metrics::Metrics::default(),
             }),
         })
     }
@@ -168,8 +171,20 @@ impl Hub {
         let hub = self.clone();
         let stop = async move {
             shutdown.await;
-            tracing::info!("shutting down: no new work, closing agent sockets");
             hub.shared.draining.store(true, Ordering::SeqCst);
+            let delay = hub.shared.config.drain_delay;
+            tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz answers 503, no new work is taken");
+            let event = muster_store::NewEvent {
+                kind: "hub.draining",
+                detail: Some(format!("stopping in {} ms", delay.as_millis())),
+                ..Default::default()
+            };
+            if let Err(e) = hub.shared.store.record_event(event, hub.now()).await {
+                tracing::error!(error = %e, "cannot record draining");
+            }
+            // Load balancers and supervisors see /readyz fail before the listener closes.
+            tokio::time::sleep(delay).await;
+            tracing::info!("shutting down: closing agent sockets");
             hub.shared.stopping.send_replace(true);
         };
         axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

@@ -62,6 +62,12 @@ impl Hub {
         let reclaimed = self.shared.store.reclaim_expired(self.now(), RECLAIM_BATCH).await?;
         for (task, outcome) in &reclaimed {
             tracing::info!(task = %task.id, ?outcome, "lease expired; task reclaimed");
+            let result = match outcome {
+                muster_core::task::Reclaimed::Requeued => "requeued",
+                muster_core::task::Reclaimed::Failed => "failed",
+                muster_core::task::Reclaimed::Cancelled => "cancelled",
+            };
+            self.metrics().lease_expirations.with(&[result]).inc();
             // If the old holder is still connected it must let the run go.
             if let Some(agent) = &task.agent {
                 self.drop_run(agent, &task.id, task.epoch, "lease expired");

@@ -298,6 +298,7 @@ impl Conn {
             return;
         }
         tracing::warn!(agent = %self.name, task = %id, epoch = epoch.0, report = what, reason = why, "stale report rejected");
+        self.hub.metrics().stale_reports.with(&[what]).inc();
         let event = NewEvent {
             kind: "task.stale_report",
             task: Some(id.clone()),
@@ -323,7 +324,9 @@ impl Conn {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
                 match store.start_task(&self.name, &id, epoch, now, config.lease_ttl).await {
-                    Ok(_) => {}
+                    Ok(task) => {
+                        self.hub.metrics().dispatch_latency.observe(now.since(task.ready_at).as_secs_f64());
+                    }
                     Err(e) => self.refused(&id, epoch, "accept", e).await,
                 }
             }
@@ -353,6 +356,7 @@ impl Conn {
             AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
+                let outcome_name = outcome.clone();
                 let outcome = match parse_outcome(&outcome, exit_code, reason) {
                     Ok(o) => o,
                     Err(e) => {
@@ -369,9 +373,15 @@ impl Conn {
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
                 let backoff = config.backoff.delay(attempt, jitter());
                 match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {
-                    Ok((_, result)) => {
+                    Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
                             tracing::debug!(task = %id, epoch = epoch.0, "duplicate finished report acknowledged");
+                        } else {
+                            let metrics = self.hub.metrics();
+                            metrics.outcomes.with(&[&outcome_name]).inc();
+                            if let Some(started) = task.started_at {
+                                metrics.run_duration.with(&[&outcome_name]).observe(now.since(started).as_secs_f64());
+                            }
                         }
                         self.reply(HubMsg::Ack { task: id.to_string(), epoch: epoch.0 });
                         self.hub.wake_dispatcher();

@@ -289,6 +289,27 @@ pub struct EventPage {
     pub next_after: i64,
 }
 
+/// The health level and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `HEALTHY`, `DEGRADED` or `UNHEALTHY`.
+    pub level: String,
+    pub reasons: Vec<String>,
+    /// The window judged, in seconds.
+    pub window_secs: u64,
+    pub succeeded: u64,
+    /// Attempts that failed, timed out or lost their lease.
+    pub failed: u64,
+}
+
+/// `GET /api/v1/version`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionView {
+    pub version: String,
+    pub api: String,
+    pub agent_protocol: u32,
+}
+
 /// `GET /api/v1/status`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
@@ -300,6 +321,7 @@ pub struct StatusView {
     pub agents: BTreeMap<String, u64>,
     pub connected_agents: u64,
     pub last_event: i64,
+    pub health: HealthView,
 }
 
 /// An RFC 9457 problem body, with `field` naming what was wrong.

@@ -110,6 +110,9 @@ cases!($
     subscribe_advances_after_a_write,
     list_tasks_pages_newest_first_and_filters,
     count_tasks_counts_every_state,
+    count_tasks_by_priority_splits_each_state,
+    outcomes_since_counts_recent_attempts_by_outcome,
+    write_stats_count_committed_batches,
     next_due_is_the_earliest_backoff_or_lease,
     writes_after_close_are_refused,
 );
@@ -1716,6 +1719,63 @@ pub async fn list_tasks_pages_newest_first_and_filters(store: Arc<dyn Store>) {
     assert_eq!(claimed, [ids[0].clone()], "the oldest queued task goes first");
     let of_a = page(TaskFilter { agent: Some(a), limit: 10, ..TaskFilter::default() }).await;
     assert_eq!(ids_of(&of_a.items), [ids[0].clone()], "filter by agent");
+}
+
+pub async fn count_tasks_by_priority_splits_each_state(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    submit(s, 1, with_priority(spec("u"), Priority::Urgent), at(0)).await;
+    submit(s, 2, with_priority(spec("u"), Priority::Urgent), at(0)).await;
+    submit(s, 3, with_priority(spec("l"), Priority::Low), at(0)).await;
+    let running = submit(s, 4, spec("n"), at(1)).await;
+    // The claim takes urgent work first; make the normal task the running one.
+    for id in [task_id(1), task_id(2), task_id(3)] {
+        ok("cancel_task", s.cancel_task(&id, at(1)).await);
+    }
+    start(s, &a, &running, at(2)).await;
+    let mut counts = ok("count_tasks_by_priority", s.count_tasks_by_priority().await);
+    counts.sort_by_key(|(st, p, _)| (st.as_str(), p.rank()));
+    assert_eq!(
+        counts,
+        [
+            (TaskState::Cancelled, Priority::Urgent, 2),
+            (TaskState::Cancelled, Priority::Low, 1),
+            (TaskState::Running, Priority::Normal, 1)
+        ]
+    );
+}
+
+pub async fn outcomes_since_counts_recent_attempts_by_outcome(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let old = submit(s, 1, spec("old"), at(0)).await;
+    let e = start(s, &a, &old, at(0)).await;
+    finish(s, &a, &old, e, &SUCCEEDED, at(1)).await;
+    let flaky = submit(s, 2, spec("flaky"), at(10)).await;
+    let e = start(s, &a, &flaky, at(10)).await;
+    finish(s, &a, &flaky, e, &failed("boom"), at(11)).await;
+    let e = start(s, &a, &flaky, at(11).plus(BACKOFF)).await;
+    finish(s, &a, &flaky, e, &SUCCEEDED, at(20)).await;
+    let running = submit(s, 3, spec("running"), at(20)).await;
+    start(s, &a, &running, at(21)).await;
+
+    let recent = ok("outcomes_since", s.outcomes_since(at(5)).await);
+    assert_eq!(recent, [("failed".to_owned(), 1), ("succeeded".to_owned(), 1)], "only attempts ended since then");
+    let all = ok("outcomes_since", s.outcomes_since(at(0)).await);
+    assert_eq!(all, [("failed".to_owned(), 1), ("succeeded".to_owned(), 2)]);
+    assert_eq!(ok("outcomes_since", s.outcomes_since(at(100)).await), []);
+}
+
+pub async fn write_stats_count_committed_batches(store: Arc<dyn Store>) {
+    let s = &*store;
+    let before = s.write_stats();
+    submit(s, 1, spec("one"), at(0)).await;
+    submit(s, 2, spec("two"), at(0)).await;
+    let after = s.write_stats();
+    assert!(after.batch_size.count > before.batch_size.count, "{before:?} -> {after:?}");
+    assert_eq!(after.commit_seconds.count, after.batch_size.count, "one commit per batch");
+    assert!(after.batch_size.sum >= before.batch_size.sum + 2.0, "every change is counted in some batch");
+    assert_eq!(after.failed_batches, 0);
 }
 
 pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {

@@ -119,6 +119,11 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, id: &TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Page<Task>>;
     async fn count_tasks(&self) -> Result<Vec<(muster_core::TaskState, u64)>>;
+    /// Tasks by state and priority, for metrics; combinations with no task are left out.
+    async fn count_tasks_by_priority(&self) -> Result<Vec<(muster_core::TaskState, muster_core::Priority, u64)>>;
+    /// Attempts that ended at or after `since`, by outcome (`succeeded`,
+    /// `failed`, `timeout`, `cancelled`, `lease_expired`).
+    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(String, u64)>>;
     async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)>;
     async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task>;
 
@@ -186,6 +191,20 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     /// The sequence number of the latest committed event, updated after each commit.
     fn subscribe(&self) -> watch::Receiver<i64>;
+
+    /// How the writer has been doing since the store opened.
+    fn write_stats(&self) -> WriteStats;
+}
+
+/// The writer's statistics, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteStats {
+    /// Seconds each commit (the fsync) took.
+    pub commit_seconds: muster_metrics::HistogramSnapshot,
+    /// Changes per committed batch.
+    pub batch_size: muster_metrics::HistogramSnapshot,
+    /// Batches whose commit failed.
+    pub failed_batches: u64,
 }
 
 /// What `finish_task` did.

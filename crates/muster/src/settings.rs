@@ -48,6 +48,9 @@ pub struct HubArgs {
     /// Output kept per attempt, in bytes [default: 4194304].
     #[arg(long, env = "MUSTER_MAX_OUTPUT_BYTES")]
     pub max_output_bytes: Option<u64>,
+    /// On SIGTERM, how long to answer 503 on /readyz before stopping [default: 0s].
+    #[arg(long, env = "MUSTER_DRAIN_DELAY")]
+    pub drain_delay: Option<String>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -56,6 +59,19 @@ pub struct HubArgs {
 struct FileSettings {
     #[serde(default)]
     hub: FileHub,
+    #[serde(default)]
+    health: FileHealth,
+}
+
+/// `[health]`: when the hub counts as healthy or degraded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    window: Option<String>,
+    healthy_success_rate: Option<f64>,
+    healthy_max_failures: Option<u64>,
+    degraded_success_rate: Option<f64>,
+    degraded_max_failures: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +91,7 @@ struct FileHub {
     #[serde(default)]
     extra_runners: Vec<String>,
     max_output_bytes: Option<u64>,
+    drain_delay: Option<String>,
 }
 
 fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
@@ -99,9 +116,33 @@ fn load_file(explicit: Option<&Path>) -> anyhow::Result<FileSettings> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid muster.toml", path.display()))
 }
 
+fn health_thresholds(f: &FileHealth) -> anyhow::Result<muster_core::health::Thresholds> {
+    let d = muster_core::health::Thresholds::default();
+    let t = muster_core::health::Thresholds {
+        healthy_success_rate: f.healthy_success_rate.unwrap_or(d.healthy_success_rate),
+        healthy_max_failures: f.healthy_max_failures.unwrap_or(d.healthy_max_failures),
+        degraded_success_rate: f.degraded_success_rate.unwrap_or(d.degraded_success_rate),
+        degraded_max_failures: f.degraded_max_failures.unwrap_or(d.degraded_max_failures),
+    };
+    for (name, rate) in
+        [("healthy_success_rate", t.healthy_success_rate), ("degraded_success_rate", t.degraded_success_rate)]
+    {
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("health.{name} must be between 0 and 1, got {rate}");
+        }
+    }
+    if t.degraded_success_rate > t.healthy_success_rate {
+        bail!("health.degraded_success_rate must not be above health.healthy_success_rate");
+    }
+    if t.degraded_max_failures < t.healthy_max_failures {
+        bail!("health.degraded_max_failures must not be below health.healthy_max_failures");
+    }
+    Ok(t)
+}
+
 /// Resolves the hub's configuration. `data_dir` comes from the global flag.
 pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
-    let file = load_file(args.config.as_deref())?.hub;
+    let FileSettings { hub: file, health: file_health } = load_file(args.config.as_deref())?;
     let defaults = HubConfig::default();
     let heartbeat_interval = duration(
         "heartbeat_interval",
@@ -136,6 +177,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     if default_max_attempts == 0 || default_max_attempts > muster_core::task::MAX_ATTEMPTS {
         bail!("default_max_attempts must be between 1 and {}", muster_core::task::MAX_ATTEMPTS);
     }
+    let health = health_thresholds(&file_health)?;
     Ok(HubConfig {
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir),
@@ -164,6 +206,13 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
             .max_output_bytes
             .or(file.max_output_bytes)
             .unwrap_or(defaults.max_output_bytes_per_attempt),
+        drain_delay: duration(
+            "drain_delay",
+            args.drain_delay.as_ref().or(file.drain_delay.as_ref()),
+            defaults.drain_delay,
+        )?,
+        health_window: duration("health.window", file_health.window.as_ref(), defaults.health_window)?,
+        health,
     })
 }
 
@@ -185,6 +234,7 @@ mod tests {
             default_timeout: None,
             default_max_attempts: None,
             max_output_bytes: None,
+            drain_delay: None,
         }
     }
 
@@ -229,6 +279,9 @@ mod tests {
             ("[hub]\ndefault_runner = \"Big Runner\"\n", "default_runner"),
             ("[hub]\nheartbeat_interval = \"10s\"\nlease_ttl = \"5s\"\n", "lease_ttl"),
             ("[hub]\ndefault_max_attempts = 0\n", "default_max_attempts"),
+            ("[health]\nhealthy_success_rate = 1.5\n", "healthy_success_rate"),
+            ("[health]\nhealthy_success_rate = 0.5\n", "degraded_success_rate"),
+            ("[health]\nwindow = \"often\"\n", "health.window"),
         ];
         for (text, needle) in cases {
             std::fs::write(&file, text).unwrap();

@@ -57,6 +57,14 @@ struct Shared {
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
     last_event: watch::Receiver<i64>,
+    stats: Arc<WriterStats>,
+}
+
+/// Shared with the writer thread.
+struct WriterStats {
+    commit: muster_metrics::Histogram,
+    batch: muster_metrics::Histogram,
+    failed: muster_metrics::Counter,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -84,9 +92,15 @@ impl SqliteStore {
         let (event_tx, event_rx) = watch::channel(last);
         let (tx, rx) = mpsc::channel::<Job>(8192);
         let max_batch = limits.max_batch.max(1);
+        let stats = Arc::new(WriterStats {
+            commit: muster_metrics::Histogram::new(muster_metrics::LATENCY_BUCKETS),
+            batch: muster_metrics::Histogram::new(muster_metrics::SIZE_BUCKETS),
+            failed: muster_metrics::Counter::default(),
+        });
+        let writer_stats = stats.clone();
         let writer = std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, event_tx))
+            .spawn(move || writer_loop(conn, rx, max_batch, event_tx, &writer_stats))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
@@ -96,6 +110,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
                 last_event: event_rx,
+                stats,
             }),
         })
     }
@@ -160,7 +175,13 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, last_event: watch::Sender<i64>) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    last_event: watch::Sender<i64>,
+    stats: &WriterStats,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut done: Vec<Completion> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -204,11 +225,19 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, 
                 aborted = true;
             }
         }
+        let committing = std::time::Instant::now();
         let commit = match (began, aborted) {
             (Ok(()), false) => conn.execute_batch("COMMIT").map_err(StoreError::from),
             (Ok(()), true) => Err(StoreError::Database("the write transaction was aborted".into())),
             (Err(e), _) => Err(StoreError::from(e)),
         };
+        match &commit {
+            Ok(()) => {
+                stats.commit.observe(committing.elapsed().as_secs_f64());
+                stats.batch.observe(done.len() as f64);
+            }
+            Err(_) => stats.failed.inc(),
+        }
         if let Err(e) = &commit {
             tracing::error!(error = %e, batch = done.len(), "write batch failed; every change in it is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
@@ -337,6 +366,14 @@ impl Store for SqliteStore {
         self.read(ops::count_tasks).await
     }
 
+    async fn count_tasks_by_priority(&self) -> Result<Vec<(TaskState, muster_core::Priority, u64)>> {
+        self.read(ops::count_tasks_by_priority).await
+    }
+
+    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(String, u64)>> {
+        self.read(move |c| ops::outcomes_since(c, since)).await
+    }
+
     async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)> {
         let id = id.clone();
         self.write(move |c| ops::cancel_task(c, &id, now)).await
@@ -437,5 +474,14 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> watch::Receiver<i64> {
         self.shared.last_event.clone()
+    }
+
+    fn write_stats(&self) -> crate::WriteStats {
+        let s = &self.shared.stats;
+        crate::WriteStats {
+            commit_seconds: s.commit.snapshot(),
+            batch_size: s.batch.snapshot(),
+            failed_batches: s.failed.get(),
+        }
     }
 }

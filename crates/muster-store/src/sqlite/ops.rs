@@ -550,6 +550,29 @@ pub fn count_tasks(c: &Connection) -> Result<Vec<(TaskState, u64)>> {
     Ok(counts)
 }
 
+pub fn count_tasks_by_priority(c: &Connection) -> Result<Vec<(TaskState, Priority, u64)>> {
+    let mut stmt = c.prepare("SELECT state, priority, COUNT(*) FROM tasks GROUP BY state, priority")?;
+    let rows = stmt.query_map([], |r| {
+        let state: String = r.get(0)?;
+        let priority: i64 = r.get(1)?;
+        Ok((
+            TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
+            Priority::from_rank(priority).ok_or_else(|| corrupt("priority", priority))?,
+            r.get::<_, i64>(2)? as u64,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(String, u64)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT outcome, COUNT(*) FROM attempts WHERE finished_at >= ? AND outcome IS NOT NULL \
+         GROUP BY outcome ORDER BY outcome",
+    )?;
+    let rows = stmt.query_map([since.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn cancel_task(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Cancel)> {
     let mut task = load_task(c, id)?;
     let outcome = task.cancel(now).map_err(refused)?;

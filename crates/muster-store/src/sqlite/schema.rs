@@ -113,6 +113,10 @@ CREATE TABLE events (
 CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
 CREATE INDEX events_agent ON events (agent, seq) WHERE agent IS NOT NULL;
 "#,
+    // 2: health reads recent outcomes by time.
+    r#"
+CREATE INDEX attempts_finished ON attempts (finished_at) WHERE finished_at IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -10,5 +10,6 @@ mod crash;
 mod dispatch;
 mod lifecycle;
 mod liveness;
+mod operate;
 mod regressions;
 mod stale_epoch;

@@ -1,0 +1,149 @@
+//! Operating a hub: metrics that Prometheus accepts, readiness while
+//! draining, the health level, the version.
+
+use crate::harness::{Hub, HubOpts, PATIENCE, path_str};
+use serde_json::json;
+use std::process::Stdio;
+
+/// Runs `promtool check metrics` on `text`; returns its exit code and what it printed.
+async fn promtool(text: &str) -> (i32, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cmd = tokio::process::Command::new("promtool");
+    cmd.args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut group = muster_agent::process::ProcessGroup::spawn(&mut cmd)
+        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
+    let mut stdin = group.child_mut().stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).await.expect("metrics written");
+    drop(stdin);
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut stdout = group.child_mut().stdout.take().expect("stdout");
+    let mut stderr = group.child_mut().stderr.take().expect("stderr");
+    let (a, b) = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+    a.expect("stdout");
+    b.expect("stderr");
+    let status = tokio::time::timeout(PATIENCE, group.wait()).await.expect("promtool exits").expect("status");
+    (status.code().unwrap_or(-1), out + &err)
+}
+
+async fn scrape(hub: &Hub) -> String {
+    let resp = reqwest::get(format!("{}/metrics", hub.url)).await.expect("the hub answers");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    resp.text().await.expect("a body")
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_from_a_hub_that_has_run_tasks_pass_promtool() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 2, &[]).await;
+    let ok = hub.add_task(json!({ "prompt": "echo ok", "runner": "shell", "priority": "high" })).await;
+    let bad = hub.add_task(json!({ "prompt": "exit 4", "runner": "shell", "max_attempts": 1 })).await;
+    let queued = hub.add_task(json!({ "prompt": "echo never", "runner": "shell", "capabilities": ["gpu"] })).await;
+    hub.wait_state(&ok, &["succeeded"]).await;
+    hub.wait_state(&bad, &["failed"]).await;
+    let (status, _) = hub.request(reqwest::Method::GET, "/tasks?state=nonsense", None).await;
+    assert_eq!(status, 400);
+
+    let text = scrape(&hub).await;
+    let (code, report) = promtool(&text).await;
+    assert_eq!(code, 0, "promtool check metrics failed:\n{report}\n{text}");
+    assert_eq!(report.trim(), "", "promtool found problems:\n{report}");
+
+    assert_eq!(value(&text, r#"muster_task_outcomes_total{outcome="succeeded"}"#), 1.0);
+    assert_eq!(value(&text, r#"muster_task_outcomes_total{outcome="failed"}"#), 1.0);
+    assert_eq!(value(&text, r#"muster_tasks{state="succeeded",priority="high"}"#), 1.0);
+    assert_eq!(value(&text, r#"muster_tasks{state="queued",priority="normal"}"#), 1.0);
+    assert_eq!(value(&text, r#"muster_agents{state="idle"}"#), 1.0);
+    assert_eq!(value(&text, "muster_agent_sockets"), 1.0);
+    assert_eq!(value(&text, "muster_dispatch_latency_seconds_count"), 2.0);
+    assert_eq!(value(&text, r#"muster_run_duration_seconds_count{outcome="succeeded"}"#), 1.0);
+    assert!(value(&text, "muster_db_commit_duration_seconds_count") > 0.0);
+    assert!(value(&text, r#"muster_http_requests_total{route="/api/v1/tasks",method="POST",status="201"}"#) >= 3.0);
+    // Labels carry route templates, never ids.
+    assert!(value(&text, r#"muster_http_requests_total{route="/api/v1/tasks/{id}",method="GET",status="200"}"#) >= 1.0);
+    for id in [&ok, &bad, &queued] {
+        assert!(!text.contains(id.as_str()), "a task id leaked into the metrics");
+    }
+    assert!(!text.contains(&hub.token), "a token leaked into the metrics");
+    assert!(value(&text, r#"muster_http_requests_total{route="/api/v1/tasks",method="GET",status="400"}"#) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_answers_503_while_the_hub_drains() {
+    let mut hub = Hub::start_with(HubOpts { extra: &["--drain-delay", "30s"], ..HubOpts::default() }).await;
+    let ready = reqwest::get(format!("{}/readyz?verbose", hub.url)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "[+] database ok\n[+] draining ok\nready\n");
+
+    let mark = hub.last_event().await;
+    let pid = hub.process.as_ref().unwrap().pgid();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    hub.wait_until("the hub to start draining", || async {
+        let events = hub.get(&format!("/events?after={mark}")).await;
+        events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "hub.draining").then_some(())
+    })
+    .await;
+    let draining = reqwest::get(format!("{}/readyz?verbose", hub.url)).await.unwrap();
+    assert_eq!(draining.status(), 503);
+    assert_eq!(
+        draining.text().await.unwrap(),
+        "[+] database ok\n[-] draining failed: the hub is shutting down\nnot ready\n"
+    );
+    let plain = reqwest::get(format!("{}/readyz", hub.url)).await.unwrap();
+    assert_eq!((plain.status().as_u16(), plain.text().await.unwrap()), (503, "not ready\n".to_owned()));
+    // Live, though not ready; and it takes no new tasks.
+    assert_eq!(reqwest::get(format!("{}/livez", hub.url)).await.unwrap().status(), 200);
+    let (status, body) = hub.post("/tasks", json!({ "prompt": "echo late", "runner": "shell" })).await;
+    assert_eq!(status, 503, "{body}");
+    hub.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_the_health_level_and_why() {
+    let hub = Hub::start().await;
+    let (code, out, _) = hub.cli(&["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("health     HEALTHY (runs ended in the last 1h)"), "{out}");
+    assert!(out.contains("- no runs finished in the window"), "{out}");
+
+    let _agent = hub.agent("w", 2, &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let flag = path_str(&scratch.path().join("x"));
+    let mut ids = vec![hub.shell_task("echo fine").await];
+    for _ in 0..3 {
+        ids.push(
+            hub.add_task(json!({ "prompt": format!("touch '{flag}'; exit 1"), "runner": "shell", "max_attempts": 1 }))
+                .await,
+        );
+    }
+    for id in &ids {
+        hub.wait_state(id, &["succeeded", "failed"]).await;
+    }
+    let (code, out, _) = hub.cli(&["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("health     UNHEALTHY"), "{out}");
+    assert!(out.contains("- 1 of 4 runs succeeded (25%)"), "{out}");
+    assert!(out.contains("- success rate below 70%"), "{out}");
+    assert!(out.contains("- 3 failed runs (more than 2)"), "{out}");
+    let (_, out, _) = hub.cli(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["health"]["level"], "UNHEALTHY");
+    assert_eq!((status["health"]["succeeded"].as_u64(), status["health"]["failed"].as_u64()), (Some(1), Some(3)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_version_is_public() {
+    let hub = Hub::start().await;
+    let v: serde_json::Value = reqwest::get(format!("{}/api/v1/version", hub.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["api"], "v1");
+    assert_eq!(v["agent_protocol"], 1);
+}
