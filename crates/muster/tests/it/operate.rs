@@ -28,7 +28,8 @@ async fn promtool(text: &str) -> (i32, String) {
 async fn scrape(hub: &Hub) -> String {
     let resp = reqwest::get(format!("{}/metrics", hub.url)).await.expect("the hub answers");
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let content_type = resp.headers()["content-type"].to_str().expect("a text header");
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     resp.text().await.expect("a body")
 }
 
@@ -37,7 +38,7 @@ fn value(text: &str, series: &str) -> f64 {
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("not a number: {line}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
