@@ -33,6 +33,12 @@ pub struct HubConfig {
     /// The health level judges runs that ended within this window.
     pub health_window: Duration,
     pub health: muster_core::health::Thresholds,
+    /// Where backups go.
+    pub backup_dir: PathBuf,
+    /// How often the hub backs itself up; zero turns the schedule off.
+    pub backup_interval: Duration,
+    /// Backups kept; older ones are deleted after each new one.
+    pub backup_keep: usize,
 }
 
 impl HubConfig {
@@ -63,6 +69,9 @@ impl Default for HubConfig {
             drain_delay: Duration::ZERO,
             health_window: Duration::from_secs(3600),
             health: muster_core::health::Thresholds::default(),
+            backup_dir: PathBuf::from(".muster/backups"),
+            backup_interval: Duration::from_secs(24 * 3600),
+            backup_keep: 7,
         }
     }
 }

@@ -118,6 +118,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/events", get(list_events))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/version", get(version))
         .route("/agent/connect", get(crate::socket::connect));
     Router::new()
@@ -227,6 +228,21 @@ impl Hub {
             failed,
         })
     }
+}
+
+async fn create_backup(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    tracing::info!(by = %by.name, "backup requested");
+    let backup = hub.backup_now().await?;
+    Ok(json(StatusCode::CREATED, &backup))
+}
+
+async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let dir = &hub.config().backup_dir;
+    let backups = crate::backup::list(dir)
+        .map_err(|e| ApiError::Internal(format!("cannot list backups in {}: {e}", dir.display())))?;
+    Ok(json(StatusCode::OK, &backups))
 }
 
 async fn health(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

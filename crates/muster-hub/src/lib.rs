@@ -6,6 +6,7 @@
 //! fact that must survive a crash is in the store before it is acknowledged.
 
 mod auth;
+mod backup;
 mod config;
 pub mod http;
 mod loops;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     pub sockets_open: AtomicU64,
     pub sockets_closed: Notify,
     pub metrics: metrics::Metrics,
+    /// One backup at a time. Held across the backup's `.await`, hence tokio's mutex.
+    pub backing_up: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -118,6 +121,7 @@ impl Hub {
                 sockets_open: AtomicU64::new(0),
                 sockets_closed: Notify::new(),
                 metrics: metrics::Metrics::default(),
+                backing_up: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -167,6 +171,7 @@ impl Hub {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
+        let backups = tokio::spawn(backup::backup_loop(self.clone()));
         let app = http::router(self.clone());
         let hub = self.clone();
         let stop = async move {
@@ -204,6 +209,7 @@ impl Hub {
             }
         }
         let _ = dispatcher.await;
+        let _ = backups.await;
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

@@ -302,6 +302,18 @@ pub struct HealthView {
     pub failed: u64,
 }
 
+/// A backup file, from `POST` or `GET /api/v1/admin/backups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupView {
+    pub file: String,
+    pub path: String,
+    pub bytes: u64,
+    pub created_at: String,
+    /// Tasks in the copy; known for a backup just made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u64>,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

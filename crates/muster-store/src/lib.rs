@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers a query.
     async fn ping(&self) -> Result<()>;
 
+    /// Writes a consistent copy of the whole database to `dest` (which must
+    /// not exist) while the store keeps running, then verifies the copy.
+    async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;
+
     // -- tokens -----------------------------------------------------------
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord>;
@@ -194,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// How the writer has been doing since the store opened.
     fn write_stats(&self) -> WriteStats;
+}
+
+/// A verified backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    /// Tasks in the copy.
+    pub tasks: u64,
 }
 
 /// The writer's statistics, for metrics.

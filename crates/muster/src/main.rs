@@ -4,7 +4,7 @@ mod serve;
 mod settings;
 
 use clap::{Parser, Subcommand};
-use muster_cli::{AgentAddArgs, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
+use muster_cli::{AgentAddArgs, BackupCmd, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
 use settings::HubArgs;
 
 /// Run a fleet of headless AI coding agents.
@@ -39,6 +39,18 @@ enum Command {
     },
     /// The timeline of task and agent changes.
     Events(EventsArgs),
+    /// Back up the database now (online, verified), or list backups.
+    Backup {
+        #[command(subcommand)]
+        cmd: Option<BackupCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a backup in place of the database. The hub must be stopped.
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +119,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Token(cmd) => muster_cli::token(&conn, cmd).await,
         Command::Status { json } => muster_cli::status(&conn, json).await,
         Command::Events(args) => muster_cli::events(&conn, args).await,
+        Command::Backup { cmd, json } => muster_cli::backup(&conn, cmd, json).await,
+        Command::Restore { file } => return report(serve::restore(&conn, &file)),
     };
     match result {
         Ok(()) => exit::OK,

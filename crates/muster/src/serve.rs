@@ -80,6 +80,31 @@ async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
     Ok(Opened { hub, listener, _lock: lock })
 }
 
+/// `muster restore FILE`: offline, with the data directory locked so no hub
+/// can be running on it.
+pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
+    let dir = conn.data_dir.clone().unwrap_or_else(|| PathBuf::from(muster_cli::DEFAULT_DATA_DIR));
+    let _lock = lock_data_dir(&dir).map_err(|e| anyhow::anyhow!("{e:#}; stop the hub before restoring"))?;
+    let stamp = muster_proto::timestamp(muster_hub::Clock::now(&SystemClock)).replace(['-', ':', '.'], "");
+    let db = dir.join("muster.db");
+    let restored = muster_store::sqlite::backup::restore(file, &db, &stamp)
+        .map_err(|e| anyhow::anyhow!("restore refused: {e}"))?;
+    println!("{}", db.display());
+    eprintln!(
+        "restored {} ({} bytes, {} tasks, integrity ok) into {}",
+        file.display(),
+        restored.from.bytes,
+        restored.from.tasks,
+        db.display()
+    );
+    match restored.previous {
+        Some(kept) => eprintln!("the database it replaced is kept as {}", kept.display()),
+        None => eprintln!("there was no database to replace"),
+    }
+    eprintln!("start the hub to use it; agents re-attach to their runs as after any restart");
+    Ok(())
+}
+
 pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args, conn.data_dir.as_deref())?;
     let data_dir = config.data_dir.clone();

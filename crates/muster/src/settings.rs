@@ -51,6 +51,15 @@ pub struct HubArgs {
     /// On SIGTERM, how long to answer 503 on /readyz before stopping [default: 0s].
     #[arg(long, env = "MUSTER_DRAIN_DELAY")]
     pub drain_delay: Option<String>,
+    /// How often to back up; 0 turns scheduled backups off [default: 24h].
+    #[arg(long, env = "MUSTER_BACKUP_INTERVAL")]
+    pub backup_interval: Option<String>,
+    /// Backups kept [default: 7].
+    #[arg(long, env = "MUSTER_BACKUP_KEEP")]
+    pub backup_keep: Option<usize>,
+    /// Where backups go [default: <data-dir>/backups].
+    #[arg(long, env = "MUSTER_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -92,6 +101,9 @@ struct FileHub {
     extra_runners: Vec<String>,
     max_output_bytes: Option<u64>,
     drain_delay: Option<String>,
+    backup_interval: Option<String>,
+    backup_keep: Option<usize>,
+    backup_dir: Option<PathBuf>,
 }
 
 fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
@@ -178,9 +190,21 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         bail!("default_max_attempts must be between 1 and {}", muster_core::task::MAX_ATTEMPTS);
     }
     let health = health_thresholds(&file_health)?;
+    let data_dir: PathBuf = data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir);
+    let backup_interval = match args.backup_interval.as_ref().or(file.backup_interval.as_ref()) {
+        Some(v) if v.trim() == "0" => Duration::ZERO,
+        v => duration("backup_interval", v, defaults.backup_interval)?,
+    };
+    let backup_keep = args.backup_keep.or(file.backup_keep).unwrap_or(defaults.backup_keep);
+    if backup_keep == 0 {
+        bail!("backup_keep must be at least 1");
+    }
     Ok(HubConfig {
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
-        data_dir: data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir),
+        backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
+        backup_interval,
+        backup_keep,
+        data_dir,
         heartbeat_interval,
         lease_ttl,
         accept_timeout: duration(
@@ -235,6 +259,9 @@ mod tests {
             default_max_attempts: None,
             max_output_bytes: None,
             drain_delay: None,
+            backup_interval: None,
+            backup_keep: None,
+            backup_dir: None,
         }
     }
 

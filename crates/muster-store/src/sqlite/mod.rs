@@ -12,6 +12,7 @@
 //! Reads use a small pool of read-only connections on blocking threads; WAL
 //! lets them run beside the writer and see every committed change.
 
+pub mod backup;
 mod ops;
 pub mod schema;
 
@@ -279,6 +280,11 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
+        let dest = dest.to_owned();
+        self.read(move |c| backup::backup(c, &dest)).await
     }
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord> {

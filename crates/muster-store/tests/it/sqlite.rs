@@ -337,3 +337,47 @@ async fn a_database_from_a_newer_build_is_refused() {
         Ok(_) => panic!("a database from a newer build must not open"),
     }
 }
+
+#[tokio::test]
+async fn a_backup_is_a_verified_copy_and_restore_refuses_what_is_not_one() {
+    use muster_store::sqlite::backup;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for n in 1..=3 {
+        store.create_task(task_id(n), spec("kept"), at(0)).await.unwrap();
+    }
+    let copy = dir.path().join("copy.db");
+    let info = store.backup(&copy).await.unwrap();
+    assert_eq!(info.tasks, 3);
+    assert!(matches!(store.backup(&copy).await, Err(StoreError::Conflict(_))), "a backup never overwrites");
+    store.create_task(task_id(4), spec("after the backup"), at(1)).await.unwrap();
+    store.close().await;
+
+    let db = dir.path().join("muster.db");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, b"not a database at all").unwrap();
+    let newer = dir.path().join("newer.db");
+    std::fs::copy(&copy, &newer).unwrap();
+    raw(&newer).pragma_update(None, "user_version", 99).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    for (file, why) in [(&garbage, "not a readable SQLite database"), (&newer, "schema version 99")] {
+        let err = backup::restore(file, &db, "x").unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), before, "a refused restore changes nothing");
+    }
+
+    let restored = backup::restore(&copy, &db, "stamp").unwrap();
+    assert_eq!(restored.from.tasks, 3);
+    let kept = restored.previous.unwrap();
+    assert!(kept.ends_with("muster.db.before-restore-stamp"));
+    let reopened = open(&dir);
+    assert!(reopened.task(&task_id(3)).await.unwrap().is_some());
+    assert!(reopened.task(&task_id(4)).await.unwrap().is_none(), "the restore is the backup's state");
+    reopened.close().await;
+    assert_eq!(backup::verify(&kept).unwrap().tasks, 4, "the replaced database is kept whole");
+
+    // Restoring where there is no database yet just puts it there.
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = backup::restore(&copy, &empty.path().join("muster.db"), "x").unwrap();
+    assert!(fresh.previous.is_none());
+}

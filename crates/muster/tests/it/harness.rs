@@ -118,7 +118,8 @@ impl Hub {
             "--retry-backoff-max",
             o.backoff_max,
         ]);
-        cmd.args(["--restart-grace", o.restart_grace]).args(o.extra);
+        // Scheduled backups off: a background backup would race tests that watch the timeline.
+        cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0"]).args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");
