@@ -125,6 +125,12 @@ impl Client {
         Self::decode(&text)
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+        let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        let (_, text) = self.send(Method::PUT, path, Some(body), Duration::from_secs(30)).await?;
+        Self::decode(&text)
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
         let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
         let (_, text) = self.send(Method::POST, path, Some(body), Duration::from_secs(30)).await?;

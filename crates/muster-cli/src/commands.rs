@@ -642,3 +642,95 @@ pub async fn backup(conn: &ConnArgs, cmd: Option<BackupCmd>, json: bool) -> CliR
         }
     }
 }
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Acknowledge a firing alert: someone is on it.
+    Ack { rule: String },
+}
+
+/// `muster alerts`: every rule, its state and why.
+pub async fn alerts(conn: &ConnArgs, cmd: Option<AlertsCmd>, json: bool) -> CliResult {
+    let client = conn.client()?;
+    if let Some(AlertsCmd::Ack { rule }) = cmd {
+        let a: muster_proto::api::AlertView = client.post(&format!("/alerts/{}/ack", segment(&rule)), &()).await?;
+        if json {
+            return print_json(&a);
+        }
+        eprintln!("{} acknowledged", a.rule);
+        return Ok(());
+    }
+    let all: Vec<muster_proto::api::AlertView> = client.get("/alerts").await?;
+    if json {
+        return print_json(&all);
+    }
+    let mut t = Table::new(&["RULE", "STATE", "SEVERITY", "SINCE", "DETAIL"]);
+    for a in &all {
+        let state = match (&a.acknowledged_by, a.state.as_str()) {
+            (Some(by), "acknowledged") => format!("acknowledged by {by}"),
+            _ if !a.enabled => "off".to_owned(),
+            _ => a.state.clone(),
+        };
+        let detail = if a.state == "resolved" { "-".to_owned() } else { dash(a.detail.as_ref()) };
+        let since = if a.state == "resolved" { "-".to_owned() } else { dash(a.since.as_ref()) };
+        t.row(vec![a.rule.clone(), state, a.severity.clone(), since, detail]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Alert rules' settings; `set` changes them at once, no restart.
+    Alerts {
+        #[command(subcommand)]
+        cmd: Option<AlertConfigCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertConfigCmd {
+    /// Change one rule's settings.
+    Set {
+        rule: String,
+        #[arg(long, allow_negative_numbers = true)]
+        threshold: Option<f64>,
+        /// warning or critical.
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        enabled: Option<bool>,
+    },
+}
+
+pub async fn config(conn: &ConnArgs, cmd: ConfigCmd) -> CliResult {
+    let client = conn.client()?;
+    let ConfigCmd::Alerts { cmd, json } = cmd;
+    let configs: std::collections::BTreeMap<String, muster_proto::api::RuleConfigView> = match cmd {
+        None => client.get("/config/alerts").await?,
+        Some(AlertConfigCmd::Set { rule, threshold, severity, enabled }) => {
+            let patch = muster_proto::api::RuleConfigPatch { enabled, severity, threshold };
+            let body = std::collections::BTreeMap::from([(rule.clone(), patch)]);
+            let updated = client.put("/config/alerts", &body).await?;
+            eprintln!("{rule} updated; it applies at the next evaluation");
+            updated
+        }
+    };
+    if json {
+        return print_json(&configs);
+    }
+    let mut t = Table::new(&["RULE", "ENABLED", "SEVERITY", "THRESHOLD", "MEANING"]);
+    for (rule, c) in &configs {
+        t.row(vec![
+            rule.clone(),
+            c.enabled.to_string(),
+            c.severity.clone(),
+            c.threshold.to_string(),
+            c.threshold_meaning.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! a plain function that tests can drive step by step.
 
 pub mod agent;
+pub mod alert;
 pub mod backoff;
 pub mod dispatch;
 pub mod health;

@@ -39,6 +39,8 @@ pub struct HubConfig {
     pub backup_interval: Duration,
     /// Backups kept; older ones are deleted after each new one.
     pub backup_keep: usize,
+    /// How often alert rules are evaluated.
+    pub alert_interval: Duration,
 }
 
 impl HubConfig {
@@ -72,6 +74,7 @@ impl Default for HubConfig {
             backup_dir: PathBuf::from(".muster/backups"),
             backup_interval: Duration::from_secs(24 * 3600),
             backup_keep: 7,
+            alert_interval: Duration::from_secs(30),
         }
     }
 }

@@ -119,6 +119,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/admin/backups", post(create_backup).get(list_backups))
+        .route("/alerts", get(list_alerts))
+        .route("/alerts/{rule}/ack", post(ack_alert))
+        .route("/config/alerts", get(alert_config).put(put_alert_config))
         .route("/version", get(version))
         .route("/agent/connect", get(crate::socket::connect));
     Router::new()
@@ -228,6 +231,46 @@ impl Hub {
             failed,
         })
     }
+}
+
+async fn list_alerts(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.alert_views().await?))
+}
+
+async fn ack_alert(State(hub): State<Hub>, headers: HeaderMap, Path(rule): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let rule = muster_core::alert::Rule::parse(&rule)?;
+    match hub.shared.store.acknowledge_alert(rule, &by.name, hub.now()).await {
+        Ok(_) => {}
+        // Not firing is a state conflict, not a malformed request.
+        Err(StoreError::Invalid(i)) => {
+            return Err(ApiError::Conflict {
+                field: Some(i.field.to_owned()),
+                detail: format!("{}: {}", rule.as_str(), i.reason),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(rule = rule.as_str(), by = %by.name, "alert acknowledged");
+    let views = hub.alert_views().await?;
+    let view = views
+        .into_iter()
+        .find(|v| v.rule == rule.as_str())
+        .ok_or_else(|| ApiError::Internal("alert vanished".into()))?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn alert_config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
+}
+
+async fn put_alert_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let patch: BTreeMap<String, muster_proto::api::RuleConfigPatch> = from_json(&body)?;
+    hub.update_alert_config(patch, &by.name).await?;
+    Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
 }
 
 async fn create_backup(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

@@ -5,6 +5,7 @@
 //! holds live agent sockets in memory and nothing else that matters: every
 //! fact that must survive a crash is in the store before it is acknowledged.
 
+mod alerts;
 mod auth;
 mod backup;
 mod config;
@@ -172,6 +173,7 @@ impl Hub {
     ) -> anyhow::Result<()> {
         let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
         let backups = tokio::spawn(backup::backup_loop(self.clone()));
+        let alerting = tokio::spawn(alerts::alert_loop(self.clone()));
         let app = http::router(self.clone());
         let hub = self.clone();
         let stop = async move {
@@ -210,6 +212,7 @@ impl Hub {
         }
         let _ = dispatcher.await;
         let _ = backups.await;
+        let _ = alerting.await;
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

@@ -121,6 +121,16 @@ impl Hub {
             &m.http_duration,
         );
 
+        let firing: Vec<(Labels, f64)> = self
+            .alert_views()
+            .await?
+            .into_iter()
+            .map(|a| {
+                let active = if a.state == "resolved" { 0.0 } else { 1.0 };
+                (vec![("rule", a.rule), ("severity", a.severity)], active)
+            })
+            .collect();
+        e.gauge("muster_alerts_firing", "1 for each alert rule firing or acknowledged, 0 otherwise.", &firing);
         let backup_age: Vec<(Labels, f64)> =
             self.last_backup_age().map(|a| (vec![], a.as_secs_f64())).into_iter().collect();
         e.gauge("muster_last_backup_age_seconds", "Age of the newest backup; absent when there is none.", &backup_age);

@@ -314,6 +314,43 @@ pub struct BackupView {
     pub tasks: Option<u64>,
 }
 
+/// One alert rule and its state, from `GET /api/v1/alerts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertView {
+    pub rule: String,
+    /// `resolved`, `firing` or `acknowledged`.
+    pub state: String,
+    pub severity: String,
+    pub enabled: bool,
+    pub threshold: f64,
+    pub detail: Option<String>,
+    pub since: Option<String>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<String>,
+}
+
+/// A rule's settings, in `GET/PUT /api/v1/config/alerts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleConfigView {
+    pub enabled: bool,
+    pub severity: String,
+    pub threshold: f64,
+    /// What the threshold means.
+    pub threshold_meaning: String,
+}
+
+/// A change to one rule's settings: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfigPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

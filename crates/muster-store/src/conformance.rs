@@ -113,6 +113,9 @@ cases!($
     count_tasks_by_priority_splits_each_state,
     outcomes_since_counts_recent_attempts_by_outcome,
     write_stats_count_committed_batches,
+    alerts_are_saved_acknowledged_and_on_the_timeline,
+    settings_are_stored_by_key_with_an_event,
+    quiet_running_tasks_are_counted,
     next_due_is_the_earliest_backoff_or_lease,
     writes_after_close_are_refused,
 );
@@ -1776,6 +1779,74 @@ pub async fn write_stats_count_committed_batches(store: Arc<dyn Store>) {
     assert_eq!(after.commit_seconds.count, after.batch_size.count, "one commit per batch");
     assert!(after.batch_size.sum >= before.batch_size.sum + 2.0, "every change is counted in some batch");
     assert_eq!(after.failed_batches, 0);
+}
+
+pub async fn alerts_are_saved_acknowledged_and_on_the_timeline(store: Arc<dyn Store>) {
+    use muster_core::alert::{AlertState, Rule, Severity};
+    let s = &*store;
+    assert_eq!(ok("alerts", s.alerts().await), []);
+    let r = s.acknowledge_alert(Rule::DiskLow, "admin", at(0)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(ref i)) if i.field == "state"), "{r:?}");
+
+    let mark = last_seq(s).await;
+    let firing = crate::AlertRecord {
+        rule: Rule::DiskLow,
+        state: AlertState::Firing,
+        severity: Severity::Critical,
+        detail: Some("1% free".into()),
+        since: Some(at(1)),
+        acknowledged_by: None,
+        acknowledged_at: None,
+        updated_at: at(1),
+    };
+    ok("save_alert", s.save_alert(firing.clone(), Some("alert.firing"), at(1)).await);
+    assert_eq!(ok("alerts", s.alerts().await), std::slice::from_ref(&firing));
+    let acked = ok("acknowledge_alert", s.acknowledge_alert(Rule::DiskLow, "admin", at(2)).await);
+    assert_eq!(
+        (acked.state, acked.acknowledged_by.as_deref(), acked.acknowledged_at),
+        (AlertState::Acknowledged, Some("admin"), Some(at(2)))
+    );
+    let again = s.acknowledge_alert(Rule::DiskLow, "admin", at(3)).await;
+    assert!(matches!(again, Err(StoreError::Invalid(_))), "acknowledged twice: {again:?}");
+    let resolved = crate::AlertRecord { state: AlertState::Resolved, updated_at: at(4), ..acked };
+    ok("save_alert", s.save_alert(resolved.clone(), Some("alert.resolved"), at(4)).await);
+    ok("save_alert", s.save_alert(resolved.clone(), None, at(5)).await);
+    assert_eq!(ok("alerts", s.alerts().await), [resolved]);
+    let events = assert_events(s, mark, &["alert.firing", "alert.acknowledged", "alert.resolved"], "alerts").await;
+    assert_eq!(events[0].detail.as_deref(), Some("disk_low (critical): 1% free"));
+    assert_eq!(events[1].state.as_deref(), Some("acknowledged"));
+}
+
+pub async fn settings_are_stored_by_key_with_an_event(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mark = last_seq(s).await;
+    let pairs =
+        vec![("alerts.disk_low.threshold".to_owned(), "0.1".to_owned()), ("other.key".to_owned(), "x".to_owned())];
+    ok("put_settings", s.put_settings(pairs, "admin", at(1)).await);
+    let pairs = vec![("alerts.disk_low.threshold".to_owned(), "0.2".to_owned())];
+    ok("put_settings", s.put_settings(pairs, "admin", at(2)).await);
+    assert_eq!(
+        ok("settings", s.settings("alerts.").await),
+        [("alerts.disk_low.threshold".to_owned(), "0.2".to_owned())]
+    );
+    assert_eq!(ok("settings", s.settings("").await).len(), 2);
+    let events = assert_events(s, mark, &["config.changed", "config.changed"], "put_settings").await;
+    assert_eq!(events[1].detail.as_deref(), Some("alerts.disk_low.threshold=0.2 by admin"));
+}
+
+pub async fn quiet_running_tasks_are_counted(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 3, at(0)).await;
+    let chatty = submit(s, 1, spec("chatty"), at(0)).await;
+    let e = start(s, &a, &chatty, at(0)).await;
+    let quiet = submit(s, 2, spec("quiet"), at(0)).await;
+    start(s, &a, &quiet, at(0)).await;
+    let fresh = submit(s, 3, spec("fresh"), at(0)).await;
+    start(s, &a, &fresh, at(50)).await;
+    ok("append_output", s.append_output(&a, &chatty, e, vec![stdout(b"still here")], at(45)).await);
+    assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(40)).await), 1, "only the quiet one");
+    assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(60)).await), 3);
+    assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(0)).await), 0, "none started before then");
 }
 
 pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {

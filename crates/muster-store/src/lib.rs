@@ -189,6 +189,21 @@ pub trait Store: Send + Sync + 'static {
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
 
+    // -- alerts and settings -----------------------------------------------------
+
+    async fn alerts(&self) -> Result<Vec<AlertRecord>>;
+    /// Stores an alert's new state; `event` (`alert.firing`, `alert.resolved`)
+    /// goes on the timeline with it.
+    async fn save_alert(&self, alert: AlertRecord, event: Option<&'static str>, now: Millis) -> Result<()>;
+    /// A person takes a firing alert on. `Invalid` (field `state`) unless it is firing.
+    async fn acknowledge_alert(&self, rule: muster_core::alert::Rule, by: &str, now: Millis) -> Result<AlertRecord>;
+    /// Settings whose key starts with `prefix`, by key.
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+    /// Stores settings in one change, with a `config.changed` event naming the keys.
+    async fn put_settings(&self, pairs: Vec<(String, String)>, by: &str, now: Millis) -> Result<()>;
+    /// Running tasks that started before `quiet_since` and printed nothing since.
+    async fn count_quiet_running(&self, quiet_since: Millis) -> Result<u64>;
+
     // -- events -------------------------------------------------------------
 
     async fn record_event(&self, event: NewEvent, now: Millis) -> Result<()>;

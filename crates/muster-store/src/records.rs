@@ -2,6 +2,21 @@
 
 use muster_core::{AgentName, AgentStatus, Capability, Epoch, Millis, RunnerName, TaskId, TaskState, TokenId};
 
+/// An alert's current state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub rule: muster_core::alert::Rule,
+    pub state: muster_core::alert::AlertState,
+    pub severity: muster_core::alert::Severity,
+    /// Why it fired, as last evaluated.
+    pub detail: Option<String>,
+    /// When it last started firing.
+    pub since: Option<Millis>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<Millis>,
+    pub updated_at: Millis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Admin,

@@ -4,7 +4,7 @@ mod serve;
 mod settings;
 
 use clap::{Parser, Subcommand};
-use muster_cli::{AgentAddArgs, BackupCmd, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
+use muster_cli::{AgentAddArgs, AlertsCmd, BackupCmd, ConfigCmd, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
 use settings::HubArgs;
 
 /// Run a fleet of headless AI coding agents.
@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Alert rules and their state; `alerts ack RULE` acknowledges one.
+    Alerts {
+        #[command(subcommand)]
+        cmd: Option<AlertsCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runtime settings, applied without a restart.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Put a backup in place of the database. The hub must be stopped.
     Restore {
         /// The backup file.
@@ -120,6 +130,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Status { json } => muster_cli::status(&conn, json).await,
         Command::Events(args) => muster_cli::events(&conn, args).await,
         Command::Backup { cmd, json } => muster_cli::backup(&conn, cmd, json).await,
+        Command::Alerts { cmd, json } => muster_cli::alerts(&conn, cmd, json).await,
+        Command::Config(cmd) => muster_cli::config(&conn, cmd).await,
         Command::Restore { file } => return report(serve::restore(&conn, &file)),
     };
     match result {

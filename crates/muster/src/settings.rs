@@ -60,6 +60,9 @@ pub struct HubArgs {
     /// Where backups go [default: <data-dir>/backups].
     #[arg(long, env = "MUSTER_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// How often alert rules are evaluated [default: 30s].
+    #[arg(long, env = "MUSTER_ALERT_INTERVAL")]
+    pub alert_interval: Option<String>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -104,6 +107,7 @@ struct FileHub {
     backup_interval: Option<String>,
     backup_keep: Option<usize>,
     backup_dir: Option<PathBuf>,
+    alert_interval: Option<String>,
 }
 
 fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
@@ -204,6 +208,11 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         backup_interval,
         backup_keep,
+        alert_interval: duration(
+            "alert_interval",
+            args.alert_interval.as_ref().or(file.alert_interval.as_ref()),
+            defaults.alert_interval,
+        )?,
         data_dir,
         heartbeat_interval,
         lease_ttl,
@@ -262,6 +271,7 @@ mod tests {
             backup_interval: None,
             backup_keep: None,
             backup_dir: None,
+            alert_interval: None,
         }
     }
 

@@ -469,6 +469,38 @@ impl Store for SqliteStore {
         self.read(move |c| ops::attempts(c, &id)).await
     }
 
+    async fn alerts(&self) -> Result<Vec<crate::AlertRecord>> {
+        self.read(ops::alerts).await
+    }
+
+    async fn save_alert(&self, alert: crate::AlertRecord, event: Option<&'static str>, now: Millis) -> Result<()> {
+        self.write(move |c| ops::save_alert(c, &alert, event, now)).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        rule: muster_core::alert::Rule,
+        by: &str,
+        now: Millis,
+    ) -> Result<crate::AlertRecord> {
+        let by = by.to_owned();
+        self.write(move |c| ops::acknowledge_alert(c, rule, &by, now)).await
+    }
+
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let prefix = prefix.to_owned();
+        self.read(move |c| ops::settings(c, &prefix)).await
+    }
+
+    async fn put_settings(&self, pairs: Vec<(String, String)>, by: &str, now: Millis) -> Result<()> {
+        let by = by.to_owned();
+        self.write(move |c| ops::put_settings(c, &pairs, &by, now)).await
+    }
+
+    async fn count_quiet_running(&self, quiet_since: Millis) -> Result<u64> {
+        self.read(move |c| ops::count_quiet_running(c, quiet_since)).await
+    }
+
     async fn record_event(&self, event: NewEvent, now: Millis) -> Result<()> {
         self.write(move |c| ops::insert_event(c, now, &event)).await
     }

@@ -117,6 +117,25 @@ CREATE INDEX events_agent ON events (agent, seq) WHERE agent IS NOT NULL;
     r#"
 CREATE INDEX attempts_finished ON attempts (finished_at) WHERE finished_at IS NOT NULL;
 "#,
+    // 3: alerts and runtime settings.
+    r#"
+CREATE TABLE alerts (
+    rule             TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    severity         TEXT NOT NULL,
+    detail           TEXT,
+    since            INTEGER,
+    acknowledged_by  TEXT,
+    acknowledged_at  INTEGER,
+    updated_at       INTEGER NOT NULL
+);
+CREATE TABLE settings (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX output_recent ON output (task_id, at);
+"#,
 ];
 
 /// The schema version this build writes.

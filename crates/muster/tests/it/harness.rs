@@ -25,6 +25,8 @@ pub struct HubOpts {
     pub backoff_base: &'static str,
     pub backoff_max: &'static str,
     pub restart_grace: &'static str,
+    /// Alerts are evaluated this often; rarely, unless a test is about them.
+    pub alert_interval: &'static str,
     /// More `muster hub` flags.
     pub extra: &'static [&'static str],
 }
@@ -38,6 +40,7 @@ impl Default for HubOpts {
             backoff_base: "100ms",
             backoff_max: "2s",
             restart_grace: "3s",
+            alert_interval: "1h",
             extra: &[],
         }
     }
@@ -119,7 +122,8 @@ impl Hub {
             o.backoff_max,
         ]);
         // Scheduled backups off: a background backup would race tests that watch the timeline.
-        cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0"]).args(o.extra);
+        cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0", "--alert-interval", o.alert_interval])
+            .args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod alerting;
 mod backups;
 mod bad_input;
 mod cli;

@@ -1,0 +1,290 @@
+//! Alert rules: when each one's condition holds, and how an alert moves
+//! between resolved, firing and acknowledged.
+//!
+//! The hub gathers an `Observation` on a schedule; `check` says whether a
+//! rule's condition holds and why; `step` turns that into a state change.
+
+use crate::Invalid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    QueueGrowing,
+    HighFailureRate,
+    StuckTasks,
+    NoAgentsOnline,
+    HighErrorRate,
+    BackupStale,
+    DiskLow,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 7] = [
+        Rule::QueueGrowing,
+        Rule::HighFailureRate,
+        Rule::StuckTasks,
+        Rule::NoAgentsOnline,
+        Rule::HighErrorRate,
+        Rule::BackupStale,
+        Rule::DiskLow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::QueueGrowing => "queue_growing",
+            Rule::HighFailureRate => "high_failure_rate",
+            Rule::StuckTasks => "stuck_tasks",
+            Rule::NoAgentsOnline => "no_agents_online",
+            Rule::HighErrorRate => "high_error_rate",
+            Rule::BackupStale => "backup_stale",
+            Rule::DiskLow => "disk_low",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Rule, Invalid> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+            Invalid::new("rule", format!("unknown alert rule {s:?}; rules are {}", names.join(", ")))
+        })
+    }
+
+    /// What the threshold means, for people.
+    pub fn threshold_meaning(self) -> &'static str {
+        match self {
+            Rule::QueueGrowing => "evaluations in a row the queue grew",
+            Rule::HighFailureRate => "share of runs failing in the last hour (0 to 1)",
+            Rule::StuckTasks => "seconds a running task may go without output",
+            Rule::NoAgentsOnline => "unused (fires when work waits and no agent is connected)",
+            Rule::HighErrorRate => "failed runs in the last hour",
+            Rule::BackupStale => "seconds since the newest backup",
+            Rule::DiskLow => "share of the data disk that must stay free (0 to 1)",
+        }
+    }
+
+    pub fn default_config(self) -> RuleConfig {
+        let (severity, threshold) = match self {
+            Rule::QueueGrowing => (Severity::Warning, 5.0),
+            Rule::HighFailureRate => (Severity::Critical, 0.5),
+            Rule::StuckTasks => (Severity::Warning, 1800.0),
+            Rule::NoAgentsOnline => (Severity::Critical, 0.0),
+            Rule::HighErrorRate => (Severity::Warning, 10.0),
+            Rule::BackupStale => (Severity::Warning, 2.0 * 86400.0),
+            Rule::DiskLow => (Severity::Critical, 0.05),
+        };
+        RuleConfig { enabled: true, severity, threshold }
+    }
+
+    /// Checks a threshold a person asked for.
+    pub fn validate_threshold(self, t: f64) -> Result<(), Invalid> {
+        let fraction = matches!(self, Rule::HighFailureRate | Rule::DiskLow);
+        if !t.is_finite() || t < 0.0 || (fraction && t > 1.0) {
+            let range = if fraction { "between 0 and 1" } else { "zero or more" };
+            return Err(Invalid::new("threshold", format!("{}: must be {range}, got {t}", self.as_str())));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Severity, Invalid> {
+        match s {
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
+            _ => Err(Invalid::new("severity", format!("unknown severity {s:?}; expected warning or critical"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub threshold: f64,
+}
+
+/// What the hub saw at one evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    /// Evaluations in a row at which the queue was deeper than at the one before.
+    pub queue_rises: u32,
+    pub queued: u64,
+    /// Runs that ended in the last hour.
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Running tasks with no output for longer than the stuck threshold.
+    pub stuck: u64,
+    pub agents_registered: u64,
+    pub agents_online: u64,
+    /// Seconds since the newest backup; `None` when there is none.
+    pub backup_age_secs: Option<f64>,
+    pub uptime_secs: f64,
+    /// Share of the data disk free; `None` when unknown.
+    pub disk_free: Option<f64>,
+}
+
+/// Whether `rule`'s condition holds, and why.
+pub fn check(rule: Rule, cfg: &RuleConfig, o: &Observation) -> Option<String> {
+    if !cfg.enabled {
+        return None;
+    }
+    let t = cfg.threshold;
+    match rule {
+        Rule::QueueGrowing => (f64::from(o.queue_rises) >= t.max(1.0))
+            .then(|| format!("the queue grew {} evaluations in a row; {} tasks queued", o.queue_rises, o.queued)),
+        Rule::HighFailureRate => {
+            let finished = o.succeeded + o.failed;
+            // A rate over one or two runs says little.
+            let rate = if finished >= 4 { o.failed as f64 / finished as f64 } else { 0.0 };
+            (finished >= 4 && rate >= t)
+                .then(|| format!("{:.0}% of runs failed in the last hour ({} of {finished})", rate * 100.0, o.failed))
+        }
+        Rule::StuckTasks => {
+            (o.stuck > 0).then(|| format!("{} running tasks have printed nothing for over {t:.0} s", o.stuck))
+        }
+        Rule::NoAgentsOnline => (o.agents_online == 0 && (o.agents_registered > 0 || o.queued > 0))
+            .then(|| format!("no agent is connected ({} registered, {} tasks queued)", o.agents_registered, o.queued)),
+        Rule::HighErrorRate => ((o.failed as f64) >= t.max(1.0))
+            .then(|| format!("{} runs failed in the last hour (threshold {t:.0})", o.failed)),
+        Rule::BackupStale => match o.backup_age_secs {
+            Some(age) => (age > t).then(|| format!("the newest backup is {:.0} s old (threshold {t:.0} s)", age)),
+            None => (o.uptime_secs > t).then(|| format!("no backup in {:.0} s of running", o.uptime_secs)),
+        },
+        Rule::DiskLow => o.disk_free.and_then(|free| {
+            (free < t).then(|| format!("{:.1}% of the data disk is free (threshold {:.1}%)", free * 100.0, t * 100.0))
+        }),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Resolved,
+    Firing,
+    Acknowledged,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Resolved => "resolved",
+            AlertState::Firing => "firing",
+            AlertState::Acknowledged => "acknowledged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<AlertState, Invalid> {
+        match s {
+            "resolved" => Ok(AlertState::Resolved),
+            "firing" => Ok(AlertState::Firing),
+            "acknowledged" => Ok(AlertState::Acknowledged),
+            _ => Err(Invalid::new("state", format!("unknown alert state {s:?}"))),
+        }
+    }
+
+    /// Whether someone should be looking at it.
+    pub fn is_active(self) -> bool {
+        self != AlertState::Resolved
+    }
+}
+
+/// A change worth putting on the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Fired,
+    Resolved,
+}
+
+/// The next state given whether the condition holds now. An acknowledged
+/// alert stays acknowledged while its condition holds.
+pub fn step(state: AlertState, holds: bool) -> (AlertState, Option<Change>) {
+    match (state, holds) {
+        (AlertState::Resolved, true) => (AlertState::Firing, Some(Change::Fired)),
+        (AlertState::Firing | AlertState::Acknowledged, false) => (AlertState::Resolved, Some(Change::Resolved)),
+        (s, _) => (s, None),
+    }
+}
+
+/// A person takes the alert on: only a firing alert can be acknowledged.
+pub fn acknowledge(state: AlertState) -> Result<AlertState, Invalid> {
+    match state {
+        AlertState::Firing => Ok(AlertState::Acknowledged),
+        AlertState::Acknowledged => Err(Invalid::new("state", "the alert is already acknowledged")),
+        AlertState::Resolved => Err(Invalid::new("state", "the alert is not firing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holds(rule: Rule, o: &Observation) -> bool {
+        check(rule, &rule.default_config(), o).is_some()
+    }
+
+    #[test]
+    fn each_rule_fires_on_its_condition_only() {
+        let calm = Observation {
+            agents_registered: 2,
+            agents_online: 2,
+            succeeded: 50,
+            backup_age_secs: Some(3600.0),
+            uptime_secs: 7200.0,
+            disk_free: Some(0.5),
+            ..Observation::default()
+        };
+        for rule in Rule::ALL {
+            assert!(!holds(rule, &calm), "{} fires on a calm hub", rule.as_str());
+        }
+        let cases = [
+            (Rule::QueueGrowing, Observation { queue_rises: 5, queued: 40, ..calm.clone() }),
+            (Rule::HighFailureRate, Observation { succeeded: 4, failed: 4, ..calm.clone() }),
+            (Rule::StuckTasks, Observation { stuck: 1, ..calm.clone() }),
+            (Rule::NoAgentsOnline, Observation { agents_online: 0, ..calm.clone() }),
+            (Rule::HighErrorRate, Observation { failed: 10, ..calm.clone() }),
+            (Rule::BackupStale, Observation { backup_age_secs: Some(3.0 * 86400.0), ..calm.clone() }),
+            (Rule::DiskLow, Observation { disk_free: Some(0.01), ..calm.clone() }),
+        ];
+        for (rule, o) in cases {
+            assert!(holds(rule, &o), "{} does not fire", rule.as_str());
+        }
+        // A fresh hub with nothing registered and nothing queued is not an emergency.
+        assert!(!holds(Rule::NoAgentsOnline, &Observation::default()));
+        // Too few runs for a rate.
+        assert!(!holds(Rule::HighFailureRate, &Observation { failed: 3, ..calm.clone() }));
+        let off = RuleConfig { enabled: false, ..Rule::StuckTasks.default_config() };
+        assert_eq!(check(Rule::StuckTasks, &off, &Observation { stuck: 3, ..calm }), None);
+    }
+
+    #[test]
+    fn alerts_fire_get_acknowledged_and_resolve() {
+        let (s, c) = step(AlertState::Resolved, true);
+        assert_eq!((s, c), (AlertState::Firing, Some(Change::Fired)));
+        assert_eq!(step(s, true), (AlertState::Firing, None));
+        let s = acknowledge(s).unwrap();
+        assert_eq!(step(s, true), (AlertState::Acknowledged, None));
+        assert!(acknowledge(s).is_err());
+        assert_eq!(step(s, false), (AlertState::Resolved, Some(Change::Resolved)));
+        assert!(acknowledge(AlertState::Resolved).is_err());
+    }
+
+    #[test]
+    fn thresholds_are_checked() {
+        assert!(Rule::DiskLow.validate_threshold(1.5).is_err());
+        assert!(Rule::QueueGrowing.validate_threshold(-1.0).is_err());
+        assert!(Rule::QueueGrowing.validate_threshold(f64::NAN).is_err());
+        assert!(Rule::StuckTasks.validate_threshold(600.0).is_ok());
+        assert!(Rule::parse("queue_growing").is_ok());
+        assert_eq!(Rule::parse("nope").unwrap_err().field, "rule");
+    }
+}
