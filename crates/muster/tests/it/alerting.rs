@@ -14,7 +14,7 @@ async fn wait_alert_event(hub: &Hub, mark: i64, kind: &str, rule: &str) -> Value
         let events = hub.get(&format!("/events?after={mark}")).await;
         events["events"]
             .as_array()
-            .unwrap()
+            .expect("events")
             .iter()
             .find(|e| e["kind"] == kind && e["detail"].as_str().unwrap_or("").starts_with(&format!("{rule} (")))
             .cloned()
