@@ -426,3 +426,25 @@ pub async fn run_to_end(cmd: &mut tokio::process::Command, limit: Duration) -> (
 pub fn forward_stderr(group: &mut ProcessGroup, tag: &str, needle: &'static str) -> oneshot::Receiver<String> {
     watch_stderr(group, tag.to_owned(), needle)
 }
+
+/// An agent's WebSocket, spoken by hand in tests.
+pub type AgentSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to the hub as the agent owning `token` and says `hello` (runner
+/// `shell`, one slot, no runs). The hub's `welcome` is left to the caller.
+pub async fn agent_socket(hub: &Hub, token: &str) -> AgentSocket {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().expect("a WebSocket URL");
+    let auth = HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+    request.headers_mut().insert("authorization", auth);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
+    let hello = serde_json::json!({
+        "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
+        "slots": 1, "runs": [], "draining": false,
+    });
+    let hello = tokio_tungstenite::tungstenite::Message::text(hello.to_string());
+    socket.send(hello).await.expect("hello sent");
+    socket
+}

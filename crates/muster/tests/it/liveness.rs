@@ -1,28 +1,10 @@
 //! Liveness: an agent that falls silent is taken offline and loses its
 //! leases; the hub's output cap reaches the agents.
 
-use crate::harness::{Hub, HubOpts, PATIENCE, count_kind};
+use crate::harness::{AgentSocket as Socket, Hub, HubOpts, PATIENCE, agent_socket, count_kind};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(hub: &Hub, token: &str) -> Socket {
-    let mut request = format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().expect("a WebSocket URL");
-    request
-        .headers_mut()
-        .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
-    let hello = json!({
-        "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
-        "slots": 1, "runs": [], "draining": false,
-    });
-    socket.send(Message::text(hello.to_string())).await.expect("hello sent");
-    socket
-}
 
 /// The next text frame as JSON, or the close frame's reason.
 async fn next(socket: &mut Socket) -> Result<Value, String> {
@@ -40,7 +22,7 @@ async fn next(socket: &mut Socket) -> Result<Value, String> {
 async fn an_agent_that_stops_heartbeating_goes_offline_and_its_task_runs_elsewhere() {
     let hub = Hub::start().await;
     let token = hub.add_agent("silent", &[]).await;
-    let mut socket = connect(&hub, &token).await;
+    let mut socket = agent_socket(&hub, &token).await;
     assert_eq!(next(&mut socket).await.unwrap()["type"], "welcome");
     let id = hub.shell_task("echo ran").await;
     let assign = next(&mut socket).await.unwrap();

@@ -4,17 +4,13 @@
 //! The agents here are fakes speaking the WebSocket protocol by hand, so the
 //! test decides exactly what each one says and when.
 
-use crate::harness::{Hub, PATIENCE, count_kind};
+use crate::harness::{AgentSocket as Socket, Hub, PATIENCE, agent_socket, count_kind};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Well inside the test hub's 200 ms heartbeat interval.
 const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -31,17 +27,7 @@ struct FakeAgent {
 impl FakeAgent {
     /// Connects with `token`, says `hello` with no runs, and waits for `welcome`.
     async fn connect(hub: &Hub, name: &str, token: &str) -> FakeAgent {
-        let mut request =
-            format!("ws://{}/api/v1/agent/connect", hub.addr).into_client_request().expect("a WebSocket URL");
-        request
-            .headers_mut()
-            .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
-        let hello = json!({
-            "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
-            "slots": 1, "runs": [], "draining": false,
-        });
-        socket.send(Message::text(hello.to_string())).await.expect("hello sent");
+        let mut socket = agent_socket(hub, token).await;
         let welcome = tokio::time::timeout(PATIENCE, next_json(&mut socket)).await.expect("a welcome in time");
         let welcome = welcome.expect("a welcome, not a closed socket");
         assert_eq!(welcome["type"], "welcome", "{welcome}");
