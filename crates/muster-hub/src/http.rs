@@ -43,6 +43,22 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::BadRequest(e) => write!(f, "{e}"),
+            ApiError::Conflict { detail, .. } => f.write_str(detail),
+            ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
+            | ApiError::NotFound(d)
+            | ApiError::Unavailable(d)
+            | ApiError::Internal(d) => f.write_str(d),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> ApiError {
         ApiError::BadRequest(e)

@@ -237,8 +237,8 @@ async fn local_agent_token(hub: &Hub, data_dir: &Path) -> anyhow::Result<String>
         }
     }
     let token = match hub.store().agent(&name).await? {
-        Some(_) => hub.reissue_agent_token(&name).await.map_err(|e| anyhow::anyhow!("{e:?}"))?.0,
-        None => hub.register_agent(&name, Vec::new()).await.map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        Some(_) => hub.reissue_agent_token(&name).await?.0,
+        None => hub.register_agent(&name, Vec::new()).await?,
     };
     muster_hub::write_secret_file(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
