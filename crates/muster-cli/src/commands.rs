@@ -734,3 +734,31 @@ pub async fn config(conn: &ConnArgs, cmd: ConfigCmd) -> CliResult {
     print!("{}", t.render());
     Ok(())
 }
+
+/// `muster check [--repair]`: exits 0 when nothing is wrong (after a repair,
+/// when nothing is left), 1 otherwise.
+pub async fn check(conn: &ConnArgs, repair: bool, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let path = if repair { "/admin/check?repair=true" } else { "/admin/check" };
+    let report: muster_proto::api::CheckView = client.post(path, &()).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        if report.findings.is_empty() {
+            println!("ok: the database's integrity check and every invariant pass");
+        }
+        for f in &report.findings {
+            println!("{:<10} {}", f.kind, f.detail);
+        }
+        for r in &report.repaired {
+            println!("repaired   {r}");
+        }
+    }
+    match (repair, report.remaining.len()) {
+        (_, 0) => Ok(()),
+        (true, n) => Err(CliError::new(exit::FAILURE, format!("{n} findings remain that a repair cannot fix"))),
+        (false, n) => {
+            Err(CliError::new(exit::FAILURE, format!("{n} findings; `muster check --repair` fixes what it can")))
+        }
+    }
+}

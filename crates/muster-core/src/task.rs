@@ -422,7 +422,7 @@ impl Task {
     /// Takes back a task whose lease expired: the holder stopped renewing it
     /// (its agent died, hung or lost the network) or never accepted it.
     pub fn reclaim(&mut self, now: Millis) -> Result<Reclaimed, Refused> {
-        let Some(lease) = &self.lease else {
+        let Some(lease) = self.lease.as_ref().filter(|_| self.state.is_leased()) else {
             return Err(Refused::WrongState { state: self.state, wanted: "only a leased task can be reclaimed" });
         };
         if !lease.is_expired(now) {

@@ -135,6 +135,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/admin/backups", post(create_backup).get(list_backups))
+        .route("/admin/check", post(check))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{rule}/ack", post(ack_alert))
         .route("/config/alerts", get(alert_config).put(put_alert_config))
@@ -287,6 +288,34 @@ async fn put_alert_config(State(hub): State<Hub>, headers: HeaderMap, body: Byte
     let patch: BTreeMap<String, muster_proto::api::RuleConfigPatch> = from_json(&body)?;
     hub.update_alert_config(patch, &by.name).await?;
     Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
+}
+
+async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let p = Params::parse(q, &["repair"])?;
+    let repair = match p.get("repair") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad("repair", format!("{other:?} is not true or false"))),
+    };
+    let views = |findings: Vec<(String, String)>| -> Vec<muster_proto::api::FindingView> {
+        findings.into_iter().map(|(kind, detail)| muster_proto::api::FindingView { kind, detail }).collect()
+    };
+    let report = hub.shared.store.check(repair, hub.now()).await?;
+    let remaining = if repair && !report.repaired.is_empty() {
+        tracing::warn!(by = %by.name, repaired = ?report.repaired, "database repaired");
+        // Expired leases are reclaimed by the dispatch loop.
+        hub.wake_dispatcher();
+        hub.shared.store.check(false, hub.now()).await?.findings
+    } else {
+        report.findings.clone()
+    };
+    let view = muster_proto::api::CheckView {
+        findings: views(report.findings),
+        repaired: report.repaired,
+        remaining: views(remaining),
+    };
+    Ok(json(StatusCode::OK, &view))
 }
 
 async fn create_backup(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

@@ -351,6 +351,23 @@ pub struct RuleConfigPatch {
     pub threshold: Option<f64>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingView {
+    /// `integrity`, `orphan`, `lease`, `attempt`, `attempts` or `events`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// `POST /api/v1/admin/check`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckView {
+    pub findings: Vec<FindingView>,
+    /// What `?repair=true` changed.
+    pub repaired: Vec<String>,
+    /// What a check after the repair still finds.
+    pub remaining: Vec<FindingView>,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

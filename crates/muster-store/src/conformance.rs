@@ -116,6 +116,7 @@ cases!($
     alerts_are_saved_acknowledged_and_on_the_timeline,
     settings_are_stored_by_key_with_an_event,
     quiet_running_tasks_are_counted,
+    check_finds_nothing_wrong_with_a_store_used_normally,
     next_due_is_the_earliest_backoff_or_lease,
     writes_after_close_are_refused,
 );
@@ -1847,6 +1848,36 @@ pub async fn quiet_running_tasks_are_counted(store: Arc<dyn Store>) {
     assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(40)).await), 1, "only the quiet one");
     assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(60)).await), 3);
     assert_eq!(ok("count_quiet_running", s.count_quiet_running(at(0)).await), 0, "none started before then");
+}
+
+pub async fn check_finds_nothing_wrong_with_a_store_used_normally(store: Arc<dyn Store>) {
+    let s = &*store;
+    tell_a_short_story(s).await;
+    let report = ok("check", s.check(false, at(100)).await);
+    assert_eq!(report, crate::CheckReport::default(), "a healthy store has no findings");
+    let before = snapshot(s).await;
+    let report = ok("check", s.check(true, at(100)).await);
+    assert_eq!(report.repaired, Vec::<String>::new());
+    assert_unchanged(s, &before, "a repair with nothing to repair").await;
+}
+
+/// Tasks in every state, retries, a reclaim and a cancel.
+async fn tell_a_short_story(s: &dyn Store) {
+    let a = online(s, "a", 3, at(0)).await;
+    let running = submit(s, 4, spec("running"), at(0)).await;
+    let re = start(s, &a, &running, at(0)).await;
+    let done = submit(s, 1, spec("done"), at(0)).await;
+    let e = start(s, &a, &done, at(0)).await;
+    finish(s, &a, &done, e, &SUCCEEDED, at(1)).await;
+    let retried = submit(s, 2, spec("retried"), at(0)).await;
+    let e = start(s, &a, &retried, at(1)).await;
+    finish(s, &a, &retried, e, &failed("once"), at(2)).await;
+    let lost = submit(s, 3, spec("lost"), at(2)).await;
+    start(s, &a, &lost, at(2)).await;
+    ok("heartbeat", s.heartbeat(&a, &[(running.clone(), re)], at(20), LEASE).await);
+    ok("reclaim_expired", s.reclaim_expired(at(2).plus(LEASE), 10).await);
+    let cancelled = submit(s, 5, spec("cancelled"), at(40)).await;
+    ok("cancel_task", s.cancel_task(&cancelled, at(41)).await);
 }
 
 pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers a query.
     async fn ping(&self) -> Result<()>;
 
+    /// Runs the database's own integrity check and Muster's invariants; with
+    /// `repair`, fixes what can be fixed (in one change) and says what it did.
+    async fn check(&self, repair: bool, now: Millis) -> Result<CheckReport>;
+
     /// Writes a consistent copy of the whole database to `dest` (which must
     /// not exist) while the store keeps running, then verifies the copy.
     async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;
@@ -213,6 +217,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// How the writer has been doing since the store opened.
     fn write_stats(&self) -> WriteStats;
+}
+
+/// What `check` found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Each problem found: `(kind, detail)`.
+    pub findings: Vec<(String, String)>,
+    /// What a repair changed.
+    pub repaired: Vec<String>,
 }
 
 /// A verified backup.

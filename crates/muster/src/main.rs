@@ -56,6 +56,13 @@ enum Command {
     /// Runtime settings, applied without a restart.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Check the database and Muster's invariants; --repair fixes what it can.
+    Check {
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a backup in place of the database. The hub must be stopped.
     Restore {
         /// The backup file.
@@ -131,6 +138,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Events(args) => muster_cli::events(&conn, args).await,
         Command::Backup { cmd, json } => muster_cli::backup(&conn, cmd, json).await,
         Command::Alerts { cmd, json } => muster_cli::alerts(&conn, cmd, json).await,
+        Command::Check { repair, json } => muster_cli::check(&conn, repair, json).await,
         Command::Config(cmd) => muster_cli::config(&conn, cmd).await,
         Command::Restore { file } => return report(serve::restore(&conn, &file)),
     };

@@ -282,6 +282,14 @@ impl Store for SqliteStore {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
+    async fn check(&self, repair: bool, now: Millis) -> Result<crate::CheckReport> {
+        if repair {
+            self.write(move |c| ops::check(c, true, now)).await
+        } else {
+            self.read(move |c| ops::check(c, false, now)).await
+        }
+    }
+
     async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
         let dest = dest.to_owned();
         self.read(move |c| backup::backup(c, &dest)).await

@@ -381,3 +381,50 @@ async fn a_backup_is_a_verified_copy_and_restore_refuses_what_is_not_one() {
     let fresh = backup::restore(&copy, &empty.path().join("muster.db"), "x").unwrap();
     assert!(fresh.previous.is_none());
 }
+
+#[tokio::test]
+async fn check_finds_injected_damage_and_repair_hands_orphans_back_to_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let a = online(&store, "a", 2).await;
+    store.create_task(task_id(1), spec("work"), at(0)).await.unwrap();
+    let e = start(&store, &a, &task_id(1), at(1)).await;
+    store.create_task(task_id(2), spec("work"), at(1)).await.unwrap();
+    start(&store, &a, &task_id(2), at(1)).await;
+    store.create_task(task_id(3), spec("work"), at(1)).await.unwrap();
+    store.cancel_task(&task_id(3), at(1)).await.unwrap();
+    assert_eq!(store.check(false, at(2)).await.unwrap().findings, []);
+
+    // Damage from outside: a lease held by an agent nobody registered, a
+    // lease left on a finished task, and a gap in the events.
+    let conn = raw(&db_path(&dir));
+    conn.execute("UPDATE tasks SET lease_agent = 'ghost' WHERE id = ?", [task_id(1).as_str()]).unwrap();
+    conn.execute(
+        "UPDATE tasks SET lease_agent = 'a', lease_epoch = 1, lease_expires_at = 1 WHERE id = ?",
+        [task_id(3).as_str()],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM events WHERE seq = 3", []).unwrap();
+    drop(conn);
+
+    let report = store.check(false, at(3)).await.unwrap();
+    let kinds: Vec<&str> = report.findings.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["orphan", "lease", "events"], "{:?}", report.findings);
+    assert!(report.findings[0].1.contains("held by ghost, which is not a registered agent"));
+    assert_eq!(report.repaired, Vec::<String>::new(), "a check alone changes nothing");
+
+    let report = store.check(true, at(3)).await.unwrap();
+    assert_eq!(
+        report.repaired,
+        [
+            format!("{}: leftover lease removed", task_id(3)),
+            format!("{}: reclaimed (Requeued), now queued", task_id(1))
+        ]
+    );
+    assert_eq!(store.task(&task_id(1)).await.unwrap().unwrap().state, TaskState::Queued);
+    let attempt = &store.attempts(&task_id(1)).await.unwrap()[0];
+    assert_eq!((attempt.epoch, attempt.outcome.as_deref()), (e, Some("lease_expired")));
+    let after = store.check(false, at(4)).await.unwrap();
+    let kinds: Vec<&str> = after.findings.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["events"], "only the lost event cannot be repaired");
+}

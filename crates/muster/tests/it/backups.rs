@@ -1,4 +1,5 @@
-//! Backups while the hub works, restore over a broken database, retention.
+//! Data care: backups while the hub works, restore over a broken database,
+//! retention, and the integrity check with its repair.
 
 use crate::harness::{Hub, HubOpts, PATIENCE, muster_command, path_str, run_to_end};
 use serde_json::Value;
@@ -104,4 +105,47 @@ async fn only_the_newest_backups_are_kept() {
         .collect();
     assert_eq!(listed, [made[2].clone(), made[1].clone()], "newest first, the oldest removed");
     assert!(!std::path::Path::new(&made[0]).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_an_injected_orphan_and_repair_hands_it_back_to_the_queue() {
+    let mut hub = Hub::start().await;
+    let (code, out, _) = hub.cli(&["check"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, "ok: the database's integrity check and every invariant pass\n");
+    let id = hub.shell_task("echo rescued").await;
+    assert_eq!(hub.terminate().await, Some(0));
+
+    // A task left running under a lease held by an agent nobody registered,
+    // good for another hour: without a repair it would sit there.
+    let db = rusqlite::Connection::open(hub.dir.path().join("muster.db")).unwrap();
+    let in_an_hour = muster_proto::parse_timestamp(&muster_proto::timestamp(muster_core::Millis(0))).unwrap().0
+        + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        + 3_600_000;
+    db.execute(
+        "UPDATE tasks SET state = 'running', attempts = 1, epoch = 1, agent = 'ghost', lease_agent = 'ghost', \
+         lease_epoch = 1, lease_expires_at = ?, started_at = ? WHERE id = ?",
+        rusqlite::params![in_an_hour, in_an_hour - 3_600_000, id],
+    )
+    .unwrap();
+    drop(db);
+    hub.restart().await;
+
+    let (code, out, err) = hub.cli(&["check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("orphan     {id} is running under a lease held by ghost")), "{out}");
+    assert!(err.contains("muster check --repair"), "{err}");
+
+    let _agent = hub.agent("w", 1, &[]).await;
+    let (code, out, err) = hub.cli(&["check", "--repair"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("repaired   {id}: reclaimed (Requeued), now queued")), "{out}");
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["agent"], "w");
+    assert_eq!(hub.output(&id).await, "rescued\n");
+    let events = hub.events(&format!("task={id}")).await;
+    assert!(events.iter().any(|e| e["kind"] == "task.reclaimed"), "{events:?}");
+    assert!(hub.events("").await.iter().any(|e| e["kind"] == "db.repaired"));
+    let (code, _, _) = hub.cli(&["check"]).await;
+    assert_eq!(code, 0, "clean after the repair");
 }
