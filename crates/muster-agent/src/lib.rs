@@ -466,6 +466,11 @@ impl Agent {
                 self.unacked.retain(|f| !(f.task == task && f.epoch == epoch));
                 None
             }
+            HubMsg::Drain { reason } => {
+                tracing::info!(reason = %reason, "the hub asked this agent to drain");
+                self.begin_drain();
+                Some(AgentMsg::Heartbeat { runs: self.run_refs(), draining: true })
+            }
             HubMsg::Welcome { .. } => None,
             HubMsg::Error { message } => {
                 tracing::warn!(message = %message, "the hub reported an error");

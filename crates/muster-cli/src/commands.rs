@@ -510,13 +510,14 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     if json {
         return print_json(&s);
     }
-    println!(
-        "hub        {} (muster {}, up {}s){}",
-        client.base(),
-        s.version,
-        s.uptime_secs,
-        if s.draining { " draining" } else { "" }
-    );
+    let mut notes = String::new();
+    if s.draining {
+        notes.push_str(" draining");
+    }
+    if s.dispatch_paused {
+        notes.push_str(" DISPATCH PAUSED (muster resume)");
+    }
+    println!("hub        {} (muster {}, up {}s){notes}", client.base(), s.version, s.uptime_secs);
     let line = |m: &std::collections::BTreeMap<String, u64>, order: &[&str]| {
         order.iter().map(|k| format!("{k} {}", m.get(*k).copied().unwrap_or(0))).collect::<Vec<_>>().join("  ")
     };
@@ -761,4 +762,28 @@ pub async fn check(conn: &ConnArgs, repair: bool, json: bool) -> CliResult {
             Err(CliError::new(exit::FAILURE, format!("{n} findings; `muster check --repair` fixes what it can")))
         }
     }
+}
+
+/// `muster pause` / `muster resume`: all dispatch; runs under way go on.
+pub async fn dispatch(conn: &ConnArgs, pause: bool) -> CliResult {
+    let client = conn.client()?;
+    let path = if pause { "/admin/pause" } else { "/admin/resume" };
+    let _: StatusView = client.post(path, &()).await?;
+    if pause {
+        eprintln!("dispatch paused: no task is handed out until `muster resume`; runs under way go on");
+    } else {
+        eprintln!("dispatch resumed");
+    }
+    Ok(())
+}
+
+/// `muster agent drain NAME`: the agent finishes its runs, takes no new ones, and stops.
+pub async fn agent_drain(conn: &ConnArgs, name: &str) -> CliResult {
+    let client = conn.client()?;
+    let agent: AgentView = client.post(&format!("/agents/{}/drain", segment(name)), &()).await?;
+    eprintln!(
+        "agent {} is {}: it finishes its {} runs, takes no new ones, then stops",
+        agent.name, agent.state, agent.used_slots
+    );
+    Ok(())
 }

@@ -129,6 +129,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/agents/{name}/pause", post(pause_agent))
         .route("/agents/{name}/resume", post(resume_agent))
         .route("/agents/{name}/token", post(reissue_token))
+        .route("/agents/{name}/drain", post(drain_agent))
+        .route("/admin/pause", post(pause_dispatch))
+        .route("/admin/resume", post(resume_dispatch))
         .route("/tokens", get(list_tokens))
         .route("/tokens/{id}/revoke", post(revoke_token))
         .route("/events", get(list_events))
@@ -644,6 +647,41 @@ async fn reissue_token(State(hub): State<Hub>, headers: HeaderMap, Path(name): P
     Ok(json(StatusCode::CREATED, &AgentCreated { name: agent.name.to_string(), token, token_id }))
 }
 
+async fn drain_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let agent = load_agent(&hub, &name).await?;
+    let reason = format!("drain requested by {}", by.name);
+    if !hub.send_to(&agent.name, muster_proto::ws::HubMsg::Drain { reason: reason.clone() }) {
+        return Err(ApiError::Conflict {
+            field: Some("name".into()),
+            detail: format!("agent {} is not connected; only a connected agent can drain", agent.name),
+        });
+    }
+    // Take nothing new for it from now on, without waiting for its next heartbeat.
+    let flags = muster_store::AgentFlags { paused: None, draining: Some(true) };
+    let agent = hub.shared.store.set_agent_flags(&agent.name, flags, hub.now()).await?;
+    tracing::info!(agent = %agent.name, by = %by.name, "drain requested");
+    Ok(json(StatusCode::OK, &agent_view(&agent)))
+}
+
+async fn set_dispatch(hub: Hub, headers: HeaderMap, paused: bool) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), paused.to_string())];
+    hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
+    hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+    tracing::warn!(paused, by = %by.name, "dispatch {}", if paused { "paused" } else { "resumed" });
+    hub.wake_dispatcher();
+    status(State(hub), headers).await
+}
+
+async fn pause_dispatch(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    set_dispatch(hub, headers, true).await
+}
+
+async fn resume_dispatch(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    set_dispatch(hub, headers, false).await
+}
+
 async fn list_agents(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     hub.admin(&headers).await?;
     let agents = hub.shared.store.list_agents().await?;
@@ -778,6 +816,7 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
         connected_agents: hub.shared.sessions.lock().expect("sessions lock poisoned").len() as u64,
         last_event,
         health,
+        dispatch_paused: hub.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst),
     };
     Ok(json(StatusCode::OK, &view))
 }

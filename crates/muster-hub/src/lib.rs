@@ -30,6 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 
+/// The setting that holds an operator's pause of all dispatch.
+pub(crate) const DISPATCH_PAUSED: &str = "dispatch.paused";
+
 /// Runner names every hub accepts in a task, whether or not an agent offering
 /// them has connected yet.
 pub const BUILTIN_RUNNERS: [&str; 3] = ["claude", "codex", "shell"];
@@ -82,6 +85,8 @@ pub(crate) struct Shared {
     pub output: watch::Sender<u64>,
     pub stopping: watch::Sender<bool>,
     pub draining: AtomicBool,
+    /// An operator paused all dispatch (persisted as the `dispatch.paused` setting).
+    pub dispatch_paused: AtomicBool,
     pub started_at: Millis,
     pub sockets_open: AtomicU64,
     pub sockets_closed: Notify,
@@ -105,6 +110,15 @@ impl Hub {
         for agent in store.list_agents().await.context("cannot list agents")? {
             known.extend(agent.runners);
         }
+        let paused = store
+            .settings(DISPATCH_PAUSED)
+            .await
+            .context("cannot read settings")?
+            .iter()
+            .any(|(k, v)| k == DISPATCH_PAUSED && v == "true");
+        if paused {
+            tracing::warn!("dispatch is paused (muster resume starts it again)");
+        }
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         Ok(Hub {
@@ -118,6 +132,7 @@ impl Hub {
                 output,
                 stopping,
                 draining: AtomicBool::new(false),
+                dispatch_paused: AtomicBool::new(paused),
                 started_at: now,
                 sockets_open: AtomicU64::new(0),
                 sockets_closed: Notify::new(),

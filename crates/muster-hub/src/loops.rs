@@ -78,7 +78,9 @@ impl Hub {
 
     /// Hands due tasks to connected agents; returns how many were assigned.
     pub(crate) async fn dispatch_once(&self, rotation: &mut usize) -> Result<usize, muster_store::StoreError> {
-        if self.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.shared.draining.load(std::sync::atomic::Ordering::SeqCst)
+            || self.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(0);
         }
         let mut agents: Vec<AgentName> =

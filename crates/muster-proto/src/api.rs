@@ -388,6 +388,9 @@ pub struct StatusView {
     pub connected_agents: u64,
     pub last_event: i64,
     pub health: HealthView,
+    /// An operator paused all dispatch.
+    #[serde(default)]
+    pub dispatch_paused: bool,
 }
 
 /// An RFC 9457 problem body, with `field` naming what was wrong.

@@ -100,6 +100,11 @@ pub enum HubMsg {
         epoch: u64,
         reason: String,
     },
+    /// An operator asked this agent to drain: finish its runs, take no new
+    /// ones, and stop.
+    Drain {
+        reason: String,
+    },
     /// The `finished` report for this run is durable; stop resending it.
     Ack {
         task: String,

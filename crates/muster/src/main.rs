@@ -56,6 +56,10 @@ enum Command {
     /// Runtime settings, applied without a restart.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Stop handing out tasks, fleet-wide; runs under way go on.
+    Pause,
+    /// Hand out tasks again after `muster pause`.
+    Resume,
     /// Check the database and Muster's invariants; --repair fixes what it can.
     Check {
         #[arg(long)]
@@ -85,6 +89,8 @@ enum AgentCmd {
     Pause { name: String },
     /// Let a paused agent take tasks again.
     Resume { name: String },
+    /// Finish the agent's runs, take no new ones, then stop the agent.
+    Drain { name: String },
     /// Revoke the agent's token and print a new one (shown once).
     Token {
         name: String,
@@ -131,6 +137,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Agent(AgentCmd::List { json }) => muster_cli::agent_list(&conn, json).await,
         Command::Agent(AgentCmd::Pause { name }) => muster_cli::agent_pause(&conn, &name, true).await,
         Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
+        Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
+        Command::Pause => muster_cli::dispatch(&conn, true).await,
+        Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,
         Command::Task(cmd) => muster_cli::task(&conn, cmd).await,
         Command::Token(cmd) => muster_cli::token(&conn, cmd).await,

@@ -8,6 +8,7 @@ mod alerting;
 mod backups;
 mod bad_input;
 mod cli;
+mod control;
 mod crash;
 mod dispatch;
 mod lifecycle;

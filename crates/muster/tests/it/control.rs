@@ -1,0 +1,64 @@
+//! Operator control: pausing all dispatch, and draining one agent.
+
+use crate::harness::{Hub, PATIENCE, path_str};
+use serde_json::Value;
+
+fn seq_of(events: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<i64> {
+    events.iter().filter(|e| pred(e)).map(|e| e["seq"].as_i64().expect("a seq")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_hub_hands_out_nothing_until_resumed_even_across_a_restart() {
+    let mut hub = Hub::start().await;
+    let agent = hub.agent("w", 2, &[]).await;
+    let (code, _, err) = hub.cli(&["pause"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("dispatch paused"), "{err}");
+    let id = hub.shell_task("echo after the pause").await;
+    let (_, out, _) = hub.cli(&["status"]).await;
+    assert!(out.contains("DISPATCH PAUSED (muster resume)"), "{out}");
+
+    // Persisted: a restarted hub is still paused.
+    assert_eq!(hub.terminate().await, Some(0));
+    hub.restart().await;
+    hub.wait_connected("w").await;
+    let status = hub.get("/status").await;
+    assert_eq!(status["dispatch_paused"], true);
+    assert_eq!(hub.task(&id).await["state"], "queued");
+
+    let (code, _, err) = hub.cli(&["resume"]).await;
+    assert_eq!(code, 0, "{err}");
+    hub.wait_state(&id, &["succeeded"]).await;
+    let events = hub.events("").await;
+    let resumed = seq_of(&events, |e| e["kind"] == "config.changed" && e["detail"] == "dispatch.paused=false by admin");
+    let assigned = seq_of(&events, |e| e["kind"] == "task.assigned" && e["task"] == id.as_str());
+    assert_eq!(resumed.len(), 1);
+    assert!(assigned.iter().all(|a| *a > resumed[0]), "assigned while paused: {assigned:?} vs {resumed:?}");
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_agent_finishes_its_run_takes_nothing_new_and_stops() {
+    let hub = Hub::start().await;
+    let mut agent = hub.agent("w", 1, &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let gate = path_str(&scratch.path().join("gate"));
+    let running = hub.shell_task(&format!("while [ ! -e '{gate}' ]; do sleep 0.05; done; echo finished")).await;
+    hub.wait_state(&running, &["running"]).await;
+    let waiting = hub.shell_task("echo never here").await;
+
+    let (code, _, err) = hub.cli(&["agent", "drain", "w"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("agent w is draining"), "{err}");
+    std::fs::write(&gate, b"").unwrap();
+    assert_eq!(hub.wait_state(&running, &["succeeded"]).await["agent"], "w");
+
+    let process = agent.process.as_mut().unwrap();
+    let status = tokio::time::timeout(PATIENCE, process.wait()).await.expect("the agent stops").unwrap();
+    assert_eq!(status.code(), Some(0), "a drained agent exits cleanly");
+    let events = hub.events(&format!("task={waiting}")).await;
+    assert!(events.iter().all(|e| e["kind"] != "task.assigned"), "the drained agent took new work: {events:?}");
+
+    let (code, _, err) = hub.cli(&["agent", "drain", "w"]).await;
+    assert_eq!(code, 4, "an agent that is not connected cannot drain: {err}");
+}
