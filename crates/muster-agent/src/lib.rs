@@ -222,7 +222,7 @@ impl Agent {
     fn drain_expired(&mut self) {
         if self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
             for (task, run) in &self.runs {
-                tracing::warn!(task = %task, "drain timeout: stopping the run");
+                tracing::warn!(task_id = %task, "drain timeout: stopping the run");
                 let _ = run.stop.send(Some(Stop::Shutdown));
             }
             self.drain_deadline = None;
@@ -243,7 +243,7 @@ impl Agent {
                 if self.runs.get(&f.task).is_some_and(|r| r.epoch == f.epoch) {
                     self.runs.remove(&f.task);
                 }
-                tracing::info!(task = %f.task, outcome = f.outcome, exit_code = ?f.exit_code, "run finished");
+                tracing::info!(task_id = %f.task, outcome = f.outcome, exit_code = ?f.exit_code, "run finished");
                 self.unacked.push(f.clone());
                 Some(finished_msg(&f))
             }
@@ -435,7 +435,7 @@ impl Agent {
                     max_output_bytes: self.config.max_output_bytes,
                 };
                 let events = self.events_tx.clone();
-                tracing::info!(task = %task, epoch, runner = %runner, "run starting");
+                tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");
                 tokio::spawn(async move {
                     let (task, epoch) = (spec.task.clone(), spec.epoch);
                     let ev = match run::execute(spec, events.clone(), stop_rx).await {
@@ -448,14 +448,14 @@ impl Agent {
             }
             HubMsg::Cancel { task, epoch } => {
                 if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
-                    tracing::info!(task = %task, "cancelling the run");
+                    tracing::info!(task_id = %task, "cancelling the run");
                     let _ = run.stop.send(Some(Stop::Cancel));
                 }
                 None
             }
             HubMsg::Drop { task, epoch, reason } => {
                 if let Some(run) = self.runs.get_mut(&task).filter(|r| r.epoch == epoch) {
-                    tracing::warn!(task = %task, epoch, reason = %reason, "the hub dropped the run; stopping it");
+                    tracing::warn!(task_id = %task, epoch, reason = %reason, "the hub dropped the run; stopping it");
                     let _ = run.stop.send(Some(Stop::Drop));
                     run.dropped = true;
                 }

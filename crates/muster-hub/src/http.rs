@@ -139,6 +139,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/health", get(health))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
+        .route("/admin/log-level", axum::routing::put(put_log_level))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{rule}/ack", post(ack_alert))
         .route("/config/alerts", get(alert_config).put(put_alert_config))
@@ -180,7 +181,11 @@ async fn track(
         _ => "other",
     };
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let span = tracing::info_span!("request", request_id = %request_id, route = %route);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let m = hub.metrics();
     m.http_requests.with(&[&route, method, response.status().as_str()]).inc();
     m.http_duration.with(&[&route]).observe(started.elapsed().as_secs_f64());
@@ -291,6 +296,22 @@ async fn put_alert_config(State(hub): State<Hub>, headers: HeaderMap, body: Byte
     let patch: BTreeMap<String, muster_proto::api::RuleConfigPatch> = from_json(&body)?;
     hub.update_alert_config(patch, &by.name).await?;
     Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevel {
+    level: String,
+}
+
+async fn put_log_level(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let LogLevel { level } = from_json(&body)?;
+    let set =
+        hub.shared.log_level.get().ok_or_else(|| ApiError::Unavailable("this hub's log level is fixed".into()))?;
+    set(&level).map_err(|reason| ApiError::BadRequest(FieldError { field: "level".into(), reason }))?;
+    tracing::warn!(level = %level, by = %by.name, "log level changed until the next restart");
+    Ok(json(StatusCode::OK, &serde_json::json!({ "level": level })))
 }
 
 async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
@@ -490,7 +511,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
 async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let by = hub.admin(&headers).await?;
     let id = task_id(&id)?;
-    tracing::info!(task = %id, by = %by.name, "cancel");
+    tracing::info!(task_id = %id, by = %by.name, "cancel");
     let (task, outcome) = hub.shared.store.cancel_task(&id, hub.now()).await?;
     match outcome {
         muster_core::task::Cancel::Done { notify: Some((agent, epoch)) } => {
@@ -508,7 +529,7 @@ async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<
 async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let by = hub.admin(&headers).await?;
     let id = task_id(&id)?;
-    tracing::info!(task = %id, by = %by.name, "retry");
+    tracing::info!(task_id = %id, by = %by.name, "retry");
     let task = hub.shared.store.retry_task(&id, hub.now()).await?;
     hub.wake_dispatcher();
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))

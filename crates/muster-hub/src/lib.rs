@@ -51,6 +51,9 @@ impl Clock for SystemClock {
     }
 }
 
+/// Sets the process's log filter (`debug`, `info,muster_hub=debug`, …).
+pub(crate) type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// A message for one connected agent's socket.
 #[derive(Debug)]
 pub(crate) enum Outbound {
@@ -91,6 +94,8 @@ pub(crate) struct Shared {
     pub sockets_open: AtomicU64,
     pub sockets_closed: Notify,
     pub metrics: metrics::Metrics,
+    /// Changes the process's log level; set by the binary that owns logging.
+    pub log_level: std::sync::OnceLock<SetLogLevel>,
     /// One backup at a time. Held across the backup's `.await`, hence tokio's mutex.
     pub backing_up: tokio::sync::Mutex<()>,
 }
@@ -138,8 +143,14 @@ impl Hub {
                 sockets_closed: Notify::new(),
                 metrics: metrics::Metrics::default(),
                 backing_up: tokio::sync::Mutex::new(()),
+                log_level: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Lets `PUT /api/v1/admin/log-level` change the level with `set`.
+    pub fn set_log_control(&self, set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) {
+        let _ = self.shared.log_level.set(Box::new(set));
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

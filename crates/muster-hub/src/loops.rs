@@ -61,7 +61,7 @@ impl Hub {
     pub(crate) async fn reclaim_once(&self) -> Result<usize, muster_store::StoreError> {
         let reclaimed = self.shared.store.reclaim_expired(self.now(), RECLAIM_BATCH).await?;
         for (task, outcome) in &reclaimed {
-            tracing::info!(task = %task.id, ?outcome, "lease expired; task reclaimed");
+            tracing::info!(task_id = %task.id, ?outcome, "lease expired; task reclaimed");
             let result = match outcome {
                 muster_core::task::Reclaimed::Requeued => "requeued",
                 muster_core::task::Reclaimed::Failed => "failed",
@@ -112,10 +112,10 @@ impl Hub {
                 }
             };
             for task in &tasks {
-                tracing::debug!(task = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
+                tracing::debug!(task_id = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
                 if !self.send_to(agent, HubMsg::assign(task)) {
                     // The socket went away after the claim; the accept deadline reclaims it.
-                    tracing::warn!(task = %task.id, agent = %agent, "agent left before its assignment was sent");
+                    tracing::warn!(task_id = %task.id, agent = %agent, "agent left before its assignment was sent");
                 }
             }
             assigned += tasks.len();

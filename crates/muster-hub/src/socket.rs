@@ -297,7 +297,7 @@ impl Conn {
             self.hub.drop_run(&self.name, id, epoch, why);
             return;
         }
-        tracing::warn!(agent = %self.name, task = %id, epoch = epoch.0, report = what, reason = why, "stale report rejected");
+        tracing::warn!(agent = %self.name, task_id = %id, epoch = epoch.0, report = what, reason = why, "stale report rejected");
         self.hub.metrics().stale_reports.with(&[what]).inc();
         let event = NewEvent {
             kind: "task.stale_report",
@@ -368,14 +368,14 @@ impl Conn {
                     && let Err(e) = store.mark_output_truncated(&self.name, &id, epoch, now).await
                     && !matches!(e, StoreError::Refused(_))
                 {
-                    tracing::error!(task = %id, error = %e, "cannot record truncated output");
+                    tracing::error!(task_id = %id, error = %e, "cannot record truncated output");
                 }
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
                 let backoff = config.backoff.delay(attempt, jitter());
                 match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
-                            tracing::debug!(task = %id, epoch = epoch.0, "duplicate finished report acknowledged");
+                            tracing::debug!(task_id = %id, epoch = epoch.0, "duplicate finished report acknowledged");
                         } else {
                             let metrics = self.hub.metrics();
                             metrics.outcomes.with(&[&outcome_name]).inc();
@@ -408,7 +408,7 @@ impl Conn {
             StoreError::NotFound { .. } => self.reject(id, epoch, what, "no such task").await,
             // Not the agent's fault: leave the run alone; the agent resends after it reconnects.
             other => {
-                tracing::error!(agent = %self.name, task = %id, error = %other, report = what, "cannot apply report")
+                tracing::error!(agent = %self.name, task_id = %id, error = %other, report = what, "cannot apply report")
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `muster`: the hub, the agent worker and the operator CLI in one binary.
 
+mod logging;
 mod serve;
 mod settings;
 
@@ -101,8 +102,14 @@ enum AgentCmd {
 
 fn main() {
     let cli = Cli::parse();
-    let server = matches!(cli.command, Command::Up(_) | Command::Hub(_) | Command::Agent(AgentCmd::Run(_)));
-    init_logging(if server { "info" } else { "warn" });
+    // The hub and `up` set up their logs once their data directory is known.
+    if !matches!(cli.command, Command::Up(_) | Command::Hub(_)) {
+        let level = if matches!(cli.command, Command::Agent(AgentCmd::Run(_))) { "info" } else { "warn" };
+        let logs = logging::Logs { console: logging::Console::Text, file: None, default_level: level };
+        if let Err(e) = logging::init(logs) {
+            eprintln!("muster: cannot set up logging: {e}");
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -114,17 +121,6 @@ fn main() {
     // Do not wait for detached background work (e.g. a stdin reader) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     std::process::exit(code);
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn run(cli: Cli) -> i32 {

@@ -59,8 +59,27 @@ struct Opened {
     _lock: DirLock,
 }
 
-async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
+/// Starts logging to the console and to `<data-dir>/logs/`.
+fn start_logging(
+    args: &HubArgs,
+    data_dir: &Path,
+    default_console: crate::logging::Console,
+) -> anyhow::Result<crate::logging::LevelControl> {
+    use crate::logging::{Console, DEFAULT_KEEP, DEFAULT_MAX_BYTES, Logs};
+    let console = match args.log_format.as_deref() {
+        Some("json") => Console::Json,
+        Some("text") => Console::Text,
+        _ => default_console,
+    };
+    let file =
+        (data_dir.join("logs"), args.log_max_bytes.unwrap_or(DEFAULT_MAX_BYTES), args.log_keep.unwrap_or(DEFAULT_KEEP));
+    crate::logging::init(Logs { console, file: Some(file), default_level: "info" })
+        .with_context(|| format!("cannot open the log directory {}", data_dir.join("logs").display()))
+}
+
+async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Console) -> anyhow::Result<Opened> {
     let lock = lock_data_dir(&config.data_dir)?;
+    let levels = start_logging(args, &config.data_dir, console)?;
     let db = config.data_dir.join("muster.db");
     let limits = Limits { max_output_bytes_per_attempt: config.max_output_bytes_per_attempt, ..Limits::default() };
     let store = SqliteStore::open(&db, limits).with_context(|| format!("cannot open the database {}", db.display()))?;
@@ -68,14 +87,25 @@ async fn open_hub(config: HubConfig) -> anyhow::Result<Opened> {
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
+    hub.set_log_control(move |level| levels.set(level));
     // Bind before showing a new admin token: a start that fails must not use up its only display.
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(token) = hub.ensure_admin_token(&data_dir).await? {
-        println!("{token}");
-        eprintln!(
-            "muster: created the admin token above; it is shown only once and saved to {} (mode 0600)",
-            data_dir.join("admin.token").display()
-        );
+        let saved = data_dir.join("admin.token");
+        // Shown to a person at a terminal only: piped or under a supervisor,
+        // stderr ends up in log files, where a token must never go.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("{token}");
+            eprintln!(
+                "muster: created the admin token above; it is shown only once and saved to {} (mode 0600)",
+                saved.display()
+            );
+        } else {
+            eprintln!(
+                "muster: created an admin token and saved it to {} (mode 0600); it is not shown because stderr is not a terminal",
+                saved.display()
+            );
+        }
     }
     Ok(Opened { hub, listener, _lock: lock })
 }
@@ -108,7 +138,7 @@ pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
 pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args, conn.data_dir.as_deref())?;
     let data_dir = config.data_dir.clone();
-    let opened = open_hub(config).await?;
+    let opened = open_hub(config, &args, crate::logging::Console::Json).await?;
     let addr = opened.listener.local_addr()?;
     eprintln!("muster hub listening on http://{addr} (data in {})", data_dir.display());
     opened.hub.serve(opened.listener, shutdown_signal()).await
@@ -252,7 +282,7 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
     }
     let config = hub_config(&hub_args, conn.data_dir.as_deref())?;
     let data_dir = config.data_dir.clone();
-    let opened = open_hub(config).await?;
+    let opened = open_hub(config, &args.hub, crate::logging::Console::Text).await?;
     let addr = opened.listener.local_addr()?;
     let url = format!("http://{addr}");
     let token = local_agent_token(&opened.hub, &data_dir).await?;

@@ -63,6 +63,15 @@ pub struct HubArgs {
     /// How often alert rules are evaluated [default: 30s].
     #[arg(long, env = "MUSTER_ALERT_INTERVAL")]
     pub alert_interval: Option<String>,
+    /// Console log format: json (stdout) or text (stderr) [default: json for `hub`, text for `up`].
+    #[arg(long, env = "MUSTER_LOG_FORMAT", value_parser = ["json", "text"])]
+    pub log_format: Option<String>,
+    /// Size at which `<data-dir>/logs/muster.log` rotates, in bytes [default: 10485760].
+    #[arg(long, env = "MUSTER_LOG_MAX_BYTES")]
+    pub log_max_bytes: Option<u64>,
+    /// Rotated log files kept, compressed [default: 5].
+    #[arg(long, env = "MUSTER_LOG_KEEP")]
+    pub log_keep: Option<usize>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -272,6 +281,9 @@ mod tests {
             backup_keep: None,
             backup_dir: None,
             alert_interval: None,
+            log_format: None,
+            log_max_bytes: None,
+            log_keep: None,
         }
     }
 

@@ -620,7 +620,7 @@ pub fn claim_tasks(c: &Connection, name: &AgentName, now: Millis, accept_within:
         let req = muster_core::Requirements { runner: &task.spec.runner, capabilities: &task.spec.capabilities };
         if !offer.can_run(req) {
             // The query and the core must agree; never hand out a task the core refuses.
-            tracing::error!(task = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
+            tracing::error!(task_id = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
             continue;
         }
         task.assign(name, now, accept_within).map_err(refused)?;

@@ -13,6 +13,7 @@ mod crash;
 mod dispatch;
 mod lifecycle;
 mod liveness;
+mod logs;
 mod operate;
 mod regressions;
 mod stale_epoch;

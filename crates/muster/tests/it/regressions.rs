@@ -37,14 +37,17 @@ async fn a_hub_that_cannot_listen_does_not_spend_the_admin_token_display() {
     assert!(!dir.path().join("admin.token").exists());
     drop(taken);
 
-    // The next, successful start shows it.
+    // The next, successful start creates it; not at a terminal, it is saved, not shown.
     let mut cmd = muster_command(&["--data-dir", &data, "hub", "--listen", "127.0.0.1:0"]);
     let mut group = muster_agent::process::ProcessGroup::spawn(&mut cmd).unwrap();
     use tokio::io::AsyncBufReadExt;
-    let mut stdout = tokio::io::BufReader::new(group.child_mut().stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, stdout.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(line.starts_with("mst_"), "{line}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim(), line);
+    let mut stderr = tokio::io::BufReader::new(group.child_mut().stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, stderr.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(line.contains("created an admin token and saved it to"), "{line}");
+    assert!(line.contains("it is not shown because stderr is not a terminal"), "{line}");
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert!(token.starts_with("mst_"));
+    assert!(!line.contains(token.trim()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
