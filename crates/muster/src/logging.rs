@@ -151,6 +151,7 @@ pub fn init(logs: Logs) -> io::Result<LevelControl> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
+                    .with_span_list(false)
                     .with_ansi(false)
                     .with_writer(writer)
                     .boxed(),
