@@ -140,6 +140,7 @@ pub fn init(logs: Logs) -> io::Result<LevelControl> {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
             .with_writer(io::stdout)
             .boxed(),
     };
