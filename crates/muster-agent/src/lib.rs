@@ -8,6 +8,7 @@
 //! reconnect until the hub acknowledges that it is durable.
 
 pub mod config;
+pub mod doctor;
 pub mod process;
 pub mod run;
 
@@ -58,7 +59,12 @@ struct Agent {
     draining: bool,
     drain_deadline: Option<Instant>,
     name: Option<String>,
+    /// The latest doctor report and when it was made.
+    doctor: Option<(Instant, muster_proto::ws::DoctorReport)>,
 }
+
+/// A doctor report is reused across reconnects this close together.
+const DOCTOR_FRESH: Duration = Duration::from_secs(300);
 
 enum SessionEnd {
     Lost(String),
@@ -89,9 +95,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         draining: false,
         drain_deadline: None,
         name: None,
+        doctor: None,
     };
     let mut failures: u32 = 0;
     loop {
+        // Examined before connecting, so the hub's hello deadline never waits
+        // on a slow `--version`; a runner fixed or broken since shows up.
+        if agent.doctor.as_ref().is_none_or(|(at, _)| at.elapsed() > DOCTOR_FRESH) {
+            let report = doctor::examine(&agent.config).await;
+            for r in report.runners.iter().filter(|r| !r.ok) {
+                tracing::warn!(runner = %r.name, problems = ?r.problems, "runner unavailable; the hub will not dispatch to it");
+            }
+            agent.doctor = Some((Instant::now(), report));
+        }
         match agent.connect().await {
             Ok(socket) => {
                 failures = 0;
@@ -199,7 +215,7 @@ impl Agent {
         live.chain(reported).collect()
     }
 
-    fn hello(&self) -> AgentMsg {
+    fn hello(&self, doctor: Option<muster_proto::ws::DoctorReport>) -> AgentMsg {
         AgentMsg::Hello {
             protocol: PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -208,6 +224,7 @@ impl Agent {
             slots: self.config.slots,
             runs: self.run_refs(),
             draining: self.draining,
+            doctor,
         }
     }
 
@@ -305,7 +322,8 @@ impl Agent {
     async fn session(&mut self, socket: Socket, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let (mut sink, mut stream) = socket.split();
         let send = |msg: &AgentMsg| Message::Text(to_json(msg).into());
-        if let Err(e) = sink.send(send(&self.hello())).await {
+        let report = self.doctor.as_ref().map(|(_, r)| r.clone());
+        if let Err(e) = sink.send(send(&self.hello(report))).await {
             return SessionEnd::Lost(format!("cannot send hello: {e}"));
         }
         let welcome = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;

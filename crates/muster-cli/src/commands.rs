@@ -427,7 +427,8 @@ pub async fn agent_list(conn: &ConnArgs, json: bool) -> CliResult {
     if json {
         return print_json(&agents);
     }
-    let mut t = Table::new(&["NAME", "STATE", "SLOTS", "RUNNERS", "CAPABILITIES", "VERSION", "LAST SEEN"]);
+    let mut t =
+        Table::new(&["NAME", "STATE", "SLOTS", "RUNNERS", "CAPABILITIES", "VERSION", "LAST SEEN", "UNAVAILABLE"]);
     for a in &agents {
         t.row(vec![
             a.name.clone(),
@@ -437,6 +438,7 @@ pub async fn agent_list(conn: &ConnArgs, json: bool) -> CliResult {
             if a.capabilities.is_empty() { "-".into() } else { a.capabilities.join(",") },
             dash(a.version.as_ref()),
             dash(a.last_seen_at.as_ref()),
+            if a.unavailable.is_empty() { "-".into() } else { a.unavailable.join("; ") },
         ]);
     }
     print!("{}", t.render());

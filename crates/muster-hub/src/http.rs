@@ -130,6 +130,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/agents/{name}/resume", post(resume_agent))
         .route("/agents/{name}/token", post(reissue_token))
         .route("/agents/{name}/drain", post(drain_agent))
+        .route("/agents/{name}/doctor", get(agent_doctor))
         .route("/admin/pause", post(pause_dispatch))
         .route("/admin/resume", post(resume_dispatch))
         .route("/tokens", get(list_tokens))
@@ -599,6 +600,18 @@ async fn task_logs(
     }
 }
 
+fn doctor_of(a: &AgentRecord) -> Option<muster_proto::ws::DoctorReport> {
+    a.doctor.as_deref().and_then(|d| from_json(d.as_bytes()).ok())
+}
+
+async fn agent_doctor(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    let agent = load_agent(&hub, &name).await?;
+    let report = doctor_of(&agent)
+        .ok_or_else(|| ApiError::NotFound(format!("agent {} has not sent a doctor report", agent.name)))?;
+    Ok(json(StatusCode::OK, &report))
+}
+
 fn agent_view(a: &AgentRecord) -> AgentView {
     AgentView {
         name: a.name.to_string(),
@@ -611,6 +624,11 @@ fn agent_view(a: &AgentRecord) -> AgentView {
         paused: a.status.paused,
         draining: a.status.draining,
         version: a.version.clone(),
+        unavailable: doctor_of(a)
+            .map(|d| {
+                d.runners.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.problems.join("; "))).collect()
+            })
+            .unwrap_or_default(),
         token_id: a.token_id.to_string(),
         last_seen_at: a.last_seen_at.map(timestamp),
         created_at: timestamp(a.created_at),

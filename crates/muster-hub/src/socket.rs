@@ -78,12 +78,13 @@ fn parse_runs(runs: &[RunRef]) -> Result<Vec<(TaskId, Epoch)>, FieldError> {
     runs.iter().map(|r| Ok((TaskId::parse(&r.task)?, Epoch(r.epoch)))).collect()
 }
 
-/// What a valid `hello` says: the announcement, the runs to re-attach, and
-/// whether the agent is draining.
-type Hello = (Announce, Vec<(TaskId, Epoch)>, bool);
+/// What a valid `hello` says: the announcement (with only the runners its
+/// doctor passed), every runner it has, the runs to re-attach, and whether
+/// the agent is draining.
+type Hello = (Announce, Vec<RunnerName>, Vec<(TaskId, Epoch)>, bool);
 
 fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
-    let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining } = msg else {
+    let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining, doctor } = msg else {
         return Err(FieldError { field: "type".into(), reason: "the first message must be `hello`".into() });
     };
     if protocol != PROTOCOL_VERSION {
@@ -95,13 +96,20 @@ fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
     if slots == 0 || slots > 1024 {
         return Err(FieldError { field: "slots".into(), reason: "must be between 1 and 1024".into() });
     }
+    let all: Vec<RunnerName> = runners.iter().map(|r| RunnerName::parse(r)).collect::<Result<_, _>>()?;
+    // A runner its doctor failed is known (tasks for it are accepted) but not dispatched to.
+    let failed: Vec<&str> = doctor
+        .as_ref()
+        .map(|d| d.runners.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect())
+        .unwrap_or_default();
     let announce = Announce {
         capabilities: capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<_, _>>()?,
-        runners: runners.iter().map(|r| RunnerName::parse(r)).collect::<Result<_, _>>()?,
+        runners: all.iter().filter(|r| !failed.contains(&r.as_str())).cloned().collect(),
         slots,
         version,
+        doctor: doctor.as_ref().map(to_json),
     };
-    Ok((announce, parse_runs(&runs)?, draining))
+    Ok((announce, all, parse_runs(&runs)?, draining))
 }
 
 async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
@@ -117,7 +125,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         Ok(_) => Err(FieldError { field: String::new(), reason: "expected a `hello` text frame".into() }),
         Err(_) => Err(FieldError { field: String::new(), reason: "no `hello` within 10 s".into() }),
     };
-    let (announce, runs, mut draining) = match hello {
+    let (announce, all_runners, runs, mut draining) = match hello {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(agent = %name, error = %e, "agent handshake refused");
@@ -127,7 +135,6 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         }
     };
     let now = hub.now();
-    let runners = announce.runners.clone();
     let (record, session_id) = match hub.shared.store.agent_connected(&name, announce, now).await {
         Ok(r) => r,
         Err(e) => {
@@ -136,7 +143,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             return;
         }
     };
-    hub.shared.known_runners.lock().expect("runners lock poisoned").extend(runners);
+    hub.shared.known_runners.lock().expect("runners lock poisoned").extend(all_runners);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     {
         let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");

@@ -254,6 +254,9 @@ pub struct AgentView {
     pub paused: bool,
     pub draining: bool,
     pub version: Option<String>,
+    /// Runners its doctor failed, each with why: `claude: claude is not on PATH`.
+    #[serde(default)]
+    pub unavailable: Vec<String>,
     pub token_id: String,
     pub last_seen_at: Option<String>,
     pub created_at: String,

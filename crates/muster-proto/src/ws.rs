@@ -25,6 +25,32 @@ pub struct RunRef {
     pub epoch: u64,
 }
 
+/// One runner's health on its agent's machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerDoctor {
+    pub name: String,
+    /// Whether the hub may hand this runner work.
+    pub ok: bool,
+    pub program: String,
+    /// What `PROGRAM --version` printed, for the built-in runners.
+    pub version: Option<String>,
+    /// Why it is not usable; empty when `ok`.
+    pub problems: Vec<String>,
+    /// Environment variable names the runner passes on, and whether each is
+    /// set. Names only: values are never read into the report.
+    pub env: Vec<(String, bool)>,
+}
+
+/// What an agent's doctor found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub runners: Vec<RunnerDoctor>,
+    pub workdir: String,
+    pub workdir_writable: bool,
+    /// `git --version`, if git is installed.
+    pub git: Option<String>,
+}
+
 /// Agent → hub.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -38,6 +64,9 @@ pub enum AgentMsg {
         /// Runs this agent still holds, for re-attaching after a reconnect.
         runs: Vec<RunRef>,
         draining: bool,
+        /// The agent's doctor results; runners that failed are not dispatched to.
+        #[serde(default)]
+        doctor: Option<DoctorReport>,
     },
     Heartbeat {
         runs: Vec<RunRef>,

@@ -260,7 +260,13 @@ async fn register(s: &dyn Store, agent: &str, registered: &[&str], now: Millis) 
 }
 
 async fn connect(s: &dyn Store, agent: &AgentName, with: &[&str], announced: &[&str], slots: u32, now: Millis) -> u64 {
-    let hello = Announce { capabilities: caps(announced), runners: runners(with), slots, version: "1.0.0".to_owned() };
+    let hello = Announce {
+        capabilities: caps(announced),
+        runners: runners(with),
+        slots,
+        version: "1.0.0".to_owned(),
+        doctor: None,
+    };
     ok("agent_connected", s.agent_connected(agent, hello, now).await).1
 }
 
@@ -526,6 +532,7 @@ pub async fn register_agent_refuses_a_taken_name(store: Arc<dyn Store>) {
             session: 0,
             last_seen_at: None,
             created_at: at(0),
+            doctor: None,
         },
         "register_agent must store sorted, deduplicated capabilities and start offline"
     );
@@ -576,6 +583,7 @@ pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
         runners: runners(&["shell", "claude"]),
         slots: 2,
         version: "1.2.3".to_owned(),
+        doctor: Some(r#"{"runners":[]}"#.to_owned()),
     };
     let mark = last_seq(s).await;
     let (record, first) = ok("agent_connected", s.agent_connected(&a, hello, at(1)).await);
@@ -588,6 +596,7 @@ pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
     assert_eq!(record.capabilities(), caps(&["gpu", "lang:rust"]));
     assert_eq!(record.version.as_deref(), Some("1.2.3"));
     assert_eq!(record.last_seen_at, Some(at(1)));
+    assert_eq!(record.doctor.as_deref(), Some(r#"{"runners":[]}"#), "the doctor report is kept as given");
     assert_eq!(get_agent(s, &a).await, record);
 
     let second = connect(s, &a, &["shell"], &[], 2, at(2)).await;

@@ -76,6 +76,8 @@ pub struct Announce {
     pub runners: Vec<RunnerName>,
     pub slots: u32,
     pub version: String,
+    /// The agent's doctor report as the hub received it (JSON), if it sent one.
+    pub doctor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,6 +100,8 @@ pub struct AgentRecord {
     pub session: u64,
     pub last_seen_at: Option<Millis>,
     pub created_at: Millis,
+    /// The doctor report from its latest connect (JSON).
+    pub doctor: Option<String>,
 }
 
 impl AgentRecord {

@@ -61,6 +61,8 @@ enum Command {
     Pause,
     /// Hand out tasks again after `muster pause`.
     Resume,
+    /// On an agent's machine: can it run each of its runners? Exits 1 if not.
+    Doctor(serve::DoctorArgs),
     /// Check the database and Muster's invariants; --repair fixes what it can.
     Check {
         #[arg(long)]
@@ -134,6 +136,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Agent(AgentCmd::Pause { name }) => muster_cli::agent_pause(&conn, &name, true).await,
         Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
         Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
+        Command::Doctor(args) => return report(serve::doctor(args).await),
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

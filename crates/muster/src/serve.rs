@@ -241,6 +241,42 @@ pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Agent settings file (TOML), as given to `agent run`.
+    #[arg(long = "config", env = "MUSTER_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Also check this built-in runner: claude, codex or shell (repeatable).
+    #[arg(long = "runner")]
+    pub runners: Vec<String>,
+    /// The directory runs start in [default: the current directory].
+    #[arg(long, env = "MUSTER_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `muster doctor`: the checks an agent makes at every connect, here and now.
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let run_args = AgentRunArgs {
+        slots: None,
+        config: args.config,
+        caps: Vec::new(),
+        runners: args.runners,
+        workdir: args.workdir,
+        drain_timeout: "30s".into(),
+    };
+    let config = agent_config(muster_cli::DEFAULT_URL.to_owned(), String::new(), &run_args, 1)?;
+    let report = muster_agent::doctor::examine(&config).await;
+    let (text, ok) = muster_agent::doctor::render(&report);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{text}");
+    }
+    if ok { Ok(()) } else { bail!("some runners cannot run here; an agent does not offer them to the hub") }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     #[command(flatten)]
     pub hub: HubArgs,

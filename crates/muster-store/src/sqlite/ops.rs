@@ -185,7 +185,7 @@ pub fn touch_token(c: &Connection, id: &TokenId, now: Millis) -> Result<()> {
 
 const AGENT_COLS: &str = "a.name, a.token_id, a.capabilities, a.announced_capabilities, a.runners, a.slots, \
      a.version, a.connected, a.session, a.paused, a.draining, a.last_seen_at, a.created_at, \
-     (SELECT COUNT(*) FROM tasks t WHERE t.lease_agent = a.name)";
+     (SELECT COUNT(*) FROM tasks t WHERE t.lease_agent = a.name), a.doctor";
 
 fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let name: String = r.get(0)?;
@@ -211,6 +211,7 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         session: r.get::<_, i64>(8)? as u64,
         last_seen_at: ms(r.get(11)?),
         created_at: Millis(r.get(12)?),
+        doctor: r.get(14)?,
     })
 }
 
@@ -260,8 +261,8 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
     let runners: Vec<&str> = hello.runners.iter().map(|r| r.as_str()).collect();
     c.execute(
         "UPDATE agents SET announced_capabilities = ?, runners = ?, slots = ?, version = ?, connected = 1, \
-         session = session + 1, draining = 0, last_seen_at = ? WHERE name = ?",
-        params![join(&caps), join(&runners), hello.slots, hello.version, now.0, name.as_str()],
+         session = session + 1, draining = 0, last_seen_at = ?, doctor = ? WHERE name = ?",
+        params![join(&caps), join(&runners), hello.slots, hello.version, now.0, hello.doctor, name.as_str()],
     )?;
     let after = load_agent(c, name)?;
     let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };

@@ -136,6 +136,10 @@ CREATE TABLE settings (
 );
 CREATE INDEX output_recent ON output (task_id, at);
 "#,
+    // 4: what each agent's doctor found at its latest connect.
+    r#"
+ALTER TABLE agents ADD COLUMN doctor TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -70,6 +70,7 @@ async fn online(s: &dyn Store, name: &str, slots: u32) -> AgentName {
         runners: vec![RunnerName::parse("shell").unwrap()],
         slots,
         version: "1.0.0".to_owned(),
+        doctor: None,
     };
     s.agent_connected(&agent, hello, at(0)).await.unwrap();
     agent

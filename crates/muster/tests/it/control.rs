@@ -62,3 +62,49 @@ async fn a_drained_agent_finishes_its_run_takes_nothing_new_and_stops() {
     let (code, _, err) = hub.cli(&["agent", "drain", "w"]).await;
     assert_eq!(code, 4, "an agent that is not connected cannot drain: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_whose_program_is_missing_is_marked_unavailable_and_never_dispatched_to() {
+    let hub = Hub::start().await;
+    let token = hub.add_agent("w", &[]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("agent.toml");
+    std::fs::write(&config, "enable = [\"shell\"]\n[runners.ghost]\nargv = [\"no-such-program-for-muster\"]\n")
+        .unwrap();
+    let workdir = path_str(scratch.path());
+    let mut cmd = crate::harness::muster_command(&[
+        "agent",
+        "run",
+        "--hub",
+        &hub.url,
+        "--config",
+        &path_str(&config),
+        "--workdir",
+        &workdir,
+    ]);
+    cmd.env("MUSTER_TOKEN", &token);
+    let mut agent = muster_agent::process::ProcessGroup::spawn(&mut cmd).unwrap();
+    let _stderr = crate::harness::forward_stderr(&mut agent, "agent w", "\u{0}never");
+    hub.wait_connected("w").await;
+
+    let ghost = hub.add_task(serde_json::json!({ "prompt": "anything", "runner": "ghost" })).await;
+    let shell = hub.shell_task("echo fine").await;
+    hub.wait_state(&shell, &["succeeded"]).await;
+
+    let (_, out, _) = hub.cli(&["agent", "list"]).await;
+    assert!(out.contains("ghost: no-such-program-for-muster is not on PATH"), "{out}");
+    let agents = hub.get("/agents/w").await;
+    assert_eq!(agents["runners"], serde_json::json!(["shell"]), "only the runner that passed is dispatched to");
+    let doctor = hub.get("/agents/w/doctor").await;
+    let runners = doctor["runners"].as_array().unwrap();
+    let ghost_report = runners.iter().find(|r| r["name"] == "ghost").unwrap();
+    assert_eq!(ghost_report["ok"], false);
+    assert_eq!(runners.iter().find(|r| r["name"] == "shell").unwrap()["ok"], true);
+    assert_eq!(doctor["workdir_writable"], true);
+
+    // The agent was free the whole time; the ghost task was never handed out.
+    let task = hub.task(&ghost).await;
+    assert_eq!(task["state"], "queued");
+    let events = hub.events(&format!("task={ghost}")).await;
+    assert!(events.iter().all(|e| e["kind"] != "task.assigned"), "{events:?}");
+}
