@@ -789,3 +789,54 @@ pub async fn agent_drain(conn: &ConnArgs, name: &str) -> CliResult {
     );
     Ok(())
 }
+
+/// A line of block characters, one per value, scaled to the largest.
+fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|v| if max <= 0.0 { BARS[0] } else { BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize] })
+        .collect()
+}
+
+/// `muster metrics`: the last hour at a glance.
+pub async fn metrics(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let w: muster_proto::api::MetricsWindow = client.get("/metrics").await?;
+    if json {
+        return print_json(&w);
+    }
+    let Some(last) = w.points.last() else {
+        println!("no points yet: the window takes one every {} s", w.interval_secs);
+        return Ok(());
+    };
+    let span = muster_proto::human_duration(Duration::from_secs_f64(w.interval_secs * w.points.len() as f64));
+    let succeeded: u64 = w.points.iter().map(|p| p.succeeded).sum();
+    let failed: u64 = w.points.iter().map(|p| p.failed).sum();
+    let ended = succeeded + failed;
+    let recent: Vec<&muster_proto::api::MetricsPoint> = w.points.iter().rev().take(30).collect();
+    let throughput = recent.iter().map(|p| p.throughput).sum::<f64>() / recent.len() as f64;
+    let latency = w.points.iter().rev().find(|p| p.latency_p50.is_some());
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}s"));
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    println!("window       last {span} ({} points, one every {} s)", w.points.len(), w.interval_secs);
+    println!(
+        "queue        {} queued, {} {:+.1}/min; {} running",
+        last.queued, w.queue_trend, w.queue_trend_per_min, last.running
+    );
+    println!("             {}", sparkline(&w.points.iter().map(|p| p.queued as f64).collect::<Vec<_>>()));
+    println!("throughput   {throughput:.2} runs/s (last {} points)", recent.len());
+    println!(
+        "latency      p50 {}  p95 {}  p99 {} (queue wait)",
+        secs(latency.and_then(|p| p.latency_p50)),
+        secs(latency.and_then(|p| p.latency_p95)),
+        secs(latency.and_then(|p| p.latency_p99))
+    );
+    println!("utilization  {}", pct(last.utilization));
+    println!(
+        "failures     {failed} of {ended} runs ({})",
+        if ended == 0 { "-".to_owned() } else { format!("{:.0}%", failed as f64 * 100.0 / ended as f64) }
+    );
+    Ok(())
+}

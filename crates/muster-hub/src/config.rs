@@ -41,6 +41,8 @@ pub struct HubConfig {
     pub backup_keep: usize,
     /// How often alert rules are evaluated.
     pub alert_interval: Duration,
+    /// Resolution of the one-hour metrics window (360 points).
+    pub window_interval: Duration,
 }
 
 impl HubConfig {
@@ -75,6 +77,7 @@ impl Default for HubConfig {
             backup_interval: Duration::from_secs(24 * 3600),
             backup_keep: 7,
             alert_interval: Duration::from_secs(30),
+            window_interval: Duration::from_secs(10),
         }
     }
 }

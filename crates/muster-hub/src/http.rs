@@ -138,6 +138,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/events", get(list_events))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
         .route("/admin/log-level", axum::routing::put(put_log_level))
@@ -356,6 +357,11 @@ async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     let backups = crate::backup::list(dir)
         .map_err(|e| ApiError::Internal(format!("cannot list backups in {}: {e}", dir.display())))?;
     Ok(json(StatusCode::OK, &backups))
+}
+
+async fn metrics_window(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.metrics_window()))
 }
 
 async fn health(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

@@ -13,6 +13,7 @@ pub mod http;
 mod loops;
 mod metrics;
 mod socket;
+mod window;
 
 pub use auth::{hash_token, mint_token, parse_token};
 pub use config::HubConfig;
@@ -94,6 +95,7 @@ pub(crate) struct Shared {
     pub sockets_open: AtomicU64,
     pub sockets_closed: Notify,
     pub metrics: metrics::Metrics,
+    pub window: window::Window,
     /// Changes the process's log level; set by the binary that owns logging.
     pub log_level: std::sync::OnceLock<SetLogLevel>,
     /// One backup at a time. Held across the backup's `.await`, hence tokio's mutex.
@@ -142,6 +144,7 @@ impl Hub {
                 sockets_open: AtomicU64::new(0),
                 sockets_closed: Notify::new(),
                 metrics: metrics::Metrics::default(),
+                window: window::Window::default(),
                 backing_up: tokio::sync::Mutex::new(()),
                 log_level: std::sync::OnceLock::new(),
             }),
@@ -200,6 +203,7 @@ impl Hub {
         let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
         let backups = tokio::spawn(backup::backup_loop(self.clone()));
         let alerting = tokio::spawn(alerts::alert_loop(self.clone()));
+        let sampling = tokio::spawn(window::window_loop(self.clone()));
         let app = http::router(self.clone());
         let hub = self.clone();
         let stop = async move {
@@ -239,6 +243,7 @@ impl Hub {
         let _ = dispatcher.await;
         let _ = backups.await;
         let _ = alerting.await;
+        let _ = sampling.await;
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

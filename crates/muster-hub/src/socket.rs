@@ -332,7 +332,9 @@ impl Conn {
                 let epoch = Epoch(epoch);
                 match store.start_task(&self.name, &id, epoch, now, config.lease_ttl).await {
                     Ok(task) => {
-                        self.hub.metrics().dispatch_latency.observe(now.since(task.ready_at).as_secs_f64());
+                        let waited = now.since(task.ready_at).as_secs_f64();
+                        self.hub.metrics().dispatch_latency.observe(waited);
+                        self.hub.shared.window.started(waited);
                     }
                     Err(e) => self.refused(&id, epoch, "accept", e).await,
                 }
@@ -386,6 +388,9 @@ impl Conn {
                         } else {
                             let metrics = self.hub.metrics();
                             metrics.outcomes.with(&[&outcome_name]).inc();
+                            if outcome_name != "cancelled" {
+                                self.hub.shared.window.ended(outcome_name == "succeeded");
+                            }
                             if let Some(started) = task.started_at {
                                 metrics.run_duration.with(&[&outcome_name]).observe(now.since(started).as_secs_f64());
                             }

@@ -371,6 +371,38 @@ pub struct CheckView {
     pub remaining: Vec<FindingView>,
 }
 
+/// One point of the metrics window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsPoint {
+    pub at: String,
+    pub queued: u64,
+    pub running: u64,
+    /// Runs that ended in this interval, per second.
+    pub throughput: f64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Share of runs ended in this interval that failed (0 to 1); `None` without runs.
+    pub failure_rate: Option<f64>,
+    /// Queue wait (due to started) percentiles of runs started in this interval, seconds.
+    pub latency_p50: Option<f64>,
+    pub latency_p95: Option<f64>,
+    pub latency_p99: Option<f64>,
+    /// Used slots over the slots of connected agents (0 to 1); `None` without agents.
+    pub utilization: Option<f64>,
+}
+
+/// `GET /api/v1/metrics`: the last hour for people.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsWindow {
+    pub interval_secs: f64,
+    /// Oldest first; at most 360.
+    pub points: Vec<MetricsPoint>,
+    /// How the queue moved over the last five minutes, in tasks per minute.
+    pub queue_trend_per_min: f64,
+    /// `rising`, `falling` or `flat`.
+    pub queue_trend: String,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

@@ -57,6 +57,11 @@ enum Command {
     /// Runtime settings, applied without a restart.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The last hour: queue, throughput, latency, utilization, failures.
+    Metrics {
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop handing out tasks, fleet-wide; runs under way go on.
     Pause,
     /// Hand out tasks again after `muster pause`.
@@ -137,6 +142,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
         Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
         Command::Doctor(args) => return report(serve::doctor(args).await),
+        Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

@@ -63,6 +63,9 @@ pub struct HubArgs {
     /// How often alert rules are evaluated [default: 30s].
     #[arg(long, env = "MUSTER_ALERT_INTERVAL")]
     pub alert_interval: Option<String>,
+    /// Resolution of the one-hour metrics window [default: 10s].
+    #[arg(long, env = "MUSTER_WINDOW_INTERVAL")]
+    pub window_interval: Option<String>,
     /// Console log format: json (stdout) or text (stderr) [default: json for `hub`, text for `up`].
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_parser = ["json", "text"])]
     pub log_format: Option<String>,
@@ -117,6 +120,7 @@ struct FileHub {
     backup_keep: Option<usize>,
     backup_dir: Option<PathBuf>,
     alert_interval: Option<String>,
+    window_interval: Option<String>,
 }
 
 fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
@@ -217,6 +221,11 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         backup_interval,
         backup_keep,
+        window_interval: duration(
+            "window_interval",
+            args.window_interval.as_ref().or(file.window_interval.as_ref()),
+            defaults.window_interval,
+        )?,
         alert_interval: duration(
             "alert_interval",
             args.alert_interval.as_ref().or(file.alert_interval.as_ref()),
@@ -281,6 +290,7 @@ mod tests {
             backup_keep: None,
             backup_dir: None,
             alert_interval: None,
+            window_interval: None,
             log_format: None,
             log_max_bytes: None,
             log_keep: None,

@@ -148,3 +148,37 @@ async fn the_version_is_public() {
     assert_eq!(v["api"], "v1");
     assert_eq!(v["agent_protocol"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_window_accounts_for_every_run() {
+    let hub = Hub::start_with(HubOpts { extra: &["--window-interval", "100ms"], ..HubOpts::default() }).await;
+    let _agent = hub.agent("w", 2, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let prompt = if i % 3 == 0 { "exit 1" } else { "echo ok" };
+        ids.push(hub.add_task(json!({ "prompt": prompt, "runner": "shell", "max_attempts": 1 })).await);
+    }
+    for id in &ids {
+        hub.wait_state(id, &["succeeded", "failed"]).await;
+    }
+    let window = hub
+        .wait_until("the window to count all six runs", || async {
+            let w = hub.get("/metrics").await;
+            let points = w["points"].as_array().cloned().unwrap_or_default();
+            let sum = |k: &str| points.iter().map(|p| p[k].as_u64().unwrap_or(0)).sum::<u64>();
+            (sum("succeeded") == 4 && sum("failed") == 2).then_some(w)
+        })
+        .await;
+    let points = window["points"].as_array().unwrap();
+    assert!(points.len() <= 360);
+    assert_eq!(window["interval_secs"], 0.1);
+    assert!(points.iter().any(|p| p["latency_p50"].as_f64().is_some()), "queue waits were recorded");
+    assert!(points.iter().any(|p| p["utilization"].as_f64().is_some()));
+    assert!(points.iter().any(|p| p["failure_rate"].as_f64().is_some_and(|r| r > 0.0)));
+    assert!(["rising", "falling", "flat"].contains(&window["queue_trend"].as_str().unwrap()));
+
+    let (code, out, _) = hub.cli(&["metrics"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("failures     2 of 6 runs (33%)"), "{out}");
+    assert!(out.starts_with("window       last "), "{out}");
+}
