@@ -840,3 +840,38 @@ pub async fn metrics(conn: &ConnArgs, json: bool) -> CliResult {
     );
     Ok(())
 }
+
+/// `muster diagnose`: one report of what is wrong and what to do. Exits 1
+/// when it finds a problem.
+pub async fn diagnose(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let d: muster_proto::api::DiagnoseView = client.get("/admin/diagnose").await?;
+    if json {
+        print_json(&d)?;
+    } else {
+        println!("hub        {} ({}), {}", client.base(), d.health.level, if d.ready { "ready" } else { "NOT READY" });
+        println!("agents     {} of {} online", d.agents_online, d.agents_registered);
+        println!("tasks      {} queued, {} running", d.queued, d.running);
+        println!("backup     {}", d.last_backup_age_secs.map_or("none yet".to_owned(), |s| format!("{s} s old")));
+        if d.problems.is_empty() {
+            println!("\nno problems found");
+        } else {
+            println!("\n{} problems:", d.problems.len());
+            for p in &d.problems {
+                println!("- [{}] {}", p.area, p.what);
+                println!("    next: {}", p.next_step);
+            }
+        }
+        if !d.recent_log.is_empty() {
+            println!("\nrecent warnings and errors in the hub's log:");
+            for line in &d.recent_log {
+                println!("  {}", clip(line, 200));
+            }
+        }
+    }
+    if d.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::new(exit::FAILURE, format!("{} problems found", d.problems.len())))
+    }
+}

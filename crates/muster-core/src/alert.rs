@@ -60,6 +60,24 @@ impl Rule {
         }
     }
 
+    /// What an operator does first when it fires.
+    pub fn next_step(self) -> &'static str {
+        match self {
+            Rule::QueueGrowing => {
+                "muster agent list: agents offline, paused, or missing the runner or capability the queue needs? add agents or slots"
+            }
+            Rule::HighFailureRate | Rule::HighErrorRate => {
+                "muster task list --state failed, then muster task show ID and muster task logs ID: look for a shared reason"
+            }
+            Rule::StuckTasks => {
+                "muster task logs ID --follow on the running tasks; muster task cancel ID if one is truly stuck"
+            }
+            Rule::NoAgentsOnline => "muster agent list, then check each agent's service and log on its machine",
+            Rule::BackupStale => "muster backup; look for backup.failed in muster events",
+            Rule::DiskLow => "free space on the data disk; move backup_dir to another disk",
+        }
+    }
+
     pub fn default_config(self) -> RuleConfig {
         let (severity, threshold) = match self {
             Rule::QueueGrowing => (Severity::Warning, 5.0),

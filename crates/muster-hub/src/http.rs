@@ -141,6 +141,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
+        .route("/admin/diagnose", get(diagnose))
         .route("/admin/log-level", axum::routing::put(put_log_level))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{rule}/ack", post(ack_alert))
@@ -314,6 +315,11 @@ async fn put_log_level(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) 
     set(&level).map_err(|reason| ApiError::BadRequest(FieldError { field: "level".into(), reason }))?;
     tracing::warn!(level = %level, by = %by.name, "log level changed until the next restart");
     Ok(json(StatusCode::OK, &serde_json::json!({ "level": level })))
+}
+
+async fn diagnose(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.diagnose().await?))
 }
 
 async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {

@@ -9,6 +9,7 @@ mod alerts;
 mod auth;
 mod backup;
 mod config;
+mod diagnose;
 pub mod http;
 mod loops;
 mod metrics;

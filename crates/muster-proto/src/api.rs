@@ -403,6 +403,30 @@ pub struct MetricsWindow {
     pub queue_trend: String,
 }
 
+/// One problem `muster diagnose` found, and what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosedProblem {
+    /// `readiness`, `health`, `alert`, `agent`, `queue`, `dispatch`, `database`, `backup`.
+    pub area: String,
+    pub what: String,
+    pub next_step: String,
+}
+
+/// `GET /api/v1/admin/diagnose`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnoseView {
+    pub health: HealthView,
+    pub ready: bool,
+    pub agents_online: u64,
+    pub agents_registered: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub last_backup_age_secs: Option<u64>,
+    pub problems: Vec<DiagnosedProblem>,
+    /// The newest warning and error lines of the hub's log, oldest first.
+    pub recent_log: Vec<String>,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

@@ -66,6 +66,11 @@ enum Command {
     Pause,
     /// Hand out tasks again after `muster pause`.
     Resume,
+    /// Everything to look at first, in one report, with next steps. Exits 1 on problems.
+    Diagnose {
+        #[arg(long)]
+        json: bool,
+    },
     /// On an agent's machine: can it run each of its runners? Exits 1 if not.
     Doctor(serve::DoctorArgs),
     /// Check the database and Muster's invariants; --repair fixes what it can.
@@ -143,6 +148,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
         Command::Doctor(args) => return report(serve::doctor(args).await),
         Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
+        Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

@@ -63,14 +63,13 @@ async fn a_drained_agent_finishes_its_run_takes_nothing_new_and_stops() {
     assert_eq!(code, 4, "an agent that is not connected cannot drain: {err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_runner_whose_program_is_missing_is_marked_unavailable_and_never_dispatched_to() {
-    let hub = Hub::start().await;
+/// Agent `w` with the shell runner and a `ghost` runner whose program does not exist.
+async fn ghost_agent(hub: &Hub) -> (muster_agent::process::ProcessGroup, tempfile::TempDir) {
     let token = hub.add_agent("w", &[]).await;
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().expect("a scratch directory");
     let config = scratch.path().join("agent.toml");
     std::fs::write(&config, "enable = [\"shell\"]\n[runners.ghost]\nargv = [\"no-such-program-for-muster\"]\n")
-        .unwrap();
+        .expect("config written");
     let workdir = path_str(scratch.path());
     let mut cmd = crate::harness::muster_command(&[
         "agent",
@@ -83,9 +82,58 @@ async fn a_runner_whose_program_is_missing_is_marked_unavailable_and_never_dispa
         &workdir,
     ]);
     cmd.env("MUSTER_TOKEN", &token);
-    let mut agent = muster_agent::process::ProcessGroup::spawn(&mut cmd).unwrap();
-    let _stderr = crate::harness::forward_stderr(&mut agent, "agent w", "\u{0}never");
+    let mut agent = muster_agent::process::ProcessGroup::spawn(&mut cmd).expect("the agent starts");
+    drop(crate::harness::forward_stderr(&mut agent, "agent w", "\u{0}never"));
     hub.wait_connected("w").await;
+    (agent, scratch)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diagnose_names_each_problem_with_its_next_step() {
+    let hub = Hub::start().await;
+    let _agent = ghost_agent(&hub).await;
+    hub.add_agent("gone", &[]).await;
+    hub.add_task(serde_json::json!({ "prompt": "anything", "runner": "ghost" })).await;
+    let (code, _, _) = hub.cli(&["pause"]).await;
+    assert_eq!(code, 0);
+
+    let (code, out, err) = hub.cli(&["diagnose"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("problems found"), "{err}");
+    for (line, next) in [
+        ("- [dispatch] dispatch is paused: no task is handed out", "    next: muster resume"),
+        (
+            "- [agent] agent gone is offline",
+            "    next: on its machine, check the agent's service and log; muster events --agent gone",
+        ),
+        (
+            "- [agent] agent w cannot run ghost: no-such-program-for-muster is not on PATH",
+            "    next: on that machine: muster doctor",
+        ),
+        (
+            "- [queue] 1 queued tasks need runner ghost, which no connected agent offers",
+            "    next: start an agent with",
+        ),
+        ("- [backup] there is no backup and scheduled backups are off", "    next: muster backup"),
+    ] {
+        let at = out.find(line).unwrap_or_else(|| panic!("{line:?} missing from:\n{out}"));
+        assert!(
+            out[at..].lines().nth(1).is_some_and(|l| l.starts_with(next)),
+            "{next:?} should follow {line:?}:\n{out}"
+        );
+    }
+    assert!(out.contains("agents     1 of 2 online"), "{out}");
+
+    let (_, out, _) = hub.cli(&["diagnose", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ready"], true);
+    assert!(report["recent_log"].as_array().is_some_and(|l| !l.is_empty()), "the pause is a warning in the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_whose_program_is_missing_is_marked_unavailable_and_never_dispatched_to() {
+    let hub = Hub::start().await;
+    let _agent = ghost_agent(&hub).await;
 
     let ghost = hub.add_task(serde_json::json!({ "prompt": "anything", "runner": "ghost" })).await;
     let shell = hub.shell_task("echo fine").await;
