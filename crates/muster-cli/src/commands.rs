@@ -875,3 +875,30 @@ pub async fn diagnose(conn: &ConnArgs, json: bool) -> CliResult {
         Err(CliError::new(exit::FAILURE, format!("{} problems found", d.problems.len())))
     }
 }
+
+/// `muster slo`: each objective, its error budget left and how fast it burns.
+pub async fn slo(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let all: Vec<muster_proto::api::SloView> = client.get("/slo").await?;
+    if json {
+        return print_json(&all);
+    }
+    let mut t =
+        Table::new(&["OBJECTIVE", "TARGET", "WINDOW", "GOOD/TOTAL", "SLI", "BUDGET LEFT", "BURN (1H)", "STATUS"]);
+    for s in &all {
+        let what =
+            format!("{} within {}", s.kind, muster_proto::human_duration(Duration::from_secs_f64(s.threshold_secs)));
+        t.row(vec![
+            format!("{} ({what})", s.name),
+            format!("{}%", s.target * 100.0),
+            muster_proto::human_duration(Duration::from_secs(s.window_secs)),
+            format!("{}/{}", s.good, s.total),
+            s.sli.map_or("-".into(), |v| format!("{:.3}%", v * 100.0)),
+            format!("{:.0}%", s.budget_remaining * 100.0),
+            format!("{:.2}", s.burn_rate_1h),
+            s.status.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod health;
 pub mod ids;
 pub mod lease;
+pub mod slo;
 pub mod task;
 pub mod time;
 

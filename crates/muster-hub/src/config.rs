@@ -43,6 +43,40 @@ pub struct HubConfig {
     pub alert_interval: Duration,
     /// Resolution of the one-hour metrics window (360 points).
     pub window_interval: Duration,
+    pub slos: Vec<SloConfig>,
+}
+
+/// A service level objective: `target` of `kind` events within `threshold`, over `window`.
+#[derive(Debug, Clone)]
+pub struct SloConfig {
+    pub name: String,
+    pub kind: muster_store::SloKind,
+    pub threshold: Duration,
+    pub target: f64,
+    pub window: Duration,
+}
+
+impl SloConfig {
+    /// 99.5% of tasks start within 5 s of becoming due; 95% of runs end within 30 minutes; over 30 days.
+    pub fn defaults() -> Vec<SloConfig> {
+        let month = Duration::from_secs(30 * 86400);
+        vec![
+            SloConfig {
+                name: "dispatch-within-5s".into(),
+                kind: muster_store::SloKind::Dispatch,
+                threshold: Duration::from_secs(5),
+                target: 0.995,
+                window: month,
+            },
+            SloConfig {
+                name: "runs-within-30m".into(),
+                kind: muster_store::SloKind::Run,
+                threshold: Duration::from_secs(1800),
+                target: 0.95,
+                window: month,
+            },
+        ]
+    }
 }
 
 impl HubConfig {
@@ -78,6 +112,7 @@ impl Default for HubConfig {
             backup_keep: 7,
             alert_interval: Duration::from_secs(30),
             window_interval: Duration::from_secs(10),
+            slos: SloConfig::defaults(),
         }
     }
 }

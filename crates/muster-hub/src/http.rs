@@ -138,6 +138,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/events", get(list_events))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/slo", get(slo))
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
@@ -368,6 +369,41 @@ async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 async fn metrics_window(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     hub.admin(&headers).await?;
     Ok(json(StatusCode::OK, &hub.metrics_window()))
+}
+
+async fn slo(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let now = hub.now();
+    let mut views = Vec::new();
+    for o in &hub.config().slos {
+        let since = |d: std::time::Duration| muster_core::Millis(now.0 - d.as_millis() as i64);
+        let (good, total) = hub.shared.store.slo_counts(o.kind, since(o.window), o.threshold).await?;
+        let (recent_good, recent_total) =
+            hub.shared.store.slo_counts(o.kind, since(std::time::Duration::from_secs(3600)), o.threshold).await?;
+        let budget = muster_core::slo::budget(good, total, o.target);
+        let burn = muster_core::slo::burn_rate(recent_good, recent_total, o.target);
+        let status = if budget.remaining <= 0.0 {
+            "exhausted"
+        } else if burn > 1.0 {
+            "burning"
+        } else {
+            "ok"
+        };
+        views.push(muster_proto::api::SloView {
+            name: o.name.clone(),
+            kind: o.kind.as_str().to_owned(),
+            threshold_secs: o.threshold.as_secs_f64(),
+            target: o.target,
+            window_secs: o.window.as_secs(),
+            good,
+            total,
+            sli: budget.sli,
+            budget_remaining: if budget.remaining.is_finite() { budget.remaining } else { -1.0 },
+            burn_rate_1h: if burn.is_finite() { burn } else { f64::MAX },
+            status: status.to_owned(),
+        });
+    }
+    Ok(json(StatusCode::OK, &views))
 }
 
 async fn health(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

@@ -17,7 +17,7 @@ mod socket;
 mod window;
 
 pub use auth::{hash_token, mint_token, parse_token};
-pub use config::HubConfig;
+pub use config::{HubConfig, SloConfig};
 
 use anyhow::Context;
 use muster_core::{AgentName, Millis, RunnerName, TaskId};

@@ -427,6 +427,27 @@ pub struct DiagnoseView {
     pub recent_log: Vec<String>,
 }
 
+/// One service level objective and how it is doing, from `GET /api/v1/slo`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SloView {
+    pub name: String,
+    /// `dispatch` (queue wait) or `run` (run time).
+    pub kind: String,
+    pub threshold_secs: f64,
+    /// Share of events that must be good, e.g. 0.995.
+    pub target: f64,
+    pub window_secs: u64,
+    pub good: u64,
+    pub total: u64,
+    pub sli: Option<f64>,
+    /// Share of the error budget left over the window (1 untouched, below 0 overspent).
+    pub budget_remaining: f64,
+    /// How fast the budget burned over the last hour (1 = just sustainable).
+    pub burn_rate_1h: f64,
+    /// `ok`, `burning` (burn rate above 1) or `exhausted`.
+    pub status: String,
+}
+
 /// `GET /api/v1/version`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionView {

@@ -116,6 +116,7 @@ cases!($
     alerts_are_saved_acknowledged_and_on_the_timeline,
     settings_are_stored_by_key_with_an_event,
     quiet_running_tasks_are_counted,
+    slo_counts_judge_queue_waits_and_run_times,
     check_finds_nothing_wrong_with_a_store_used_normally,
     next_due_is_the_earliest_backoff_or_lease,
     writes_after_close_are_refused,
@@ -1887,6 +1888,35 @@ async fn tell_a_short_story(s: &dyn Store) {
     ok("reclaim_expired", s.reclaim_expired(at(2).plus(LEASE), 10).await);
     let cancelled = submit(s, 5, spec("cancelled"), at(40)).await;
     ok("cancel_task", s.cancel_task(&cancelled, at(41)).await);
+}
+
+pub async fn slo_counts_judge_queue_waits_and_run_times(store: Arc<dyn Store>) {
+    use crate::SloKind;
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    // Waits 1 s, runs 2 s.
+    let quick = submit(s, 1, spec("quick"), at(0)).await;
+    let e = start(s, &a, &quick, at(1)).await;
+    finish(s, &a, &quick, e, &SUCCEEDED, at(3)).await;
+    // Waits 10 s, runs 60 s, fails.
+    let slow = submit(s, 2, spec("slow"), at(3)).await;
+    let e = start(s, &a, &slow, at(13)).await;
+    finish(s, &a, &slow, e, &failed("late"), at(73)).await;
+    // Cancelled runs do not count against run time.
+    let gone = submit(s, 3, with_attempts(spec("gone"), 1), at(73)).await;
+    let e = start(s, &a, &gone, at(73)).await;
+    ok("cancel_task", s.cancel_task(&gone, at(74)).await);
+    finish(s, &a, &gone, e, &RunOutcome::Cancelled, at(80)).await;
+
+    let five = Duration::from_secs(5);
+    assert_eq!(ok("slo_counts", s.slo_counts(SloKind::Dispatch, at(0), five).await), (2, 3));
+    assert_eq!(ok("slo_counts", s.slo_counts(SloKind::Run, at(0), five).await), (1, 2));
+    assert_eq!(ok("slo_counts", s.slo_counts(SloKind::Run, at(0), Duration::from_secs(60)).await), (2, 2));
+    assert_eq!(
+        ok("slo_counts", s.slo_counts(SloKind::Dispatch, at(10), five).await),
+        (1, 2),
+        "only attempts since then"
+    );
 }
 
 pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {

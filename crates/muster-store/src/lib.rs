@@ -205,6 +205,8 @@ pub trait Store: Send + Sync + 'static {
     async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>>;
     /// Stores settings in one change, with a `config.changed` event naming the keys.
     async fn put_settings(&self, pairs: Vec<(String, String)>, by: &str, now: Millis) -> Result<()>;
+    /// `(good, total)` events for a service level objective since `since`.
+    async fn slo_counts(&self, kind: SloKind, since: Millis, threshold: Duration) -> Result<(u64, u64)>;
     /// Running tasks that started before `quiet_since` and printed nothing since.
     async fn count_quiet_running(&self, quiet_since: Millis) -> Result<u64>;
 
@@ -217,6 +219,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// How the writer has been doing since the store opened.
     fn write_stats(&self) -> WriteStats;
+}
+
+/// What a service level objective measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SloKind {
+    /// Attempts started within a time of becoming due.
+    Dispatch,
+    /// Runs (not cancelled) that ended within a time of starting.
+    Run,
+}
+
+impl SloKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SloKind::Dispatch => "dispatch",
+            SloKind::Run => "run",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SloKind> {
+        match s {
+            "dispatch" => Some(SloKind::Dispatch),
+            "run" => Some(SloKind::Run),
+            _ => None,
+        }
+    }
 }
 
 /// What `check` found and did.

@@ -66,6 +66,11 @@ enum Command {
     Pause,
     /// Hand out tasks again after `muster pause`.
     Resume,
+    /// Service level objectives: error budget left and burn rate.
+    Slo {
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything to look at first, in one report, with next steps. Exits 1 on problems.
     Diagnose {
         #[arg(long)]
@@ -149,6 +154,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Doctor(args) => return report(serve::doctor(args).await),
         Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
         Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,
+        Command::Slo { json } => muster_cli::slo(&conn, json).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

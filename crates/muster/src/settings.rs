@@ -85,6 +85,46 @@ struct FileSettings {
     hub: FileHub,
     #[serde(default)]
     health: FileHealth,
+    /// `[[slo]]` tables; when present they replace the default objectives.
+    #[serde(default)]
+    slo: Vec<FileSlo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSlo {
+    name: String,
+    /// `dispatch` or `run`.
+    kind: String,
+    threshold: String,
+    target: f64,
+    #[serde(default)]
+    window: Option<String>,
+}
+
+fn slos(file: &[FileSlo]) -> anyhow::Result<Vec<muster_hub::SloConfig>> {
+    if file.is_empty() {
+        return Ok(muster_hub::SloConfig::defaults());
+    }
+    let mut out: Vec<muster_hub::SloConfig> = Vec::new();
+    for s in file {
+        if s.name.trim().is_empty() || out.iter().any(|o| o.name == s.name) {
+            bail!("slo.name {:?} must be given and unique", s.name);
+        }
+        let kind = muster_store::SloKind::parse(&s.kind)
+            .ok_or_else(|| anyhow::anyhow!("slo {:?}: kind {:?} must be dispatch or run", s.name, s.kind))?;
+        if !(s.target > 0.0 && s.target < 1.0) {
+            bail!("slo {:?}: target must be between 0 and 1 (for example 0.995), got {}", s.name, s.target);
+        }
+        out.push(muster_hub::SloConfig {
+            name: s.name.clone(),
+            kind,
+            threshold: duration("slo.threshold", Some(&s.threshold), Duration::ZERO)?,
+            target: s.target,
+            window: duration("slo.window", s.window.as_ref(), Duration::from_secs(30 * 86400))?,
+        });
+    }
+    Ok(out)
 }
 
 /// `[health]`: when the hub counts as healthy or degraded.
@@ -171,7 +211,7 @@ fn health_thresholds(f: &FileHealth) -> anyhow::Result<muster_core::health::Thre
 
 /// Resolves the hub's configuration. `data_dir` comes from the global flag.
 pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
-    let FileSettings { hub: file, health: file_health } = load_file(args.config.as_deref())?;
+    let FileSettings { hub: file, health: file_health, slo: file_slo } = load_file(args.config.as_deref())?;
     let defaults = HubConfig::default();
     let heartbeat_interval = duration(
         "heartbeat_interval",
@@ -221,6 +261,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         backup_interval,
         backup_keep,
+        slos: slos(&file_slo)?,
         window_interval: duration(
             "window_interval",
             args.window_interval.as_ref().or(file.window_interval.as_ref()),
@@ -341,6 +382,11 @@ mod tests {
             ("[health]\nhealthy_success_rate = 1.5\n", "healthy_success_rate"),
             ("[health]\nhealthy_success_rate = 0.5\n", "degraded_success_rate"),
             ("[health]\nwindow = \"often\"\n", "health.window"),
+            (
+                "[[slo]]\nname = \"x\"\nkind = \"run\"\nthreshold = \"1s\"\ntarget = 1.5\n",
+                "target must be between 0 and 1",
+            ),
+            ("[[slo]]\nname = \"x\"\nkind = \"walk\"\nthreshold = \"1s\"\ntarget = 0.9\n", "kind \"walk\""),
         ];
         for (text, needle) in cases {
             std::fs::write(&file, text).unwrap();

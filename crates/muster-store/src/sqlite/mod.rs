@@ -505,6 +505,11 @@ impl Store for SqliteStore {
         self.write(move |c| ops::put_settings(c, &pairs, &by, now)).await
     }
 
+    async fn slo_counts(&self, kind: crate::SloKind, since: Millis, threshold: Duration) -> Result<(u64, u64)> {
+        let threshold = threshold.as_millis() as i64;
+        self.read(move |c| ops::slo_counts(c, kind, since, threshold)).await
+    }
+
     async fn count_quiet_running(&self, quiet_since: Millis) -> Result<u64> {
         self.read(move |c| ops::count_quiet_running(c, quiet_since)).await
     }

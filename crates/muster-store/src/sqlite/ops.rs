@@ -574,6 +574,25 @@ pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(String, u64)
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// `(good, total)` attempts for a service level objective since `since`:
+/// `dispatch` counts attempts started, good when they waited at most
+/// `threshold_ms` in the queue; `run` counts runs ended (not cancelled), good
+/// when they took at most `threshold_ms`.
+pub fn slo_counts(c: &Connection, kind: crate::SloKind, since: Millis, threshold_ms: i64) -> Result<(u64, u64)> {
+    let sql = match kind {
+        crate::SloKind::Dispatch => {
+            "SELECT COALESCE(SUM(waited_ms <= ?2), 0), COUNT(*) FROM attempts WHERE started_at >= ?1 AND waited_ms IS NOT NULL"
+        }
+        crate::SloKind::Run => {
+            "SELECT COALESCE(SUM(finished_at - started_at <= ?2), 0), COUNT(*) FROM attempts \
+             WHERE finished_at >= ?1 AND outcome IN ('succeeded', 'failed', 'timeout')"
+        }
+    };
+    let (good, total): (i64, i64) =
+        c.prepare_cached(sql)?.query_row(params![since.0, threshold_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((good as u64, total as u64))
+}
+
 pub fn cancel_task(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Cancel)> {
     let mut task = load_task(c, id)?;
     let outcome = task.cancel(now).map_err(refused)?;
@@ -641,12 +660,15 @@ pub fn start_task(
     ttl: Duration,
 ) -> Result<Task> {
     let mut task = load_task(c, id)?;
+    let waited = (now.0 - task.ready_at.0).max(0);
     task.start(agent, epoch, now, ttl).map_err(refused)?;
     save_task(c, &task)?;
     let number: i64 =
         c.query_row("SELECT COUNT(*) + 1 FROM attempts WHERE task_id = ?", [id.as_str()], |r| r.get(0))?;
-    c.prepare_cached("INSERT INTO attempts (task_id, epoch, number, agent, started_at) VALUES (?, ?, ?, ?, ?)")?
-        .execute(params![id.as_str(), epoch.0 as i64, number, agent.as_str(), now.0])?;
+    c.prepare_cached(
+        "INSERT INTO attempts (task_id, epoch, number, agent, started_at, waited_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![id.as_str(), epoch.0 as i64, number, agent.as_str(), now.0, waited])?;
     task_event(c, now, "task.started", &task, Some(&format!("attempt {number}")))?;
     Ok(task)
 }

@@ -140,6 +140,11 @@ CREATE INDEX output_recent ON output (task_id, at);
     r#"
 ALTER TABLE agents ADD COLUMN doctor TEXT;
 "#,
+    // 5: how long each attempt waited in the queue, for service level objectives.
+    r#"
+ALTER TABLE attempts ADD COLUMN waited_ms INTEGER;
+CREATE INDEX attempts_started ON attempts (started_at);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -182,3 +182,43 @@ async fn the_metrics_window_accounts_for_every_run() {
     assert!(out.contains("failures     2 of 6 runs (33%)"), "{out}");
     assert!(out.starts_with("window       last "), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slos_report_the_budget_left_from_the_runs_recorded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("muster.toml");
+    std::fs::write(
+        &config,
+        "[[slo]]\nname = \"fast-runs\"\nkind = \"run\"\nthreshold = \"1s\"\ntarget = 0.5\n\n\
+         [[slo]]\nname = \"quick-dispatch\"\nkind = \"dispatch\"\nthreshold = \"60s\"\ntarget = 0.9\nwindow = \"1d\"\n",
+    )
+    .unwrap();
+    let config: &'static str = Box::leak(path_str(&config).into_boxed_str());
+    let extra: &'static [&'static str] = Box::leak(vec!["--config", config].into_boxed_slice());
+    let hub = Hub::start_with(HubOpts { extra, ..HubOpts::default() }).await;
+    let _agent = hub.agent("w", 4, &[]).await;
+    let mut ids = Vec::new();
+    for script in ["echo quick", "echo quick", "sleep 1.5", "sleep 1.5"] {
+        ids.push(hub.shell_task(script).await);
+    }
+    for id in &ids {
+        hub.wait_state(id, &["succeeded"]).await;
+    }
+    let slos = hub.get("/slo").await;
+    let slos = slos.as_array().unwrap();
+    let runs = slos.iter().find(|s| s["name"] == "fast-runs").unwrap();
+    assert_eq!((runs["good"].as_u64(), runs["total"].as_u64()), (Some(2), Some(4)));
+    assert_eq!(runs["sli"], 0.5);
+    assert_eq!(runs["budget_remaining"], 0.0);
+    assert_eq!(runs["status"], "exhausted");
+    let dispatch = slos.iter().find(|s| s["name"] == "quick-dispatch").unwrap();
+    assert_eq!((dispatch["good"].as_u64(), dispatch["total"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(dispatch["budget_remaining"], 1.0);
+    assert_eq!(dispatch["status"], "ok");
+    assert_eq!(dispatch["window_secs"], 86400);
+
+    let (code, out, _) = hub.cli(&["slo"]).await;
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("fast-runs (run within 1s)")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("2/4") && line.contains("50.000%") && line.ends_with("exhausted"), "{line}");
+}
