@@ -92,7 +92,7 @@ impl Hub {
         let store = &self.shared.store;
         let now = self.now();
         let counts = store.count_tasks().await?;
-        let queued = counts.iter().find(|(s, _)| *s == TaskState::Queued).map_or(0, |c| c.1);
+        let queued = crate::tasks_in(&counts, TaskState::Queued);
         let outcomes = store.outcomes_since(Millis(now.0 - 3_600_000)).await?;
         let count = |names: &[&str]| -> u64 {
             outcomes.iter().filter(|(o, _)| names.contains(&o.as_str())).map(|(_, n)| n).sum()

@@ -84,11 +84,7 @@ impl Hub {
             ));
         }
         for a in &agents {
-            if let Some(report) = a
-                .doctor
-                .as_deref()
-                .and_then(|d| muster_proto::from_json::<muster_proto::ws::DoctorReport>(d.as_bytes()).ok())
-            {
+            if let Some(report) = crate::http::doctor_of(a) {
                 for r in report.runners.iter().filter(|r| !r.ok) {
                     problems.push(problem(
                         "agent",
@@ -144,7 +140,7 @@ impl Hub {
         }
 
         let counts = store.count_tasks().await?;
-        let count = |s: TaskState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
+        let count = |s: TaskState| crate::tasks_in(&counts, s);
         Ok(DiagnoseView {
             health,
             ready: database.is_ok() && !draining,

@@ -648,7 +648,7 @@ async fn task_logs(
     }
 }
 
-fn doctor_of(a: &AgentRecord) -> Option<muster_proto::ws::DoctorReport> {
+pub(crate) fn doctor_of(a: &AgentRecord) -> Option<muster_proto::ws::DoctorReport> {
     a.doctor.as_deref().and_then(|d| from_json(d.as_bytes()).ok())
 }
 

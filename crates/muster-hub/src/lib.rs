@@ -276,6 +276,11 @@ impl Hub {
     }
 }
 
+/// How many tasks `count_tasks` reported in `state`.
+pub(crate) fn tasks_in(counts: &[(muster_core::TaskState, u64)], state: muster_core::TaskState) -> u64 {
+    counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1)
+}
+
 /// Writes a secret readable by its owner only.
 pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;

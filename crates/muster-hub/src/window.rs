@@ -71,7 +71,7 @@ fn trend(points: &[&MetricsPoint], interval_secs: f64) -> f64 {
 impl Hub {
     async fn sample(&self) -> Result<(), muster_store::StoreError> {
         let counts = self.shared.store.count_tasks().await?;
-        let count = |s: TaskState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
+        let count = |s: TaskState| crate::tasks_in(&counts, s);
         let agents = self.shared.store.list_agents().await?;
         let online = agents.iter().filter(|a| a.status.connected);
         let (slots, used) = online.fold((0u32, 0u32), |(s, u), a| (s + a.status.slots, u + a.status.used_slots));
