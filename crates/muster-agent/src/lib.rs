@@ -382,6 +382,16 @@ impl Agent {
                         return SessionEnd::Lost(format!("closed by the hub: {reason}"));
                     }
                     Some(Ok(Message::Text(t))) => match from_json::<HubMsg>(t.as_bytes()) {
+                        Ok(HubMsg::Settings { heartbeat_ms, .. }) => {
+                            let every = Duration::from_millis(heartbeat_ms.max(10));
+                            if every != ticker.period() {
+                                tracing::info!(heartbeat_ms, "the hub changed the heartbeat interval");
+                                ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            }
+                            // Answered at once: the hub times this agent's silence afresh.
+                            Some(AgentMsg::Heartbeat { runs: self.run_refs(), draining: self.draining })
+                        }
                         Ok(msg) => self.on_hub_msg(msg),
                         Err(e) => {
                             tracing::warn!(error = %e, "unreadable message from the hub");
@@ -489,7 +499,7 @@ impl Agent {
                 self.begin_drain();
                 Some(AgentMsg::Heartbeat { runs: self.run_refs(), draining: true })
             }
-            HubMsg::Welcome { .. } => None,
+            HubMsg::Welcome { .. } | HubMsg::Settings { .. } => None,
             HubMsg::Error { message } => {
                 tracing::warn!(message = %message, "the hub reported an error");
                 None

@@ -132,8 +132,18 @@ impl Client {
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+        self.post_waiting(path, body, Duration::from_secs(30)).await
+    }
+
+    /// A POST whose work may take up to `timeout` (a backup, a compaction).
+    pub async fn post_waiting<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> CliResult<T> {
         let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
-        let (_, text) = self.send(Method::POST, path, Some(body), Duration::from_secs(30)).await?;
+        let (_, text) = self.send(Method::POST, path, Some(body), timeout).await?;
         Self::decode(&text)
     }
 }

@@ -323,7 +323,15 @@ fn render_task(d: &TaskDetail) -> String {
                 a.epoch.to_string(),
                 a.outcome.clone().unwrap_or_else(|| "running".into()),
                 dash(a.exit_code),
-                format!("{} B{}", a.output_bytes, if a.output_truncated { " (truncated)" } else { "" }),
+                format!(
+                    "{} B{}",
+                    a.output_bytes,
+                    match (a.output_pruned, a.output_truncated) {
+                        (true, _) => " (pruned)",
+                        (false, true) => " (truncated)",
+                        (false, false) => "",
+                    }
+                ),
                 a.started_at.clone(),
                 dash(a.finished_at.as_ref()),
                 dash(a.reason.as_ref()),
@@ -361,6 +369,9 @@ async fn task_logs(client: &Client, id: &str, follow: bool, attempt: Option<u32>
             }
         }
         let _ = stdout.flush();
+        if page.pruned {
+            eprintln!("muster: this output was removed by retention (retention.output; see muster config)");
+        }
         after = page.next_after;
         // Without --follow, read to the end of what is stored and stop.
         if page.done || (!follow && page.chunks.is_empty()) {
@@ -623,7 +634,8 @@ pub async fn backup(conn: &ConnArgs, cmd: Option<BackupCmd>, json: bool) -> CliR
     let client = conn.client()?;
     match cmd {
         None => {
-            let b: muster_proto::api::BackupView = client.post("/admin/backups", &()).await?;
+            let b: muster_proto::api::BackupView =
+                client.post_waiting("/admin/backups", &(), Duration::from_secs(3600)).await?;
             if json {
                 return print_json(&b);
             }
@@ -684,6 +696,17 @@ pub async fn alerts(conn: &ConnArgs, cmd: Option<AlertsCmd>, json: bool) -> CliR
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
+    /// Change settings: `muster config set heartbeat_interval=5s retention.output=7d`.
+    Set {
+        /// KEY=VALUE pairs, applied together or not at all.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Return settings to their startup values (muster.toml, environment, flags).
+    Reset {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// Alert rules' settings; `set` changes them at once, no restart.
     Alerts {
         #[command(subcommand)]
@@ -708,9 +731,67 @@ pub enum AlertConfigCmd {
     },
 }
 
-pub async fn config(conn: &ConnArgs, cmd: ConfigCmd) -> CliResult {
+/// A value as typed on the command line, as JSON: numbers and booleans as
+/// such, everything else as a string (durations, names, `off`).
+fn typed(value: &str) -> serde_json::Value {
+    match value {
+        "true" => true.into(),
+        "false" => false.into(),
+        _ => match value.parse::<f64>() {
+            Ok(n) if value.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') => {
+                serde_json::Number::from_f64(n).map_or_else(|| value.into(), serde_json::Value::Number)
+            }
+            _ => value.into(),
+        },
+    }
+}
+
+/// `muster config [set K=V... | reset K... | alerts ...]`.
+pub async fn config(conn: &ConnArgs, cmd: Option<ConfigCmd>, json: bool) -> CliResult {
     let client = conn.client()?;
-    let ConfigCmd::Alerts { cmd, json } = cmd;
+    let view: muster_proto::api::ConfigView = match cmd {
+        None => client.get("/config").await?,
+        Some(ConfigCmd::Set { pairs }) => {
+            let mut patch = serde_json::Map::new();
+            for pair in &pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(CliError::new(
+                        exit::USAGE,
+                        format!("{pair:?}: write KEY=VALUE, for example heartbeat_interval=5s"),
+                    ));
+                };
+                patch.insert(key.trim().to_owned(), typed(value.trim()));
+            }
+            let view = client.put("/config", &patch).await?;
+            eprintln!("applied; in force now and kept across restarts (muster config reset KEY undoes it)");
+            view
+        }
+        Some(ConfigCmd::Reset { keys }) => {
+            let patch: serde_json::Map<String, serde_json::Value> =
+                keys.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect();
+            let view = client.put("/config", &patch).await?;
+            eprintln!("back to the startup values");
+            view
+        }
+        Some(ConfigCmd::Alerts { cmd, json }) => return alert_config(&client, cmd, json).await,
+    };
+    if json {
+        return print_json(&view);
+    }
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut t = Table::new(&["KEY", "VALUE", "SET", "MEANING"]);
+    for s in &view.settings {
+        let set = if s.runtime { format!("at runtime (startup: {})", show(&s.startup)) } else { "startup".into() };
+        t.row(vec![s.key.clone(), show(&s.value), set, s.description.clone()]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+async fn alert_config(client: &Client, cmd: Option<AlertConfigCmd>, json: bool) -> CliResult {
     let configs: std::collections::BTreeMap<String, muster_proto::api::RuleConfigView> = match cmd {
         None => client.get("/config/alerts").await?,
         Some(AlertConfigCmd::Set { rule, threshold, severity, enabled }) => {
@@ -736,6 +817,72 @@ pub async fn config(conn: &ConnArgs, cmd: ConfigCmd) -> CliResult {
     }
     print!("{}", t.render());
     Ok(())
+}
+
+/// `muster compact`: applies retention and gives free space back, now.
+pub async fn compact(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let c: muster_proto::api::CompactView =
+        client.post_waiting("/admin/compact", &(), Duration::from_secs(3600)).await?;
+    if json {
+        return print_json(&c);
+    }
+    println!(
+        "pruned     {} finished tasks, the output of {} more ({}), {} events",
+        c.tasks_pruned,
+        c.outputs_pruned,
+        bytes(c.output_bytes_pruned),
+        c.events_pruned
+    );
+    println!(
+        "database   {} -> {}{}",
+        bytes(c.bytes_before),
+        bytes(c.bytes_after),
+        if c.rewritten { " (rewritten once to give space back step by step)" } else { "" }
+    );
+    println!("took       {} ms", c.took_ms);
+    Ok(())
+}
+
+/// `muster db`: the database's size, free space, last backup and compaction.
+pub async fn db(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let d: muster_proto::api::DbView = client.get("/admin/db").await?;
+    if json {
+        return print_json(&d);
+    }
+    println!("database     {} {}", d.backend, d.path.as_deref().unwrap_or("-"));
+    println!("size         {} (+ {} write-ahead log)", bytes(d.bytes), bytes(d.wal_bytes));
+    println!(
+        "free         {} of {} pages ({:.1}%){}",
+        d.free_pages,
+        d.pages,
+        d.free_ratio * 100.0,
+        if d.free_ratio > 0.25 { ": muster compact gives them back" } else { "" }
+    );
+    println!("rows         {} tasks, {} events, {} of output", d.tasks, d.events, bytes(d.output_bytes));
+    println!("retention    tasks {}, output {}, events {}", d.retention.tasks, d.retention.output, d.retention.events);
+    match &d.last_compaction {
+        Some(c) => println!("compacted    {} ({}); every {}", c.at, c.summary, d.compact_interval),
+        None => println!("compacted    never; every {}", d.compact_interval),
+    }
+    match &d.last_backup {
+        Some(b) => println!("backed up    {} ({}, {})", b.created_at, b.file, bytes(b.bytes)),
+        None => println!("backed up    never: run muster backup"),
+    }
+    Ok(())
+}
+
+/// Bytes as people read them: `812 B`, `4.2 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// `muster check [--repair]`: exits 0 when nothing is wrong (after a repair,

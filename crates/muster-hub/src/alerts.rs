@@ -8,13 +8,13 @@ use crate::http::ApiError;
 use muster_core::alert::{self, AlertState, Change, Observation, Rule, RuleConfig, Severity};
 use muster_core::{Millis, TaskState};
 use muster_proto::api::{AlertView, RuleConfigPatch, RuleConfigView};
-use muster_proto::timestamp;
+use muster_proto::{FieldError, timestamp};
 use muster_store::{AlertRecord, StoreError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-const PREFIX: &str = "alerts.";
+pub(crate) const PREFIX: &str = "alerts.";
 
 /// How the queue moved between evaluations.
 #[derive(Default)]
@@ -210,9 +210,22 @@ impl Hub {
         patch: BTreeMap<String, RuleConfigPatch>,
         by: &str,
     ) -> Result<(), ApiError> {
-        let bad = |field: String, reason: String| ApiError::BadRequest(muster_proto::FieldError { field, reason });
+        let pairs = self.alert_pairs(&patch)?;
+        if pairs.is_empty() {
+            return Err(ApiError::BadRequest(FieldError { field: String::new(), reason: "nothing to change".into() }));
+        }
+        self.shared.store.put_settings(pairs.into_iter().map(|(k, v)| (k, Some(v))).collect(), by, self.now()).await?;
+        Ok(())
+    }
+
+    /// The settings a change to rule settings stores, once each value is checked.
+    pub(crate) fn alert_pairs(
+        &self,
+        patch: &BTreeMap<String, RuleConfigPatch>,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let bad = |field: String, reason: String| ApiError::BadRequest(FieldError { field, reason });
         let mut pairs = Vec::new();
-        for (name, change) in &patch {
+        for (name, change) in patch {
             let rule = Rule::parse(name).map_err(|e| bad(name.clone(), e.reason))?;
             if let Some(enabled) = change.enabled {
                 pairs.push((format!("{PREFIX}{name}.enabled"), enabled.to_string()));
@@ -226,11 +239,18 @@ impl Hub {
                 pairs.push((format!("{PREFIX}{name}.threshold"), threshold.to_string()));
             }
         }
-        if pairs.is_empty() {
-            return Err(bad(String::new(), "nothing to change".into()));
+        Ok(pairs)
+    }
+}
+
+/// Checks that `rule` names a rule and `field` one of its settings; `key` is how the caller wrote them.
+pub(crate) fn check_field(key: &str, rule: &str, field: &str) -> Result<(), FieldError> {
+    Rule::parse(rule).map_err(|e| FieldError { field: key.to_owned(), reason: e.reason })?;
+    match field {
+        "enabled" | "severity" | "threshold" => Ok(()),
+        _ => {
+            Err(FieldError { field: key.to_owned(), reason: "alert rules have enabled, severity and threshold".into() })
         }
-        self.shared.store.put_settings(pairs, by, self.now()).await?;
-        Ok(())
     }
 }
 

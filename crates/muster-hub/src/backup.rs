@@ -71,7 +71,7 @@ impl Hub {
         match &result {
             Ok(b) => {
                 tracing::info!(file = %b.path, bytes = b.bytes, "backup created and verified");
-                self.prune_backups(&dir, config.backup_keep);
+                self.prune_backups(&dir, self.runtime().backup_keep);
             }
             Err(e) => tracing::error!(error = %e, "backup failed"),
         }
@@ -118,33 +118,13 @@ impl Hub {
 /// Backs up every `backup_interval`, counting from the newest backup on
 /// disk, so a restart does not reset the schedule.
 pub async fn backup_loop(hub: Hub) {
-    let interval = hub.config().backup_interval;
-    if interval.is_zero() {
-        return;
-    }
-    let mut stopping = hub.shared.stopping.subscribe();
-    loop {
-        // With no backup yet, the first comes soon after start rather than a
-        // whole interval later: a hub restarted daily would otherwise never back up.
-        let wait = match hub.last_backup_age() {
-            Some(age) => interval.saturating_sub(age),
-            None => interval.min(Duration::from_secs(600)),
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
-        }
-        if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        if hub.backup_now().await.is_err() {
-            // Try again in a while rather than at once.
-            tokio::select! {
-                _ = tokio::time::sleep(interval.min(Duration::from_secs(600))) => {}
-                _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
-            }
-        }
-    }
+    crate::loops::on_schedule(
+        hub,
+        |r| r.backup_interval,
+        |hub| async move { hub.last_backup_age() },
+        |hub| async move { hub.backup_now().await.is_ok() },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The hub's settings, resolved by the binary from flags, `MUSTER_*`
 //! environment variables and `muster.toml`, in that order of precedence.
 
-use muster_core::{Backoff, RunnerName};
+use crate::runtime::Runtime;
+use muster_core::Backoff;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,18 +11,14 @@ use std::time::Duration;
 pub struct HubConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// How often agents send heartbeats; told to each agent at connect.
-    pub heartbeat_interval: Duration,
-    /// How long a running task's lease lasts without renewal.
-    pub lease_ttl: Duration,
-    /// How long an agent has to accept an assignment.
-    pub accept_timeout: Duration,
+    /// Settings an operator can change at runtime, as they were at start
+    /// (see `runtime.rs`); `Hub::runtime` has the ones in force.
+    pub live: Runtime,
     /// After a restart, how long leases are kept for their agents to reconnect
     /// and re-attach. Must outlast an agent's reconnect delay (up to 30 s).
     pub restart_grace: Duration,
     /// Retry delays after a failed attempt.
     pub backoff: Backoff,
-    pub default_runner: Option<RunnerName>,
     pub default_timeout: Duration,
     pub default_max_attempts: u32,
     /// Runner names accepted in tasks beyond the built-in ones and those agents announce.
@@ -35,10 +32,6 @@ pub struct HubConfig {
     pub health: muster_core::health::Thresholds,
     /// Where backups go.
     pub backup_dir: PathBuf,
-    /// How often the hub backs itself up; zero turns the schedule off.
-    pub backup_interval: Duration,
-    /// Backups kept; older ones are deleted after each new one.
-    pub backup_keep: usize,
     /// How often alert rules are evaluated.
     pub alert_interval: Duration,
     /// Resolution of the one-hour metrics window (360 points).
@@ -81,25 +74,16 @@ impl SloConfig {
 
 impl HubConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:4000";
-
-    /// An agent that misses three heartbeats is offline.
-    pub fn offline_after(&self) -> Duration {
-        self.heartbeat_interval * 3
-    }
 }
 
 impl Default for HubConfig {
     fn default() -> HubConfig {
-        let heartbeat = Duration::from_secs(10);
+        let live = Runtime::default();
         HubConfig {
             listen: HubConfig::DEFAULT_LISTEN.parse().expect("a valid default address"),
             data_dir: PathBuf::from(".muster"),
-            heartbeat_interval: heartbeat,
-            lease_ttl: heartbeat * 3,
-            accept_timeout: Duration::from_secs(60),
-            restart_grace: heartbeat * 3 + Duration::from_secs(30),
+            restart_grace: live.lease_ttl + Duration::from_secs(30),
             backoff: Backoff::default(),
-            default_runner: RunnerName::parse("claude").ok(),
             default_timeout: Duration::from_secs(30 * 60),
             default_max_attempts: 3,
             extra_runners: Vec::new(),
@@ -108,11 +92,10 @@ impl Default for HubConfig {
             health_window: Duration::from_secs(3600),
             health: muster_core::health::Thresholds::default(),
             backup_dir: PathBuf::from(".muster/backups"),
-            backup_interval: Duration::from_secs(24 * 3600),
-            backup_keep: 7,
             alert_interval: Duration::from_secs(30),
             window_interval: Duration::from_secs(10),
             slos: SloConfig::defaults(),
+            live,
         }
     }
 }

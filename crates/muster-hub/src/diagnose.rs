@@ -131,7 +131,7 @@ impl Hub {
         }
 
         let backup_age = self.last_backup_age();
-        if backup_age.is_none() && self.config().backup_interval.is_zero() {
+        if backup_age.is_none() && self.runtime().backup_interval.is_zero() {
             problems.push(problem(
                 "backup",
                 "there is no backup and scheduled backups are off",

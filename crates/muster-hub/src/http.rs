@@ -142,10 +142,13 @@ pub fn router(hub: Hub) -> Router {
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
+        .route("/admin/db", get(db))
+        .route("/admin/compact", post(compact))
         .route("/admin/diagnose", get(diagnose))
         .route("/admin/log-level", axum::routing::put(put_log_level))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{rule}/ack", post(ack_alert))
+        .route("/config", get(config).put(put_config))
         .route("/config/alerts", get(alert_config).put(put_alert_config))
         .route("/version", get(version))
         .route("/agent/connect", get(crate::socket::connect));
@@ -288,6 +291,28 @@ async fn ack_alert(State(hub): State<Hub>, headers: HeaderMap, Path(rule): Path<
         .find(|v| v.rule == rule.as_str())
         .ok_or_else(|| ApiError::Internal("alert vanished".into()))?;
     Ok(json(StatusCode::OK, &view))
+}
+
+async fn config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.config_view().await?))
+}
+
+async fn put_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let patch: BTreeMap<String, serde_json::Value> = from_json(&body)?;
+    hub.update_config(patch, &by.name).await?;
+    Ok(json(StatusCode::OK, &hub.config_view().await?))
+}
+
+async fn db(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.db_view().await?))
+}
+
+async fn compact(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.compact_now(&by.name).await?))
 }
 
 async fn alert_config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
@@ -490,7 +515,7 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
     let submit: TaskSubmit = from_json(&body)?;
     let config = &hub.shared.config;
     let defaults = TaskDefaults {
-        runner: config.default_runner.clone(),
+        runner: hub.runtime().default_runner,
         timeout: config.default_timeout,
         max_attempts: config.default_max_attempts,
     };
@@ -551,6 +576,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 reason: a.reason.clone(),
                 output_bytes: a.output_bytes,
                 output_truncated: a.output_truncated,
+                output_pruned: a.output_pruned,
             })
             .collect(),
     };
@@ -613,6 +639,16 @@ async fn task_logs(
         let done = task.state.is_terminal() && chunks.len() < filter.limit;
         if !chunks.is_empty() || done || wait.is_zero() {
             let next_after = chunks.last().map_or(filter.after, |c| c.seq);
+            let pruned = done
+                && chunks.is_empty()
+                && filter.after == 0
+                && hub
+                    .shared
+                    .store
+                    .attempts(&id)
+                    .await?
+                    .iter()
+                    .any(|a| a.output_pruned && filter.attempt.is_none_or(|n| n == a.number));
             let page = LogsPage {
                 chunks: chunks
                     .into_iter()
@@ -627,6 +663,7 @@ async fn task_logs(
                 next_after,
                 done,
                 state: task.state.as_str().to_owned(),
+                pruned,
             };
             return Ok(json(StatusCode::OK, &page));
         }
@@ -641,8 +678,13 @@ async fn task_logs(
         .await;
         // Past the deadline, or the hub is stopping and nothing more will come.
         if !matches!(woke, Ok(true)) {
-            let page =
-                LogsPage { chunks: vec![], next_after: filter.after, done: false, state: task.state.as_str().into() };
+            let page = LogsPage {
+                chunks: vec![],
+                next_after: filter.after,
+                done: false,
+                state: task.state.as_str().into(),
+                pruned: false,
+            };
             return Ok(json(StatusCode::OK, &page));
         }
     }
@@ -753,7 +795,7 @@ async fn drain_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Pat
 
 async fn set_dispatch(hub: Hub, headers: HeaderMap, paused: bool) -> ApiResult {
     let by = hub.admin(&headers).await?;
-    let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), paused.to_string())];
+    let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), Some(paused.to_string()))];
     hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
     hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
     tracing::warn!(paused, by = %by.name, "dispatch {}", if paused { "paused" } else { "resumed" });

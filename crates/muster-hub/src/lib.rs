@@ -8,16 +8,19 @@
 mod alerts;
 mod auth;
 mod backup;
+mod compact;
 mod config;
 mod diagnose;
 pub mod http;
 mod loops;
 mod metrics;
+mod runtime;
 mod socket;
 mod window;
 
 pub use auth::{hash_token, mint_token, parse_token};
 pub use config::{HubConfig, SloConfig};
+pub use runtime::Runtime;
 
 use anyhow::Context;
 use muster_core::{AgentName, Millis, RunnerName, TaskId};
@@ -101,6 +104,12 @@ pub(crate) struct Shared {
     pub log_level: std::sync::OnceLock<SetLogLevel>,
     /// One backup at a time. Held across the backup's `.await`, hence tokio's mutex.
     pub backing_up: tokio::sync::Mutex<()>,
+    /// One compaction at a time.
+    pub compacting: tokio::sync::Mutex<()>,
+    /// The runtime settings in force; loops and sockets watch it.
+    pub runtime: watch::Sender<runtime::Runtime>,
+    /// One change of runtime settings at a time.
+    pub changing_config: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -127,6 +136,8 @@ impl Hub {
         if paused {
             tracing::warn!("dispatch is paused (muster resume starts it again)");
         }
+        let stored = store.settings("config.").await.context("cannot read settings")?;
+        let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored));
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         Ok(Hub {
@@ -147,6 +158,9 @@ impl Hub {
                 metrics: metrics::Metrics::default(),
                 window: window::Window::default(),
                 backing_up: tokio::sync::Mutex::new(()),
+                compacting: tokio::sync::Mutex::new(()),
+                runtime,
+                changing_config: tokio::sync::Mutex::new(()),
                 log_level: std::sync::OnceLock::new(),
             }),
         })
@@ -205,6 +219,7 @@ impl Hub {
         let backups = tokio::spawn(backup::backup_loop(self.clone()));
         let alerting = tokio::spawn(alerts::alert_loop(self.clone()));
         let sampling = tokio::spawn(window::window_loop(self.clone()));
+        let compacting = tokio::spawn(compact::compact_loop(self.clone()));
         let app = http::router(self.clone());
         let hub = self.clone();
         let stop = async move {
@@ -245,6 +260,7 @@ impl Hub {
         let _ = backups.await;
         let _ = alerting.await;
         let _ = sampling.await;
+        let _ = compacting.await;
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

@@ -12,10 +12,6 @@ const RECLAIM_BATCH: usize = 500;
 
 pub async fn dispatch_loop(hub: Hub) {
     let mut stopping = hub.shared.stopping.subscribe();
-    let config = hub.config().clone();
-    // Wake at least this often even when nothing is due, to notice leases
-    // that expire while no one is watching.
-    let tick = (config.heartbeat_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut rotation = 0usize;
     let mut last_error: Option<String> = None;
     loop {
@@ -35,6 +31,9 @@ pub async fn dispatch_loop(hub: Hub) {
             continue;
         }
         let now = hub.now();
+        // Wake at least this often even when nothing is due, to notice leases
+        // that expire while no one is watching.
+        let tick = (hub.runtime().heartbeat_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let sleep = match hub.shared.store.next_due().await {
             Ok(Some(due)) if due > now => due.since(now).min(tick),
             _ => tick,
@@ -93,7 +92,7 @@ impl Hub {
         *rotation = rotation.wrapping_add(1);
         let start = *rotation % agents.len();
         agents.rotate_left(start);
-        let accept = self.config().accept_timeout;
+        let accept = self.runtime().accept_timeout;
         let now = self.now();
         // Issued together, the claims are committed in one batch: one fsync per
         // pass however many agents there are. The rotation still decides who
@@ -128,5 +127,54 @@ impl Hub {
             }
             None => Ok(assigned),
         }
+    }
+}
+
+/// Runs `job` every `interval(settings)`, counting from `age` (how long ago
+/// it last ran, if known) so a restart does not reset the schedule. With no
+/// record of a run, the first comes soon after start rather than a whole
+/// interval later: a hub restarted daily would otherwise never run a daily
+/// job. A change of the interval applies at once; zero turns the job off.
+/// A failed run is tried again after a while, not at once.
+pub async fn on_schedule<A, AgeFut, J, JobFut>(hub: Hub, interval: fn(&crate::Runtime) -> Duration, age: A, job: J)
+where
+    A: Fn(Hub) -> AgeFut,
+    AgeFut: std::future::Future<Output = Option<Duration>>,
+    J: Fn(Hub) -> JobFut,
+    JobFut: std::future::Future<Output = bool>,
+{
+    let mut stopping = hub.shared.stopping.subscribe();
+    let mut settings = hub.shared.runtime.subscribe();
+    let soon = Duration::from_secs(600);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        let every = interval(&settings.borrow_and_update());
+        let wait = match (every.is_zero(), retry_at) {
+            (true, _) => None,
+            (false, Some(at)) => Some(at.saturating_duration_since(tokio::time::Instant::now())),
+            (false, None) => Some(match age(hub.clone()).await {
+                Some(age) => every.saturating_sub(age),
+                None => every.min(soon),
+            }),
+        };
+        tokio::select! {
+            _ = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
+        }
+        if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        retry_at = if job(hub.clone()).await { None } else { Some(tokio::time::Instant::now() + every.min(soon)) };
     }
 }

@@ -161,13 +161,14 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         }
     }
     tracing::info!(agent = %name, session = session_id, runs = runs.len(), "agent connected");
-    let config = hub.config();
+    let mut runtime = hub.shared.runtime.subscribe();
+    let live = runtime.borrow_and_update().clone();
     let welcome = HubMsg::Welcome {
         agent: name.to_string(),
         protocol: PROTOCOL_VERSION,
-        heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
-        lease_ttl_ms: config.lease_ttl.as_millis() as u64,
-        max_output_bytes: config.max_output_bytes_per_attempt,
+        heartbeat_ms: live.heartbeat_interval.as_millis() as u64,
+        lease_ttl_ms: live.lease_ttl.as_millis() as u64,
+        max_output_bytes: hub.config().max_output_bytes_per_attempt,
     };
     let mut conn = Conn { hub: hub.clone(), name: name.clone(), dropped: HashSet::new() };
     let mut reason = String::from("socket closed");
@@ -177,7 +178,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         }
         conn.reattach(&runs).await;
         hub.wake_dispatcher();
-        let offline_after = config.offline_after();
+        let mut offline_after = live.offline_after();
         // Only what the agent sends proves it alive; the hub's own sends do not.
         let mut last_heard = tokio::time::Instant::now();
         reason = loop {
@@ -204,6 +205,12 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                         }
                         Some(Ok(_)) => {}
                     }
+                }
+                // The hub told the agent its new heartbeat interval (see
+                // `broadcast_timings`); the agent gets a whole new window to answer.
+                Ok(()) = runtime.changed() => {
+                    offline_after = runtime.borrow_and_update().offline_after();
+                    last_heard = tokio::time::Instant::now();
                 }
                 _ = tokio::time::sleep_until(last_heard + offline_after) => {
                     let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
@@ -281,8 +288,8 @@ impl Conn {
     }
 
     async fn renew(&mut self, runs: &[(TaskId, Epoch)]) {
-        let config = self.hub.config();
-        match self.hub.shared.store.heartbeat(&self.name, runs, self.hub.now(), config.lease_ttl).await {
+        let lease_ttl = self.hub.runtime().lease_ttl;
+        match self.hub.shared.store.heartbeat(&self.name, runs, self.hub.now(), lease_ttl).await {
             Ok(beat) => {
                 for (id, epoch) in beat.stale {
                     self.reject(&id, epoch, "heartbeat", "the hub no longer holds this run under that epoch").await;
@@ -323,14 +330,14 @@ impl Conn {
     async fn handle(&mut self, msg: AgentMsg) {
         let store = self.hub.shared.store.clone();
         let now = self.hub.now();
-        let config = self.hub.config().clone();
+        let lease_ttl = self.hub.runtime().lease_ttl;
         match msg {
             AgentMsg::Hello { .. } => self.reply(HubMsg::Error { message: "`hello` was already received".into() }),
             AgentMsg::Heartbeat { .. } => unreachable!("handled by the session loop"),
             AgentMsg::Accept { task, epoch } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
-                match store.start_task(&self.name, &id, epoch, now, config.lease_ttl).await {
+                match store.start_task(&self.name, &id, epoch, now, lease_ttl).await {
                     Ok(task) => {
                         let waited = now.since(task.ready_at).as_secs_f64();
                         self.hub.metrics().dispatch_latency.observe(waited);
@@ -380,7 +387,7 @@ impl Conn {
                     tracing::error!(task_id = %id, error = %e, "cannot record truncated output");
                 }
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
-                let backoff = config.backoff.delay(attempt, jitter());
+                let backoff = self.hub.config().backoff.delay(attempt, jitter());
                 match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {

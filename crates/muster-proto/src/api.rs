@@ -194,6 +194,9 @@ pub struct AttemptView {
     pub reason: Option<String>,
     pub output_bytes: u64,
     pub output_truncated: bool,
+    /// Retention removed this attempt's output.
+    #[serde(default)]
+    pub output_pruned: bool,
 }
 
 /// `GET /api/v1/tasks/{id}`: the task with its attempts.
@@ -223,6 +226,9 @@ pub struct LogsPage {
     /// The task has finished: no more output will come.
     pub done: bool,
     pub state: String,
+    /// The output asked for was removed by retention (`retention.output`).
+    #[serde(default)]
+    pub pruned: bool,
 }
 
 /// `POST /api/v1/agents`
@@ -315,6 +321,81 @@ pub struct BackupView {
     /// Tasks in the copy; known for a backup just made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<u64>,
+}
+
+/// Every runtime setting, from `GET/PUT /api/v1/config`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub settings: Vec<SettingView>,
+}
+
+/// One runtime setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettingView {
+    /// `heartbeat_interval`, `retention.tasks`, `alerts.stuck_tasks.threshold`, ...
+    pub key: String,
+    /// The value in force: durations as text (`10s`, `off`), counts and
+    /// thresholds as numbers, switches as booleans.
+    pub value: serde_json::Value,
+    /// What flags, the environment, `muster.toml` or the default gave at start.
+    pub startup: serde_json::Value,
+    /// Set through the API: kept across restarts, and wins over the startup
+    /// value until reset (`null` in a `PUT`).
+    pub runtime: bool,
+    pub description: String,
+}
+
+/// The database's size and care, from `GET /api/v1/admin/db`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbView {
+    pub backend: String,
+    pub path: Option<String>,
+    /// The database file and its write-ahead log, in bytes.
+    pub bytes: u64,
+    pub wal_bytes: u64,
+    pub page_size: u64,
+    pub pages: u64,
+    pub free_pages: u64,
+    /// Share of pages that are free: what a compaction would give back.
+    pub free_ratio: f64,
+    /// `incremental` once the file gives space back step by step.
+    pub auto_vacuum: String,
+    pub tasks: u64,
+    pub events: u64,
+    pub output_bytes: u64,
+    pub last_backup: Option<BackupView>,
+    pub last_compaction: Option<CompactionView>,
+    /// The retention in force (`off` keeps forever) and the compaction schedule.
+    pub retention: RetentionView,
+    pub compact_interval: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionView {
+    pub tasks: String,
+    pub output: String,
+    pub events: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompactionView {
+    pub at: String,
+    pub summary: String,
+}
+
+/// What `POST /api/v1/admin/compact` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompactView {
+    pub tasks_pruned: u64,
+    pub outputs_pruned: u64,
+    pub output_bytes_pruned: u64,
+    pub events_pruned: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The file was rewritten once so that later compactions give space back step by step.
+    pub rewritten: bool,
+    pub took_ms: u64,
+    pub summary: String,
 }
 
 /// One alert rule and its state, from `GET /api/v1/alerts`.

@@ -73,6 +73,25 @@ pub fn human_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
+/// A duration in exact units, as settings are written: `90d`, `1h30m`, `250ms`.
+/// Unlike `human_duration`, never in months or years, whose length varies.
+pub fn setting_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        let n = rest / size;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+            rest -= n * size;
+        }
+    }
+    out
+}
+
 /// Parses `90`, `1.5` (seconds) or `90s`, `5m`, `1h30m`.
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, FieldError> {
     let s = s.trim();
@@ -97,6 +116,17 @@ fn seconds(field: &'static str, secs: f64) -> Result<Duration, FieldError> {
 mod tests {
     use super::*;
     use crate::api::TaskSubmit;
+
+    #[test]
+    fn setting_durations_use_exact_units() {
+        for (ms, shown) in
+            [(0, "0s"), (250, "250ms"), (90_000, "1m30s"), (7_776_000_000, "90d"), (3_601_500, "1h1s500ms")]
+        {
+            let d = Duration::from_millis(ms);
+            assert_eq!(setting_duration(d), shown);
+            assert_eq!(parse_duration("d", shown).unwrap(), d, "{shown} reads back");
+        }
+    }
 
     #[test]
     fn unknown_field_is_named() {

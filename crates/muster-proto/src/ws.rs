@@ -134,6 +134,12 @@ pub enum HubMsg {
     Drain {
         reason: String,
     },
+    /// The heartbeat interval or lease changed at runtime: heartbeat at the
+    /// new interval from now on.
+    Settings {
+        heartbeat_ms: u64,
+        lease_ttl_ms: u64,
+    },
     /// The `finished` report for this run is durable; stop resending it.
     Ack {
         task: String,

@@ -87,6 +87,14 @@ pub trait Store: Send + Sync + 'static {
     /// not exist) while the store keeps running, then verifies the copy.
     async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;
 
+    /// Prunes finished work older than `retention` allows (in small batches,
+    /// so other changes keep committing), gives the freed space back to the
+    /// file system, and records a `db.compacted` event with what it did.
+    async fn compact(&self, retention: Retention, now: Millis) -> Result<CompactReport>;
+
+    /// The database's size, free space and row counts, and the last compaction.
+    async fn db_stats(&self) -> Result<DbStats>;
+
     // -- tokens -----------------------------------------------------------
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord>;
@@ -203,8 +211,9 @@ pub trait Store: Send + Sync + 'static {
     async fn acknowledge_alert(&self, rule: muster_core::alert::Rule, by: &str, now: Millis) -> Result<AlertRecord>;
     /// Settings whose key starts with `prefix`, by key.
     async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>>;
-    /// Stores settings in one change, with a `config.changed` event naming the keys.
-    async fn put_settings(&self, pairs: Vec<(String, String)>, by: &str, now: Millis) -> Result<()>;
+    /// Stores settings in one change, with a `config.changed` event naming
+    /// the keys. A `None` value removes the key.
+    async fn put_settings(&self, pairs: Vec<(String, Option<String>)>, by: &str, now: Millis) -> Result<()>;
     /// `(good, total)` events for a service level objective since `since`.
     async fn slo_counts(&self, kind: SloKind, since: Millis, threshold: Duration) -> Result<(u64, u64)>;
     /// Running tasks that started before `quiet_since` and printed nothing since.

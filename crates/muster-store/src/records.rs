@@ -222,6 +222,8 @@ pub struct AttemptRecord {
     pub reason: Option<String>,
     pub output_bytes: u64,
     pub output_truncated: bool,
+    /// Retention removed this attempt's output; `output_bytes` says how much there was.
+    pub output_pruned: bool,
 }
 
 /// One line of the timeline.
@@ -253,4 +255,85 @@ pub struct EventFilter {
     pub task: Option<TaskId>,
     pub agent: Option<AgentName>,
     pub limit: usize,
+}
+
+/// How long finished work is kept. `None` keeps it forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished tasks (succeeded, failed, cancelled) with their attempts and output.
+    pub tasks: Option<std::time::Duration>,
+    /// Output of finished tasks; the tasks and their attempts stay.
+    pub output: Option<std::time::Duration>,
+    /// Events on the timeline. The newest event is always kept, so event
+    /// numbers never go back.
+    pub events: Option<std::time::Duration>,
+}
+
+/// What a compaction removed and gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    pub tasks_pruned: u64,
+    /// Finished tasks whose output was removed.
+    pub outputs_pruned: u64,
+    pub output_bytes_pruned: u64,
+    pub events_pruned: u64,
+    /// Database bytes (file and write-ahead log) before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The file was rewritten once so that later compactions can return
+    /// space page by page.
+    pub rewritten: bool,
+}
+
+impl CompactReport {
+    /// One line for logs and the timeline.
+    pub fn summary(&self) -> String {
+        format!(
+            "pruned {} tasks, output of {} tasks ({} bytes), {} events; {} -> {} bytes{}",
+            self.tasks_pruned,
+            self.outputs_pruned,
+            self.output_bytes_pruned,
+            self.events_pruned,
+            self.bytes_before,
+            self.bytes_after,
+            if self.rewritten { " (file rewritten)" } else { "" }
+        )
+    }
+}
+
+/// The database's size and shape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DbStats {
+    /// `sqlite`.
+    pub backend: &'static str,
+    /// The database file, where there is one.
+    pub path: Option<std::path::PathBuf>,
+    /// The database file's bytes.
+    pub bytes: u64,
+    /// The write-ahead log's bytes.
+    pub wal_bytes: u64,
+    pub page_size: u64,
+    pub pages: u64,
+    /// Pages that hold nothing and can be given back by a compaction.
+    pub free_pages: u64,
+    /// `none`, `full` or `incremental`: how free pages are given back.
+    pub auto_vacuum: &'static str,
+    pub tasks: u64,
+    pub events: u64,
+    /// Output bytes kept, over every attempt.
+    pub output_bytes: u64,
+    pub last_compaction: Option<LastCompaction>,
+}
+
+impl DbStats {
+    /// Share of the file's pages that are free.
+    pub fn free_ratio(&self) -> f64 {
+        if self.pages == 0 { 0.0 } else { self.free_pages as f64 / self.pages as f64 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCompaction {
+    pub at: Millis,
+    pub summary: String,
 }

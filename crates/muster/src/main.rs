@@ -54,9 +54,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Runtime settings, applied without a restart.
-    #[command(subcommand)]
-    Config(ConfigCmd),
+    /// Runtime settings: show them, or change them without a restart.
+    Config {
+        #[command(subcommand)]
+        cmd: Option<ConfigCmd>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prune finished work past its retention and give the space back, now.
+    Compact {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The database: size, free space, rows, last backup and compaction.
+    Db {
+        #[arg(long)]
+        json: bool,
+    },
     /// The last hour: queue, throughput, latency, utilization, failures.
     Metrics {
         #[arg(long)]
@@ -165,7 +179,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Backup { cmd, json } => muster_cli::backup(&conn, cmd, json).await,
         Command::Alerts { cmd, json } => muster_cli::alerts(&conn, cmd, json).await,
         Command::Check { repair, json } => muster_cli::check(&conn, repair, json).await,
-        Command::Config(cmd) => muster_cli::config(&conn, cmd).await,
+        Command::Config { cmd, json } => muster_cli::config(&conn, cmd, json).await,
+        Command::Compact { json } => muster_cli::compact(&conn, json).await,
+        Command::Db { json } => muster_cli::db(&conn, json).await,
         Command::Restore { file } => return report(serve::restore(&conn, &file)),
     };
     match result {

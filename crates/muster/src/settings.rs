@@ -57,6 +57,18 @@ pub struct HubArgs {
     /// Backups kept [default: 7].
     #[arg(long, env = "MUSTER_BACKUP_KEEP")]
     pub backup_keep: Option<usize>,
+    /// Finished tasks older than this are deleted; off keeps them [default: 90d].
+    #[arg(long, env = "MUSTER_RETENTION_TASKS")]
+    pub retention_tasks: Option<String>,
+    /// Output of finished tasks older than this is deleted; off keeps it [default: 30d].
+    #[arg(long, env = "MUSTER_RETENTION_OUTPUT")]
+    pub retention_output: Option<String>,
+    /// Timeline events older than this are deleted; off keeps them [default: 30d].
+    #[arg(long, env = "MUSTER_RETENTION_EVENTS")]
+    pub retention_events: Option<String>,
+    /// How often retention is applied and the database compacted; off turns it off [default: 24h].
+    #[arg(long, env = "MUSTER_COMPACT_INTERVAL")]
+    pub compact_interval: Option<String>,
     /// Where backups go [default: <data-dir>/backups].
     #[arg(long, env = "MUSTER_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
@@ -159,6 +171,10 @@ struct FileHub {
     backup_interval: Option<String>,
     backup_keep: Option<usize>,
     backup_dir: Option<PathBuf>,
+    retention_tasks: Option<String>,
+    retention_output: Option<String>,
+    retention_events: Option<String>,
+    compact_interval: Option<String>,
     alert_interval: Option<String>,
     window_interval: Option<String>,
 }
@@ -213,15 +229,29 @@ fn health_thresholds(f: &FileHealth) -> anyhow::Result<muster_core::health::Thre
 pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
     let FileSettings { hub: file, health: file_health, slo: file_slo } = load_file(args.config.as_deref())?;
     let defaults = HubConfig::default();
-    let heartbeat_interval = duration(
-        "heartbeat_interval",
-        args.heartbeat_interval.as_ref().or(file.heartbeat_interval.as_ref()),
-        defaults.heartbeat_interval,
-    )?;
-    let lease_ttl = duration("lease_ttl", args.lease_ttl.as_ref().or(file.lease_ttl.as_ref()), heartbeat_interval * 3)?;
-    if lease_ttl < heartbeat_interval * 2 {
-        bail!("lease_ttl ({lease_ttl:?}) must be at least two heartbeat intervals ({heartbeat_interval:?})");
-    }
+    // What can also change at runtime is read by the same rules `PUT /api/v1/config` uses.
+    let mut live = muster_hub::Runtime::default();
+    let set = |live: &mut muster_hub::Runtime, key: &str, value: Option<String>| -> anyhow::Result<()> {
+        match value {
+            Some(v) => live.set(key, &v).map_err(|e| anyhow::anyhow!("{e}")),
+            None => Ok(()),
+        }
+    };
+    let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or_else(|| file.clone());
+    let count = |flag: Option<usize>, file: Option<usize>| flag.or(file).map(|n| n.to_string());
+    set(&mut live, "heartbeat_interval", pick(&args.heartbeat_interval, &file.heartbeat_interval))?;
+    let lease = pick(&args.lease_ttl, &file.lease_ttl);
+    let heartbeat = live.heartbeat_interval;
+    set(&mut live, "lease_ttl", Some(lease.unwrap_or_else(|| format!("{}ms", (heartbeat * 3).as_millis()))))?;
+    set(&mut live, "accept_timeout", pick(&args.accept_timeout, &file.accept_timeout))?;
+    set(&mut live, "default_runner", pick(&args.default_runner, &file.default_runner))?;
+    set(&mut live, "retention.tasks", pick(&args.retention_tasks, &file.retention_tasks))?;
+    set(&mut live, "retention.output", pick(&args.retention_output, &file.retention_output))?;
+    set(&mut live, "retention.events", pick(&args.retention_events, &file.retention_events))?;
+    set(&mut live, "compact_interval", pick(&args.compact_interval, &file.compact_interval))?;
+    set(&mut live, "backup_interval", pick(&args.backup_interval, &file.backup_interval))?;
+    set(&mut live, "backup_keep", count(args.backup_keep, file.backup_keep))?;
+    live.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let backoff = Backoff {
         base: duration(
             "retry_backoff_base",
@@ -234,10 +264,6 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
             defaults.backoff.max,
         )?,
     };
-    let default_runner = match args.default_runner.as_ref().or(file.default_runner.as_ref()) {
-        Some(r) => Some(RunnerName::parse(r).map_err(|e| anyhow::anyhow!("default_runner: {e}"))?),
-        None => defaults.default_runner.clone(),
-    };
     for r in &file.extra_runners {
         RunnerName::parse(r).map_err(|e| anyhow::anyhow!("extra_runners: {e}"))?;
     }
@@ -248,19 +274,9 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     }
     let health = health_thresholds(&file_health)?;
     let data_dir: PathBuf = data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir);
-    let backup_interval = match args.backup_interval.as_ref().or(file.backup_interval.as_ref()) {
-        Some(v) if v.trim() == "0" => Duration::ZERO,
-        v => duration("backup_interval", v, defaults.backup_interval)?,
-    };
-    let backup_keep = args.backup_keep.or(file.backup_keep).unwrap_or(defaults.backup_keep);
-    if backup_keep == 0 {
-        bail!("backup_keep must be at least 1");
-    }
     Ok(HubConfig {
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
-        backup_interval,
-        backup_keep,
         slos: slos(&file_slo)?,
         window_interval: duration(
             "window_interval",
@@ -273,20 +289,12 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
             defaults.alert_interval,
         )?,
         data_dir,
-        heartbeat_interval,
-        lease_ttl,
-        accept_timeout: duration(
-            "accept_timeout",
-            args.accept_timeout.as_ref().or(file.accept_timeout.as_ref()),
-            defaults.accept_timeout,
-        )?,
         restart_grace: duration(
             "restart_grace",
             args.restart_grace.as_ref().or(file.restart_grace.as_ref()),
-            lease_ttl + Duration::from_secs(30),
+            live.lease_ttl + Duration::from_secs(30),
         )?,
         backoff,
-        default_runner,
         default_timeout: duration(
             "default_timeout",
             args.default_timeout.as_ref().or(file.default_timeout.as_ref()),
@@ -305,6 +313,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         )?,
         health_window: duration("health.window", file_health.window.as_ref(), defaults.health_window)?,
         health,
+        live,
     })
 }
 
@@ -330,6 +339,10 @@ mod tests {
             backup_interval: None,
             backup_keep: None,
             backup_dir: None,
+            retention_tasks: None,
+            retention_output: None,
+            retention_events: None,
+            compact_interval: None,
             alert_interval: None,
             window_interval: None,
             log_format: None,
@@ -351,20 +364,27 @@ mod tests {
         let mut a = args(&file);
         let from_file = hub_config(&a, None).unwrap();
         assert_eq!(from_file.listen.to_string(), "127.0.0.1:4100");
-        assert_eq!(from_file.heartbeat_interval, Duration::from_secs(2));
-        assert_eq!(from_file.lease_ttl, Duration::from_secs(6), "three heartbeats by default");
-        assert_eq!(from_file.default_runner.unwrap().as_str(), "codex");
+        assert_eq!(from_file.live.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(from_file.live.lease_ttl, Duration::from_secs(6), "three heartbeats by default");
+        assert_eq!(from_file.live.default_runner.unwrap().as_str(), "codex");
         assert_eq!(from_file.default_max_attempts, 5);
         assert_eq!(from_file.extra_runners, ["aider"]);
-        assert_eq!(from_file.accept_timeout, Duration::from_secs(60), "unset keys keep their defaults");
+        assert_eq!(from_file.live.accept_timeout, Duration::from_secs(60), "unset keys keep their defaults");
+        assert_eq!(from_file.live.retention, muster_hub::Runtime::default().retention);
         assert_eq!(from_file.data_dir, PathBuf::from(".muster"));
 
         a.listen = Some("127.0.0.1:4200".parse().unwrap());
         a.heartbeat_interval = Some("500ms".into());
         a.default_max_attempts = Some(1);
+        a.retention_output = Some("off".into());
+        a.compact_interval = Some("6h".into());
         let flagged = hub_config(&a, Some(Path::new("/srv/muster"))).unwrap();
         assert_eq!(flagged.listen.to_string(), "127.0.0.1:4200");
-        assert_eq!(flagged.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(flagged.live.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(
+            (flagged.live.retention.output, flagged.live.compact_interval),
+            (None, Duration::from_secs(6 * 3600))
+        );
         assert_eq!(flagged.default_max_attempts, 1);
         assert_eq!(flagged.data_dir, PathBuf::from("/srv/muster"));
     }
@@ -379,6 +399,8 @@ mod tests {
             ("[hub]\ndefault_runner = \"Big Runner\"\n", "default_runner"),
             ("[hub]\nheartbeat_interval = \"10s\"\nlease_ttl = \"5s\"\n", "lease_ttl"),
             ("[hub]\ndefault_max_attempts = 0\n", "default_max_attempts"),
+            ("[hub]\nretention_tasks = \"a while\"\n", "retention.tasks"),
+            ("[hub]\nbackup_keep = 0\n", "backup_keep"),
             ("[health]\nhealthy_success_rate = 1.5\n", "healthy_success_rate"),
             ("[health]\nhealthy_success_rate = 0.5\n", "degraded_success_rate"),
             ("[health]\nwindow = \"often\"\n", "health.window"),

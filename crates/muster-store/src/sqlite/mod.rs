@@ -42,6 +42,17 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// what answers the caller once the commit's fate is known.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
 
+type Maintenance = Box<dyn FnOnce(&Connection) + Send>;
+
+/// What the writer thread is asked to do.
+enum Work {
+    /// One change in the next batch.
+    Change(Job),
+    /// Maintenance that cannot run inside a transaction (`VACUUM`, a
+    /// checkpoint): runs on its own, between batches.
+    Alone(Maintenance),
+}
+
 const READ_POOL: usize = 4;
 
 #[derive(Clone)]
@@ -53,7 +64,7 @@ struct Shared {
     path: PathBuf,
     limits: Limits,
     /// `None` once closed. Held only to clone the sender: no `.await` inside.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Work>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
@@ -81,6 +92,12 @@ impl SqliteStore {
         let mut conn =
             Connection::open(path).map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
         configure(&conn)?;
+        // A new database gives freed pages back a step at a time (see
+        // `compact`); this can only be chosen before the first table exists.
+        let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        if tables == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Database(format!("{} cannot use WAL (journal_mode is {mode})", path.display())));
@@ -91,7 +108,7 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let (event_tx, event_rx) = watch::channel(last);
-        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let (tx, rx) = mpsc::channel::<Work>(8192);
         let max_batch = limits.max_batch.max(1);
         let stats = Arc::new(WriterStats {
             commit: muster_metrics::Histogram::new(muster_metrics::LATENCY_BUCKETS),
@@ -139,9 +156,27 @@ impl SqliteStore {
             });
             (ok, done)
         });
-        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        sender.send(Work::Change(job)).await.map_err(|_| StoreError::Closed)?;
         // A dropped answer means the change panicked (and was rolled back).
         rx.await.map_err(|_| StoreError::Database("the change failed unexpectedly and was rolled back".into()))?
+    }
+
+    /// Runs `f` on the writer's connection between batches, outside any
+    /// transaction; other changes wait until it returns.
+    async fn alone<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let sender = self.shared.jobs.lock().expect("jobs lock poisoned").clone().ok_or(StoreError::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let work = Work::Alone(Box::new(move |conn| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Database("maintenance failed unexpectedly".into())));
+            let _ = tx.send(result);
+        }));
+        sender.send(work).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on a read-only connection on a blocking thread.
@@ -176,20 +211,49 @@ impl SqliteStore {
     }
 }
 
+/// Finished tasks, outputs or events removed per change while compacting.
+const PRUNE_BATCH: usize = 500;
+/// Pages given back per step of a compaction (8 MiB with 4 KiB pages).
+const VACUUM_PAGES: u64 = 2048;
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The database file and its write-ahead log, in bytes.
+fn file_bytes(db: &Path) -> u64 {
+    [db.to_owned(), wal_path(db)].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+}
+
 fn writer_loop(
     conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     max_batch: usize,
     last_event: watch::Sender<i64>,
     stats: &WriterStats,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut done: Vec<Completion> = Vec::with_capacity(max_batch);
+    // Maintenance that arrived while a batch was being gathered; it runs once
+    // that batch is committed.
+    let mut after_batch: Option<Maintenance> = None;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+        match first {
+            Work::Change(job) => batch.push(job),
+            Work::Alone(f) => {
+                f(&conn);
+                continue;
+            }
+        }
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Work::Change(job)) => batch.push(job),
+                Ok(Work::Alone(f)) => {
+                    after_batch = Some(f);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -257,6 +321,9 @@ fn writer_loop(
         for completion in done.drain(..) {
             completion(commit.clone());
         }
+        if let Some(f) = after_batch.take() {
+            f(&conn);
+        }
     }
     // All senders dropped: the store is closed. Checkpoint so the WAL does not
     // have to be replayed at the next open.
@@ -293,6 +360,37 @@ impl Store for SqliteStore {
     async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
         let dest = dest.to_owned();
         self.read(move |c| backup::backup(c, &dest)).await
+    }
+
+    async fn compact(&self, retention: crate::Retention, now: Millis) -> Result<crate::CompactReport> {
+        let mut report = crate::CompactReport { bytes_before: file_bytes(&self.shared.path), ..Default::default() };
+        loop {
+            let pruned = self.write(move |c| ops::prune_batch(c, &retention, now, PRUNE_BATCH)).await?;
+            report.tasks_pruned += pruned.tasks;
+            report.outputs_pruned += pruned.outputs;
+            report.output_bytes_pruned += pruned.output_bytes;
+            report.events_pruned += pruned.events;
+            if !pruned.more {
+                break;
+            }
+        }
+        report.rewritten = self.alone(ops::ensure_incremental_vacuum).await?;
+        // A few megabytes at a time, so waiting changes commit in between.
+        while self.alone(|c| ops::incremental_vacuum(c, VACUUM_PAGES)).await? > 0 {}
+        self.alone(ops::checkpoint).await?;
+        report.bytes_after = file_bytes(&self.shared.path);
+        let done = report.clone();
+        self.write(move |c| ops::record_compaction(c, &done, now)).await?;
+        Ok(report)
+    }
+
+    async fn db_stats(&self) -> Result<crate::DbStats> {
+        let path = self.shared.path.clone();
+        let mut stats = self.read(ops::db_stats).await?;
+        stats.bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        stats.wal_bytes = std::fs::metadata(wal_path(&path)).map_or(0, |m| m.len());
+        stats.path = Some(path);
+        Ok(stats)
     }
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord> {
@@ -500,7 +598,7 @@ impl Store for SqliteStore {
         self.read(move |c| ops::settings(c, &prefix)).await
     }
 
-    async fn put_settings(&self, pairs: Vec<(String, String)>, by: &str, now: Millis) -> Result<()> {
+    async fn put_settings(&self, pairs: Vec<(String, Option<String>)>, by: &str, now: Millis) -> Result<()> {
         let by = by.to_owned();
         self.write(move |c| ops::put_settings(c, &pairs, &by, now)).await
     }

@@ -883,7 +883,7 @@ pub fn read_output(c: &Connection, id: &TaskId, f: &OutputFilter) -> Result<Vec<
 pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
     let mut stmt = c.prepare_cached(
         "SELECT number, epoch, agent, started_at, finished_at, outcome, exit_code, reason, output_bytes, \
-         output_truncated FROM attempts WHERE task_id = ? ORDER BY number",
+         output_truncated, output_pruned FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -898,6 +898,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             reason: r.get(7)?,
             output_bytes: r.get::<_, i64>(8)? as u64,
             output_truncated: r.get(9)?,
+            output_pruned: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1038,6 +1039,166 @@ pub fn check(c: &Connection, repair: bool, now: Millis) -> Result<crate::CheckRe
     Ok(report)
 }
 
+// -- retention and compaction -------------------------------------------------------
+
+/// What one pruning change removed.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub tasks: u64,
+    pub outputs: u64,
+    pub output_bytes: u64,
+    pub events: u64,
+    /// A limit was reached: there may be more to prune.
+    pub more: bool,
+}
+
+const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+
+fn cutoff(now: Millis, age: Option<Duration>) -> Option<i64> {
+    age.map(|a| now.0.saturating_sub(a.as_millis().min(i64::MAX as u128) as i64))
+}
+
+fn ids(c: &Connection, sql: &str, before: i64, limit: usize) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![before, limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn output_bytes_of(c: &Connection, task: &str) -> Result<u64> {
+    let n: i64 = c
+        .prepare_cached("SELECT COALESCE(SUM(length(data)), 0) FROM output WHERE task_id = ?")?
+        .query_row([task], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Removes up to `limit` of each kind of expired record: finished tasks with
+/// everything of theirs, the output of finished tasks, and the oldest events
+/// (a prefix of the sequence, never the newest event).
+pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usize) -> Result<Pruned> {
+    let mut p = Pruned::default();
+    if let Some(before) = cutoff(now, r.tasks) {
+        let expired = ids(
+            c,
+            &format!("SELECT id FROM tasks WHERE finished_at < ?1 AND {FINISHED} ORDER BY finished_at LIMIT ?2"),
+            before,
+            limit,
+        )?;
+        for id in &expired {
+            p.output_bytes += output_bytes_of(c, id)?;
+            for table in ["output", "attempts", "task_caps"] {
+                c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
+            }
+            c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;
+        }
+        p.tasks = expired.len() as u64;
+        p.more |= expired.len() == limit;
+    }
+    if let Some(before) = cutoff(now, r.output) {
+        let expired = ids(
+            c,
+            &format!(
+                "SELECT t.id FROM tasks t WHERE t.finished_at < ?1 AND t.{FINISHED} \
+                 AND EXISTS (SELECT 1 FROM output o WHERE o.task_id = t.id) ORDER BY t.finished_at LIMIT ?2"
+            ),
+            before,
+            limit,
+        )?;
+        for id in &expired {
+            p.output_bytes += output_bytes_of(c, id)?;
+            c.prepare_cached("DELETE FROM output WHERE task_id = ?")?.execute([id])?;
+            c.prepare_cached("UPDATE attempts SET output_pruned = 1 WHERE task_id = ? AND output_bytes > 0")?
+                .execute([id])?;
+        }
+        p.outputs = expired.len() as u64;
+        p.more |= expired.len() == limit;
+    }
+    if let Some(before) = cutoff(now, r.events) {
+        // The oldest events, up to the first one that is not expired.
+        let mut stmt = c.prepare_cached(
+            "SELECT seq, at FROM events WHERE seq < (SELECT MAX(seq) FROM events) ORDER BY seq LIMIT ?",
+        )?;
+        let rows: Vec<(i64, i64)> =
+            stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let expired: Vec<i64> = rows.iter().take_while(|(_, at)| *at < before).map(|(seq, _)| *seq).collect();
+        if let Some(last) = expired.last() {
+            c.prepare_cached("DELETE FROM events WHERE seq <= ?")?.execute([last])?;
+        }
+        p.events = expired.len() as u64;
+        p.more |= expired.len() == limit;
+    }
+    Ok(p)
+}
+
+/// Makes the file give free pages back on request; a database created
+/// before that was the default is rewritten once. True if it was rewritten.
+pub fn ensure_incremental_vacuum(c: &Connection) -> Result<bool> {
+    let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(false);
+    }
+    c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    c.execute_batch("VACUUM")?;
+    Ok(true)
+}
+
+/// Gives up to `pages` free pages back to the file system; returns how many it gave.
+pub fn incremental_vacuum(c: &Connection, pages: u64) -> Result<u64> {
+    let free = |c: &Connection| c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+    let before = free(c)?;
+    c.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    Ok(before.saturating_sub(free(c)?) as u64)
+}
+
+/// Folds the write-ahead log into the file and truncates it, unless a
+/// reader is in the way (then the next checkpoint does it).
+pub fn checkpoint(c: &Connection) -> Result<()> {
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+const LAST_COMPACTION_AT: &str = "compaction.last_at";
+const LAST_COMPACTION: &str = "compaction.last";
+
+pub fn record_compaction(c: &Connection, report: &crate::CompactReport, now: Millis) -> Result<()> {
+    let summary = report.summary();
+    let mut put = c.prepare_cached(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )?;
+    put.execute(params![LAST_COMPACTION_AT, now.0.to_string(), now.0])?;
+    put.execute(params![LAST_COMPACTION, summary, now.0])?;
+    agent_event(c, now, "db.compacted", None, None, Some(&summary))
+}
+
+/// Everything in `DbStats` that comes from queries; file sizes are the caller's.
+pub fn db_stats(c: &Connection) -> Result<crate::DbStats> {
+    let pragma = |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let setting = |key: &str| -> Result<Option<String>> {
+        Ok(c.query_row("SELECT value FROM settings WHERE key = ?", [key], |r| r.get(0)).optional()?)
+    };
+    let last_compaction = match (setting(LAST_COMPACTION_AT)?, setting(LAST_COMPACTION)?) {
+        (Some(at), Some(summary)) => at.parse().ok().map(|at| crate::LastCompaction { at: Millis(at), summary }),
+        _ => None,
+    };
+    Ok(crate::DbStats {
+        backend: "sqlite",
+        page_size: pragma("page_size")? as u64,
+        pages: pragma("page_count")? as u64,
+        free_pages: pragma("freelist_count")? as u64,
+        auto_vacuum: match pragma("auto_vacuum")? {
+            1 => "full",
+            2 => "incremental",
+            _ => "none",
+        },
+        tasks: count("SELECT COUNT(*) FROM tasks")? as u64,
+        events: count("SELECT COUNT(*) FROM events")? as u64,
+        output_bytes: count("SELECT COALESCE(SUM(output_bytes), 0) FROM attempts WHERE output_pruned = 0")? as u64,
+        last_compaction,
+        ..crate::DbStats::default()
+    })
+}
+
 // -- alerts and settings --------------------------------------------------------------
 
 const ALERT_COLS: &str = "rule, state, severity, detail, since, acknowledged_by, acknowledged_at, updated_at";
@@ -1127,15 +1288,25 @@ pub fn settings(c: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn put_settings(c: &Connection, pairs: &[(String, String)], by: &str, now: Millis) -> Result<()> {
+pub fn put_settings(c: &Connection, pairs: &[(String, Option<String>)], by: &str, now: Millis) -> Result<()> {
     let mut put = c.prepare_cached(
         "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     )?;
+    let mut remove = c.prepare_cached("DELETE FROM settings WHERE key = ?")?;
     for (k, v) in pairs {
-        put.execute(params![k, v, now.0])?;
+        match v {
+            Some(v) => put.execute(params![k, v, now.0])?,
+            None => remove.execute([k])?,
+        };
     }
-    let detail: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let detail: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => format!("{k} reset"),
+        })
+        .collect();
     agent_event(c, now, "config.changed", None, None, Some(&format!("{} by {by}", detail.join(", "))))
 }
 

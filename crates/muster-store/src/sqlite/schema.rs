@@ -145,6 +145,11 @@ ALTER TABLE agents ADD COLUMN doctor TEXT;
 ALTER TABLE attempts ADD COLUMN waited_ms INTEGER;
 CREATE INDEX attempts_started ON attempts (started_at);
 "#,
+    // 6: retention prunes finished tasks by age and keeps a note of pruned output.
+    r#"
+ALTER TABLE attempts ADD COLUMN output_pruned INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -4,6 +4,7 @@
 //! and migrations run once.
 
 use crate::{db_path, fresh_sqlite};
+use futures_util::future::join_all;
 use muster_core::task::{Cancel, Finished};
 use muster_core::{
     AgentName, Epoch, Millis, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
@@ -428,4 +429,89 @@ async fn check_finds_injected_damage_and_repair_hands_orphans_back_to_the_queue(
     let after = store.check(false, at(4)).await.unwrap();
     let kinds: Vec<&str> = after.findings.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["events"], "only the lost event cannot be repaired");
+}
+
+/// Runs `n` tasks, each printing `bytes` of output, to success at `now`, concurrently
+/// so that they share commits.
+async fn run_many(s: &SqliteStore, agent: &AgentName, n: u128, bytes: usize, now: Millis) {
+    let creates = (0..n).map(|i| s.create_task(task_id(1_000 + i), spec("many"), now));
+    for created in join_all(creates).await {
+        created.unwrap();
+    }
+    let claimed = s.claim_tasks(agent, now, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(claimed.len() as u128, n, "the agent has a slot for each");
+    let starts = claimed.iter().map(|t| s.start_task(agent, &t.id, t.epoch, now, LEASE));
+    for started in join_all(starts).await {
+        started.unwrap();
+    }
+    let chunk = vec![b'x'; bytes];
+    let outputs = claimed.iter().map(|t| {
+        s.append_output(agent, &t.id, t.epoch, vec![OutputChunk { stream: Stream::Stdout, data: chunk.clone() }], now)
+    });
+    for appended in join_all(outputs).await {
+        appended.unwrap();
+    }
+    let done = RunOutcome::Succeeded { exit_code: 0 };
+    let finishes = claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, now, BACKOFF));
+    for finished in join_all(finishes).await {
+        finished.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn compaction_prunes_in_batches_and_gives_the_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let agent = online(&s, "a", 1_500).await;
+    run_many(&s, &agent, 1_200, 8 * 1024, at(0)).await;
+    let full = s.db_stats().await.unwrap();
+    assert_eq!((full.tasks, full.auto_vacuum), (1_200, "incremental"), "{full:?}");
+
+    let retention = muster_store::Retention { tasks: Some(Duration::from_secs(3600)), ..Default::default() };
+    let report = s.compact(retention, at(7200)).await.unwrap();
+    assert_eq!(report.tasks_pruned, 1_200, "more than one batch of tasks is pruned: {report:?}");
+    assert_eq!(report.output_bytes_pruned, 1_200 * 8 * 1024);
+    assert!(!report.rewritten, "a database created by this build needs no rewrite");
+    let after = s.db_stats().await.unwrap();
+    assert_eq!(after.tasks, 0);
+    assert!(after.free_ratio() < 0.05, "the free pages were given back: {after:?}");
+    assert!(
+        report.bytes_after * 2 < report.bytes_before,
+        "the file shrank from {} to {} bytes",
+        report.bytes_before,
+        report.bytes_after
+    );
+    assert!(after.bytes + after.wal_bytes <= report.bytes_after + after.page_size * 8, "{after:?}");
+    s.close().await;
+    let reopened = open(&dir);
+    assert_eq!(reopened.db_stats().await.unwrap().tasks, 0, "the pruning is durable");
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn a_database_from_before_incremental_vacuum_is_rewritten_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let mut conn = raw(&path);
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 0, "made the way older builds made it");
+    }
+    let s = open(&dir);
+    assert_eq!(s.db_stats().await.unwrap().auto_vacuum, "none");
+    let agent = online(&s, "a", 100).await;
+    run_many(&s, &agent, 50, 1024, at(0)).await;
+    let before = everything(&s).await;
+    let first = s.compact(muster_store::Retention::default(), at(10)).await.unwrap();
+    assert!(first.rewritten, "the first compaction rewrites the file: {first:?}");
+    assert_eq!(s.db_stats().await.unwrap().auto_vacuum, "incremental");
+    let mut after = everything(&s).await;
+    after.events.pop();
+    after.last_event = before.last_event;
+    assert_eq!(after, before, "the rewrite keeps every row");
+    let second = s.compact(muster_store::Retention::default(), at(20)).await.unwrap();
+    assert!(!second.rewritten, "later compactions do not rewrite: {second:?}");
+    s.close().await;
 }

@@ -75,5 +75,7 @@ async fn output_past_the_hubs_cap_is_cut_and_the_attempt_marked_truncated() {
     assert_eq!(attempt["output_bytes"], 1000, "{task}");
     let output = hub.output(&id).await;
     assert_eq!(output.len(), 1000);
-    assert!(output.bytes().all(|b| b == b'x'), "only the first 1000 bytes are kept");
+    // The agent reads stdout and stderr side by side, so `after` may land
+    // among the first 1000 bytes if stdout arrived in small reads; nothing else may.
+    assert!(output.replace("after\n", "").bytes().all(|b| b == b'x'), "only the first 1000 bytes are kept: {output:?}");
 }

@@ -7,6 +7,7 @@ mod harness;
 mod alerting;
 mod backups;
 mod bad_input;
+mod care;
 mod cli;
 mod control;
 mod crash;

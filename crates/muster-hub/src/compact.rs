@@ -1,0 +1,101 @@
+//! Retention and compaction: on a schedule (`compact_interval`) and on
+//! demand (`POST /api/v1/admin/compact`), finished work past its retention
+//! is pruned and the freed space given back; `GET /api/v1/admin/db` says
+//! how big the database is and when it was last backed up and compacted.
+
+use crate::Hub;
+use crate::http::ApiError;
+use muster_core::Millis;
+use muster_proto::api::{CompactView, CompactionView, DbView, RetentionView};
+use muster_proto::timestamp;
+use std::time::Duration;
+
+/// The settings key where the store remembers its last compaction.
+const LAST_AT: &str = "compaction.last_at";
+
+pub async fn compact_loop(hub: Hub) {
+    crate::loops::on_schedule(
+        hub,
+        |r| r.compact_interval,
+        |hub| async move { hub.last_compaction_age().await },
+        |hub| async move { hub.compact_now("schedule").await.is_ok() },
+    )
+    .await
+}
+
+impl Hub {
+    /// Applies the retention in force and compacts the file now. One at a
+    /// time: a second request while one runs is a conflict.
+    pub(crate) async fn compact_now(&self, by: &str) -> Result<CompactView, ApiError> {
+        let Ok(_one) = self.shared.compacting.try_lock() else {
+            return Err(ApiError::Conflict { field: None, detail: "a compaction is already running".into() });
+        };
+        let retention = self.runtime().retention;
+        let began = std::time::Instant::now();
+        tracing::info!(by, ?retention, "compaction started");
+        let report = match self.shared.store.compact(retention, self.now()).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, by, "compaction failed");
+                let event = muster_store::NewEvent {
+                    kind: "db.compaction_failed",
+                    detail: Some(e.to_string()),
+                    ..Default::default()
+                };
+                if let Err(e) = self.shared.store.record_event(event, self.now()).await {
+                    tracing::error!(error = %e, "cannot record the failed compaction");
+                }
+                return Err(e.into());
+            }
+        };
+        let took_ms = began.elapsed().as_millis() as u64;
+        let summary = report.summary();
+        tracing::info!(by, took_ms, summary = %summary, "compaction finished");
+        Ok(CompactView {
+            tasks_pruned: report.tasks_pruned,
+            outputs_pruned: report.outputs_pruned,
+            output_bytes_pruned: report.output_bytes_pruned,
+            events_pruned: report.events_pruned,
+            bytes_before: report.bytes_before,
+            bytes_after: report.bytes_after,
+            rewritten: report.rewritten,
+            took_ms,
+            summary,
+        })
+    }
+
+    async fn last_compaction_age(&self) -> Option<Duration> {
+        let stored = self.shared.store.settings(LAST_AT).await.ok()?;
+        let at: i64 = stored.iter().find(|(k, _)| k == LAST_AT)?.1.parse().ok()?;
+        Some(self.now().since(Millis(at)))
+    }
+
+    pub(crate) async fn db_view(&self) -> Result<DbView, ApiError> {
+        let stats = self.shared.store.db_stats().await?;
+        let live = self.runtime();
+        let setting = |key: &str| live.get(key).unwrap_or_default();
+        let last_backup = crate::backup::list(&self.config().backup_dir).ok().and_then(|b| b.into_iter().next());
+        Ok(DbView {
+            backend: stats.backend.to_owned(),
+            path: stats.path.as_ref().map(|p| p.display().to_string()),
+            bytes: stats.bytes,
+            wal_bytes: stats.wal_bytes,
+            page_size: stats.page_size,
+            pages: stats.pages,
+            free_pages: stats.free_pages,
+            free_ratio: stats.free_ratio(),
+            auto_vacuum: stats.auto_vacuum.to_owned(),
+            tasks: stats.tasks,
+            events: stats.events,
+            output_bytes: stats.output_bytes,
+            last_backup,
+            last_compaction: stats.last_compaction.map(|c| CompactionView { at: timestamp(c.at), summary: c.summary }),
+            retention: RetentionView {
+                tasks: setting("retention.tasks"),
+                output: setting("retention.output"),
+                events: setting("retention.events"),
+            },
+            compact_interval: setting("compact_interval"),
+        })
+    }
+}

@@ -1,0 +1,522 @@
+//! Settings an operator changes while the hub runs: `GET/PUT /api/v1/config`.
+//!
+//! The hub starts from what flags, the environment and `muster.toml` say
+//! (`HubConfig::live`), then applies what was set through the API before
+//! (stored as `config.<key>` settings): a value set at runtime outlives a
+//! restart until it is reset. The current values sit in a `watch` channel;
+//! the loops and sockets that use them read it each time, or wake when it
+//! changes, so a change applies without a restart.
+//!
+//! Alert rule settings (`alerts.<rule>.<field>`) are part of the same view and
+//! the same all-or-nothing change; they keep living where the alert engine
+//! reads them (see `alerts.rs`).
+
+use crate::Hub;
+use crate::http::ApiError;
+use muster_core::RunnerName;
+use muster_proto::api::{ConfigView, RuleConfigPatch, SettingView};
+use muster_proto::{FieldError, parse_duration, setting_duration as human_duration};
+use muster_store::{Retention, StoreError};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const PREFIX: &str = "config.";
+
+/// The settings that can change while the hub runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    /// How often agents send heartbeats; told to each agent at connect and
+    /// again when it changes.
+    pub heartbeat_interval: Duration,
+    /// How long a running task's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How long an agent has to accept an assignment.
+    pub accept_timeout: Duration,
+    /// The runner of tasks that name none; `None` makes the runner required.
+    pub default_runner: Option<RunnerName>,
+    pub retention: Retention,
+    /// How often retention is applied and the file compacted; zero turns the schedule off.
+    pub compact_interval: Duration,
+    /// How often the hub backs itself up; zero turns the schedule off.
+    pub backup_interval: Duration,
+    /// Backups kept; older ones are deleted after each new one.
+    pub backup_keep: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        let heartbeat = Duration::from_secs(10);
+        let day = Duration::from_secs(86_400);
+        Runtime {
+            heartbeat_interval: heartbeat,
+            lease_ttl: heartbeat * 3,
+            accept_timeout: Duration::from_secs(60),
+            default_runner: RunnerName::parse("claude").ok(),
+            retention: Retention { tasks: Some(day * 90), output: Some(day * 30), events: Some(day * 30) },
+            compact_interval: day,
+            backup_interval: day,
+            backup_keep: 7,
+        }
+    }
+}
+
+impl Runtime {
+    /// An agent that misses three heartbeats is offline.
+    pub fn offline_after(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+
+    /// Checks what one field cannot: how fields relate. Each field was checked when set.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.lease_ttl < self.heartbeat_interval * 2 {
+            return Err(FieldError {
+                field: "lease_ttl".into(),
+                reason: format!(
+                    "must be at least two heartbeat intervals: lease_ttl is {}, heartbeat_interval {}",
+                    human_duration(self.lease_ttl),
+                    human_duration(self.heartbeat_interval)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets `key` from its text form, checking the value alone.
+    pub fn set(&mut self, key: &str, text: &str) -> Result<(), FieldError> {
+        let spec = Key::find(key)?;
+        let bad = |reason: String| FieldError { field: key.to_owned(), reason };
+        let text = text.trim();
+        match spec.kind {
+            Kind::Duration { min, max } => {
+                let d = parse_duration(spec.name, text)?;
+                if d < min || d > max {
+                    return Err(bad(format!(
+                        "{} is out of range: between {} and {}",
+                        human_duration(d),
+                        human_duration(min),
+                        human_duration(max)
+                    )));
+                }
+                *spec.duration_mut(self) = d;
+            }
+            Kind::Interval => *spec.duration_mut(self) = optional_duration(spec.name, text)?.unwrap_or_default(),
+            Kind::Age => *spec.age_mut(self) = optional_duration(spec.name, text)?,
+            Kind::Count { min, max } => {
+                let n: usize = text.parse().map_err(|_| bad(format!("{text:?} is not a whole number")))?;
+                if n < min || n > max {
+                    return Err(bad(format!("{n} is out of range: between {min} and {max}")));
+                }
+                self.backup_keep = n;
+            }
+            Kind::Runner => {
+                self.default_runner = match text {
+                    "" | "none" => None,
+                    name => Some(RunnerName::parse(name).map_err(|e| bad(e.reason))?),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `key`'s value in the form `set` reads back.
+    pub fn get(&self, key: &str) -> Result<String, FieldError> {
+        let spec = Key::find(key)?;
+        let off = |d: Option<Duration>| d.filter(|d| !d.is_zero()).map_or_else(|| "off".to_owned(), human_duration);
+        Ok(match spec.kind {
+            Kind::Duration { .. } => human_duration(*spec.duration(self)),
+            Kind::Interval => off(Some(*spec.duration(self))),
+            Kind::Age => off(*spec.age(self)),
+            Kind::Count { .. } => self.backup_keep.to_string(),
+            Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
+        })
+    }
+
+    fn json(&self, key: &Key) -> Value {
+        let text = self.get(key.name).expect("every listed key has a value");
+        match key.kind {
+            Kind::Count { .. } => Value::from(self.backup_keep),
+            _ => Value::String(text),
+        }
+    }
+}
+
+/// `off`, `0` or `none` for no duration, or a duration.
+fn optional_duration(field: &'static str, text: &str) -> Result<Option<Duration>, FieldError> {
+    match text {
+        "off" | "0" | "none" | "never" => Ok(None),
+        _ => {
+            let d = parse_duration(field, text)?;
+            if d < Duration::from_secs(1) {
+                return Err(FieldError { field: field.to_owned(), reason: "must be at least 1s, or off".into() });
+            }
+            Ok(Some(d))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Duration {
+        min: Duration,
+        max: Duration,
+    },
+    /// A schedule's interval; `off` turns it off.
+    Interval,
+    /// A retention age; `off` keeps forever.
+    Age,
+    Count {
+        min: usize,
+        max: usize,
+    },
+    Runner,
+}
+
+/// One runtime setting.
+struct Key {
+    name: &'static str,
+    kind: Kind,
+    description: &'static str,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "heartbeat_interval",
+        kind: Kind::Duration { min: Duration::from_millis(50), max: Duration::from_secs(600) },
+        description: "how often agents send heartbeats; an agent silent for three is offline",
+    },
+    Key {
+        name: "lease_ttl",
+        kind: Kind::Duration { min: Duration::from_millis(100), max: DAY },
+        description: "how long a running task's lease lasts without a heartbeat; at least two heartbeats",
+    },
+    Key {
+        name: "accept_timeout",
+        kind: Kind::Duration { min: Duration::from_millis(100), max: DAY },
+        description: "how long an agent has to accept an assignment before it goes back to the queue",
+    },
+    Key {
+        name: "default_runner",
+        kind: Kind::Runner,
+        description: "runner for tasks that name none; none makes --runner required",
+    },
+    Key {
+        name: "retention.tasks",
+        kind: Kind::Age,
+        description: "finished tasks older than this are deleted with their attempts and output; off keeps them",
+    },
+    Key {
+        name: "retention.output",
+        kind: Kind::Age,
+        description: "output of finished tasks older than this is deleted; the tasks stay; off keeps it",
+    },
+    Key {
+        name: "retention.events",
+        kind: Kind::Age,
+        description: "timeline events older than this are deleted; off keeps them",
+    },
+    Key {
+        name: "compact_interval",
+        kind: Kind::Interval,
+        description: "how often retention is applied and the database compacted; off turns the schedule off",
+    },
+    Key {
+        name: "backup_interval",
+        kind: Kind::Interval,
+        description: "how often the hub backs itself up; off turns the schedule off",
+    },
+    Key {
+        name: "backup_keep",
+        kind: Kind::Count { min: 1, max: 1000 },
+        description: "backups kept; older ones are deleted after each new one",
+    },
+];
+
+impl Key {
+    fn find(name: &str) -> Result<&'static Key, FieldError> {
+        KEYS.iter().find(|k| k.name == name).ok_or_else(|| FieldError {
+            field: name.to_owned(),
+            reason: format!(
+                "is not a setting; settings are {}, and alerts.<rule>.enabled, .severity and .threshold",
+                KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    fn duration<'a>(&self, r: &'a Runtime) -> &'a Duration {
+        match self.name {
+            "heartbeat_interval" => &r.heartbeat_interval,
+            "lease_ttl" => &r.lease_ttl,
+            "accept_timeout" => &r.accept_timeout,
+            "compact_interval" => &r.compact_interval,
+            "backup_interval" => &r.backup_interval,
+            other => unreachable!("{other} is not a duration"),
+        }
+    }
+
+    fn duration_mut<'a>(&self, r: &'a mut Runtime) -> &'a mut Duration {
+        match self.name {
+            "heartbeat_interval" => &mut r.heartbeat_interval,
+            "lease_ttl" => &mut r.lease_ttl,
+            "accept_timeout" => &mut r.accept_timeout,
+            "compact_interval" => &mut r.compact_interval,
+            "backup_interval" => &mut r.backup_interval,
+            other => unreachable!("{other} is not a duration"),
+        }
+    }
+
+    fn age<'a>(&self, r: &'a Runtime) -> &'a Option<Duration> {
+        match self.name {
+            "retention.tasks" => &r.retention.tasks,
+            "retention.output" => &r.retention.output,
+            "retention.events" => &r.retention.events,
+            other => unreachable!("{other} is not a retention age"),
+        }
+    }
+
+    fn age_mut<'a>(&self, r: &'a mut Runtime) -> &'a mut Option<Duration> {
+        match self.name {
+            "retention.tasks" => &mut r.retention.tasks,
+            "retention.output" => &mut r.retention.output,
+            "retention.events" => &mut r.retention.events,
+            other => unreachable!("{other} is not a retention age"),
+        }
+    }
+}
+
+/// A JSON value as the text `Runtime::set` reads.
+fn text_of(key: &str, value: &Value) -> Result<String, FieldError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(FieldError { field: key.to_owned(), reason: "must be a string, a number or null (reset)".into() }),
+    }
+}
+
+/// The startup values overlaid with what was set at runtime before. A stored
+/// value this build cannot read is skipped with a warning.
+pub(crate) fn overlay(startup: &Runtime, stored: &[(String, String)]) -> Runtime {
+    let mut live = startup.clone();
+    for (key, text) in stored {
+        let Some(name) = key.strip_prefix(PREFIX) else { continue };
+        let mut next = live.clone();
+        match next.set(name, text) {
+            Ok(()) => {
+                if next != live {
+                    tracing::warn!(
+                        setting = name,
+                        value = %text,
+                        startup = %startup.get(name).unwrap_or_default(),
+                        "a value set at runtime overrides the startup setting (muster config reset {name} returns to it)"
+                    );
+                }
+                live = next;
+            }
+            Err(e) => tracing::warn!(setting = name, error = %e, "ignoring a stored runtime setting"),
+        }
+    }
+    if let Err(e) = live.validate() {
+        tracing::warn!(error = %e, "the runtime settings do not fit together; using the startup settings");
+        return startup.clone();
+    }
+    live
+}
+
+impl Hub {
+    /// The settings in force now.
+    pub fn runtime(&self) -> Runtime {
+        self.shared.runtime.borrow().clone()
+    }
+
+    /// Every runtime setting with its value, its startup value and whether it was set at runtime.
+    pub(crate) async fn config_view(&self) -> Result<ConfigView, StoreError> {
+        let live = self.runtime();
+        let startup = &self.config().live;
+        let stored: Vec<String> = self.shared.store.settings(PREFIX).await?.into_iter().map(|(k, _)| k).collect();
+        let mut settings: Vec<SettingView> = KEYS
+            .iter()
+            .map(|k| SettingView {
+                key: k.name.to_owned(),
+                value: live.json(k),
+                startup: startup.json(k),
+                runtime: stored.iter().any(|s| s.strip_prefix(PREFIX) == Some(k.name)),
+                description: k.description.to_owned(),
+            })
+            .collect();
+        let stored_alerts: Vec<String> =
+            self.shared.store.settings(crate::alerts::PREFIX).await?.into_iter().map(|(k, _)| k).collect();
+        for (rule, cfg) in self.rule_configs().await? {
+            let default = rule.default_config();
+            let fields: [(&str, Value, Value, String); 3] = [
+                ("enabled", cfg.enabled.into(), default.enabled.into(), "whether the rule is evaluated".into()),
+                (
+                    "severity",
+                    cfg.severity.as_str().into(),
+                    default.severity.as_str().into(),
+                    "warning or critical".into(),
+                ),
+                ("threshold", cfg.threshold.into(), default.threshold.into(), rule.threshold_meaning().to_owned()),
+            ];
+            for (field, value, startup, description) in fields {
+                let key = format!("{}{}.{field}", crate::alerts::PREFIX, rule.as_str());
+                settings.push(SettingView { runtime: stored_alerts.contains(&key), key, value, startup, description });
+            }
+        }
+        Ok(ConfigView { settings })
+    }
+
+    /// Validates and applies a change to any runtime settings, all or nothing:
+    /// stored (with one `config.changed` event), then in force at once. A
+    /// `null` value resets a setting to its startup value.
+    pub(crate) async fn update_config(&self, patch: BTreeMap<String, Value>, by: &str) -> Result<(), ApiError> {
+        let bad = |e: FieldError| ApiError::BadRequest(e);
+        if patch.is_empty() {
+            return Err(bad(FieldError { field: String::new(), reason: "nothing to change".into() }));
+        }
+        // One change at a time: each starts from what the last one left.
+        let _one = self.shared.changing_config.lock().await;
+        let before = self.runtime();
+        let startup = &self.config().live;
+        let mut next = before.clone();
+        let mut pairs: Vec<(String, Option<String>)> = Vec::new();
+        let mut alerts: BTreeMap<String, RuleConfigPatch> = BTreeMap::new();
+        for (key, value) in &patch {
+            if let Some(rest) = key.strip_prefix(crate::alerts::PREFIX) {
+                let (rule, field) = rest.split_once('.').ok_or_else(|| {
+                    bad(FieldError { field: key.clone(), reason: "write alerts.<rule>.<field>".into() })
+                })?;
+                if value.is_null() {
+                    crate::alerts::check_field(key, rule, field).map_err(bad)?;
+                    pairs.push((key.clone(), None));
+                    continue;
+                }
+                let entry = alerts.entry(rule.to_owned()).or_default();
+                let wrong = |what: &str| bad(FieldError { field: key.clone(), reason: format!("must be {what}") });
+                match field {
+                    "enabled" => entry.enabled = Some(value.as_bool().ok_or_else(|| wrong("true or false"))?),
+                    "severity" => entry.severity = Some(value.as_str().ok_or_else(|| wrong("a string"))?.to_owned()),
+                    "threshold" => entry.threshold = Some(value.as_f64().ok_or_else(|| wrong("a number"))?),
+                    _ => {
+                        return Err(bad(FieldError {
+                            field: key.clone(),
+                            reason: "alert rules have enabled, severity and threshold".into(),
+                        }));
+                    }
+                }
+                continue;
+            }
+            let spec = Key::find(key).map_err(bad)?;
+            if value.is_null() {
+                next.set(spec.name, &startup.get(spec.name).map_err(bad)?).map_err(bad)?;
+                pairs.push((format!("{PREFIX}{key}"), None));
+            } else {
+                next.set(spec.name, &text_of(key, value).map_err(bad)?).map_err(bad)?;
+                pairs.push((format!("{PREFIX}{key}"), Some(next.get(spec.name).map_err(bad)?)));
+            }
+        }
+        next.validate().map_err(bad)?;
+        if next.default_runner != before.default_runner
+            && let Some(runner) = &next.default_runner
+        {
+            let known = self.shared.known_runners.lock().expect("known runners lock poisoned").contains(runner);
+            if !known {
+                return Err(bad(FieldError {
+                    field: "default_runner".into(),
+                    reason: format!("no agent offers runner {runner:?} and it is not configured"),
+                }));
+            }
+        }
+        pairs.extend(self.alert_pairs(&alerts)?.into_iter().map(|(k, v)| (k, Some(v))));
+        self.shared.store.put_settings(pairs, by, self.now()).await?;
+        self.shared.runtime.send_replace(next.clone());
+        tracing::info!(by, changed = ?patch.keys().collect::<Vec<_>>(), "runtime settings changed");
+        if (next.heartbeat_interval, next.lease_ttl) != (before.heartbeat_interval, before.lease_ttl) {
+            self.broadcast_timings(&next);
+        }
+        self.wake_dispatcher();
+        Ok(())
+    }
+
+    /// Tells every connected agent the heartbeat interval and lease in force.
+    fn broadcast_timings(&self, live: &Runtime) {
+        let msg = muster_proto::ws::HubMsg::Settings {
+            heartbeat_ms: live.heartbeat_interval.as_millis() as u64,
+            lease_ttl_ms: live.lease_ttl.as_millis() as u64,
+        };
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        for session in sessions.values() {
+            let _ = session.tx.send(crate::Outbound::Msg(msg.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_reads_back_what_it_was_set_to() {
+        let mut r = Runtime::default();
+        for (key, text, shown) in [
+            ("heartbeat_interval", "5s", "5s"),
+            ("lease_ttl", "1m 30s", "1m30s"),
+            ("accept_timeout", "90", "1m30s"),
+            ("default_runner", "shell", "shell"),
+            ("default_runner", "none", "none"),
+            ("retention.tasks", "7d", "7d"),
+            ("retention.tasks", "3months", "91d7h40m48s"),
+            ("retention.output", "off", "off"),
+            ("retention.events", "12h", "12h"),
+            ("compact_interval", "0", "off"),
+            ("backup_interval", "6h", "6h"),
+            ("backup_keep", "3", "3"),
+        ] {
+            r.set(key, text).unwrap_or_else(|e| panic!("{key}={text}: {e}"));
+            assert_eq!(r.get(key).unwrap(), shown, "{key}={text}");
+            let mut again = r.clone();
+            again.set(key, shown).unwrap();
+            assert_eq!(again, r, "{key}: the shown form reads back the same");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_why() {
+        let mut r = Runtime::default();
+        for (key, text, says) in [
+            ("heartbeat_interval", "soon", "not a duration"),
+            ("heartbeat_interval", "1h", "out of range"),
+            ("backup_keep", "0", "out of range"),
+            ("backup_keep", "many", "not a whole number"),
+            ("retention.tasks", "10ms", "at least 1s"),
+            ("default_runner", "Bad Name!", ""),
+            ("heartbeat", "5s", "not a setting"),
+        ] {
+            let e = r.set(key, text).expect_err(&format!("{key}={text} must be refused"));
+            assert_eq!(e.field, key);
+            assert!(e.reason.contains(says), "{key}={text}: {}", e.reason);
+        }
+        assert_eq!(r, Runtime::default(), "a refused value changes nothing");
+        r.set("heartbeat_interval", "20s").unwrap();
+        let e = r.validate().expect_err("a lease shorter than two heartbeats");
+        assert_eq!(e.field, "lease_ttl");
+    }
+
+    #[test]
+    fn stored_values_override_the_startup_ones_unless_they_do_not_fit() {
+        let startup = Runtime::default();
+        let stored = vec![
+            ("config.accept_timeout".to_owned(), "5s".to_owned()),
+            ("config.retention.tasks".to_owned(), "off".to_owned()),
+            ("config.unknown".to_owned(), "1".to_owned()),
+        ];
+        let live = overlay(&startup, &stored);
+        assert_eq!(live.accept_timeout, Duration::from_secs(5));
+        assert_eq!(live.retention.tasks, None);
+        assert_eq!(live.heartbeat_interval, startup.heartbeat_interval);
+        let clash = vec![("config.heartbeat_interval".to_owned(), "1m".to_owned())];
+        assert_eq!(overlay(&startup, &clash), startup, "a heartbeat longer than half the lease is not applied");
+    }
+}
