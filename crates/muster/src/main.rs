@@ -1,5 +1,7 @@
 //! `muster`: the hub, the agent worker and the operator CLI in one binary.
 
+#[cfg(test)]
+mod doc_commands;
 mod logging;
 mod serve;
 mod settings;

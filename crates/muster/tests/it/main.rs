@@ -12,6 +12,7 @@ mod cli;
 mod control;
 mod crash;
 mod dispatch;
+mod docs;
 mod lifecycle;
 mod liveness;
 mod logs;
