@@ -780,6 +780,10 @@ pub async fn config(conn: &ConnArgs, cmd: Option<ConfigCmd>, json: bool) -> CliR
     }
     let show = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     };
     let mut t = Table::new(&["KEY", "VALUE", "SET", "MEANING"]);

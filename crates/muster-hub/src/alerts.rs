@@ -150,7 +150,12 @@ impl Hub {
             };
             match change {
                 Change::Fired => {
-                    tracing::warn!(rule = rule.as_str(), severity = cfg.severity.as_str(), detail = ?record.detail, "alert firing")
+                    tracing::warn!(
+                        rule = rule.as_str(),
+                        severity = cfg.severity.as_str(),
+                        detail = record.detail.as_deref().unwrap_or(""),
+                        "alert firing"
+                    )
                 }
                 Change::Resolved => tracing::info!(rule = rule.as_str(), "alert resolved"),
             }
