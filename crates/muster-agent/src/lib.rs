@@ -133,7 +133,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
 }
 
 /// The hub answered and said no: retrying will not help.
-fn is_refusal(e: &anyhow::Error) -> bool {
+pub fn is_refusal(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Refusal>().is_some()
 }
 
@@ -378,6 +378,18 @@ impl Agent {
                         let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
                         if reason == "token revoked" {
                             tracing::error!("the hub revoked this agent's token");
+                        }
+                        // This process's own reconnects never see this: it has
+                        // left the old socket before it opens a new one. So
+                        // another process is using this agent's token, and
+                        // reconnecting would only take the place back, forever.
+                        if reason == muster_proto::ws::CLOSE_REPLACED {
+                            let name = self.name.clone().unwrap_or_default();
+                            return SessionEnd::Refused(format!(
+                                "another process connected to the hub as agent {name} with this agent's token; \
+                                 two processes must not share one agent (give each its own: muster agent add), \
+                                 so this one stops"
+                            ));
                         }
                         return SessionEnd::Lost(format!("closed by the hub: {reason}"));
                     }

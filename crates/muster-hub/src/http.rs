@@ -474,6 +474,9 @@ impl Params {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::bad(&k, format!("unknown query parameter; allowed: {}", allowed.join(", "))));
             }
+            if map.contains_key(&k) {
+                return Err(ApiError::bad(&k, "given more than once"));
+            }
             map.insert(k, v);
         }
         Ok(Params(map))

@@ -151,11 +151,11 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         // whichever finished its handshake first.
         match sessions.get(&name) {
             Some(newer) if newer.id > session_id => {
-                let _ = tx.send(Outbound::Close("replaced by a newer connection".into()));
+                let _ = tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
             }
             _ => {
                 if let Some(old) = sessions.insert(name.clone(), Session { id: session_id, tx }) {
-                    let _ = old.tx.send(Outbound::Close("replaced by a newer connection".into()));
+                    let _ = old.tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
                 }
             }
         }

@@ -98,6 +98,10 @@ pub enum AgentMsg {
     },
 }
 
+/// The close reason a hub gives an agent's socket when another connection
+/// for the same agent took its place: another process holds the agent's token.
+pub const CLOSE_REPLACED: &str = "replaced by a newer connection";
+
 /// Hub → agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

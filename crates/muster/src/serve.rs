@@ -4,7 +4,7 @@ use crate::settings::{HubArgs, hub_config};
 use anyhow::{Context, bail};
 use clap::Args;
 use muster_agent::{AgentConfig, AgentFile, RunnerProfile};
-use muster_cli::ConnArgs;
+use muster_cli::{CliError, ConnArgs, exit};
 use muster_core::AgentName;
 use muster_hub::{Hub, HubConfig, SystemClock};
 use muster_store::sqlite::SqliteStore;
@@ -237,7 +237,10 @@ pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
         runners = %config.runners.keys().cloned().collect::<Vec<_>>().join(","),
         "agent starting"
     );
-    muster_agent::run(config, shutdown_signal()).await
+    muster_agent::run(config, shutdown_signal()).await.map_err(|e| {
+        // A distinct code, so a supervisor can be told not to restart into the same refusal.
+        if muster_agent::is_refusal(&e) { anyhow::Error::new(CliError::new(exit::AUTH, format!("{e:#}"))) } else { e }
+    })
 }
 
 #[derive(Debug, Clone, Args)]

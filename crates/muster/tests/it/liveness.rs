@@ -79,3 +79,27 @@ async fn output_past_the_hubs_cap_is_cut_and_the_attempt_marked_truncated() {
     // among the first 1000 bytes if stdout arrived in small reads; nothing else may.
     assert!(output.replace("after\n", "").bytes().all(|b| b == b'x'), "only the first 1000 bytes are kept: {output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_with_the_same_agent_token_stops_the_first_instead_of_flapping() {
+    use crate::harness::{forward_stderr, muster_command};
+    let hub = Hub::start().await;
+    let token = hub.add_agent("twin", &[]).await;
+    let workdir = tempfile::tempdir().unwrap();
+    let mut first = muster_command(&["agent", "run", "--hub", &hub.url, "--runner", "shell"]);
+    first.env("MUSTER_TOKEN", &token).current_dir(workdir.path()).stderr(std::process::Stdio::piped());
+    let mut first = muster_agent::process::ProcessGroup::spawn(&mut first).expect("the first agent starts");
+    let said = forward_stderr(&mut first, "agent twin (first)", "another process connected");
+    hub.wait_connected("twin").await;
+    let mark = hub.last_event().await;
+
+    let _second = hub.spawn_agent(("twin", &token), 1, &[]);
+    let status = tokio::time::timeout(PATIENCE, first.wait()).await.expect("the first agent stops").unwrap();
+    assert_eq!(status.code(), Some(5), "it stops as refused, exit code 5: {status:?}");
+    let line = said.await.expect("the first agent says why");
+    assert!(line.contains("two processes must not share one agent"), "{line}");
+    let connects: Vec<Value> =
+        hub.events("agent=twin").await.into_iter().filter(|e| e["seq"].as_i64() > Some(mark)).collect();
+    assert_eq!(count_kind(&connects, "agent.connected"), 1, "one takeover, no flapping: {connects:?}");
+    assert_eq!(hub.get("/agents/twin").await["state"], "idle", "the second process keeps the agent");
+}
