@@ -737,8 +737,11 @@ fn typed(value: &str) -> serde_json::Value {
     match value {
         "true" => true.into(),
         "false" => false.into(),
+        _ if value.bytes().all(|b| b.is_ascii_digit() || b == b'-') && value.parse::<i64>().is_ok() => {
+            value.parse::<i64>().map_or_else(|_| value.into(), serde_json::Value::from)
+        }
         _ => match value.parse::<f64>() {
-            Ok(n) if value.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') => {
+            Ok(n) if value.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') => {
                 serde_json::Number::from_f64(n).map_or_else(|| value.into(), serde_json::Value::Number)
             }
             _ => value.into(),
@@ -862,7 +865,11 @@ pub async fn db(conn: &ConnArgs, json: bool) -> CliResult {
         d.free_pages,
         d.pages,
         d.free_ratio * 100.0,
-        if d.free_ratio > 0.25 { ": muster compact gives them back" } else { "" }
+        match (d.auto_vacuum.as_str(), d.free_ratio > 0.25) {
+            ("incremental", true) => ": muster compact gives them back",
+            ("incremental", false) => "",
+            _ => ": reused, never given back until muster compact rewrites the file once",
+        }
     );
     println!("rows         {} tasks, {} events, {} of output", d.tasks, d.events, bytes(d.output_bytes));
     println!("retention    tasks {}, output {}, events {}", d.retention.tasks, d.retention.output, d.retention.events);

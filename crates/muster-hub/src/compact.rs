@@ -18,22 +18,24 @@ pub async fn compact_loop(hub: Hub) {
         hub,
         |r| r.compact_interval,
         |hub| async move { hub.last_compaction_age().await },
-        |hub| async move { hub.compact_now("schedule").await.is_ok() },
+        |hub| async move { hub.compact_now("schedule", false).await.is_ok() },
     )
     .await
 }
 
 impl Hub {
     /// Applies the retention in force and compacts the file now. One at a
-    /// time: a second request while one runs is a conflict.
-    pub(crate) async fn compact_now(&self, by: &str) -> Result<CompactView, ApiError> {
+    /// time: a second request while one runs is a conflict. Only an
+    /// operator's request (`rewrite`) rewrites a file that cannot give space
+    /// back step by step: that blocks writes while it runs.
+    pub(crate) async fn compact_now(&self, by: &str, rewrite: bool) -> Result<CompactView, ApiError> {
         let Ok(_one) = self.shared.compacting.try_lock() else {
             return Err(ApiError::Conflict { field: None, detail: "a compaction is already running".into() });
         };
         let retention = self.runtime().retention;
         let began = std::time::Instant::now();
         tracing::info!(by, ?retention, "compaction started");
-        let report = match self.shared.store.compact(retention, self.now()).await {
+        let report = match self.shared.store.compact(retention, rewrite, self.now()).await {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, by, "compaction failed");
@@ -59,6 +61,7 @@ impl Hub {
             bytes_before: report.bytes_before,
             bytes_after: report.bytes_after,
             rewritten: report.rewritten,
+            needs_rewrite: report.needs_rewrite,
             took_ms,
             summary,
         })

@@ -74,6 +74,29 @@ impl SloConfig {
 
 impl HubConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:4000";
+
+    /// Checks runtime settings against each other and against this
+    /// configuration: finished tasks must be kept as long as the health
+    /// level and every objective look back, or they would judge from less
+    /// history than they claim.
+    pub fn fits(&self, live: &Runtime) -> Result<(), muster_proto::FieldError> {
+        live.validate()?;
+        let Some(keep) = live.retention.tasks else { return Ok(()) };
+        let mut looks_back = vec![("the health level".to_owned(), self.health_window)];
+        looks_back.extend(self.slos.iter().map(|s| (format!("objective {}", s.name), s.window)));
+        match looks_back.into_iter().max_by_key(|(_, d)| *d) {
+            Some((what, window)) if keep < window => Err(muster_proto::FieldError {
+                field: "retention.tasks".into(),
+                reason: format!(
+                    "{} is shorter than {what} looks back ({}): keep finished tasks at least that long, \
+                     or shorten that window in muster.toml",
+                    muster_proto::setting_duration(keep),
+                    muster_proto::setting_duration(window)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for HubConfig {

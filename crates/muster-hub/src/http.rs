@@ -312,7 +312,7 @@ async fn db(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 
 async fn compact(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     let by = hub.admin(&headers).await?;
-    Ok(json(StatusCode::OK, &hub.compact_now(&by.name).await?))
+    Ok(json(StatusCode::OK, &hub.compact_now(&by.name, true).await?))
 }
 
 async fn alert_config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

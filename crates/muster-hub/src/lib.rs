@@ -137,7 +137,7 @@ impl Hub {
             tracing::warn!("dispatch is paused (muster resume starts it again)");
         }
         let stored = store.settings("config.").await.context("cannot read settings")?;
-        let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored));
+        let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored, |r| config.fits(r)));
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         Ok(Hub {

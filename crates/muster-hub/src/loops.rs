@@ -135,7 +135,8 @@ impl Hub {
 /// record of a run, the first comes soon after start rather than a whole
 /// interval later: a hub restarted daily would otherwise never run a daily
 /// job. A change of the interval applies at once; zero turns the job off.
-/// A failed run is tried again after a while, not at once.
+/// A failed run is tried again after a minute, then after twice as long
+/// each time it fails again, never later than the interval itself.
 pub async fn on_schedule<A, AgeFut, J, JobFut>(hub: Hub, interval: fn(&crate::Runtime) -> Duration, age: A, job: J)
 where
     A: Fn(Hub) -> AgeFut,
@@ -147,6 +148,7 @@ where
     let mut settings = hub.shared.runtime.subscribe();
     let soon = Duration::from_secs(600);
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failures: u32 = 0;
     loop {
         let every = interval(&settings.borrow_and_update());
         let wait = match (every.is_zero(), retry_at) {
@@ -175,6 +177,12 @@ where
         if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        retry_at = if job(hub.clone()).await { None } else { Some(tokio::time::Instant::now() + every.min(soon)) };
+        if job(hub.clone()).await {
+            (retry_at, failures) = (None, 0);
+        } else {
+            let backoff = Duration::from_secs(60).saturating_mul(1 << failures.min(16));
+            failures = failures.saturating_add(1);
+            retry_at = Some(tokio::time::Instant::now() + backoff.min(every));
+        }
     }
 }

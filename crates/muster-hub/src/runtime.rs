@@ -100,7 +100,13 @@ impl Runtime {
                 }
                 *spec.duration_mut(self) = d;
             }
-            Kind::Interval => *spec.duration_mut(self) = optional_duration(spec.name, text)?.unwrap_or_default(),
+            Kind::Interval { min } => {
+                let d = optional_duration(spec.name, text)?.unwrap_or_default();
+                if !d.is_zero() && d < min {
+                    return Err(bad(format!("must be at least {}, or off", human_duration(min))));
+                }
+                *spec.duration_mut(self) = d;
+            }
             Kind::Age => *spec.age_mut(self) = optional_duration(spec.name, text)?,
             Kind::Count { min, max } => {
                 let n: usize = text.parse().map_err(|_| bad(format!("{text:?} is not a whole number")))?;
@@ -125,7 +131,7 @@ impl Runtime {
         let off = |d: Option<Duration>| d.filter(|d| !d.is_zero()).map_or_else(|| "off".to_owned(), human_duration);
         Ok(match spec.kind {
             Kind::Duration { .. } => human_duration(*spec.duration(self)),
-            Kind::Interval => off(Some(*spec.duration(self))),
+            Kind::Interval { .. } => off(Some(*spec.duration(self))),
             Kind::Age => off(*spec.age(self)),
             Kind::Count { .. } => self.backup_keep.to_string(),
             Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
@@ -162,7 +168,9 @@ enum Kind {
         max: Duration,
     },
     /// A schedule's interval; `off` turns it off.
-    Interval,
+    Interval {
+        min: Duration,
+    },
     /// A retention age; `off` keeps forever.
     Age,
     Count {
@@ -219,12 +227,13 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "compact_interval",
-        kind: Kind::Interval,
+        kind: Kind::Interval { min: Duration::from_secs(1) },
         description: "how often retention is applied and the database compacted; off turns the schedule off",
     },
     Key {
         name: "backup_interval",
-        kind: Kind::Interval,
+        // Each backup is a full copy of the database.
+        kind: Kind::Interval { min: Duration::from_secs(60) },
         description: "how often the hub backs itself up; off turns the schedule off",
     },
     Key {
@@ -296,31 +305,46 @@ fn text_of(key: &str, value: &Value) -> Result<String, FieldError> {
     }
 }
 
-/// The startup values overlaid with what was set at runtime before. A stored
-/// value this build cannot read is skipped with a warning.
-pub(crate) fn overlay(startup: &Runtime, stored: &[(String, String)]) -> Runtime {
+/// The startup values overlaid with what was set at runtime before. Each
+/// stored value is applied only if the result still fits (`fits`); one that
+/// does not, or that this build cannot read, is skipped with a warning and
+/// the others still apply. Values that only fit together (a longer heartbeat
+/// with a longer lease) are applied in further passes.
+pub(crate) fn overlay(
+    startup: &Runtime,
+    stored: &[(String, String)],
+    fits: impl Fn(&Runtime) -> Result<(), FieldError>,
+) -> Runtime {
     let mut live = startup.clone();
-    for (key, text) in stored {
-        let Some(name) = key.strip_prefix(PREFIX) else { continue };
-        let mut next = live.clone();
-        match next.set(name, text) {
-            Ok(()) => {
-                if next != live {
-                    tracing::warn!(
-                        setting = name,
-                        value = %text,
-                        startup = %startup.get(name).unwrap_or_default(),
-                        "a value set at runtime overrides the startup setting (muster config reset {name} returns to it)"
-                    );
-                }
-                live = next;
+    let mut left: Vec<(&str, &str)> =
+        stored.iter().filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v.as_str()))).collect();
+    loop {
+        let mut refused = Vec::new();
+        let before = left.len();
+        for (name, text) in left {
+            let mut next = live.clone();
+            match next.set(name, text).and_then(|()| fits(&next)) {
+                Ok(()) => live = next,
+                Err(e) => refused.push((name, text, e)),
             }
-            Err(e) => tracing::warn!(setting = name, error = %e, "ignoring a stored runtime setting"),
         }
+        if refused.is_empty() || refused.len() == before {
+            for (name, text, e) in refused {
+                tracing::warn!(setting = name, value = text, error = %e, "ignoring a value set at runtime; the startup value applies");
+            }
+            break;
+        }
+        left = refused.into_iter().map(|(name, text, _)| (name, text)).collect();
     }
-    if let Err(e) = live.validate() {
-        tracing::warn!(error = %e, "the runtime settings do not fit together; using the startup settings");
-        return startup.clone();
+    for (name, text) in stored.iter().filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v))) {
+        if live.get(name).ok().as_deref() == Some(text) && startup.get(name).ok().as_deref() != Some(text) {
+            tracing::warn!(
+                setting = name,
+                value = %text,
+                startup = %startup.get(name).unwrap_or_default(),
+                "a value set at runtime overrides the startup setting (muster config reset {name} returns to it)"
+            );
+        }
     }
     live
 }
@@ -335,14 +359,17 @@ impl Hub {
     pub(crate) async fn config_view(&self) -> Result<ConfigView, StoreError> {
         let live = self.runtime();
         let startup = &self.config().live;
-        let stored: Vec<String> = self.shared.store.settings(PREFIX).await?.into_iter().map(|(k, _)| k).collect();
+        let stored = self.shared.store.settings(PREFIX).await?;
         let mut settings: Vec<SettingView> = KEYS
             .iter()
             .map(|k| SettingView {
                 key: k.name.to_owned(),
                 value: live.json(k),
                 startup: startup.json(k),
-                runtime: stored.iter().any(|s| s.strip_prefix(PREFIX) == Some(k.name)),
+                // Set at runtime and in force: a stored value that did not fit at start is not.
+                runtime: stored
+                    .iter()
+                    .any(|(s, v)| s.strip_prefix(PREFIX) == Some(k.name) && live.get(k.name).ok().as_ref() == Some(v)),
                 description: k.description.to_owned(),
             })
             .collect();
@@ -396,9 +423,15 @@ impl Hub {
                 let entry = alerts.entry(rule.to_owned()).or_default();
                 let wrong = |what: &str| bad(FieldError { field: key.clone(), reason: format!("must be {what}") });
                 match field {
-                    "enabled" => entry.enabled = Some(value.as_bool().ok_or_else(|| wrong("true or false"))?),
+                    "enabled" => {
+                        let b = value.as_bool().or_else(|| value.as_str().and_then(|s| s.parse().ok()));
+                        entry.enabled = Some(b.ok_or_else(|| wrong("true or false"))?)
+                    }
                     "severity" => entry.severity = Some(value.as_str().ok_or_else(|| wrong("a string"))?.to_owned()),
-                    "threshold" => entry.threshold = Some(value.as_f64().ok_or_else(|| wrong("a number"))?),
+                    "threshold" => {
+                        let n = value.as_f64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+                        entry.threshold = Some(n.ok_or_else(|| wrong("a number"))?)
+                    }
                     _ => {
                         return Err(bad(FieldError {
                             field: key.clone(),
@@ -417,8 +450,9 @@ impl Hub {
                 pairs.push((format!("{PREFIX}{key}"), Some(next.get(spec.name).map_err(bad)?)));
             }
         }
-        next.validate().map_err(bad)?;
+        self.config().fits(&next).map_err(bad)?;
         if next.default_runner != before.default_runner
+            && next.default_runner != startup.default_runner
             && let Some(runner) = &next.default_runner
         {
             let known = self.shared.known_runners.lock().expect("known runners lock poisoned").contains(runner);
@@ -472,6 +506,7 @@ mod tests {
             ("retention.events", "12h", "12h"),
             ("compact_interval", "0", "off"),
             ("backup_interval", "6h", "6h"),
+            ("backup_interval", "off", "off"),
             ("backup_keep", "3", "3"),
         ] {
             r.set(key, text).unwrap_or_else(|e| panic!("{key}={text}: {e}"));
@@ -491,6 +526,7 @@ mod tests {
             ("backup_keep", "0", "out of range"),
             ("backup_keep", "many", "not a whole number"),
             ("retention.tasks", "10ms", "at least 1s"),
+            ("backup_interval", "5s", "at least 1m"),
             ("default_runner", "Bad Name!", ""),
             ("heartbeat", "5s", "not a setting"),
         ] {
@@ -512,11 +548,22 @@ mod tests {
             ("config.retention.tasks".to_owned(), "off".to_owned()),
             ("config.unknown".to_owned(), "1".to_owned()),
         ];
-        let live = overlay(&startup, &stored);
+        let live = overlay(&startup, &stored, Runtime::validate);
         assert_eq!(live.accept_timeout, Duration::from_secs(5));
         assert_eq!(live.retention.tasks, None);
         assert_eq!(live.heartbeat_interval, startup.heartbeat_interval);
-        let clash = vec![("config.heartbeat_interval".to_owned(), "1m".to_owned())];
-        assert_eq!(overlay(&startup, &clash), startup, "a heartbeat longer than half the lease is not applied");
+        let clash = vec![
+            ("config.heartbeat_interval".to_owned(), "1m".to_owned()),
+            ("config.retention.tasks".to_owned(), "off".to_owned()),
+        ];
+        let live = overlay(&startup, &clash, Runtime::validate);
+        assert_eq!(live.heartbeat_interval, startup.heartbeat_interval, "a heartbeat longer than half the lease");
+        assert_eq!(live.retention.tasks, None, "what fits still applies");
+        let pair = vec![
+            ("config.heartbeat_interval".to_owned(), "20s".to_owned()),
+            ("config.lease_ttl".to_owned(), "1m".to_owned()),
+        ];
+        let live = overlay(&startup, &pair, Runtime::validate);
+        assert_eq!((live.heartbeat_interval, live.lease_ttl), (Duration::from_secs(20), Duration::from_secs(60)));
     }
 }

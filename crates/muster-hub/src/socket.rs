@@ -182,7 +182,10 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         // Only what the agent sends proves it alive; the hub's own sends do not.
         let mut last_heard = tokio::time::Instant::now();
         reason = loop {
+            // Biased, the timer last: after a stall (a long store write), frames
+            // that arrived in the meantime count before the silence does.
             tokio::select! {
+                biased;
                 frame = stream.next() => {
                     last_heard = tokio::time::Instant::now();
                     match frame {
@@ -209,13 +212,11 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                 // The hub told the agent its new heartbeat interval (see
                 // `broadcast_timings`); the agent gets a whole new window to answer.
                 Ok(()) = runtime.changed() => {
-                    offline_after = runtime.borrow_and_update().offline_after();
-                    last_heard = tokio::time::Instant::now();
-                }
-                _ = tokio::time::sleep_until(last_heard + offline_after) => {
-                    let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, &why))).await;
-                    break why;
+                    let now_after = runtime.borrow_and_update().offline_after();
+                    if now_after != offline_after {
+                        offline_after = now_after;
+                        last_heard = tokio::time::Instant::now();
+                    }
                 }
                 out = rx.recv() => match out {
                     Some(Outbound::Msg(m)) => {
@@ -236,6 +237,11 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                 _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
                     let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, "hub shutting down"))).await;
                     break "hub shutting down".into();
+                }
+                _ = tokio::time::sleep_until(last_heard + offline_after) => {
+                    let why = format!("missed heartbeats for {} ms", offline_after.as_millis());
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, &why))).await;
+                    break why;
                 }
             }
         };

@@ -394,6 +394,10 @@ pub struct CompactView {
     pub bytes_after: u64,
     /// The file was rewritten once so that later compactions give space back step by step.
     pub rewritten: bool,
+    /// The file reuses freed space but gives none back until an operator's
+    /// `muster compact` rewrites it once.
+    #[serde(default)]
+    pub needs_rewrite: bool,
     pub took_ms: u64,
     pub summary: String,
 }

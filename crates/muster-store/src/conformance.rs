@@ -1994,7 +1994,7 @@ async fn run_to(s: &dyn Store, agent: &AgentName, id: &TaskId, out: &[u8], outco
 
 async fn compact(s: &dyn Store, retention: crate::Retention, now: Millis) -> crate::CompactReport {
     let mark = last_seq(s).await;
-    let report = ok("compact", s.compact(retention, now).await);
+    let report = ok("compact", s.compact(retention, true, now).await);
     let events = events_after(s, mark).await;
     assert_eq!(kinds(&events).last(), Some(&"db.compacted"), "a compaction ends with its event");
     assert_eq!(events.last().and_then(|e| e.detail.clone()), Some(report.summary()), "the event says what it did");
@@ -2061,6 +2061,11 @@ pub async fn compaction_prunes_output_but_keeps_the_task(store: Arc<dyn Store>) 
     assert_eq!(output(s, &recent, None, 0).await.len(), 1, "recent output stays");
     assert!(!attempts(s, &recent).await[0].output_pruned);
     assert!(!attempts(s, &quiet).await[0].output_pruned, "an attempt with no output has nothing pruned");
+
+    // Later, the output that was recent expires too, and only it is pruned.
+    let later = compact(s, crate::Retention { output: Some(DAY * 3), ..Default::default() }, days(10)).await;
+    assert_eq!((later.outputs_pruned, later.output_bytes_pruned), (1, 7), "{later:?}");
+    assert!(attempts(s, &recent).await[0].output_pruned);
 }
 
 pub async fn compaction_prunes_old_events_but_never_the_newest(store: Arc<dyn Store>) {

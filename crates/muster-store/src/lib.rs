@@ -90,7 +90,10 @@ pub trait Store: Send + Sync + 'static {
     /// Prunes finished work older than `retention` allows (in small batches,
     /// so other changes keep committing), gives the freed space back to the
     /// file system, and records a `db.compacted` event with what it did.
-    async fn compact(&self, retention: Retention, now: Millis) -> Result<CompactReport>;
+    /// With `rewrite`, a database that cannot give space back step by step
+    /// is rewritten once so that it can (every write waits meanwhile, and
+    /// live leases are extended by that wait).
+    async fn compact(&self, retention: Retention, rewrite: bool, now: Millis) -> Result<CompactReport>;
 
     /// The database's size, free space and row counts, and the last compaction.
     async fn db_stats(&self) -> Result<DbStats>;

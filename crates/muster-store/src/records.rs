@@ -283,6 +283,9 @@ pub struct CompactReport {
     /// The file was rewritten once so that later compactions can return
     /// space page by page.
     pub rewritten: bool,
+    /// The file cannot give space back until it is rewritten (a compaction
+    /// asked for with `rewrite`); freed pages are reused meanwhile.
+    pub needs_rewrite: bool,
 }
 
 impl CompactReport {
@@ -296,7 +299,13 @@ impl CompactReport {
             self.events_pruned,
             self.bytes_before,
             self.bytes_after,
-            if self.rewritten { " (file rewritten)" } else { "" }
+            if self.rewritten {
+                " (file rewritten)"
+            } else if self.needs_rewrite {
+                " (space is reused but not given back until muster compact rewrites the file once)"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -274,7 +274,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     }
     let health = health_thresholds(&file_health)?;
     let data_dir: PathBuf = data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir);
-    Ok(HubConfig {
+    let config = HubConfig {
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         slos: slos(&file_slo)?,
@@ -314,7 +314,9 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         health_window: duration("health.window", file_health.window.as_ref(), defaults.health_window)?,
         health,
         live,
-    })
+    };
+    config.fits(&config.live).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -401,6 +403,7 @@ mod tests {
             ("[hub]\ndefault_max_attempts = 0\n", "default_max_attempts"),
             ("[hub]\nretention_tasks = \"a while\"\n", "retention.tasks"),
             ("[hub]\nbackup_keep = 0\n", "backup_keep"),
+            ("[hub]\nretention_tasks = \"7d\"\n", "objective runs-within-30m looks back (30d)"),
             ("[health]\nhealthy_success_rate = 1.5\n", "healthy_success_rate"),
             ("[health]\nhealthy_success_rate = 0.5\n", "degraded_success_rate"),
             ("[health]\nwindow = \"often\"\n", "health.window"),

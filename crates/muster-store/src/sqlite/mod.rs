@@ -362,7 +362,7 @@ impl Store for SqliteStore {
         self.read(move |c| backup::backup(c, &dest)).await
     }
 
-    async fn compact(&self, retention: crate::Retention, now: Millis) -> Result<crate::CompactReport> {
+    async fn compact(&self, retention: crate::Retention, rewrite: bool, now: Millis) -> Result<crate::CompactReport> {
         let mut report = crate::CompactReport { bytes_before: file_bytes(&self.shared.path), ..Default::default() };
         loop {
             let pruned = self.write(move |c| ops::prune_batch(c, &retention, now, PRUNE_BATCH)).await?;
@@ -374,9 +374,17 @@ impl Store for SqliteStore {
                 break;
             }
         }
-        report.rewritten = self.alone(ops::ensure_incremental_vacuum).await?;
-        // A few megabytes at a time, so waiting changes commit in between.
-        while self.alone(|c| ops::incremental_vacuum(c, VACUUM_PAGES)).await? > 0 {}
+        if self.alone(ops::gives_space_back).await? {
+            // A few megabytes at a time, so waiting changes commit in between.
+            while self.alone(|c| ops::incremental_vacuum(c, VACUUM_PAGES)).await? > 0 {}
+        } else if rewrite {
+            let waited = self.alone(ops::rewrite_for_incremental_vacuum).await?;
+            // Every heartbeat waited too: leases must not expire for it.
+            self.write(move |c| ops::extend_leases(c, waited)).await?;
+            report.rewritten = true;
+        } else {
+            report.needs_rewrite = true;
+        }
         self.alone(ops::checkpoint).await?;
         report.bytes_after = file_bytes(&self.shared.path);
         let done = report.clone();

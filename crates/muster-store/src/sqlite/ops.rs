@@ -1058,11 +1058,18 @@ fn cutoff(now: Millis, age: Option<Duration>) -> Option<i64> {
     age.map(|a| now.0.saturating_sub(a.as_millis().min(i64::MAX as u128) as i64))
 }
 
-fn ids(c: &Connection, sql: &str, before: i64, limit: usize) -> Result<Vec<String>> {
+fn ids(c: &Connection, sql: &str, from: i64, before: i64, limit: usize) -> Result<Vec<String>> {
     let mut stmt = c.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![before, limit as i64], |r| r.get(0))?;
+    let rows = stmt.query_map(params![from, before, limit as i64], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// Output bytes one pruning change removes at most, beside its task count.
+const PRUNE_BYTES: u64 = 64 << 20;
+
+/// Finished tasks before this instant have had their output pruned: later
+/// passes start there instead of walking past them again.
+const OUTPUT_PRUNED_BEFORE: &str = "compaction.output_pruned_before";
 
 fn output_bytes_of(c: &Connection, task: &str) -> Result<u64> {
     let n: i64 = c
@@ -1079,38 +1086,68 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
     if let Some(before) = cutoff(now, r.tasks) {
         let expired = ids(
             c,
-            &format!("SELECT id FROM tasks WHERE finished_at < ?1 AND {FINISHED} ORDER BY finished_at LIMIT ?2"),
+            &format!(
+                "SELECT id FROM tasks WHERE finished_at >= ?1 AND finished_at < ?2 AND {FINISHED} \
+                 ORDER BY finished_at LIMIT ?3"
+            ),
+            i64::MIN,
             before,
             limit,
         )?;
+        p.more |= expired.len() == limit;
+        let mut bytes = 0;
         for id in &expired {
-            p.output_bytes += output_bytes_of(c, id)?;
+            if bytes >= PRUNE_BYTES {
+                p.more = true;
+                break;
+            }
+            bytes += output_bytes_of(c, id)?;
             for table in ["output", "attempts", "task_caps"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;
+            p.tasks += 1;
         }
-        p.tasks = expired.len() as u64;
-        p.more |= expired.len() == limit;
+        p.output_bytes += bytes;
     }
     if let Some(before) = cutoff(now, r.output) {
+        let from: i64 = c
+            .query_row("SELECT value FROM settings WHERE key = ?", [OUTPUT_PRUNED_BEFORE], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN);
         let expired = ids(
             c,
             &format!(
-                "SELECT t.id FROM tasks t WHERE t.finished_at < ?1 AND t.{FINISHED} \
-                 AND EXISTS (SELECT 1 FROM output o WHERE o.task_id = t.id) ORDER BY t.finished_at LIMIT ?2"
+                "SELECT t.id FROM tasks t WHERE t.finished_at >= ?1 AND t.finished_at < ?2 AND t.{FINISHED} \
+                 AND EXISTS (SELECT 1 FROM output o WHERE o.task_id = t.id) ORDER BY t.finished_at LIMIT ?3"
             ),
+            from,
             before,
             limit,
         )?;
+        let mut more = expired.len() == limit;
+        let mut bytes = 0;
         for id in &expired {
-            p.output_bytes += output_bytes_of(c, id)?;
+            if bytes >= PRUNE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += output_bytes_of(c, id)?;
             c.prepare_cached("DELETE FROM output WHERE task_id = ?")?.execute([id])?;
             c.prepare_cached("UPDATE attempts SET output_pruned = 1 WHERE task_id = ? AND output_bytes > 0")?
                 .execute([id])?;
+            p.outputs += 1;
         }
-        p.outputs = expired.len() as u64;
-        p.more |= expired.len() == limit;
+        p.output_bytes += bytes;
+        p.more |= more;
+        if !more && before > from {
+            c.prepare_cached(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?
+            .execute(params![OUTPUT_PRUNED_BEFORE, before.to_string(), now.0])?;
+        }
     }
     if let Some(before) = cutoff(now, r.events) {
         // The oldest events, up to the first one that is not expired.
@@ -1129,31 +1166,49 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
     Ok(p)
 }
 
-/// Makes the file give free pages back on request; a database created
-/// before that was the default is rewritten once. True if it was rewritten.
-pub fn ensure_incremental_vacuum(c: &Connection) -> Result<bool> {
-    let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-    if mode == 2 {
-        return Ok(false);
-    }
+/// Whether the file gives free pages back on request (`auto_vacuum=INCREMENTAL`).
+pub fn gives_space_back(c: &Connection) -> Result<bool> {
+    Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
+}
+
+/// Rewrites the whole file so that it gives free pages back from now on.
+/// Returns how long every write waited for it.
+pub fn rewrite_for_incremental_vacuum(c: &Connection) -> Result<Duration> {
+    let began = std::time::Instant::now();
     c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     c.execute_batch("VACUUM")?;
-    Ok(true)
+    Ok(began.elapsed())
+}
+
+/// Moves every live lease's expiry `by` later.
+pub fn extend_leases(c: &Connection, by: Duration) -> Result<()> {
+    c.execute(
+        "UPDATE tasks SET lease_expires_at = lease_expires_at + ? WHERE lease_expires_at IS NOT NULL",
+        [by.as_millis() as i64],
+    )?;
+    Ok(())
 }
 
 /// Gives up to `pages` free pages back to the file system; returns how many it gave.
 pub fn incremental_vacuum(c: &Connection, pages: u64) -> Result<u64> {
     let free = |c: &Connection| c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
     let before = free(c)?;
-    c.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    // The pragma frees one page per step of its statement: run it to the end.
+    let mut stmt = c.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    drop(rows);
     Ok(before.saturating_sub(free(c)?) as u64)
 }
 
 /// Folds the write-ahead log into the file and truncates it, unless a
-/// reader is in the way (then the next checkpoint does it).
+/// reader is in the way: then it gives up at once (the next checkpoint does
+/// it) rather than hold up every write while the reader finishes.
 pub fn checkpoint(c: &Connection) -> Result<()> {
-    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(())
+    c.busy_timeout(Duration::ZERO)?;
+    let result = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    c.busy_timeout(Duration::from_secs(10))?;
+    Ok(result?)
 }
 
 const LAST_COMPACTION_AT: &str = "compaction.last_at";
@@ -1345,4 +1400,20 @@ pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_incremental_vacuum_step_gives_back_up_to_its_page_count() {
+        let c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
+        c.execute_batch("CREATE TABLE blobs (data BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) INSERT INTO blobs SELECT zeroblob(8000) FROM n; DELETE FROM blobs;").unwrap();
+        let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+        assert!(free > 500, "the delete freed pages: {free}");
+        assert_eq!(incremental_vacuum(&c, 100).unwrap(), 100, "a step gives back as many pages as asked");
+        assert_eq!(incremental_vacuum(&c, 100_000).unwrap() as i64, free - 100, "and no more than there are");
+    }
 }

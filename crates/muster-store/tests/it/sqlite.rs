@@ -468,7 +468,7 @@ async fn compaction_prunes_in_batches_and_gives_the_space_back() {
     assert_eq!((full.tasks, full.auto_vacuum), (1_200, "incremental"), "{full:?}");
 
     let retention = muster_store::Retention { tasks: Some(Duration::from_secs(3600)), ..Default::default() };
-    let report = s.compact(retention, at(7200)).await.unwrap();
+    let report = s.compact(retention, false, at(7200)).await.unwrap();
     assert_eq!(report.tasks_pruned, 1_200, "more than one batch of tasks is pruned: {report:?}");
     assert_eq!(report.output_bytes_pruned, 1_200 * 8 * 1024);
     assert!(!report.rewritten, "a database created by this build needs no rewrite");
@@ -503,15 +503,30 @@ async fn a_database_from_before_incremental_vacuum_is_rewritten_once() {
     assert_eq!(s.db_stats().await.unwrap().auto_vacuum, "none");
     let agent = online(&s, "a", 100).await;
     run_many(&s, &agent, 50, 1024, at(0)).await;
+    let running = task_id(1);
+    s.create_task(running.clone(), spec("runs through the rewrite"), at(0)).await.unwrap();
+    start(&s, &agent, &running, at(0)).await;
+    let scheduled = s.compact(muster_store::Retention::default(), false, at(5)).await.unwrap();
+    assert!(!scheduled.rewritten && scheduled.needs_rewrite, "only an operator's compaction rewrites: {scheduled:?}");
+    assert!(scheduled.summary().contains("muster compact"), "{}", scheduled.summary());
+    assert_eq!(s.db_stats().await.unwrap().auto_vacuum, "none");
+
+    let lease_before = s.task(&running).await.unwrap().unwrap().lease.unwrap().expires_at;
     let before = everything(&s).await;
-    let first = s.compact(muster_store::Retention::default(), at(10)).await.unwrap();
+    let first = s.compact(muster_store::Retention::default(), true, at(10)).await.unwrap();
     assert!(first.rewritten, "the first compaction rewrites the file: {first:?}");
+    let lease_after = s.task(&running).await.unwrap().unwrap().lease.unwrap().expires_at;
+    assert!(lease_after > lease_before, "the wait is added to live leases: {lease_before:?} -> {lease_after:?}");
     assert_eq!(s.db_stats().await.unwrap().auto_vacuum, "incremental");
     let mut after = everything(&s).await;
     after.events.pop();
     after.last_event = before.last_event;
+    after.next_due = before.next_due;
+    for task in after.tasks.iter_mut().filter(|t| t.id == running) {
+        task.lease.as_mut().unwrap().expires_at = lease_before;
+    }
     assert_eq!(after, before, "the rewrite keeps every row");
-    let second = s.compact(muster_store::Retention::default(), at(20)).await.unwrap();
+    let second = s.compact(muster_store::Retention::default(), true, at(20)).await.unwrap();
     assert!(!second.rewritten, "later compactions do not rewrite: {second:?}");
     s.close().await;
 }

@@ -2,7 +2,7 @@
 //! outlive one; retention prunes finished work on a schedule and on demand,
 //! and the database reports its size and care.
 
-use crate::harness::{AgentSocket as Socket, Hub, PATIENCE, agent_socket};
+use crate::harness::{AgentSocket as Socket, Hub, HubOpts, PATIENCE, agent_socket};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -55,6 +55,8 @@ async fn runtime_settings_apply_at_once_outlive_a_restart_and_reset() {
         (vec!["accept_timeout=2s", "backup_keep=0"], "backup_keep"),
         (vec!["default_runner=nobody-offers-this"], "default_runner"),
         (vec!["alerts.disk_low.threshold=7"], "disk_low.threshold"),
+        (vec!["retention.tasks=7d"], "objective runs-within-30m looks back (30d)"),
+        (vec!["backup_interval=10s"], "backup_interval"),
     ] {
         let mut cli = vec!["config", "set"];
         cli.extend(args.iter());
@@ -63,6 +65,15 @@ async fn runtime_settings_apply_at_once_outlive_a_restart_and_reset() {
         assert!(err.contains(names), "{args:?}: the error names {names}: {err}");
     }
     assert_eq!(hub.get("/config").await, before, "a refused change writes nothing, not even part of itself");
+    // Whole numbers and `0` (off) as people type them.
+    let (code, _, err) =
+        hub.cli(&["config", "set", "backup_keep=3", "compact_interval=0", "alerts.disk_low.threshold=0"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(setting(&hub, "backup_keep").await["value"], 3);
+    assert_eq!(setting(&hub, "compact_interval").await["value"], "off");
+    let (code, _, err) =
+        hub.cli(&["config", "reset", "backup_keep", "compact_interval", "alerts.disk_low.threshold"]).await;
+    assert_eq!(code, 0, "{err}");
 
     // One change of several settings, in force at once: the connected agent
     // is told its new heartbeat interval.
@@ -117,7 +128,18 @@ async fn runtime_settings_apply_at_once_outlive_a_restart_and_reset() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_prunes_on_a_schedule_and_on_demand_and_the_database_reports_it() {
-    let hub = Hub::start().await;
+    // Finished tasks may be kept only as long as health and objectives look
+    // back: here, a second.
+    let settings_dir = tempfile::tempdir().unwrap();
+    let settings = settings_dir.path().join("muster.toml");
+    std::fs::write(
+        &settings,
+        "[health]\nwindow = \"1s\"\n\n[[slo]]\nname = \"quick\"\nkind = \"run\"\nthreshold = \"1m\"\ntarget = 0.9\nwindow = \"1s\"\n",
+    )
+    .unwrap();
+    let path: &'static str = Box::leak(settings.to_str().unwrap().to_owned().into_boxed_str());
+    let extra: &'static [&'static str] = Box::leak(vec!["--config", path].into_boxed_slice());
+    let hub = Hub::start_with(HubOpts { extra, ..HubOpts::default() }).await;
     let _agent = hub.agent("w", 2, &[]).await;
     let mut ids = Vec::new();
     for n in 0..3 {
