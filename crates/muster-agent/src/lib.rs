@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod process;
 pub mod run;
+pub mod stream;
 
 pub use config::{AgentConfig, AgentFile, PromptMode, RunnerProfile};
 
