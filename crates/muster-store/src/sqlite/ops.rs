@@ -1142,11 +1142,7 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
         p.output_bytes += bytes;
         p.more |= more;
         if !more && before > from {
-            c.prepare_cached(
-                "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )?
-            .execute(params![OUTPUT_PRUNED_BEFORE, before.to_string(), now.0])?;
+            put_setting(c, OUTPUT_PRUNED_BEFORE, &before.to_string(), now)?;
         }
     }
     if let Some(before) = cutoff(now, r.events) {
@@ -1216,12 +1212,8 @@ const LAST_COMPACTION: &str = "compaction.last";
 
 pub fn record_compaction(c: &Connection, report: &crate::CompactReport, now: Millis) -> Result<()> {
     let summary = report.summary();
-    let mut put = c.prepare_cached(
-        "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    )?;
-    put.execute(params![LAST_COMPACTION_AT, now.0.to_string(), now.0])?;
-    put.execute(params![LAST_COMPACTION, summary, now.0])?;
+    put_setting(c, LAST_COMPACTION_AT, &now.0.to_string(), now)?;
+    put_setting(c, LAST_COMPACTION, &summary, now)?;
     agent_event(c, now, "db.compacted", None, None, Some(&summary))
 }
 
@@ -1343,17 +1335,25 @@ pub fn settings(c: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn put_settings(c: &Connection, pairs: &[(String, Option<String>)], by: &str, now: Millis) -> Result<()> {
-    let mut put = c.prepare_cached(
+/// Stores one setting, with no event: for the store's own bookkeeping.
+fn put_setting(c: &Connection, key: &str, value: &str, now: Millis) -> Result<()> {
+    c.prepare_cached(
         "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    )?;
+    )?
+    .execute(params![key, value, now.0])?;
+    Ok(())
+}
+
+pub fn put_settings(c: &Connection, pairs: &[(String, Option<String>)], by: &str, now: Millis) -> Result<()> {
     let mut remove = c.prepare_cached("DELETE FROM settings WHERE key = ?")?;
     for (k, v) in pairs {
         match v {
-            Some(v) => put.execute(params![k, v, now.0])?,
-            None => remove.execute([k])?,
-        };
+            Some(v) => put_setting(c, k, v, now)?,
+            None => {
+                remove.execute([k])?;
+            }
+        }
     }
     let detail: Vec<String> = pairs
         .iter()
