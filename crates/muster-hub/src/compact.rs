@@ -5,13 +5,9 @@
 
 use crate::Hub;
 use crate::http::ApiError;
-use muster_core::Millis;
 use muster_proto::api::{CompactView, CompactionView, DbView, RetentionView};
 use muster_proto::timestamp;
 use std::time::Duration;
-
-/// The settings key where the store remembers its last compaction.
-const LAST_AT: &str = "compaction.last_at";
 
 pub async fn compact_loop(hub: Hub) {
     crate::loops::on_schedule(
@@ -68,9 +64,8 @@ impl Hub {
     }
 
     async fn last_compaction_age(&self) -> Option<Duration> {
-        let stored = self.shared.store.settings(LAST_AT).await.ok()?;
-        let at: i64 = stored.iter().find(|(k, _)| k == LAST_AT)?.1.parse().ok()?;
-        Some(self.now().since(Millis(at)))
+        let last = self.shared.store.db_stats().await.ok()?.last_compaction?;
+        Some(self.now().since(last.at))
     }
 
     pub(crate) async fn db_view(&self) -> Result<DbView, ApiError> {

@@ -33,7 +33,8 @@ pub async fn dispatch_loop(hub: Hub) {
         let now = hub.now();
         // Wake at least this often even when nothing is due, to notice leases
         // that expire while no one is watching.
-        let tick = (hub.runtime().heartbeat_interval / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let tick = (hub.shared.runtime.borrow().heartbeat_interval / 2)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let sleep = match hub.shared.store.next_due().await {
             Ok(Some(due)) if due > now => due.since(now).min(tick),
             _ => tick,
@@ -92,7 +93,7 @@ impl Hub {
         *rotation = rotation.wrapping_add(1);
         let start = *rotation % agents.len();
         agents.rotate_left(start);
-        let accept = self.runtime().accept_timeout;
+        let accept = self.shared.runtime.borrow().accept_timeout;
         let now = self.now();
         // Issued together, the claims are committed in one batch: one fsync per
         // pass however many agents there are. The rotation still decides who

@@ -15,7 +15,7 @@ use crate::Hub;
 use crate::http::ApiError;
 use muster_core::RunnerName;
 use muster_proto::api::{ConfigView, RuleConfigPatch, SettingView};
-use muster_proto::{FieldError, parse_duration, setting_duration as human_duration};
+use muster_proto::{FieldError, parse_duration, setting_duration};
 use muster_store::{Retention, StoreError};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -74,8 +74,8 @@ impl Runtime {
                 field: "lease_ttl".into(),
                 reason: format!(
                     "must be at least two heartbeat intervals: lease_ttl is {}, heartbeat_interval {}",
-                    human_duration(self.lease_ttl),
-                    human_duration(self.heartbeat_interval)
+                    setting_duration(self.lease_ttl),
+                    setting_duration(self.heartbeat_interval)
                 ),
             });
         }
@@ -93,9 +93,9 @@ impl Runtime {
                 if d < min || d > max {
                     return Err(bad(format!(
                         "{} is out of range: between {} and {}",
-                        human_duration(d),
-                        human_duration(min),
-                        human_duration(max)
+                        setting_duration(d),
+                        setting_duration(min),
+                        setting_duration(max)
                     )));
                 }
                 *spec.duration_mut(self) = d;
@@ -103,7 +103,7 @@ impl Runtime {
             Kind::Interval { min } => {
                 let d = optional_duration(spec.name, text)?.unwrap_or_default();
                 if !d.is_zero() && d < min {
-                    return Err(bad(format!("must be at least {}, or off", human_duration(min))));
+                    return Err(bad(format!("must be at least {}, or off", setting_duration(min))));
                 }
                 *spec.duration_mut(self) = d;
             }
@@ -128,9 +128,9 @@ impl Runtime {
     /// `key`'s value in the form `set` reads back.
     pub fn get(&self, key: &str) -> Result<String, FieldError> {
         let spec = Key::find(key)?;
-        let off = |d: Option<Duration>| d.filter(|d| !d.is_zero()).map_or_else(|| "off".to_owned(), human_duration);
+        let off = |d: Option<Duration>| d.filter(|d| !d.is_zero()).map_or_else(|| "off".to_owned(), setting_duration);
         Ok(match spec.kind {
-            Kind::Duration { .. } => human_duration(*spec.duration(self)),
+            Kind::Duration { .. } => setting_duration(*spec.duration(self)),
             Kind::Interval { .. } => off(Some(*spec.duration(self))),
             Kind::Age => off(*spec.age(self)),
             Kind::Count { .. } => self.backup_keep.to_string(),

@@ -294,7 +294,7 @@ impl Conn {
     }
 
     async fn renew(&mut self, runs: &[(TaskId, Epoch)]) {
-        let lease_ttl = self.hub.runtime().lease_ttl;
+        let lease_ttl = self.hub.shared.runtime.borrow().lease_ttl;
         match self.hub.shared.store.heartbeat(&self.name, runs, self.hub.now(), lease_ttl).await {
             Ok(beat) => {
                 for (id, epoch) in beat.stale {
@@ -336,7 +336,7 @@ impl Conn {
     async fn handle(&mut self, msg: AgentMsg) {
         let store = self.hub.shared.store.clone();
         let now = self.hub.now();
-        let lease_ttl = self.hub.runtime().lease_ttl;
+        let lease_ttl = self.hub.shared.runtime.borrow().lease_ttl;
         match msg {
             AgentMsg::Hello { .. } => self.reply(HubMsg::Error { message: "`hello` was already received".into() }),
             AgentMsg::Heartbeat { .. } => unreachable!("handled by the session loop"),
