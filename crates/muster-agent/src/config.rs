@@ -19,6 +19,20 @@ pub enum PromptMode {
     File,
 }
 
+/// How a runner's standard output is read, beyond being kept as output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Claude Code's `--output-format stream-json --verbose`.
+    Claude,
+    /// Codex's `exec --json`.
+    Codex,
+}
+
+/// Tools the built-in Claude Code runner may use without asking. Claude Code
+/// refuses `--dangerously-skip-permissions` as root; a list works for everyone.
+pub const CLAUDE_TOOLS: &str = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite";
+
 /// A runner profile: how to start one kind of agent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +48,10 @@ pub struct RunnerProfile {
     /// Working directory; defaults to the agent's `workdir`.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// Read standard output as this agent's event stream: steps, tokens,
+    /// cost and the agent's own verdict are recorded.
+    #[serde(default)]
+    pub format: Option<Format>,
 }
 
 fn default_prompt_mode() -> PromptMode {
@@ -49,16 +67,35 @@ impl RunnerProfile {
         let env = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
         match name {
             "claude" => Some(RunnerProfile {
-                argv: argv(&["claude", "-p", "--output-format", "stream-json", "--verbose"]),
+                argv: argv(&[
+                    "claude",
+                    "-p",
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                    "--allowedTools",
+                    CLAUDE_TOOLS,
+                ]),
                 prompt: PromptMode::Stdin,
-                env: env(&["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CONFIG_DIR"]),
+                env: env(&[
+                    "ANTHROPIC_API_KEY",
+                    "ANTHROPIC_BASE_URL",
+                    "ANTHROPIC_AUTH_TOKEN",
+                    "ANTHROPIC_MODEL",
+                    "CLAUDE_CONFIG_DIR",
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+                ]),
                 cwd: None,
+                format: Some(Format::Claude),
             }),
+            // The run's directory is its sandbox's writable root; outside a git
+            // repository Codex would refuse to start without the skip flag.
             "codex" => Some(RunnerProfile {
-                argv: argv(&["codex", "exec", "--json"]),
+                argv: argv(&["codex", "exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"]),
                 prompt: PromptMode::Stdin,
                 env: env(&["OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"]),
                 cwd: None,
+                format: Some(Format::Codex),
             }),
             // The prompt is a bash script, read from a file so that commands
             // in it that read standard input do not swallow the script.
@@ -67,6 +104,7 @@ impl RunnerProfile {
                 prompt: PromptMode::File,
                 env: Vec::new(),
                 cwd: None,
+                format: None,
             }),
             _ => None,
         }

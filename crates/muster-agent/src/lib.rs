@@ -13,7 +13,7 @@ pub mod process;
 pub mod run;
 pub mod stream;
 
-pub use config::{AgentConfig, AgentFile, PromptMode, RunnerProfile};
+pub use config::{AgentConfig, AgentFile, Format, PromptMode, RunnerProfile};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -257,6 +257,7 @@ impl Agent {
             RunEvent::Output { task, epoch, stream, data } => {
                 Some(AgentMsg::Output { task, epoch, stream: stream.to_owned(), data })
             }
+            RunEvent::Steps { task, epoch, steps } => Some(AgentMsg::Steps { task, epoch, steps }),
             RunEvent::Finished(f) => {
                 if self.runs.get(&f.task).is_some_and(|r| r.epoch == f.epoch) {
                     self.runs.remove(&f.task);
@@ -274,19 +275,16 @@ impl Agent {
         }
     }
 
+    /// Keeps a run's output or steps for sending after a reconnect; the
+    /// oldest go first when the buffer is full.
     fn buffer(&mut self, msg: AgentMsg) {
-        if let AgentMsg::Output { data, .. } = &msg {
-            self.buffered_bytes += data.len();
-        }
+        self.buffered_bytes += buffered_size(&msg);
         self.buffered.push_back(msg);
         while self.buffered_bytes > MAX_BUFFERED_BYTES {
-            match self.buffered.pop_front() {
-                Some(AgentMsg::Output { data, .. }) => {
-                    self.buffered_bytes -= data.len();
-                    self.dropped_bytes += data.len() as u64;
-                }
-                Some(_) | None => break,
-            }
+            let Some(old) = self.buffered.pop_front() else { break };
+            let size = buffered_size(&old);
+            self.buffered_bytes -= size;
+            self.dropped_bytes += size as u64;
         }
     }
 
@@ -307,7 +305,7 @@ impl Agent {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return false,
                 Some(ev) = self.events.recv() => {
-                    if let Some(msg @ AgentMsg::Output { .. }) = self.on_run_event(ev) {
+                    if let Some(msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. })) = self.on_run_event(ev) {
                         self.buffer(msg);
                     }
                 }
@@ -437,7 +435,7 @@ impl Agent {
             if let Some(msg) = outgoing
                 && let Err(e) = sink.send(send(&msg)).await
             {
-                if let msg @ AgentMsg::Output { .. } = msg {
+                if let msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. }) = msg {
                     self.buffer(msg);
                 }
                 return SessionEnd::Lost(format!("send failed: {e}"));
@@ -536,6 +534,16 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         exit_code: f.exit_code,
         reason: f.reason.clone(),
         output_truncated: f.output_truncated,
+        report: f.report.clone(),
+    }
+}
+
+/// Bytes a buffered message holds, roughly.
+fn buffered_size(msg: &AgentMsg) -> usize {
+    match msg {
+        AgentMsg::Output { data, .. } => data.len(),
+        AgentMsg::Steps { steps, .. } => steps.iter().map(|s| s.summary.len() + 64).sum(),
+        _ => 0,
     }
 }
 

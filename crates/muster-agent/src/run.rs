@@ -3,6 +3,8 @@
 
 use crate::config::{BASE_ENV, PromptMode, RunnerProfile};
 use crate::process::ProcessGroup;
+use crate::stream::{Recorder, Summary};
+use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -20,6 +22,12 @@ pub enum RunEvent {
         stream: &'static str,
         data: String,
     },
+    /// What the coding agent did, read from its stream.
+    Steps {
+        task: String,
+        epoch: u64,
+        steps: Vec<StepMsg>,
+    },
     Finished(Finished),
     /// The run was stopped on the hub's word and is not to be reported.
     Dropped {
@@ -28,7 +36,7 @@ pub enum RunEvent {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
     pub task: String,
     pub epoch: u64,
@@ -36,6 +44,8 @@ pub struct Finished {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub output_truncated: bool,
+    /// The coding agent's account, for runners whose stream is read.
+    pub report: Option<RunReport>,
 }
 
 /// Why a run is being stopped from outside.
@@ -75,6 +85,7 @@ pub async fn execute(
         exit_code,
         reason,
         output_truncated: truncated,
+        report: None,
     };
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
@@ -136,19 +147,15 @@ pub async fn execute(
     };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
-        readers.push(tokio::spawn(pump(out, "stdout", output.clone())));
+        let recorder = spec.profile.format.map(Recorder::new);
+        readers.push(tokio::spawn(pump(out, "stdout", output.clone(), recorder)));
     }
     if let Some(err) = group.child_mut().stderr.take() {
-        readers.push(tokio::spawn(pump(err, "stderr", output.clone())));
+        readers.push(tokio::spawn(pump(err, "stderr", output.clone(), None)));
     }
 
     let deadline = tokio::time::sleep(spec.timeout);
     tokio::pin!(deadline);
-    enum End {
-        Exited(std::io::Result<std::process::ExitStatus>),
-        TimedOut,
-        Stopped(Stop),
-    }
     let end = loop {
         tokio::select! {
             status = group.wait() => break End::Exited(status),
@@ -175,17 +182,50 @@ pub async fn execute(
         }
     };
     // The pipes close once every process holding them is gone.
+    let mut summary: Option<Summary> = None;
     for mut reader in readers {
         // A process that left the group may hold a pipe open forever: stop
         // reading it rather than leave a reader sending output after `finished`.
-        if tokio::time::timeout(Duration::from_secs(5), &mut reader).await.is_err() {
-            reader.abort();
-            let _ = reader.await;
+        match tokio::time::timeout(Duration::from_secs(5), &mut reader).await {
+            Ok(Ok(Some(s))) => summary = Some(s),
+            Ok(_) => {}
+            Err(_) => {
+                reader.abort();
+                let _ = reader.await;
+            }
         }
     }
     drop(group);
     let truncated = output.truncated.load(Ordering::SeqCst);
+    let mut result = verdict(end, summary.as_ref(), &spec.timeout, truncated, finished);
+    if let (Some(f), Some(s)) = (result.as_mut(), summary.as_ref()) {
+        f.report = Some(crate::stream::run_report(s));
+    }
+    result
+}
+
+enum End {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Stopped(Stop),
+}
+
+/// What to report for a run that ended so, given what its stream said.
+fn verdict(
+    end: End,
+    summary: Option<&Summary>,
+    timeout: &Duration,
+    truncated: bool,
+    finished: impl Fn(&'static str, Option<i32>, Option<String>, bool) -> Finished,
+) -> Option<Finished> {
     match end {
+        End::Exited(Ok(status)) if status.code().is_some() && summary.is_some() => {
+            let code = status.code().unwrap_or_default();
+            match summary.and_then(|s| crate::stream::verdict(s, code)) {
+                None => Some(finished("succeeded", Some(0), None, truncated)),
+                Some(why) => Some(finished("failed", Some(code), Some(why), truncated)),
+            }
+        }
         End::Exited(Ok(status)) => match status.code() {
             Some(0) => Some(finished("succeeded", Some(0), None, truncated)),
             Some(code) => Some(finished("failed", Some(code), Some(format!("exit code {code}")), truncated)),
@@ -196,9 +236,7 @@ pub async fn execute(
             }
         },
         End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
-        End::TimedOut => {
-            Some(finished("timeout", None, Some(format!("timed out after {:?}", spec.timeout)), truncated))
-        }
+        End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {timeout:?}")), truncated)),
         End::Stopped(Stop::Cancel) => Some(finished("cancelled", None, Some("cancelled".into()), truncated)),
         End::Stopped(Stop::Shutdown) => Some(finished("failed", None, Some("agent shut down".into()), truncated)),
         End::Stopped(Stop::Drop) => None,
@@ -228,11 +266,26 @@ impl OutputSink {
     fn send(&self, stream: &'static str, data: String) {
         let _ = self.events.send(RunEvent::Output { task: self.task.clone(), epoch: self.epoch, stream, data });
     }
+
+    fn steps(&self, mut steps: Vec<StepMsg>) {
+        while !steps.is_empty() {
+            let rest = steps.split_off(steps.len().min(MAX_STEPS_PER_MESSAGE));
+            let _ = self.events.send(RunEvent::Steps { task: self.task.clone(), epoch: self.epoch, steps });
+            steps = rest;
+        }
+    }
 }
 
 /// Reads one pipe to its end, forwarding output while the budget lasts and
-/// draining the rest so the child never blocks on a full pipe.
-async fn pump(mut pipe: impl AsyncRead + Unpin, stream: &'static str, sink: OutputSink) {
+/// draining the rest so the child never blocks on a full pipe. With a
+/// recorder, every byte is also read as the agent's event stream (past the
+/// output budget too), and what the stream said is returned.
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: &'static str,
+    sink: OutputSink,
+    mut recorder: Option<Recorder>,
+) -> Option<Summary> {
     let mut buf = vec![0u8; READ_CHUNK];
     // Bytes of a UTF-8 character split across reads, held for the next one.
     let mut pending: Vec<u8> = Vec::new();
@@ -241,6 +294,9 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: &'static str, sink: Outp
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(r) = recorder.as_mut() {
+            sink.steps(r.feed(&buf[..n]));
+        }
         let left = sink.budget.fetch_sub(n as i64, Ordering::SeqCst);
         let take = if left <= 0 { 0 } else { (left as usize).min(n) };
         if take < n {
@@ -265,4 +321,7 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: &'static str, sink: Outp
     if !pending.is_empty() {
         sink.send(stream, String::from_utf8_lossy(&pending).into_owned());
     }
+    let (steps, summary) = recorder?.finish();
+    sink.steps(steps);
+    Some(summary)
 }

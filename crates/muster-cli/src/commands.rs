@@ -6,9 +6,10 @@ use crate::table::{Table, clip, dash};
 use crate::{CliError, Client, exit};
 use clap::{Args, Subcommand};
 use muster_proto::api::{
-    AgentAdd, AgentCreated, AgentView, DurationValue, EventPage, EventView, LogsPage, StatusView, TaskCreated,
-    TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
+    AgentAdd, AgentCreated, AgentView, DurationValue, EventPage, EventView, LogsPage, StatusView, StepsPage,
+    TaskCreated, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
 };
+use muster_proto::ws::RunReport;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,6 +91,15 @@ pub enum TaskCmd {
         #[arg(long)]
         attempt: Option<u32>,
         /// One JSON object per chunk.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the coding agent did: its session, messages, tool calls and results, in order.
+    Steps {
+        id: String,
+        /// Only this attempt (1-based).
+        #[arg(long)]
+        attempt: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -190,6 +200,32 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             Ok(())
         }
         TaskCmd::Logs { id, follow, attempt, json } => task_logs(&client, &id, follow, attempt, json).await,
+        TaskCmd::Steps { id, attempt, json } => {
+            let query = attempt.map(|a| format!("?attempt={a}")).unwrap_or_default();
+            let page: StepsPage = client.get(&format!("/tasks/{}/steps{query}", segment(&id))).await?;
+            if json {
+                return print_json(&page);
+            }
+            if page.steps.is_empty() {
+                eprintln!("(no steps: the runner does not read its agent's stream, or the run has not begun)");
+                return Ok(());
+            }
+            let mut table = Table::new(&["ATTEMPT", "#", "AT", "KIND", "NAME", "TOOK", "SUMMARY"]);
+            for s in &page.steps {
+                let kind = if s.step.is_error { format!("{} (error)", s.step.kind) } else { s.step.kind.clone() };
+                table.row(vec![
+                    s.attempt.to_string(),
+                    s.seq.to_string(),
+                    s.at.clone(),
+                    kind,
+                    dash(s.step.name.as_ref()),
+                    s.step.duration_ms.map_or_else(|| "-".into(), |d| format!("{d} ms")),
+                    clip(&s.step.summary.replace('\n', " "), 100),
+                ]);
+            }
+            print!("{}", table.render());
+            Ok(())
+        }
         TaskCmd::Cancel { id, json } => {
             let task: TaskView = client.post(&format!("/tasks/{}/cancel", segment(&id)), &()).await?;
             if json {
@@ -313,6 +349,22 @@ fn render_task(d: &TaskDetail) -> String {
         field("metadata", m.to_string());
     }
     field("prompt", clip(&t.prompt, 200));
+    if let Some(a) = d.attempts_detail.last()
+        && let Some(step) = &a.latest_step
+    {
+        let live = if a.outcome.is_none() { "now" } else { "last step" };
+        field(live, format!("{} (attempt {}, {} steps)", clip(step, 160), a.number, a.steps));
+    }
+    let spent: Vec<&RunReport> = d.attempts_detail.iter().filter_map(|a| a.report.as_ref()).collect();
+    if !spent.is_empty() {
+        let tokens: u64 = spent.iter().map(|r| total_tokens(r)).sum();
+        let cost: f64 = spent.iter().filter_map(|r| r.cost_usd).sum();
+        let priced = spent.iter().all(|r| r.cost_usd.is_some());
+        field(
+            "spent",
+            format!("{tokens} tokens, {}{}", usd(cost), if priced { "" } else { " (some runs reported no cost)" }),
+        );
+    }
     if !d.attempts_detail.is_empty() {
         let mut table =
             Table::new(&["ATTEMPT", "AGENT", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON"]);
@@ -339,6 +391,45 @@ fn render_task(d: &TaskDetail) -> String {
         }
         out.push('\n');
         out.push_str(&table.render());
+        for a in &d.attempts_detail {
+            if let Some(r) = &a.report {
+                out.push('\n');
+                out.push_str(&render_report(a.number, r));
+            }
+        }
+    }
+    out
+}
+
+fn total_tokens(r: &RunReport) -> u64 {
+    r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens
+}
+
+fn usd(cost: f64) -> String {
+    format!("${cost:.6}")
+}
+
+/// A coding agent's report of one attempt, in a few lines.
+fn render_report(number: u32, r: &RunReport) -> String {
+    let mut head = vec![r.model.clone().unwrap_or_else(|| "model unknown".into())];
+    if let Some(s) = &r.session_id {
+        head.push(format!("session {s}"));
+    }
+    if let Some(t) = r.turns {
+        head.push(format!("{t} turns"));
+    }
+    head.push(format!("{} tool calls ({} failed)", r.tool_uses, r.tool_errors));
+    let mut out = format!("attempt {number}: {}\n", head.join(" · "));
+    out.push_str(&format!(
+        "  tokens {} in, {} out, {} cache read, {} cache write · cost {}\n",
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+        r.cost_usd.map_or_else(|| "not reported".into(), usd)
+    ));
+    if let Some(result) = &r.result {
+        out.push_str(&format!("  result: {}\n", clip(&result.replace('\n', " "), 300)));
     }
     out
 }

@@ -124,6 +124,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/retry", post(retry_task))
         .route("/tasks/{id}/logs", get(task_logs))
+        .route("/tasks/{id}/steps", get(task_steps))
         .route("/agents", post(add_agent).get(list_agents))
         .route("/agents/{name}", get(show_agent))
         .route("/agents/{name}/pause", post(pause_agent))
@@ -580,10 +581,63 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 output_bytes: a.output_bytes,
                 output_truncated: a.output_truncated,
                 output_pruned: a.output_pruned,
+                steps: a.steps,
+                latest_step: a.latest_step.clone(),
+                report: a.report.as_ref().map(report_view),
             })
             .collect(),
     };
     Ok(json(StatusCode::OK, &detail))
+}
+
+fn report_view(r: &muster_store::RunReport) -> muster_proto::ws::RunReport {
+    muster_proto::ws::RunReport {
+        session_id: r.session_id.clone(),
+        model: r.model.clone(),
+        turns: r.turns,
+        input_tokens: r.tokens.input,
+        output_tokens: r.tokens.output,
+        cache_read_tokens: r.tokens.cache_read,
+        cache_write_tokens: r.tokens.cache_write,
+        cost_usd: r.cost_micro_usd.map(|c| c as f64 / 1e6),
+        result: r.result.clone(),
+        tool_uses: r.tool_uses,
+        tool_errors: r.tool_errors,
+    }
+}
+
+async fn task_steps(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["attempt"])?;
+    let id = task_id(&id)?;
+    let attempt = p.number("attempt")?;
+    if hub.shared.store.task(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no task {id}")));
+    }
+    let steps = hub.shared.store.steps(&id, attempt).await?;
+    let page = muster_proto::api::StepsPage {
+        steps: steps
+            .into_iter()
+            .map(|s| muster_proto::api::StepView {
+                attempt: s.attempt,
+                seq: s.seq,
+                at: timestamp(s.at),
+                step: muster_proto::ws::StepMsg {
+                    kind: s.step.kind.as_str().to_owned(),
+                    name: s.step.name,
+                    summary: s.step.summary,
+                    is_error: s.step.is_error,
+                    duration_ms: s.step.duration_ms,
+                },
+            })
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &page))
 }
 
 async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {

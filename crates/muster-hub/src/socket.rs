@@ -17,8 +17,11 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::{AgentName, Capability, Epoch, RunnerName, TaskId};
 use muster_proto::ws::{AgentMsg, HubMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunRef, parse_outcome};
+use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, StepMsg};
 use muster_proto::{FieldError, from_json, to_json};
-use muster_store::{AgentFlags, Announce, FinishResult, NewEvent, OutputChunk, StoreError, Stream};
+use muster_store::{
+    AgentFlags, Announce, FinishResult, NewEvent, NewStep, OutputChunk, RunReport, StepKind, StoreError, Stream, Tokens,
+};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -375,7 +378,21 @@ impl Conn {
                     Err(e) => self.refused(&id, epoch, "output", e).await,
                 }
             }
-            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated } => {
+            AgentMsg::Steps { task, epoch, steps } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                let steps = match new_steps(steps) {
+                    Ok(s) => s,
+                    Err(message) => {
+                        self.reply(HubMsg::Error { message });
+                        return;
+                    }
+                };
+                if let Err(e) = store.append_steps(&self.name, &id, epoch, steps, now).await {
+                    self.refused(&id, epoch, "steps", e).await;
+                }
+            }
+            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated, report } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
                 let outcome_name = outcome.clone();
@@ -394,7 +411,8 @@ impl Conn {
                 }
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
                 let backoff = self.hub.config().backoff.delay(attempt, jitter());
-                match store.finish_task(&self.name, &id, epoch, &outcome, now, backoff).await {
+                let report = report.map(|r| run_report(&r));
+                match store.finish_task(&self.name, &id, epoch, &outcome, report, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
                             tracing::debug!(task_id = %id, epoch = epoch.0, "duplicate finished report acknowledged");
@@ -436,6 +454,41 @@ impl Conn {
                 tracing::error!(agent = %self.name, task_id = %id, error = %other, report = what, "cannot apply report")
             }
         }
+    }
+}
+
+/// An agent's steps as the store keeps them; an unknown kind or an
+/// oversized batch is refused whole.
+fn new_steps(steps: Vec<StepMsg>) -> Result<Vec<NewStep>, String> {
+    if steps.len() > MAX_STEPS_PER_MESSAGE {
+        return Err(format!("a steps message carries at most {MAX_STEPS_PER_MESSAGE} steps, got {}", steps.len()));
+    }
+    steps
+        .into_iter()
+        .map(|s| {
+            let kind = StepKind::parse(&s.kind).ok_or_else(|| format!("unknown step kind {:?}", s.kind))?;
+            Ok(NewStep { kind, name: s.name, summary: s.summary, is_error: s.is_error, duration_ms: s.duration_ms })
+        })
+        .collect()
+}
+
+/// A run's report as the store keeps it: cost in millionths of a dollar.
+fn run_report(r: &muster_proto::ws::RunReport) -> RunReport {
+    let cost = r.cost_usd.filter(|c| c.is_finite() && *c >= 0.0).map(|c| (c * 1e6).round().min(u64::MAX as f64) as u64);
+    RunReport {
+        session_id: r.session_id.clone(),
+        model: r.model.clone(),
+        turns: r.turns,
+        tokens: Tokens {
+            input: r.input_tokens,
+            output: r.output_tokens,
+            cache_read: r.cache_read_tokens,
+            cache_write: r.cache_write_tokens,
+        },
+        cost_micro_usd: cost,
+        result: r.result.clone(),
+        tool_uses: r.tool_uses,
+        tool_errors: r.tool_errors,
     }
 }
 

@@ -197,6 +197,30 @@ pub struct AttemptView {
     /// Retention removed this attempt's output.
     #[serde(default)]
     pub output_pruned: bool,
+    /// Steps the coding agent reported.
+    #[serde(default)]
+    pub steps: u64,
+    /// The latest of them, live while the attempt runs.
+    #[serde(default)]
+    pub latest_step: Option<String>,
+    /// The coding agent's own report of the run: tokens, cost, turns.
+    #[serde(default)]
+    pub report: Option<crate::ws::RunReport>,
+}
+
+/// `GET /api/v1/tasks/{id}/steps`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepsPage {
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepView {
+    pub attempt: u32,
+    pub seq: u64,
+    pub at: String,
+    #[serde(flatten)]
+    pub step: crate::ws::StepMsg,
 }
 
 /// `GET /api/v1/tasks/{id}`: the task with its attempts.

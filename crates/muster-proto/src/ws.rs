@@ -87,6 +87,12 @@ pub enum AgentMsg {
         stream: String,
         data: String,
     },
+    /// What a coding agent did since the last `steps` message, in order.
+    Steps {
+        task: String,
+        epoch: u64,
+        steps: Vec<StepMsg>,
+    },
     Finished {
         task: String,
         epoch: u64,
@@ -95,7 +101,59 @@ pub enum AgentMsg {
         exit_code: Option<i32>,
         reason: Option<String>,
         output_truncated: bool,
+        /// The coding agent's own account of the run, for runners that read one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        report: Option<RunReport>,
     },
+}
+
+/// Steps one `steps` message may carry.
+pub const MAX_STEPS_PER_MESSAGE: usize = 1_000;
+
+/// One thing a coding agent did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepMsg {
+    /// `session`, `text`, `tool_use`, `tool_result`, `error`, `result` or `unreadable`.
+    pub kind: String,
+    /// The tool's name for tool steps; the model for `session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
+    /// For a tool result: how long the tool took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// A coding agent's account of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub turns: Option<u32>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The agent's final message.
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub tool_uses: u64,
+    #[serde(default)]
+    pub tool_errors: u64,
 }
 
 /// The close reason a hub gives an agent's socket when another connection

@@ -19,9 +19,9 @@
 //! case added there runs everywhere.
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits, NewAgent,
-    NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, Scope, Store, StoreError, Stream, TaskFilter,
-    TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits,
+    MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, RunReport,
+    Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens,
 };
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
@@ -102,6 +102,9 @@ cases!($
     reclaim_honours_its_limit,
     hub_started_disconnects_agents_and_extends_leases,
     append_output_stops_at_the_cap,
+    steps_are_kept_in_order_up_to_the_limit_with_the_latest_live,
+    append_steps_with_a_stale_epoch_is_refused,
+    finish_keeps_the_agents_report_of_the_run,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
@@ -323,7 +326,7 @@ async fn finish(
     outcome: &RunOutcome,
     now: Millis,
 ) -> (Task, FinishResult) {
-    ok("finish_task", s.finish_task(agent, id, epoch, outcome, now, BACKOFF).await)
+    ok("finish_task", s.finish_task(agent, id, epoch, outcome, None, now, BACKOFF).await)
 }
 
 async fn get(s: &dyn Store, id: &TaskId) -> Task {
@@ -977,6 +980,9 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             output_bytes: 0,
             output_truncated: false,
             output_pruned: false,
+            report: None,
+            steps: 0,
+            latest_step: None,
         }]
     );
 
@@ -1159,8 +1165,11 @@ pub async fn duplicate_finish_is_answered_and_changes_nothing(store: Arc<dyn Sto
     assert_unchanged(s, &before, "a duplicate finish of an old epoch").await;
 
     // A different outcome for an epoch already settled is not a duplicate.
-    refusal("finish_task with a conflicting outcome", s.finish_task(&a, &flaky, e1, &SUCCEEDED, at(21), BACKOFF).await);
-    refusal("finish_task by another agent", s.finish_task(&b, &done, e, &SUCCEEDED, at(21), BACKOFF).await);
+    refusal(
+        "finish_task with a conflicting outcome",
+        s.finish_task(&a, &flaky, e1, &SUCCEEDED, None, at(21), BACKOFF).await,
+    );
+    refusal("finish_task by another agent", s.finish_task(&b, &done, e, &SUCCEEDED, None, at(21), BACKOFF).await);
     assert_unchanged(s, &before, "a conflicting finish").await;
 }
 
@@ -1177,7 +1186,7 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
         ("finish_task with an older epoch", &a, Epoch(0)),
         ("finish_task by another agent", &b, e),
     ] {
-        let r = refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, at(1), BACKOFF).await);
+        let r = refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, None, at(1), BACKOFF).await);
         assert_stale(what, r, e, epoch);
     }
     assert_unchanged(s, &before, "a finish with a stale epoch").await;
@@ -1186,13 +1195,13 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     let e2 = assign(s, &a, &assigned, at(1)).await;
     let r = refusal(
         "finish_task of an assigned task by a non-holder",
-        s.finish_task(&b, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await,
+        s.finish_task(&b, &assigned, e2, &SUCCEEDED, None, at(2), BACKOFF).await,
     );
     assert_stale("finish_task of an assigned task by a non-holder", r, e2, e2);
     // The holder finishing a task still recorded as assigned: its accept was
     // lost, and the run counts once: started, then finished.
     let mark = last_seq(s).await;
-    let (done, result) = ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, at(2), BACKOFF).await);
+    let (done, result) = ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, None, at(2), BACKOFF).await);
     assert_eq!(result, FinishResult::Applied(Finished::Succeeded));
     assert_eq!((done.state, done.attempts), (TaskState::Succeeded, 1));
     assert_events(s, mark, &["task.started", "task.succeeded"], "a finish adopting a lost accept").await;
@@ -1200,7 +1209,7 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert_eq!(
         not_found(
             "finish_task of an unknown task",
-            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, at(2), BACKOFF).await
+            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, None, at(2), BACKOFF).await
         ),
         "task"
     );
@@ -1313,7 +1322,10 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
 
     // The superseded holder's late report is refused.
     let before = snapshot(s).await;
-    refusal("finish_task after the lease expired", s.finish_task(&a, &task, e, &SUCCEEDED, at(31), BACKOFF).await);
+    refusal(
+        "finish_task after the lease expired",
+        s.finish_task(&a, &task, e, &SUCCEEDED, None, at(31), BACKOFF).await,
+    );
     assert_unchanged(s, &before, "a finish after reclaim").await;
 }
 
@@ -1484,6 +1496,133 @@ pub async fn append_output_stops_at_the_cap(store: Arc<dyn Store>) {
     let e2 = start(s, &a, &task, at(5).plus(BACKOFF)).await;
     let appended = ok("append_output", s.append_output(&a, &task, e2, vec![stdout(b"again")], at(11)).await);
     assert_eq!(appended, AppendOutput { stored_bytes: 5, truncated: false });
+}
+
+fn tool_use(name: &str, summary: &str) -> NewStep {
+    NewStep {
+        kind: StepKind::ToolUse,
+        name: Some(name.into()),
+        summary: summary.into(),
+        is_error: false,
+        duration_ms: None,
+    }
+}
+
+async fn steps(s: &dyn Store, id: &TaskId, attempt: Option<u32>) -> Vec<(u32, u64, NewStep)> {
+    ok("steps", s.steps(id, attempt).await).into_iter().map(|r| (r.attempt, r.seq, r.step)).collect()
+}
+
+pub async fn steps_are_kept_in_order_up_to_the_limit_with_the_latest_live(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("agentic"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+
+    let session = NewStep {
+        kind: StepKind::Session,
+        name: Some("model-x".into()),
+        summary: "sess-1".into(),
+        is_error: false,
+        duration_ms: None,
+    };
+    let result = NewStep {
+        kind: StepKind::ToolResult,
+        name: Some("Bash".into()),
+        summary: "no such file".into(),
+        is_error: true,
+        duration_ms: Some(40),
+    };
+    let mark = last_seq(s).await;
+    ok("append_steps", s.append_steps(&a, &task, e, vec![session.clone(), tool_use("Bash", "ls")], at(1)).await);
+    ok("append_steps", s.append_steps(&a, &task, e, vec![result.clone()], at(2)).await);
+    ok("append_steps", s.append_steps(&a, &task, e, Vec::new(), at(2)).await);
+    let events = assert_events(s, mark, &["task.step", "task.step"], "append_steps").await;
+    assert_eq!(events[0].detail.as_deref(), Some("tool_use: Bash: ls"), "an event names the batch's latest step");
+    assert_eq!(events[1].detail.as_deref(), Some("tool_result: Bash: no such file"));
+    assert_eq!(
+        steps(s, &task, None).await,
+        [(1, 1, session), (1, 2, tool_use("Bash", "ls")), (1, 3, result)],
+        "steps come back in order, numbered within the attempt"
+    );
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.steps, attempt.latest_step.as_deref()), (3, Some("tool_result: Bash: no such file")));
+
+    // Past the limit steps are counted, not kept; the latest still shows.
+    let flood: Vec<NewStep> = (0..MAX_STEPS).map(|i| tool_use("Read", &format!("file {i}"))).collect();
+    ok("append_steps", s.append_steps(&a, &task, e, flood, at(3)).await);
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!(attempt.steps, MAX_STEPS + 3);
+    assert_eq!(attempt.latest_step.as_deref(), Some(format!("tool_use: Read: file {}", MAX_STEPS - 1).as_str()));
+    let kept = steps(s, &task, Some(1)).await;
+    assert_eq!(kept.len() as u64, MAX_STEPS, "no more than MAX_STEPS steps are stored");
+    assert_eq!(kept.last().map(|k| k.1), Some(MAX_STEPS));
+
+    // A long summary is clipped, not refused.
+    finish(s, &a, &task, e, &failed("again"), at(4)).await;
+    let e2 = start(s, &a, &task, at(4).plus(BACKOFF)).await;
+    let long = tool_use("Write", &"z".repeat(crate::MAX_STEP_SUMMARY * 3));
+    ok("append_steps", s.append_steps(&a, &task, e2, vec![long], at(10)).await);
+    let second = steps(s, &task, Some(2)).await;
+    assert_eq!(second.len(), 1, "each attempt has its own steps");
+    assert_eq!((second[0].0, second[0].1), (2, 1), "numbering starts again for the next attempt");
+    assert!(second[0].2.summary.chars().count() <= crate::MAX_STEP_SUMMARY + 1, "a summary is clipped");
+}
+
+pub async fn append_steps_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let b = online(s, "b", 1, at(0)).await;
+    let task = submit(s, 1, spec("agentic"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+    let before = snapshot(s).await;
+    let r = refusal(
+        "append_steps by another agent",
+        s.append_steps(&b, &task, e, vec![tool_use("Bash", "x")], at(1)).await,
+    );
+    assert_stale("append_steps by another agent", r, e, e);
+    let newer = Epoch(e.0 + 1);
+    let r = refusal(
+        "append_steps with a newer epoch",
+        s.append_steps(&a, &task, newer, vec![tool_use("Bash", "x")], at(1)).await,
+    );
+    assert_stale("append_steps with a newer epoch", r, e, newer);
+    assert_unchanged(s, &before, "a refused append_steps").await;
+    assert!(steps(s, &task, None).await.is_empty());
+    finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
+    refusal("append_steps after finish", s.append_steps(&a, &task, e, vec![tool_use("Bash", "late")], at(3)).await);
+    assert!(steps(s, &task, None).await.is_empty());
+}
+
+pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let task = submit(s, 1, spec("agentic"), at(0)).await;
+    let e = start(s, &a, &task, at(0)).await;
+    let report = RunReport {
+        session_id: Some("sess-1".into()),
+        model: Some("model-x".into()),
+        turns: Some(3),
+        tokens: Tokens { input: 125, output: 27, cache_read: 1_000, cache_write: 5 },
+        cost_micro_usd: Some(1_040),
+        result: Some("wrote NOTES.md".into()),
+        tool_uses: 2,
+        tool_errors: 1,
+    };
+    assert_eq!(report.tokens.total(), 1_157);
+    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, Some(report.clone()), at(1), BACKOFF).await);
+    assert!(matches!(r.1, FinishResult::Applied(Finished::Succeeded)));
+    assert_eq!(attempts(s, &task).await[0].report, Some(report.clone()), "the report is kept on the attempt");
+    // A resend changes nothing, whatever it carries.
+    let other = RunReport { turns: Some(99), ..report.clone() };
+    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, Some(other), at(2), BACKOFF).await);
+    assert_eq!(r.1, FinishResult::Duplicate);
+    assert_eq!(attempts(s, &task).await[0].report, Some(report));
+
+    // An attempt without a report says so, rather than claiming zero tokens.
+    let plain = submit(s, 2, spec("plain"), at(3)).await;
+    let e = start(s, &a, &plain, at(3)).await;
+    finish(s, &a, &plain, e, &SUCCEEDED, at(4)).await;
+    assert_eq!(attempts(s, &plain).await[0].report, None);
 }
 
 pub async fn mark_output_truncated_flags_only_the_holders_attempt(store: Arc<dyn Store>) {
@@ -2005,7 +2144,10 @@ pub async fn compaction_prunes_finished_tasks_past_their_age(store: Arc<dyn Stor
     let s = &*store;
     let a = online(s, "a", 1, days(0)).await;
     let old_ok = submit(s, 1, spec("old success"), days(0)).await;
-    run_to(s, &a, &old_ok, b"hello", &SUCCEEDED, days(1)).await;
+    let e = start(s, &a, &old_ok, days(1)).await;
+    ok("append_steps", s.append_steps(&a, &old_ok, e, vec![tool_use("Bash", "ls")], days(1)).await);
+    ok("append_output", s.append_output(&a, &old_ok, e, vec![stdout(b"hello")], days(1)).await);
+    finish(s, &a, &old_ok, e, &SUCCEEDED, days(1).plus(Duration::from_secs(1))).await;
     let old_failed = submit(s, 2, with_attempts(spec("old failure"), 1), days(1)).await;
     run_to(s, &a, &old_failed, b"boom", &failed("broke"), days(2)).await;
     let old_cancelled = submit(s, 3, spec("old cancel"), days(2)).await;
@@ -2026,6 +2168,7 @@ pub async fn compaction_prunes_finished_tasks_past_their_age(store: Arc<dyn Stor
         assert_eq!(ok("task", s.task(id).await), None, "{id} is past its retention");
         assert!(attempts(s, id).await.is_empty(), "{id}'s attempts go with it");
         assert!(output(s, id, None, 0).await.is_empty(), "{id}'s output goes with it");
+        assert!(steps(s, id, None).await.is_empty(), "{id}'s steps go with it");
     }
     let kept_after = (get(s, &recent).await, attempts(s, &recent).await, output(s, &recent, None, 0).await);
     assert_eq!(kept_after, kept_before, "a task finished within the retention is untouched");

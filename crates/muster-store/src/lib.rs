@@ -172,13 +172,15 @@ pub trait Store: Send + Sync + 'static {
     /// for the same epoch is `Duplicate`, not an error, so agents can resend
     /// until acknowledged. Like `heartbeat` and `append_output`, a report from
     /// the holder of a task still recorded as assigned (its accept was lost)
-    /// first starts it.
+    /// first starts it. The agent's `report` of the run is kept on the attempt.
+    #[allow(clippy::too_many_arguments)] // each is one fact of the report
     async fn finish_task(
         &self,
         agent: &AgentName,
         id: &TaskId,
         epoch: Epoch,
         outcome: &RunOutcome,
+        report: Option<RunReport>,
         now: Millis,
         backoff: Duration,
     ) -> Result<(Task, FinishResult)>;
@@ -203,6 +205,19 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()>;
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
+    /// Records what a coding agent did during the running attempt, with one
+    /// `task.step` event naming the latest. Refused like `append_output`.
+    /// Past `MAX_STEPS` an attempt's steps are counted, not stored.
+    async fn append_steps(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        steps: Vec<NewStep>,
+        now: Millis,
+    ) -> Result<()>;
+    /// A task's steps in order, for one attempt (1-based number) or all.
+    async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>>;
 
     // -- alerts and settings -----------------------------------------------------
 

@@ -224,6 +224,127 @@ pub struct AttemptRecord {
     pub output_truncated: bool,
     /// Retention removed this attempt's output; `output_bytes` says how much there was.
     pub output_pruned: bool,
+    /// What the coding agent reported of its run, when the runner reads one.
+    pub report: Option<RunReport>,
+    /// Steps the agent reported (stored up to `MAX_STEPS`, counted beyond).
+    pub steps: u64,
+    /// The latest step, for "what is it doing now".
+    pub latest_step: Option<String>,
+}
+
+/// Tokens a run used, as the agent reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    /// Input read from the provider's prompt cache.
+    pub cache_read: u64,
+    /// Input written to the provider's prompt cache.
+    pub cache_write: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output).saturating_add(self.cache_read).saturating_add(self.cache_write)
+    }
+}
+
+/// A coding agent's account of one run: who it was, what it used, how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub session_id: Option<String>,
+    pub model: Option<String>,
+    pub turns: Option<u32>,
+    pub tokens: Tokens,
+    /// Cost in millionths of a US dollar, as the agent reported it.
+    pub cost_micro_usd: Option<u64>,
+    /// The agent's final message or result, clipped.
+    pub result: Option<String>,
+    pub tool_uses: u64,
+    pub tool_errors: u64,
+}
+
+/// Steps stored per attempt; more are counted, not kept.
+pub const MAX_STEPS: u64 = 5_000;
+/// Characters kept of a step's summary.
+pub const MAX_STEP_SUMMARY: usize = 1_000;
+
+/// What kind of thing a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// The agent's session began (summary: session id; name: model).
+    Session,
+    /// The agent said something.
+    Text,
+    /// The agent called a tool (name: the tool; summary: what it was asked).
+    ToolUse,
+    /// A tool answered (name: the tool; duration: how long it took).
+    ToolResult,
+    /// The agent reported an error.
+    Error,
+    /// The agent's final report.
+    Result,
+    /// A line of the stream could not be read.
+    Unreadable,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 7] = [
+        StepKind::Session,
+        StepKind::Text,
+        StepKind::ToolUse,
+        StepKind::ToolResult,
+        StepKind::Error,
+        StepKind::Result,
+        StepKind::Unreadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Session => "session",
+            StepKind::Text => "text",
+            StepKind::ToolUse => "tool_use",
+            StepKind::ToolResult => "tool_result",
+            StepKind::Error => "error",
+            StepKind::Result => "result",
+            StepKind::Unreadable => "unreadable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepKind> {
+        StepKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A step as an agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    pub kind: StepKind,
+    pub name: Option<String>,
+    pub summary: String,
+    pub is_error: bool,
+    pub duration_ms: Option<u64>,
+}
+
+impl NewStep {
+    /// One line for the timeline and "latest step".
+    pub fn line(&self) -> String {
+        match (&self.name, self.summary.is_empty()) {
+            (Some(name), false) => format!("{}: {name}: {}", self.kind.as_str(), self.summary),
+            (Some(name), true) => format!("{}: {name}", self.kind.as_str()),
+            (None, _) => format!("{}: {}", self.kind.as_str(), self.summary),
+        }
+    }
+}
+
+/// A stored step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub attempt: u32,
+    /// 1-based within the attempt.
+    pub seq: u64,
+    pub at: Millis,
+    pub step: NewStep,
 }
 
 /// One line of the timeline.

@@ -13,9 +13,11 @@
 
 mod claude;
 mod codex;
+mod recorder;
 
 pub use claude::Claude;
 pub use codex::Codex;
+pub use recorder::{Recorder, run_report, verdict};
 
 /// Lines longer than this are skipped (their length is noted).
 pub const MAX_LINE_BYTES: usize = 4 << 20;
@@ -208,14 +210,16 @@ impl<D: Dialect> StreamParser<D> {
     }
 
     /// The stream has ended: reads a last line that had no newline and says
-    /// whether the run's report was seen.
-    pub fn finish(mut self) -> Summary {
+    /// whether the run's report was seen. Returns the steps that last line
+    /// completed, and the whole summary.
+    pub fn finish(mut self) -> (Vec<Step>, Summary) {
         let mut cut = false;
+        let mut steps = Vec::new();
         if self.skipping.is_some() {
-            self.feed(b"\n");
+            steps = self.feed(b"\n");
         } else if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
-            let steps = self.read(&line);
+            steps = self.read(&line);
             cut = steps.iter().any(|s| matches!(s, Step::Unreadable { .. }));
             for step in &steps {
                 self.summary.record(step);
@@ -228,7 +232,7 @@ impl<D: Dialect> StreamParser<D> {
                 "the stream ended without the agent's final report".to_owned()
             });
         }
-        self.summary
+        (steps, self.summary)
     }
 }
 

@@ -43,7 +43,9 @@ fn parse<D: Dialect>(dialect: D, chunks: &[&[u8]]) -> (Vec<Step>, Summary) {
     for chunk in chunks {
         steps.extend(p.feed(chunk));
     }
-    (steps, p.finish())
+    let (last, summary) = p.finish();
+    steps.extend(last);
+    (steps, summary)
 }
 
 #[test]

@@ -18,8 +18,8 @@ pub mod schema;
 
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
-    Heartbeat, Limits, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Store,
-    StoreError, TaskFilter, TokenRecord,
+    Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result,
+    RunReport, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
 };
 use async_trait::async_trait;
 use muster_core::task::{Cancel, Reclaimed};
@@ -540,11 +540,12 @@ impl Store for SqliteStore {
         id: &TaskId,
         epoch: Epoch,
         outcome: &RunOutcome,
+        report: Option<RunReport>,
         now: Millis,
         backoff: Duration,
     ) -> Result<(Task, FinishResult)> {
         let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
-        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, now, backoff)).await
+        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, report.as_ref(), now, backoff)).await
     }
 
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
@@ -581,6 +582,23 @@ impl Store for SqliteStore {
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>> {
         let id = id.clone();
         self.read(move |c| ops::attempts(c, &id)).await
+    }
+
+    async fn append_steps(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        steps: Vec<NewStep>,
+        now: Millis,
+    ) -> Result<()> {
+        let (agent, id) = (agent.clone(), id.clone());
+        self.write(move |c| ops::append_steps(c, &agent, &id, epoch, steps, now)).await
+    }
+
+    async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {
+        let id = id.clone();
+        self.read(move |c| ops::steps(c, &id, attempt)).await
     }
 
     async fn alerts(&self) -> Result<Vec<crate::AlertRecord>> {

@@ -6,8 +6,9 @@
 
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
-    Heartbeat, NewAgent, NewEvent, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, Scope, StoreError,
-    Stream, TaskFilter, TokenRecord,
+    Heartbeat, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
+    OutputRecord, Page, Result, RunReport, Scope, StepKind, StepRecord, StoreError, Stream, TaskFilter, TokenRecord,
+    Tokens,
 };
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
@@ -707,12 +708,14 @@ fn end_attempt(c: &Connection, task: &Task, epoch: Epoch, outcome: &str, now: Mi
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // each is one fact of the report; a struct would only rename them
 pub fn finish_task(
     c: &Connection,
     agent: &AgentName,
     id: &TaskId,
     epoch: Epoch,
     outcome: &RunOutcome,
+    report: Option<&RunReport>,
     now: Millis,
     backoff: Duration,
 ) -> Result<(Task, FinishResult)> {
@@ -738,6 +741,9 @@ pub fn finish_task(
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
+    if let Some(report) = report {
+        save_report(c, id, epoch, report)?;
+    }
     let kind = match finished {
         Finished::Succeeded => "task.succeeded",
         Finished::RetryScheduled { .. } => "task.retry_scheduled",
@@ -801,10 +807,115 @@ pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
     })
 }
 
+fn save_report(c: &Connection, id: &TaskId, epoch: Epoch, r: &RunReport) -> Result<()> {
+    let int = |n: u64| n.min(i64::MAX as u64) as i64;
+    c.prepare_cached(
+        "UPDATE attempts SET reported = 1, session_id = ?, model = ?, turns = ?, input_tokens = ?, \
+         output_tokens = ?, cache_read_tokens = ?, cache_write_tokens = ?, cost_micro_usd = ?, result = ?, \
+         tool_uses = ?, tool_errors = ? WHERE task_id = ? AND epoch = ?",
+    )?
+    .execute(params![
+        r.session_id.as_deref().map(|s| clip(s, 200)),
+        r.model.as_deref().map(|s| clip(s, 200)),
+        r.turns,
+        int(r.tokens.input),
+        int(r.tokens.output),
+        int(r.tokens.cache_read),
+        int(r.tokens.cache_write),
+        r.cost_micro_usd.map(int),
+        r.result.as_deref().map(|s| clip(s, MAX_RESULT_CHARS)),
+        int(r.tool_uses),
+        int(r.tool_errors),
+        id.as_str(),
+        epoch.0 as i64
+    ])?;
+    Ok(())
+}
+
+/// Characters kept of an agent's final message.
+const MAX_RESULT_CHARS: usize = 8_000;
+/// Characters kept of the latest step, shown live.
+const LATEST_STEP_CHARS: usize = 300;
+
+/// `text` cut to at most `max` characters, on a character boundary.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+// -- steps ------------------------------------------------------------------------
+
+pub fn append_steps(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    steps: Vec<NewStep>,
+    now: Millis,
+) -> Result<()> {
+    let task = running_attempt(c, agent, id, epoch, now)?;
+    let Some(last) = steps.last() else { return Ok(()) };
+    let latest = clip(&last.line(), LATEST_STEP_CHARS);
+    let stored: u64 = c
+        .prepare_cached("SELECT steps FROM attempts WHERE task_id = ? AND epoch = ?")?
+        .query_row(params![id.as_str(), epoch.0 as i64], |r| r.get::<_, i64>(0))? as u64;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO steps (task_id, epoch, seq, at, kind, name, summary, is_error, duration_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    let mut seq = stored;
+    for step in &steps {
+        seq += 1;
+        if seq > MAX_STEPS {
+            continue;
+        }
+        insert.execute(params![
+            id.as_str(),
+            epoch.0 as i64,
+            seq as i64,
+            now.0,
+            step.kind.as_str(),
+            step.name.as_deref().map(|n| clip(n, 200)),
+            clip(&step.summary, MAX_STEP_SUMMARY),
+            step.is_error,
+            step.duration_ms.map(|d| d.min(i64::MAX as u64) as i64),
+        ])?;
+    }
+    c.prepare_cached("UPDATE attempts SET steps = ?, latest_step = ? WHERE task_id = ? AND epoch = ?")?
+        .execute(params![seq as i64, latest, id.as_str(), epoch.0 as i64])?;
+    task_event(c, now, "task.step", &task, Some(&latest))
+}
+
+pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT a.number, s.seq, s.at, s.kind, s.name, s.summary, s.is_error, s.duration_ms FROM steps s \
+         JOIN attempts a ON a.task_id = s.task_id AND a.epoch = s.epoch \
+         WHERE s.task_id = ? AND (? IS NULL OR a.number = ?) ORDER BY a.number, s.seq",
+    )?;
+    let rows = stmt.query_map(params![id.as_str(), attempt, attempt], |r| {
+        let kind: String = r.get(3)?;
+        Ok(StepRecord {
+            attempt: r.get(0)?,
+            seq: r.get::<_, i64>(1)? as u64,
+            at: Millis(r.get(2)?),
+            step: NewStep {
+                kind: StepKind::parse(&kind).ok_or_else(|| corrupt("step kind", &kind))?,
+                name: r.get(4)?,
+                summary: r.get(5)?,
+                is_error: r.get(6)?,
+                duration_ms: r.get::<_, Option<i64>>(7)?.map(|d| d as u64),
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 // -- output ---------------------------------------------------------------------
 
-/// Refuses unless `agent` holds the running lease under `epoch`.
-fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()> {
+/// Refuses unless `agent` holds the running lease under `epoch`; the task as it is.
+fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<Task> {
     let mut task = load_task(c, id)?;
     // Output from a run whose accept was lost: the run is real. Keep the
     // lease's current deadline; the agent's next heartbeat renews it.
@@ -816,7 +927,7 @@ fn running_attempt(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch,
     if !held {
         return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
     }
-    Ok(())
+    Ok(task)
 }
 
 pub fn mark_output_truncated(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()> {
@@ -883,10 +994,27 @@ pub fn read_output(c: &Connection, id: &TaskId, f: &OutputFilter) -> Result<Vec<
 pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
     let mut stmt = c.prepare_cached(
         "SELECT number, epoch, agent, started_at, finished_at, outcome, exit_code, reason, output_bytes, \
-         output_truncated, output_pruned FROM attempts WHERE task_id = ? ORDER BY number",
+         output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors \
+         FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+        let report = if r.get::<_, bool>(13)? {
+            Some(RunReport {
+                session_id: r.get(14)?,
+                model: r.get(15)?,
+                turns: r.get(16)?,
+                tokens: Tokens { input: n(17)?, output: n(18)?, cache_read: n(19)?, cache_write: n(20)? },
+                cost_micro_usd: r.get::<_, Option<i64>>(21)?.map(|v| v.max(0) as u64),
+                result: r.get(22)?,
+                tool_uses: n(23)?,
+                tool_errors: n(24)?,
+            })
+        } else {
+            None
+        };
         Ok(AttemptRecord {
             number: r.get(0)?,
             epoch: Epoch(r.get::<_, i64>(1)? as u64),
@@ -899,6 +1027,9 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             output_bytes: r.get::<_, i64>(8)? as u64,
             output_truncated: r.get(9)?,
             output_pruned: r.get(10)?,
+            steps: n(11)?,
+            latest_step: r.get(12)?,
+            report,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1102,7 +1233,7 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
                 break;
             }
             bytes += output_bytes_of(c, id)?;
-            for table in ["output", "attempts", "task_caps"] {
+            for table in ["output", "steps", "attempts", "task_caps"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;

@@ -150,6 +150,35 @@ CREATE INDEX attempts_started ON attempts (started_at);
 ALTER TABLE attempts ADD COLUMN output_pruned INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 "#,
+    // 7: what coding agents did and used: steps, and each run's report.
+    r#"
+ALTER TABLE attempts ADD COLUMN steps INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN latest_step TEXT;
+ALTER TABLE attempts ADD COLUMN reported INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN session_id TEXT;
+ALTER TABLE attempts ADD COLUMN model TEXT;
+ALTER TABLE attempts ADD COLUMN turns INTEGER;
+ALTER TABLE attempts ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN cost_micro_usd INTEGER;
+ALTER TABLE attempts ADD COLUMN result TEXT;
+ALTER TABLE attempts ADD COLUMN tool_uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN tool_errors INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE steps (
+    task_id      TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    name         TEXT,
+    summary      TEXT NOT NULL,
+    is_error     INTEGER NOT NULL,
+    duration_ms  INTEGER,
+    PRIMARY KEY (task_id, epoch, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

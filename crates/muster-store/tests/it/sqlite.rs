@@ -143,13 +143,14 @@ async fn tell_a_story(s: &dyn Store) {
         OutputChunk { stream: Stream::Stderr, data: vec![0, 159, 146, 150] },
     ];
     s.append_output(&a, &done, e, chunks, at(2)).await.unwrap();
-    let (_, r) = s.finish_task(&a, &done, e, &RunOutcome::Succeeded { exit_code: 0 }, at(3), BACKOFF).await.unwrap();
+    let (_, r) =
+        s.finish_task(&a, &done, e, &RunOutcome::Succeeded { exit_code: 0 }, None, at(3), BACKOFF).await.unwrap();
     assert_eq!(r, FinishResult::Applied(Finished::Succeeded));
 
     let flaky = s.create_task(task_id(2), spec("flaky"), at(4)).await.unwrap().task.id;
     let e = start(s, &a, &flaky, at(4)).await;
     let boom = RunOutcome::Failed { exit_code: Some(3), reason: "boom".to_owned() };
-    s.finish_task(&a, &flaky, e, &boom, at(5), BACKOFF).await.unwrap();
+    s.finish_task(&a, &flaky, e, &boom, None, at(5), BACKOFF).await.unwrap();
 
     let running = s.create_task(task_id(3), spec("running"), at(6)).await.unwrap().task.id;
     start(s, &a, &running, at(6)).await;
@@ -452,7 +453,7 @@ async fn run_many(s: &SqliteStore, agent: &AgentName, n: u128, bytes: usize, now
         appended.unwrap();
     }
     let done = RunOutcome::Succeeded { exit_code: 0 };
-    let finishes = claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, now, BACKOFF));
+    let finishes = claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, None, now, BACKOFF));
     for finished in join_all(finishes).await {
         finished.unwrap();
     }

@@ -339,18 +339,47 @@ pub struct Agent {
     _workdir: tempfile::TempDir,
 }
 
+/// How to start an agent beyond its name and token.
+pub struct AgentOpts<'a> {
+    pub slots: u32,
+    pub caps: &'a [&'a str],
+    /// Built-in runners to enable (`--runner`).
+    pub runners: &'a [&'a str],
+    /// An agent config file (`--config`).
+    pub config: Option<&'a Path>,
+    /// Variables set in the agent's environment (its runs see those their profile names).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for AgentOpts<'_> {
+    fn default() -> Self {
+        AgentOpts { slots: 1, caps: &[], runners: &["shell"], config: None, env: Vec::new() }
+    }
+}
+
 impl Agent {
     pub fn spawn(url: &str, name: &str, token: &str, slots: u32, caps: &[&str]) -> Agent {
+        Agent::spawn_with(url, name, token, AgentOpts { slots, caps, ..AgentOpts::default() })
+    }
+
+    pub fn spawn_with(url: &str, name: &str, token: &str, opts: AgentOpts<'_>) -> Agent {
         let workdir = tempfile::tempdir().expect("a workdir");
-        let slots = slots.to_string();
-        let mut args =
-            vec!["agent", "run", "--hub", url, "--slots", &slots, "--runner", "shell", "--drain-timeout", "5s"];
+        let slots = opts.slots.to_string();
+        let mut args = vec!["agent", "run", "--hub", url, "--slots", &slots, "--drain-timeout", "5s"];
+        for runner in opts.runners {
+            args.extend(["--runner", runner]);
+        }
         let workdir_str = workdir.path().to_str().expect("a UTF-8 path").to_owned();
         args.extend(["--workdir", &workdir_str]);
-        for cap in caps {
+        let config = opts.config.map(path_str);
+        if let Some(config) = &config {
+            args.extend(["--config", config]);
+        }
+        for cap in opts.caps {
             args.extend(["--cap", cap]);
         }
         let mut cmd = command(&args);
+        cmd.envs(opts.env);
         cmd.env("MUSTER_TOKEN", token).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the agent starts");
         drop(watch_stderr(&mut group, format!("agent {name}"), "\u{0}never"));

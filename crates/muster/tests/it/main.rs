@@ -19,3 +19,4 @@ mod logs;
 mod operate;
 mod regressions;
 mod stale_epoch;
+mod streams;

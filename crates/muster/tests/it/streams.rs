@@ -1,0 +1,214 @@
+//! Runners that read their coding agent's event stream: steps recorded as
+//! they come, the latest live on the task, tokens and cost kept per attempt,
+//! and the agent's own verdict, or a broken stream, deciding the outcome.
+//!
+//! The runner here replays a stream from its prompt, so these tests need no
+//! agent installed; `agents.rs` runs the real Claude Code and Codex CLIs.
+
+use crate::harness::{Agent, AgentOpts, Hub, path_str};
+use serde_json::{Value, json};
+
+/// A runner that prints its prompt file as the agent's stream, line by
+/// line, stopping at `WAIT <path>` until that path exists, then exits with
+/// the code a final `EXIT <n>` line gives (0 without one). `NOEOL <text>`
+/// prints text with no newline; `HUGE <n>` a JSON line padded by n bytes.
+const REPLAY: &str = r#"code=0
+while IFS= read -r l || [ -n "$l" ]; do
+  case "$l" in
+    "WAIT "*) f=${l#WAIT }; while [ ! -e "$f" ]; do sleep 0.02; done ;;
+    "EXIT "*) code=${l#EXIT } ;;
+    "NOEOL "*) printf '%s' "${l#NOEOL }" ;;
+    "HUGE "*) printf '{"type":"assistant","pad":"'; head -c "${l#HUGE }" /dev/zero | tr '\0' x; printf '"}\n' ;;
+    *) printf '%s\n' "$l" ;;
+  esac
+done < "$0"
+exit "$code""#;
+
+fn config(dir: &std::path::Path, format: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        "[runners.replay]\nargv = [\"bash\", \"-c\", {script}, \"{{prompt_file}}\"]\nprompt = \"file\"\nformat = \"{format}\"\n",
+        script = toml_string(REPLAY),
+    );
+    std::fs::write(&path, text).expect("the agent config");
+    path
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a JSON string is a TOML basic string")
+}
+
+async fn replay_agent(hub: &Hub, dir: &std::path::Path, format: &str) -> Agent {
+    let token = hub.add_agent("coder", &[]).await;
+    let config = config(dir, format);
+    let agent = Agent::spawn_with(
+        &hub.url,
+        "coder",
+        &token,
+        AgentOpts { runners: &[], config: Some(&config), ..AgentOpts::default() },
+    );
+    hub.wait_connected("coder").await;
+    agent
+}
+
+fn lines(values: &[Value]) -> String {
+    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+async fn replay(hub: &Hub, stream: &str) -> String {
+    hub.add_task(json!({ "prompt": stream, "runner": "replay", "max_attempts": 1 })).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claude_stream_becomes_steps_tokens_and_cost_with_the_latest_step_live() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "claude").await;
+    let gate = dir.path().join("go");
+    let session = "5f0c7c1e-1111-4222-8333-944455556666";
+    let head = lines(&[
+        json!({"type":"system","subtype":"init","session_id":session,"model":"claude-test-1","tools":["Bash"]}),
+        json!({"type":"assistant","session_id":session,"message":{"role":"assistant","content":[
+            {"type":"text","text":"Running the tests first."},
+            {"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"cargo test --workspace"}}]}}),
+    ]);
+    let tail = lines(&[
+        json!({"type":"user","session_id":session,"message":{"role":"user","content":[
+            {"type":"tool_result","tool_use_id":"toolu_1","content":"test result: ok. 12 passed","is_error":false}]}}),
+        json!({"type":"assistant","session_id":session,"message":{"role":"assistant","content":[
+            {"type":"text","text":"All 12 tests pass."}]}}),
+        json!({"type":"result","subtype":"success","is_error":false,"num_turns":2,"session_id":session,
+            "result":"All 12 tests pass.","duration_ms":1234,"total_cost_usd":0.0123,
+            "usage":{"input_tokens":1500,"output_tokens":230,"cache_read_input_tokens":9000,"cache_creation_input_tokens":400}}),
+    ]);
+    let stream = format!("{head}\nWAIT {}\n{tail}\n", path_str(&gate));
+    let id = replay(&hub, &stream).await;
+
+    // While the tool runs, the task shows it as its latest step.
+    hub.wait_until("the tool use to show as the latest step", || async {
+        let task = hub.task(&id).await;
+        let latest = task["attempts_detail"][0]["latest_step"].as_str().unwrap_or_default().to_owned();
+        latest.contains("Bash: cargo test --workspace").then_some(())
+    })
+    .await;
+    let (code, shown, err) = hub.cli(&["task", "show", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains("now           tool_use: Bash: cargo test --workspace"), "{shown}");
+    let steps = hub.events(&format!("task={id}")).await;
+    assert!(
+        steps.iter().any(|e| e["kind"] == "task.step" && e["detail"] == "tool_use: Bash: cargo test --workspace"),
+        "the timeline names the step: {steps:?}"
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    let report = &task["attempts_detail"][0]["report"];
+    assert_eq!(report["session_id"], session);
+    assert_eq!(report["model"], "claude-test-1");
+    assert_eq!(report["turns"], 2);
+    assert_eq!(
+        (
+            &report["input_tokens"],
+            &report["output_tokens"],
+            &report["cache_read_tokens"],
+            &report["cache_write_tokens"]
+        ),
+        (&json!(1500), &json!(230), &json!(9000), &json!(400))
+    );
+    assert_eq!(report["cost_usd"], 0.0123);
+    assert_eq!((&report["tool_uses"], &report["tool_errors"]), (&json!(1), &json!(0)));
+    assert_eq!(report["result"], "All 12 tests pass.");
+
+    let page = hub.get(&format!("/tasks/{id}/steps")).await;
+    let steps = page["steps"].as_array().expect("steps");
+    let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session", "text", "tool_use", "tool_result", "text", "result"]);
+    let result = &steps[3];
+    assert_eq!((&result["name"], &result["summary"]), (&json!("Bash"), &json!("test result: ok. 12 passed")));
+    assert!(result["duration_ms"].as_u64().is_some(), "a tool result is timed from its use: {result}");
+    assert_eq!(steps.iter().map(|s| s["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+
+    let (code, table, err) = hub.cli(&["task", "steps", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("tool_result") && table.contains("test result: ok. 12 passed"), "{table}");
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("spent         11130 tokens, $0.012300"), "{shown}");
+    assert!(shown.contains("tokens 1500 in, 230 out, 9000 cache read, 400 cache write · cost $0.012300"), "{shown}");
+    assert!(shown.contains("last step     result: success: All 12 tests pass."), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_verdict_or_a_broken_stream_decides_the_outcome_with_a_clear_reason() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "claude").await;
+    let init = json!({"type":"system","subtype":"init","session_id":"s-1","model":"m"}).to_string();
+
+    // The process exits 0, but the agent says it gave up.
+    let gave_up = json!({"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":40,
+        "total_cost_usd":0.5,"usage":{"input_tokens":10,"output_tokens":5}});
+    let id = replay(&hub, &format!("{init}\n{gave_up}\n")).await;
+    let task = hub.wait_state(&id, &["failed"]).await;
+    assert_eq!(task["reason"], "the agent reported error_max_turns", "{task}");
+    assert_eq!(task["attempts_detail"][0]["report"]["cost_usd"], 0.5, "a failed run's cost is still counted");
+
+    // Garbage, then a line cut off by the process ending.
+    let id = replay(&hub, &format!("{init}\nnot json at all\nNOEOL {{\"type\":\"assistant\",\"mess\n")).await;
+    let task = hub.wait_state(&id, &["failed"]).await;
+    assert_eq!(
+        task["reason"], "exit code 0, but the stream was cut off mid-line, before the agent's final report",
+        "{task}"
+    );
+    let page = hub.get(&format!("/tasks/{id}/steps")).await;
+    let unreadable: Vec<&Value> =
+        page["steps"].as_array().unwrap().iter().filter(|s| s["kind"] == "unreadable").collect();
+    assert_eq!(unreadable.len(), 2, "both bad lines are recorded: {page}");
+    assert!(unreadable.iter().all(|s| s["is_error"] == true && s["summary"].as_str().unwrap().starts_with("not JSON")));
+    assert_eq!(task["attempts_detail"][0]["report"]["session_id"], "s-1", "what could be read is kept");
+
+    // A crash before any report: the exit code, and the agent's last error.
+    let error = json!({"type":"assistant","message":{"content":[{"type":"text","text":"starting"}]}});
+    let id = replay(&hub, &format!("{init}\n{error}\nEXIT 3\n")).await;
+    let task = hub.wait_state(&id, &["failed"]).await;
+    assert_eq!((&task["reason"], &task["exit_code"]), (&json!("exit code 3"), &json!(3)), "{task}");
+
+    // A line far past the limit is skipped whole, not buffered, and the run goes on.
+    let huge = format!("HUGE {}", 5 << 20);
+    let ok = json!({"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"fine"});
+    let id = replay(&hub, &format!("{init}\n{huge}\n{ok}\n")).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let page = hub.get(&format!("/tasks/{id}/steps")).await;
+    let skipped = page["steps"].as_array().unwrap().iter().find(|s| s["kind"] == "unreadable").expect("a skipped line");
+    assert!(skipped["summary"].as_str().unwrap().contains("over the 4194304-byte limit"), "{skipped}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_codex_stream_is_read_into_the_same_record() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "codex").await;
+    let stream = lines(&[
+        json!({"type":"thread.started","thread_id":"th-9"}),
+        json!({"type":"turn.started"}),
+        json!({"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","status":"in_progress"}}),
+        json!({"type":"item.completed","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","aggregated_output":"README.md\n","exit_code":0,"status":"completed"}}),
+        json!({"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"The repository has a README."}}),
+        json!({"type":"turn.completed","usage":{"input_tokens":600,"cached_input_tokens":200,"output_tokens":80}}),
+    ]);
+    let id = replay(&hub, &format!("{stream}\n")).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let report = &task["attempts_detail"][0]["report"];
+    assert_eq!((&report["session_id"], &report["turns"]), (&json!("th-9"), &json!(1)));
+    assert_eq!((&report["input_tokens"], &report["output_tokens"]), (&json!(600), &json!(80)));
+    assert_eq!(report["cache_read_tokens"], 200);
+    assert_eq!(report["cost_usd"], Value::Null, "Codex reports no cost");
+    assert_eq!(report["result"], "The repository has a README.");
+    let page = hub.get(&format!("/tasks/{id}/steps")).await;
+    let kinds: Vec<&str> = page["steps"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session", "tool_use", "tool_result", "text", "result"]);
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("cost not reported"), "{shown}");
+    assert!(shown.contains("(some runs reported no cost)"), "{shown}");
+}
