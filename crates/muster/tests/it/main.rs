@@ -3,7 +3,9 @@
 //! the real CLI. Tests wait on the hub's event stream, never on sleeps.
 
 mod harness;
+mod models;
 
+mod agents;
 mod alerting;
 mod backups;
 mod bad_input;

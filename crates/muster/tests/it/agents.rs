@@ -1,0 +1,159 @@
+//! The real Claude Code and Codex CLIs, run by a real agent, fully offline
+//! against the scripted model servers in `models.rs`. `.ci/run` installs
+//! the pinned CLIs into `target/agent-clis`; a machine without Node.js
+//! skips these tests and says so.
+
+use crate::harness::{Agent, AgentOpts, Hub, path_str};
+use crate::models::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Reply, ScriptedModel};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// The directory holding the installed `claude` and `codex`, or `None` on a
+/// machine without Node.js (said loudly). With Node.js the CLIs must be
+/// there: `.ci/run` installs them.
+fn clis() -> Option<PathBuf> {
+    let dir = match std::env::var_os("MUSTER_AGENT_CLIS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/agent-clis/node_modules/.bin"),
+    };
+    if dir.join("claude").exists() && dir.join("codex").exists() {
+        return Some(dir);
+    }
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node {
+        eprintln!(
+            "\n!!! SKIPPED: Node.js is not installed, so the Claude Code and Codex CLIs cannot run here; \
+             these end-to-end tests of the real agents did not run !!!\n"
+        );
+        return None;
+    }
+    panic!(
+        "the agent CLIs are not installed in {}: run .ci/run, or `npm install --prefix target/agent-clis \
+         @anthropic-ai/claude-code@2.1.330 @openai/codex@0.169.0`",
+        dir.display()
+    );
+}
+
+fn with_path(bin: &std::path::Path) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", path_str(bin))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_runs_offline_and_its_tool_use_tokens_and_cost_are_recorded() {
+    let Some(bin) = clis() else { return };
+    let model = ScriptedModel::start(
+        Api::Anthropic,
+        vec![
+            Reply::Shell { command: "printf 'written by claude\\n' > NOTES.md".into(), description: "write notes" },
+            Reply::Text("I wrote NOTES.md."),
+        ],
+    )
+    .await;
+    let hub = Hub::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let token = hub.add_agent("claude-1", &[]).await;
+    let env = vec![
+        ("PATH".to_owned(), with_path(&bin)),
+        ("HOME".to_owned(), path_str(home.path())),
+        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
+        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
+    ];
+    let _agent = Agent::spawn_with(
+        &hub.url,
+        "claude-1",
+        &token,
+        AgentOpts { runners: &["claude"], env, ..AgentOpts::default() },
+    );
+    hub.wait_connected("claude-1").await;
+
+    let id = hub.add_task(json!({ "prompt": "please write the notes", "runner": "claude", "max_attempts": 1 })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    let output = hub.output(&id).await;
+    assert_eq!(task["state"], "succeeded", "{}\n{output}", task["reason"]);
+
+    let requests = model.requests();
+    assert!(requests.len() >= 2, "a tool turn and a final turn: {}", requests.len());
+    let first = requests[0].to_string();
+    assert!(first.contains("please write the notes"), "the prompt reached the model: {first:.300}");
+
+    let steps = hub.get(&format!("/tasks/{id}/steps")).await;
+    let steps = steps["steps"].as_array().expect("steps").clone();
+    let tool = steps.iter().find(|s| s["kind"] == "tool_use").expect("a tool use");
+    assert_eq!(tool["name"], "Bash");
+    assert_eq!(tool["summary"], "printf 'written by claude\\n' > NOTES.md");
+    let result = steps.iter().find(|s| s["kind"] == "tool_result").expect("a tool result");
+    assert_eq!((&result["name"], &result["is_error"]), (&json!("Bash"), &Value::Null), "{result}");
+    assert!(steps.iter().any(|s| s["kind"] == "session"), "{steps:?}");
+
+    let report = &task["attempts_detail"][0]["report"];
+    assert_eq!(report["input_tokens"], 2 * INPUT_TOKENS, "{report}");
+    assert_eq!(report["output_tokens"], 2 * OUTPUT_TOKENS, "{report}");
+    assert_eq!(report["tool_uses"], 1);
+    assert_eq!(report["result"], "I wrote NOTES.md.");
+    let cost = report["cost_usd"].as_f64().expect("Claude Code reports a cost");
+    let reported = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .and_then(|v| v["total_cost_usd"].as_f64())
+        .expect("the CLI's own result line");
+    assert!(cost > 0.0 && (cost - reported).abs() < 1e-6, "recorded {cost}, the CLI said {reported}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
+    let Some(bin) = clis() else { return };
+    let model = ScriptedModel::start(
+        Api::OpenAi,
+        vec![
+            Reply::Shell { command: "printf 'written by codex\\n' > NOTES.md".into(), description: "write notes" },
+            Reply::Text("Codex wrote NOTES.md."),
+        ],
+    )
+    .await;
+    let hub = Hub::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let codex_home = home.path().join("codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"scripted-model\"\nmodel_provider = \"scripted\"\n\n[model_providers.scripted]\n\
+             name = \"scripted\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"OPENAI_API_KEY\"\n",
+            model.url
+        ),
+    )
+    .unwrap();
+    let token = hub.add_agent("codex-1", &[]).await;
+    let env = vec![
+        ("PATH".to_owned(), with_path(&bin)),
+        ("HOME".to_owned(), path_str(home.path())),
+        ("CODEX_HOME".to_owned(), path_str(&codex_home)),
+        ("OPENAI_API_KEY".to_owned(), "sk-scripted-0000".to_owned()),
+    ];
+    let _agent =
+        Agent::spawn_with(&hub.url, "codex-1", &token, AgentOpts { runners: &["codex"], env, ..AgentOpts::default() });
+    hub.wait_connected("codex-1").await;
+
+    let id = hub.add_task(json!({ "prompt": "please write the notes", "runner": "codex", "max_attempts": 1 })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    let output = hub.output(&id).await;
+    assert_eq!(task["state"], "succeeded", "{}\n{output}", task["reason"]);
+    assert!(model.requests().len() >= 2, "a tool turn and a final turn");
+
+    let steps = hub.get(&format!("/tasks/{id}/steps")).await;
+    let steps = steps["steps"].as_array().expect("steps").clone();
+    let tool = steps.iter().find(|s| s["kind"] == "tool_use").expect("a command");
+    assert!(tool["summary"].as_str().unwrap().contains("written by codex"), "{tool}");
+    let result = steps.iter().find(|s| s["kind"] == "tool_result").expect("its result");
+    assert_ne!(result["is_error"], true, "the command ran: {result}");
+    assert!(steps.iter().any(|s| s["kind"] == "text" && s["summary"] == "Codex wrote NOTES.md."), "{steps:?}");
+
+    let report = &task["attempts_detail"][0]["report"];
+    assert_eq!(report["input_tokens"], 2 * INPUT_TOKENS, "{report}");
+    assert_eq!(report["output_tokens"], 2 * OUTPUT_TOKENS, "{report}");
+    assert_eq!((&report["turns"], &report["result"]), (&json!(1), &json!("Codex wrote NOTES.md.")));
+    assert!(report["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{report}");
+}
