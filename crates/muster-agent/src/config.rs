@@ -143,6 +143,12 @@ pub struct AgentFile {
     pub runners: BTreeMap<String, RunnerProfile>,
     /// Grace between SIGTERM and SIGKILL when a run is stopped, e.g. "10s".
     pub kill_grace: Option<String>,
+    /// Repository names tasks may give (`--repo NAME`), mapped to paths.
+    #[serde(default)]
+    pub repos: BTreeMap<String, PathBuf>,
+    /// Where a task's repository path (`--repo team/web`) is looked up;
+    /// defaults to `workdir`. A path never leads outside it.
+    pub repos_root: Option<PathBuf>,
 }
 
 impl AgentFile {
@@ -169,6 +175,10 @@ pub struct AgentConfig {
     /// Reconnect delays: start, then doubling up to max, with jitter.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Repository names mapped to paths, for tasks that run in a worktree.
+    pub repos: BTreeMap<String, PathBuf>,
+    /// Where task-given repository paths are resolved; `workdir` when unset.
+    pub repos_root: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -199,7 +209,29 @@ impl AgentConfig {
         for cap in &self.capabilities {
             muster_core::Capability::parse(cap).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        for (name, path) in &self.repos {
+            if name.is_empty() || name.chars().any(char::is_control) {
+                bail!("repos: {name:?} is not a usable repository name");
+            }
+            if !path.is_dir() {
+                bail!("repos: {name:?} maps to {}, which is not an existing directory", path.display());
+            }
+        }
+        if let Some(root) = &self.repos_root
+            && !root.is_dir()
+        {
+            bail!("repos_root {} is not an existing directory", root.display());
+        }
         Ok(())
+    }
+
+    /// Where this agent finds repositories and makes worktrees.
+    pub fn places(&self) -> crate::workspace::Places {
+        crate::workspace::Places {
+            repos: self.repos.clone(),
+            repos_root: self.repos_root.clone().unwrap_or_else(|| self.workdir.clone()),
+            worktrees: self.workdir.join("worktrees"),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod process;
 pub mod run;
 pub mod stream;
+pub mod workspace;
 
 pub use config::{AgentConfig, AgentFile, Format, PromptMode, RunnerProfile};
 
@@ -62,6 +63,7 @@ struct Agent {
     name: Option<String>,
     /// The latest doctor report and when it was made.
     doctor: Option<(Instant, muster_proto::ws::DoctorReport)>,
+    places: std::sync::Arc<workspace::Places>,
 }
 
 /// A doctor report is reused across reconnects this close together.
@@ -84,7 +86,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         let _ = shutdown_tx.send(true);
     });
     let (events_tx, events) = mpsc::unbounded_channel();
+    let places = std::sync::Arc::new(config.places());
     let mut agent = Agent {
+        places,
         config,
         runs: HashMap::new(),
         unacked: Vec::new(),
@@ -263,8 +267,9 @@ impl Agent {
                     self.runs.remove(&f.task);
                 }
                 tracing::info!(task_id = %f.task, outcome = f.outcome, exit_code = ?f.exit_code, "run finished");
-                self.unacked.push(f.clone());
-                Some(finished_msg(&f))
+                let msg = finished_msg(&f);
+                self.unacked.push(*f);
+                Some(msg)
             }
             RunEvent::Dropped { task, epoch } => {
                 if self.runs.get(&task).is_some_and(|r| r.epoch == epoch) {
@@ -445,7 +450,7 @@ impl Agent {
 
     fn on_hub_msg(&mut self, msg: HubMsg) -> Option<AgentMsg> {
         match msg {
-            HubMsg::Assign { task, epoch, runner, prompt, timeout_ms, metadata: _ } => {
+            HubMsg::Assign { task, epoch, runner, prompt, timeout_ms, metadata: _, workspace } => {
                 let refuse = |reason: String| Some(AgentMsg::Reject { task: task.clone(), epoch, reason });
                 if self.draining {
                     return refuse("the agent is draining".into());
@@ -472,13 +477,15 @@ impl Agent {
                     workdir: self.config.workdir.clone(),
                     kill_grace: self.config.kill_grace,
                     max_output_bytes: self.config.max_output_bytes,
+                    workspace,
+                    places: self.places.clone(),
                 };
                 let events = self.events_tx.clone();
                 tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");
                 tokio::spawn(async move {
                     let (task, epoch) = (spec.task.clone(), spec.epoch);
                     let ev = match run::execute(spec, events.clone(), stop_rx).await {
-                        Some(finished) => RunEvent::Finished(finished),
+                        Some(finished) => RunEvent::Finished(Box::new(finished)),
                         None => RunEvent::Dropped { task, epoch },
                     };
                     let _ = events.send(ev);
@@ -535,6 +542,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         reason: f.reason.clone(),
         output_truncated: f.output_truncated,
         report: f.report.clone(),
+        workspace: f.workspace.clone().map(Box::new),
     }
 }
 

@@ -4,7 +4,9 @@
 use crate::config::{BASE_ENV, PromptMode, RunnerProfile};
 use crate::process::ProcessGroup;
 use crate::stream::{Recorder, Summary};
-use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg};
+use crate::workspace::{self, Places};
+use muster_proto::api::WorkspaceView;
+use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg, WorkspaceReport};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ pub enum RunEvent {
         epoch: u64,
         steps: Vec<StepMsg>,
     },
-    Finished(Finished),
+    Finished(Box<Finished>),
     /// The run was stopped on the hub's word and is not to be reported.
     Dropped {
         task: String,
@@ -46,6 +48,8 @@ pub struct Finished {
     pub output_truncated: bool,
     /// The coding agent's account, for runners whose stream is read.
     pub report: Option<RunReport>,
+    /// The run's worktree and what changed in it.
+    pub workspace: Option<WorkspaceReport>,
 }
 
 /// Why a run is being stopped from outside.
@@ -68,6 +72,9 @@ pub struct RunSpec {
     pub workdir: PathBuf,
     pub kill_grace: Duration,
     pub max_output_bytes: u64,
+    /// Run in a git worktree of this repository.
+    pub workspace: Option<WorkspaceView>,
+    pub places: Arc<Places>,
 }
 
 const READ_CHUNK: usize = 32 << 10;
@@ -86,6 +93,7 @@ pub async fn execute(
         reason,
         output_truncated: truncated,
         report: None,
+        workspace: None,
     };
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
@@ -100,6 +108,13 @@ pub async fn execute(
     {
         return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
     }
+    let prepared = match &spec.workspace {
+        Some(w) => match workspace::prepare(&spec.places, &spec.task, spec.epoch, w).await {
+            Ok(p) => Some(p),
+            Err(e) => return Some(finished("failed", None, Some(format!("workspace: {e}")), false)),
+        },
+        None => None,
+    };
     let argv: Vec<String> = spec
         .profile
         .argv
@@ -109,7 +124,7 @@ pub async fn execute(
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
-        .current_dir(spec.profile.cwd.as_ref().unwrap_or(&spec.workdir))
+        .current_dir(prepared.as_ref().map(|p| &p.dir).or(spec.profile.cwd.as_ref()).unwrap_or(&spec.workdir))
         .stdin(if spec.profile.prompt == PromptMode::Stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -127,7 +142,11 @@ pub async fn execute(
     let mut group = match ProcessGroup::spawn(&mut cmd) {
         Ok(g) => g,
         Err(e) => {
-            return Some(finished("failed", None, Some(format!("cannot start {:?}: {e}", argv[0])), false));
+            let mut f = finished("failed", None, Some(format!("cannot start {:?}: {e}", argv[0])), false);
+            if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
+                f.workspace = Some(workspace::conclude(p, w, &spec.task, &spec.prompt, false).await);
+            }
+            return Some(f);
         }
     };
     if let Some(mut stdin) = group.child_mut().stdin.take() {
@@ -200,6 +219,9 @@ pub async fn execute(
     let mut result = verdict(end, summary.as_ref(), &spec.timeout, truncated, finished);
     if let (Some(f), Some(s)) = (result.as_mut(), summary.as_ref()) {
         f.report = Some(crate::stream::run_report(s));
+    }
+    if let (Some(f), Some(p), Some(w)) = (result.as_mut(), prepared.as_ref(), spec.workspace.as_ref()) {
+        f.workspace = Some(workspace::conclude(p, w, &spec.task, &spec.prompt, f.outcome == "succeeded").await);
     }
     result
 }

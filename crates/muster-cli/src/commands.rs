@@ -6,7 +6,7 @@ use crate::table::{Table, clip, dash};
 use crate::{CliError, Client, exit};
 use clap::{Args, Subcommand};
 use muster_proto::api::{
-    AgentAdd, AgentCreated, AgentView, DurationValue, EventPage, EventView, LogsPage, StatusView, StepsPage,
+    AgentAdd, AgentCreated, AgentView, DiffView, DurationValue, EventPage, EventView, LogsPage, StatusView, StepsPage,
     TaskCreated, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
 };
 use muster_proto::ws::RunReport;
@@ -103,6 +103,18 @@ pub enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The change a task made in its worktree: commits, files, and the diff.
+    Diff {
+        id: String,
+        /// This attempt (1-based); default: the latest that ran in a worktree.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Only the commits and the diff stat.
+        #[arg(long)]
+        stat: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a task: at once if queued, by killing its run if running.
     Cancel {
         id: String,
@@ -150,6 +162,19 @@ pub struct TaskAddArgs {
     /// A JSON object stored with the task.
     #[arg(long)]
     pub metadata: Option<String>,
+    /// Run in a git worktree of this repository (a name the agent maps, or a
+    /// path under its repository root), on branch muster/<task-id>.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// The ref the worktree starts from (default: the repository's HEAD).
+    #[arg(long, requires = "repo")]
+    pub base: Option<String>,
+    /// Commit what the agent leaves uncommitted, on the task's branch.
+    #[arg(long, requires = "repo")]
+    pub auto_commit: bool,
+    /// Keep the worktree afterwards: on-failure (default), always or never.
+    #[arg(long, requires = "repo")]
+    pub keep_worktree: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -200,6 +225,41 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             Ok(())
         }
         TaskCmd::Logs { id, follow, attempt, json } => task_logs(&client, &id, follow, attempt, json).await,
+        TaskCmd::Diff { id, attempt, stat, json } => {
+            let query = attempt.map(|a| format!("?attempt={a}")).unwrap_or_default();
+            let view: DiffView = client.get(&format!("/tasks/{}/diff{query}", segment(&id))).await?;
+            if json {
+                return print_json(&view);
+            }
+            let w = &view.workspace;
+            let mut out = std::io::stdout().lock();
+            let short = |sha: &str| sha.chars().take(12).collect::<String>();
+            let head = w.head.as_deref().map(short).unwrap_or_else(|| "-".into());
+            let _ =
+                writeln!(out, "# attempt {} on {} in {}: {}..{}", view.attempt, w.branch, w.repo, short(&w.base), head);
+            for c in &w.commits {
+                let _ = writeln!(out, "# commit {} {}", short(&c.sha), c.subject);
+            }
+            if let Some(kept) = &w.kept_at {
+                let _ = writeln!(out, "# worktree kept at {kept}");
+            }
+            if let Some(e) = &w.error {
+                let _ = writeln!(out, "# problem: {e}");
+            }
+            if w.files.is_empty() {
+                let _ = writeln!(out, "# no changes");
+                return Ok(());
+            }
+            if stat {
+                let _ = write!(out, "{}", w.stat);
+            } else {
+                let _ = write!(out, "{}", view.diff);
+                if view.diff_truncated {
+                    let _ = writeln!(out, "# (the diff was cut off at 1 MiB; the branch {} has all of it)", w.branch);
+                }
+            }
+            Ok(())
+        }
         TaskCmd::Steps { id, attempt, json } => {
             let query = attempt.map(|a| format!("?attempt={a}")).unwrap_or_default();
             let page: StepsPage = client.get(&format!("/tasks/{}/steps{query}", segment(&id))).await?;
@@ -298,6 +358,10 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         max_attempts: args.max_attempts,
         idempotency_key: args.idempotency_key,
         metadata,
+        repo: args.repo,
+        base: args.base,
+        auto_commit: args.auto_commit.then_some(true),
+        keep_worktree: args.keep_worktree,
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -348,6 +412,14 @@ fn render_task(d: &TaskDetail) -> String {
     if let Some(m) = &t.metadata {
         field("metadata", m.to_string());
     }
+    if let Some(w) = &t.workspace {
+        let mut how = vec![format!("{} at {}", w.repo, w.base.as_deref().unwrap_or("HEAD"))];
+        if w.auto_commit {
+            how.push("auto-commit".into());
+        }
+        how.push(format!("keep {}", w.keep_worktree.replace('_', "-")));
+        field("workspace", how.join(" · "));
+    }
     field("prompt", clip(&t.prompt, 200));
     if let Some(a) = d.attempts_detail.last()
         && let Some(step) = &a.latest_step
@@ -395,6 +467,22 @@ fn render_task(d: &TaskDetail) -> String {
             if let Some(r) = &a.report {
                 out.push('\n');
                 out.push_str(&render_report(a.number, r));
+            }
+            if let Some(w) = &a.workspace {
+                let mut line = format!(
+                    "attempt {}: branch {} · {} commits · {} files changed",
+                    a.number,
+                    w.branch,
+                    w.commits.len(),
+                    w.files.len()
+                );
+                if let Some(kept) = &w.kept_at {
+                    line.push_str(&format!(" · worktree kept at {kept}"));
+                }
+                out.push_str(&format!("{line}\n"));
+                if let Some(e) = &w.error {
+                    out.push_str(&format!("  problem: {e}\n"));
+                }
             }
         }
     }

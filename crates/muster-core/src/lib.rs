@@ -14,6 +14,7 @@ pub mod lease;
 pub mod slo;
 pub mod task;
 pub mod time;
+pub mod workspace;
 
 pub use agent::{AgentState, AgentStatus};
 pub use backoff::Backoff;
@@ -22,6 +23,7 @@ pub use ids::{AgentName, Capability, RunnerName, TaskId, TokenId};
 pub use lease::{Epoch, Lease};
 pub use task::{Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
 pub use time::Millis;
+pub use workspace::{Keep, Workspace};
 
 /// A value from outside that does not satisfy a rule: names the field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -120,6 +120,8 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     /// Free-form JSON text, opaque to the core.
     pub metadata: Option<String>,
+    /// Run in a git worktree of this repository, on branch `muster/<task-id>`.
+    pub workspace: Option<crate::Workspace>,
 }
 
 impl TaskSpec {
@@ -150,6 +152,9 @@ impl TaskSpec {
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
         {
             return Err(Invalid::new("idempotency_key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes")));
+        }
+        if let Some(w) = &self.workspace {
+            w.validate()?;
         }
         self.capabilities.sort();
         self.capabilities.dedup();

@@ -125,6 +125,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/tasks/{id}/retry", post(retry_task))
         .route("/tasks/{id}/logs", get(task_logs))
         .route("/tasks/{id}/steps", get(task_steps))
+        .route("/tasks/{id}/diff", get(task_diff))
         .route("/agents", post(add_agent).get(list_agents))
         .route("/agents/{name}", get(show_agent))
         .route("/agents/{name}/pause", post(pause_agent))
@@ -584,6 +585,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 steps: a.steps,
                 latest_step: a.latest_step.clone(),
                 report: a.report.as_ref().map(report_view),
+                workspace: a.workspace.as_ref().map(workspace_summary),
             })
             .collect(),
     };
@@ -604,6 +606,63 @@ fn report_view(r: &muster_store::RunReport) -> muster_proto::ws::RunReport {
         tool_uses: r.tool_uses,
         tool_errors: r.tool_errors,
     }
+}
+
+fn workspace_summary(w: &muster_store::WorkspaceRecord) -> muster_proto::api::WorkspaceSummary {
+    use muster_proto::api::{CommitView, FileView, WorkspaceSummary};
+    WorkspaceSummary {
+        repo: w.repo.clone(),
+        branch: w.branch.clone(),
+        base: w.base.clone(),
+        head: w.head.clone(),
+        commits: w
+            .commits
+            .iter()
+            .map(|(sha, subject)| CommitView { sha: sha.clone(), subject: subject.clone() })
+            .collect(),
+        files: w.files.iter().map(|(status, path)| FileView { status: status.clone(), path: path.clone() }).collect(),
+        stat: w.stat.clone(),
+        kept_at: w.kept_at.clone(),
+        error: w.error.clone(),
+    }
+}
+
+/// One attempt's change: the one asked for, or the latest that ran in a worktree.
+async fn task_diff(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["attempt"])?;
+    let id = task_id(&id)?;
+    let wanted: Option<u32> = p.number("attempt")?;
+    let task = hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    if task.spec.workspace.is_none() {
+        return Err(ApiError::NotFound(format!("task {id} did not run in a worktree (it names no repository)")));
+    }
+    let attempts = hub.shared.store.attempts(&id).await?;
+    let found = match wanted {
+        Some(n) => attempts.iter().find(|a| a.number == n),
+        None => attempts.iter().rev().find(|a| a.workspace.is_some()),
+    };
+    let Some(attempt) = found else {
+        return Err(ApiError::NotFound(match wanted {
+            Some(n) => format!("task {id} has no attempt {n}"),
+            None => format!("task {id} has no finished attempt with a worktree yet"),
+        }));
+    };
+    let Some(w) = &attempt.workspace else {
+        return Err(ApiError::NotFound(format!("attempt {} of task {id} reported no worktree", attempt.number)));
+    };
+    let view = muster_proto::api::DiffView {
+        attempt: attempt.number,
+        workspace: workspace_summary(w),
+        diff: w.diff.clone(),
+        diff_truncated: w.diff_truncated,
+    };
+    Ok(json(StatusCode::OK, &view))
 }
 
 async fn task_steps(

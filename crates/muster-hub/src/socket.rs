@@ -20,7 +20,8 @@ use muster_proto::ws::{AgentMsg, HubMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunR
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, StepMsg};
 use muster_proto::{FieldError, from_json, to_json};
 use muster_store::{
-    AgentFlags, Announce, FinishResult, NewEvent, NewStep, OutputChunk, RunReport, StepKind, StoreError, Stream, Tokens,
+    AgentFlags, Announce, FinishResult, NewEvent, NewStep, OutputChunk, RunDetails, RunReport, StepKind, StoreError,
+    Stream, Tokens, WorkspaceRecord,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -392,7 +393,7 @@ impl Conn {
                     self.refused(&id, epoch, "steps", e).await;
                 }
             }
-            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated, report } => {
+            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated, report, workspace } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
                 let outcome_name = outcome.clone();
@@ -411,8 +412,11 @@ impl Conn {
                 }
                 let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
                 let backoff = self.hub.config().backoff.delay(attempt, jitter());
-                let report = report.map(|r| run_report(&r));
-                match store.finish_task(&self.name, &id, epoch, &outcome, report, now, backoff).await {
+                let details = RunDetails {
+                    report: report.map(|r| run_report(&r)),
+                    workspace: workspace.map(|w| workspace_record(*w)),
+                };
+                match store.finish_task(&self.name, &id, epoch, &outcome, details, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
                             tracing::debug!(task_id = %id, epoch = epoch.0, "duplicate finished report acknowledged");
@@ -489,6 +493,22 @@ fn run_report(r: &muster_proto::ws::RunReport) -> RunReport {
         result: r.result.clone(),
         tool_uses: r.tool_uses,
         tool_errors: r.tool_errors,
+    }
+}
+
+fn workspace_record(w: muster_proto::ws::WorkspaceReport) -> WorkspaceRecord {
+    WorkspaceRecord {
+        repo: w.repo,
+        branch: w.branch,
+        base: w.base,
+        head: w.head,
+        commits: w.commits,
+        files: w.files,
+        stat: w.stat,
+        diff: w.diff,
+        diff_truncated: w.diff_truncated,
+        kept_at: w.kept_at,
+        error: w.error,
     }
 }
 

@@ -29,6 +29,53 @@ pub struct TaskSubmit {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// Run in a git worktree of this repository: a name the agent maps to
+    /// a path, or a path under the agent's repository root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The ref the worktree starts from (default: the repository's HEAD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Commit what the agent leaves uncommitted, on the task's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_commit: Option<bool>,
+    /// `on_failure` (default), `always` or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_worktree: Option<String>,
+}
+
+/// A task's workspace, as the API shows it and an assignment carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceView {
+    pub repo: String,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub auto_commit: bool,
+    pub keep_worktree: String,
+}
+
+impl WorkspaceView {
+    pub fn from_workspace(w: &muster_core::Workspace) -> WorkspaceView {
+        WorkspaceView {
+            repo: w.repo.clone(),
+            base: w.base.clone(),
+            auto_commit: w.auto_commit,
+            keep_worktree: w.keep.as_str().to_owned(),
+        }
+    }
+
+    pub fn to_workspace(&self) -> Result<muster_core::Workspace, FieldError> {
+        let w = muster_core::Workspace {
+            repo: self.repo.clone(),
+            base: self.base.clone(),
+            auto_commit: self.auto_commit,
+            keep: muster_core::Keep::parse(&self.keep_worktree)?,
+        };
+        w.validate()?;
+        Ok(w)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +140,31 @@ impl TaskSubmit {
                 return Err(FieldError { field: "metadata".into(), reason: "must be a JSON object".into() });
             }
         };
+        let workspace = match self.repo {
+            Some(repo) => Some(muster_core::Workspace {
+                repo,
+                base: self.base,
+                auto_commit: self.auto_commit.unwrap_or(false),
+                keep: match self.keep_worktree.as_deref() {
+                    Some(k) => muster_core::Keep::parse(k)?,
+                    None => muster_core::Keep::default(),
+                },
+            }),
+            None if self.base.is_some() || self.auto_commit.is_some() || self.keep_worktree.is_some() => {
+                let field = if self.base.is_some() {
+                    "base"
+                } else if self.auto_commit.is_some() {
+                    "auto_commit"
+                } else {
+                    "keep_worktree"
+                };
+                return Err(FieldError {
+                    field: field.into(),
+                    reason: "needs `repo`: it applies to a worktree".into(),
+                });
+            }
+            None => None,
+        };
         let spec = TaskSpec {
             prompt: self.prompt,
             runner,
@@ -102,6 +174,7 @@ impl TaskSubmit {
             max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
             idempotency_key: self.idempotency_key,
             metadata,
+            workspace,
         };
         Ok(spec.validate()?)
     }
@@ -128,6 +201,9 @@ pub struct TaskView {
     pub timeout_ms: u64,
     pub idempotency_key: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// The git worktree the task runs in, if any.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceView>,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -156,6 +232,7 @@ impl TaskView {
             timeout_ms: t.spec.timeout.as_millis() as u64,
             idempotency_key: t.spec.idempotency_key.clone(),
             metadata: t.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            workspace: t.spec.workspace.as_ref().map(WorkspaceView::from_workspace),
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
@@ -206,6 +283,46 @@ pub struct AttemptView {
     /// The coding agent's own report of the run: tokens, cost, turns.
     #[serde(default)]
     pub report: Option<crate::ws::RunReport>,
+    /// The run's worktree and what changed (the diff itself: `/tasks/{id}/diff`).
+    #[serde(default)]
+    pub workspace: Option<WorkspaceSummary>,
+}
+
+/// A run's worktree without its diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSummary {
+    pub repo: String,
+    pub branch: String,
+    pub base: String,
+    pub head: Option<String>,
+    pub commits: Vec<CommitView>,
+    pub files: Vec<FileView>,
+    pub stat: String,
+    pub kept_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitView {
+    pub sha: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    /// git's status letter: A, M, D, R, ...
+    pub status: String,
+    pub path: String,
+}
+
+/// `GET /api/v1/tasks/{id}/diff`: one attempt's change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffView {
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub workspace: WorkspaceSummary,
+    pub diff: String,
+    pub diff_truncated: bool,
 }
 
 /// `GET /api/v1/tasks/{id}/steps`

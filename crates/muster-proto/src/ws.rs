@@ -104,6 +104,9 @@ pub enum AgentMsg {
         /// The coding agent's own account of the run, for runners that read one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report: Option<RunReport>,
+        /// The run's worktree and what changed in it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workspace: Option<Box<WorkspaceReport>>,
     },
 }
 
@@ -125,6 +128,33 @@ pub struct StepMsg {
     /// For a tool result: how long the tool took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+}
+
+/// A run's worktree and what changed in it, against its base.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceReport {
+    pub repo: String,
+    pub branch: String,
+    pub base: String,
+    #[serde(default)]
+    pub head: Option<String>,
+    /// (sha, subject), oldest first.
+    #[serde(default)]
+    pub commits: Vec<(String, String)>,
+    /// (git status letter, path).
+    #[serde(default)]
+    pub files: Vec<(String, String)>,
+    #[serde(default)]
+    pub stat: String,
+    #[serde(default)]
+    pub diff: String,
+    #[serde(default)]
+    pub diff_truncated: bool,
+    #[serde(default)]
+    pub kept_at: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A coding agent's account of a run.
@@ -179,6 +209,9 @@ pub enum HubMsg {
         prompt: String,
         timeout_ms: u64,
         metadata: Option<serde_json::Value>,
+        /// Run in a git worktree of this repository.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workspace: Option<crate::api::WorkspaceView>,
     },
     /// Kill this run and report `finished` with outcome `cancelled`.
     Cancel {
@@ -222,6 +255,7 @@ impl HubMsg {
             prompt: task.spec.prompt.clone(),
             timeout_ms: task.spec.timeout.as_millis() as u64,
             metadata: task.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            workspace: task.spec.workspace.as_ref().map(crate::api::WorkspaceView::from_workspace),
         }
     }
 }
@@ -272,6 +306,7 @@ mod tests {
             max_attempts: 1,
             idempotency_key: Some("k".repeat(muster_core::task::MAX_IDEMPOTENCY_KEY_BYTES)),
             metadata: Some(metadata),
+            workspace: None,
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

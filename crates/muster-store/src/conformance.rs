@@ -20,8 +20,8 @@
 
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits,
-    MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, RunReport,
-    Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens,
+    MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, RunDetails,
+    RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
@@ -192,6 +192,7 @@ fn spec(prompt: &str) -> TaskSpec {
         max_attempts: 3,
         idempotency_key: None,
         metadata: None,
+        workspace: None,
     }
 }
 
@@ -326,7 +327,7 @@ async fn finish(
     outcome: &RunOutcome,
     now: Millis,
 ) -> (Task, FinishResult) {
-    ok("finish_task", s.finish_task(agent, id, epoch, outcome, None, now, BACKOFF).await)
+    ok("finish_task", s.finish_task(agent, id, epoch, outcome, RunDetails::default(), now, BACKOFF).await)
 }
 
 async fn get(s: &dyn Store, id: &TaskId) -> Task {
@@ -983,6 +984,7 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             report: None,
             steps: 0,
             latest_step: None,
+            workspace: None,
         }]
     );
 
@@ -1167,9 +1169,12 @@ pub async fn duplicate_finish_is_answered_and_changes_nothing(store: Arc<dyn Sto
     // A different outcome for an epoch already settled is not a duplicate.
     refusal(
         "finish_task with a conflicting outcome",
-        s.finish_task(&a, &flaky, e1, &SUCCEEDED, None, at(21), BACKOFF).await,
+        s.finish_task(&a, &flaky, e1, &SUCCEEDED, RunDetails::default(), at(21), BACKOFF).await,
     );
-    refusal("finish_task by another agent", s.finish_task(&b, &done, e, &SUCCEEDED, None, at(21), BACKOFF).await);
+    refusal(
+        "finish_task by another agent",
+        s.finish_task(&b, &done, e, &SUCCEEDED, RunDetails::default(), at(21), BACKOFF).await,
+    );
     assert_unchanged(s, &before, "a conflicting finish").await;
 }
 
@@ -1186,7 +1191,8 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
         ("finish_task with an older epoch", &a, Epoch(0)),
         ("finish_task by another agent", &b, e),
     ] {
-        let r = refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, None, at(1), BACKOFF).await);
+        let r =
+            refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, RunDetails::default(), at(1), BACKOFF).await);
         assert_stale(what, r, e, epoch);
     }
     assert_unchanged(s, &before, "a finish with a stale epoch").await;
@@ -1195,13 +1201,14 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     let e2 = assign(s, &a, &assigned, at(1)).await;
     let r = refusal(
         "finish_task of an assigned task by a non-holder",
-        s.finish_task(&b, &assigned, e2, &SUCCEEDED, None, at(2), BACKOFF).await,
+        s.finish_task(&b, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await,
     );
     assert_stale("finish_task of an assigned task by a non-holder", r, e2, e2);
     // The holder finishing a task still recorded as assigned: its accept was
     // lost, and the run counts once: started, then finished.
     let mark = last_seq(s).await;
-    let (done, result) = ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, None, at(2), BACKOFF).await);
+    let (done, result) =
+        ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await);
     assert_eq!(result, FinishResult::Applied(Finished::Succeeded));
     assert_eq!((done.state, done.attempts), (TaskState::Succeeded, 1));
     assert_events(s, mark, &["task.started", "task.succeeded"], "a finish adopting a lost accept").await;
@@ -1209,7 +1216,7 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert_eq!(
         not_found(
             "finish_task of an unknown task",
-            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, None, at(2), BACKOFF).await
+            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await
         ),
         "task"
     );
@@ -1324,7 +1331,7 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
     let before = snapshot(s).await;
     refusal(
         "finish_task after the lease expired",
-        s.finish_task(&a, &task, e, &SUCCEEDED, None, at(31), BACKOFF).await,
+        s.finish_task(&a, &task, e, &SUCCEEDED, RunDetails::default(), at(31), BACKOFF).await,
     );
     assert_unchanged(s, &before, "a finish after reclaim").await;
 }
@@ -1593,6 +1600,10 @@ pub async fn append_steps_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert!(steps(s, &task, None).await.is_empty());
 }
 
+fn details(report: RunReport) -> RunDetails {
+    RunDetails { report: Some(report), workspace: None }
+}
+
 pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
     let s = &*store;
     let a = online(s, "a", 1, at(0)).await;
@@ -1609,12 +1620,12 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
         tool_errors: 1,
     };
     assert_eq!(report.tokens.total(), 1_157);
-    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, Some(report.clone()), at(1), BACKOFF).await);
+    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, details(report.clone()), at(1), BACKOFF).await);
     assert!(matches!(r.1, FinishResult::Applied(Finished::Succeeded)));
     assert_eq!(attempts(s, &task).await[0].report, Some(report.clone()), "the report is kept on the attempt");
     // A resend changes nothing, whatever it carries.
     let other = RunReport { turns: Some(99), ..report.clone() };
-    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, Some(other), at(2), BACKOFF).await);
+    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, details(other), at(2), BACKOFF).await);
     assert_eq!(r.1, FinishResult::Duplicate);
     assert_eq!(attempts(s, &task).await[0].report, Some(report));
 
@@ -1622,7 +1633,34 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
     let plain = submit(s, 2, spec("plain"), at(3)).await;
     let e = start(s, &a, &plain, at(3)).await;
     finish(s, &a, &plain, e, &SUCCEEDED, at(4)).await;
-    assert_eq!(attempts(s, &plain).await[0].report, None);
+    assert_eq!((&attempts(s, &plain).await[0].report, &attempts(s, &plain).await[0].workspace), (&None, &None));
+
+    // A task in a worktree: its spec keeps the workspace, its attempt what changed.
+    let workspace = muster_core::Workspace {
+        repo: "web".into(),
+        base: Some("origin/main".into()),
+        auto_commit: true,
+        keep: muster_core::Keep::Always,
+    };
+    let in_repo = submit(s, 3, TaskSpec { workspace: Some(workspace.clone()), ..spec("edit") }, at(5)).await;
+    assert_eq!(get(s, &in_repo).await.spec.workspace, Some(workspace), "the workspace is part of the spec");
+    let e = start(s, &a, &in_repo, at(5)).await;
+    let changed = WorkspaceRecord {
+        repo: "/srv/repos/web".into(),
+        branch: format!("muster/{in_repo}"),
+        base: "1111111111111111111111111111111111111111".into(),
+        head: Some("2222222222222222222222222222222222222222".into()),
+        commits: vec![("2222222".into(), "muster: edit\twith a tab".into())],
+        files: vec![("A".into(), "NOTES.md".into()), ("M".into(), "src/lib.rs".into())],
+        stat: " NOTES.md | 1 +\n 1 file changed".into(),
+        diff: "diff --git a/NOTES.md b/NOTES.md\n+hello\n".into(),
+        diff_truncated: false,
+        kept_at: Some("/srv/work/worktrees/x".into()),
+        error: None,
+    };
+    let with = RunDetails { report: None, workspace: Some(changed.clone()) };
+    ok("finish_task", s.finish_task(&a, &in_repo, e, &SUCCEEDED, with, at(6), BACKOFF).await);
+    assert_eq!(attempts(s, &in_repo).await[0].workspace, Some(changed), "what changed is kept on the attempt");
 }
 
 pub async fn mark_output_truncated_flags_only_the_holders_attempt(store: Arc<dyn Store>) {

@@ -172,7 +172,7 @@ pub trait Store: Send + Sync + 'static {
     /// for the same epoch is `Duplicate`, not an error, so agents can resend
     /// until acknowledged. Like `heartbeat` and `append_output`, a report from
     /// the holder of a task still recorded as assigned (its accept was lost)
-    /// first starts it. The agent's `report` of the run is kept on the attempt.
+    /// first starts it. The agent's `details` of the run are kept on the attempt.
     #[allow(clippy::too_many_arguments)] // each is one fact of the report
     async fn finish_task(
         &self,
@@ -180,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
         id: &TaskId,
         epoch: Epoch,
         outcome: &RunOutcome,
-        report: Option<RunReport>,
+        details: RunDetails,
         now: Millis,
         backoff: Duration,
     ) -> Result<(Task, FinishResult)>;

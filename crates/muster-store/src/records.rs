@@ -230,6 +230,41 @@ pub struct AttemptRecord {
     pub steps: u64,
     /// The latest step, for "what is it doing now".
     pub latest_step: Option<String>,
+    pub workspace: Option<WorkspaceRecord>,
+}
+
+/// What an agent reports of a run beyond its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunDetails {
+    /// The coding agent's own account: tokens, cost, turns.
+    pub report: Option<RunReport>,
+    /// The run's git worktree and what changed in it.
+    pub workspace: Option<WorkspaceRecord>,
+}
+
+/// A run's git worktree and what changed in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkspaceRecord {
+    /// The repository, as the agent resolved it.
+    pub repo: String,
+    pub branch: String,
+    /// The commit the worktree started from.
+    pub base: String,
+    /// The branch's commit when the run ended.
+    pub head: Option<String>,
+    /// Commits made on the branch: (sha, subject), oldest first.
+    pub commits: Vec<(String, String)>,
+    /// Files changed against the base: (git status letter, path).
+    pub files: Vec<(String, String)>,
+    /// `git diff --stat` against the base.
+    pub stat: String,
+    /// The diff against the base, up to the cap.
+    pub diff: String,
+    pub diff_truncated: bool,
+    /// Where the worktree was kept, when the policy kept it.
+    pub kept_at: Option<String>,
+    /// What went wrong preparing or inspecting the worktree.
+    pub error: Option<String>,
 }
 
 /// Tokens a run used, as the agent reported them.

@@ -216,6 +216,8 @@ fn agent_config(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         reconnect_min: Duration::from_millis(250),
         reconnect_max: Duration::from_secs(30),
+        repos: file.repos.clone(),
+        repos_root: file.repos_root.clone(),
     };
     config.validate()?;
     Ok(config)

@@ -135,6 +135,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         max_attempts,
         idempotency_key: None,
         metadata: None,
+        workspace: None,
     }
     .validate()
     .expect("valid task spec")

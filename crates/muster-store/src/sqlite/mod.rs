@@ -19,7 +19,7 @@ pub mod schema;
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
     Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result,
-    RunReport, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
+    RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
 };
 use async_trait::async_trait;
 use muster_core::task::{Cancel, Reclaimed};
@@ -540,12 +540,12 @@ impl Store for SqliteStore {
         id: &TaskId,
         epoch: Epoch,
         outcome: &RunOutcome,
-        report: Option<RunReport>,
+        details: RunDetails,
         now: Millis,
         backoff: Duration,
     ) -> Result<(Task, FinishResult)> {
         let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
-        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, report.as_ref(), now, backoff)).await
+        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, backoff)).await
     }
 
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {

@@ -7,13 +7,13 @@
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
     Heartbeat, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
-    OutputRecord, Page, Result, RunReport, Scope, StepKind, StepRecord, StoreError, Stream, TaskFilter, TokenRecord,
-    Tokens,
+    OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind, StepRecord, StoreError, Stream, TaskFilter,
+    TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
-    AgentName, AgentStatus, Capability, Epoch, Invalid, Lease, Millis, Priority, RunOutcome, RunnerName, Task, TaskId,
-    TaskSpec, TaskState, TokenId,
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
+    TaskId, TaskSpec, TaskState, TokenId, Workspace,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::time::Duration;
@@ -370,7 +370,8 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
-     exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq";
+     exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
+     keep_worktree";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -401,6 +402,18 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
             max_attempts: r.get(6)?,
             idempotency_key: r.get(7)?,
             metadata: r.get(8)?,
+            workspace: match r.get::<_, Option<String>>(25)? {
+                Some(repo) => {
+                    let keep: String = r.get(28)?;
+                    Some(Workspace {
+                        repo,
+                        base: r.get(26)?,
+                        auto_commit: r.get(27)?,
+                        keep: Keep::parse(&keep).map_err(|e| corrupt("keep_worktree", e))?,
+                    })
+                }
+                None => None,
+            },
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -476,8 +489,9 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     let caps: Vec<&str> = task.spec.capabilities.iter().map(|c| c.as_str()).collect();
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
-         metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?)",
+         metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
+         auto_commit, keep_worktree) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -493,6 +507,10 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
         task.ready_at.0,
         now.0,
         now.0,
+        task.spec.workspace.as_ref().map(|w| w.repo.as_str()),
+        task.spec.workspace.as_ref().and_then(|w| w.base.as_deref()),
+        task.spec.workspace.as_ref().is_some_and(|w| w.auto_commit),
+        task.spec.workspace.as_ref().map(|w| w.keep.as_str()),
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
@@ -715,7 +733,7 @@ pub fn finish_task(
     id: &TaskId,
     epoch: Epoch,
     outcome: &RunOutcome,
-    report: Option<&RunReport>,
+    details: &RunDetails,
     now: Millis,
     backoff: Duration,
 ) -> Result<(Task, FinishResult)> {
@@ -741,8 +759,11 @@ pub fn finish_task(
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
-    if let Some(report) = report {
+    if let Some(report) = &details.report {
         save_report(c, id, epoch, report)?;
+    }
+    if let Some(w) = &details.workspace {
+        save_workspace(c, id, epoch, w)?;
     }
     let kind = match finished {
         Finished::Succeeded => "task.succeeded",
@@ -830,6 +851,59 @@ fn save_report(c: &Connection, id: &TaskId, epoch: Epoch, r: &RunReport) -> Resu
         epoch.0 as i64
     ])?;
     Ok(())
+}
+
+/// Bytes of a diff kept per attempt.
+pub const MAX_DIFF_BYTES: usize = 1 << 20;
+/// Commits and files listed per attempt.
+const MAX_LISTED: usize = 1_000;
+
+fn save_workspace(c: &Connection, id: &TaskId, epoch: Epoch, w: &WorkspaceRecord) -> Result<()> {
+    let lines = |pairs: &[(String, String)]| {
+        pairs.iter().take(MAX_LISTED).map(|(a, b)| format!("{a}\t{b}")).collect::<Vec<_>>().join("\n")
+    };
+    let mut diff = w.diff.as_str();
+    let mut truncated = w.diff_truncated;
+    if diff.len() > MAX_DIFF_BYTES {
+        let mut cut = MAX_DIFF_BYTES;
+        while !diff.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        diff = &diff[..cut];
+        truncated = true;
+    }
+    c.prepare_cached(
+        "UPDATE attempts SET ws_repo = ?, ws_branch = ?, ws_base = ?, ws_head = ?, ws_commits = ?, ws_files = ?, \
+         ws_stat = ?, ws_diff = ?, ws_diff_truncated = ?, ws_kept_at = ?, ws_error = ? \
+         WHERE task_id = ? AND epoch = ?",
+    )?
+    .execute(params![
+        clip(&w.repo, 4096),
+        clip(&w.branch, 300),
+        clip(&w.base, 300),
+        w.head.as_deref().map(|h| clip(h, 300)),
+        lines(&w.commits),
+        lines(&w.files),
+        clip(&w.stat, 64 << 10),
+        diff,
+        truncated,
+        w.kept_at.as_deref().map(|k| clip(k, 4096)),
+        w.error.as_deref().map(|e| clip(e, 2000)),
+        id.as_str(),
+        epoch.0 as i64
+    ])?;
+    Ok(())
+}
+
+fn pairs(text: Option<String>) -> Vec<(String, String)> {
+    text.unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('\t') {
+            Some((a, b)) => (a.to_owned(), b.to_owned()),
+            None => (l.to_owned(), String::new()),
+        })
+        .collect()
 }
 
 /// Characters kept of an agent's final message.
@@ -995,8 +1069,9 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
     let mut stmt = c.prepare_cached(
         "SELECT number, epoch, agent, started_at, finished_at, outcome, exit_code, reason, output_bytes, \
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
-         output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors \
-         FROM attempts WHERE task_id = ? ORDER BY number",
+         output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
+         ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, ws_diff, ws_diff_truncated, \
+         ws_kept_at, ws_error FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -1030,6 +1105,22 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             steps: n(11)?,
             latest_step: r.get(12)?,
             report,
+            workspace: match r.get::<_, Option<String>>(25)? {
+                Some(repo) => Some(WorkspaceRecord {
+                    repo,
+                    branch: r.get(26)?,
+                    base: r.get(27)?,
+                    head: r.get(28)?,
+                    commits: pairs(r.get(29)?),
+                    files: pairs(r.get(30)?),
+                    stat: r.get::<_, Option<String>>(31)?.unwrap_or_default(),
+                    diff: r.get::<_, Option<String>>(32)?.unwrap_or_default(),
+                    diff_truncated: r.get(33)?,
+                    kept_at: r.get(34)?,
+                    error: r.get(35)?,
+                }),
+                None => None,
+            },
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -179,6 +179,24 @@ CREATE TABLE steps (
     PRIMARY KEY (task_id, epoch, seq)
 ) WITHOUT ROWID;
 "#,
+    // 8: tasks that run in a git worktree, and what changed there.
+    r#"
+ALTER TABLE tasks ADD COLUMN repo TEXT;
+ALTER TABLE tasks ADD COLUMN base_ref TEXT;
+ALTER TABLE tasks ADD COLUMN auto_commit INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN keep_worktree TEXT;
+ALTER TABLE attempts ADD COLUMN ws_repo TEXT;
+ALTER TABLE attempts ADD COLUMN ws_branch TEXT;
+ALTER TABLE attempts ADD COLUMN ws_base TEXT;
+ALTER TABLE attempts ADD COLUMN ws_head TEXT;
+ALTER TABLE attempts ADD COLUMN ws_commits TEXT;
+ALTER TABLE attempts ADD COLUMN ws_files TEXT;
+ALTER TABLE attempts ADD COLUMN ws_stat TEXT;
+ALTER TABLE attempts ADD COLUMN ws_diff TEXT;
+ALTER TABLE attempts ADD COLUMN ws_diff_truncated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN ws_kept_at TEXT;
+ALTER TABLE attempts ADD COLUMN ws_error TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

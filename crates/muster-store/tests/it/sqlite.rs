@@ -12,7 +12,7 @@ use muster_core::{
 use muster_store::sqlite::{SqliteStore, schema};
 use muster_store::{
     AgentRecord, Announce, AttemptRecord, Event, EventFilter, FinishResult, Limits, NewAgent, NewToken, OutputChunk,
-    OutputFilter, OutputRecord, Scope, Store, StoreError, Stream, TaskFilter, TokenRecord,
+    OutputFilter, OutputRecord, RunDetails, Scope, Store, StoreError, Stream, TaskFilter, TokenRecord,
 };
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -43,6 +43,7 @@ fn spec(prompt: &str) -> TaskSpec {
         max_attempts: 3,
         idempotency_key: None,
         metadata: None,
+        workspace: None,
     }
 }
 
@@ -143,14 +144,16 @@ async fn tell_a_story(s: &dyn Store) {
         OutputChunk { stream: Stream::Stderr, data: vec![0, 159, 146, 150] },
     ];
     s.append_output(&a, &done, e, chunks, at(2)).await.unwrap();
-    let (_, r) =
-        s.finish_task(&a, &done, e, &RunOutcome::Succeeded { exit_code: 0 }, None, at(3), BACKOFF).await.unwrap();
+    let (_, r) = s
+        .finish_task(&a, &done, e, &RunOutcome::Succeeded { exit_code: 0 }, RunDetails::default(), at(3), BACKOFF)
+        .await
+        .unwrap();
     assert_eq!(r, FinishResult::Applied(Finished::Succeeded));
 
     let flaky = s.create_task(task_id(2), spec("flaky"), at(4)).await.unwrap().task.id;
     let e = start(s, &a, &flaky, at(4)).await;
     let boom = RunOutcome::Failed { exit_code: Some(3), reason: "boom".to_owned() };
-    s.finish_task(&a, &flaky, e, &boom, None, at(5), BACKOFF).await.unwrap();
+    s.finish_task(&a, &flaky, e, &boom, RunDetails::default(), at(5), BACKOFF).await.unwrap();
 
     let running = s.create_task(task_id(3), spec("running"), at(6)).await.unwrap().task.id;
     start(s, &a, &running, at(6)).await;
@@ -453,7 +456,8 @@ async fn run_many(s: &SqliteStore, agent: &AgentName, n: u128, bytes: usize, now
         appended.unwrap();
     }
     let done = RunOutcome::Succeeded { exit_code: 0 };
-    let finishes = claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, None, now, BACKOFF));
+    let finishes =
+        claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, RunDetails::default(), now, BACKOFF));
     for finished in join_all(finishes).await {
         finished.unwrap();
     }

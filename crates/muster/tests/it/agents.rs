@@ -3,8 +3,9 @@
 //! the pinned CLIs into `target/agent-clis`; a machine without Node.js
 //! skips these tests and says so.
 
-use crate::harness::{Agent, AgentOpts, Hub, path_str};
+use crate::harness::{Hub, path_str};
 use crate::models::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Reply, ScriptedModel};
+use crate::workspaces::{agent_with_repo, git, repository};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ fn with_path(bin: &std::path::Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn claude_code_runs_offline_and_its_tool_use_tokens_and_cost_are_recorded() {
+async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and_cost_are_recorded() {
     let Some(bin) = clis() else { return };
     let model = ScriptedModel::start(
         Api::Anthropic,
@@ -52,7 +53,8 @@ async fn claude_code_runs_offline_and_its_tool_use_tokens_and_cost_are_recorded(
     .await;
     let hub = Hub::start().await;
     let home = tempfile::tempdir().unwrap();
-    let token = hub.add_agent("claude-1", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
     let env = vec![
         ("PATH".to_owned(), with_path(&bin)),
         ("HOME".to_owned(), path_str(home.path())),
@@ -60,15 +62,13 @@ async fn claude_code_runs_offline_and_its_tool_use_tokens_and_cost_are_recorded(
         ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
     ];
-    let _agent = Agent::spawn_with(
-        &hub.url,
-        "claude-1",
-        &token,
-        AgentOpts { runners: &["claude"], env, ..AgentOpts::default() },
-    );
-    hub.wait_connected("claude-1").await;
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
 
-    let id = hub.add_task(json!({ "prompt": "please write the notes", "runner": "claude", "max_attempts": 1 })).await;
+    let (code, id, err) = hub
+        .cli(&["task", "add", "--runner", "claude", "--repo", "web", "--max-attempts", "1", "please write the notes"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
     let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
     let output = hub.output(&id).await;
     assert_eq!(task["state"], "succeeded", "{}\n{output}", task["reason"]);
@@ -100,6 +100,17 @@ async fn claude_code_runs_offline_and_its_tool_use_tokens_and_cost_are_recorded(
         .and_then(|v| v["total_cost_usd"].as_f64())
         .expect("the CLI's own result line");
     assert!(cost > 0.0 && (cost - reported).abs() < 1e-6, "recorded {cost}, the CLI said {reported}");
+
+    // The file the model asked for is on the task's branch, not in the repository's tree.
+    let branch = format!("muster/{id}");
+    let (code, diff, err) = hub.cli(&["task", "diff", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(diff.contains(&format!("on {branch}")), "{diff}");
+    assert!(diff.contains("+++ b/NOTES.md") && diff.contains("+written by claude"), "{diff}");
+    assert!(!repo.join("NOTES.md").exists(), "the repository's own tree is untouched");
+    let w = &task["attempts_detail"][0]["workspace"];
+    assert_eq!((&w["branch"], &w["files"][0]["path"]), (&json!(branch), &json!("NOTES.md")), "{w}");
+    assert_eq!(git(&repo, &["branch", "--list", &branch]).trim_start_matches("* ").trim(), branch);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,18 +137,20 @@ async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
         ),
     )
     .unwrap();
-    let token = hub.add_agent("codex-1", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
     let env = vec![
         ("PATH".to_owned(), with_path(&bin)),
         ("HOME".to_owned(), path_str(home.path())),
         ("CODEX_HOME".to_owned(), path_str(&codex_home)),
         ("OPENAI_API_KEY".to_owned(), "sk-scripted-0000".to_owned()),
     ];
-    let _agent =
-        Agent::spawn_with(&hub.url, "codex-1", &token, AgentOpts { runners: &["codex"], env, ..AgentOpts::default() });
-    hub.wait_connected("codex-1").await;
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["codex"], env).await;
 
-    let id = hub.add_task(json!({ "prompt": "please write the notes", "runner": "codex", "max_attempts": 1 })).await;
+    let id = hub
+        .add_task(json!({ "prompt": "please write the notes", "runner": "codex", "max_attempts": 1, "repo": "web",
+            "auto_commit": true }))
+        .await;
     let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
     let output = hub.output(&id).await;
     assert_eq!(task["state"], "succeeded", "{}\n{output}", task["reason"]);
@@ -156,4 +169,10 @@ async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
     assert_eq!(report["output_tokens"], 2 * OUTPUT_TOKENS, "{report}");
     assert_eq!((&report["turns"], &report["result"]), (&json!(1), &json!("Codex wrote NOTES.md.")));
     assert!(report["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{report}");
+
+    // Codex wrote inside its worktree; the change is committed on the task's branch.
+    let branch = format!("muster/{id}");
+    assert_eq!(git(&repo, &["show", &format!("{branch}:NOTES.md")]), "written by codex");
+    let w = &task["attempts_detail"][0]["workspace"];
+    assert_eq!(w["commits"].as_array().map(Vec::len), Some(1), "{w}");
 }

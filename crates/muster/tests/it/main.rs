@@ -22,3 +22,4 @@ mod operate;
 mod regressions;
 mod stale_epoch;
 mod streams;
+mod workspaces;
