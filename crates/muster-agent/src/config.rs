@@ -52,6 +52,48 @@ pub struct RunnerProfile {
     /// cost and the agent's own verdict are recorded.
     #[serde(default)]
     pub format: Option<Format>,
+    /// A run with no output for this long is `quiet` (overrides the agent's `quiet_after`).
+    #[serde(default)]
+    pub quiet_after: Option<String>,
+    /// A run with no output for this long is `wedged`: it is killed and the
+    /// attempt fails (overrides the agent's `wedged_after`).
+    #[serde(default)]
+    pub wedged_after: Option<String>,
+}
+
+/// When a run with no output counts as quiet, and as wedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub quiet: Duration,
+    pub wedged: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness { quiet: Duration::from_secs(60), wedged: Duration::from_secs(15 * 60) }
+    }
+}
+
+impl Liveness {
+    /// `quiet` and `wedged` as given (each optional) over `self`.
+    pub fn with(self, quiet: Option<&str>, wedged: Option<&str>) -> anyhow::Result<Liveness> {
+        let parse = |key: &'static str, v: Option<&str>, default: Duration| match v {
+            Some(v) => muster_proto::parse_duration(key, v).map_err(|e| anyhow::anyhow!("{e}")),
+            None => Ok(default),
+        };
+        let l = Liveness {
+            quiet: parse("quiet_after", quiet, self.quiet)?,
+            wedged: parse("wedged_after", wedged, self.wedged)?,
+        };
+        if l.quiet.is_zero() || l.wedged <= l.quiet {
+            bail!(
+                "quiet_after ({}) must be more than 0 and wedged_after ({}) longer than it",
+                muster_proto::setting_duration(l.quiet),
+                muster_proto::setting_duration(l.wedged)
+            );
+        }
+        Ok(l)
+    }
 }
 
 fn default_prompt_mode() -> PromptMode {
@@ -87,6 +129,8 @@ impl RunnerProfile {
                 ]),
                 cwd: None,
                 format: Some(Format::Claude),
+                quiet_after: None,
+                wedged_after: None,
             }),
             // The run's directory is its sandbox's writable root; outside a git
             // repository Codex would refuse to start without the skip flag.
@@ -96,6 +140,8 @@ impl RunnerProfile {
                 env: env(&["OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"]),
                 cwd: None,
                 format: Some(Format::Codex),
+                quiet_after: None,
+                wedged_after: None,
             }),
             // The prompt is a bash script, read from a file so that commands
             // in it that read standard input do not swallow the script.
@@ -105,6 +151,8 @@ impl RunnerProfile {
                 env: Vec::new(),
                 cwd: None,
                 format: None,
+                quiet_after: None,
+                wedged_after: None,
             }),
             _ => None,
         }
@@ -149,6 +197,10 @@ pub struct AgentFile {
     /// Where a task's repository path (`--repo team/web`) is looked up;
     /// defaults to `workdir`. A path never leads outside it.
     pub repos_root: Option<PathBuf>,
+    /// No output for this long makes a run `quiet` (default 1m).
+    pub quiet_after: Option<String>,
+    /// No output for this long makes a run `wedged`: killed and failed (default 15m).
+    pub wedged_after: Option<String>,
 }
 
 impl AgentFile {
@@ -179,6 +231,8 @@ pub struct AgentConfig {
     pub repos: BTreeMap<String, PathBuf>,
     /// Where task-given repository paths are resolved; `workdir` when unset.
     pub repos_root: Option<PathBuf>,
+    /// The agent's quiet and wedged limits; a runner may override them.
+    pub liveness: Liveness,
 }
 
 impl AgentConfig {
@@ -195,6 +249,7 @@ impl AgentConfig {
         for (name, profile) in &self.runners {
             muster_core::RunnerName::parse(name).map_err(|e| anyhow::anyhow!("runner name: {e}"))?;
             profile.check(name)?;
+            self.liveness_of(profile).map_err(|e| anyhow::anyhow!("runner {name:?}: {e}"))?;
         }
         if !self.workdir.is_dir() {
             bail!("workdir {} is not an existing directory", self.workdir.display());
@@ -223,6 +278,11 @@ impl AgentConfig {
             bail!("repos_root {} is not an existing directory", root.display());
         }
         Ok(())
+    }
+
+    /// The quiet and wedged limits for runs of `profile`.
+    pub fn liveness_of(&self, profile: &RunnerProfile) -> anyhow::Result<Liveness> {
+        self.liveness.with(profile.quiet_after.as_deref(), profile.wedged_after.as_deref())
     }
 
     /// Where this agent finds repositories and makes worktrees.

@@ -14,7 +14,7 @@ pub mod run;
 pub mod stream;
 pub mod workspace;
 
-pub use config::{AgentConfig, AgentFile, Format, PromptMode, RunnerProfile};
+pub use config::{AgentConfig, AgentFile, Format, Liveness, PromptMode, RunnerProfile};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -262,6 +262,9 @@ impl Agent {
                 Some(AgentMsg::Output { task, epoch, stream: stream.to_owned(), data })
             }
             RunEvent::Steps { task, epoch, steps } => Some(AgentMsg::Steps { task, epoch, steps }),
+            RunEvent::Live { task, epoch, status, detail } => {
+                Some(AgentMsg::Live { task, epoch, status: status.to_owned(), detail })
+            }
             RunEvent::Finished(f) => {
                 if self.runs.get(&f.task).is_some_and(|r| r.epoch == f.epoch) {
                     self.runs.remove(&f.task);
@@ -310,7 +313,9 @@ impl Agent {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return false,
                 Some(ev) = self.events.recv() => {
-                    if let Some(msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. })) = self.on_run_event(ev) {
+                    if let Some(msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. } | AgentMsg::Live { .. })) =
+                        self.on_run_event(ev)
+                    {
                         self.buffer(msg);
                     }
                 }
@@ -440,7 +445,7 @@ impl Agent {
             if let Some(msg) = outgoing
                 && let Err(e) = sink.send(send(&msg)).await
             {
-                if let msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. }) = msg {
+                if let msg @ (AgentMsg::Output { .. } | AgentMsg::Steps { .. } | AgentMsg::Live { .. }) = msg {
                     self.buffer(msg);
                 }
                 return SessionEnd::Lost(format!("send failed: {e}"));
@@ -462,6 +467,7 @@ impl Agent {
                 let Some(profile) = self.config.runners.get(&runner).cloned() else {
                     return refuse(format!("runner {runner:?} is not offered by this agent"));
                 };
+                let liveness = self.config.liveness_of(&profile).unwrap_or_default();
                 if let Some(old) = self.runs.get(&task) {
                     // A newer lease on a task we still run: the old run is superseded.
                     let _ = old.stop.send(Some(Stop::Drop));
@@ -479,6 +485,7 @@ impl Agent {
                     max_output_bytes: self.config.max_output_bytes,
                     workspace,
                     places: self.places.clone(),
+                    liveness,
                 };
                 let events = self.events_tx.clone();
                 tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");
@@ -551,6 +558,7 @@ fn buffered_size(msg: &AgentMsg) -> usize {
     match msg {
         AgentMsg::Output { data, .. } => data.len(),
         AgentMsg::Steps { steps, .. } => steps.iter().map(|s| s.summary.len() + 64).sum(),
+        AgentMsg::Live { .. } => 64,
         _ => 0,
     }
 }

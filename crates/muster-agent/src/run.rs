@@ -1,7 +1,7 @@
 //! One run of one task: start the runner's process group, feed it the
 //! prompt, stream its output, enforce the timeout, obey a cancel.
 
-use crate::config::{BASE_ENV, PromptMode, RunnerProfile};
+use crate::config::{BASE_ENV, Liveness, PromptMode, RunnerProfile};
 use crate::process::ProcessGroup;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
@@ -10,10 +10,11 @@ use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg, WorkspaceRepor
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// What a run sends back to the agent loop.
 #[derive(Debug)]
@@ -23,6 +24,13 @@ pub enum RunEvent {
         epoch: u64,
         stream: &'static str,
         data: String,
+    },
+    /// The run's live status changed: `working`, `waiting` or `quiet`.
+    Live {
+        task: String,
+        epoch: u64,
+        status: &'static str,
+        detail: Option<String>,
     },
     /// What the coding agent did, read from its stream.
     Steps {
@@ -75,7 +83,12 @@ pub struct RunSpec {
     /// Run in a git worktree of this repository.
     pub workspace: Option<WorkspaceView>,
     pub places: Arc<Places>,
+    /// When silence makes the run quiet, and wedged.
+    pub liveness: Liveness,
 }
+
+/// Tools with which a coding agent asks a person something.
+const ASKS_A_PERSON: &[&str] = &["AskUserQuestion", "request_user_input"];
 
 const READ_CHUNK: usize = 32 << 10;
 
@@ -157,12 +170,17 @@ pub async fn execute(
             let _ = stdin.shutdown().await;
         });
     }
+    let started = Instant::now();
     let output = OutputSink {
         task: spec.task.clone(),
         epoch: spec.epoch,
         events: events.clone(),
         budget: Arc::new(AtomicI64::new(spec.max_output_bytes as i64)),
         truncated: Arc::new(AtomicBool::new(false)),
+        started,
+        active_at_ms: Arc::new(AtomicU64::new(0)),
+        waiting: Arc::new(AtomicBool::new(false)),
+        stirred: Arc::new(tokio::sync::Notify::new()),
     };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
@@ -175,10 +193,36 @@ pub async fn execute(
 
     let deadline = tokio::time::sleep(spec.timeout);
     tokio::pin!(deadline);
+    let check_every = (spec.liveness.quiet / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
+    let mut checks = tokio::time::interval(check_every);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut live = "working";
     let end = loop {
         tokio::select! {
             status = group.wait() => break End::Exited(status),
             _ = &mut deadline => break End::TimedOut,
+            _ = async {
+                tokio::select! {
+                    _ = checks.tick() => {}
+                    _ = output.stirred.notified() => {}
+                }
+            } => {
+                let idle = output.idle();
+                if idle >= spec.liveness.wedged {
+                    break End::Wedged(idle);
+                }
+                let (now, detail) = if output.waiting.load(Ordering::SeqCst) {
+                    ("waiting", Some("the agent asked a person for input".to_owned()))
+                } else if idle >= spec.liveness.quiet {
+                    ("quiet", Some(format!("no output for {}", muster_proto::setting_duration(round_s(idle)))))
+                } else {
+                    ("working", None)
+                };
+                if now != live {
+                    live = now;
+                    let _ = events.send(RunEvent::Live { task: spec.task.clone(), epoch: spec.epoch, status: now, detail });
+                }
+            }
             changed = stop.changed() => {
                 if changed.is_err() {
                     break End::Stopped(Stop::Shutdown);
@@ -229,7 +273,14 @@ pub async fn execute(
 enum End {
     Exited(std::io::Result<std::process::ExitStatus>),
     TimedOut,
+    /// No output for this long: past the wedged limit.
+    Wedged(Duration),
     Stopped(Stop),
+}
+
+/// `d` to whole seconds, for saying how long a run has been silent.
+fn round_s(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().max(1))
 }
 
 /// What to report for a run that ended so, given what its stream said.
@@ -259,6 +310,12 @@ fn verdict(
         },
         End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
         End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {timeout:?}")), truncated)),
+        End::Wedged(idle) => Some(finished(
+            "failed",
+            None,
+            Some(format!("wedged: no output for {}", muster_proto::setting_duration(round_s(idle)))),
+            truncated,
+        )),
         End::Stopped(Stop::Cancel) => Some(finished("cancelled", None, Some("cancelled".into()), truncated)),
         End::Stopped(Stop::Shutdown) => Some(finished("failed", None, Some("agent shut down".into()), truncated)),
         End::Stopped(Stop::Drop) => None,
@@ -282,6 +339,13 @@ struct OutputSink {
     /// Bytes still to forward, across stdout and stderr.
     budget: Arc<AtomicI64>,
     truncated: Arc<AtomicBool>,
+    started: Instant,
+    /// When output last arrived, in milliseconds since `started`.
+    active_at_ms: Arc<AtomicU64>,
+    /// The agent's latest step asks a person something.
+    waiting: Arc<AtomicBool>,
+    /// Woken when output arrives, so a change of live status is told at once.
+    stirred: Arc<tokio::sync::Notify>,
 }
 
 impl OutputSink {
@@ -289,7 +353,23 @@ impl OutputSink {
         let _ = self.events.send(RunEvent::Output { task: self.task.clone(), epoch: self.epoch, stream, data });
     }
 
+    /// Output arrived: the run is alive.
+    fn touch(&self) {
+        self.active_at_ms.store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.stirred.notify_one();
+    }
+
+    /// How long since output last arrived.
+    fn idle(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(self.active_at_ms.load(Ordering::SeqCst)))
+    }
+
     fn steps(&self, mut steps: Vec<StepMsg>) {
+        if let Some(last) = steps.last() {
+            let asks = last.kind == "tool_use" && last.name.as_deref().is_some_and(|n| ASKS_A_PERSON.contains(&n));
+            self.waiting.store(asks, Ordering::SeqCst);
+            self.stirred.notify_one();
+        }
         while !steps.is_empty() {
             let rest = steps.split_off(steps.len().min(MAX_STEPS_PER_MESSAGE));
             let _ = self.events.send(RunEvent::Steps { task: self.task.clone(), epoch: self.epoch, steps });
@@ -316,6 +396,7 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        sink.touch();
         if let Some(r) = recorder.as_mut() {
             sink.steps(r.feed(&buf[..n]));
         }

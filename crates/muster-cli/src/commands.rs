@@ -422,6 +422,18 @@ fn render_task(d: &TaskDetail) -> String {
     }
     field("prompt", clip(&t.prompt, 200));
     if let Some(a) = d.attempts_detail.last()
+        && a.outcome.is_none()
+        && let Some(live) = &a.live
+    {
+        field(
+            "live",
+            match &a.live_detail {
+                Some(detail) => format!("{live} ({detail})"),
+                None => live.clone(),
+            },
+        );
+    }
+    if let Some(a) = d.attempts_detail.last()
         && let Some(step) = &a.latest_step
     {
         let live = if a.outcome.is_none() { "now" } else { "last step" };

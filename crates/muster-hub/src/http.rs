@@ -584,6 +584,12 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 output_pruned: a.output_pruned,
                 steps: a.steps,
                 latest_step: a.latest_step.clone(),
+                live: Some(if a.finished_at.is_some() {
+                    "done".to_owned()
+                } else {
+                    a.live.clone().unwrap_or_else(|| "working".to_owned())
+                }),
+                live_detail: a.live_detail.clone().filter(|_| a.finished_at.is_none()),
                 report: a.report.as_ref().map(report_view),
                 workspace: a.workspace.as_ref().map(workspace_summary),
             })

@@ -138,6 +138,9 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             return;
         }
     };
+    // Known before the agent shows as connected, so a task for its runner is
+    // accepted as soon as anyone can see the agent online.
+    hub.shared.known_runners.lock().expect("runners lock poisoned").extend(all_runners);
     let now = hub.now();
     let (record, session_id) = match hub.shared.store.agent_connected(&name, announce, now).await {
         Ok(r) => r,
@@ -147,7 +150,6 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             return;
         }
     };
-    hub.shared.known_runners.lock().expect("runners lock poisoned").extend(all_runners);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     {
         let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");
@@ -377,6 +379,19 @@ impl Conn {
                         self.hub.shared.output.send_modify(|n| *n += 1);
                     }
                     Err(e) => self.refused(&id, epoch, "output", e).await,
+                }
+            }
+            AgentMsg::Live { task, epoch, status, detail } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                if !matches!(status.as_str(), "working" | "waiting" | "quiet") {
+                    self.reply(HubMsg::Error {
+                        message: format!("unknown live status {status:?}; expected working, waiting or quiet"),
+                    });
+                    return;
+                }
+                if let Err(e) = store.set_live(&self.name, &id, epoch, &status, detail.as_deref(), now).await {
+                    self.refused(&id, epoch, "live", e).await;
                 }
             }
             AgentMsg::Steps { task, epoch, steps } => {

@@ -280,6 +280,12 @@ pub struct AttemptView {
     /// The latest of them, live while the attempt runs.
     #[serde(default)]
     pub latest_step: Option<String>,
+    /// `working`, `waiting`, `quiet` while the attempt runs; `done` after.
+    #[serde(default)]
+    pub live: Option<String>,
+    /// What the agent said of its status (`no output for 2m`).
+    #[serde(default)]
+    pub live_detail: Option<String>,
     /// The coding agent's own report of the run: tokens, cost, turns.
     #[serde(default)]
     pub report: Option<crate::ws::RunReport>,

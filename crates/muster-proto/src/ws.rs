@@ -87,6 +87,16 @@ pub enum AgentMsg {
         stream: String,
         data: String,
     },
+    /// A run's live status changed: `working` (output is arriving),
+    /// `waiting` (the agent asked a person for input) or `quiet` (no output
+    /// for the runner's quiet limit).
+    Live {
+        task: String,
+        epoch: u64,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// What a coding agent did since the last `steps` message, in order.
     Steps {
         task: String,

@@ -103,7 +103,7 @@ cases!($
     hub_started_disconnects_agents_and_extends_leases,
     append_output_stops_at_the_cap,
     steps_are_kept_in_order_up_to_the_limit_with_the_latest_live,
-    append_steps_with_a_stale_epoch_is_refused,
+    append_steps_and_set_live_with_a_stale_epoch_are_refused,
     finish_keeps_the_agents_report_of_the_run,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
@@ -984,6 +984,8 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             report: None,
             steps: 0,
             latest_step: None,
+            live: None,
+            live_detail: None,
             workspace: None,
         }]
     );
@@ -1575,7 +1577,7 @@ pub async fn steps_are_kept_in_order_up_to_the_limit_with_the_latest_live(store:
     assert!(second[0].2.summary.chars().count() <= crate::MAX_STEP_SUMMARY + 1, "a summary is clipped");
 }
 
-pub async fn append_steps_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
+pub async fn append_steps_and_set_live_with_a_stale_epoch_are_refused(store: Arc<dyn Store>) {
     let s = &*store;
     let a = online(s, "a", 1, at(0)).await;
     let b = online(s, "b", 1, at(0)).await;
@@ -1595,8 +1597,22 @@ pub async fn append_steps_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert_stale("append_steps with a newer epoch", r, e, newer);
     assert_unchanged(s, &before, "a refused append_steps").await;
     assert!(steps(s, &task, None).await.is_empty());
+    let r = refusal("set_live by another agent", s.set_live(&b, &task, e, "quiet", None, at(1)).await);
+    assert_stale("set_live by another agent", r, e, e);
+    assert_unchanged(s, &before, "a refused set_live").await;
+
+    let mark = last_seq(s).await;
+    ok("set_live", s.set_live(&a, &task, e, "quiet", Some("no output for 1m"), at(1)).await);
+    let events = assert_events(s, mark, &["task.live"], "set_live").await;
+    assert_eq!(events[0].detail.as_deref(), Some("quiet: no output for 1m"));
+    let attempt = &attempts(s, &task).await[0];
+    assert_eq!((attempt.live.as_deref(), attempt.live_detail.as_deref()), (Some("quiet"), Some("no output for 1m")));
+    ok("set_live", s.set_live(&a, &task, e, "working", None, at(2)).await);
+    assert_eq!(attempts(s, &task).await[0].live_detail, None, "a new status replaces the old detail");
+
     finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
     refusal("append_steps after finish", s.append_steps(&a, &task, e, vec![tool_use("Bash", "late")], at(3)).await);
+    refusal("set_live after finish", s.set_live(&a, &task, e, "quiet", None, at(3)).await);
     assert!(steps(s, &task, None).await.is_empty());
 }
 

@@ -216,6 +216,17 @@ pub trait Store: Send + Sync + 'static {
         steps: Vec<NewStep>,
         now: Millis,
     ) -> Result<()>;
+    /// Records the running attempt's live status (`working`, `waiting`,
+    /// `quiet`) with a `task.live` event. Refused like `append_output`.
+    async fn set_live(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        status: &str,
+        detail: Option<&str>,
+        now: Millis,
+    ) -> Result<()>;
     /// A task's steps in order, for one attempt (1-based number) or all.
     async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>>;
 

@@ -230,6 +230,10 @@ pub struct AttemptRecord {
     pub steps: u64,
     /// The latest step, for "what is it doing now".
     pub latest_step: Option<String>,
+    /// The live status the agent last reported (`working`, `waiting`,
+    /// `quiet`), and what it said of it; `None` until it reports one.
+    pub live: Option<String>,
+    pub live_detail: Option<String>,
     pub workspace: Option<WorkspaceRecord>,
 }
 

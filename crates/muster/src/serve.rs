@@ -218,6 +218,7 @@ fn agent_config(
         reconnect_max: Duration::from_secs(30),
         repos: file.repos.clone(),
         repos_root: file.repos_root.clone(),
+        liveness: muster_agent::Liveness::default().with(file.quiet_after.as_deref(), file.wedged_after.as_deref())?,
     };
     config.validate()?;
     Ok(config)

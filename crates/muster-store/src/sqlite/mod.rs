@@ -596,6 +596,19 @@ impl Store for SqliteStore {
         self.write(move |c| ops::append_steps(c, &agent, &id, epoch, steps, now)).await
     }
 
+    async fn set_live(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        status: &str,
+        detail: Option<&str>,
+        now: Millis,
+    ) -> Result<()> {
+        let (agent, id, status, detail) = (agent.clone(), id.clone(), status.to_owned(), detail.map(str::to_owned));
+        self.write(move |c| ops::set_live(c, &agent, &id, epoch, &status, detail.as_deref(), now)).await
+    }
+
     async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {
         let id = id.clone();
         self.read(move |c| ops::steps(c, &id, attempt)).await

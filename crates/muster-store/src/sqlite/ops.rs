@@ -962,6 +962,26 @@ pub fn append_steps(
     task_event(c, now, "task.step", &task, Some(&latest))
 }
 
+pub fn set_live(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    status: &str,
+    detail: Option<&str>,
+    now: Millis,
+) -> Result<()> {
+    let task = running_attempt(c, agent, id, epoch, now)?;
+    let detail = detail.map(|d| clip(d, 300));
+    c.prepare_cached("UPDATE attempts SET live = ?, live_detail = ? WHERE task_id = ? AND epoch = ?")?
+        .execute(params![status, detail, id.as_str(), epoch.0 as i64])?;
+    let line = match &detail {
+        Some(d) => format!("{status}: {d}"),
+        None => status.to_owned(),
+    };
+    task_event(c, now, "task.live", &task, Some(&line))
+}
+
 pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {
     let mut stmt = c.prepare_cached(
         "SELECT a.number, s.seq, s.at, s.kind, s.name, s.summary, s.is_error, s.duration_ms FROM steps s \
@@ -1071,7 +1091,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
          ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, ws_diff, ws_diff_truncated, \
-         ws_kept_at, ws_error FROM attempts WHERE task_id = ? ORDER BY number",
+         ws_kept_at, ws_error, live, live_detail FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -1104,6 +1124,8 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             output_pruned: r.get(10)?,
             steps: n(11)?,
             latest_step: r.get(12)?,
+            live: r.get(36)?,
+            live_detail: r.get(37)?,
             report,
             workspace: match r.get::<_, Option<String>>(25)? {
                 Some(repo) => Some(WorkspaceRecord {

@@ -197,6 +197,11 @@ ALTER TABLE attempts ADD COLUMN ws_diff_truncated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN ws_kept_at TEXT;
 ALTER TABLE attempts ADD COLUMN ws_error TEXT;
 "#,
+    // 9: a running attempt's live status, as its agent last reported it.
+    r#"
+ALTER TABLE attempts ADD COLUMN live TEXT;
+ALTER TABLE attempts ADD COLUMN live_detail TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -11,23 +11,26 @@ use serde_json::{Value, json};
 /// A runner that prints its prompt file as the agent's stream, line by
 /// line, stopping at `WAIT <path>` until that path exists, then exits with
 /// the code a final `EXIT <n>` line gives (0 without one). `NOEOL <text>`
-/// prints text with no newline; `HUGE <n>` a JSON line padded by n bytes.
+/// prints text with no newline; `HUGE <n>` a JSON line padded by n bytes;
+/// after `FIRST_TIME_ONLY <path>`, `WAIT` lines are skipped when the path
+/// already existed (a retry goes straight through).
 const REPLAY: &str = r#"code=0
 while IFS= read -r l || [ -n "$l" ]; do
   case "$l" in
-    "WAIT "*) f=${l#WAIT }; while [ ! -e "$f" ]; do sleep 0.02; done ;;
+    "WAIT "*) [ -n "$skip" ] || { f=${l#WAIT }; while [ ! -e "$f" ]; do sleep 0.02; done; } ;;
     "EXIT "*) code=${l#EXIT } ;;
     "NOEOL "*) printf '%s' "${l#NOEOL }" ;;
+    "FIRST_TIME_ONLY "*) f=${l#FIRST_TIME_ONLY }; if [ -e "$f" ]; then skip=1; else touch "$f"; fi ;;
     "HUGE "*) printf '{"type":"assistant","pad":"'; head -c "${l#HUGE }" /dev/zero | tr '\0' x; printf '"}\n' ;;
     *) printf '%s\n' "$l" ;;
   esac
 done < "$0"
 exit "$code""#;
 
-fn config(dir: &std::path::Path, format: &str) -> std::path::PathBuf {
+fn config(dir: &std::path::Path, format: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("agent.toml");
     let text = format!(
-        "[runners.replay]\nargv = [\"bash\", \"-c\", {script}, \"{{prompt_file}}\"]\nprompt = \"file\"\nformat = \"{format}\"\n",
+        "[runners.replay]\nargv = [\"bash\", \"-c\", {script}, \"{{prompt_file}}\"]\nprompt = \"file\"\nformat = \"{format}\"\n{extra}",
         script = toml_string(REPLAY),
     );
     std::fs::write(&path, text).expect("the agent config");
@@ -39,8 +42,13 @@ fn toml_string(s: &str) -> String {
 }
 
 async fn replay_agent(hub: &Hub, dir: &std::path::Path, format: &str) -> Agent {
+    replay_agent_with(hub, dir, format, "").await
+}
+
+/// A replaying agent whose runner profile has `extra` TOML lines.
+async fn replay_agent_with(hub: &Hub, dir: &std::path::Path, format: &str, extra: &str) -> Agent {
     let token = hub.add_agent("coder", &[]).await;
-    let config = config(dir, format);
+    let config = config(dir, format, extra);
     let agent = Agent::spawn_with(
         &hub.url,
         "coder",
@@ -211,4 +219,81 @@ async fn a_codex_stream_is_read_into_the_same_record() {
     let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
     assert!(shown.contains("cost not reported"), "{shown}");
     assert!(shown.contains("(some runs reported no cost)"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_run_turns_quiet_then_wedged_and_is_killed_and_retried() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent =
+        replay_agent_with(&hub, dir.path(), "claude", "quiet_after = \"300ms\"\nwedged_after = \"3s\"\n").await;
+    let marker = dir.path().join("wedged-once");
+    let never = dir.path().join("never");
+    let init = json!({"type":"system","subtype":"init","session_id":"s-1","model":"m"}).to_string();
+    let done = json!({"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok"}).to_string();
+    // The first attempt goes silent for good; the second finishes at once.
+    let stream = format!("{init}\nFIRST_TIME_ONLY {}\nWAIT {}\n{done}\n", path_str(&marker), path_str(&never));
+    let id = hub.add_task(json!({ "prompt": stream, "runner": "replay", "max_attempts": 2 })).await;
+
+    let quiet = hub
+        .wait_until("the run to turn quiet", || async {
+            let events = hub.events(&format!("task={id}")).await;
+            events
+                .into_iter()
+                .find(|e| e["kind"] == "task.live" && e["detail"].as_str().is_some_and(|d| d.starts_with("quiet")))
+        })
+        .await;
+    assert_eq!(quiet["detail"], "quiet: no output for 1s", "{quiet}");
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("live          quiet (no output for"), "{shown}");
+
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "the retry ran: {task}");
+    let first = &task["attempts_detail"][0];
+    assert_eq!(
+        (&first["outcome"], &first["reason"]),
+        (&json!("failed"), &json!("wedged: no output for 3s")),
+        "{first}"
+    );
+    assert_eq!(first["live"], "done");
+    assert_eq!(task["attempts_detail"][1]["outcome"], "succeeded");
+    let events = hub.events(&format!("task={id}")).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "task.retry_scheduled"
+            && e["detail"].as_str().is_some_and(|d| d.starts_with("wedged: no output for 3s"))),
+        "the wedged attempt is retried: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_asking_a_person_shows_as_waiting() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent_with(&hub, dir.path(), "claude", "quiet_after = \"30s\"\n").await;
+    let gate = dir.path().join("answered");
+    let ask = json!({"type":"assistant","message":{"content":[{"type":"tool_use","id":"toolu_ask","name":"AskUserQuestion",
+        "input":{"questions":[{"question":"Which database?"}]}}]}});
+    let answered = json!({"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"toolu_ask","content":"PostgreSQL"}]}});
+    let done = json!({"type":"result","subtype":"success","is_error":false,"num_turns":2,"result":"ok"});
+    let stream = format!("{ask}\nWAIT {}\n{answered}\n{done}\n", path_str(&gate));
+    let id = hub.add_task(json!({ "prompt": stream, "runner": "replay", "max_attempts": 1 })).await;
+    hub.wait_until("the run to wait for a person", || async {
+        let task = hub.task(&id).await;
+        (task["attempts_detail"][0]["live"] == "waiting").then_some(())
+    })
+    .await;
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("live          waiting (the agent asked a person for input)"), "{shown}");
+    std::fs::write(&gate, "").unwrap();
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let lives: Vec<String> = hub
+        .events(&format!("task={id}"))
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "task.live")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(lives[0], "waiting: the agent asked a person for input", "{lives:?}");
+    assert!(lives[1..].iter().all(|l| l == "working"), "once answered it works on: {lives:?}");
 }
