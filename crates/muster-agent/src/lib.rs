@@ -10,6 +10,7 @@
 pub mod config;
 pub mod doctor;
 pub mod process;
+pub mod redact;
 pub mod run;
 pub mod stream;
 pub mod workspace;

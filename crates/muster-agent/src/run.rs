@@ -3,10 +3,12 @@
 
 use crate::config::{BASE_ENV, Liveness, PromptMode, RunnerProfile};
 use crate::process::ProcessGroup;
+use crate::redact::Redactor;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
 use muster_proto::api::WorkspaceView;
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg, WorkspaceReport};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -91,6 +93,19 @@ pub struct RunSpec {
 const ASKS_A_PERSON: &[&str] = &["AskUserQuestion", "request_user_input"];
 
 const READ_CHUNK: usize = 32 << 10;
+/// An unfinished line is held back at most this long and this big.
+const FLUSH_PARTIAL_AFTER: Duration = Duration::from_millis(200);
+const MAX_HELD_BYTES: usize = 4 << 10;
+
+/// The longest prefix of `bytes` that ends on a UTF-8 character boundary
+/// (all of it when the bytes are not UTF-8 anyway).
+fn utf8_boundary(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => bytes.len(),
+    }
+}
 
 /// Runs to the end and returns what to report (`None` for a dropped run).
 pub async fn execute(
@@ -141,15 +156,19 @@ pub async fn execute(
         .stdin(if spec.profile.prompt == PromptMode::Stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let mut passed: Vec<(String, String)> = Vec::new();
     for name in BASE_ENV.iter().copied().chain(spec.profile.env.iter().map(String::as_str)) {
         // The agent's own credentials never reach a run.
         if name == "MUSTER_TOKEN" {
             continue;
         }
         if let Some(value) = std::env::var_os(name) {
+            passed.push((name.to_owned(), value.to_string_lossy().into_owned()));
             cmd.env(name, value);
         }
     }
+    // The run's own secrets, and anything shaped like a credential, never leave the agent.
+    let redactor = Arc::new(Redactor::new(passed.iter().map(|(n, v)| (n.as_str(), v.as_str()))));
     cmd.env("MUSTER_TASK_ID", &spec.task).env("MUSTER_TASK_EPOCH", spec.epoch.to_string());
 
     let mut group = match ProcessGroup::spawn(&mut cmd) {
@@ -181,6 +200,7 @@ pub async fn execute(
         active_at_ms: Arc::new(AtomicU64::new(0)),
         waiting: Arc::new(AtomicBool::new(false)),
         stirred: Arc::new(tokio::sync::Notify::new()),
+        redactor: redactor.clone(),
     };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
@@ -262,10 +282,18 @@ pub async fn execute(
     let truncated = output.truncated.load(Ordering::SeqCst);
     let mut result = verdict(end, summary.as_ref(), &spec.timeout, truncated, finished);
     if let (Some(f), Some(s)) = (result.as_mut(), summary.as_ref()) {
-        f.report = Some(crate::stream::run_report(s));
+        let mut report = crate::stream::run_report(s);
+        report.result = report.result.map(|text| redactor.redact(&text).into_owned());
+        f.report = Some(report);
+    }
+    if let Some(f) = result.as_mut() {
+        f.reason = f.reason.take().map(|why| redactor.redact(&why).into_owned());
     }
     if let (Some(f), Some(p), Some(w)) = (result.as_mut(), prepared.as_ref(), spec.workspace.as_ref()) {
-        f.workspace = Some(workspace::conclude(p, w, &spec.task, &spec.prompt, f.outcome == "succeeded").await);
+        let mut report = workspace::conclude(p, w, &spec.task, &spec.prompt, f.outcome == "succeeded").await;
+        // A diff can hold a secret as easily as output can (an `.env` written by the run).
+        report.diff = redactor.redact(&report.diff).into_owned();
+        f.workspace = Some(report);
     }
     result
 }
@@ -346,10 +374,16 @@ struct OutputSink {
     waiting: Arc<AtomicBool>,
     /// Woken when output arrives, so a change of live status is told at once.
     stirred: Arc<tokio::sync::Notify>,
+    redactor: Arc<Redactor>,
 }
 
 impl OutputSink {
-    fn send(&self, stream: &'static str, data: String) {
+    /// Sends output, redacted.
+    fn send(&self, stream: &'static str, data: &str) {
+        if data.is_empty() {
+            return;
+        }
+        let data = self.redactor.redact(data).into_owned();
         let _ = self.events.send(RunEvent::Output { task: self.task.clone(), epoch: self.epoch, stream, data });
     }
 
@@ -365,6 +399,11 @@ impl OutputSink {
     }
 
     fn steps(&self, mut steps: Vec<StepMsg>) {
+        for step in &mut steps {
+            if let Cow::Owned(clean) = self.redactor.redact(&step.summary) {
+                step.summary = clean;
+            }
+        }
         if let Some(last) = steps.last() {
             let asks = last.kind == "tool_use" && last.name.as_deref().is_some_and(|n| ASKS_A_PERSON.contains(&n));
             self.waiting.store(asks, Ordering::SeqCst);
@@ -389,10 +428,26 @@ async fn pump(
     mut recorder: Option<Recorder>,
 ) -> Option<Summary> {
     let mut buf = vec![0u8; READ_CHUNK];
-    // Bytes of a UTF-8 character split across reads, held for the next one.
+    // Output not sent yet: an unfinished line (so a secret split across
+    // reads is still redacted whole), or part of a UTF-8 character.
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let n = match pipe.read(&mut buf).await {
+        let read = if pending.is_empty() {
+            pipe.read(&mut buf).await
+        } else {
+            // A partial line (a prompt, a progress bar) goes out once the pipe is idle.
+            match tokio::time::timeout(FLUSH_PARTIAL_AFTER, pipe.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let cut = utf8_boundary(&pending);
+                    let rest = pending.split_off(cut);
+                    sink.send(stream, &String::from_utf8_lossy(&pending));
+                    pending = rest;
+                    continue;
+                }
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -409,21 +464,17 @@ async fn pump(
             continue;
         }
         pending.extend_from_slice(&buf[..take]);
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(_) => pending.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => pending.len(),
+        // Whole lines go now; an unfinished one waits, unless it is long.
+        let cut = match pending.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+            Some(i) if pending.len() - (i + 1) <= MAX_HELD_BYTES => i + 1,
+            _ if pending.len() <= MAX_HELD_BYTES => 0,
+            _ => utf8_boundary(&pending),
         };
-        let rest = pending.split_off(valid);
-        let data = String::from_utf8_lossy(&pending).into_owned();
+        let rest = pending.split_off(cut);
+        sink.send(stream, &String::from_utf8_lossy(&pending));
         pending = rest;
-        if !data.is_empty() {
-            sink.send(stream, data);
-        }
     }
-    if !pending.is_empty() {
-        sink.send(stream, String::from_utf8_lossy(&pending).into_owned());
-    }
+    sink.send(stream, &String::from_utf8_lossy(&pending));
     let (steps, summary) = recorder?.finish();
     sink.steps(steps);
     Some(summary)

@@ -103,6 +103,20 @@ pub enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A coding agent's whole event stream for one attempt, as it printed it (secrets redacted).
+    Transcript {
+        id: String,
+        /// This attempt (1-based); default: the latest.
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// One attempt explained: how and why it ended, tokens and cost, tool calls with durations, errors.
+    Explain {
+        id: String,
+        /// This attempt (1-based); default: the latest.
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
     /// The change a task made in its worktree: commits, files, and the diff.
     Diff {
         id: String,
@@ -225,6 +239,44 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             Ok(())
         }
         TaskCmd::Logs { id, follow, attempt, json } => task_logs(&client, &id, follow, attempt, json).await,
+        TaskCmd::Transcript { id, attempt } => {
+            let detail: TaskDetail = client.get(&format!("/tasks/{}", segment(&id))).await?;
+            let number = crate::explain::pick(&detail, attempt).map_err(|e| CliError::new(exit::NOT_FOUND, e))?.number;
+            let a = &detail.attempts_detail.iter().find(|a| a.number == number).expect("picked from this list");
+            if a.output_pruned {
+                return Err(CliError::new(
+                    exit::NOT_FOUND,
+                    format!("attempt {number}'s transcript was removed by retention (retention.output)"),
+                ));
+            }
+            eprintln!(
+                "# attempt {number} of {}: {} bytes{}",
+                detail.task.id,
+                a.output_bytes,
+                if a.output_truncated { " (cut off at the hub's max_output_bytes)" } else { "" }
+            );
+            let mut after = 0i64;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let page: LogsPage = client
+                    .get(&format!("/tasks/{}/logs?attempt={number}&after={after}&limit=10000", segment(&id)))
+                    .await?;
+                for chunk in page.chunks.iter().filter(|c| c.stream == "stdout") {
+                    let _ = out.write_all(chunk.data.as_bytes());
+                }
+                if page.chunks.is_empty() {
+                    return Ok(());
+                }
+                after = page.next_after;
+            }
+        }
+        TaskCmd::Explain { id, attempt } => {
+            let detail: TaskDetail = client.get(&format!("/tasks/{}", segment(&id))).await?;
+            let a = crate::explain::pick(&detail, attempt).map_err(|e| CliError::new(exit::NOT_FOUND, e))?;
+            let page: StepsPage = client.get(&format!("/tasks/{}/steps?attempt={}", segment(&id), a.number)).await?;
+            print!("{}", crate::explain::render(&detail, a, &page.steps));
+            Ok(())
+        }
         TaskCmd::Diff { id, attempt, stat, json } => {
             let query = attempt.map(|a| format!("?attempt={a}")).unwrap_or_default();
             let view: DiffView = client.get(&format!("/tasks/{}/diff{query}", segment(&id))).await?;

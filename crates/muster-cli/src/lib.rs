@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod explain;
 mod table;
 
 pub use client::{CliError, Client};

@@ -202,6 +202,10 @@ ALTER TABLE attempts ADD COLUMN ws_error TEXT;
 ALTER TABLE attempts ADD COLUMN live TEXT;
 ALTER TABLE attempts ADD COLUMN live_detail TEXT;
 "#,
+    // 10: output chunks compressed at rest (0 raw, 1 deflate).
+    r#"
+ALTER TABLE output ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -448,7 +448,16 @@ async fn run_many(s: &SqliteStore, agent: &AgentName, n: u128, bytes: usize, now
     for started in join_all(starts).await {
         started.unwrap();
     }
-    let chunk = vec![b'x'; bytes];
+    // Noise, so compression at rest cannot shrink it and the file really grows.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let chunk: Vec<u8> = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
     let outputs = claimed.iter().map(|t| {
         s.append_output(agent, &t.id, t.epoch, vec![OutputChunk { stream: Stream::Stdout, data: chunk.clone() }], now)
     });
@@ -534,4 +543,39 @@ async fn a_database_from_before_incremental_vacuum_is_rewritten_once() {
     let second = s.compact(muster_store::Retention::default(), true, at(20)).await.unwrap();
     assert!(!second.rewritten, "later compactions do not rewrite: {second:?}");
     s.close().await;
+}
+
+#[tokio::test]
+async fn large_output_is_compressed_at_rest_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let a = online(&s, "a", 1).await;
+    let task = task_id(1);
+    s.create_task(task.clone(), spec("chatty").validate().unwrap(), at(0)).await.unwrap();
+    let e = start(&s, &a, &task, at(0)).await;
+    let line = "{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"compiling\"}]}}\n";
+    let big = line.repeat(2_000);
+    let small = "tiny\n";
+    let chunks = vec![
+        OutputChunk { stream: Stream::Stdout, data: big.clone().into_bytes() },
+        OutputChunk { stream: Stream::Stderr, data: small.as_bytes().to_vec() },
+    ];
+    let stored = s.append_output(&a, &task, e, chunks, at(1)).await.unwrap();
+    assert_eq!(stored.stored_bytes, (big.len() + small.len()) as u64, "the cap counts bytes as written");
+    let back = s.read_output(&task, &OutputFilter { limit: 100, ..OutputFilter::default() }).await.unwrap();
+    assert_eq!(back.len(), 2);
+    assert_eq!((back[0].data.as_slice(), back[1].data.as_slice()), (big.as_bytes(), small.as_bytes()));
+    s.close().await;
+
+    let conn = raw(&db_path(&dir));
+    let rows: Vec<(i64, i64)> = conn
+        .prepare("SELECT length(data), encoding FROM output ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(rows[1], (small.len() as i64, 0), "a small chunk is kept as it is");
+    assert_eq!(rows[0].1, 1, "a big chunk is deflated");
+    assert!(rows[0].0 * 20 < big.len() as i64, "repetitive output shrinks: {} of {}", rows[0].0, big.len());
 }

@@ -143,6 +143,29 @@ async fn a_claude_stream_becomes_steps_tokens_and_cost_with_the_latest_step_live
     assert!(shown.contains("spent         11130 tokens, $0.012300"), "{shown}");
     assert!(shown.contains("tokens 1500 in, 230 out, 9000 cache read, 400 cache write · cost $0.012300"), "{shown}");
     assert!(shown.contains("last step     result: success: All 12 tests pass."), "{shown}");
+
+    let (code, explained, err) = hub.cli(&["task", "explain", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        &format!("attempt 1 of {id} (replay runner, agent coder): succeeded at"),
+        "why       the run exited 0 and its agent reported success",
+        &format!("agent     claude-test-1 · session {session} · 2 turns"),
+        "tokens    1500 in, 230 out, 9000 cache read, 400 cache write",
+        "cost      $0.012300",
+        "tool calls: 1 (0 failed)",
+        "1. Bash: cargo test --workspace",
+        "the agent's last word (success): All 12 tests pass.",
+    ] {
+        assert!(explained.contains(needle), "{needle:?} in:\n{explained}");
+    }
+    let (code, transcript, err) = hub.cli(&["task", "transcript", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("# attempt 1 of {id}:")), "{err}");
+    let lines: Vec<Value> = transcript.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 5, "the whole stream, line for line: {transcript}");
+    assert_eq!((&lines[0]["type"], &lines[4]["type"]), (&json!("system"), &json!("result")));
+    let (code, _, err) = hub.cli(&["task", "explain", &id, "--attempt", "7"]).await;
+    assert_eq!(code, 3, "no such attempt: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,4 +319,49 @@ async fn an_agent_asking_a_person_shows_as_waiting() {
         .collect();
     assert_eq!(lives[0], "waiting: the agent asked a person for input", "{lives:?}");
     assert!(lives[1..].iter().all(|l| l == "working"), "once answered it works on: {lives:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_leave_the_agent_in_output_steps_reports_or_diffs() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = hub.add_agent("coder", &[]).await;
+    let config = config(dir.path(), "claude", "env = [\"MY_SERVICE_API_KEY\"]\n");
+    let secret = "s3cr3t-value-0123456789";
+    let _agent = Agent::spawn_with(
+        &hub.url,
+        "coder",
+        &token,
+        AgentOpts {
+            runners: &[],
+            config: Some(&config),
+            env: vec![("MY_SERVICE_API_KEY".to_owned(), secret.to_owned())],
+            ..AgentOpts::default()
+        },
+    );
+    hub.wait_connected("coder").await;
+    let bearer = "Bearer abcdefghijklmnopqrstuvwxyz0123";
+    let stream = lines(&[
+        json!({"type":"system","subtype":"init","session_id":"s-1","model":"m"}),
+        json!({"type":"assistant","message":{"content":[
+            {"type":"text","text":format!("the key is {secret}")},
+            {"type":"tool_use","id":"t1","name":"Bash","input":{"command":format!("curl -H 'Authorization: {bearer}' x")}}]}}),
+        json!({"type":"result","subtype":"success","is_error":false,"num_turns":1,
+            "result":format!("done with sk-ant-api03-{}", "Z".repeat(40))}),
+    ]);
+    // The prompt itself holds the secrets (it is what the runner replays); the
+    // hub keeps prompts as given, so look only at what the run sent back.
+    let id = replay(&hub, &format!("{stream}\n")).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let output = hub.output(&id).await;
+    let steps = hub.get(&format!("/tasks/{id}/steps")).await.to_string();
+    let report = task["attempts_detail"][0]["report"].to_string();
+    for (what, text) in [("output", &output), ("steps", &steps), ("report", &report)] {
+        assert!(!text.contains(secret), "{what} holds the run's secret: {text}");
+        assert!(!text.contains("abcdefghijklmnopqrstuvwxyz0123"), "{what} holds the bearer token: {text}");
+        assert!(!text.contains("ZZZZZZZZZZ"), "{what} holds the API key: {text}");
+        assert!(text.contains("[REDACTED]"), "{what} says what was redacted: {text}");
+    }
+    assert!(steps.contains("Authorization: Bearer [REDACTED]"), "{steps}");
 }
