@@ -493,7 +493,7 @@ fn render_task(d: &TaskDetail) -> String {
     }
     let spent: Vec<&RunReport> = d.attempts_detail.iter().filter_map(|a| a.report.as_ref()).collect();
     if !spent.is_empty() {
-        let tokens: u64 = spent.iter().map(|r| total_tokens(r)).sum();
+        let tokens = spent.iter().fold(0u64, |sum, r| sum.saturating_add(total_tokens(r)));
         let cost: f64 = spent.iter().filter_map(|r| r.cost_usd).sum();
         let priced = spent.iter().all(|r| r.cost_usd.is_some());
         field(
@@ -554,7 +554,10 @@ fn render_task(d: &TaskDetail) -> String {
 }
 
 fn total_tokens(r: &RunReport) -> u64 {
-    r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens
+    r.input_tokens
+        .saturating_add(r.output_tokens)
+        .saturating_add(r.cache_read_tokens)
+        .saturating_add(r.cache_write_tokens)
 }
 
 fn usd(cost: f64) -> String {
@@ -1298,6 +1301,48 @@ pub async fn slo(conn: &ConnArgs, json: bool) -> CliResult {
             format!("{:.0}%", s.budget_remaining * 100.0),
             format!("{:.2}", s.burn_rate_1h),
             s.status.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `muster costs`: tokens and cost, summed by task, agent, runner or day.
+pub async fn costs(conn: &ConnArgs, by: &str, since: Option<String>, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let mut query = vec![("by", by.to_owned())];
+    if let Some(s) = since {
+        query.push(("since", s));
+    }
+    let view: muster_proto::api::CostsView = client.get(&format!("/costs?{}", encode(&query))).await?;
+    if json {
+        return print_json(&view);
+    }
+    if view.rows.is_empty() {
+        eprintln!("(no attempt since {} reported what it used)", view.since);
+        return Ok(());
+    }
+    let key = match view.by.as_str() {
+        "task" => "TASK",
+        "agent" => "AGENT",
+        "runner" => "RUNNER",
+        _ => "DAY (UTC)",
+    };
+    let mut t = Table::new(&[key, "ATTEMPTS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE", "COST (USD)"]);
+    for r in view.rows.iter().chain(std::iter::once(&view.total)) {
+        let unpriced = r.attempts - r.priced_attempts.min(r.attempts);
+        t.row(vec![
+            r.key.clone(),
+            r.attempts.to_string(),
+            r.input_tokens.to_string(),
+            r.output_tokens.to_string(),
+            r.cache_read_tokens.to_string(),
+            r.cache_write_tokens.to_string(),
+            if unpriced > 0 {
+                format!("{:.6} ({unpriced} unpriced)", r.cost_usd)
+            } else {
+                format!("{:.6}", r.cost_usd)
+            },
         ]);
     }
     print!("{}", t.render());

@@ -141,6 +141,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/slo", get(slo))
+        .route("/costs", get(costs))
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
@@ -396,6 +397,55 @@ async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 async fn metrics_window(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     hub.admin(&headers).await?;
     Ok(json(StatusCode::OK, &hub.metrics_window()))
+}
+
+async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    use muster_proto::api::{CostRowView, CostsView};
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["by", "since"])?;
+    let by = match p.get("by") {
+        None => muster_store::CostGroup::Day,
+        Some(b) => muster_store::CostGroup::parse(b).ok_or_else(|| {
+            ApiError::BadRequest(muster_proto::FieldError {
+                field: "by".into(),
+                reason: format!("unknown grouping {b:?}; expected task, agent, runner or day"),
+            })
+        })?,
+    };
+    let now = hub.now();
+    let since = match p.get("since") {
+        None => muster_core::Millis(0),
+        Some(s) => {
+            let back = muster_proto::parse_duration("since", s).map_err(ApiError::BadRequest)?;
+            muster_core::Millis(now.0.saturating_sub(back.as_millis().min(i64::MAX as u128) as i64))
+        }
+    };
+    let rows = hub.shared.store.costs(by, since).await?;
+    let view = |r: &muster_store::CostRow| CostRowView {
+        key: r.key.clone(),
+        attempts: r.attempts,
+        priced_attempts: r.priced,
+        input_tokens: r.tokens.input,
+        output_tokens: r.tokens.output,
+        cache_read_tokens: r.tokens.cache_read,
+        cache_write_tokens: r.tokens.cache_write,
+        cost_usd: r.cost_micro_usd as f64 / 1e6,
+    };
+    let mut total = CostRowView { key: "total".into(), ..CostRowView::default() };
+    let mut micro: u64 = 0;
+    for r in &rows {
+        total.attempts += r.attempts;
+        total.priced_attempts += r.priced;
+        total.input_tokens = total.input_tokens.saturating_add(r.tokens.input);
+        total.output_tokens = total.output_tokens.saturating_add(r.tokens.output);
+        total.cache_read_tokens = total.cache_read_tokens.saturating_add(r.tokens.cache_read);
+        total.cache_write_tokens = total.cache_write_tokens.saturating_add(r.tokens.cache_write);
+        micro = micro.saturating_add(r.cost_micro_usd);
+    }
+    total.cost_usd = micro as f64 / 1e6;
+    let costs =
+        CostsView { by: by.as_str().to_owned(), since: timestamp(since), rows: rows.iter().map(view).collect(), total };
+    Ok(json(StatusCode::OK, &costs))
 }
 
 async fn slo(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub stale_reports: Family<Counter>,
     pub http_requests: Family<Counter>,
     pub http_duration: Family<Histogram>,
+    /// Tokens coding agents reported, by runner and kind (input, output, cache_read, cache_write).
+    pub tokens: Family<Counter>,
+    /// What coding agents reported spending, by runner, in millionths of a dollar.
+    pub cost_micro_usd: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -34,6 +38,8 @@ impl Default for Metrics {
             stale_reports: Family::new(&["report"], Counter::default),
             http_requests: Family::new(&["route", "method", "status"], Counter::default),
             http_duration: Family::new(&["route"], || Histogram::new(LATENCY_BUCKETS)),
+            tokens: Family::new(&["runner", "kind"], Counter::default),
+            cost_micro_usd: Family::new(&["runner"], Counter::default),
         }
     }
 }
@@ -78,6 +84,13 @@ impl Hub {
         }
         e.gauge("muster_tasks", "Tasks in the store by state and priority.", &tasks);
         e.counter_family("muster_task_outcomes_total", "Attempts ended, by outcome.", &m.outcomes);
+        e.counter_family("muster_tokens_total", "Tokens coding agents reported, by runner and kind.", &m.tokens);
+        e.counter_family_scaled(
+            "muster_cost_usd_total",
+            "US dollars coding agents reported spending, by runner.",
+            &m.cost_micro_usd,
+            1e-6,
+        );
         e.histogram(
             "muster_dispatch_latency_seconds",
             "Time from a task becoming due (created, or its retry backoff over) to its run starting.",

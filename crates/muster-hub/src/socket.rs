@@ -431,6 +431,7 @@ impl Conn {
                     report: report.map(|r| run_report(&r)),
                     workspace: workspace.map(|w| workspace_record(*w)),
                 };
+                let spent = details.report.as_ref().map(|r| (r.tokens, r.cost_micro_usd));
                 match store.finish_task(&self.name, &id, epoch, &outcome, details, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
@@ -438,6 +439,18 @@ impl Conn {
                         } else {
                             let metrics = self.hub.metrics();
                             metrics.outcomes.with(&[&outcome_name]).inc();
+                            if let Some((tokens, cost)) = spent {
+                                let runner = task.spec.runner.as_str();
+                                for (kind, n) in [
+                                    ("input", tokens.input),
+                                    ("output", tokens.output),
+                                    ("cache_read", tokens.cache_read),
+                                    ("cache_write", tokens.cache_write),
+                                ] {
+                                    metrics.tokens.with(&[runner, kind]).add(n);
+                                }
+                                metrics.cost_micro_usd.with(&[runner]).add(cost.unwrap_or(0));
+                            }
                             if outcome_name != "cancelled" {
                                 self.hub.shared.window.ended(outcome_name == "succeeded");
                             }

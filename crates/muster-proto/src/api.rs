@@ -659,6 +659,33 @@ pub struct DiagnoseView {
     pub recent_log: Vec<String>,
 }
 
+/// `GET /api/v1/costs`: tokens and cost summed by task, agent, runner or day.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostsView {
+    /// `task`, `agent`, `runner` or `day` (UTC).
+    pub by: String,
+    /// Attempts that ended at or after this instant.
+    pub since: String,
+    /// Costliest first.
+    pub rows: Vec<CostRowView>,
+    /// All the rows together.
+    pub total: CostRowView,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostRowView {
+    pub key: String,
+    /// Attempts whose agent reported what it used.
+    pub attempts: u64,
+    /// Of those, how many reported a cost (Codex reports none).
+    pub priced_attempts: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: f64,
+}
+
 /// One service level objective and how it is doing, from `GET /api/v1/slo`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SloView {

@@ -19,9 +19,10 @@
 //! case added there runs everywhere.
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Event, EventFilter, FinishResult, Limits,
-    MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Result, RunDetails,
-    RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Event, EventFilter,
+    FinishResult, Limits, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord,
+    Result, RunDetails, RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens,
+    WorkspaceRecord,
 };
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
@@ -105,6 +106,7 @@ cases!($
     steps_are_kept_in_order_up_to_the_limit_with_the_latest_live,
     append_steps_and_set_live_with_a_stale_epoch_are_refused,
     finish_keeps_the_agents_report_of_the_run,
+    costs_are_summed_by_task_agent_runner_and_day,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
@@ -2325,4 +2327,52 @@ pub async fn db_stats_count_rows_and_remember_the_last_compaction(store: Arc<dyn
     assert_eq!((stats.tasks, stats.output_bytes), (1, 0), "{stats:?}");
     let last = stats.last_compaction.expect("the compaction is remembered");
     assert_eq!((last.at, last.summary), (days(3), report.summary()));
+}
+
+async fn spend(s: &dyn Store, agent: &AgentName, n: u128, runner: &str, cost: Option<u64>, tokens: u64, when: Millis) {
+    let id = submit(s, n, TaskSpec { runner: runners(&[runner]).remove(0), ..spec("spend") }, when).await;
+    let e = start(s, agent, &id, when).await;
+    let report = RunReport {
+        tokens: Tokens { input: tokens, output: 1, cache_read: 0, cache_write: 0 },
+        cost_micro_usd: cost,
+        ..RunReport::default()
+    };
+    ok("finish_task", s.finish_task(agent, &id, e, &SUCCEEDED, details(report), when, BACKOFF).await);
+}
+
+pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = register(s, "a", &[], days(0)).await;
+    connect(s, &a, &["claude", "codex", "shell"], &[], 4, days(0)).await;
+    let b = register(s, "b", &[], days(0)).await;
+    connect(s, &b, &["claude", "codex", "shell"], &[], 4, days(0)).await;
+    spend(s, &a, 1, "claude", Some(1_500_000), 100, days(1)).await;
+    spend(s, &a, 2, "claude", Some(500_000), 50, days(2)).await;
+    spend(s, &b, 3, "codex", None, 70, days(2)).await;
+    spend(s, &b, 4, "claude", Some(250_000), 10, days(2).plus(Duration::from_secs(3600))).await;
+    // A run without a report spends nothing that is known.
+    let plain = submit(s, 5, spec("plain"), days(2)).await;
+    let e = start(s, &a, &plain, days(2)).await;
+    finish(s, &a, &plain, e, &SUCCEEDED, days(2)).await;
+
+    let by = |rows: Vec<CostRow>| -> Vec<(String, u64, u64, u64, u64)> {
+        rows.into_iter().map(|r| (r.key, r.attempts, r.priced, r.tokens.input, r.cost_micro_usd)).collect()
+    };
+    let runner = by(ok("costs", s.costs(CostGroup::Runner, days(0)).await));
+    assert_eq!(
+        runner,
+        [("claude".into(), 3, 3, 160, 2_250_000), ("codex".into(), 1, 0, 70, 0)],
+        "costliest first; an unpriced run counts its tokens"
+    );
+    let agent = by(ok("costs", s.costs(CostGroup::Agent, days(0)).await));
+    assert_eq!(agent, [("a".into(), 2, 2, 150, 2_000_000), ("b".into(), 2, 1, 80, 250_000)]);
+    let day = by(ok("costs", s.costs(CostGroup::Day, days(0)).await));
+    let first = "2023-11-15".to_owned();
+    let second = "2023-11-16".to_owned();
+    assert_eq!(day, [(first, 1, 1, 100, 1_500_000), (second.clone(), 3, 2, 130, 750_000)], "by UTC day");
+    let since = by(ok("costs", s.costs(CostGroup::Day, days(2)).await));
+    assert_eq!(since, [(second, 3, 2, 130, 750_000)], "since leaves out what ended before");
+    let tasks = ok("costs", s.costs(CostGroup::Task, days(0)).await);
+    assert_eq!(tasks.len(), 4, "one row per task that reported: {tasks:?}");
+    assert_eq!(tasks[0].key, task_id(1).to_string());
 }

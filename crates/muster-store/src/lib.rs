@@ -227,6 +227,9 @@ pub trait Store: Send + Sync + 'static {
         detail: Option<&str>,
         now: Millis,
     ) -> Result<()>;
+    /// Tokens and cost of attempts that ended at or after `since`, summed by
+    /// `by`, costliest first (at most `MAX_COST_ROWS`).
+    async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>>;
     /// A task's steps in order, for one attempt (1-based number) or all.
     async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>>;
 

@@ -303,6 +303,48 @@ pub struct RunReport {
     pub tool_errors: u64,
 }
 
+/// What costs are summed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostGroup {
+    Task,
+    Agent,
+    Runner,
+    /// The UTC day the attempt ended.
+    Day,
+}
+
+impl CostGroup {
+    pub const ALL: [CostGroup; 4] = [CostGroup::Task, CostGroup::Agent, CostGroup::Runner, CostGroup::Day];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostGroup::Task => "task",
+            CostGroup::Agent => "agent",
+            CostGroup::Runner => "runner",
+            CostGroup::Day => "day",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CostGroup> {
+        CostGroup::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+/// Tokens and cost of the attempts that share a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostRow {
+    pub key: String,
+    /// Attempts whose agent reported what it used.
+    pub attempts: u64,
+    /// Of those, the ones that reported a cost.
+    pub priced: u64,
+    pub tokens: Tokens,
+    pub cost_micro_usd: u64,
+}
+
+/// Rows `costs` returns at most (the costliest first).
+pub const MAX_COST_ROWS: usize = 1_000;
+
 /// Steps stored per attempt; more are counted, not kept.
 pub const MAX_STEPS: u64 = 5_000;
 /// Characters kept of a step's summary.

@@ -87,6 +87,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tokens and cost that coding agents reported, summed by day, runner, agent or task.
+    Costs {
+        /// day (UTC), runner, agent or task.
+        #[arg(long, default_value = "day", value_parser = ["day", "runner", "agent", "task"])]
+        by: String,
+        /// Only attempts that ended this recently (e.g. 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything to look at first, in one report, with next steps. Exits 1 on problems.
     Diagnose {
         #[arg(long)]
@@ -171,6 +182,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
         Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,
         Command::Slo { json } => muster_cli::slo(&conn, json).await,
+        Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

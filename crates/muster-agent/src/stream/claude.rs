@@ -7,8 +7,15 @@
 use super::{Dialect, FINAL_TEXT_CHARS, Report, SUMMARY_CHARS, Step, Usage, clip, short, text_of, u64_of, unreadable};
 use serde_json::Value;
 
+/// Message ids whose usage was counted, at most; past that, usage comes from the final report only.
+const MAX_COUNTED_MESSAGES: usize = 10_000;
+
 #[derive(Debug, Default)]
-pub struct Claude;
+pub struct Claude {
+    /// Assistant messages whose usage was counted: a message split over
+    /// several lines repeats its usage on each.
+    counted: std::collections::HashSet<String>,
+}
 
 impl Dialect for Claude {
     fn line(&mut self, line: &[u8]) -> Vec<Step> {
@@ -23,12 +30,40 @@ impl Dialect for Claude {
                     None => vec![unreadable("an init line without a session_id")],
                 }
             }
-            Some("assistant") => blocks(&v).iter().filter_map(assistant_block).collect(),
+            Some("assistant") => {
+                let mut steps: Vec<Step> = blocks(&v).iter().filter_map(assistant_block).collect();
+                if let Some(usage) = self.usage_once(&v) {
+                    steps.push(Step::Usage(usage));
+                }
+                steps
+            }
             Some("user") => blocks(&v).iter().filter_map(user_block).collect(),
             Some("result") => vec![Step::Report(report(&v))],
             Some(_) => Vec::new(),
             None => vec![unreadable("a line without a type")],
         }
+    }
+}
+
+impl Claude {
+    /// The usage an assistant message reports, the first time its id is seen:
+    /// so a run cut off before its final report still counts what it used.
+    fn usage_once(&mut self, v: &Value) -> Option<Usage> {
+        let id = v.pointer("/message/id")?.as_str()?;
+        let u = v.pointer("/message/usage").filter(|u| u.is_object())?;
+        if self.counted.len() >= MAX_COUNTED_MESSAGES || !self.counted.insert(clip(id, 200)) {
+            return None;
+        }
+        Some(usage(u))
+    }
+}
+
+fn usage(u: &Value) -> Usage {
+    Usage {
+        input_tokens: u64_of(u.get("input_tokens")),
+        output_tokens: u64_of(u.get("output_tokens")),
+        cache_read_tokens: u64_of(u.get("cache_read_input_tokens")),
+        cache_write_tokens: u64_of(u.get("cache_creation_input_tokens")),
     }
 }
 
@@ -93,12 +128,7 @@ fn tool_summary(name: &str, input: &Value) -> String {
 }
 
 fn report(v: &Value) -> Report {
-    let usage = v.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-        input_tokens: u64_of(u.get("input_tokens")),
-        output_tokens: u64_of(u.get("output_tokens")),
-        cache_read_tokens: u64_of(u.get("cache_read_input_tokens")),
-        cache_write_tokens: u64_of(u.get("cache_creation_input_tokens")),
-    });
+    let usage = v.get("usage").filter(|u| u.is_object()).map(usage);
     let subtype = v.get("subtype").and_then(Value::as_str).unwrap_or("unknown").to_owned();
     let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(subtype != "success");
     Report {

@@ -30,11 +30,13 @@ impl Dialect for Codex {
             Some("turn.completed") => {
                 self.turns += 1;
                 let u = v.get("usage").unwrap_or(&Value::Null);
+                // Codex's input count includes the cached part; Muster keeps them apart, as Claude does.
+                let cached = u64_of(u.get("cached_input_tokens"));
                 let usage = Usage {
-                    input_tokens: u64_of(u.get("input_tokens")),
+                    input_tokens: u64_of(u.get("input_tokens")).saturating_sub(cached),
                     output_tokens: u64_of(u.get("output_tokens")),
-                    cache_read_tokens: u64_of(u.get("cached_input_tokens")),
-                    cache_write_tokens: 0,
+                    cache_read_tokens: cached,
+                    cache_write_tokens: u64_of(u.get("cache_write_input_tokens")),
                 };
                 self.usage.add(usage);
                 vec![Step::Usage(usage), Step::Report(self.report(true, "success"))]

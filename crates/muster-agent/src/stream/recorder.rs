@@ -28,7 +28,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(format: Format) -> Recorder {
         let parser = match format {
-            Format::Claude => Parser::Claude(StreamParser::new(Claude)),
+            Format::Claude => Parser::Claude(StreamParser::new(Claude::default())),
             Format::Codex => Parser::Codex(StreamParser::new(Codex::default())),
         };
         Recorder { parser, open: HashMap::new() }

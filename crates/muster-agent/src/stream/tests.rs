@@ -51,7 +51,7 @@ fn parse<D: Dialect>(dialect: D, chunks: &[&[u8]]) -> (Vec<Step>, Summary) {
 #[test]
 fn a_claude_run_is_read_into_steps_tokens_and_cost() {
     let text = claude_run();
-    let (steps, s) = parse(Claude, &[text.as_bytes()]);
+    let (steps, s) = parse(Claude::default(), &[text.as_bytes()]);
     assert_eq!(steps[0], Step::Session { id: "s-1".into(), model: Some("claude-sonnet-4-5".into()) });
     assert!(steps.contains(&Step::ToolUse {
         id: "toolu_1".into(),
@@ -74,7 +74,8 @@ fn a_codex_run_is_read_into_the_same_shape() {
     let (steps, s) = parse(Codex::default(), &[text.as_bytes()]);
     assert_eq!(steps[0], Step::Session { id: "th-9".into(), model: None });
     assert_eq!((s.tool_uses, s.tool_errors), (1, 0));
-    assert_eq!(s.usage, Usage { input_tokens: 50, output_tokens: 12, cache_read_tokens: 8, cache_write_tokens: 0 });
+    // Codex counts cached input inside input_tokens; Muster keeps the two apart.
+    assert_eq!(s.usage, Usage { input_tokens: 42, output_tokens: 12, cache_read_tokens: 8, cache_write_tokens: 0 });
     let report = s.report.expect("a report when the turn completes");
     assert_eq!((report.ok, report.turns, report.final_text.as_deref()), (true, Some(1), Some("There is one file.")));
     let failed =
@@ -91,7 +92,7 @@ fn damage_is_reported_with_a_reason_and_reading_goes_on() {
     text.push('\n');
     text.push_str("{\"no\":\"type\"}\n");
     text.push_str(&claude_run());
-    let (steps, s) = parse(Claude, &[text.as_bytes()]);
+    let (steps, s) = parse(Claude::default(), &[text.as_bytes()]);
     let reasons: Vec<&str> = steps
         .iter()
         .filter_map(|s| if let Step::Unreadable { reason } = s { Some(reason.as_str()) } else { None })
@@ -103,10 +104,10 @@ fn damage_is_reported_with_a_reason_and_reading_goes_on() {
 
     let cut = claude_run();
     let cut = &cut[..cut.len() - 40];
-    let s = parse(Claude, &[cut.as_bytes()]).1;
+    let s = parse(Claude::default(), &[cut.as_bytes()]).1;
     assert_eq!(s.report, None);
     assert_eq!(s.ended.as_deref(), Some("the stream was cut off mid-line, before the agent's final report"));
-    let s = parse(Claude, &[b""]).1;
+    let s = parse(Claude::default(), &[b""]).1;
     assert_eq!(s.ended.as_deref(), Some("the stream ended without the agent's final report"));
 }
 
@@ -141,8 +142,8 @@ proptest! {
         bytes in proptest::collection::vec(any::<u8>(), 0..2048),
         cuts in proptest::collection::vec(any::<usize>(), 0..8),
     ) {
-        let whole = parse(Claude, &[&bytes]);
-        prop_assert_eq!(&parse(Claude, &chunks(&bytes, &cuts)), &whole);
+        let whole = parse(Claude::default(), &[&bytes]);
+        prop_assert_eq!(&parse(Claude::default(), &chunks(&bytes, &cuts)), &whole);
         let whole = parse(Codex::default(), &[&bytes]);
         prop_assert_eq!(&parse(Codex::default(), &chunks(&bytes, &cuts)), &whole);
     }
@@ -155,10 +156,10 @@ proptest! {
             let mut bytes = text.into_bytes();
             let i = at % bytes.len();
             bytes[i] = byte;
-            let _ = parse(Claude, &[&bytes]);
+            let _ = parse(Claude::default(), &[&bytes]);
             let _ = parse(Codex::default(), &[&bytes]);
             let cut = &bytes[..keep % bytes.len()];
-            let s = parse(Claude, &[cut]).1;
+            let s = parse(Claude::default(), &[cut]).1;
             prop_assert!(s.report.is_some() || s.ended.is_some());
         }
     }
@@ -174,7 +175,21 @@ proptest! {
         let line = json!({"type": kind, "subtype": "init", "message": {"content": items}, "item": {"type": content.first().cloned().flatten(), "text": number},
                           "usage": {"input_tokens": number}, "num_turns": number, "total_cost_usd": number, "session_id": content.first().cloned().flatten()});
         let text = format!("{line}\n");
-        let _ = parse(Claude, &[text.as_bytes()]);
+        let _ = parse(Claude::default(), &[text.as_bytes()]);
         let _ = parse(Codex::default(), &[text.as_bytes()]);
     }
+}
+
+#[test]
+fn a_claude_run_cut_off_before_its_report_still_counts_each_messages_usage_once() {
+    let message = |id: &str, text: &str, input: u64| {
+        serde_json::json!({"type": "assistant", "message": {"id": id, "content": [{"type": "text", "text": text}],
+            "usage": {"input_tokens": input, "output_tokens": 3, "cache_read_input_tokens": 5}}})
+        .to_string()
+    };
+    // One message split over two lines repeats its usage; a second message adds its own.
+    let text = [message("msg_1", "one", 100), message("msg_1", "two", 100), message("msg_2", "three", 40)].join("\n");
+    let s = parse(Claude::default(), &[text.as_bytes(), b"\n"]).1;
+    assert_eq!(s.usage, Usage { input_tokens: 140, output_tokens: 6, cache_read_tokens: 10, cache_write_tokens: 0 });
+    assert_eq!(s.report, None);
 }

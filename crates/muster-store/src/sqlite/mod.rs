@@ -17,9 +17,9 @@ mod ops;
 pub mod schema;
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
-    Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result,
-    RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, Event, EventFilter,
+    FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord,
+    Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
 };
 use async_trait::async_trait;
 use muster_core::task::{Cancel, Reclaimed};
@@ -607,6 +607,10 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let (agent, id, status, detail) = (agent.clone(), id.clone(), status.to_owned(), detail.map(str::to_owned));
         self.write(move |c| ops::set_live(c, &agent, &id, epoch, &status, detail.as_deref(), now)).await
+    }
+
+    async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {
+        self.read(move |c| ops::costs(c, by, since)).await
     }
 
     async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {

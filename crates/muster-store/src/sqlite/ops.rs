@@ -5,10 +5,10 @@
 //! result and appends the event, or returns an error and is rolled back.
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, Created, Event, EventFilter, FinishResult,
-    Heartbeat, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
-    OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind, StepRecord, StoreError, Stream, TaskFilter,
-    TokenRecord, Tokens, WorkspaceRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, Event, EventFilter,
+    FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken,
+    OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind, StepRecord,
+    StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
@@ -980,6 +980,33 @@ pub fn set_live(
         None => status.to_owned(),
     };
     task_event(c, now, "task.live", &task, Some(&line))
+}
+
+pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {
+    let key = match by {
+        CostGroup::Task => "a.task_id",
+        CostGroup::Agent => "a.agent",
+        CostGroup::Runner => "t.runner",
+        CostGroup::Day => "strftime('%Y-%m-%d', a.finished_at / 1000, 'unixepoch')",
+    };
+    let sql = format!(
+        "SELECT {key}, COUNT(*), SUM(a.cost_micro_usd IS NOT NULL), SUM(a.input_tokens), SUM(a.output_tokens), \
+         SUM(a.cache_read_tokens), SUM(a.cache_write_tokens), COALESCE(SUM(a.cost_micro_usd), 0) \
+         FROM attempts a JOIN tasks t ON t.id = a.task_id \
+         WHERE a.reported = 1 AND a.finished_at >= ? GROUP BY 1 ORDER BY 8 DESC, 1 LIMIT ?"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![since.0, MAX_COST_ROWS as i64], |r| {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+        Ok(CostRow {
+            key: r.get(0)?,
+            attempts: n(1)?,
+            priced: n(2)?,
+            tokens: Tokens { input: n(3)?, output: n(4)?, cache_read: n(5)?, cache_write: n(6)? },
+            cost_micro_usd: n(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {

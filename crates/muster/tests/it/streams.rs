@@ -166,6 +166,21 @@ async fn a_claude_stream_becomes_steps_tokens_and_cost_with_the_latest_step_live
     assert_eq!((&lines[0]["type"], &lines[4]["type"]), (&json!("system"), &json!("result")));
     let (code, _, err) = hub.cli(&["task", "explain", &id, "--attempt", "7"]).await;
     assert_eq!(code, 3, "no such attempt: {err}");
+
+    // What it cost, summed, in the API, the CLI and the metrics.
+    let (code, costs, err) = hub.cli(&["costs", "--by", "runner"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = costs.lines().find(|l| l.starts_with("replay")).unwrap_or_else(|| panic!("{costs}"));
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["replay", "1", "1500", "230", "9000", "400", "0.012300"]);
+    let (code, by_day, err) = hub.cli(&["costs", "--since", "1h", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let by_day: Value = serde_json::from_str(&by_day).unwrap();
+    assert_eq!((&by_day["by"], &by_day["total"]["cost_usd"]), (&json!("day"), &json!(0.0123)), "{by_day}");
+    let (status, bad) = hub.request(reqwest::Method::GET, "/costs?by=planet", None).await;
+    assert_eq!((status, &bad["field"]), (400, &json!("by")), "{bad}");
+    let metrics = reqwest::get(format!("{}/metrics", hub.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("muster_cost_usd_total{runner=\"replay\"} 0.0123"), "{metrics}");
+    assert!(metrics.contains("muster_tokens_total{runner=\"replay\",kind=\"cache_read\"} 9000"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -232,7 +247,7 @@ async fn a_codex_stream_is_read_into_the_same_record() {
     assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
     let report = &task["attempts_detail"][0]["report"];
     assert_eq!((&report["session_id"], &report["turns"]), (&json!("th-9"), &json!(1)));
-    assert_eq!((&report["input_tokens"], &report["output_tokens"]), (&json!(600), &json!(80)));
+    assert_eq!((&report["input_tokens"], &report["output_tokens"]), (&json!(400), &json!(80)), "cached input apart");
     assert_eq!(report["cache_read_tokens"], 200);
     assert_eq!(report["cost_usd"], Value::Null, "Codex reports no cost");
     assert_eq!(report["result"], "The repository has a README.");
