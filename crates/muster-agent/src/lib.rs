@@ -558,7 +558,9 @@ fn finished_msg(f: &Finished) -> AgentMsg {
 fn buffered_size(msg: &AgentMsg) -> usize {
     match msg {
         AgentMsg::Output { data, .. } => data.len(),
-        AgentMsg::Steps { steps, .. } => steps.iter().map(|s| s.summary.len() + 64).sum(),
+        AgentMsg::Steps { steps, .. } => {
+            steps.iter().map(|s| s.summary.len() + s.name.as_ref().map_or(0, String::len) + 64).sum()
+        }
         AgentMsg::Live { .. } => 64,
         _ => 0,
     }

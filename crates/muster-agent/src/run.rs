@@ -93,6 +93,8 @@ pub struct RunSpec {
 const ASKS_A_PERSON: &[&str] = &["AskUserQuestion", "request_user_input"];
 
 const READ_CHUNK: usize = 32 << 10;
+/// What one `steps` message may take once serialized: well inside the hub's frame limit.
+const MAX_STEPS_MESSAGE_JSON: usize = 1 << 20;
 /// An unfinished line is held back at most this long and this big.
 const FLUSH_PARTIAL_AFTER: Duration = Duration::from_millis(200);
 const MAX_HELD_BYTES: usize = 4 << 10;
@@ -176,7 +178,7 @@ pub async fn execute(
         Err(e) => {
             let mut f = finished("failed", None, Some(format!("cannot start {:?}: {e}", argv[0])), false);
             if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
-                f.workspace = Some(workspace::conclude(p, w, &spec.task, &spec.prompt, false).await);
+                f.workspace = Some(workspace::conclude(p, w, &spec.prompt, false).await);
             }
             return Some(f);
         }
@@ -289,11 +291,15 @@ pub async fn execute(
     if let Some(f) = result.as_mut() {
         f.reason = f.reason.take().map(|why| redactor.redact(&why).into_owned());
     }
-    if let (Some(f), Some(p), Some(w)) = (result.as_mut(), prepared.as_ref(), spec.workspace.as_ref()) {
-        let mut report = workspace::conclude(p, w, &spec.task, &spec.prompt, f.outcome == "succeeded").await;
+    if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
+        // A dropped run is cleaned up by the same policy, as a failure; nothing is reported.
+        let succeeded = result.as_ref().is_some_and(|f| f.outcome == "succeeded");
+        let mut report = workspace::conclude(p, w, &spec.prompt, succeeded).await;
         // A diff can hold a secret as easily as output can (an `.env` written by the run).
         report.diff = redactor.redact(&report.diff).into_owned();
-        f.workspace = Some(report);
+        if let Some(f) = result.as_mut() {
+            f.workspace = Some(report);
+        }
     }
     result
 }
@@ -409,8 +415,18 @@ impl OutputSink {
             self.waiting.store(asks, Ordering::SeqCst);
             self.stirred.notify_one();
         }
+        // Batches small enough for one message: by count, and by size once escaped.
         while !steps.is_empty() {
-            let rest = steps.split_off(steps.len().min(MAX_STEPS_PER_MESSAGE));
+            let mut size = 0;
+            let mut take = 0;
+            for step in steps.iter().take(MAX_STEPS_PER_MESSAGE) {
+                size += serde_json::to_string(step).map_or(0, |j| j.len());
+                if take > 0 && size > MAX_STEPS_MESSAGE_JSON {
+                    break;
+                }
+                take += 1;
+            }
+            let rest = steps.split_off(take);
             let _ = self.events.send(RunEvent::Steps { task: self.task.clone(), epoch: self.epoch, steps });
             steps = rest;
         }

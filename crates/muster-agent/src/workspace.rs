@@ -41,8 +41,14 @@ pub struct Places {
 pub struct Prepared {
     pub dir: PathBuf,
     repo: PathBuf,
+    /// The worktree's own git directory, read before the run: afterwards the
+    /// run may have rewritten the worktree's `.git` file, so it is not asked.
+    git_dir: PathBuf,
     branch: String,
     base: String,
+    /// Used for the snapshot ref of uncommitted changes.
+    task: String,
+    epoch: u64,
 }
 
 /// The repository a task names, as a directory on this machine.
@@ -95,7 +101,13 @@ pub async fn prepare(places: &Places, task: &str, epoch: u64, spec: &WorkspaceVi
     git(&repo, &["worktree", "add", "--quiet", "-B", &branch, &path_arg(&dir), &base])
         .await
         .map_err(|e| format!("cannot make a worktree of {}: {e}", repo.display()))?;
-    Ok(Prepared { dir, repo, branch, base })
+    let git_dir = PathBuf::from(
+        git(&dir, &["rev-parse", "--absolute-git-dir"])
+            .await
+            .map_err(|e| format!("cannot read the new worktree {}: {e}", dir.display()))?
+            .trim(),
+    );
+    Ok(Prepared { dir, repo, git_dir, branch, base, task: task.to_owned(), epoch })
 }
 
 /// A branch is checked out in one worktree at a time: an earlier attempt's
@@ -112,36 +124,49 @@ async fn release_branch(repo: &Path, branch: &str) -> Result<(), String> {
         } else if line == wanted
             && let Some(path) = current
         {
-            if Path::new(path).exists() {
-                git(Path::new(path), &["checkout", "--quiet", "--detach"])
-                    .await
-                    .map_err(|e| format!("cannot free branch {branch} from {path}: {e}"))?;
-            } else {
-                let _ = git(repo, &["worktree", "prune"]).await;
+            let admin = admin_dir(repo, Path::new(path)).await;
+            match admin {
+                Some(admin) if Path::new(path).exists() => {
+                    Git::pinned(&admin, Path::new(path))
+                        .run(&["checkout", "--quiet", "--detach"])
+                        .await
+                        .map_err(|e| format!("cannot free branch {branch} from {path}: {e}"))?;
+                }
+                _ => {
+                    let _ = git(repo, &["worktree", "prune"]).await;
+                }
             }
         }
     }
     Ok(())
 }
 
+/// The git directory of `repo`'s linked worktree at `path`, found from the
+/// repository's side (`<common>/worktrees/*/gitdir`), never from the
+/// worktree's own `.git` file, which a run could have rewritten.
+async fn admin_dir(repo: &Path, path: &Path) -> Option<PathBuf> {
+    let common = git(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"]).await.ok()?;
+    let expected = path.join(".git");
+    let entries = std::fs::read_dir(Path::new(common.trim()).join("worktrees")).ok()?;
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .find(|admin| std::fs::read_to_string(admin.join("gitdir")).is_ok_and(|g| Path::new(g.trim()) == expected))
+}
+
 /// Reads what the run changed, commits it when asked, and removes or
 /// keeps the worktree.
-pub async fn conclude(
-    p: &Prepared,
-    spec: &WorkspaceView,
-    task: &str,
-    prompt: &str,
-    succeeded: bool,
-) -> WorkspaceReport {
+pub async fn conclude(p: &Prepared, spec: &WorkspaceView, prompt: &str, succeeded: bool) -> WorkspaceReport {
     let mut report = WorkspaceReport {
         repo: p.repo.display().to_string(),
         branch: p.branch.clone(),
         base: p.base.clone(),
         ..WorkspaceReport::default()
     };
-    if let Err(e) = inspect(p, spec, task, prompt, &mut report).await {
+    if let Err(e) = inspect(p, spec, prompt, &mut report).await {
         report.error = Some(e);
     }
+    fit(&mut report);
     let keep = Keep::parse(&spec.keep_worktree).unwrap_or_default();
     if keep.keeps(succeeded) {
         report.kept_at = Some(p.dir.display().to_string());
@@ -152,50 +177,106 @@ pub async fn conclude(
     report
 }
 
-async fn inspect(
-    p: &Prepared,
-    spec: &WorkspaceView,
-    task: &str,
-    prompt: &str,
-    report: &mut WorkspaceReport,
-) -> Result<(), String> {
-    let dir = &p.dir;
-    if spec.auto_commit {
-        git(dir, &["add", "--all"]).await?;
-        if git(dir, &["diff", "--cached", "--quiet"]).await.is_err() {
-            let subject = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            let subject: String = subject.chars().take(60).collect();
-            let message = format!("muster {task}: {subject}");
-            let mut args: Vec<&str> = Vec::new();
-            let has_identity = git(dir, &["config", "user.email"]).await.is_ok_and(|e| !e.trim().is_empty());
-            if !has_identity {
-                args.extend(["-c", "user.name=Muster", "-c", "user.email=muster@localhost"]);
-            }
-            args.extend(["commit", "--quiet", "--no-verify", "-m", &message]);
-            git(dir, &args).await?;
-        }
+/// Git's identity for commits Muster makes, unless the repository has one.
+async fn identity(g: &Git<'_>) -> Vec<&'static str> {
+    if g.run(&["config", "user.email"]).await.is_ok_and(|e| !e.trim().is_empty()) {
+        Vec::new()
     } else {
-        // Untracked files show in the diff without being committed.
-        git(dir, &["add", "--all", "--intent-to-add"]).await?;
+        vec!["-c", "user.name=Muster", "-c", "user.email=muster@localhost"]
     }
-    report.head = Some(git(dir, &["rev-parse", "HEAD"]).await?.trim().to_owned());
+}
+
+async fn inspect(p: &Prepared, spec: &WorkspaceView, prompt: &str, report: &mut WorkspaceReport) -> Result<(), String> {
+    let g = Git::pinned(&p.git_dir, &p.dir);
+    // Everything the run left, untracked files too, in the worktree's own index.
+    g.run(&["add", "--all"]).await?;
+    let changed = g.run(&["diff", "--cached", "--quiet", "--no-ext-diff"]).await.is_err();
+    if changed && spec.auto_commit {
+        let subject = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let subject: String = subject.chars().take(60).collect();
+        let message = format!("muster {}: {subject}", p.task);
+        let mut args = identity(&g).await;
+        args.extend(["commit", "--quiet", "--no-verify", "-m", &message]);
+        g.run(&args).await?;
+    }
+    let head = g.run(&["rev-parse", "HEAD"]).await?.trim().to_owned();
+    // What the run left uncommitted is kept too, as a commit on a ref of its
+    // own, so removing the worktree never loses work.
+    let mut target = head.clone();
+    if changed && !spec.auto_commit {
+        let tree = g.run(&["write-tree"]).await?.trim().to_owned();
+        let message = format!("muster {} attempt {}: the worktree as the run left it, not committed", p.task, p.epoch);
+        let mut args = identity(&g).await;
+        args.extend(["commit-tree", &tree, "-p", &head, "-m", &message]);
+        let snapshot = g.run(&args).await?.trim().to_owned();
+        let name = format!("refs/muster/{}/{}", p.task, p.epoch);
+        g.run(&["update-ref", &name, &snapshot]).await?;
+        report.snapshot = Some(name);
+        target = snapshot;
+    }
+    report.head = Some(head);
     let range = format!("{}..HEAD", p.base);
-    let log =
-        git(dir, &["log", "--reverse", "--format=%H%x09%s", &format!("--max-count={MAX_COMMITS}"), &range]).await?;
+    let log = g.run(&["log", "--reverse", "--format=%H%x09%s", &format!("--max-count={MAX_COMMITS}"), &range]).await?;
     report.commits = log
         .lines()
-        .filter_map(|l| l.split_once('\t').map(|(sha, subject)| (sha.to_owned(), subject.to_owned())))
+        .filter_map(|l| l.split_once('\t').map(|(sha, subject)| (sha.to_owned(), clip(subject, MAX_LINE_CHARS))))
         .collect();
-    let names = git(dir, &["diff", "--name-status", &p.base]).await?;
-    report.files = names
+    let diff_args = |extra: &'static [&'static str]| {
+        let mut a = vec!["diff", "--no-ext-diff", "--no-textconv"];
+        a.extend_from_slice(extra);
+        a
+    };
+    let mut names = diff_args(&["--name-status"]);
+    names.extend([p.base.as_str(), target.as_str()]);
+    let listed = g.run(&names).await?;
+    let all: Vec<(String, String)> = listed
         .lines()
-        .filter_map(|l| l.split_once('\t').map(|(status, path)| (status.to_owned(), path.replace('\t', " -> "))))
+        .filter_map(|l| {
+            l.split_once('\t')
+                .map(|(status, path)| (clip(status, 8), clip(&path.replace('\t', " -> "), MAX_LINE_CHARS)))
+        })
         .collect();
-    report.stat = git(dir, &["diff", "--stat", &p.base]).await?;
-    let (diff, truncated) = git_capped(dir, &["diff", &p.base], MAX_DIFF_BYTES).await?;
-    report.diff = diff;
+    if all.len() > MAX_FILES {
+        report.error = Some(format!("{} files changed; the first {MAX_FILES} are listed", all.len()));
+    }
+    report.files = all.into_iter().take(MAX_FILES).collect();
+    let mut stat = diff_args(&["--stat"]);
+    stat.extend([p.base.as_str(), target.as_str()]);
+    report.stat = g.capped(&stat, MAX_STAT_BYTES).await?.0;
+    let mut diff = diff_args(&[]);
+    diff.extend([p.base.as_str(), target.as_str()]);
+    let (text, truncated) = g.capped(&diff, MAX_DIFF_BYTES).await?;
+    report.diff = text;
     report.diff_truncated = truncated;
     Ok(())
+}
+
+/// Characters kept of a commit subject or a path.
+const MAX_LINE_CHARS: usize = 1_000;
+/// Files listed per run.
+const MAX_FILES: usize = 1_000;
+const MAX_STAT_BYTES: usize = 64 << 10;
+/// What a report may take once serialized: well inside the hub's frame limit.
+const MAX_REPORT_JSON: usize = 4 << 20;
+
+/// Shrinks the diff until the report fits in a message.
+fn fit(report: &mut WorkspaceReport) {
+    while serde_json::to_string(report).map_or(0, |j| j.len()) > MAX_REPORT_JSON && !report.diff.is_empty() {
+        let mut cut = report.diff.len() / 2;
+        while !report.diff.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let cut = report.diff[..cut].rfind('\n').map_or(0, |i| i + 1);
+        report.diff.truncate(cut);
+        report.diff_truncated = true;
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 fn path_arg(p: &Path) -> String {
@@ -204,17 +285,46 @@ fn path_arg(p: &Path) -> String {
 
 /// Runs git in `dir`; its standard output, or why it failed.
 pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    git_capped(dir, args, 16 << 20).await.map(|(out, _)| out)
+    Git { dir, pinned: None }.run(args).await
 }
 
-/// Like `git`, keeping at most `cap` bytes of output (and saying so).
-async fn git_capped(dir: &Path, args: &[&str], cap: usize) -> Result<(String, bool), String> {
+/// How git is run: in a directory, and for a worktree a run has used, with
+/// its git directory pinned so nothing the run wrote can redirect git.
+struct Git<'a> {
+    dir: &'a Path,
+    /// `GIT_DIR`, with `dir` as `GIT_WORK_TREE`.
+    pinned: Option<&'a Path>,
+}
+
+impl<'a> Git<'a> {
+    fn pinned(git_dir: &'a Path, work_tree: &'a Path) -> Git<'a> {
+        Git { dir: work_tree, pinned: Some(git_dir) }
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<String, String> {
+        self.capped(args, 16 << 20).await.map(|(out, _)| out)
+    }
+
+    /// Like `run`, keeping at most `cap` bytes of output (and saying so).
+    async fn capped(&self, args: &[&str], cap: usize) -> Result<(String, bool), String> {
+        git_capped(self.dir, self.pinned, args, cap).await
+    }
+}
+
+/// Hooks and file-system monitors never run: a run could have planted them.
+const SAFE: &[&str] = &["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"];
+
+async fn git_capped(dir: &Path, pinned: Option<&Path>, args: &[&str], cap: usize) -> Result<(String, bool), String> {
     let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("-C").arg(dir).args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(SAFE).arg("-C").arg(dir).args(args).env_clear();
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for name in ["PATH", "HOME", "USER", "TMPDIR"] {
         if let Some(v) = std::env::var_os(name) {
             cmd.env(name, v);
         }
+    }
+    if let Some(git_dir) = pinned {
+        cmd.env("GIT_DIR", git_dir).env("GIT_WORK_TREE", dir);
     }
     cmd.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
     let what = format!("git {}", args.first().copied().unwrap_or_default());

@@ -292,6 +292,9 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             for c in &w.commits {
                 let _ = writeln!(out, "# commit {} {}", short(&c.sha), c.subject);
             }
+            if let Some(snapshot) = &w.snapshot {
+                let _ = writeln!(out, "# uncommitted changes kept as {snapshot}");
+            }
             if let Some(kept) = &w.kept_at {
                 let _ = writeln!(out, "# worktree kept at {kept}");
             }
@@ -307,7 +310,8 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             } else {
                 let _ = write!(out, "{}", view.diff);
                 if view.diff_truncated {
-                    let _ = writeln!(out, "# (the diff was cut off at 1 MiB; the branch {} has all of it)", w.branch);
+                    let whole = w.snapshot.as_deref().unwrap_or(&w.branch);
+                    let _ = writeln!(out, "# (the diff was cut off; {whole} in {} has all of it)", w.repo);
                 }
             }
             Ok(())

@@ -680,6 +680,7 @@ fn workspace_summary(w: &muster_store::WorkspaceRecord) -> muster_proto::api::Wo
         stat: w.stat.clone(),
         kept_at: w.kept_at.clone(),
         error: w.error.clone(),
+        snapshot: w.snapshot.clone(),
     }
 }
 
@@ -712,12 +713,9 @@ async fn task_diff(
     let Some(w) = &attempt.workspace else {
         return Err(ApiError::NotFound(format!("attempt {} of task {id} reported no worktree", attempt.number)));
     };
-    let view = muster_proto::api::DiffView {
-        attempt: attempt.number,
-        workspace: workspace_summary(w),
-        diff: w.diff.clone(),
-        diff_truncated: w.diff_truncated,
-    };
+    let (diff, diff_truncated) = hub.shared.store.attempt_diff(&id, attempt.number).await?.unwrap_or_default();
+    let view =
+        muster_proto::api::DiffView { attempt: attempt.number, workspace: workspace_summary(w), diff, diff_truncated };
     Ok(json(StatusCode::OK, &view))
 }
 

@@ -537,6 +537,7 @@ fn workspace_record(w: muster_proto::ws::WorkspaceReport) -> WorkspaceRecord {
         diff_truncated: w.diff_truncated,
         kept_at: w.kept_at,
         error: w.error,
+        snapshot: w.snapshot,
     }
 }
 

@@ -306,6 +306,9 @@ pub struct WorkspaceSummary {
     pub stat: String,
     pub kept_at: Option<String>,
     pub error: Option<String>,
+    /// The ref holding what the run left uncommitted; the diff is against it.
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

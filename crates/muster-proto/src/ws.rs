@@ -165,6 +165,9 @@ pub struct WorkspaceReport {
     pub kept_at: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The ref holding what the run left uncommitted (`refs/muster/<task>/<epoch>`).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// A coding agent's account of a run.

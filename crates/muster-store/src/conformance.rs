@@ -1675,10 +1675,18 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
         diff_truncated: false,
         kept_at: Some("/srv/work/worktrees/x".into()),
         error: None,
+        snapshot: Some("refs/muster/x/1".into()),
     };
     let with = RunDetails { report: None, workspace: Some(changed.clone()) };
     ok("finish_task", s.finish_task(&a, &in_repo, e, &SUCCEEDED, with, at(6), BACKOFF).await);
-    assert_eq!(attempts(s, &in_repo).await[0].workspace, Some(changed), "what changed is kept on the attempt");
+    let listed = WorkspaceRecord { diff: String::new(), ..changed.clone() };
+    assert_eq!(attempts(s, &in_repo).await[0].workspace, Some(listed), "attempts leave the diff out");
+    assert_eq!(
+        ok("attempt_diff", s.attempt_diff(&in_repo, 1).await),
+        Some((changed.diff.clone(), false)),
+        "the diff is read on its own"
+    );
+    assert_eq!(ok("attempt_diff", s.attempt_diff(&plain, 1).await), None, "no worktree, no diff");
 }
 
 pub async fn mark_output_truncated_flags_only_the_holders_attempt(store: Arc<dyn Store>) {

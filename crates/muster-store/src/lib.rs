@@ -204,7 +204,10 @@ pub trait Store: Send + Sync + 'static {
     /// output past its own cap. Refused like `append_output` for a stale epoch.
     async fn mark_output_truncated(&self, agent: &AgentName, id: &TaskId, epoch: Epoch, now: Millis) -> Result<()>;
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
+    /// Every attempt of a task; a worktree's diff is left out (see `attempt_diff`).
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
+    /// The diff of attempt `number` (1-based) and whether it was cut, when it ran in a worktree.
+    async fn attempt_diff(&self, id: &TaskId, number: u32) -> Result<Option<(String, bool)>>;
     /// Records what a coding agent did during the running attempt, with one
     /// `task.step` event naming the latest. Refused like `append_output`.
     /// Past `MAX_STEPS` an attempt's steps are counted, not stored.

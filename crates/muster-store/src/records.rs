@@ -269,6 +269,8 @@ pub struct WorkspaceRecord {
     pub kept_at: Option<String>,
     /// What went wrong preparing or inspecting the worktree.
     pub error: Option<String>,
+    /// The ref holding what the run left uncommitted.
+    pub snapshot: Option<String>,
 }
 
 /// Tokens a run used, as the agent reported them.

@@ -195,10 +195,19 @@ fn agent_config(
     runners.extend(file.runners.clone());
     let mut capabilities = file.capabilities.clone();
     capabilities.extend(args.caps.iter().cloned());
+    // Absolute, so git (run in other directories) and runs agree on every path.
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p).with_context(|| format!("cannot make {} an absolute path", p.display()))
+    };
     let workdir = match args.workdir.clone().or(file.workdir.clone()) {
-        Some(w) => w,
+        Some(w) => absolute(&w)?,
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
+    let repos_root = file.repos_root.as_deref().map(absolute).transpose()?;
+    let mut repos = BTreeMap::new();
+    for (name, path) in &file.repos {
+        repos.insert(name.clone(), absolute(path)?);
+    }
     let kill_grace = match &file.kill_grace {
         Some(g) => muster_proto::parse_duration("kill_grace", g).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Duration::from_secs(10),
@@ -216,8 +225,8 @@ fn agent_config(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         reconnect_min: Duration::from_millis(250),
         reconnect_max: Duration::from_secs(30),
-        repos: file.repos.clone(),
-        repos_root: file.repos_root.clone(),
+        repos,
+        repos_root,
         liveness: muster_agent::Liveness::default().with(file.quiet_after.as_deref(), file.wedged_after.as_deref())?,
     };
     config.validate()?;

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 /// Characters of a step's text sent to the hub.
 const STEP_CHARS: usize = 1_000;
+/// Characters kept of a tool's name or id.
+const NAME_CHARS: usize = 200;
 /// Tool calls timed at once; a stream that opens more without results is
 /// not timed past this.
 const MAX_OPEN_TOOLS: usize = 10_000;
@@ -57,7 +59,7 @@ impl Recorder {
     fn message(open: &mut HashMap<String, (String, Instant)>, step: Step) -> Option<StepMsg> {
         let msg = |kind: &str, name: Option<String>, summary: &str, is_error: bool| StepMsg {
             kind: kind.to_owned(),
-            name,
+            name: name.map(|n| clip(&n, NAME_CHARS)),
             summary: clip(summary, STEP_CHARS),
             is_error,
             duration_ms: None,
@@ -67,12 +69,12 @@ impl Recorder {
             Step::Text { text } => msg("text", None, &text, false),
             Step::ToolUse { id, name, summary } => {
                 if open.len() < MAX_OPEN_TOOLS && !id.is_empty() {
-                    open.insert(id, (name.clone(), Instant::now()));
+                    open.insert(clip(&id, NAME_CHARS), (clip(&name, NAME_CHARS), Instant::now()));
                 }
                 msg("tool_use", Some(name), &summary, false)
             }
             Step::ToolResult { id, is_error, summary } => {
-                let opened = open.remove(&id);
+                let opened = open.remove(&clip(&id, NAME_CHARS));
                 let mut m = msg("tool_result", opened.as_ref().map(|(name, _)| name.clone()), &summary, is_error);
                 m.duration_ms = opened.map(|(_, at)| at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64);
                 m

@@ -584,6 +584,11 @@ impl Store for SqliteStore {
         self.read(move |c| ops::attempts(c, &id)).await
     }
 
+    async fn attempt_diff(&self, id: &TaskId, number: u32) -> Result<Option<(String, bool)>> {
+        let id = id.clone();
+        self.read(move |c| ops::attempt_diff(c, &id, number)).await
+    }
+
     async fn append_steps(
         &self,
         agent: &AgentName,

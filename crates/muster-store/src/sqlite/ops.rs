@@ -874,7 +874,7 @@ fn save_workspace(c: &Connection, id: &TaskId, epoch: Epoch, w: &WorkspaceRecord
     }
     c.prepare_cached(
         "UPDATE attempts SET ws_repo = ?, ws_branch = ?, ws_base = ?, ws_head = ?, ws_commits = ?, ws_files = ?, \
-         ws_stat = ?, ws_diff = ?, ws_diff_truncated = ?, ws_kept_at = ?, ws_error = ? \
+         ws_stat = ?, ws_diff = ?, ws_diff_truncated = ?, ws_kept_at = ?, ws_error = ?, ws_snapshot = ? \
          WHERE task_id = ? AND epoch = ?",
     )?
     .execute(params![
@@ -889,6 +889,7 @@ fn save_workspace(c: &Connection, id: &TaskId, epoch: Epoch, w: &WorkspaceRecord
         truncated,
         w.kept_at.as_deref().map(|k| clip(k, 4096)),
         w.error.as_deref().map(|e| clip(e, 2000)),
+        w.snapshot.as_deref().map(|s| clip(s, 300)),
         id.as_str(),
         epoch.0 as i64
     ])?;
@@ -959,7 +960,20 @@ pub fn append_steps(
     }
     c.prepare_cached("UPDATE attempts SET steps = ?, latest_step = ? WHERE task_id = ? AND epoch = ?")?
         .execute(params![seq as i64, latest, id.as_str(), epoch.0 as i64])?;
+    // Past the limit the latest step still shows, but the timeline is spared.
+    if stored >= MAX_STEPS {
+        return Ok(());
+    }
     task_event(c, now, "task.step", &task, Some(&latest))
+}
+
+/// One attempt's diff, which `attempts` leaves out: (diff, truncated).
+pub fn attempt_diff(c: &Connection, id: &TaskId, number: u32) -> Result<Option<(String, bool)>> {
+    Ok(c.prepare_cached(
+        "SELECT ws_diff, ws_diff_truncated FROM attempts WHERE task_id = ? AND number = ? AND ws_repo IS NOT NULL",
+    )?
+    .query_row(params![id.as_str(), number], |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?)))
+    .optional()?)
 }
 
 pub fn set_live(
@@ -1151,8 +1165,8 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
         "SELECT number, epoch, agent, started_at, finished_at, outcome, exit_code, reason, output_bytes, \
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
-         ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, ws_diff, ws_diff_truncated, \
-         ws_kept_at, ws_error, live, live_detail FROM attempts WHERE task_id = ? ORDER BY number",
+         ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, NULL, ws_diff_truncated, \
+         ws_kept_at, ws_error, live, live_detail, ws_snapshot FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -1201,6 +1215,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
                     diff_truncated: r.get(33)?,
                     kept_at: r.get(34)?,
                     error: r.get(35)?,
+                    snapshot: r.get(38)?,
                 }),
                 None => None,
             },

@@ -206,6 +206,10 @@ ALTER TABLE attempts ADD COLUMN live_detail TEXT;
     r#"
 ALTER TABLE output ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 11: the ref that keeps what a run left uncommitted in its worktree.
+    r#"
+ALTER TABLE attempts ADD COLUMN ws_snapshot TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -93,6 +93,9 @@ async fn a_task_runs_in_its_own_worktree_on_its_own_branch_and_its_change_is_kep
     assert_eq!(files, [("A".to_owned(), "NOTES.md".to_owned()), ("M".to_owned(), "README.md".to_owned())]);
     assert_eq!(w["commits"], json!([]), "nothing was committed without auto_commit");
     assert_eq!(w["kept_at"], Value::Null, "a successful run's worktree is removed by default");
+    let snapshot = format!("refs/muster/{id}/1");
+    assert_eq!(w["snapshot"], snapshot.as_str(), "{w}");
+    assert_eq!(git(&repo, &["show", &format!("{snapshot}:NOTES.md")]), "new", "uncommitted work outlives the worktree");
     assert_eq!(worktrees(&repo), [path_str(&repo)], "only the repository's own worktree is left");
     assert_eq!(std::fs::read_to_string(repo.join("README.md")).unwrap(), "# Web\n\nSecond.\n", "main is untouched");
 
@@ -194,4 +197,39 @@ async fn a_repository_outside_the_root_or_unknown_is_refused_with_the_reason() {
     assert!(!elsewhere.join("PWNED").exists() && !dir.path().join("PWNED").exists(), "no run started");
     let (status, answer) = hub.request(reqwest::Method::GET, "/tasks/t_00000000000000000000000000/diff", None).await;
     assert_eq!(status, 404, "{answer}");
+    let plain = hub.shell_task("true").await;
+    hub.wait_state(&plain, &["succeeded"]).await;
+    let (status, answer) = hub.request(reqwest::Method::GET, &format!("/tasks/{plain}/diff"), None).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer["detail"].as_str().unwrap().contains("names no repository"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_too_big_to_send_whole_is_cut_to_fit_and_says_so() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["shell"], Vec::new()).await;
+    // 1,500 files with long names, and a 3 MiB file of text: more than one message may carry.
+    let script = "mkdir -p deps\nfor i in $(seq 1 1500); do echo $i > \"deps/$(printf 'x%.0s' $(seq 1 150))-$i.txt\"; done\n\
+                  head -c 3000000 /dev/zero | tr '\\0' 'a' | fold -w 100 > big.txt";
+    let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "repo": "web", "max_attempts": 1 })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let w = &task["attempts_detail"][0]["workspace"];
+    assert_eq!(w["files"].as_array().map(Vec::len), Some(1_000), "files are listed up to the limit");
+    assert_eq!(w["error"], "1501 files changed; the first 1000 are listed", "{}", w["error"]);
+    let (code, diff, err) = hub.cli(&["task", "diff", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(diff.len() < 5 << 20, "the diff was cut: {} bytes", diff.len());
+    assert!(
+        diff.contains(&format!("refs/muster/{id}/1 in")) && diff.contains("has all of it"),
+        "{}",
+        &diff[diff.len() - 300..]
+    );
+    assert_eq!(
+        git(&repo, &["show", &format!("refs/muster/{id}/1:big.txt")]).len(),
+        3_000_000 + 30_000 - 1,
+        "all of it is on the ref"
+    );
 }
