@@ -15,10 +15,11 @@ pub enum Rule {
     HighErrorRate,
     BackupStale,
     DiskLow,
+    CircuitOpen,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::QueueGrowing,
         Rule::HighFailureRate,
         Rule::StuckTasks,
@@ -26,6 +27,7 @@ impl Rule {
         Rule::HighErrorRate,
         Rule::BackupStale,
         Rule::DiskLow,
+        Rule::CircuitOpen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Rule {
             Rule::HighErrorRate => "high_error_rate",
             Rule::BackupStale => "backup_stale",
             Rule::DiskLow => "disk_low",
+            Rule::CircuitOpen => "circuit_open",
         }
     }
 
@@ -57,6 +60,7 @@ impl Rule {
             Rule::HighErrorRate => "failed runs in the last hour",
             Rule::BackupStale => "seconds since the newest backup",
             Rule::DiskLow => "share of the data disk that must stay free (0 to 1)",
+            Rule::CircuitOpen => "unused (fires while an agent's or a runner's circuit breaker is open)",
         }
     }
 
@@ -75,6 +79,9 @@ impl Rule {
             Rule::NoAgentsOnline => "muster agent list, then check each agent's service and log on its machine",
             Rule::BackupStale => "muster backup; look for backup.failed in muster events",
             Rule::DiskLow => "free space on the data disk; move backup_dir to another disk",
+            Rule::CircuitOpen => {
+                "muster breakers, then muster task explain ID on the failed tasks; once fixed, muster breaker reset NAME"
+            }
         }
     }
 
@@ -87,6 +94,7 @@ impl Rule {
             Rule::HighErrorRate => (Severity::Warning, 10.0),
             Rule::BackupStale => (Severity::Warning, 2.0 * 86400.0),
             Rule::DiskLow => (Severity::Critical, 0.05),
+            Rule::CircuitOpen => (Severity::Warning, 0.0),
         };
         RuleConfig { enabled: true, severity, threshold }
     }
@@ -150,6 +158,8 @@ pub struct Observation {
     pub uptime_secs: f64,
     /// Share of the data disk free; `None` when unknown.
     pub disk_free: Option<f64>,
+    /// Circuit breakers open or half-open, as `runner claude`, `agent w1`.
+    pub open_circuits: Vec<String>,
 }
 
 /// Whether `rule`'s condition holds, and why.
@@ -179,6 +189,8 @@ pub fn check(rule: Rule, cfg: &RuleConfig, o: &Observation) -> Option<String> {
             Some(age) => (age > t).then(|| format!("the newest backup is {:.0} s old (threshold {t:.0} s)", age)),
             None => (o.uptime_secs > t).then(|| format!("no backup in {:.0} s of running", o.uptime_secs)),
         },
+        Rule::CircuitOpen => (!o.open_circuits.is_empty())
+            .then(|| format!("{} circuit breakers open: {}", o.open_circuits.len(), o.open_circuits.join(", "))),
         Rule::DiskLow => o.disk_free.and_then(|free| {
             (free < t).then(|| format!("{:.1}% of the data disk is free (threshold {:.1}%)", free * 100.0, t * 100.0))
         }),

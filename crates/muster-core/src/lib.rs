@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod alert;
 pub mod backoff;
+pub mod breaker;
 pub mod dispatch;
 pub mod health;
 pub mod ids;

@@ -110,6 +110,13 @@ impl Hub {
             backup_age_secs: self.last_backup_age().map(|a| a.as_secs_f64()),
             uptime_secs: now.since(self.shared.started_at).as_secs_f64(),
             disk_free: disk_free(&self.config().data_dir),
+            open_circuits: store
+                .breakers()
+                .await?
+                .iter()
+                .filter(|b| b.state != muster_core::breaker::State::Closed)
+                .map(|b| format!("{} {}", b.scope.as_str(), b.name))
+                .collect(),
         })
     }
 

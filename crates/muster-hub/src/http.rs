@@ -142,6 +142,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/health", get(health))
         .route("/slo", get(slo))
         .route("/costs", get(costs))
+        .route("/breakers", get(breakers))
+        .route("/breakers/{scope}/{name}/reset", post(reset_breaker))
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
         .route("/admin/check", post(check))
@@ -397,6 +399,43 @@ async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 async fn metrics_window(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     hub.admin(&headers).await?;
     Ok(json(StatusCode::OK, &hub.metrics_window()))
+}
+
+fn breaker_view(
+    b: &muster_core::breaker::Breaker,
+    policy: muster_core::breaker::Policy,
+) -> muster_proto::api::BreakerView {
+    muster_proto::api::BreakerView {
+        scope: b.scope.as_str().to_owned(),
+        name: b.name.clone(),
+        state: b.state.as_str().to_owned(),
+        failures: b.failures,
+        opened_at: b.opened_at.map(timestamp),
+        half_opens_at: b.half_opens_at(policy).map(timestamp),
+        probe: b.probe.as_ref().map(|p| p.to_string()),
+    }
+}
+
+async fn breakers(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    let policy = hub.shared.runtime.borrow().breaker_policy();
+    let all = hub.shared.store.breakers().await?;
+    let views: Vec<_> = all.iter().map(|b| breaker_view(b, policy)).collect();
+    Ok(json(StatusCode::OK, &views))
+}
+
+async fn reset_breaker(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path((scope, name)): Path<(String, String)>,
+) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let scope = muster_core::breaker::Scope::parse(&scope)?;
+    let b = hub.shared.store.reset_breaker(scope, &name, &by.name, hub.now()).await?;
+    tracing::info!(scope = scope.as_str(), name = %name, by = %by.name, "circuit breaker reset");
+    hub.wake_dispatcher();
+    let policy = hub.shared.runtime.borrow().breaker_policy();
+    Ok(json(StatusCode::OK, &breaker_view(&b, policy)))
 }
 
 async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {

@@ -138,6 +138,7 @@ impl Hub {
         }
         let stored = store.settings("config.").await.context("cannot read settings")?;
         let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored, |r| config.fits(r)));
+        store.set_breaker_policy(runtime.borrow().breaker_policy());
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         Ok(Hub {

@@ -84,6 +84,23 @@ impl Hub {
         }
         e.gauge("muster_tasks", "Tasks in the store by state and priority.", &tasks);
         e.counter_family("muster_task_outcomes_total", "Attempts ended, by outcome.", &m.outcomes);
+        let breakers = store.breakers().await?;
+        let states: Vec<(Labels, f64)> = breakers
+            .iter()
+            .map(|b| {
+                let v = match b.state {
+                    muster_core::breaker::State::Closed => 0.0,
+                    muster_core::breaker::State::HalfOpen => 1.0,
+                    muster_core::breaker::State::Open => 2.0,
+                };
+                (label(&[("scope", b.scope.as_str()), ("name", &b.name)]), v)
+            })
+            .collect();
+        e.gauge(
+            "muster_circuit_state",
+            "Circuit breakers that have seen a failure: 0 closed, 1 half-open, 2 open.",
+            &states,
+        );
         e.counter_family("muster_tokens_total", "Tokens coding agents reported, by runner and kind.", &m.tokens);
         e.counter_family_scaled(
             "muster_cost_usd_total",

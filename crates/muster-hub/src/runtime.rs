@@ -42,6 +42,10 @@ pub struct Runtime {
     pub backup_interval: Duration,
     /// Backups kept; older ones are deleted after each new one.
     pub backup_keep: usize,
+    /// Failed attempts in a row that open an agent's or a runner's circuit breaker.
+    pub breaker_failures: usize,
+    /// How long an open breaker waits before letting one task through.
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Runtime {
@@ -57,11 +61,21 @@ impl Default for Runtime {
             compact_interval: day,
             backup_interval: day,
             backup_keep: 7,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(60),
         }
     }
 }
 
 impl Runtime {
+    /// When circuit breakers open, for the store.
+    pub fn breaker_policy(&self) -> muster_core::breaker::Policy {
+        muster_core::breaker::Policy {
+            failures: self.breaker_failures.min(u32::MAX as usize) as u32,
+            cooldown: self.breaker_cooldown,
+        }
+    }
+
     /// An agent that misses three heartbeats is offline.
     pub fn offline_after(&self) -> Duration {
         self.heartbeat_interval * 3
@@ -113,7 +127,7 @@ impl Runtime {
                 if n < min || n > max {
                     return Err(bad(format!("{n} is out of range: between {min} and {max}")));
                 }
-                self.backup_keep = n;
+                *spec.count_mut(self) = n;
             }
             Kind::Runner => {
                 self.default_runner = match text {
@@ -133,7 +147,7 @@ impl Runtime {
             Kind::Duration { .. } => setting_duration(*spec.duration(self)),
             Kind::Interval { .. } => off(Some(*spec.duration(self))),
             Kind::Age => off(*spec.age(self)),
-            Kind::Count { .. } => self.backup_keep.to_string(),
+            Kind::Count { .. } => spec.count(self).to_string(),
             Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
         })
     }
@@ -141,7 +155,7 @@ impl Runtime {
     fn json(&self, key: &Key) -> Value {
         let text = self.get(key.name).expect("every listed key has a value");
         match key.kind {
-            Kind::Count { .. } => Value::from(self.backup_keep),
+            Kind::Count { .. } => Value::from(key.count(self)),
             _ => Value::String(text),
         }
     }
@@ -241,6 +255,16 @@ const KEYS: &[Key] = &[
         kind: Kind::Count { min: 1, max: 1000 },
         description: "backups kept; older ones are deleted after each new one",
     },
+    Key {
+        name: "breaker.failures",
+        kind: Kind::Count { min: 1, max: 1000 },
+        description: "failed attempts in a row that open an agent's or a runner's circuit breaker",
+    },
+    Key {
+        name: "breaker.cooldown",
+        kind: Kind::Duration { min: Duration::from_millis(100), max: DAY },
+        description: "how long an open circuit breaker waits before letting one task through",
+    },
 ];
 
 impl Key {
@@ -261,7 +285,24 @@ impl Key {
             "accept_timeout" => &r.accept_timeout,
             "compact_interval" => &r.compact_interval,
             "backup_interval" => &r.backup_interval,
+            "breaker.cooldown" => &r.breaker_cooldown,
             other => unreachable!("{other} is not a duration"),
+        }
+    }
+
+    fn count(&self, r: &Runtime) -> usize {
+        match self.name {
+            "backup_keep" => r.backup_keep,
+            "breaker.failures" => r.breaker_failures,
+            other => unreachable!("{other} is not a count"),
+        }
+    }
+
+    fn count_mut<'a>(&self, r: &'a mut Runtime) -> &'a mut usize {
+        match self.name {
+            "backup_keep" => &mut r.backup_keep,
+            "breaker.failures" => &mut r.breaker_failures,
+            other => unreachable!("{other} is not a count"),
         }
     }
 
@@ -272,6 +313,7 @@ impl Key {
             "accept_timeout" => &mut r.accept_timeout,
             "compact_interval" => &mut r.compact_interval,
             "backup_interval" => &mut r.backup_interval,
+            "breaker.cooldown" => &mut r.breaker_cooldown,
             other => unreachable!("{other} is not a duration"),
         }
     }
@@ -465,6 +507,7 @@ impl Hub {
         }
         pairs.extend(self.alert_pairs(&alerts)?.into_iter().map(|(k, v)| (k, Some(v))));
         self.shared.store.put_settings(pairs, by, self.now()).await?;
+        self.shared.store.set_breaker_policy(next.breaker_policy());
         self.shared.runtime.send_replace(next.clone());
         tracing::info!(by, changed = ?patch.keys().collect::<Vec<_>>(), "runtime settings changed");
         if (next.heartbeat_interval, next.lease_ttl) != (before.heartbeat_interval, before.lease_ttl) {

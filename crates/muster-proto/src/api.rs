@@ -662,6 +662,23 @@ pub struct DiagnoseView {
     pub recent_log: Vec<String>,
 }
 
+/// One circuit breaker, from `GET /api/v1/breakers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerView {
+    /// `agent` or `runner`.
+    pub scope: String,
+    pub name: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Failed attempts in a row (closed), or that opened it.
+    pub failures: u32,
+    pub opened_at: Option<String>,
+    /// When an open breaker lets one task through.
+    pub half_opens_at: Option<String>,
+    /// The task let through while half-open.
+    pub probe: Option<String>,
+}
+
 /// `GET /api/v1/costs`: tokens and cost summed by task, agent, runner or day.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CostsView {

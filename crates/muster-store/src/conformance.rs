@@ -107,6 +107,8 @@ cases!($
     append_steps_and_set_live_with_a_stale_epoch_are_refused,
     finish_keeps_the_agents_report_of_the_run,
     costs_are_summed_by_task_agent_runner_and_day,
+    breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
+    a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
@@ -2383,4 +2385,97 @@ pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>
     let tasks = ok("costs", s.costs(CostGroup::Task, days(0)).await);
     assert_eq!(tasks.len(), 4, "one row per task that reported: {tasks:?}");
     assert_eq!(tasks[0].key, task_id(1).to_string());
+}
+
+const BREAKER: muster_core::breaker::Policy =
+    muster_core::breaker::Policy { failures: 2, cooldown: Duration::from_secs(60) };
+
+fn breaker_of(all: &[muster_core::breaker::Breaker], scope: &str, name: &str) -> muster_core::breaker::Breaker {
+    all.iter()
+        .find(|b| b.scope.as_str() == scope && b.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {scope} breaker {name} in {all:?}"))
+}
+
+pub async fn breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success(
+    store: Arc<dyn Store>,
+) {
+    use muster_core::breaker::State;
+    let s = &*store;
+    s.set_breaker_policy(BREAKER);
+    let a = online(s, "a", 3, at(0)).await;
+    for n in 1..=2 {
+        let id = submit(s, n, with_attempts(spec("breaks"), 1), at(0)).await;
+        let e = start(s, &a, &id, at(1)).await;
+        let mark = last_seq(s).await;
+        finish(s, &a, &id, e, &failed("boom"), at(2)).await;
+        if n == 2 {
+            let events = events_after(s, mark).await;
+            let opened: Vec<&Event> = events.iter().filter(|e| e.kind == "breaker.opened").collect();
+            assert_eq!(opened.len(), 2, "the agent's and the runner's breakers open: {events:?}");
+            assert!(
+                opened.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.starts_with("runner shell: 2 failed")))
+            );
+        }
+    }
+    let all = ok("breakers", s.breakers().await);
+    assert_eq!(
+        (breaker_of(&all, "agent", "a").state, breaker_of(&all, "runner", "shell").state),
+        (State::Open, State::Open)
+    );
+
+    for n in 3..=5 {
+        submit(s, n, spec("waits"), at(3)).await;
+    }
+    let b = online(s, "b", 3, at(3)).await;
+    assert!(claim(s, &a, at(10)).await.is_empty(), "an open agent gets nothing");
+    assert!(claim(s, &b, at(10)).await.is_empty(), "an open runner is handed to no one");
+
+    // Cooled down: one task goes through as the probe, however many slots are free.
+    let mark = last_seq(s).await;
+    let probe = claim(s, &b, at(62)).await;
+    assert_eq!(probe.len(), 1, "one probe");
+    let events = events_after(s, mark).await;
+    assert!(events.iter().any(|e| e.kind == "breaker.half_open" && e.task.as_ref() == Some(&probe[0])), "{events:?}");
+    assert!(claim(s, &b, at(63)).await.is_empty(), "nothing more while the probe runs");
+    let e = ok("task", s.task(&probe[0]).await).expect("the probe").epoch;
+    ok("start_task", s.start_task(&b, &probe[0], e, at(63), LEASE).await);
+    let mark = last_seq(s).await;
+    finish(s, &b, &probe[0], e, &SUCCEEDED, at(64)).await;
+    assert!(events_after(s, mark).await.iter().any(|e| e.kind == "breaker.closed"));
+    assert_eq!(breaker_of(&ok("breakers", s.breakers().await), "runner", "shell").state, State::Closed);
+    assert_eq!(claim(s, &b, at(65)).await.len(), 2, "closed again: the rest go out");
+    assert_eq!(breaker_of(&ok("breakers", s.breakers().await), "agent", "a").state, State::Open, "a is still open");
+}
+
+pub async fn a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker(store: Arc<dyn Store>) {
+    use muster_core::breaker::{Scope as BreakerScope, State};
+    let s = &*store;
+    s.set_breaker_policy(BREAKER);
+    let a = online(s, "a", 1, at(0)).await;
+    for n in 1..=2 {
+        let id = submit(s, n, with_attempts(spec("breaks"), 1), at(0)).await;
+        let e = start(s, &a, &id, at(1)).await;
+        finish(s, &a, &id, e, &failed("boom"), at(2)).await;
+    }
+    let waiting = submit(s, 3, spec("probe"), at(3)).await;
+    submit(s, 4, spec("next"), at(3)).await;
+    let probe = claim(s, &a, at(70)).await;
+    assert_eq!(probe, std::slice::from_ref(&waiting));
+    ok("cancel_task", s.cancel_task(&waiting, at(71)).await);
+    let e = ok("task", s.task(&waiting).await).expect("the probe").epoch;
+    let _ = s.release_task(&a, &waiting, e, "cancelled", at(71), RELEASE).await;
+    let all = ok("breakers", s.breakers().await);
+    assert_eq!(breaker_of(&all, "agent", "a").state, State::HalfOpen);
+    let next = claim(s, &a, at(72)).await;
+    assert_eq!(next, [task_id(4)], "a probe whose task ended without a verdict is replaced");
+
+    let r = s.reset_breaker(BreakerScope::Runner, "nope", "ops", at(72)).await;
+    assert!(matches!(r, Err(StoreError::NotFound { .. })), "{r:?}");
+    let mark = last_seq(s).await;
+    let reset = ok("reset_breaker", s.reset_breaker(BreakerScope::Agent, "a", "ops", at(72)).await);
+    assert_eq!((reset.state, reset.failures), (State::Closed, 0));
+    let events = assert_events(s, mark, &["breaker.closed"], "reset_breaker").await;
+    assert_eq!(events[0].detail.as_deref(), Some("agent a: reset by ops (it was half_open)"));
+    assert_eq!(events[0].agent.as_ref(), Some(&a));
 }

@@ -206,6 +206,19 @@ pub trait Store: Send + Sync + 'static {
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     /// Every attempt of a task; a worktree's diff is left out (see `attempt_diff`).
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
+    /// When circuit breakers open and how long they stay open; applied to
+    /// every finish, reclaim and claim from now on.
+    fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);
+    /// Every breaker that has seen a failure or been reset, agents first.
+    async fn breakers(&self) -> Result<Vec<muster_core::breaker::Breaker>>;
+    /// Closes a breaker on an operator's word, with a `breaker.closed` event.
+    async fn reset_breaker(
+        &self,
+        scope: muster_core::breaker::Scope,
+        name: &str,
+        by: &str,
+        now: Millis,
+    ) -> Result<muster_core::breaker::Breaker>;
     /// The diff of attempt `number` (1-based) and whether it was cut, when it ran in a worktree.
     async fn attempt_diff(&self, id: &TaskId, number: u32) -> Result<Option<(String, bool)>>;
     /// Records what a coding agent did during the running attempt, with one

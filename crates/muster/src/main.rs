@@ -87,6 +87,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Circuit breakers of agents and runners: open after failures in a row, half-open after a cooldown.
+    Breakers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on one circuit breaker: `breaker reset NAME`.
+    Breaker {
+        #[command(subcommand)]
+        cmd: muster_cli::BreakerCmd,
+    },
     /// Tokens and cost that coding agents reported, summed by day, runner, agent or task.
     Costs {
         /// day (UTC), runner, agent or task.
@@ -183,6 +193,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,
         Command::Slo { json } => muster_cli::slo(&conn, json).await,
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
+        Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
+        Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,
         Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,

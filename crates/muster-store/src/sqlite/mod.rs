@@ -22,6 +22,7 @@ use crate::{
     Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
 };
 use async_trait::async_trait;
+use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
 use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TaskState, TokenId};
 use rusqlite::{Connection, OpenFlags};
@@ -70,6 +71,8 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     last_event: watch::Receiver<i64>,
     stats: Arc<WriterStats>,
+    /// When circuit breakers open, as the hub last set it.
+    breaker_policy: Mutex<Policy>,
 }
 
 /// Shared with the writer thread.
@@ -129,8 +132,13 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 last_event: event_rx,
                 stats,
+                breaker_policy: Mutex::new(Policy::default()),
             }),
         })
+    }
+
+    fn policy(&self) -> Policy {
+        *self.shared.breaker_policy.lock().expect("breaker policy lock poisoned")
     }
 
     pub fn path(&self) -> &Path {
@@ -506,7 +514,8 @@ impl Store for SqliteStore {
 
     async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {
         let agent = agent.clone();
-        self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within)).await
+        let policy = self.policy();
+        self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within, policy)).await
     }
 
     async fn start_task(
@@ -545,11 +554,13 @@ impl Store for SqliteStore {
         backoff: Duration,
     ) -> Result<(Task, FinishResult)> {
         let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
-        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, backoff)).await
+        let policy = self.policy();
+        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, backoff, policy)).await
     }
 
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
-        self.write(move |c| ops::reclaim_expired(c, now, limit)).await
+        let policy = self.policy();
+        self.write(move |c| ops::reclaim_expired(c, now, limit, policy)).await
     }
 
     async fn next_due(&self) -> Result<Option<Millis>> {
@@ -582,6 +593,19 @@ impl Store for SqliteStore {
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>> {
         let id = id.clone();
         self.read(move |c| ops::attempts(c, &id)).await
+    }
+
+    fn set_breaker_policy(&self, policy: Policy) {
+        *self.shared.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
+    }
+
+    async fn breakers(&self) -> Result<Vec<Breaker>> {
+        self.read(ops::breakers).await
+    }
+
+    async fn reset_breaker(&self, scope: BreakerScope, name: &str, by: &str, now: Millis) -> Result<Breaker> {
+        let (name, by) = (name.to_owned(), by.to_owned());
+        self.write(move |c| ops::reset_breaker(c, scope, &name, &by, now)).await
     }
 
     async fn attempt_diff(&self, id: &TaskId, number: u32) -> Result<Option<(String, bool)>> {

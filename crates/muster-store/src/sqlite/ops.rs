@@ -10,6 +10,7 @@ use crate::{
     OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind, StepRecord,
     StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
 };
+use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
@@ -631,29 +632,44 @@ pub fn retry_task(c: &Connection, id: &TaskId, now: Millis) -> Result<Task> {
     Ok(task)
 }
 
-pub fn claim_tasks(c: &Connection, name: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {
+pub fn claim_tasks(
+    c: &Connection,
+    name: &AgentName,
+    now: Millis,
+    accept_within: Duration,
+    policy: Policy,
+) -> Result<Vec<Task>> {
     let agent = load_agent(c, name)?;
-    let free = agent.status.free_slots();
+    let mut free = agent.status.free_slots();
     if free == 0 || agent.runners.is_empty() {
         return Ok(Vec::new());
     }
+    // An open breaker on the agent hands it nothing; a cooled one, one probe.
+    let mut agent_breaker = load_for_claim(c, BreakerScope::Agent, name.as_str())?;
+    let agent_admits = agent_breaker.admits(now, policy);
+    match agent_admits {
+        Admit::No => return Ok(Vec::new()),
+        Admit::Probe => free = 1,
+        Admit::Yes => {}
+    }
     let offer = agent.offer();
-    let runners: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).collect();
+    let mut open_runners = Vec::new();
+    let mut probe_runners = Vec::new();
+    for runner in &offer.runners {
+        match load_for_claim(c, BreakerScope::Runner, runner.as_str())?.admits(now, policy) {
+            Admit::Yes => open_runners.push(runner.as_str()),
+            Admit::Probe => probe_runners.push(runner.as_str()),
+            Admit::No => {}
+        }
+    }
     let caps: Vec<&str> = offer.capabilities.iter().map(|c| c.as_str()).collect();
-    let placeholders = |n: usize| vec!["?"; n].join(", ");
-    let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
-         AND runner IN ({}) AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
-         ORDER BY priority, seq LIMIT ?",
-        placeholders(runners.len()),
-        placeholders(caps.len()),
-    );
-    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
-    args.extend(runners.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
-    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
-    args.push(i64::from(free).into());
-    let candidates: Vec<Task> =
-        c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?;
+    let mut candidates = queued_for(c, &open_runners, &caps, now, free)?;
+    // A runner whose breaker has cooled lets one task through, as its probe.
+    for runner in &probe_runners {
+        candidates.extend(queued_for(c, &[runner], &caps, now, 1)?);
+    }
+    candidates.sort_by_key(|t| (t.spec.priority.rank(), t.created_at, t.id.clone()));
+    candidates.truncate(free as usize);
     let mut claimed = Vec::with_capacity(candidates.len());
     for mut task in candidates {
         let req = muster_core::Requirements { runner: &task.spec.runner, capabilities: &task.spec.capabilities };
@@ -665,9 +681,201 @@ pub fn claim_tasks(c: &Connection, name: &AgentName, now: Millis, accept_within:
         task.assign(name, now, accept_within).map_err(refused)?;
         save_task(c, &task)?;
         task_event(c, now, "task.assigned", &task, None)?;
+        if agent_admits == Admit::Probe {
+            probe(c, &mut agent_breaker, &task, now)?;
+        }
+        if probe_runners.contains(&task.spec.runner.as_str()) {
+            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, task.spec.runner.as_str())?;
+            probe(c, &mut runner_breaker, &task, now)?;
+        }
         claimed.push(task);
     }
     Ok(claimed)
+}
+
+/// Up to `limit` due tasks for these runners whose capabilities are all in `caps`, in dispatch order.
+fn queued_for(c: &Connection, runners: &[&str], caps: &[&str], now: Millis, limit: u32) -> Result<Vec<Task>> {
+    if runners.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let placeholders = |n: usize| vec!["?"; n].join(", ");
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
+         AND runner IN ({}) AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
+         ORDER BY priority, seq LIMIT ?",
+        placeholders(runners.len()),
+        placeholders(caps.len()),
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
+    args.extend(runners.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
+    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
+    args.push(i64::from(limit).into());
+    Ok(c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?)
+}
+
+// -- circuit breakers ----------------------------------------------------------------
+
+fn load_breaker(c: &Connection, scope: BreakerScope, name: &str) -> Result<Breaker> {
+    let row = c
+        .prepare_cached("SELECT state, failures, opened_at, probe_task FROM breakers WHERE scope = ? AND name = ?")?
+        .query_row(params![scope.as_str(), name], |r| {
+            let state: String = r.get(0)?;
+            let probe: Option<String> = r.get(3)?;
+            Ok(Breaker {
+                scope,
+                name: name.to_owned(),
+                state: BreakerState::parse(&state).map_err(|e| corrupt("breaker state", e))?,
+                failures: r.get(1)?,
+                opened_at: ms(r.get(2)?),
+                probe: probe.map(|p| TaskId::parse(&p)).transpose().map_err(|e| corrupt("probe task", e))?,
+            })
+        })
+        .optional()?;
+    Ok(row.unwrap_or_else(|| Breaker::new(scope, name)))
+}
+
+/// A breaker as the scheduler sees it: a probe whose task no longer holds a
+/// lease (it was released, cancelled or reclaimed) is lost, and replaced.
+fn load_for_claim(c: &Connection, scope: BreakerScope, name: &str) -> Result<Breaker> {
+    let mut b = load_breaker(c, scope, name)?;
+    if let Some(probe) = b.probe.clone() {
+        let leased = c
+            .prepare_cached("SELECT state FROM tasks WHERE id = ?")?
+            .query_row([probe.as_str()], |r| r.get::<_, String>(0))
+            .optional()?
+            .is_some_and(|s| s == "assigned" || s == "running");
+        if !leased {
+            b.probe_lost(&probe);
+        }
+    }
+    Ok(b)
+}
+
+fn save_breaker(c: &Connection, b: &Breaker, now: Millis) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO breakers (scope, name, state, failures, opened_at, probe_task, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, name) DO UPDATE SET state = excluded.state, \
+         failures = excluded.failures, opened_at = excluded.opened_at, probe_task = excluded.probe_task, \
+         updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        b.scope.as_str(),
+        b.name,
+        b.state.as_str(),
+        b.failures,
+        b.opened_at.map(|m| m.0),
+        b.probe.as_ref().map(|p| p.as_str()),
+        now.0
+    ])?;
+    Ok(())
+}
+
+fn breaker_event(c: &Connection, now: Millis, b: &Breaker, change: Change, why: &str) -> Result<()> {
+    let kind = match change {
+        Change::Opened => "breaker.opened",
+        Change::HalfOpened => "breaker.half_open",
+        Change::Closed => "breaker.closed",
+    };
+    let detail = format!("{} {}: {why}", b.scope.as_str(), b.name);
+    let agent = match b.scope {
+        BreakerScope::Agent => AgentName::parse(&b.name).ok(),
+        BreakerScope::Runner => None,
+    };
+    let row = EventRow {
+        task: b.probe.as_ref(),
+        agent: agent.as_ref(),
+        epoch: None,
+        state: Some(b.state.as_str()),
+        detail: Some(&detail),
+    };
+    insert_event_row(c, now, kind, row)
+}
+
+fn probe(c: &Connection, b: &mut Breaker, task: &Task, now: Millis) -> Result<()> {
+    if let Some(change) = b.start_probe(&task.id) {
+        breaker_event(c, now, b, change, &format!("cooled down; {} goes through as the probe", task.id))?;
+    }
+    save_breaker(c, b, now)
+}
+
+/// Applies a run's verdict (`None`: no verdict, e.g. cancelled) to the
+/// breakers of the agent that ran it and of its runner.
+fn record_breakers(
+    c: &Connection,
+    task: &Task,
+    agent: &AgentName,
+    verdict: Option<bool>,
+    now: Millis,
+    policy: Policy,
+) -> Result<()> {
+    for (scope, name) in [(BreakerScope::Agent, agent.as_str()), (BreakerScope::Runner, task.spec.runner.as_str())] {
+        let mut b = load_breaker(c, scope, name)?;
+        let before = b.clone();
+        let change = match verdict {
+            Some(ok) => b.record(&task.id, ok, now, policy),
+            None => {
+                b.probe_lost(&task.id);
+                None
+            }
+        };
+        if let Some(change) = change {
+            let why = match change {
+                Change::Opened if before.state == BreakerState::HalfOpen => {
+                    format!("the probe {} failed; open for {} more", task.id, seconds(policy.cooldown))
+                }
+                Change::Opened => format!(
+                    "{} failed attempts in a row (the last {}); one task goes through after {}",
+                    b.failures,
+                    task.id,
+                    seconds(policy.cooldown)
+                ),
+                Change::Closed => format!("the probe {} succeeded", task.id),
+                Change::HalfOpened => String::new(),
+            };
+            breaker_event(c, now, &b, change, &why)?;
+        }
+        // Rows are kept only for breakers that have something to say.
+        if b != before && !(b.state == BreakerState::Closed && b.failures == 0 && !breaker_exists(c, scope, name)?) {
+            save_breaker(c, &b, now)?;
+        }
+    }
+    Ok(())
+}
+
+fn breaker_exists(c: &Connection, scope: BreakerScope, name: &str) -> Result<bool> {
+    Ok(c.prepare_cached("SELECT 1 FROM breakers WHERE scope = ? AND name = ?")?
+        .query_row(params![scope.as_str(), name], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+pub fn breakers(c: &Connection) -> Result<Vec<Breaker>> {
+    let keys: Vec<(String, String)> = c
+        .prepare("SELECT scope, name FROM breakers ORDER BY scope, name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    keys.iter()
+        .map(|(scope, name)| {
+            let scope = BreakerScope::parse(scope).map_err(|e| StoreError::Database(e.to_string()))?;
+            load_breaker(c, scope, name)
+        })
+        .collect()
+}
+
+pub fn reset_breaker(c: &Connection, scope: BreakerScope, name: &str, by: &str, now: Millis) -> Result<Breaker> {
+    if !breaker_exists(c, scope, name)? {
+        return Err(StoreError::not_found("breaker", format!("{} {name}", scope.as_str())));
+    }
+    let mut b = load_breaker(c, scope, name)?;
+    let was = b.state;
+    b.reset();
+    save_breaker(c, &b, now)?;
+    breaker_event(c, now, &b, Change::Closed, &format!("reset by {by} (it was {})", was.as_str()))?;
+    Ok(b)
 }
 
 pub fn start_task(
@@ -736,6 +944,7 @@ pub fn finish_task(
     details: &RunDetails,
     now: Millis,
     backoff: Duration,
+    policy: Policy,
 ) -> Result<(Task, FinishResult)> {
     let mut task = load_task(c, id)?;
     // A run that ended before its lost accept was recovered still counts once.
@@ -765,6 +974,12 @@ pub fn finish_task(
     if let Some(w) = &details.workspace {
         save_workspace(c, id, epoch, w)?;
     }
+    let verdict = match outcome {
+        RunOutcome::Succeeded { .. } => Some(true),
+        RunOutcome::Failed { .. } | RunOutcome::TimedOut => Some(false),
+        RunOutcome::Cancelled => None,
+    };
+    record_breakers(c, &task, agent, verdict, now, policy)?;
     let kind = match finished {
         Finished::Succeeded => "task.succeeded",
         Finished::RetryScheduled { .. } => "task.retry_scheduled",
@@ -781,7 +996,7 @@ pub fn finish_task(
     Ok((task, FinishResult::Applied(finished)))
 }
 
-pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
+pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize, policy: Policy) -> Result<Vec<(Task, Reclaimed)>> {
     let ids: Vec<String> = c
         .prepare_cached(
             "SELECT id FROM tasks WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ? \
@@ -792,21 +1007,27 @@ pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize) -> Result<Vec<
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
-        out.push(reclaim_one(c, &id, now)?);
+        out.push(reclaim_one(c, &id, now, Some(policy))?);
     }
     Ok(out)
 }
 
 /// Takes back one task whose lease expired, by the core's rules.
-fn reclaim_one(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Reclaimed)> {
+fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>) -> Result<(Task, Reclaimed)> {
     {
         let mut task = load_task(c, id)?;
         let epoch = task.epoch;
         let was_running = task.state == TaskState::Running;
+        let holder = task.lease.as_ref().map(|l| l.agent.clone());
         let reclaimed = task.reclaim(now).map_err(refused)?;
         save_task(c, &task)?;
         if was_running {
             end_attempt(c, &task, epoch, "lease_expired", now)?;
+        }
+        if let (Some(holder), Some(policy)) = (&holder, policy) {
+            // A run that went silent counts against its agent and runner; an
+            // assignment never accepted says nothing about either.
+            record_breakers(c, &task, holder, was_running.then_some(false), now, policy)?;
         }
         let kind = match reclaimed {
             Reclaimed::Requeued => "task.reclaimed",
@@ -1340,7 +1561,8 @@ pub fn check(c: &Connection, repair: bool, now: Millis) -> Result<crate::CheckRe
                 params![now.0, id],
             )?;
             let id = TaskId::parse(id).map_err(|e| corrupt("task id", e))?;
-            let (task, outcome) = reclaim_one(c, &id, now)?;
+            // A repair says nothing about any agent or runner: no breaker moves.
+            let (task, outcome) = reclaim_one(c, &id, now, None)?;
             report.repaired.push(format!("{}: reclaimed ({outcome:?}), now {}", task.id, task.state.as_str()));
         }
         for (id, epoch) in &stray {

@@ -210,6 +210,19 @@ ALTER TABLE output ADD COLUMN encoding INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE attempts ADD COLUMN ws_snapshot TEXT;
 "#,
+    // 12: circuit breakers per agent and per runner.
+    r#"
+CREATE TABLE breakers (
+    scope       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    failures    INTEGER NOT NULL,
+    opened_at   INTEGER,
+    probe_task  TEXT,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

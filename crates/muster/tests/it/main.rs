@@ -9,6 +9,7 @@ mod agents;
 mod alerting;
 mod backups;
 mod bad_input;
+mod breakers;
 mod care;
 mod cli;
 mod control;
