@@ -62,7 +62,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> CliResult {
 #[derive(Debug, Subcommand)]
 pub enum TaskCmd {
     /// Queue a task; prints its id (or the task with --json).
-    Add(TaskAddArgs),
+    Add(Box<TaskAddArgs>),
     /// List tasks, newest first.
     List {
         /// queued, assigned, running, succeeded, failed or cancelled.
@@ -189,6 +189,9 @@ pub struct TaskAddArgs {
     /// Keep the worktree afterwards: on-failure (default), always or never.
     #[arg(long, requires = "repo")]
     pub keep_worktree: Option<String>,
+    /// A runner to use while --runner is disabled or its circuit is open (repeatable, in order).
+    #[arg(long)]
+    pub fallback: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -196,7 +199,7 @@ pub struct TaskAddArgs {
 pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
     let client = conn.client()?;
     match cmd {
-        TaskCmd::Add(args) => task_add(&client, args).await,
+        TaskCmd::Add(args) => task_add(&client, *args).await,
         TaskCmd::List { state, agent, limit, json } => {
             let mut query = vec![("limit", limit.to_string())];
             if let Some(s) = state {
@@ -418,6 +421,7 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         base: args.base,
         auto_commit: args.auto_commit.then_some(true),
         keep_worktree: args.keep_worktree,
+        fallback: args.fallback,
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -444,7 +448,14 @@ fn render_task(d: &TaskDetail) -> String {
         },
     );
     field("priority", t.priority.clone());
-    field("runner", t.runner.clone());
+    field(
+        "runner",
+        if t.fallback.is_empty() {
+            t.runner.clone()
+        } else {
+            format!("{} (fallback {})", t.runner, t.fallback.join(", "))
+        },
+    );
     field("capabilities", if t.capabilities.is_empty() { "-".into() } else { t.capabilities.join(", ") });
     field("attempts", format!("{}/{}", t.attempts, t.max_attempts));
     field("agent", dash(t.agent.as_ref()));
@@ -506,12 +517,14 @@ fn render_task(d: &TaskDetail) -> String {
         );
     }
     if !d.attempts_detail.is_empty() {
-        let mut table =
-            Table::new(&["ATTEMPT", "AGENT", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON"]);
+        let mut table = Table::new(&[
+            "ATTEMPT", "AGENT", "RUNNER", "EPOCH", "OUTCOME", "EXIT", "OUTPUT", "STARTED", "FINISHED", "REASON",
+        ]);
         for a in &d.attempts_detail {
             table.row(vec![
                 a.number.to_string(),
                 a.agent.clone(),
+                a.runner.clone().unwrap_or_else(|| t.runner.clone()),
                 a.epoch.to_string(),
                 a.outcome.clone().unwrap_or_else(|| "running".into()),
                 dash(a.exit_code),
@@ -1430,4 +1443,63 @@ pub async fn breaker(conn: &ConnArgs, cmd: BreakerCmd) -> CliResult {
     }
     eprintln!("{} {} closed", b.scope, b.name);
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnerCmd {
+    /// Every runner the hub knows: available, disabled, circuit open, or no agent offers it.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a runner out of service fleet-wide: nothing more is dispatched to it; tasks with fallbacks use them.
+    Disable {
+        name: String,
+        /// Why (shown on the timeline and in `muster runner list`).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put a disabled runner back in service.
+    Enable { name: String },
+}
+
+/// `muster runner ...`
+pub async fn runner(conn: &ConnArgs, cmd: RunnerCmd) -> CliResult {
+    let client = conn.client()?;
+    match cmd {
+        RunnerCmd::List { json } => {
+            let all: Vec<muster_proto::api::RunnerView> = client.get("/runners").await?;
+            if json {
+                return print_json(&all);
+            }
+            let mut t = Table::new(&["RUNNER", "STATUS", "AGENTS", "WHY"]);
+            for r in &all {
+                let why = match (&r.disabled_reason, &r.disabled_by) {
+                    (Some(reason), Some(by)) => format!("{reason} (by {by}, {})", dash(r.disabled_at.as_ref())),
+                    _ => "-".into(),
+                };
+                t.row(vec![
+                    r.name.clone(),
+                    r.status.clone(),
+                    if r.agents.is_empty() { "-".into() } else { r.agents.join(", ") },
+                    why,
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
+        RunnerCmd::Disable { name, reason } => {
+            let body = muster_proto::api::RunnerDisable { reason };
+            let _: muster_proto::api::RunnerView =
+                client.post(&format!("/runners/{}/disable", segment(&name)), &body).await?;
+            eprintln!("runner {name} disabled: nothing more is dispatched to it");
+            Ok(())
+        }
+        RunnerCmd::Enable { name } => {
+            let _: muster_proto::api::RunnerView =
+                client.post(&format!("/runners/{}/enable", segment(&name)), &()).await?;
+            eprintln!("runner {name} enabled");
+            Ok(())
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub struct Lease {
     pub agent: AgentName,
     pub epoch: Epoch,
     pub expires_at: Millis,
+    /// The runner this lease runs the task with, when it is one of the
+    /// task's fallbacks rather than its own runner.
+    pub runner: Option<crate::RunnerName>,
 }
 
 impl Lease {

@@ -105,6 +105,7 @@ pub const MAX_PROMPT_BYTES: usize = 1 << 20;
 pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_FALLBACKS: usize = 8;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 /// What the submitter asked for. Fixed once the task exists.
@@ -122,6 +123,8 @@ pub struct TaskSpec {
     pub metadata: Option<String>,
     /// Run in a git worktree of this repository, on branch `muster/<task-id>`.
     pub workspace: Option<crate::Workspace>,
+    /// Runners to use, in order, while `runner` is disabled or its circuit is open.
+    pub fallback: Vec<RunnerName>,
 }
 
 impl TaskSpec {
@@ -155,6 +158,17 @@ impl TaskSpec {
         }
         if let Some(w) = &self.workspace {
             w.validate()?;
+        }
+        if self.fallback.len() > MAX_FALLBACKS {
+            return Err(Invalid::new("fallback", format!("at most {MAX_FALLBACKS} fallback runners are allowed")));
+        }
+        for (i, f) in self.fallback.iter().enumerate() {
+            if *f == self.runner {
+                return Err(Invalid::new("fallback", format!("{:?} is the task's own runner", f.as_str())));
+            }
+            if self.fallback[..i].contains(f) {
+                return Err(Invalid::new("fallback", format!("{:?} is named twice", f.as_str())));
+            }
         }
         self.capabilities.sort();
         self.capabilities.dedup();
@@ -302,7 +316,8 @@ impl Task {
             return Err(Refused::NotReady { ready_at: self.ready_at });
         }
         self.epoch = self.epoch.next();
-        self.lease = Some(Lease { agent: agent.clone(), epoch: self.epoch, expires_at: now.plus(accept_within) });
+        self.lease =
+            Some(Lease { agent: agent.clone(), epoch: self.epoch, expires_at: now.plus(accept_within), runner: None });
         self.state = TaskState::Assigned;
         self.agent = Some(agent.clone());
         self.updated_at = now;

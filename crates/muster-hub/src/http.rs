@@ -143,6 +143,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/slo", get(slo))
         .route("/costs", get(costs))
         .route("/breakers", get(breakers))
+        .route("/runners", get(runners))
+        .route("/runners/{name}/disable", post(disable_runner))
+        .route("/runners/{name}/enable", post(enable_runner))
         .route("/breakers/{scope}/{name}/reset", post(reset_breaker))
         .route("/metrics", get(metrics_window))
         .route("/admin/backups", post(create_backup).get(list_backups))
@@ -438,6 +441,88 @@ async fn reset_breaker(
     Ok(json(StatusCode::OK, &breaker_view(&b, policy)))
 }
 
+async fn runners(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &runner_views(&hub).await?))
+}
+
+/// Every known runner: whether it is in service, and who offers it.
+async fn runner_views(hub: &Hub) -> ApiResult<Vec<muster_proto::api::RunnerView>> {
+    let mut known: std::collections::BTreeSet<RunnerName> =
+        hub.shared.known_runners.lock().expect("runners lock poisoned").iter().cloned().collect();
+    let disabled = hub.shared.store.disabled_runners().await?;
+    // A runner disabled before a restart is listed even before an agent offers it again.
+    known.extend(disabled.iter().map(|d| d.name.clone()));
+    let breakers = hub.shared.store.breakers().await?;
+    let agents = hub.shared.store.list_agents().await?;
+    let mut views = Vec::new();
+    for name in known {
+        let off = disabled.iter().find(|d| d.name == name);
+        let breaker = breakers
+            .iter()
+            .find(|b| b.scope == muster_core::breaker::Scope::Runner && b.name == name.as_str())
+            .map(|b| b.state);
+        let offering: Vec<String> = agents
+            .iter()
+            .filter(|a| a.status.connected && a.runners.contains(&name))
+            .map(|a| a.name.to_string())
+            .collect();
+        let status = match (off, breaker) {
+            (Some(_), _) => "disabled",
+            (None, Some(muster_core::breaker::State::Open)) => "circuit open",
+            (None, Some(muster_core::breaker::State::HalfOpen)) => "half-open",
+            _ if offering.is_empty() => "no agent",
+            _ => "available",
+        };
+        views.push(muster_proto::api::RunnerView {
+            name: name.to_string(),
+            status: status.to_owned(),
+            agents: offering,
+            disabled_reason: off.map(|d| d.reason.clone()),
+            disabled_by: off.map(|d| d.by.clone()),
+            disabled_at: off.map(|d| timestamp(d.at)),
+            breaker: breaker.map(|s| s.as_str().to_owned()),
+        });
+    }
+    Ok(views)
+}
+
+async fn runner_view(hub: &Hub, name: &RunnerName) -> ApiResult {
+    let views = runner_views(hub).await?;
+    let view = views
+        .into_iter()
+        .find(|v| v.name == name.as_str())
+        .ok_or_else(|| ApiError::NotFound(format!("no runner {name:?} is known to this hub")))?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn disable_runner(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let name = RunnerName::parse(&name)?;
+    let body: muster_proto::api::RunnerDisable = from_json(&body)?;
+    if !hub.shared.known_runners.lock().expect("runners lock poisoned").contains(&name) {
+        return Err(ApiError::NotFound(format!("no runner {name:?} is known to this hub")));
+    }
+    hub.shared.store.disable_runner(&name, &body.reason, &by.name, hub.now()).await?;
+    tracing::warn!(runner = %name, reason = %body.reason, by = %by.name, "runner disabled");
+    hub.wake_dispatcher();
+    runner_view(&hub, &name).await
+}
+
+async fn enable_runner(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let name = RunnerName::parse(&name)?;
+    hub.shared.store.enable_runner(&name, &by.name, hub.now()).await?;
+    tracing::info!(runner = %name, by = %by.name, "runner enabled");
+    hub.wake_dispatcher();
+    runner_view(&hub, &name).await
+}
+
 async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     use muster_proto::api::{CostRowView, CostsView};
     hub.admin(&headers).await?;
@@ -616,11 +701,17 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
     let spec = submit.into_spec(&defaults)?;
     {
         let known = hub.shared.known_runners.lock().expect("runners lock poisoned");
+        let names = || known.iter().map(RunnerName::as_str).collect::<Vec<_>>().join(", ");
         if !known.contains(&spec.runner) {
-            let names: Vec<&str> = known.iter().map(RunnerName::as_str).collect();
             return Err(ApiError::bad(
                 "runner",
-                format!("unknown runner {:?}; known runners: {}", spec.runner.as_str(), names.join(", ")),
+                format!("unknown runner {:?}; known runners: {}", spec.runner.as_str(), names()),
+            ));
+        }
+        if let Some(f) = spec.fallback.iter().find(|f| !known.contains(*f)) {
+            return Err(ApiError::bad(
+                "fallback",
+                format!("unknown runner {:?}; known runners: {}", f.as_str(), names()),
             ));
         }
     }
@@ -681,6 +772,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 live_detail: a.live_detail.clone().filter(|_| a.finished_at.is_none()),
                 report: a.report.as_ref().map(report_view),
                 workspace: a.workspace.as_ref().map(workspace_summary),
+                runner: a.runner.clone(),
             })
             .collect(),
     };

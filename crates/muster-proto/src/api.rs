@@ -42,6 +42,9 @@ pub struct TaskSubmit {
     /// `on_failure` (default), `always` or `never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_worktree: Option<String>,
+    /// Runners to use, in order, while `runner` is disabled or its circuit is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -165,6 +168,7 @@ impl TaskSubmit {
             }
             None => None,
         };
+        let fallback = self.fallback.iter().map(|r| RunnerName::parse(r)).collect::<Result<Vec<_>, _>>()?;
         let spec = TaskSpec {
             prompt: self.prompt,
             runner,
@@ -175,6 +179,7 @@ impl TaskSubmit {
             idempotency_key: self.idempotency_key,
             metadata,
             workspace,
+            fallback,
         };
         Ok(spec.validate()?)
     }
@@ -204,6 +209,9 @@ pub struct TaskView {
     /// The git worktree the task runs in, if any.
     #[serde(default)]
     pub workspace: Option<WorkspaceView>,
+    /// Runners used, in order, while its own is disabled or its circuit open.
+    #[serde(default)]
+    pub fallback: Vec<String>,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -233,6 +241,7 @@ impl TaskView {
             idempotency_key: t.spec.idempotency_key.clone(),
             metadata: t.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             workspace: t.spec.workspace.as_ref().map(WorkspaceView::from_workspace),
+            fallback: t.spec.fallback.iter().map(|r| r.to_string()).collect(),
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
@@ -292,6 +301,31 @@ pub struct AttemptView {
     /// The run's worktree and what changed (the diff itself: `/tasks/{id}/diff`).
     #[serde(default)]
     pub workspace: Option<WorkspaceSummary>,
+    /// The runner it ran with: the task's own, or a fallback.
+    #[serde(default)]
+    pub runner: Option<String>,
+}
+
+/// One runner, from `GET /api/v1/runners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerView {
+    pub name: String,
+    /// `available`, `disabled`, `circuit open`, `half-open` or `no agent`.
+    pub status: String,
+    /// Connected agents that offer it and whose doctor passed it.
+    pub agents: Vec<String>,
+    pub disabled_reason: Option<String>,
+    pub disabled_by: Option<String>,
+    pub disabled_at: Option<String>,
+    /// Its circuit breaker, when it has seen a failure.
+    pub breaker: Option<String>,
+}
+
+/// `POST /api/v1/runners/{name}/disable`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerDisable {
+    pub reason: String,
 }
 
 /// A run's worktree without its diff.

@@ -264,7 +264,8 @@ impl HubMsg {
         HubMsg::Assign {
             task: task.id.to_string(),
             epoch: task.epoch.0,
-            runner: task.spec.runner.to_string(),
+            // A fallback, when the lease says so.
+            runner: task.lease.as_ref().and_then(|l| l.runner.as_ref()).unwrap_or(&task.spec.runner).to_string(),
             prompt: task.spec.prompt.clone(),
             timeout_ms: task.spec.timeout.as_millis() as u64,
             metadata: task.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
@@ -320,6 +321,7 @@ mod tests {
             idempotency_key: Some("k".repeat(muster_core::task::MAX_IDEMPOTENCY_KEY_BYTES)),
             metadata: Some(metadata),
             workspace: None,
+            fallback: Vec::new(),
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

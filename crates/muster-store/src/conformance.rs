@@ -109,6 +109,7 @@ cases!($
     costs_are_summed_by_task_agent_runner_and_day,
     breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
     a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
+    a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
@@ -197,6 +198,7 @@ fn spec(prompt: &str) -> TaskSpec {
         idempotency_key: None,
         metadata: None,
         workspace: None,
+        fallback: Vec::new(),
     }
 }
 
@@ -991,6 +993,7 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             live: None,
             live_detail: None,
             workspace: None,
+            runner: Some("shell".into()),
         }]
     );
 
@@ -2478,4 +2481,49 @@ pub async fn a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker(store:
     let events = assert_events(s, mark, &["breaker.closed"], "reset_breaker").await;
     assert_eq!(events[0].detail.as_deref(), Some("agent a: reset by ops (it was half_open)"));
     assert_eq!(events[0].agent.as_ref(), Some(&a));
+}
+
+pub async fn a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = register(s, "a", &[], at(0)).await;
+    connect(s, &a, &["claude", "codex"], &[], 4, at(0)).await;
+    let claude = runners(&["claude"]).remove(0);
+    let codex = runners(&["codex"]).remove(0);
+    let with_fallback =
+        submit(s, 1, TaskSpec { runner: claude.clone(), fallback: vec![codex.clone()], ..spec("either") }, at(0)).await;
+    let only_claude = submit(s, 2, TaskSpec { runner: claude.clone(), ..spec("claude only") }, at(0)).await;
+
+    let r = s.disable_runner(&claude, "  ", "ops", at(1)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(ref i)) if i.field == "reason"), "{r:?}");
+    let mark = last_seq(s).await;
+    ok("disable_runner", s.disable_runner(&claude, "quota exhausted until 18:00", "ops", at(1)).await);
+    let events = assert_events(s, mark, &["runner.disabled"], "disable_runner").await;
+    assert_eq!(events[0].detail.as_deref(), Some("claude: quota exhausted until 18:00 (by ops)"));
+    let off = ok("disabled_runners", s.disabled_runners().await);
+    assert_eq!((off.len(), off[0].reason.as_str(), off[0].by.as_str()), (1, "quota exhausted until 18:00", "ops"));
+
+    let mark = last_seq(s).await;
+    assert_eq!(
+        claim(s, &a, at(2)).await,
+        std::slice::from_ref(&with_fallback),
+        "only the task with a fallback goes out"
+    );
+    let events = assert_events(s, mark, &["task.assigned", "task.fallback"], "a claim on a fallback").await;
+    assert_eq!(events[1].detail.as_deref(), Some("claude is disabled: quota exhausted until 18:00; runs on codex"));
+    let task = get(s, &with_fallback).await;
+    assert_eq!(task.lease.as_ref().and_then(|l| l.runner.clone()), Some(codex.clone()), "the lease says which runner");
+    let e = task.epoch;
+    ok("start_task", s.start_task(&a, &with_fallback, e, at(3), LEASE).await);
+    assert_eq!(attempts(s, &with_fallback).await[0].runner.as_deref(), Some("codex"), "the attempt records it too");
+    assert_eq!(get(s, &only_claude).await.state, TaskState::Queued);
+
+    let mark = last_seq(s).await;
+    ok("enable_runner", s.enable_runner(&claude, "ops", at(4)).await);
+    assert_events(s, mark, &["runner.enabled"], "enable_runner").await;
+    assert_eq!(claim(s, &a, at(5)).await, std::slice::from_ref(&only_claude), "back in service");
+    assert!(matches!(s.enable_runner(&claude, "ops", at(6)).await, Err(StoreError::NotFound { .. })));
+    assert!(ok("disabled_runners", s.disabled_runners().await).is_empty());
+
+    let bad = TaskSpec { runner: claude.clone(), fallback: vec![claude.clone()], ..spec("self") };
+    assert_eq!(bad.validate().map_err(|e| e.field), Err("fallback"), "a task cannot fall back on its own runner");
 }

@@ -206,6 +206,13 @@ pub trait Store: Send + Sync + 'static {
     async fn read_output(&self, id: &TaskId, filter: &OutputFilter) -> Result<Vec<OutputRecord>>;
     /// Every attempt of a task; a worktree's diff is left out (see `attempt_diff`).
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>>;
+    /// Takes a runner out of service: nothing more is dispatched to it (tasks
+    /// with fallbacks use them), with a `runner.disabled` event. Disabling a
+    /// disabled runner replaces its reason.
+    async fn disable_runner(&self, name: &muster_core::RunnerName, reason: &str, by: &str, now: Millis) -> Result<()>;
+    /// Puts a disabled runner back in service, with a `runner.enabled` event.
+    async fn enable_runner(&self, name: &muster_core::RunnerName, by: &str, now: Millis) -> Result<()>;
+    async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

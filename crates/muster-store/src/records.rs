@@ -235,6 +235,17 @@ pub struct AttemptRecord {
     pub live: Option<String>,
     pub live_detail: Option<String>,
     pub workspace: Option<WorkspaceRecord>,
+    /// The runner the attempt ran with: the task's own, or a fallback.
+    pub runner: Option<String>,
+}
+
+/// A runner an operator took out of service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledRunner {
+    pub name: muster_core::RunnerName,
+    pub reason: String,
+    pub by: String,
+    pub at: Millis,
 }
 
 /// What an agent reports of a run beyond its outcome.

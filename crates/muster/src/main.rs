@@ -87,6 +87,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runners fleet-wide: `runner list`, `runner disable NAME --reason TEXT`, `runner enable NAME`.
+    Runner {
+        #[command(subcommand)]
+        cmd: muster_cli::RunnerCmd,
+    },
     /// Circuit breakers of agents and runners: open after failures in a row, half-open after a cooldown.
     Breakers {
         #[arg(long)]
@@ -194,6 +199,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Slo { json } => muster_cli::slo(&conn, json).await,
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
+        Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
         Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,

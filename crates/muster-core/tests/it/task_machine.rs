@@ -136,6 +136,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         idempotency_key: None,
         metadata: None,
         workspace: None,
+        fallback: Vec::new(),
     }
     .validate()
     .expect("valid task spec")
@@ -424,6 +425,7 @@ fn check_effect(
                 agent: before.agents[*agent].clone(),
                 epoch: *epoch,
                 expires_at: now.plus(Duration::from_millis(*accept_within_ms)),
+                runner: None,
             };
             prop_assert_eq!(a.lease.as_ref(), Some(&lease));
             prop_assert_eq!(a.attempts, b.attempts, "assigning uses no attempt");

@@ -17,14 +17,14 @@ mod ops;
 pub mod schema;
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, Event, EventFilter,
-    FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord,
-    Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
+    EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
+    OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
 };
 use async_trait::async_trait;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
-use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TaskState, TokenId};
+use muster_core::{AgentName, Epoch, Millis, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -593,6 +593,20 @@ impl Store for SqliteStore {
     async fn attempts(&self, id: &TaskId) -> Result<Vec<AttemptRecord>> {
         let id = id.clone();
         self.read(move |c| ops::attempts(c, &id)).await
+    }
+
+    async fn disable_runner(&self, name: &RunnerName, reason: &str, by: &str, now: Millis) -> Result<()> {
+        let (name, reason, by) = (name.clone(), reason.to_owned(), by.to_owned());
+        self.write(move |c| ops::disable_runner(c, &name, &reason, &by, now)).await
+    }
+
+    async fn enable_runner(&self, name: &RunnerName, by: &str, now: Millis) -> Result<()> {
+        let (name, by) = (name.clone(), by.to_owned());
+        self.write(move |c| ops::enable_runner(c, &name, &by, now)).await
+    }
+
+    async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>> {
+        self.read(ops::disabled_runners).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

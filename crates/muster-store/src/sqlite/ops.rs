@@ -5,10 +5,10 @@
 //! result and appends the event, or returns an error and is rolled back.
 
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, Event, EventFilter,
-    FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken,
-    OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind, StepRecord,
-    StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
+    EventFilter, FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep,
+    NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind,
+    StepRecord, StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, Finished, Reclaimed};
@@ -372,7 +372,7 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
-     keep_worktree";
+     keep_worktree, fallback, lease_runner";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -384,11 +384,13 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let lease_epoch: Option<i64> = r.get(13)?;
     let lease_expires: Option<i64> = r.get(14)?;
     let agent: Option<String> = r.get(19)?;
+    let lease_runner: Option<String> = r.get(30)?;
     let lease = match (lease_agent, lease_epoch, lease_expires) {
         (Some(a), Some(e), Some(x)) => Some(Lease {
             agent: AgentName::parse(&a).map_err(|e| corrupt("lease agent", e))?,
             epoch: Epoch(e as u64),
             expires_at: Millis(x),
+            runner: lease_runner.map(|r| RunnerName::parse(&r)).transpose().map_err(|e| corrupt("lease runner", e))?,
         }),
         _ => None,
     };
@@ -415,6 +417,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 }
                 None => None,
             },
+            fallback: split(&r.get::<_, Option<String>>(29)?.unwrap_or_default(), RunnerName::parse)?,
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -447,8 +450,8 @@ fn save_task(c: &Connection, t: &Task) -> Result<()> {
     let lease = t.lease.as_ref();
     c.prepare_cached(
         "UPDATE tasks SET state = ?, attempts = ?, epoch = ?, lease_agent = ?, lease_epoch = ?, \
-         lease_expires_at = ?, ready_at = ?, cancel_requested = ?, exit_code = ?, reason = ?, agent = ?, \
-         updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
+         lease_expires_at = ?, lease_runner = ?, ready_at = ?, cancel_requested = ?, exit_code = ?, reason = ?, \
+         agent = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
     )?
     .execute(params![
         t.state.as_str(),
@@ -457,6 +460,7 @@ fn save_task(c: &Connection, t: &Task) -> Result<()> {
         lease.map(|l| l.agent.as_str()),
         lease.map(|l| l.epoch.0 as i64),
         lease.map(|l| l.expires_at.0),
+        lease.and_then(|l| l.runner.as_ref()).map(|r| r.as_str()),
         t.ready_at.0,
         t.cancel_requested,
         t.exit_code,
@@ -491,8 +495,8 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
          metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
-         auto_commit, keep_worktree) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?)",
+         auto_commit, keep_worktree, fallback) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -512,6 +516,13 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
         task.spec.workspace.as_ref().and_then(|w| w.base.as_deref()),
         task.spec.workspace.as_ref().is_some_and(|w| w.auto_commit),
         task.spec.workspace.as_ref().map(|w| w.keep.as_str()),
+        (!task.spec.fallback.is_empty()).then(|| task
+            .spec
+            .fallback
+            .iter()
+            .map(RunnerName::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")),
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
@@ -653,44 +664,151 @@ pub fn claim_tasks(
         Admit::Yes => {}
     }
     let offer = agent.offer();
-    let mut open_runners = Vec::new();
+    // Runners taken out of service, or whose breaker hands out nothing: their
+    // tasks wait, or go to a fallback runner that can run now.
+    let mut blocked: Vec<(String, String)> = disabled_runners(c)?
+        .into_iter()
+        .map(|d| (d.name.to_string(), format!("{} is disabled: {}", d.name, d.reason)))
+        .collect();
+    for b in breakers(c)?.iter().filter(|b| b.scope == BreakerScope::Runner) {
+        if !blocked.iter().any(|(n, _)| *n == b.name)
+            && load_for_claim(c, b.scope, &b.name)?.admits(now, policy) == Admit::No
+        {
+            blocked.push((b.name.clone(), format!("runner {}'s circuit is open", b.name)));
+        }
+    }
+    let is_blocked = |r: &str| blocked.iter().any(|(n, _)| n == r);
+    let mut usable = Vec::new();
     let mut probe_runners = Vec::new();
-    for runner in &offer.runners {
+    for runner in offer.runners.iter().filter(|r| !is_blocked(r.as_str())) {
         match load_for_claim(c, BreakerScope::Runner, runner.as_str())?.admits(now, policy) {
-            Admit::Yes => open_runners.push(runner.as_str()),
+            Admit::Yes => usable.push(runner.as_str()),
             Admit::Probe => probe_runners.push(runner.as_str()),
             Admit::No => {}
         }
     }
     let caps: Vec<&str> = offer.capabilities.iter().map(|c| c.as_str()).collect();
-    let mut candidates = queued_for(c, &open_runners, &caps, now, free)?;
+    let mut candidates = queued_for(c, &usable, &caps, now, free)?;
     // A runner whose breaker has cooled lets one task through, as its probe.
     for runner in &probe_runners {
         candidates.extend(queued_for(c, &[runner], &caps, now, 1)?);
     }
+    let blocked_names: Vec<&str> = blocked.iter().map(|(n, _)| n.as_str()).collect();
+    candidates.extend(queued_for_fallback(c, &blocked_names, &usable, &caps, now, free)?);
     candidates.sort_by_key(|t| (t.spec.priority.rank(), t.created_at, t.id.clone()));
     candidates.truncate(free as usize);
     let mut claimed = Vec::with_capacity(candidates.len());
     for mut task in candidates {
-        let req = muster_core::Requirements { runner: &task.spec.runner, capabilities: &task.spec.capabilities };
-        if !offer.can_run(req) {
+        // Its own runner, or the first of its fallbacks this agent can run now.
+        let fallback = if is_blocked(task.spec.runner.as_str()) {
+            task.spec.fallback.iter().find(|f| usable.contains(&f.as_str())).cloned()
+        } else {
+            None
+        };
+        let runner = fallback.clone().unwrap_or_else(|| task.spec.runner.clone());
+        let req = muster_core::Requirements { runner: &runner, capabilities: &task.spec.capabilities };
+        if !offer.can_run(req) || (is_blocked(runner.as_str())) {
             // The query and the core must agree; never hand out a task the core refuses.
             tracing::error!(task_id = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
             continue;
         }
         task.assign(name, now, accept_within).map_err(refused)?;
+        if let Some(lease) = task.lease.as_mut() {
+            lease.runner = fallback.clone();
+        }
         save_task(c, &task)?;
-        task_event(c, now, "task.assigned", &task, None)?;
+        task_event(c, now, "task.assigned", &task, fallback.as_ref().map(|f| format!("runner {f}")).as_deref())?;
+        if let Some(f) = &fallback {
+            let why = blocked.iter().find(|(n, _)| n == task.spec.runner.as_str()).map_or("", |(_, w)| w.as_str());
+            task_event(c, now, "task.fallback", &task, Some(&format!("{why}; runs on {f}")))?;
+        }
         if agent_admits == Admit::Probe {
             probe(c, &mut agent_breaker, &task, now)?;
         }
-        if probe_runners.contains(&task.spec.runner.as_str()) {
-            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, task.spec.runner.as_str())?;
+        if probe_runners.contains(&runner.as_str()) {
+            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, runner.as_str())?;
             probe(c, &mut runner_breaker, &task, now)?;
         }
         claimed.push(task);
     }
     Ok(claimed)
+}
+
+/// Up to `limit` due tasks whose runner is `blocked` and that name a fallback in `usable`.
+fn queued_for_fallback(
+    c: &Connection,
+    blocked: &[&str],
+    usable: &[&str],
+    caps: &[&str],
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<Task>> {
+    if blocked.is_empty() || usable.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let placeholders = |n: usize| vec!["?"; n].join(", ");
+    let names = vec!["instr(' ' || t.fallback || ' ', ' ' || ? || ' ') > 0"; usable.len()].join(" OR ");
+    let sql = format!(
+        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
+         AND t.fallback IS NOT NULL AND runner IN ({}) AND ({names}) \
+         AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
+         ORDER BY priority, seq LIMIT ?",
+        placeholders(blocked.len()),
+        placeholders(caps.len()),
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
+    args.extend(blocked.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
+    args.extend(usable.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
+    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
+    args.push(i64::from(limit).into());
+    Ok(c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The runner a task's current lease runs it with.
+fn effective_runner(task: &Task) -> RunnerName {
+    task.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| task.spec.runner.clone())
+}
+
+// -- runners out of service ------------------------------------------------------------
+
+pub fn disabled_runners(c: &Connection) -> Result<Vec<DisabledRunner>> {
+    let mut stmt = c.prepare_cached("SELECT name, reason, by, at FROM runners_disabled ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        let name: String = r.get(0)?;
+        Ok(DisabledRunner {
+            name: RunnerName::parse(&name).map_err(|e| corrupt("runner", e))?,
+            reason: r.get(1)?,
+            by: r.get(2)?,
+            at: Millis(r.get(3)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn runner_event(c: &Connection, now: Millis, kind: &str, detail: &str) -> Result<()> {
+    let row = EventRow { task: None, agent: None, epoch: None, state: None, detail: Some(detail) };
+    insert_event_row(c, now, kind, row)
+}
+
+pub fn disable_runner(c: &Connection, name: &RunnerName, reason: &str, by: &str, now: Millis) -> Result<()> {
+    let reason = clip(reason.trim(), 500);
+    if reason.is_empty() {
+        return Err(StoreError::Invalid(Invalid::new("reason", "must say why the runner is disabled")));
+    }
+    c.prepare_cached(
+        "INSERT INTO runners_disabled (name, reason, by, at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at",
+    )?
+    .execute(params![name.as_str(), reason, by, now.0])?;
+    runner_event(c, now, "runner.disabled", &format!("{name}: {reason} (by {by})"))
+}
+
+pub fn enable_runner(c: &Connection, name: &RunnerName, by: &str, now: Millis) -> Result<()> {
+    let gone = c.prepare_cached("DELETE FROM runners_disabled WHERE name = ?")?.execute([name.as_str()])?;
+    if gone == 0 {
+        return Err(StoreError::not_found("disabled runner", name));
+    }
+    runner_event(c, now, "runner.enabled", &format!("{name} (by {by})"))
 }
 
 /// Up to `limit` due tasks for these runners whose capabilities are all in `caps`, in dispatch order.
@@ -804,11 +922,12 @@ fn record_breakers(
     c: &Connection,
     task: &Task,
     agent: &AgentName,
+    runner: &RunnerName,
     verdict: Option<bool>,
     now: Millis,
     policy: Policy,
 ) -> Result<()> {
-    for (scope, name) in [(BreakerScope::Agent, agent.as_str()), (BreakerScope::Runner, task.spec.runner.as_str())] {
+    for (scope, name) in [(BreakerScope::Agent, agent.as_str()), (BreakerScope::Runner, runner.as_str())] {
         let mut b = load_breaker(c, scope, name)?;
         let before = b.clone();
         let change = match verdict {
@@ -893,9 +1012,18 @@ pub fn start_task(
     let number: i64 =
         c.query_row("SELECT COUNT(*) + 1 FROM attempts WHERE task_id = ?", [id.as_str()], |r| r.get(0))?;
     c.prepare_cached(
-        "INSERT INTO attempts (task_id, epoch, number, agent, started_at, waited_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO attempts (task_id, epoch, number, agent, started_at, waited_ms, runner) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![id.as_str(), epoch.0 as i64, number, agent.as_str(), now.0, waited])?;
+    .execute(params![
+        id.as_str(),
+        epoch.0 as i64,
+        number,
+        agent.as_str(),
+        now.0,
+        waited,
+        effective_runner(&task).as_str()
+    ])?;
     task_event(c, now, "task.started", &task, Some(&format!("attempt {number}")))?;
     Ok(task)
 }
@@ -965,6 +1093,7 @@ pub fn finish_task(
             return Ok((task, FinishResult::Duplicate));
         }
     }
+    let ran_with = effective_runner(&task);
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
@@ -979,7 +1108,7 @@ pub fn finish_task(
         RunOutcome::Failed { .. } | RunOutcome::TimedOut => Some(false),
         RunOutcome::Cancelled => None,
     };
-    record_breakers(c, &task, agent, verdict, now, policy)?;
+    record_breakers(c, &task, agent, &ran_with, verdict, now, policy)?;
     let kind = match finished {
         Finished::Succeeded => "task.succeeded",
         Finished::RetryScheduled { .. } => "task.retry_scheduled",
@@ -1019,6 +1148,7 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
         let epoch = task.epoch;
         let was_running = task.state == TaskState::Running;
         let holder = task.lease.as_ref().map(|l| l.agent.clone());
+        let ran_with = effective_runner(&task);
         let reclaimed = task.reclaim(now).map_err(refused)?;
         save_task(c, &task)?;
         if was_running {
@@ -1027,7 +1157,7 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
         if let (Some(holder), Some(policy)) = (&holder, policy) {
             // A run that went silent counts against its agent and runner; an
             // assignment never accepted says nothing about either.
-            record_breakers(c, &task, holder, was_running.then_some(false), now, policy)?;
+            record_breakers(c, &task, holder, &ran_with, was_running.then_some(false), now, policy)?;
         }
         let kind = match reclaimed {
             Reclaimed::Requeued => "task.reclaimed",
@@ -1221,7 +1351,7 @@ pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow
     let key = match by {
         CostGroup::Task => "a.task_id",
         CostGroup::Agent => "a.agent",
-        CostGroup::Runner => "t.runner",
+        CostGroup::Runner => "COALESCE(a.runner, t.runner)",
         CostGroup::Day => "strftime('%Y-%m-%d', a.finished_at / 1000, 'unixepoch')",
     };
     let sql = format!(
@@ -1387,7 +1517,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
          ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, NULL, ws_diff_truncated, \
-         ws_kept_at, ws_error, live, live_detail, ws_snapshot FROM attempts WHERE task_id = ? ORDER BY number",
+         ws_kept_at, ws_error, live, live_detail, ws_snapshot, runner FROM attempts WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -1422,6 +1552,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             latest_step: r.get(12)?,
             live: r.get(36)?,
             live_detail: r.get(37)?,
+            runner: r.get(39)?,
             report,
             workspace: match r.get::<_, Option<String>>(25)? {
                 Some(repo) => Some(WorkspaceRecord {

@@ -223,6 +223,18 @@ CREATE TABLE breakers (
     PRIMARY KEY (scope, name)
 ) WITHOUT ROWID;
 "#,
+    // 13: fallback runners, the runner a lease and an attempt used, runners taken out of service.
+    r#"
+ALTER TABLE tasks ADD COLUMN fallback TEXT;
+ALTER TABLE tasks ADD COLUMN lease_runner TEXT;
+ALTER TABLE attempts ADD COLUMN runner TEXT;
+CREATE TABLE runners_disabled (
+    name    TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    by      TEXT NOT NULL,
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -44,6 +44,7 @@ fn spec(prompt: &str) -> TaskSpec {
         idempotency_key: None,
         metadata: None,
         workspace: None,
+        fallback: Vec::new(),
     }
 }
 

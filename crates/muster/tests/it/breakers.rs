@@ -94,3 +94,64 @@ async fn an_operator_resets_a_breaker_and_work_flows_again() {
     let (status, bad) = hub.request(reqwest::Method::POST, "/breakers/planet/x/reset", None).await;
     assert_eq!((status, &bad["field"]), (400, &json!("scope")), "{bad}");
 }
+
+/// An agent offering the `alt` runner: bash, like `shell`, under another name.
+async fn alt_agent(hub: &Hub, name: &str, dir: &std::path::Path) -> crate::harness::Agent {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, "[runners.alt]\nargv = [\"bash\", \"{prompt_file}\"]\nprompt = \"file\"\n")
+        .expect("the agent config");
+    let token = hub.add_agent(name, &[]).await;
+    let agent = crate::harness::Agent::spawn_with(
+        &hub.url,
+        name,
+        &token,
+        crate::harness::AgentOpts { runners: &[], config: Some(&config), ..Default::default() },
+    );
+    hub.wait_connected(name).await;
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_runner_or_an_open_circuit_routes_tasks_to_their_fallback() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = hub.cli(&["config", "set", "breaker.failures=1", "breaker.cooldown=1h"]).await;
+    assert_eq!(code, 0, "{err}");
+    let _shell = hub.agent("w1", 2, &[]).await;
+    let _alt = alt_agent(&hub, "w2", dir.path()).await;
+
+    // Disabled: tasks with a fallback use it; tasks without wait.
+    let (code, _, err) = hub.cli(&["runner", "disable", "shell", "--reason", "provider outage"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (_, list, _) = hub.cli(&["runner", "list"]).await;
+    assert!(
+        list.lines().any(|l| l.starts_with("shell") && l.contains("disabled") && l.contains("provider outage")),
+        "{list}"
+    );
+    let (code, id, err) = hub.cli(&["task", "add", "--runner", "shell", "--fallback", "alt", "echo rerouted"]).await;
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    assert_eq!((&task["attempts_detail"][0]["runner"], &task["agent"]), (&json!("alt"), &json!("w2")), "{task}");
+    let fell_back = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "task.fallback");
+    assert_eq!(fell_back.expect("a task.fallback event")["detail"], "shell is disabled: provider outage; runs on alt");
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("runner        shell (fallback alt)"), "{shown}");
+    let (code, _, err) = hub.cli(&["task", "add", "--runner", "shell", "--fallback", "nope", "true"]).await;
+    assert_eq!(code, 2, "an unknown fallback is refused: {err}");
+    assert!(err.contains("fallback"), "{err}");
+    let (code, _, err) = hub.cli(&["runner", "enable", "shell"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = hub.cli(&["runner", "enable", "shell"]).await;
+    assert_eq!(code, 3, "enabling an enabled runner says so");
+
+    // An open circuit does the same, with its own reason.
+    let failing = hub.add_task(json!({ "prompt": "exit 4", "runner": "shell", "max_attempts": 1 })).await;
+    hub.wait_state(&failing, &["failed"]).await;
+    let id = hub.add_task(json!({ "prompt": "echo rerouted", "runner": "shell", "fallback": ["alt"] })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["attempts_detail"][0]["runner"], "alt", "{task}");
+    let fell_back = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "task.fallback");
+    assert_eq!(fell_back.expect("a task.fallback event")["detail"], "runner shell's circuit is open; runs on alt");
+}
