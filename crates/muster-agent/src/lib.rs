@@ -551,6 +551,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         output_truncated: f.output_truncated,
         report: f.report.clone(),
         workspace: f.workspace.clone().map(Box::new),
+        limit: f.limit.clone(),
     }
 }
 

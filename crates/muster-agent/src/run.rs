@@ -7,7 +7,7 @@ use crate::redact::Redactor;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
 use muster_proto::api::WorkspaceView;
-use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, RunReport, StepMsg, WorkspaceReport};
+use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, ProviderLimit, RunReport, StepMsg, WorkspaceReport};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -60,6 +60,8 @@ pub struct Finished {
     pub report: Option<RunReport>,
     /// The run's worktree and what changed in it.
     pub workspace: Option<WorkspaceReport>,
+    /// The provider limited the run: the hub requeues it without spending an attempt.
+    pub limit: Option<ProviderLimit>,
 }
 
 /// Why a run is being stopped from outside.
@@ -124,6 +126,7 @@ pub async fn execute(
         output_truncated: truncated,
         report: None,
         workspace: None,
+        limit: None,
     };
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
@@ -287,6 +290,14 @@ pub async fn execute(
         let mut report = crate::stream::run_report(s);
         report.result = report.result.map(|text| redactor.redact(&text).into_owned());
         f.report = Some(report);
+        if f.outcome == "failed" {
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            f.limit = crate::stream::provider_limit(s, now_ms).map(|mut l| {
+                l.message = redactor.redact(&l.message).into_owned();
+                l
+            });
+        }
     }
     if let Some(f) = result.as_mut() {
         f.reason = f.reason.take().map(|why| redactor.redact(&why).into_owned());

@@ -1474,8 +1474,9 @@ pub async fn runner(conn: &ConnArgs, cmd: RunnerCmd) -> CliResult {
             }
             let mut t = Table::new(&["RUNNER", "STATUS", "AGENTS", "WHY"]);
             for r in &all {
-                let why = match (&r.disabled_reason, &r.disabled_by) {
-                    (Some(reason), Some(by)) => format!("{reason} (by {by}, {})", dash(r.disabled_at.as_ref())),
+                let why = match (&r.disabled_reason, &r.disabled_by, &r.until) {
+                    (Some(reason), Some(by), Some(until)) => format!("{reason} (by {by}; until {until})"),
+                    (Some(reason), Some(by), None) => format!("{reason} (by {by}, {})", dash(r.disabled_at.as_ref())),
                     _ => "-".into(),
                 };
                 t.row(vec![

@@ -417,6 +417,36 @@ impl Task {
         Ok(self.after_failed_attempt(now, backoff, matches!(outcome, RunOutcome::Cancelled)))
     }
 
+    /// The run hit its provider's rate or usage limit: the task goes back to
+    /// the queue until `until` and the attempt it used is given back, since
+    /// the limit says nothing about the task. A cancel asked for meanwhile
+    /// still ends it.
+    pub fn limited(
+        &mut self,
+        agent: &AgentName,
+        epoch: Epoch,
+        reason: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Finished, Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Running {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a running task can be limited" });
+        }
+        self.lease = None;
+        self.updated_at = now;
+        self.exit_code = None;
+        self.reason = Some(format!("limited: {reason}"));
+        if self.cancel_requested {
+            self.end(TaskState::Cancelled, now);
+            return Ok(Finished::Cancelled);
+        }
+        self.attempts = self.attempts.saturating_sub(1);
+        self.state = TaskState::Queued;
+        self.ready_at = until.max(now);
+        Ok(Finished::RetryScheduled { ready_at: self.ready_at })
+    }
+
     fn after_failed_attempt(&mut self, now: Millis, backoff: Duration, cancelled: bool) -> Finished {
         if self.cancel_requested || cancelled {
             self.end(TaskState::Cancelled, now);
@@ -505,5 +535,37 @@ impl Task {
         self.reason = Some("retried".to_owned());
         self.updated_at = now;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod limited_tests {
+    use super::*;
+
+    #[test]
+    fn a_limited_run_gives_its_attempt_back_and_waits_for_the_reset() {
+        let spec = TaskSpec {
+            prompt: "p".into(),
+            runner: RunnerName::parse("claude").unwrap(),
+            capabilities: vec![],
+            priority: Priority::Normal,
+            timeout: Duration::from_secs(60),
+            max_attempts: 1,
+            idempotency_key: None,
+            metadata: None,
+            workspace: None,
+            fallback: vec![],
+        };
+        let agent = AgentName::parse("a").unwrap();
+        let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));
+        task.assign(&agent, Millis(0), Duration::from_secs(10)).unwrap();
+        let epoch = task.epoch;
+        task.start(&agent, epoch, Millis(1), Duration::from_secs(30)).unwrap();
+        assert_eq!(task.attempts, 1);
+        let r = task.limited(&agent, epoch, "usage limit", Millis(60_000), Millis(2)).unwrap();
+        assert_eq!(r, Finished::RetryScheduled { ready_at: Millis(60_000) });
+        assert_eq!((task.state, task.attempts, task.lease.is_none()), (TaskState::Queued, 0, true));
+        assert_eq!(task.reason.as_deref(), Some("limited: usage limit"));
+        assert!(task.limited(&agent, epoch, "again", Millis(5), Millis(3)).is_err(), "a stale report is refused");
     }
 }

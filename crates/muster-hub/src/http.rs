@@ -456,8 +456,9 @@ async fn runner_views(hub: &Hub) -> ApiResult<Vec<muster_proto::api::RunnerView>
     let breakers = hub.shared.store.breakers().await?;
     let agents = hub.shared.store.list_agents().await?;
     let mut views = Vec::new();
+    let now = hub.now();
     for name in known {
-        let off = disabled.iter().find(|d| d.name == name);
+        let off = disabled.iter().find(|d| d.name == name && d.in_force(now));
         let breaker = breakers
             .iter()
             .find(|b| b.scope == muster_core::breaker::Scope::Runner && b.name == name.as_str())
@@ -468,6 +469,7 @@ async fn runner_views(hub: &Hub) -> ApiResult<Vec<muster_proto::api::RunnerView>
             .map(|a| a.name.to_string())
             .collect();
         let status = match (off, breaker) {
+            (Some(d), _) if d.until.is_some() => "limited",
             (Some(_), _) => "disabled",
             (None, Some(muster_core::breaker::State::Open)) => "circuit open",
             (None, Some(muster_core::breaker::State::HalfOpen)) => "half-open",
@@ -481,6 +483,7 @@ async fn runner_views(hub: &Hub) -> ApiResult<Vec<muster_proto::api::RunnerView>
             disabled_reason: off.map(|d| d.reason.clone()),
             disabled_by: off.map(|d| d.by.clone()),
             disabled_at: off.map(|d| timestamp(d.at)),
+            until: off.and_then(|d| d.until).map(timestamp),
             breaker: breaker.map(|s| s.as_str().to_owned()),
         });
     }

@@ -408,7 +408,17 @@ impl Conn {
                     self.refused(&id, epoch, "steps", e).await;
                 }
             }
-            AgentMsg::Finished { task, epoch, outcome, exit_code, reason, output_truncated, report, workspace } => {
+            AgentMsg::Finished {
+                task,
+                epoch,
+                outcome,
+                exit_code,
+                reason,
+                output_truncated,
+                report,
+                workspace,
+                limit,
+            } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
                 let outcome_name = outcome.clone();
@@ -432,6 +442,29 @@ impl Conn {
                     workspace: workspace.map(|w| workspace_record(*w)),
                 };
                 let spent = details.report.as_ref().map(|r| (r.tokens, r.cost_micro_usd));
+                if let Some(limit) = limit {
+                    // The provider said no: back to the queue until the reset, no attempt spent.
+                    let until = match limit.reset_at_ms {
+                        Some(ms) => muster_core::Millis(i64::try_from(ms).unwrap_or(i64::MAX))
+                            .clamp(now.plus(LIMIT_MIN_WAIT), now.plus(LIMIT_MAX_WAIT)),
+                        None => now.plus(LIMIT_DEFAULT_WAIT),
+                    };
+                    match store.limit_task(&self.name, &id, epoch, &limit.message, until, details, now).await {
+                        Ok((task, result)) => {
+                            if result != FinishResult::Duplicate {
+                                self.hub.metrics().outcomes.with(&["limited"]).inc();
+                                tracing::warn!(
+                                    task_id = %id, runner = %task.spec.runner, until = until.0, message = %limit.message,
+                                    "the provider limited the run; requeued without spending an attempt"
+                                );
+                            }
+                            self.reply(HubMsg::Ack { task: id.to_string(), epoch: epoch.0 });
+                            self.hub.wake_dispatcher();
+                        }
+                        Err(e) => self.refused(&id, epoch, "finished", e).await,
+                    }
+                    return;
+                }
                 match store.finish_task(&self.name, &id, epoch, &outcome, details, now, backoff).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
@@ -540,6 +573,12 @@ fn workspace_record(w: muster_proto::ws::WorkspaceReport) -> WorkspaceRecord {
         snapshot: w.snapshot,
     }
 }
+
+/// How long a limited runner rests when its provider named no reset, and the
+/// bounds on a reset it did name.
+const LIMIT_DEFAULT_WAIT: Duration = Duration::from_secs(60);
+const LIMIT_MIN_WAIT: Duration = Duration::from_secs(1);
+const LIMIT_MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// A random number in `[0, 1)` for retry jitter.
 fn jitter() -> f64 {

@@ -310,13 +310,16 @@ pub struct AttemptView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerView {
     pub name: String,
-    /// `available`, `disabled`, `circuit open`, `half-open` or `no agent`.
+    /// `available`, `disabled`, `limited`, `circuit open`, `half-open` or `no agent`.
     pub status: String,
     /// Connected agents that offer it and whose doctor passed it.
     pub agents: Vec<String>,
     pub disabled_reason: Option<String>,
     pub disabled_by: Option<String>,
     pub disabled_at: Option<String>,
+    /// For a runner its provider limited: when it is back in service by itself.
+    #[serde(default)]
+    pub until: Option<String>,
     /// Its circuit breaker, when it has seen a failure.
     pub breaker: Option<String>,
 }

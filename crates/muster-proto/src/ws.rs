@@ -117,6 +117,10 @@ pub enum AgentMsg {
         /// The run's worktree and what changed in it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workspace: Option<Box<WorkspaceReport>>,
+        /// The provider refused the run for a rate or usage limit: the task
+        /// goes back to the queue without spending an attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<ProviderLimit>,
     },
 }
 
@@ -168,6 +172,17 @@ pub struct WorkspaceReport {
     /// The ref holding what the run left uncommitted (`refs/muster/<task>/<epoch>`).
     #[serde(default)]
     pub snapshot: Option<String>,
+}
+
+/// A provider's rate or usage limit, as a run reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimit {
+    /// The agent's own words.
+    pub message: String,
+    /// When the limit resets, in milliseconds since the Unix epoch, if the message said.
+    #[serde(default)]
+    pub reset_at_ms: Option<u64>,
 }
 
 /// A coding agent's account of a run.

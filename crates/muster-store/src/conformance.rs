@@ -110,6 +110,7 @@ cases!($
     breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
     a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
     a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them,
+    a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_until_the_reset,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,
@@ -2526,4 +2527,41 @@ pub async fn a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them(st
 
     let bad = TaskSpec { runner: claude.clone(), fallback: vec![claude.clone()], ..spec("self") };
     assert_eq!(bad.validate().map_err(|e| e.field), Err("fallback"), "a task cannot fall back on its own runner");
+}
+
+pub async fn a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_until_the_reset(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = register(s, "a", &[], at(0)).await;
+    connect(s, &a, &["claude", "codex"], &[], 4, at(0)).await;
+    let claude = runners(&["claude"]).remove(0);
+    let limited = submit(s, 1, with_attempts(TaskSpec { runner: claude.clone(), ..spec("limited") }, 1), at(0)).await;
+    let e = assign(s, &a, &limited, at(1)).await;
+    ok("start_task", s.start_task(&a, &limited, e, at(1), LEASE).await);
+    let other = submit(s, 2, TaskSpec { runner: claude.clone(), ..spec("waits for the reset") }, at(1)).await;
+
+    let mark = last_seq(s).await;
+    let (task, result) = ok(
+        "limit_task",
+        s.limit_task(&a, &limited, e, "usage limit reached", at(600), RunDetails::default(), at(2)).await,
+    );
+    assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at: at(600) }));
+    assert_eq!((task.state, task.attempts, task.ready_at), (TaskState::Queued, 0, at(600)), "no attempt spent");
+    let events = assert_events(s, mark, &["task.limited", "runner.limited"], "limit_task").await;
+    assert!(events[1].detail.as_deref().is_some_and(|d| d.starts_with("claude until ")), "{events:?}");
+    assert_eq!(attempts(s, &limited).await[0].outcome.as_deref(), Some("limited"));
+    let (_, again) = ok(
+        "limit_task",
+        s.limit_task(&a, &limited, e, "usage limit reached", at(600), RunDetails::default(), at(3)).await,
+    );
+    assert_eq!(again, FinishResult::Duplicate, "a resend is answered, not applied twice");
+
+    assert!(claim(s, &a, at(10)).await.is_empty(), "the runner rests until the reset");
+    assert_eq!(claim(s, &a, at(601)).await.len(), 2, "dispatch resumes by itself after the reset: {other}");
+    let off = ok("disabled_runners", s.disabled_runners().await);
+    assert!(off.iter().all(|d| !d.in_force(at(601))), "{off:?}");
+
+    // An operator's disable replaces an expired limit and holds until someone enables the runner.
+    ok("disable_runner", s.disable_runner(&claude, "maintenance", "ops", at(602)).await);
+    let off = ok("disabled_runners", s.disabled_runners().await);
+    assert_eq!(off[0].until, None);
 }

@@ -210,7 +210,22 @@ pub trait Store: Send + Sync + 'static {
     /// with fallbacks use them), with a `runner.disabled` event. Disabling a
     /// disabled runner replaces its reason.
     async fn disable_runner(&self, name: &muster_core::RunnerName, reason: &str, by: &str, now: Millis) -> Result<()>;
-    /// Puts a disabled runner back in service, with a `runner.enabled` event.
+    /// A run's provider limited it (rate or usage limit): the task goes back
+    /// to the queue until `until` without spending an attempt (`task.limited`),
+    /// and its runner is out of service until then (`runner.limited`), unless
+    /// an operator disabled it already. A resend is `Duplicate`.
+    #[allow(clippy::too_many_arguments)] // each is one fact of the report
+    async fn limit_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        reason: &str,
+        until: Millis,
+        details: RunDetails,
+        now: Millis,
+    ) -> Result<(Task, FinishResult)>;
+    /// Puts a disabled or limited runner back in service, with a `runner.enabled` event.
     async fn enable_runner(&self, name: &muster_core::RunnerName, by: &str, now: Millis) -> Result<()>;
     async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>>;
     /// When circuit breakers open and how long they stay open; applied to

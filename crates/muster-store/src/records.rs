@@ -246,6 +246,15 @@ pub struct DisabledRunner {
     pub reason: String,
     pub by: String,
     pub at: Millis,
+    /// Back in service at this time by itself (a provider's limit); `None`
+    /// until an operator enables it.
+    pub until: Option<Millis>,
+}
+
+impl DisabledRunner {
+    pub fn in_force(&self, now: Millis) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
 }
 
 /// What an agent reports of a run beyond its outcome.

@@ -13,10 +13,12 @@
 
 mod claude;
 mod codex;
+mod limits;
 mod recorder;
 
 pub use claude::Claude;
 pub use codex::Codex;
+pub use limits::provider_limit;
 pub use recorder::{Recorder, run_report, verdict};
 
 /// Lines longer than this are skipped (their length is noted).

@@ -600,6 +600,20 @@ impl Store for SqliteStore {
         self.write(move |c| ops::disable_runner(c, &name, &reason, &by, now)).await
     }
 
+    async fn limit_task(
+        &self,
+        agent: &AgentName,
+        id: &TaskId,
+        epoch: Epoch,
+        reason: &str,
+        until: Millis,
+        details: RunDetails,
+        now: Millis,
+    ) -> Result<(Task, FinishResult)> {
+        let (agent, id, reason) = (agent.clone(), id.clone(), reason.to_owned());
+        self.write(move |c| ops::limit_task(c, &agent, &id, epoch, &reason, until, &details, now)).await
+    }
+
     async fn enable_runner(&self, name: &RunnerName, by: &str, now: Millis) -> Result<()> {
         let (name, by) = (name.clone(), by.to_owned());
         self.write(move |c| ops::enable_runner(c, &name, &by, now)).await

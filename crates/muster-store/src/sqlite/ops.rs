@@ -668,7 +668,11 @@ pub fn claim_tasks(
     // tasks wait, or go to a fallback runner that can run now.
     let mut blocked: Vec<(String, String)> = disabled_runners(c)?
         .into_iter()
-        .map(|d| (d.name.to_string(), format!("{} is disabled: {}", d.name, d.reason)))
+        .filter(|d| d.in_force(now))
+        .map(|d| match d.until {
+            Some(_) => (d.name.to_string(), format!("{} is limited: {}", d.name, d.reason)),
+            None => (d.name.to_string(), format!("{} is disabled: {}", d.name, d.reason)),
+        })
         .collect();
     for b in breakers(c)?.iter().filter(|b| b.scope == BreakerScope::Runner) {
         if !blocked.iter().any(|(n, _)| *n == b.name)
@@ -772,7 +776,7 @@ fn effective_runner(task: &Task) -> RunnerName {
 // -- runners out of service ------------------------------------------------------------
 
 pub fn disabled_runners(c: &Connection) -> Result<Vec<DisabledRunner>> {
-    let mut stmt = c.prepare_cached("SELECT name, reason, by, at FROM runners_disabled ORDER BY name")?;
+    let mut stmt = c.prepare_cached("SELECT name, reason, by, at, until FROM runners_disabled ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         let name: String = r.get(0)?;
         Ok(DisabledRunner {
@@ -780,6 +784,7 @@ pub fn disabled_runners(c: &Connection) -> Result<Vec<DisabledRunner>> {
             reason: r.get(1)?,
             by: r.get(2)?,
             at: Millis(r.get(3)?),
+            until: ms(r.get(4)?),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -796,11 +801,87 @@ pub fn disable_runner(c: &Connection, name: &RunnerName, reason: &str, by: &str,
         return Err(StoreError::Invalid(Invalid::new("reason", "must say why the runner is disabled")));
     }
     c.prepare_cached(
-        "INSERT INTO runners_disabled (name, reason, by, at) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at",
+        "INSERT INTO runners_disabled (name, reason, by, at, until) VALUES (?, ?, ?, ?, NULL) \
+         ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at, until = NULL",
     )?
     .execute(params![name.as_str(), reason, by, now.0])?;
     runner_event(c, now, "runner.disabled", &format!("{name}: {reason} (by {by})"))
+}
+
+/// Applies a run's report that its provider limited it: the task goes back to
+/// the queue until `until` without spending an attempt, and its runner is out
+/// of service until then (unless an operator already took it out for good).
+#[allow(clippy::too_many_arguments)] // each is one fact of the report
+pub fn limit_task(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    reason: &str,
+    until: Millis,
+    details: &RunDetails,
+    now: Millis,
+) -> Result<(Task, FinishResult)> {
+    let mut task = load_task(c, id)?;
+    if adopt_lost_accept(c, agent, &task, epoch, now, Duration::ZERO)? {
+        task = load_task(c, id)?;
+    }
+    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
+    if !held {
+        let applied: Option<(String, Option<String>)> = c
+            .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
+            .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((by, Some(recorded))) = applied
+            && by == agent.as_str()
+            && recorded == "limited"
+        {
+            return Ok((task, FinishResult::Duplicate));
+        }
+    }
+    let reason = clip(reason.trim(), 500);
+    let runner = effective_runner(&task);
+    let finished = task.limited(agent, epoch, &reason, until, now).map_err(refused)?;
+    save_task(c, &task)?;
+    end_attempt(c, &task, epoch, "limited", now)?;
+    // What the run used before it was stopped is still spent.
+    if let Some(report) = &details.report {
+        save_report(c, id, epoch, report)?;
+    }
+    if let Some(w) = &details.workspace {
+        save_workspace(c, id, epoch, w)?;
+    }
+    // A limit says nothing about the agent or the runner working: no verdict.
+    let mut agent_breaker = load_breaker(c, BreakerScope::Agent, agent.as_str())?;
+    agent_breaker.probe_lost(&task.id);
+    let mut runner_breaker = load_breaker(c, BreakerScope::Runner, runner.as_str())?;
+    runner_breaker.probe_lost(&task.id);
+    for b in [&agent_breaker, &runner_breaker] {
+        if breaker_exists(c, b.scope, &b.name)? {
+            save_breaker(c, b, now)?;
+        }
+    }
+    let (kind, detail) = match finished {
+        Finished::Cancelled => ("task.cancelled", format!("limited: {reason}")),
+        _ => ("task.limited", format!("{reason}; back in the queue at {} ms, no attempt spent", until.0)),
+    };
+    task_event(c, now, kind, &task, Some(&detail))?;
+    let limited = c
+        .prepare_cached(
+            "INSERT INTO runners_disabled (name, reason, by, at, until) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at, \
+             until = MAX(excluded.until, runners_disabled.until) WHERE runners_disabled.until IS NOT NULL",
+        )?
+        .execute(params![runner.as_str(), reason, format!("agent {agent}"), now.0, until.0])?;
+    if limited > 0 {
+        runner_event(
+            c,
+            now,
+            "runner.limited",
+            &format!("{runner} until {} ms: {reason} (reported by agent {agent})", until.0),
+        )?;
+    }
+    Ok((task, FinishResult::Applied(finished)))
 }
 
 pub fn enable_runner(c: &Connection, name: &RunnerName, by: &str, now: Millis) -> Result<()> {

@@ -235,6 +235,10 @@ CREATE TABLE runners_disabled (
     at      INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 14: a runner limited by its provider is out of service until a time.
+    r#"
+ALTER TABLE runners_disabled ADD COLUMN until INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

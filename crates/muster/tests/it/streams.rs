@@ -13,13 +13,16 @@ use serde_json::{Value, json};
 /// the code a final `EXIT <n>` line gives (0 without one). `NOEOL <text>`
 /// prints text with no newline; `HUGE <n>` a JSON line padded by n bytes;
 /// after `FIRST_TIME_ONLY <path>`, `WAIT` lines are skipped when the path
-/// already existed (a retry goes straight through).
+/// already existed (a retry goes straight through), and `FIRST <line>` is
+/// printed only the first time, `AGAIN <line>` only after.
 const REPLAY: &str = r#"code=0
 while IFS= read -r l || [ -n "$l" ]; do
   case "$l" in
     "WAIT "*) [ -n "$skip" ] || { f=${l#WAIT }; while [ ! -e "$f" ]; do sleep 0.02; done; } ;;
     "EXIT "*) code=${l#EXIT } ;;
     "NOEOL "*) printf '%s' "${l#NOEOL }" ;;
+    "FIRST "*) [ -n "$skip" ] || printf '%s\n' "${l#FIRST }" ;;
+    "AGAIN "*) [ -z "$skip" ] || printf '%s\n' "${l#AGAIN }" ;;
     "FIRST_TIME_ONLY "*) f=${l#FIRST_TIME_ONLY }; if [ -e "$f" ]; then skip=1; else touch "$f"; fi ;;
     "HUGE "*) printf '{"type":"assistant","pad":"'; head -c "${l#HUGE }" /dev/zero | tr '\0' x; printf '"}\n' ;;
     *) printf '%s\n' "$l" ;;
@@ -379,4 +382,56 @@ async fn secrets_never_leave_the_agent_in_output_steps_reports_or_diffs() {
         assert!(text.contains("[REDACTED]"), "{what} says what was redacted: {text}");
     }
     assert!(steps.contains("Authorization: Bearer [REDACTED]"), "{steps}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_limit_requeues_the_task_without_spending_an_attempt_and_dispatch_resumes_after_the_reset() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "claude").await;
+    let marker = dir.path().join("limited-once");
+    let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3;
+    let limit = json!({"type":"result","subtype":"success","is_error":true,"num_turns":1,
+        "result":format!("Claude AI usage limit reached|{reset}"),"usage":{"input_tokens":12,"output_tokens":0}});
+    let ok = json!({"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"done"});
+    let init = json!({"type":"system","subtype":"init","session_id":"s-1","model":"m"});
+    let stream = format!("{init}\nFIRST_TIME_ONLY {}\nFIRST {limit}\nAGAIN {ok}\n", path_str(&marker));
+    // One attempt allowed: were the limit to spend it, the task would fail.
+    let id = replay(&hub, &stream).await;
+    let limited = hub
+        .wait_until("the limit to be recorded", || async {
+            hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "task.limited")
+        })
+        .await;
+    assert!(
+        limited["detail"].as_str().unwrap().starts_with(&format!("Claude AI usage limit reached|{reset}")),
+        "{limited}"
+    );
+    let (_, list, _) = hub.cli(&["runner", "list"]).await;
+    assert!(list.lines().any(|l| l.starts_with("replay") && l.contains("limited") && l.contains("until")), "{list}");
+
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", task["reason"]);
+    let attempts = task["attempts_detail"].as_array().unwrap();
+    assert_eq!(
+        (attempts[0]["outcome"].as_str(), attempts[1]["outcome"].as_str()),
+        (Some("limited"), Some("succeeded"))
+    );
+    assert_eq!(attempts[0]["report"]["input_tokens"], 12, "what the limited run used is still counted");
+    assert_eq!(
+        (&task["attempts"], &task["max_attempts"]),
+        (&json!(1), &json!(1)),
+        "the limited attempt was given back"
+    );
+    let started = chrono_ms(attempts[1]["started_at"].as_str().unwrap());
+    assert!(started >= (reset as i64) * 1000, "the next run waited for the reset");
+    let kinds: Vec<String> =
+        hub.events("").await.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(kinds.iter().any(|k| k == "runner.limited"), "{kinds:?}");
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp as the hub writes them.
+fn chrono_ms(text: &str) -> i64 {
+    let t = humantime::parse_rfc3339(text).expect("an RFC 3339 timestamp");
+    t.duration_since(std::time::UNIX_EPOCH).expect("after the epoch").as_millis() as i64
 }
