@@ -59,6 +59,10 @@ pub struct RunnerProfile {
     /// attempt fails (overrides the agent's `wedged_after`).
     #[serde(default)]
     pub wedged_after: Option<String>,
+    /// US dollars per million tokens, to estimate a run's cost as it goes
+    /// (for a task's `max_cost_usd`); known models are estimated without it.
+    #[serde(default)]
+    pub prices: Option<crate::stream::Prices>,
 }
 
 /// When a run with no output counts as quiet, and as wedged.
@@ -131,6 +135,7 @@ impl RunnerProfile {
                 format: Some(Format::Claude),
                 quiet_after: None,
                 wedged_after: None,
+                prices: None,
             }),
             // The run's directory is its sandbox's writable root; outside a git
             // repository Codex would refuse to start without the skip flag.
@@ -142,6 +147,7 @@ impl RunnerProfile {
                 format: Some(Format::Codex),
                 quiet_after: None,
                 wedged_after: None,
+                prices: None,
             }),
             // The prompt is a bash script, read from a file so that commands
             // in it that read standard input do not swallow the script.
@@ -153,6 +159,7 @@ impl RunnerProfile {
                 format: None,
                 quiet_after: None,
                 wedged_after: None,
+                prices: None,
             }),
             _ => None,
         }

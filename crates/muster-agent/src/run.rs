@@ -7,12 +7,12 @@ use crate::redact::Redactor;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
 use muster_proto::api::WorkspaceView;
-use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, ProviderLimit, RunReport, StepMsg, WorkspaceReport};
+use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, ProviderLimit, RunBudget, RunReport, StepMsg, WorkspaceReport};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -89,6 +89,8 @@ pub struct RunSpec {
     pub places: Arc<Places>,
     /// When silence makes the run quiet, and wedged.
     pub liveness: Liveness,
+    /// What the run may spend before it is stopped.
+    pub budget: Option<RunBudget>,
 }
 
 /// Tools with which a coding agent asks a person something.
@@ -206,6 +208,7 @@ pub async fn execute(
         waiting: Arc::new(AtomicBool::new(false)),
         stirred: Arc::new(tokio::sync::Notify::new()),
         redactor: redactor.clone(),
+        spend: Arc::new(Spend { budget: spec.budget, prices: spec.profile.prices, over: Mutex::new(None) }),
     };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
@@ -232,6 +235,9 @@ pub async fn execute(
                     _ = output.stirred.notified() => {}
                 }
             } => {
+                if let Some(why) = output.spend.over() {
+                    break End::OverBudget(why);
+                }
                 let idle = output.idle();
                 if idle >= spec.liveness.wedged {
                     break End::Wedged(idle);
@@ -320,6 +326,8 @@ enum End {
     TimedOut,
     /// No output for this long: past the wedged limit.
     Wedged(Duration),
+    /// It spent more than its task allows.
+    OverBudget(String),
     Stopped(Stop),
 }
 
@@ -355,6 +363,7 @@ fn verdict(
         },
         End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
         End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {timeout:?}")), truncated)),
+        End::OverBudget(why) => Some(finished("failed", None, Some(format!("budget: {why}")), truncated)),
         End::Wedged(idle) => Some(finished(
             "failed",
             None,
@@ -392,6 +401,56 @@ struct OutputSink {
     /// Woken when output arrives, so a change of live status is told at once.
     stirred: Arc<tokio::sync::Notify>,
     redactor: Arc<Redactor>,
+    spend: Arc<Spend>,
+}
+
+/// A run's budget, and whether the stream shows it passed.
+struct Spend {
+    budget: Option<RunBudget>,
+    /// The runner's own prices; otherwise the model's list prices, if known.
+    prices: Option<crate::stream::Prices>,
+    over: Mutex<Option<String>>,
+}
+
+impl Spend {
+    fn over(&self) -> Option<String> {
+        self.over.lock().expect("budget lock poisoned").clone()
+    }
+
+    /// Checks what the stream says so far; true when this passed the budget.
+    fn check(&self, s: &Summary) -> bool {
+        let Some(budget) = self.budget else { return false };
+        if self.over().is_some() {
+            return false;
+        }
+        let u = &s.usage;
+        let tokens = u
+            .input_tokens
+            .saturating_add(u.output_tokens)
+            .saturating_add(u.cache_read_tokens)
+            .saturating_add(u.cache_write_tokens);
+        let why = if let Some(max) = budget.max_tokens.filter(|max| tokens > *max) {
+            Some(format!("used {tokens} tokens; the task allows {max} a run"))
+        } else if let Some(max) = budget.max_cost_usd {
+            let reported = s.report.as_ref().and_then(|r| r.cost_usd);
+            let prices = self.prices.or_else(|| s.model.as_deref().and_then(crate::stream::Prices::of_model));
+            let (cost, how) = match (reported, prices) {
+                (Some(c), _) => (Some(c), "as the agent reported it"),
+                (None, Some(p)) => (Some(p.cost_usd(u)), "estimated from its tokens"),
+                (None, None) => (None, ""),
+            };
+            cost.filter(|c| *c > max).map(|c| format!("spent ${c:.4} ({how}); the task allows ${max:.4} a run"))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                *self.over.lock().expect("budget lock poisoned") = Some(why);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl OutputSink {
@@ -481,6 +540,9 @@ async fn pump(
         sink.touch();
         if let Some(r) = recorder.as_mut() {
             sink.steps(r.feed(&buf[..n]));
+            if sink.spend.check(r.summary()) {
+                sink.stirred.notify_one();
+            }
         }
         let left = sink.budget.fetch_sub(n as i64, Ordering::SeqCst);
         let take = if left <= 0 { 0 } else { (left as usize).min(n) };

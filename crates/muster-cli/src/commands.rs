@@ -192,6 +192,12 @@ pub struct TaskAddArgs {
     /// A runner to use while --runner is disabled or its circuit is open (repeatable, in order).
     #[arg(long)]
     pub fallback: Vec<String>,
+    /// Stop a run that spends more than this many US dollars (reason `budget`).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
+    /// Stop a run that uses more tokens than this (input, output and cache together).
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -422,6 +428,8 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         auto_commit: args.auto_commit.then_some(true),
         keep_worktree: args.keep_worktree,
         fallback: args.fallback,
+        max_cost_usd: args.max_cost,
+        max_tokens: args.max_tokens,
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -462,6 +470,16 @@ fn render_task(d: &TaskDetail) -> String {
     field("exit code", dash(t.exit_code));
     field("reason", dash(t.reason.as_ref()));
     field("timeout", t.timeout.clone());
+    if t.max_cost_usd.is_some() || t.max_tokens.is_some() {
+        let mut limits = Vec::new();
+        if let Some(c) = t.max_cost_usd {
+            limits.push(format!("${c:.2}"));
+        }
+        if let Some(n) = t.max_tokens {
+            limits.push(format!("{n} tokens"));
+        }
+        field("budget", format!("{} per run", limits.join(", ")));
+    }
     field("epoch", t.epoch.to_string());
     field("created", t.created_at.clone());
     field("updated", t.updated_at.clone());

@@ -125,6 +125,23 @@ pub struct TaskSpec {
     pub workspace: Option<crate::Workspace>,
     /// Runners to use, in order, while `runner` is disabled or its circuit is open.
     pub fallback: Vec<RunnerName>,
+    /// What one run may spend before it is stopped (reason `budget`).
+    pub budget: Budget,
+}
+
+/// Ceilings on what one run of a task may spend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// In millionths of a US dollar.
+    pub max_cost_micro_usd: Option<u64>,
+    /// Input, output and cache tokens together.
+    pub max_tokens: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_set(&self) -> bool {
+        self.max_cost_micro_usd.is_some() || self.max_tokens.is_some()
+    }
 }
 
 impl TaskSpec {
@@ -158,6 +175,12 @@ impl TaskSpec {
         }
         if let Some(w) = &self.workspace {
             w.validate()?;
+        }
+        if self.budget.max_cost_micro_usd == Some(0) {
+            return Err(Invalid::new("max_cost_usd", "must be more than 0"));
+        }
+        if self.budget.max_tokens == Some(0) {
+            return Err(Invalid::new("max_tokens", "must be more than 0"));
         }
         if self.fallback.len() > MAX_FALLBACKS {
             return Err(Invalid::new("fallback", format!("at most {MAX_FALLBACKS} fallback runners are allowed")));
@@ -555,6 +578,7 @@ mod limited_tests {
             metadata: None,
             workspace: None,
             fallback: vec![],
+            budget: Budget::default(),
         };
         let agent = AgentName::parse("a").unwrap();
         let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));

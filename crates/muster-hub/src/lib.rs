@@ -62,7 +62,7 @@ pub(crate) type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sy
 /// A message for one connected agent's socket.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Msg(HubMsg),
+    Msg(Box<HubMsg>),
     /// Close the socket with this reason.
     Close(String),
 }
@@ -278,7 +278,7 @@ impl Hub {
     /// Sends a message to a connected agent; false if it is not connected.
     pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
-        sessions.get(agent).is_some_and(|s| s.tx.send(Outbound::Msg(msg)).is_ok())
+        sessions.get(agent).is_some_and(|s| s.tx.send(Outbound::Msg(Box::new(msg))).is_ok())
     }
 
     pub(crate) fn close_agent(&self, agent: &AgentName, reason: &str) {

@@ -525,7 +525,7 @@ impl Hub {
         };
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
         for session in sessions.values() {
-            let _ = session.tx.send(crate::Outbound::Msg(msg.clone()));
+            let _ = session.tx.send(crate::Outbound::Msg(Box::new(msg.clone())));
         }
     }
 }

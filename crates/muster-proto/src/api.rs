@@ -45,6 +45,12 @@ pub struct TaskSubmit {
     /// Runners to use, in order, while `runner` is disabled or its circuit is open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<String>,
+    /// A run that spends more (US dollars) is stopped, reason `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// A run that uses more tokens (input, output and cache together) is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -169,6 +175,17 @@ impl TaskSubmit {
             None => None,
         };
         let fallback = self.fallback.iter().map(|r| RunnerName::parse(r)).collect::<Result<Vec<_>, _>>()?;
+        let max_cost_micro_usd = match self.max_cost_usd {
+            None => None,
+            Some(c) if c.is_finite() && c > 0.0 && c <= 1e9 => Some((c * 1e6).round() as u64),
+            Some(c) => {
+                return Err(FieldError {
+                    field: "max_cost_usd".into(),
+                    reason: format!("must be a number of dollars above 0, got {c}"),
+                });
+            }
+        };
+        let budget = muster_core::task::Budget { max_cost_micro_usd, max_tokens: self.max_tokens };
         let spec = TaskSpec {
             prompt: self.prompt,
             runner,
@@ -180,6 +197,7 @@ impl TaskSubmit {
             metadata,
             workspace,
             fallback,
+            budget,
         };
         Ok(spec.validate()?)
     }
@@ -212,6 +230,10 @@ pub struct TaskView {
     /// Runners used, in order, while its own is disabled or its circuit open.
     #[serde(default)]
     pub fallback: Vec<String>,
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -242,6 +264,8 @@ impl TaskView {
             metadata: t.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             workspace: t.spec.workspace.as_ref().map(WorkspaceView::from_workspace),
             fallback: t.spec.fallback.iter().map(|r| r.to_string()).collect(),
+            max_cost_usd: t.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
+            max_tokens: t.spec.budget.max_tokens,
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),

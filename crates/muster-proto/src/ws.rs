@@ -174,6 +174,16 @@ pub struct WorkspaceReport {
     pub snapshot: Option<String>,
 }
 
+/// What one run may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBudget {
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+}
+
 /// A provider's rate or usage limit, as a run reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +250,9 @@ pub enum HubMsg {
         /// Run in a git worktree of this repository.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workspace: Option<crate::api::WorkspaceView>,
+        /// Stop the run when it spends more than this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<RunBudget>,
     },
     /// Kill this run and report `finished` with outcome `cancelled`.
     Cancel {
@@ -285,6 +298,10 @@ impl HubMsg {
             timeout_ms: task.spec.timeout.as_millis() as u64,
             metadata: task.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             workspace: task.spec.workspace.as_ref().map(crate::api::WorkspaceView::from_workspace),
+            budget: task.spec.budget.is_set().then_some(RunBudget {
+                max_cost_usd: task.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
+                max_tokens: task.spec.budget.max_tokens,
+            }),
         }
     }
 }
@@ -337,6 +354,7 @@ mod tests {
             metadata: Some(metadata),
             workspace: None,
             fallback: Vec::new(),
+            budget: muster_core::task::Budget::default(),
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

@@ -200,6 +200,7 @@ fn spec(prompt: &str) -> TaskSpec {
         metadata: None,
         workspace: None,
         fallback: Vec::new(),
+        budget: muster_core::task::Budget::default(),
     }
 }
 

@@ -14,11 +14,13 @@
 mod claude;
 mod codex;
 mod limits;
+mod prices;
 mod recorder;
 
 pub use claude::Claude;
 pub use codex::Codex;
 pub use limits::provider_limit;
+pub use prices::Prices;
 pub use recorder::{Recorder, run_report, verdict};
 
 /// Lines longer than this are skipped (their length is noted).

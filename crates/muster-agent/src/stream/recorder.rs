@@ -45,6 +45,14 @@ impl Recorder {
         steps.into_iter().filter_map(|s| Self::message(&mut self.open, s)).collect()
     }
 
+    /// What the stream has said so far.
+    pub fn summary(&self) -> &Summary {
+        match &self.parser {
+            Parser::Claude(p) => p.summary(),
+            Parser::Codex(p) => p.summary(),
+        }
+    }
+
     /// The stream has ended: the steps its unfinished last line completed,
     /// and what it said in all.
     pub fn finish(mut self) -> (Vec<StepMsg>, Summary) {

@@ -137,6 +137,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         metadata: None,
         workspace: None,
         fallback: Vec::new(),
+        budget: muster_core::task::Budget::default(),
     }
     .validate()
     .expect("valid task spec")

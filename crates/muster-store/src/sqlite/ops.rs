@@ -372,7 +372,7 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
-     keep_worktree, fallback, lease_runner";
+     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -418,6 +418,10 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 None => None,
             },
             fallback: split(&r.get::<_, Option<String>>(29)?.unwrap_or_default(), RunnerName::parse)?,
+            budget: muster_core::task::Budget {
+                max_cost_micro_usd: r.get::<_, Option<i64>>(31)?.map(|v| v.max(0) as u64),
+                max_tokens: r.get::<_, Option<i64>>(32)?.map(|v| v.max(0) as u64),
+            },
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -495,8 +499,8 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
          metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
-         auto_commit, keep_worktree, fallback) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -523,6 +527,8 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
             .map(RunnerName::as_str)
             .collect::<Vec<_>>()
             .join(" ")),
+        task.spec.budget.max_cost_micro_usd.map(|v| v.min(i64::MAX as u64) as i64),
+        task.spec.budget.max_tokens.map(|v| v.min(i64::MAX as u64) as i64),
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {

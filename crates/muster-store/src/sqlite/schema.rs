@@ -239,6 +239,11 @@ CREATE TABLE runners_disabled (
     r#"
 ALTER TABLE runners_disabled ADD COLUMN until INTEGER;
 "#,
+    // 15: what one run of a task may spend.
+    r#"
+ALTER TABLE tasks ADD COLUMN max_cost_micro_usd INTEGER;
+ALTER TABLE tasks ADD COLUMN max_tokens INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

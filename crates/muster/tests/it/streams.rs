@@ -435,3 +435,40 @@ fn chrono_ms(text: &str) -> i64 {
     let t = humantime::parse_rfc3339(text).expect("an RFC 3339 timestamp");
     t.duration_since(std::time::UNIX_EPOCH).expect("after the epoch").as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_passes_its_budget_is_stopped_with_reason_budget() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "claude").await;
+    let never = dir.path().join("never");
+    let init = json!({"type":"system","subtype":"init","session_id":"s-1","model":"claude-sonnet-4-5"}).to_string();
+    let turn = |id: &str, input: u64| {
+        json!({"type":"assistant","message":{"id":id,"content":[{"type":"text","text":"thinking"}],
+            "usage":{"input_tokens":input,"output_tokens":10}}})
+        .to_string()
+    };
+
+    // A token ceiling: the second turn passes it, and the run, waiting for more, is stopped.
+    let stream = format!("{init}\n{}\n{}\nWAIT {}\n", turn("m1", 400), turn("m2", 900), path_str(&never));
+    let (code, id, err) =
+        hub.cli(&["task", "add", "--runner", "replay", "--max-tokens", "1000", "--max-attempts", "1", &stream]).await;
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    let task = hub.wait_state(&id, &["failed", "succeeded"]).await;
+    assert_eq!(task["reason"], "budget: used 1320 tokens; the task allows 1000 a run", "{task}");
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("budget        1000 tokens per run"), "{shown}");
+
+    // A cost ceiling, estimated from the model's list prices while it runs.
+    let stream = format!("{init}\n{}\nWAIT {}\n", turn("m1", 1_000_000), path_str(&never));
+    let id =
+        hub.add_task(json!({ "prompt": stream, "runner": "replay", "max_cost_usd": 1.0, "max_attempts": 1 })).await;
+    let task = hub.wait_state(&id, &["failed", "succeeded"]).await;
+    assert_eq!(
+        task["reason"], "budget: spent $3.0002 (estimated from its tokens); the task allows $1.0000 a run",
+        "{task}"
+    );
+    let (status, bad) = hub.post("/tasks", json!({ "prompt": "x", "runner": "replay", "max_cost_usd": -2 })).await;
+    assert_eq!((status, &bad["field"]), (400, &json!("max_cost_usd")), "{bad}");
+}
