@@ -16,10 +16,11 @@ pub enum Rule {
     BackupStale,
     DiskLow,
     CircuitOpen,
+    BudgetReached,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::QueueGrowing,
         Rule::HighFailureRate,
         Rule::StuckTasks,
@@ -28,6 +29,7 @@ impl Rule {
         Rule::BackupStale,
         Rule::DiskLow,
         Rule::CircuitOpen,
+        Rule::BudgetReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Rule {
             Rule::BackupStale => "backup_stale",
             Rule::DiskLow => "disk_low",
             Rule::CircuitOpen => "circuit_open",
+            Rule::BudgetReached => "budget_reached",
         }
     }
 
@@ -61,6 +64,7 @@ impl Rule {
             Rule::BackupStale => "seconds since the newest backup",
             Rule::DiskLow => "share of the data disk that must stay free (0 to 1)",
             Rule::CircuitOpen => "unused (fires while an agent's or a runner's circuit breaker is open)",
+            Rule::BudgetReached => "unused (fires while a runner rests for its daily budget)",
         }
     }
 
@@ -82,6 +86,9 @@ impl Rule {
             Rule::CircuitOpen => {
                 "muster breakers, then muster task explain ID on the failed tasks; once fixed, muster breaker reset NAME"
             }
+            Rule::BudgetReached => {
+                "muster costs --by runner --since 24h; raise it with muster config set budget.daily=... or budget.daily_per_runner=RUNNER=..., or let it rest until midnight UTC"
+            }
         }
     }
 
@@ -95,6 +102,7 @@ impl Rule {
             Rule::BackupStale => (Severity::Warning, 2.0 * 86400.0),
             Rule::DiskLow => (Severity::Critical, 0.05),
             Rule::CircuitOpen => (Severity::Warning, 0.0),
+            Rule::BudgetReached => (Severity::Warning, 0.0),
         };
         RuleConfig { enabled: true, severity, threshold }
     }
@@ -160,6 +168,8 @@ pub struct Observation {
     pub disk_free: Option<f64>,
     /// Circuit breakers open or half-open, as `runner claude`, `agent w1`.
     pub open_circuits: Vec<String>,
+    /// Runners resting for their daily budget, with why.
+    pub over_budget: Vec<String>,
 }
 
 /// Whether `rule`'s condition holds, and why.
@@ -189,6 +199,8 @@ pub fn check(rule: Rule, cfg: &RuleConfig, o: &Observation) -> Option<String> {
             Some(age) => (age > t).then(|| format!("the newest backup is {:.0} s old (threshold {t:.0} s)", age)),
             None => (o.uptime_secs > t).then(|| format!("no backup in {:.0} s of running", o.uptime_secs)),
         },
+        Rule::BudgetReached => (!o.over_budget.is_empty())
+            .then(|| format!("{} runners rest until midnight UTC: {}", o.over_budget.len(), o.over_budget.join("; "))),
         Rule::CircuitOpen => (!o.open_circuits.is_empty())
             .then(|| format!("{} circuit breakers open: {}", o.open_circuits.len(), o.open_circuits.join(", "))),
         Rule::DiskLow => o.disk_free.and_then(|free| {

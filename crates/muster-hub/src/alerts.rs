@@ -117,6 +117,7 @@ impl Hub {
                 .filter(|b| b.state != muster_core::breaker::State::Closed)
                 .map(|b| format!("{} {}", b.scope.as_str(), b.name))
                 .collect(),
+            over_budget: self.over_budget().await?,
         })
     }
 

@@ -8,6 +8,7 @@
 mod alerts;
 mod auth;
 mod backup;
+mod budget;
 mod compact;
 mod config;
 mod diagnose;

@@ -46,6 +46,10 @@ pub struct Runtime {
     pub breaker_failures: usize,
     /// How long an open breaker waits before letting one task through.
     pub breaker_cooldown: Duration,
+    /// What the whole fleet may spend in a UTC day, in millionths of a dollar.
+    pub budget_daily: Option<u64>,
+    /// What each runner may spend in a UTC day, in millionths of a dollar.
+    pub budget_daily_per_runner: BTreeMap<RunnerName, u64>,
 }
 
 impl Default for Runtime {
@@ -63,6 +67,8 @@ impl Default for Runtime {
             backup_keep: 7,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(60),
+            budget_daily: None,
+            budget_daily_per_runner: BTreeMap::new(),
         }
     }
 }
@@ -129,6 +135,25 @@ impl Runtime {
                 }
                 *spec.count_mut(self) = n;
             }
+            Kind::Money => {
+                self.budget_daily = match text {
+                    "" | "off" | "none" => None,
+                    amount => Some(dollars(amount).map_err(bad)?),
+                }
+            }
+            Kind::RunnerMoney => {
+                let mut map = BTreeMap::new();
+                if !matches!(text, "" | "off" | "none") {
+                    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let (runner, amount) = part
+                            .split_once('=')
+                            .ok_or_else(|| bad(format!("{part:?}: write RUNNER=DOLLARS, e.g. claude=20")))?;
+                        let runner = RunnerName::parse(runner.trim()).map_err(|e| bad(e.reason))?;
+                        map.insert(runner, dollars(amount.trim()).map_err(bad)?);
+                    }
+                }
+                self.budget_daily_per_runner = map;
+            }
             Kind::Runner => {
                 self.default_runner = match text {
                     "" | "none" => None,
@@ -149,6 +174,14 @@ impl Runtime {
             Kind::Age => off(*spec.age(self)),
             Kind::Count { .. } => spec.count(self).to_string(),
             Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
+            Kind::Money => self.budget_daily.map_or_else(|| "off".to_owned(), |m| format!("{}", m as f64 / 1e6)),
+            Kind::RunnerMoney if self.budget_daily_per_runner.is_empty() => "off".to_owned(),
+            Kind::RunnerMoney => self
+                .budget_daily_per_runner
+                .iter()
+                .map(|(r, m)| format!("{r}={}", *m as f64 / 1e6))
+                .collect::<Vec<_>>()
+                .join(","),
         })
     }
 
@@ -158,6 +191,15 @@ impl Runtime {
             Kind::Count { .. } => Value::from(key.count(self)),
             _ => Value::String(text),
         }
+    }
+}
+
+/// A number of US dollars above 0, in millionths.
+fn dollars(text: &str) -> Result<u64, String> {
+    let text = text.trim().trim_start_matches('$');
+    match text.parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 && d <= 1e9 => Ok((d * 1e6).round() as u64),
+        _ => Err(format!("{text:?} is not an amount of dollars above 0 (or off)")),
     }
 }
 
@@ -192,6 +234,10 @@ enum Kind {
         max: usize,
     },
     Runner,
+    /// US dollars, or `off`.
+    Money,
+    /// `RUNNER=DOLLARS,...`, or `off`.
+    RunnerMoney,
 }
 
 /// One runtime setting.
@@ -259,6 +305,16 @@ const KEYS: &[Key] = &[
         name: "breaker.failures",
         kind: Kind::Count { min: 1, max: 1000 },
         description: "failed attempts in a row that open an agent's or a runner's circuit breaker",
+    },
+    Key {
+        name: "budget.daily",
+        kind: Kind::Money,
+        description: "US dollars the fleet may spend in a UTC day; past it every runner rests until midnight; off",
+    },
+    Key {
+        name: "budget.daily_per_runner",
+        kind: Kind::RunnerMoney,
+        description: "US dollars each runner may spend in a UTC day, as claude=20,codex=10; past it that runner rests",
     },
     Key {
         name: "breaker.cooldown",
@@ -509,6 +565,11 @@ impl Hub {
         self.shared.store.put_settings(pairs, by, self.now()).await?;
         self.shared.store.set_breaker_policy(next.breaker_policy());
         self.shared.runtime.send_replace(next.clone());
+        if (&next.budget_daily, &next.budget_daily_per_runner)
+            != (&before.budget_daily, &before.budget_daily_per_runner)
+        {
+            self.enforce_budgets().await.map_err(ApiError::from)?;
+        }
         tracing::info!(by, changed = ?patch.keys().collect::<Vec<_>>(), "runtime settings changed");
         if (next.heartbeat_interval, next.lease_ttl) != (before.heartbeat_interval, before.lease_ttl) {
             self.broadcast_timings(&next);

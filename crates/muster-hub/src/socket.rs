@@ -453,6 +453,11 @@ impl Conn {
                         Ok((task, result)) => {
                             if result != FinishResult::Duplicate {
                                 self.hub.metrics().outcomes.with(&["limited"]).inc();
+                                if spent.is_some_and(|(_, cost)| cost.unwrap_or(0) > 0)
+                                    && let Err(e) = self.hub.enforce_budgets().await
+                                {
+                                    tracing::error!(error = %e, "cannot check the daily budgets");
+                                }
                                 tracing::warn!(
                                     task_id = %id, runner = %task.spec.runner, until = until.0, message = %limit.message,
                                     "the provider limited the run; requeued without spending an attempt"
@@ -483,6 +488,11 @@ impl Conn {
                                     metrics.tokens.with(&[runner, kind]).add(n);
                                 }
                                 metrics.cost_micro_usd.with(&[runner]).add(cost.unwrap_or(0));
+                                if cost.unwrap_or(0) > 0
+                                    && let Err(e) = self.hub.enforce_budgets().await
+                                {
+                                    tracing::error!(error = %e, "cannot check the daily budgets");
+                                }
                             }
                             if outcome_name != "cancelled" {
                                 self.hub.shared.window.ended(outcome_name == "succeeded");

@@ -225,6 +225,17 @@ pub trait Store: Send + Sync + 'static {
         details: RunDetails,
         now: Millis,
     ) -> Result<(Task, FinishResult)>;
+    /// Takes a runner out of service until `until` (a provider's limit, a
+    /// daily budget), with a `runner.limited` event; an operator's disable
+    /// is left as it is.
+    async fn limit_runner(
+        &self,
+        name: &muster_core::RunnerName,
+        reason: &str,
+        by: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<()>;
     /// Puts a disabled or limited runner back in service, with a `runner.enabled` event.
     async fn enable_runner(&self, name: &muster_core::RunnerName, by: &str, now: Millis) -> Result<()>;
     async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>>;

@@ -614,6 +614,11 @@ impl Store for SqliteStore {
         self.write(move |c| ops::limit_task(c, &agent, &id, epoch, &reason, until, &details, now)).await
     }
 
+    async fn limit_runner(&self, name: &RunnerName, reason: &str, by: &str, until: Millis, now: Millis) -> Result<()> {
+        let (name, reason, by) = (name.clone(), reason.to_owned(), by.to_owned());
+        self.write(move |c| ops::limit_runner(c, &name, &reason, &by, until, now)).await
+    }
+
     async fn enable_runner(&self, name: &RunnerName, by: &str, now: Millis) -> Result<()> {
         let (name, by) = (name.clone(), by.to_owned());
         self.write(move |c| ops::enable_runner(c, &name, &by, now)).await

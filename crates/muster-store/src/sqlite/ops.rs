@@ -872,22 +872,31 @@ pub fn limit_task(
         _ => ("task.limited", format!("{reason}; back in the queue at {} ms, no attempt spent", until.0)),
     };
     task_event(c, now, kind, &task, Some(&detail))?;
+    limit_runner(c, &runner, &reason, &format!("agent {agent}"), until, now)?;
+    Ok((task, FinishResult::Applied(finished)))
+}
+
+/// Takes a runner out of service until `until`, with a `runner.limited`
+/// event; an operator's disable (no `until`) is left as it is.
+pub fn limit_runner(
+    c: &Connection,
+    runner: &RunnerName,
+    reason: &str,
+    by: &str,
+    until: Millis,
+    now: Millis,
+) -> Result<()> {
     let limited = c
         .prepare_cached(
             "INSERT INTO runners_disabled (name, reason, by, at, until) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at, \
              until = MAX(excluded.until, runners_disabled.until) WHERE runners_disabled.until IS NOT NULL",
         )?
-        .execute(params![runner.as_str(), reason, format!("agent {agent}"), now.0, until.0])?;
+        .execute(params![runner.as_str(), reason, by, now.0, until.0])?;
     if limited > 0 {
-        runner_event(
-            c,
-            now,
-            "runner.limited",
-            &format!("{runner} until {} ms: {reason} (reported by agent {agent})", until.0),
-        )?;
+        runner_event(c, now, "runner.limited", &format!("{runner} until {} ms: {reason} ({by})", until.0))?;
     }
-    Ok((task, FinishResult::Applied(finished)))
+    Ok(())
 }
 
 pub fn enable_runner(c: &Connection, name: &RunnerName, by: &str, now: Millis) -> Result<()> {

@@ -472,3 +472,54 @@ async fn a_run_that_passes_its_budget_is_stopped_with_reason_budget() {
     let (status, bad) = hub.post("/tasks", json!({ "prompt": "x", "runner": "replay", "max_cost_usd": -2 })).await;
     assert_eq!((status, &bad["field"]), (400, &json!("max_cost_usd")), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_past_its_daily_budget_rests_until_an_operator_raises_it() {
+    let hub = Hub::start_with(crate::harness::HubOpts { alert_interval: "100ms", ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = replay_agent(&hub, dir.path(), "claude").await;
+    let (code, _, err) = hub.cli(&["config", "set", "budget.daily_per_runner=replay=0.01"]).await;
+    assert_eq!(code, 0, "{err}");
+    let spend = json!({"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok",
+        "total_cost_usd":0.008,"usage":{"input_tokens":10,"output_tokens":1}});
+    let stream = format!("{spend}\n");
+    for _ in 0..2 {
+        let id = replay(&hub, &stream).await;
+        hub.wait_state(&id, &["succeeded"]).await;
+    }
+    let rests = |status: &'static str| {
+        let hub = &hub;
+        async move {
+            let runners = hub.get("/runners").await;
+            let r = runners.as_array()?.iter().find(|r| r["name"] == "replay")?.clone();
+            (r["status"] == status).then_some(r)
+        }
+    };
+    let limited = hub.wait_until("replay to rest for its budget", || rests("limited")).await;
+    assert_eq!(limited["disabled_reason"], "daily budget reached: $0.02 of $0.01 spent today on replay", "{limited}");
+    assert_eq!(limited["disabled_by"], "budget");
+    let alert = hub
+        .wait_until("budget_reached to fire", || async {
+            let alerts = hub.get("/alerts").await;
+            alerts.as_array()?.iter().find(|a| a["rule"] == "budget_reached" && a["state"] == "firing").cloned()
+        })
+        .await;
+    assert!(alert["detail"].as_str().unwrap().contains("replay (daily budget reached"), "{alert}");
+
+    let waiting = replay(&hub, &stream).await;
+    let (code, _, err) = hub.cli(&["config", "set", "budget.daily_per_runner=replay=1"]).await;
+    assert_eq!(code, 0, "{err}");
+    hub.wait_state(&waiting, &["succeeded"]).await;
+    assert!(hub.events("").await.iter().any(|e| e["kind"] == "runner.enabled" && e["detail"] == "replay (by budget)"));
+
+    // A fleet ceiling rests every runner.
+    let (code, _, err) = hub.cli(&["config", "set", "budget.daily=0.01"]).await;
+    assert_eq!(code, 0, "{err}");
+    let limited = hub.wait_until("the fleet to rest", || rests("limited")).await;
+    assert_eq!(limited["disabled_reason"], "fleet daily budget reached: $0.02 of $0.01 spent today", "{limited}");
+    let (code, _, err) = hub.cli(&["config", "set", "budget.daily=five"]).await;
+    assert_eq!(code, 2, "a bad amount is refused: {err}");
+    let (code, _, err) = hub.cli(&["config", "reset", "budget.daily"]).await;
+    assert_eq!(code, 0, "{err}");
+    hub.wait_until("the fleet to work again", || rests("available")).await;
+}
