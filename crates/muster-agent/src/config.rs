@@ -63,6 +63,15 @@ pub struct RunnerProfile {
     /// (for a task's `max_cost_usd`); known models are estimated without it.
     #[serde(default)]
     pub prices: Option<crate::stream::Prices>,
+    /// For a runner whose output is not an agent's stream: a regular
+    /// expression whose last match in standard output (its first group, if
+    /// it has one) is the run's summary.
+    #[serde(default)]
+    pub summary_pattern: Option<String>,
+    /// Or: a JSON pointer (`/result/summary`) into the last line of standard
+    /// output that is a JSON value.
+    #[serde(default)]
+    pub summary_json: Option<String>,
 }
 
 /// When a run with no output counts as quiet, and as wedged.
@@ -136,6 +145,8 @@ impl RunnerProfile {
                 quiet_after: None,
                 wedged_after: None,
                 prices: None,
+                summary_pattern: None,
+                summary_json: None,
             }),
             // The run's directory is its sandbox's writable root; outside a git
             // repository Codex would refuse to start without the skip flag.
@@ -148,6 +159,8 @@ impl RunnerProfile {
                 quiet_after: None,
                 wedged_after: None,
                 prices: None,
+                summary_pattern: None,
+                summary_json: None,
             }),
             // The prompt is a bash script, read from a file so that commands
             // in it that read standard input do not swallow the script.
@@ -160,6 +173,8 @@ impl RunnerProfile {
                 quiet_after: None,
                 wedged_after: None,
                 prices: None,
+                summary_pattern: None,
+                summary_json: None,
             }),
             _ => None,
         }
@@ -168,6 +183,17 @@ impl RunnerProfile {
     fn check(&self, name: &str) -> anyhow::Result<()> {
         if self.argv.is_empty() || self.argv[0].is_empty() {
             bail!("runner {name:?}: argv must name a program");
+        }
+        if let Some(p) = &self.summary_pattern {
+            regex::Regex::new(p).map_err(|e| anyhow::anyhow!("runner {name:?}: summary_pattern: {e}"))?;
+        }
+        if let Some(p) = &self.summary_json
+            && !(p.is_empty() || p.starts_with('/'))
+        {
+            bail!("runner {name:?}: summary_json must be a JSON pointer such as \"/summary\", got {p:?}");
+        }
+        if (self.summary_pattern.is_some() || self.summary_json.is_some()) && self.format.is_some() {
+            bail!("runner {name:?}: summary_pattern and summary_json are for runners without a format");
         }
         let mentions = |needle: &str| self.argv.iter().any(|a| a.contains(needle));
         match self.prompt {

@@ -553,6 +553,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         report: f.report.clone(),
         workspace: f.workspace.clone().map(Box::new),
         limit: f.limit.clone(),
+        summary: f.summary.clone(),
     }
 }
 

@@ -62,6 +62,30 @@ pub struct Finished {
     pub workspace: Option<WorkspaceReport>,
     /// The provider limited the run: the hub requeues it without spending an attempt.
     pub limit: Option<ProviderLimit>,
+    /// What the runner's `summary_pattern` or `summary_json` found in its output.
+    pub summary: Option<String>,
+}
+
+/// Standard output kept for a summary, at most.
+const MAX_TAIL_BYTES: usize = 64 << 10;
+/// Characters of a summary kept.
+const SUMMARY_CHARS: usize = 2_000;
+
+/// A generic runner's summary, from the end of its output.
+fn extract_summary(profile: &RunnerProfile, tail: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(tail);
+    let found = if let Some(pointer) = &profile.summary_json {
+        text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok()).and_then(|v| {
+            v.pointer(pointer).map(|found| match found {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        })
+    } else {
+        let re = regex::Regex::new(profile.summary_pattern.as_deref()?).ok()?;
+        re.captures_iter(&text).last().map(|c| c.get(1).or_else(|| c.get(0)).map_or("", |m| m.as_str()).to_owned())
+    };
+    found.map(|s| crate::stream::clip(&s, SUMMARY_CHARS)).filter(|s| !s.is_empty())
 }
 
 /// Why a run is being stopped from outside.
@@ -129,6 +153,7 @@ pub async fn execute(
         report: None,
         workspace: None,
         limit: None,
+        summary: None,
     };
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
@@ -213,10 +238,11 @@ pub async fn execute(
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
         let recorder = spec.profile.format.map(Recorder::new);
-        readers.push(tokio::spawn(pump(out, "stdout", output.clone(), recorder)));
+        let keep_tail = spec.profile.summary_pattern.is_some() || spec.profile.summary_json.is_some();
+        readers.push(tokio::spawn(pump(out, "stdout", output.clone(), recorder, keep_tail)));
     }
     if let Some(err) = group.child_mut().stderr.take() {
-        readers.push(tokio::spawn(pump(err, "stderr", output.clone(), None)));
+        readers.push(tokio::spawn(pump(err, "stderr", output.clone(), None, false)));
     }
 
     let deadline = tokio::time::sleep(spec.timeout);
@@ -277,11 +303,19 @@ pub async fn execute(
     };
     // The pipes close once every process holding them is gone.
     let mut summary: Option<Summary> = None;
+    let mut tail: Option<Vec<u8>> = None;
     for mut reader in readers {
         // A process that left the group may hold a pipe open forever: stop
         // reading it rather than leave a reader sending output after `finished`.
         match tokio::time::timeout(Duration::from_secs(5), &mut reader).await {
-            Ok(Ok(Some(s))) => summary = Some(s),
+            Ok(Ok(pumped)) => {
+                if pumped.summary.is_some() {
+                    summary = pumped.summary;
+                }
+                if pumped.tail.is_some() {
+                    tail = pumped.tail;
+                }
+            }
             Ok(_) => {}
             Err(_) => {
                 reader.abort();
@@ -307,6 +341,8 @@ pub async fn execute(
     }
     if let Some(f) = result.as_mut() {
         f.reason = f.reason.take().map(|why| redactor.redact(&why).into_owned());
+        f.summary =
+            tail.as_deref().and_then(|t| extract_summary(&spec.profile, t)).map(|s| redactor.redact(&s).into_owned());
     }
     if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
         // A dropped run is cleaned up by the same policy, as a failure; nothing is reported.
@@ -512,8 +548,10 @@ async fn pump(
     stream: &'static str,
     sink: OutputSink,
     mut recorder: Option<Recorder>,
-) -> Option<Summary> {
+    keep_tail: bool,
+) -> Pumped {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut tail: Vec<u8> = Vec::new();
     // Output not sent yet: an unfinished line (so a secret split across
     // reads is still redacted whole), or part of a UTF-8 character.
     let mut pending: Vec<u8> = Vec::new();
@@ -538,6 +576,12 @@ async fn pump(
             Ok(n) => n,
         };
         sink.touch();
+        if keep_tail {
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > MAX_TAIL_BYTES {
+                tail.drain(..tail.len() - MAX_TAIL_BYTES);
+            }
+        }
         if let Some(r) = recorder.as_mut() {
             sink.steps(r.feed(&buf[..n]));
             if sink.spend.check(r.summary()) {
@@ -564,7 +608,18 @@ async fn pump(
         pending = rest;
     }
     sink.send(stream, &String::from_utf8_lossy(&pending));
-    let (steps, summary) = recorder?.finish();
-    sink.steps(steps);
-    Some(summary)
+    let summary = recorder.map(|r| {
+        let (steps, summary) = r.finish();
+        sink.steps(steps);
+        summary
+    });
+    Pumped { summary, tail: keep_tail.then_some(tail) }
+}
+
+/// What reading one pipe found besides the output itself.
+struct Pumped {
+    /// The agent's stream, read.
+    summary: Option<Summary>,
+    /// The end of the output, for a summary pattern.
+    tail: Option<Vec<u8>>,
 }

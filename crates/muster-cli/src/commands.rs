@@ -567,6 +567,9 @@ fn render_task(d: &TaskDetail) -> String {
                 out.push('\n');
                 out.push_str(&render_report(a.number, r));
             }
+            if let Some(summary) = &a.summary {
+                out.push_str(&format!("attempt {}: summary: {}\n", a.number, clip(summary, 300)));
+            }
             if let Some(w) = &a.workspace {
                 let mut line = format!(
                     "attempt {}: branch {} · {} commits · {} files changed",

@@ -776,6 +776,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 report: a.report.as_ref().map(report_view),
                 workspace: a.workspace.as_ref().map(workspace_summary),
                 runner: a.runner.clone(),
+                summary: a.summary.clone(),
             })
             .collect(),
     };

@@ -418,6 +418,7 @@ impl Conn {
                 report,
                 workspace,
                 limit,
+                summary,
             } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
@@ -440,6 +441,7 @@ impl Conn {
                 let details = RunDetails {
                     report: report.map(|r| run_report(&r)),
                     workspace: workspace.map(|w| workspace_record(*w)),
+                    summary,
                 };
                 let spent = details.report.as_ref().map(|r| (r.tokens, r.cost_micro_usd));
                 if let Some(limit) = limit {

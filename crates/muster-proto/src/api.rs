@@ -328,6 +328,9 @@ pub struct AttemptView {
     /// The runner it ran with: the task's own, or a fallback.
     #[serde(default)]
     pub runner: Option<String>,
+    /// What a generic runner's summary pattern found in its output.
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
 /// One runner, from `GET /api/v1/runners`.

@@ -121,6 +121,9 @@ pub enum AgentMsg {
         /// goes back to the queue without spending an attempt.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<ProviderLimit>,
+        /// What a generic runner's summary pattern found in its output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
     },
 }
 

@@ -996,6 +996,7 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             live_detail: None,
             workspace: None,
             runner: Some("shell".into()),
+            summary: None,
         }]
     );
 
@@ -1626,7 +1627,7 @@ pub async fn append_steps_and_set_live_with_a_stale_epoch_are_refused(store: Arc
 }
 
 fn details(report: RunReport) -> RunDetails {
-    RunDetails { report: Some(report), workspace: None }
+    RunDetails { report: Some(report), ..RunDetails::default() }
 }
 
 pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
@@ -1684,10 +1685,12 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
         error: None,
         snapshot: Some("refs/muster/x/1".into()),
     };
-    let with = RunDetails { report: None, workspace: Some(changed.clone()) };
+    let with =
+        RunDetails { workspace: Some(changed.clone()), summary: Some("2 files".into()), ..RunDetails::default() };
     ok("finish_task", s.finish_task(&a, &in_repo, e, &SUCCEEDED, with, at(6), BACKOFF).await);
     let listed = WorkspaceRecord { diff: String::new(), ..changed.clone() };
     assert_eq!(attempts(s, &in_repo).await[0].workspace, Some(listed), "attempts leave the diff out");
+    assert_eq!(attempts(s, &in_repo).await[0].summary.as_deref(), Some("2 files"), "a summary is kept");
     assert_eq!(
         ok("attempt_diff", s.attempt_diff(&in_repo, 1).await),
         Some((changed.diff.clone(), false)),

@@ -237,6 +237,8 @@ pub struct AttemptRecord {
     pub workspace: Option<WorkspaceRecord>,
     /// The runner the attempt ran with: the task's own, or a fallback.
     pub runner: Option<String>,
+    /// What a generic runner's summary pattern found in its output.
+    pub summary: Option<String>,
 }
 
 /// A runner an operator took out of service.
@@ -264,6 +266,8 @@ pub struct RunDetails {
     pub report: Option<RunReport>,
     /// The run's git worktree and what changed in it.
     pub workspace: Option<WorkspaceRecord>,
+    /// What a generic runner's summary pattern found in its output.
+    pub summary: Option<String>,
 }
 
 /// A run's git worktree and what changed in it.

@@ -857,6 +857,13 @@ pub fn limit_task(
     if let Some(w) = &details.workspace {
         save_workspace(c, id, epoch, w)?;
     }
+    if let Some(summary) = &details.summary {
+        c.prepare_cached("UPDATE attempts SET summary = ? WHERE task_id = ? AND epoch = ?")?.execute(params![
+            clip(summary, 2_000),
+            id.as_str(),
+            epoch.0 as i64
+        ])?;
+    }
     // A limit says nothing about the agent or the runner working: no verdict.
     let mut agent_breaker = load_breaker(c, BreakerScope::Agent, agent.as_str())?;
     agent_breaker.probe_lost(&task.id);
@@ -1198,6 +1205,13 @@ pub fn finish_task(
     }
     if let Some(w) = &details.workspace {
         save_workspace(c, id, epoch, w)?;
+    }
+    if let Some(summary) = &details.summary {
+        c.prepare_cached("UPDATE attempts SET summary = ? WHERE task_id = ? AND epoch = ?")?.execute(params![
+            clip(summary, 2_000),
+            id.as_str(),
+            epoch.0 as i64
+        ])?;
     }
     let verdict = match outcome {
         RunOutcome::Succeeded { .. } => Some(true),
@@ -1613,7 +1627,8 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
          ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, NULL, ws_diff_truncated, \
-         ws_kept_at, ws_error, live, live_detail, ws_snapshot, runner FROM attempts WHERE task_id = ? ORDER BY number",
+         ws_kept_at, ws_error, live, live_detail, ws_snapshot, runner, summary FROM attempts WHERE task_id = ? \
+         ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -1649,6 +1664,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             live: r.get(36)?,
             live_detail: r.get(37)?,
             runner: r.get(39)?,
+            summary: r.get(40)?,
             report,
             workspace: match r.get::<_, Option<String>>(25)? {
                 Some(repo) => Some(WorkspaceRecord {

@@ -244,6 +244,10 @@ ALTER TABLE runners_disabled ADD COLUMN until INTEGER;
 ALTER TABLE tasks ADD COLUMN max_cost_micro_usd INTEGER;
 ALTER TABLE tasks ADD COLUMN max_tokens INTEGER;
 "#,
+    // 16: what a generic runner's summary pattern found in its output.
+    r#"
+ALTER TABLE attempts ADD COLUMN summary TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

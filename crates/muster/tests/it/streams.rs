@@ -523,3 +523,47 @@ async fn a_runner_past_its_daily_budget_rests_until_an_operator_raises_it() {
     assert_eq!(code, 0, "{err}");
     hub.wait_until("the fleet to work again", || rests("available")).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generic_runner_gets_a_summary_from_a_pattern_or_a_json_path() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        r#"
+[runners.lint]
+argv = ["bash", "{prompt_file}"]
+prompt = "file"
+summary_pattern = '(?m)^RESULT: (.*)$'
+
+[runners.report]
+argv = ["bash", "{prompt_file}"]
+prompt = "file"
+summary_json = "/summary/text"
+"#,
+    )
+    .unwrap();
+    let token = hub.add_agent("coder", &[]).await;
+    let _agent = Agent::spawn_with(
+        &hub.url,
+        "coder",
+        &token,
+        AgentOpts { runners: &[], config: Some(&config), ..AgentOpts::default() },
+    );
+    hub.wait_connected("coder").await;
+
+    let id = hub
+        .add_task(json!({ "prompt": "echo RESULT: 3 warnings\necho noise\necho RESULT: 2 warnings", "runner": "lint" }))
+        .await;
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["attempts_detail"][0]["summary"], "2 warnings", "the last match wins: {task}");
+    let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(shown.contains("attempt 1: summary: 2 warnings"), "{shown}");
+
+    let script =
+        r#"echo '{"summary":{"text":"early"}}'; echo '{"summary":{"text":"all 40 checks passed"}}'; echo done"#;
+    let id = hub.add_task(json!({ "prompt": script, "runner": "report" })).await;
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["attempts_detail"][0]["summary"], "all 40 checks passed", "{task}");
+}
