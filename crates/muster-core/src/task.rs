@@ -127,6 +127,9 @@ pub struct TaskSpec {
     pub fallback: Vec<RunnerName>,
     /// What one run may spend before it is stopped (reason `budget`).
     pub budget: Budget,
+    /// This task is a shadow run of that one: it never changes that task's
+    /// outcome, and is compared with it.
+    pub shadow_of: Option<TaskId>,
 }
 
 /// Ceilings on what one run of a task may spend.
@@ -579,6 +582,7 @@ mod limited_tests {
             workspace: None,
             fallback: vec![],
             budget: Budget::default(),
+            shadow_of: None,
         };
         let agent = AgentName::parse("a").unwrap();
         let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));

@@ -142,6 +142,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/health", get(health))
         .route("/slo", get(slo))
         .route("/costs", get(costs))
+        .route("/shadow/policies", get(shadow_policies).put(put_shadow_policy))
+        .route("/shadow/report", get(shadow_report))
         .route("/breakers", get(breakers))
         .route("/runners", get(runners))
         .route("/runners/{name}/disable", post(disable_runner))
@@ -526,6 +528,23 @@ async fn enable_runner(State(hub): State<Hub>, headers: HeaderMap, Path(name): P
     runner_view(&hub, &name).await
 }
 
+async fn shadow_policies(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.shadow_policies().await?))
+}
+
+async fn put_shadow_policy(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let policy: muster_proto::api::ShadowPolicy = from_json(&body)?;
+    hub.set_shadow_policy(policy, &by.name).await?;
+    Ok(json(StatusCode::OK, &hub.shadow_policies().await?))
+}
+
+async fn shadow_report(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &hub.shadow_report().await?))
+}
+
 async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     use muster_proto::api::{CostRowView, CostsView};
     hub.admin(&headers).await?;
@@ -683,7 +702,7 @@ fn task_id(raw: &str) -> ApiResult<TaskId> {
     Ok(TaskId::parse(raw)?)
 }
 
-fn new_task_id(now: Millis) -> ApiResult<TaskId> {
+pub(crate) fn new_task_id(now: Millis) -> ApiResult<TaskId> {
     let mut buf = [0u8; 16];
     getrandom::fill(&mut buf).map_err(|e| ApiError::Internal(format!("no randomness available: {e}")))?;
     Ok(TaskId::from_parts(now.0, u128::from_le_bytes(buf)))
@@ -695,6 +714,11 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
     let submit: TaskSubmit = from_json(&body)?;
+    let shadows = submit
+        .shadow
+        .iter()
+        .map(|r| RunnerName::parse(r).map_err(|e| ApiError::bad("shadow", e.reason)))
+        .collect::<ApiResult<Vec<_>>>()?;
     let config = &hub.shared.config;
     let defaults = TaskDefaults {
         runner: hub.runtime().default_runner,
@@ -711,6 +735,12 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
                 format!("unknown runner {:?}; known runners: {}", spec.runner.as_str(), names()),
             ));
         }
+        if let Some(s) = shadows.iter().find(|s| !known.contains(*s)) {
+            return Err(ApiError::bad(
+                "shadow",
+                format!("unknown runner {:?}; known runners: {}", s.as_str(), names()),
+            ));
+        }
         if let Some(f) = spec.fallback.iter().find(|f| !known.contains(*f)) {
             return Err(ApiError::bad(
                 "fallback",
@@ -722,6 +752,10 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
     let created = hub.shared.store.create_task(new_task_id(now)?, spec, now).await?;
     if created.created {
         hub.wake_dispatcher();
+        // The task is durable; a shadow that cannot be queued costs only the comparison.
+        if let Err(e) = hub.start_shadows(&created.task, &shadows).await {
+            tracing::error!(task_id = %created.task.id, error = %e, "cannot queue shadow runs");
+        }
     }
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &TaskCreated { created: created.created, task: TaskView::from_task(&created.task) }))

@@ -16,6 +16,7 @@ pub mod http;
 mod loops;
 mod metrics;
 mod runtime;
+mod shadow;
 mod socket;
 mod window;
 

@@ -51,6 +51,9 @@ pub struct TaskSubmit {
     /// A run that uses more tokens (input, output and cache together) is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
+    /// Also run it on these runners, as shadows compared with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<String>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -198,6 +201,7 @@ impl TaskSubmit {
             workspace,
             fallback,
             budget,
+            shadow_of: None,
         };
         Ok(spec.validate()?)
     }
@@ -234,6 +238,9 @@ pub struct TaskView {
     pub max_cost_usd: Option<f64>,
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// The task this one shadows.
+    #[serde(default)]
+    pub shadow_of: Option<String>,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -266,6 +273,7 @@ impl TaskView {
             fallback: t.spec.fallback.iter().map(|r| r.to_string()).collect(),
             max_cost_usd: t.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
             max_tokens: t.spec.budget.max_tokens,
+            shadow_of: t.spec.shadow_of.as_ref().map(|s| s.to_string()),
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
@@ -724,6 +732,58 @@ pub struct DiagnoseView {
     pub problems: Vec<DiagnosedProblem>,
     /// The newest warning and error lines of the hub's log, oldest first.
     pub recent_log: Vec<String>,
+}
+
+/// A shadow policy: run a share of the tasks that match on another runner too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPolicy {
+    /// The runner the shadows run on.
+    pub runner: String,
+    /// The share of matching tasks shadowed, 0 to 100.
+    pub percent: f64,
+    /// `cap=NAME`, `runner=NAME` or `priority=LEVEL`; a task must match every one.
+    #[serde(default)]
+    pub filters: Vec<String>,
+}
+
+/// `GET /api/v1/shadow/report`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    /// Finished pairs compared (the most recent, up to the limit).
+    pub pairs: u64,
+    /// Pairs whose outcomes agree (both succeeded or both did not).
+    pub outcome_matches: u64,
+    /// Pairs whose output agrees after normalising whitespace, times and ids.
+    pub output_matches: u64,
+    /// Both succeeded and their output agrees.
+    pub match_rate: f64,
+    /// Mean of shadow minus task run time, in milliseconds.
+    pub mean_duration_delta_ms: f64,
+    /// Mean of shadow minus task cost, in US dollars, over pairs that both reported one.
+    pub mean_cost_delta_usd: Option<f64>,
+    pub by_runner: Vec<ShadowRunnerRow>,
+    pub mismatches: Vec<ShadowMismatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRunnerRow {
+    /// `claude -> codex`
+    pub runners: String,
+    pub pairs: u64,
+    pub match_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowMismatch {
+    pub task: String,
+    pub shadow: String,
+    pub task_runner: String,
+    pub shadow_runner: String,
+    pub task_state: String,
+    pub shadow_state: String,
+    /// What differs: outcome, output, or both.
+    pub why: String,
 }
 
 /// One circuit breaker, from `GET /api/v1/breakers`.

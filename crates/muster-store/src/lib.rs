@@ -276,6 +276,9 @@ pub trait Store: Send + Sync + 'static {
         detail: Option<&str>,
         now: Millis,
     ) -> Result<()>;
+    /// Finished shadow runs and the finished tasks they shadow, as
+    /// (task, shadow), the most recently finished first.
+    async fn shadow_pairs(&self, limit: usize) -> Result<Vec<(TaskId, TaskId)>>;
     /// Tokens and cost of attempts that ended at or after `since`, summed by
     /// `by`, costliest first (at most `MAX_COST_ROWS`).
     async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>>;

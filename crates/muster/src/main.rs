@@ -92,6 +92,11 @@ enum Command {
         #[command(subcommand)]
         cmd: muster_cli::RunnerCmd,
     },
+    /// Shadow mode: run tasks on another runner too and compare (`shadow set|clear|list|report`).
+    Shadow {
+        #[command(subcommand)]
+        cmd: muster_cli::ShadowCmd,
+    },
     /// Circuit breakers of agents and runners: open after failures in a row, half-open after a cooldown.
     Breakers {
         #[arg(long)]
@@ -200,6 +205,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
         Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
+        Command::Shadow { cmd } => muster_cli::shadow(&conn, cmd).await,
         Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,
         Command::Resume => muster_cli::dispatch(&conn, false).await,

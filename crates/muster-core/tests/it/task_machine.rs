@@ -138,6 +138,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         workspace: None,
         fallback: Vec::new(),
         budget: muster_core::task::Budget::default(),
+        shadow_of: None,
     }
     .validate()
     .expect("valid task spec")

@@ -671,6 +671,10 @@ impl Store for SqliteStore {
         self.write(move |c| ops::set_live(c, &agent, &id, epoch, &status, detail.as_deref(), now)).await
     }
 
+    async fn shadow_pairs(&self, limit: usize) -> Result<Vec<(TaskId, TaskId)>> {
+        self.read(move |c| ops::shadow_pairs(c, limit)).await
+    }
+
     async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {
         self.read(move |c| ops::costs(c, by, since)).await
     }

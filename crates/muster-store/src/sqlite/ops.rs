@@ -372,7 +372,7 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
-     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens";
+     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -422,6 +422,11 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 max_cost_micro_usd: r.get::<_, Option<i64>>(31)?.map(|v| v.max(0) as u64),
                 max_tokens: r.get::<_, Option<i64>>(32)?.map(|v| v.max(0) as u64),
             },
+            shadow_of: r
+                .get::<_, Option<String>>(33)?
+                .map(|s| TaskId::parse(&s))
+                .transpose()
+                .map_err(|e| corrupt("shadow_of", e))?,
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -499,8 +504,8 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
          metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
-         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens, shadow_of) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -529,6 +534,7 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
             .join(" ")),
         task.spec.budget.max_cost_micro_usd.map(|v| v.min(i64::MAX as u64) as i64),
         task.spec.budget.max_tokens.map(|v| v.min(i64::MAX as u64) as i64),
+        task.spec.shadow_of.as_ref().map(|t| t.as_str()),
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
@@ -1455,6 +1461,23 @@ pub fn set_live(
         None => status.to_owned(),
     };
     task_event(c, now, "task.live", &task, Some(&line))
+}
+
+/// Shadow runs and the tasks they shadow, both finished, newest first.
+pub fn shadow_pairs(c: &Connection, limit: usize) -> Result<Vec<(TaskId, TaskId)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT p.id, s.id FROM tasks s JOIN tasks p ON p.id = s.shadow_of \
+         WHERE s.finished_at IS NOT NULL AND p.finished_at IS NOT NULL \
+         ORDER BY MAX(s.finished_at, p.finished_at) DESC LIMIT ?",
+    )?;
+    let rows = stmt.query_map([limit as i64], |r| {
+        let (p, s): (String, String) = (r.get(0)?, r.get(1)?);
+        Ok((
+            TaskId::parse(&p).map_err(|e| corrupt("task id", e))?,
+            TaskId::parse(&s).map_err(|e| corrupt("task id", e))?,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {

@@ -248,6 +248,11 @@ ALTER TABLE tasks ADD COLUMN max_tokens INTEGER;
     r#"
 ALTER TABLE attempts ADD COLUMN summary TEXT;
 "#,
+    // 17: shadow runs, compared with the task they shadow.
+    r#"
+ALTER TABLE tasks ADD COLUMN shadow_of TEXT;
+CREATE INDEX tasks_shadow ON tasks (shadow_of) WHERE shadow_of IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -46,6 +46,7 @@ fn spec(prompt: &str) -> TaskSpec {
         workspace: None,
         fallback: Vec::new(),
         budget: muster_core::task::Budget::default(),
+        shadow_of: None,
     }
 }
 

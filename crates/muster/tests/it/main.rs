@@ -21,6 +21,7 @@ mod liveness;
 mod logs;
 mod operate;
 mod regressions;
+mod shadows;
 mod stale_epoch;
 mod streams;
 mod workspaces;
