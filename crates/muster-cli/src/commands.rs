@@ -618,7 +618,8 @@ fn render_report(number: u32, r: &RunReport) -> String {
     if let Some(t) = r.turns {
         head.push(format!("{t} turns"));
     }
-    head.push(format!("{} tool calls ({} failed)", r.tool_uses, r.tool_errors));
+    let plural = if r.tool_uses == 1 { "" } else { "s" };
+    head.push(format!("{} tool call{plural} ({} failed)", r.tool_uses, r.tool_errors));
     let mut out = format!("attempt {number}: {}\n", head.join(" · "));
     out.push_str(&format!(
         "  tokens {} in, {} out, {} cache read, {} cache write · cost {}\n",

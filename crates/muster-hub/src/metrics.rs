@@ -102,11 +102,11 @@ impl Hub {
             &states,
         );
         e.counter_family("muster_tokens_total", "Tokens coding agents reported, by runner and kind.", &m.tokens);
-        e.counter_family_scaled(
+        e.counter_family_divided(
             "muster_cost_usd_total",
             "US dollars coding agents reported spending, by runner.",
             &m.cost_micro_usd,
-            1e-6,
+            1e6,
         );
         e.histogram(
             "muster_dispatch_latency_seconds",

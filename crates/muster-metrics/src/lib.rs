@@ -166,12 +166,12 @@ impl Exposition {
         }
     }
 
-    /// A counter family kept in integer units and shown scaled (e.g. micro-dollars as dollars).
-    pub fn counter_family_scaled(&mut self, name: &str, help: &str, family: &Family<Counter>, scale: f64) {
+    /// A counter family kept in integer units and shown divided (e.g. micro-dollars as dollars).
+    pub fn counter_family_divided(&mut self, name: &str, help: &str, family: &Family<Counter>, divisor: f64) {
         debug_assert!(name.ends_with("_total"));
         self.header(name, "counter", help);
         family.each(|labels, c| {
-            let _ = writeln!(self.out, "{name}{} {}", label_text(&labels, None), number(c.get() as f64 * scale));
+            let _ = writeln!(self.out, "{name}{} {}", label_text(&labels, None), number(c.get() as f64 / divisor));
         });
     }
 

@@ -176,3 +176,26 @@ async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
     let w = &task["attempts_detail"][0]["workspace"];
     assert_eq!(w["commits"].as_array().map(Vec::len), Some(1), "{w}");
 }
+
+/// Not a test but a tool for trying Muster by hand, offline: serves a
+/// scripted Anthropic model (the model asks Claude Code to add a section to
+/// README.md with its Bash tool, then says so) until it is killed. Run with
+/// `cargo test -p muster --test it serve_a_scripted_claude_model -- --ignored --nocapture`
+/// and point an agent's `ANTHROPIC_BASE_URL` at the address it prints.
+#[tokio::test]
+#[ignore = "a tool, not a test: it serves until killed"]
+async fn serve_a_scripted_claude_model() {
+    let model = ScriptedModel::start(
+        Api::Anthropic,
+        vec![
+            Reply::Shell {
+                command: "printf '\\n## Usage\\n\\nRun `make` to build, `make test` to test.\\n' >> README.md".into(),
+                description: "add a Usage section",
+            },
+            Reply::Text("I added a Usage section to README.md."),
+        ],
+    )
+    .await;
+    println!("scripted Anthropic model at {}", model.url);
+    std::future::pending::<()>().await;
+}
