@@ -33,7 +33,8 @@ fn shapes() -> &'static [Regex] {
             r"xox[abprs]-[A-Za-z0-9\-]{10,}",
             r"AIza[0-9A-Za-z_\-]{35}",
             r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{16,}",
-            r#"(?i)((?:api[_\-]?key|secret|password|passwd|token|auth)["']?\s*[:=]\s*["']?)[^\s"',;&]{8,}"#,
+            // Also inside JSON held in a JSON string, where quotes come escaped: `{\"api_key\": \"…\"}`.
+            r#"(?i)((?:api[_\-]?key|secret|password|passwd|token|auth)\\?["']?\s*[:=]\s*\\?["']?)[^\s"'\\,;&]{8,}"#,
         ]
         .iter()
         .map(|p| Regex::new(p).expect("a valid pattern"))
@@ -105,6 +106,7 @@ mod tests {
             ("aws AKIAIOSFODNN7EXAMPLE!", "aws [REDACTED]!"),
             ("password: hunter2hunter2", "password: [REDACTED]"),
             (r#"{"api_key": "abcdefgh12345678"}"#, r#"{"api_key": "[REDACTED]"}"#),
+            (r#"{"content":"{\"password\": \"hunter2hunter2\"}"}"#, r#"{"content":"{\"password\": \"[REDACTED]\"}"}"#),
             ("MUSTER_TOKEN=mst_abcdefghijkl_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", "MUSTER_TOKEN=[REDACTED]"),
         ] {
             assert_eq!(r.redact(text), want, "{text}");

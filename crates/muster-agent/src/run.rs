@@ -126,6 +126,8 @@ const MAX_STEPS_MESSAGE_JSON: usize = 1 << 20;
 /// An unfinished line is held back at most this long and this big.
 const FLUSH_PARTIAL_AFTER: Duration = Duration::from_millis(200);
 const MAX_HELD_BYTES: usize = 4 << 10;
+/// What a long line's piece keeps back for the next: longer than any secret.
+const KEPT_BACK_BYTES: usize = 1 << 10;
 
 /// The longest prefix of `bytes` that ends on a UTF-8 character boundary
 /// (all of it when the bytes are not UTF-8 anyway).
@@ -237,7 +239,7 @@ pub async fn execute(
     };
     let mut readers = Vec::new();
     if let Some(out) = group.child_mut().stdout.take() {
-        let recorder = spec.profile.format.map(Recorder::new);
+        let recorder = spec.profile.format.map(|f| Recorder::new(f, redactor.clone()));
         let keep_tail = spec.profile.summary_pattern.is_some() || spec.profile.summary_json.is_some();
         readers.push(tokio::spawn(pump(out, "stdout", output.clone(), recorder, keep_tail)));
     }
@@ -601,7 +603,14 @@ async fn pump(
         let cut = match pending.iter().rposition(|&b| b == b'\n' || b == b'\r') {
             Some(i) if pending.len() - (i + 1) <= MAX_HELD_BYTES => i + 1,
             _ if pending.len() <= MAX_HELD_BYTES => 0,
-            _ => utf8_boundary(&pending),
+            // A long line goes in pieces, cut where no secret can be (at a
+            // space, a quote, a bracket), keeping the rest for the next piece.
+            _ => {
+                let limit = pending.len() - KEPT_BACK_BYTES;
+                let cut =
+                    pending[..limit].iter().rposition(|b| b" \t\",;'<>()[]{}".contains(b)).map_or(limit, |i| i + 1);
+                utf8_boundary(&pending[..cut])
+            }
         };
         let rest = pending.split_off(cut);
         sink.send(stream, &String::from_utf8_lossy(&pending));
@@ -622,4 +631,50 @@ struct Pumped {
     summary: Option<Summary>,
     /// The end of the output, for a summary pattern.
     tail: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn sink(events: mpsc::UnboundedSender<RunEvent>, redactor: Redactor) -> OutputSink {
+        OutputSink {
+            task: "t_x".into(),
+            epoch: 1,
+            events,
+            budget: Arc::new(AtomicI64::new(1 << 30)),
+            truncated: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+            active_at_ms: Arc::new(AtomicU64::new(0)),
+            waiting: Arc::new(AtomicBool::new(false)),
+            stirred: Arc::new(tokio::sync::Notify::new()),
+            redactor: Arc::new(redactor),
+            spend: Arc::new(Spend { budget: None, prices: None, over: Mutex::new(None) }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_split_across_reads_of_a_long_line_is_redacted_whole() {
+        let secret = "sk-ant-api03-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let line = format!("{}\"{secret}\" and more{}\n", "x".repeat(4_990), " y".repeat(300));
+        let split = 4_990 + 12;
+        let (mut writer, reader) = tokio::io::duplex(64 << 10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reading = tokio::spawn(pump(reader, "stdout", sink(tx, Redactor::default()), None, false));
+        writer.write_all(&line.as_bytes()[..split]).await.unwrap();
+        // The first piece of the long line goes out before the rest is written.
+        let Some(RunEvent::Output { data: first, .. }) = rx.recv().await else { panic!("output") };
+        assert!(first.len() < split, "the end of the piece is kept back");
+        writer.write_all(&line.as_bytes()[split..]).await.unwrap();
+        drop(writer);
+        reading.await.unwrap();
+        let mut sent = first;
+        while let Ok(RunEvent::Output { data, .. }) = rx.try_recv() {
+            sent.push_str(&data);
+        }
+        assert!(!sent.contains("ABCDEFGHIJ"), "no piece of the secret got out");
+        assert!(sent.contains("\"[REDACTED]\" and more"), "it was redacted whole");
+        assert_eq!(sent.len(), line.len() - secret.len() + "[REDACTED]".len(), "nothing else was lost");
+    }
 }

@@ -29,14 +29,14 @@ impl Hub {
         let now = self.now();
         let midnight = Millis(now.0 - now.0.rem_euclid(DAY_MS));
         let next_midnight = Millis(midnight.0 + DAY_MS);
-        let spent = store.costs(CostGroup::Runner, midnight).await?;
+        let (spent, all) = store.costs(CostGroup::Runner, midnight).await?;
         let disabled = store.disabled_runners().await?;
         let by_budget: BTreeSet<String> =
             disabled.iter().filter(|d| d.by == BY && d.in_force(now)).map(|d| d.name.to_string()).collect();
         if runtime.budget_daily.is_none() && runtime.budget_daily_per_runner.is_empty() && by_budget.is_empty() {
             return Ok(());
         }
-        let total: u64 = spent.iter().map(|r| r.cost_micro_usd).fold(0, u64::saturating_add);
+        let total = all.cost_micro_usd;
         let mut runners: BTreeSet<RunnerName> =
             self.shared.known_runners.lock().expect("runners lock poisoned").iter().cloned().collect();
         runners.extend(spent.iter().filter_map(|r| RunnerName::parse(&r.key).ok()));

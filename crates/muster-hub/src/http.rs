@@ -566,7 +566,7 @@ async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery
             muster_core::Millis(now.0.saturating_sub(back.as_millis().min(i64::MAX as u128) as i64))
         }
     };
-    let rows = hub.shared.store.costs(by, since).await?;
+    let (rows, all) = hub.shared.store.costs(by, since).await?;
     let view = |r: &muster_store::CostRow| CostRowView {
         key: r.key.clone(),
         attempts: r.attempts,
@@ -577,20 +577,12 @@ async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery
         cache_write_tokens: r.tokens.cache_write,
         cost_usd: r.cost_micro_usd as f64 / 1e6,
     };
-    let mut total = CostRowView { key: "total".into(), ..CostRowView::default() };
-    let mut micro: u64 = 0;
-    for r in &rows {
-        total.attempts += r.attempts;
-        total.priced_attempts += r.priced;
-        total.input_tokens = total.input_tokens.saturating_add(r.tokens.input);
-        total.output_tokens = total.output_tokens.saturating_add(r.tokens.output);
-        total.cache_read_tokens = total.cache_read_tokens.saturating_add(r.tokens.cache_read);
-        total.cache_write_tokens = total.cache_write_tokens.saturating_add(r.tokens.cache_write);
-        micro = micro.saturating_add(r.cost_micro_usd);
-    }
-    total.cost_usd = micro as f64 / 1e6;
-    let costs =
-        CostsView { by: by.as_str().to_owned(), since: timestamp(since), rows: rows.iter().map(view).collect(), total };
+    let costs = CostsView {
+        by: by.as_str().to_owned(),
+        since: timestamp(since),
+        rows: rows.iter().map(view).collect(),
+        total: view(&all),
+    };
     Ok(json(StatusCode::OK, &costs))
 }
 

@@ -436,7 +436,12 @@ impl Conn {
                 {
                     tracing::error!(task_id = %id, error = %e, "cannot record truncated output");
                 }
-                let attempt = store.task(&id).await.ok().flatten().map_or(1, |t| t.attempts);
+                let current = store.task(&id).await.ok().flatten();
+                let attempt = current.as_ref().map_or(1, |t| t.attempts);
+                // The runner that ran it: a fallback, when its lease says so.
+                let ran_with = current
+                    .as_ref()
+                    .map(|t| t.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| t.spec.runner.clone()));
                 let backoff = self.hub.config().backoff.delay(attempt, jitter());
                 let details = RunDetails {
                     report: report.map(|r| run_report(&r)),
@@ -480,7 +485,7 @@ impl Conn {
                             let metrics = self.hub.metrics();
                             metrics.outcomes.with(&[&outcome_name]).inc();
                             if let Some((tokens, cost)) = spent {
-                                let runner = task.spec.runner.as_str();
+                                let runner = ran_with.as_ref().unwrap_or(&task.spec.runner).as_str();
                                 for (kind, n) in [
                                     ("input", tokens.input),
                                     ("output", tokens.output),

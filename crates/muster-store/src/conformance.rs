@@ -110,6 +110,7 @@ cases!($
     breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
     a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
     a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them,
+    tasks_fall_back_while_their_runner_waits_for_a_probe_and_a_lost_agent_does_not_open_its_runner,
     a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_until_the_reset,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
@@ -2377,21 +2378,23 @@ pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>
     let by = |rows: Vec<CostRow>| -> Vec<(String, u64, u64, u64, u64)> {
         rows.into_iter().map(|r| (r.key, r.attempts, r.priced, r.tokens.input, r.cost_micro_usd)).collect()
     };
-    let runner = by(ok("costs", s.costs(CostGroup::Runner, days(0)).await));
+    let (rows, total) = ok("costs", s.costs(CostGroup::Runner, days(0)).await);
+    assert_eq!((total.attempts, total.priced, total.tokens.input, total.cost_micro_usd), (4, 3, 230, 2_250_000));
+    let runner = by(rows);
     assert_eq!(
         runner,
         [("claude".into(), 3, 3, 160, 2_250_000), ("codex".into(), 1, 0, 70, 0)],
         "costliest first; an unpriced run counts its tokens"
     );
-    let agent = by(ok("costs", s.costs(CostGroup::Agent, days(0)).await));
+    let agent = by(ok("costs", s.costs(CostGroup::Agent, days(0)).await).0);
     assert_eq!(agent, [("a".into(), 2, 2, 150, 2_000_000), ("b".into(), 2, 1, 80, 250_000)]);
-    let day = by(ok("costs", s.costs(CostGroup::Day, days(0)).await));
+    let day = by(ok("costs", s.costs(CostGroup::Day, days(0)).await).0);
     let first = "2023-11-15".to_owned();
     let second = "2023-11-16".to_owned();
     assert_eq!(day, [(first, 1, 1, 100, 1_500_000), (second.clone(), 3, 2, 130, 750_000)], "by UTC day");
-    let since = by(ok("costs", s.costs(CostGroup::Day, days(2)).await));
+    let since = by(ok("costs", s.costs(CostGroup::Day, days(2)).await).0);
     assert_eq!(since, [(second, 3, 2, 130, 750_000)], "since leaves out what ended before");
-    let tasks = ok("costs", s.costs(CostGroup::Task, days(0)).await);
+    let tasks = ok("costs", s.costs(CostGroup::Task, days(0)).await).0;
     assert_eq!(tasks.len(), 4, "one row per task that reported: {tasks:?}");
     assert_eq!(tasks[0].key, task_id(1).to_string());
 }
@@ -2471,12 +2474,16 @@ pub async fn a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker(store:
     submit(s, 4, spec("next"), at(3)).await;
     let probe = claim(s, &a, at(70)).await;
     assert_eq!(probe, std::slice::from_ref(&waiting));
-    ok("cancel_task", s.cancel_task(&waiting, at(71)).await);
+    // The agent turns the probe down: it goes back to the queue, and the next claim sends a probe again.
     let e = ok("task", s.task(&waiting).await).expect("the probe").epoch;
-    let _ = s.release_task(&a, &waiting, e, "cancelled", at(71), RELEASE).await;
+    ok("release_task", s.release_task(&a, &waiting, e, "no slot", at(71), RELEASE).await);
     let all = ok("breakers", s.breakers().await);
     assert_eq!(breaker_of(&all, "agent", "a").state, State::HalfOpen);
-    let next = claim(s, &a, at(72)).await;
+    let again = claim(s, &a, at(72)).await;
+    assert_eq!(again, std::slice::from_ref(&waiting), "a released probe is replaced (here by the same task)");
+    // Cancelled: ended without a verdict, so the next task goes as the probe.
+    ok("cancel_task", s.cancel_task(&waiting, at(73)).await);
+    let next = claim(s, &a, at(74)).await;
     assert_eq!(next, [task_id(4)], "a probe whose task ended without a verdict is replaced");
 
     let r = s.reset_breaker(BreakerScope::Runner, "nope", "ops", at(72)).await;
@@ -2569,4 +2576,49 @@ pub async fn a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_
     ok("disable_runner", s.disable_runner(&claude, "maintenance", "ops", at(602)).await);
     let off = ok("disabled_runners", s.disabled_runners().await);
     assert_eq!(off[0].until, None);
+}
+
+pub async fn tasks_fall_back_while_their_runner_waits_for_a_probe_and_a_lost_agent_does_not_open_its_runner(
+    store: Arc<dyn Store>,
+) {
+    use muster_core::breaker::State;
+    let s = &*store;
+    s.set_breaker_policy(muster_core::breaker::Policy { failures: 1, cooldown: Duration::from_secs(60) });
+    let claude = runners(&["claude"]).remove(0);
+    let codex = runners(&["codex"]).remove(0);
+    let a = register(s, "a", &[], at(0)).await;
+    connect(s, &a, &["claude"], &[], 2, at(0)).await;
+    let b = register(s, "b", &[], at(0)).await;
+    connect(s, &b, &["codex"], &[], 2, at(0)).await;
+
+    // An agent that goes silent costs its lease, and opens its own breaker only.
+    let lost = submit(s, 1, TaskSpec { runner: claude.clone(), ..spec("lost") }, at(0)).await;
+    let e = assign(s, &a, &lost, at(0)).await;
+    ok("start_task", s.start_task(&a, &lost, e, at(0), LEASE).await);
+    ok("reclaim_expired", s.reclaim_expired(at(31), 10).await);
+    let all = ok("breakers", s.breakers().await);
+    assert_eq!(breaker_of(&all, "agent", "a").state, State::Open);
+    assert!(all.iter().all(|b| b.scope.as_str() != "runner" || b.state == State::Closed), "{all:?}");
+
+    // A failed run opens the runner's breaker; after the cooldown, while it
+    // waits for a probe, a task with a fallback still goes to it.
+    let c = register(s, "c", &[], at(31)).await;
+    connect(s, &c, &["claude"], &[], 2, at(31)).await;
+    ok("cancel_task", s.cancel_task(&lost, at(31)).await);
+    let broken = submit(s, 2, with_attempts(TaskSpec { runner: claude.clone(), ..spec("broken") }, 1), at(31)).await;
+    let e = assign(s, &c, &broken, at(31)).await;
+    ok("start_task", s.start_task(&c, &broken, e, at(31), LEASE).await);
+    finish(s, &c, &broken, e, &failed("boom"), at(32)).await;
+    let either =
+        submit(s, 3, TaskSpec { runner: claude.clone(), fallback: vec![codex.clone()], ..spec("either") }, at(33))
+            .await;
+    assert_eq!(claim(s, &b, at(40)).await, std::slice::from_ref(&either), "open: it falls back");
+    let second =
+        submit(s, 4, TaskSpec { runner: claude.clone(), fallback: vec![codex.clone()], ..spec("second") }, at(41))
+            .await;
+    assert_eq!(
+        claim(s, &b, at(100)).await,
+        std::slice::from_ref(&second),
+        "cooled, waiting for a probe: it still falls back"
+    );
 }

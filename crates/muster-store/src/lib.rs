@@ -281,7 +281,8 @@ pub trait Store: Send + Sync + 'static {
     async fn shadow_pairs(&self, limit: usize) -> Result<Vec<(TaskId, TaskId)>>;
     /// Tokens and cost of attempts that ended at or after `since`, summed by
     /// `by`, costliest first (at most `MAX_COST_ROWS`).
-    async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>>;
+    /// The total, over every attempt and not only the rows listed, comes second.
+    async fn costs(&self, by: CostGroup, since: Millis) -> Result<(Vec<CostRow>, CostRow)>;
     /// A task's steps in order, for one attempt (1-based number) or all.
     async fn steps(&self, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>>;
 

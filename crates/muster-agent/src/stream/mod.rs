@@ -159,11 +159,17 @@ pub struct StreamParser<D> {
     /// Inside a line already over the limit: drop bytes to its end.
     skipping: Option<usize>,
     summary: Summary,
+    redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
 }
 
 impl<D: Dialect> StreamParser<D> {
     pub fn new(dialect: D) -> StreamParser<D> {
-        StreamParser { dialect, buf: Vec::new(), skipping: None, summary: Summary::default() }
+        StreamParser { dialect, buf: Vec::new(), skipping: None, summary: Summary::default(), redactor: None }
+    }
+
+    /// A parser that redacts each line before reading it.
+    pub fn with_redactor(dialect: D, redactor: std::sync::Arc<crate::redact::Redactor>) -> StreamParser<D> {
+        StreamParser { redactor: Some(redactor), ..StreamParser::new(dialect) }
     }
 
     /// Takes the next bytes of the stream; returns the steps completed by them.
@@ -205,6 +211,11 @@ impl<D: Dialect> StreamParser<D> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return Vec::new();
+        }
+        if let (Some(redactor), Ok(text)) = (&self.redactor, std::str::from_utf8(line))
+            && let std::borrow::Cow::Owned(clean) = redactor.redact(text)
+        {
+            return self.dialect.line(clean.as_bytes());
         }
         self.dialect.line(line)
     }

@@ -28,10 +28,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(format: Format) -> Recorder {
+    /// Each line is redacted before it is read, so nothing taken from it
+    /// (a step's summary, the final text) is cut through a secret.
+    pub fn new(format: Format, redactor: std::sync::Arc<crate::redact::Redactor>) -> Recorder {
         let parser = match format {
-            Format::Claude => Parser::Claude(StreamParser::new(Claude::default())),
-            Format::Codex => Parser::Codex(StreamParser::new(Codex::default())),
+            Format::Claude => Parser::Claude(StreamParser::with_redactor(Claude::default(), redactor)),
+            Format::Codex => Parser::Codex(StreamParser::with_redactor(Codex::default(), redactor)),
         };
         Recorder { parser, open: HashMap::new() }
     }

@@ -675,7 +675,7 @@ impl Store for SqliteStore {
         self.read(move |c| ops::shadow_pairs(c, limit)).await
     }
 
-    async fn costs(&self, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {
+    async fn costs(&self, by: CostGroup, since: Millis) -> Result<(Vec<CostRow>, CostRow)> {
         self.read(move |c| ops::costs(c, by, since)).await
     }
 

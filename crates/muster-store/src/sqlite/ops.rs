@@ -676,9 +676,11 @@ pub fn claim_tasks(
         Admit::Yes => {}
     }
     let offer = agent.offer();
-    // Runners taken out of service, or whose breaker hands out nothing: their
-    // tasks wait, or go to a fallback runner that can run now.
-    let mut blocked: Vec<(String, String)> = disabled_runners(c)?
+    // Runners out of service (disabled, limited, or a breaker that hands out
+    // nothing) get no work; their tasks wait, or go to a fallback runner that
+    // can run now. So do the tasks of a runner whose breaker waits for a
+    // probe, except the one that goes through as the probe.
+    let mut out_of_service: Vec<(String, String)> = disabled_runners(c)?
         .into_iter()
         .filter(|d| d.in_force(now))
         .map(|d| match d.until {
@@ -686,44 +688,54 @@ pub fn claim_tasks(
             None => (d.name.to_string(), format!("{} is disabled: {}", d.name, d.reason)),
         })
         .collect();
+    let mut probing: Vec<(String, String)> = Vec::new();
     for b in breakers(c)?.iter().filter(|b| b.scope == BreakerScope::Runner) {
-        if !blocked.iter().any(|(n, _)| *n == b.name)
-            && load_for_claim(c, b.scope, &b.name)?.admits(now, policy) == Admit::No
-        {
-            blocked.push((b.name.clone(), format!("runner {}'s circuit is open", b.name)));
+        if out_of_service.iter().any(|(n, _)| *n == b.name) {
+            continue;
+        }
+        let why = format!("runner {}'s circuit is open", b.name);
+        match load_for_claim(c, b.scope, &b.name)?.admits(now, policy) {
+            Admit::No => out_of_service.push((b.name.clone(), why)),
+            Admit::Probe => probing.push((b.name.clone(), why)),
+            Admit::Yes => {}
         }
     }
-    let is_blocked = |r: &str| blocked.iter().any(|(n, _)| n == r);
-    let mut usable = Vec::new();
-    let mut probe_runners = Vec::new();
-    for runner in offer.runners.iter().filter(|r| !is_blocked(r.as_str())) {
-        match load_for_claim(c, BreakerScope::Runner, runner.as_str())?.admits(now, policy) {
-            Admit::Yes => usable.push(runner.as_str()),
-            Admit::Probe => probe_runners.push(runner.as_str()),
-            Admit::No => {}
-        }
-    }
+    let is_out = |r: &str| out_of_service.iter().any(|(n, _)| n == r);
+    let is_probing = |r: &str| probing.iter().any(|(n, _)| n == r);
+    let usable: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).filter(|r| !is_out(r) && !is_probing(r)).collect();
+    let probe_runners: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).filter(|r| is_probing(r)).collect();
     let caps: Vec<&str> = offer.capabilities.iter().map(|c| c.as_str()).collect();
     let mut candidates = queued_for(c, &usable, &caps, now, free)?;
     // A runner whose breaker has cooled lets one task through, as its probe.
     for runner in &probe_runners {
         candidates.extend(queued_for(c, &[runner], &caps, now, 1)?);
     }
-    let blocked_names: Vec<&str> = blocked.iter().map(|(n, _)| n.as_str()).collect();
-    candidates.extend(queued_for_fallback(c, &blocked_names, &usable, &caps, now, free)?);
+    let fall_from: Vec<&str> = out_of_service.iter().chain(&probing).map(|(n, _)| n.as_str()).collect();
+    candidates.extend(queued_for_fallback(c, &fall_from, &usable, &caps, now, free)?);
     candidates.sort_by_key(|t| (t.spec.priority.rank(), t.created_at, t.id.clone()));
-    candidates.truncate(free as usize);
+    candidates.dedup_by(|a, b| a.id == b.id);
+    let mut probes_taken: Vec<String> = Vec::new();
     let mut claimed = Vec::with_capacity(candidates.len());
     for mut task in candidates {
-        // Its own runner, or the first of its fallbacks this agent can run now.
-        let fallback = if is_blocked(task.spec.runner.as_str()) {
-            task.spec.fallback.iter().find(|f| usable.contains(&f.as_str())).cloned()
+        if claimed.len() >= free as usize {
+            break;
+        }
+        let own = task.spec.runner.as_str().to_owned();
+        // Its own runner; or, as the probe, its own runner cooling down; or the
+        // first of its fallbacks this agent can run now.
+        let (runner, fallback) = if usable.contains(&own.as_str()) {
+            (task.spec.runner.clone(), None)
+        } else if probe_runners.contains(&own.as_str()) && !probes_taken.contains(&own) {
+            probes_taken.push(own.clone());
+            (task.spec.runner.clone(), None)
         } else {
-            None
+            match task.spec.fallback.iter().find(|f| usable.contains(&f.as_str())).cloned() {
+                Some(f) => (f.clone(), Some(f)),
+                None => continue,
+            }
         };
-        let runner = fallback.clone().unwrap_or_else(|| task.spec.runner.clone());
         let req = muster_core::Requirements { runner: &runner, capabilities: &task.spec.capabilities };
-        if !offer.can_run(req) || (is_blocked(runner.as_str())) {
+        if !offer.can_run(req) {
             // The query and the core must agree; never hand out a task the core refuses.
             tracing::error!(task_id = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
             continue;
@@ -735,14 +747,14 @@ pub fn claim_tasks(
         save_task(c, &task)?;
         task_event(c, now, "task.assigned", &task, fallback.as_ref().map(|f| format!("runner {f}")).as_deref())?;
         if let Some(f) = &fallback {
-            let why = blocked.iter().find(|(n, _)| n == task.spec.runner.as_str()).map_or("", |(_, w)| w.as_str());
+            let why = out_of_service.iter().chain(&probing).find(|(n, _)| *n == own).map_or("", |(_, w)| w.as_str());
             task_event(c, now, "task.fallback", &task, Some(&format!("{why}; runs on {f}")))?;
         }
         if agent_admits == Admit::Probe {
             probe(c, &mut agent_breaker, &task, now)?;
         }
-        if probe_runners.contains(&runner.as_str()) {
-            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, runner.as_str())?;
+        if fallback.is_none() && probe_runners.contains(&own.as_str()) {
+            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, &own)?;
             probe(c, &mut runner_breaker, &task, now)?;
         }
         claimed.push(task);
@@ -962,16 +974,23 @@ fn load_breaker(c: &Connection, scope: BreakerScope, name: &str) -> Result<Break
 }
 
 /// A breaker as the scheduler sees it: a probe whose task no longer holds a
-/// lease (it was released, cancelled or reclaimed) is lost, and replaced.
+/// lease under this breaker (it was released, cancelled, reclaimed, or handed
+/// to another agent or runner since) is lost, and replaced.
 fn load_for_claim(c: &Connection, scope: BreakerScope, name: &str) -> Result<Breaker> {
     let mut b = load_breaker(c, scope, name)?;
     if let Some(probe) = b.probe.clone() {
-        let leased = c
-            .prepare_cached("SELECT state FROM tasks WHERE id = ?")?
-            .query_row([probe.as_str()], |r| r.get::<_, String>(0))
-            .optional()?
-            .is_some_and(|s| s == "assigned" || s == "running");
-        if !leased {
+        let held: Option<(String, Option<String>, String)> = c
+            .prepare_cached("SELECT state, lease_agent, COALESCE(lease_runner, runner) FROM tasks WHERE id = ?")?
+            .query_row([probe.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let still = held.is_some_and(|(state, agent, runner)| {
+            (state == "assigned" || state == "running")
+                && match scope {
+                    BreakerScope::Agent => agent.as_deref() == Some(name),
+                    BreakerScope::Runner => runner == name,
+                }
+        });
+        if !still {
             b.probe_lost(&probe);
         }
     }
@@ -1032,11 +1051,13 @@ fn record_breakers(
     task: &Task,
     agent: &AgentName,
     runner: &RunnerName,
-    verdict: Option<bool>,
+    (agent_verdict, runner_verdict): (Option<bool>, Option<bool>),
     now: Millis,
     policy: Policy,
 ) -> Result<()> {
-    for (scope, name) in [(BreakerScope::Agent, agent.as_str()), (BreakerScope::Runner, runner.as_str())] {
+    for (scope, name, verdict) in
+        [(BreakerScope::Agent, agent.as_str(), agent_verdict), (BreakerScope::Runner, runner.as_str(), runner_verdict)]
+    {
         let mut b = load_breaker(c, scope, name)?;
         let before = b.clone();
         let change = match verdict {
@@ -1224,7 +1245,7 @@ pub fn finish_task(
         RunOutcome::Failed { .. } | RunOutcome::TimedOut => Some(false),
         RunOutcome::Cancelled => None,
     };
-    record_breakers(c, &task, agent, &ran_with, verdict, now, policy)?;
+    record_breakers(c, &task, agent, &ran_with, (verdict, verdict), now, policy)?;
     let kind = match finished {
         Finished::Succeeded => "task.succeeded",
         Finished::RetryScheduled { .. } => "task.retry_scheduled",
@@ -1273,7 +1294,8 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
         if let (Some(holder), Some(policy)) = (&holder, policy) {
             // A run that went silent counts against its agent and runner; an
             // assignment never accepted says nothing about either.
-            record_breakers(c, &task, holder, &ran_with, was_running.then_some(false), now, policy)?;
+            // A lease that expired says the agent went away, not that the runner is broken.
+            record_breakers(c, &task, holder, &ran_with, (was_running.then_some(false), None), now, policy)?;
         }
         let kind = match reclaimed {
             Reclaimed::Requeued => "task.reclaimed",
@@ -1480,7 +1502,7 @@ pub fn shadow_pairs(c: &Connection, limit: usize) -> Result<Vec<(TaskId, TaskId)
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow>> {
+pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<(Vec<CostRow>, CostRow)> {
     let key = match by {
         CostGroup::Task => "a.task_id",
         CostGroup::Agent => "a.agent",
@@ -1493,9 +1515,8 @@ pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow
          FROM attempts a JOIN tasks t ON t.id = a.task_id \
          WHERE a.reported = 1 AND a.finished_at >= ? GROUP BY 1 ORDER BY 8 DESC, 1 LIMIT ?"
     );
-    let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![since.0, MAX_COST_ROWS as i64], |r| {
-        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+    let row = |r: &Row<'_>| {
+        let n = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0).max(0) as u64);
         Ok(CostRow {
             key: r.get(0)?,
             attempts: n(1)?,
@@ -1503,8 +1524,20 @@ pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<Vec<CostRow
             tokens: Tokens { input: n(3)?, output: n(4)?, cache_read: n(5)?, cache_write: n(6)? },
             cost_micro_usd: n(7)?,
         })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    };
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(params![since.0, MAX_COST_ROWS as i64], row)?
+        .collect::<rusqlite::Result<_>>()?;
+    // The total over every row, not only those listed.
+    let total = c
+        .prepare_cached(
+            "SELECT 'total', COUNT(*), SUM(cost_micro_usd IS NOT NULL), SUM(input_tokens), SUM(output_tokens), \
+             SUM(cache_read_tokens), SUM(cache_write_tokens), COALESCE(SUM(cost_micro_usd), 0) \
+             FROM attempts WHERE reported = 1 AND finished_at >= ?",
+        )?
+        .query_row([since.0], row)?;
+    Ok((rows, total))
 }
 
 pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<StepRecord>> {

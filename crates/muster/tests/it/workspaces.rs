@@ -233,3 +233,19 @@ async fn a_change_too_big_to_send_whole_is_cut_to_fit_and_says_so() {
         "all of it is on the ref"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_the_run_writes_is_redacted_from_its_diff() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["shell"], Vec::new()).await;
+    let id = hub
+        .add_task(json!({ "prompt": "printf 'API_KEY=abcdefgh-secret-0123\\nDEBUG=1\\n' > .env", "runner": "shell", "repo": "web" }))
+        .await;
+    hub.wait_state(&id, &["succeeded"]).await;
+    let (code, diff, err) = hub.cli(&["task", "diff", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(diff.contains("+API_KEY=[REDACTED]") && diff.contains("+DEBUG=1"), "{diff}");
+    assert!(!diff.contains("abcdefgh-secret-0123"), "{diff}");
+}
