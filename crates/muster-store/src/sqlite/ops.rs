@@ -2017,12 +2017,11 @@ pub fn rewrite_for_incremental_vacuum(c: &Connection) -> Result<Duration> {
     Ok(began.elapsed())
 }
 
-/// Moves every live lease's expiry `by` later.
+/// Moves every live lease's expiry `by` later, rounded up to the millisecond:
+/// however short the wait, a heartbeat may have waited through it.
 pub fn extend_leases(c: &Connection, by: Duration) -> Result<()> {
-    c.execute(
-        "UPDATE tasks SET lease_expires_at = lease_expires_at + ? WHERE lease_expires_at IS NOT NULL",
-        [by.as_millis() as i64],
-    )?;
+    let ms = by.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
+    c.execute("UPDATE tasks SET lease_expires_at = lease_expires_at + ? WHERE lease_expires_at IS NOT NULL", [ms])?;
     Ok(())
 }
 
