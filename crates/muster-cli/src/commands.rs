@@ -579,11 +579,11 @@ fn render_task(d: &TaskDetail) -> String {
             }
             if let Some(w) = &a.workspace {
                 let mut line = format!(
-                    "attempt {}: branch {} · {} commits · {} files changed",
+                    "attempt {}: branch {} · {} · {} changed",
                     a.number,
                     w.branch,
-                    w.commits.len(),
-                    w.files.len()
+                    crate::table::count(w.commits.len(), "commit", "commits"),
+                    crate::table::count(w.files.len(), "file", "files")
                 );
                 if let Some(kept) = &w.kept_at {
                     line.push_str(&format!(" · worktree kept at {kept}"));

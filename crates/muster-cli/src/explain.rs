@@ -101,10 +101,10 @@ pub fn render(detail: &TaskDetail, attempt: &AttemptView, steps: &[StepView]) ->
     if let Some(w) = &attempt.workspace {
         let _ = writeln!(
             out,
-            "\nworktree  branch {} · {} commits · {} files changed{}",
+            "\nworktree  branch {} · {} · {} changed{}",
             w.branch,
-            w.commits.len(),
-            w.files.len(),
+            crate::table::count(w.commits.len(), "commit", "commits"),
+            crate::table::count(w.files.len(), "file", "files"),
             w.kept_at.as_ref().map(|k| format!(" · kept at {k}")).unwrap_or_default()
         );
     }

@@ -54,3 +54,8 @@ pub fn clip(s: &str, n: usize) -> String {
 pub fn dash(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
+
+/// `n` and the word for it, singular for one: `1 file`, `2 files`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
