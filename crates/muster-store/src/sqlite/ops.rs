@@ -846,22 +846,9 @@ pub fn limit_task(
     details: &RunDetails,
     now: Millis,
 ) -> Result<(Task, FinishResult)> {
-    let mut task = load_task(c, id)?;
-    if adopt_lost_accept(c, agent, &task, epoch, now, Duration::ZERO)? {
-        task = load_task(c, id)?;
-    }
-    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
-    if !held {
-        let applied: Option<(String, Option<String>)> = c
-            .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
-            .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((by, Some(recorded))) = applied
-            && by == agent.as_str()
-            && recorded == "limited"
-        {
-            return Ok((task, FinishResult::Duplicate));
-        }
+    let (mut task, resent) = task_for_report(c, agent, id, epoch, "limited", now)?;
+    if resent {
+        return Ok((task, FinishResult::Duplicate));
     }
     let reason = clip(reason.trim(), 500);
     let runner = effective_runner(&task);
@@ -869,19 +856,7 @@ pub fn limit_task(
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, "limited", now)?;
     // What the run used before it was stopped is still spent.
-    if let Some(report) = &details.report {
-        save_report(c, id, epoch, report)?;
-    }
-    if let Some(w) = &details.workspace {
-        save_workspace(c, id, epoch, w)?;
-    }
-    if let Some(summary) = &details.summary {
-        c.prepare_cached("UPDATE attempts SET summary = ? WHERE task_id = ? AND epoch = ?")?.execute(params![
-            clip(summary, 2_000),
-            id.as_str(),
-            epoch.0 as i64
-        ])?;
-    }
+    save_details(c, id, epoch, details)?;
     // A limit says nothing about the agent or the runner working: no verdict.
     let mut agent_breaker = load_breaker(c, BreakerScope::Agent, agent.as_str())?;
     agent_breaker.probe_lost(&task.id);
@@ -1192,41 +1167,35 @@ fn end_attempt(c: &Connection, task: &Task, epoch: Epoch, outcome: &str, now: Mi
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // each is one fact of the report; a struct would only rename them
-pub fn finish_task(
+/// The task a run's end is reported for, with a lost accept adopted first
+/// (a run that ended before its accept was recovered still counts once), and
+/// whether `agent` already reported this epoch's end as `outcome`: a resend
+/// is answered, not refused.
+fn task_for_report(
     c: &Connection,
     agent: &AgentName,
     id: &TaskId,
     epoch: Epoch,
-    outcome: &RunOutcome,
-    details: &RunDetails,
+    outcome: &str,
     now: Millis,
-    backoff: Duration,
-    policy: Policy,
-) -> Result<(Task, FinishResult)> {
+) -> Result<(Task, bool)> {
     let mut task = load_task(c, id)?;
-    // A run that ended before its lost accept was recovered still counts once.
     if adopt_lost_accept(c, agent, &task, epoch, now, Duration::ZERO)? {
         task = load_task(c, id)?;
     }
-    let held = task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
-    if !held {
-        // A resend of an outcome we already applied is answered, not refused.
-        let applied: Option<(String, Option<String>)> = c
-            .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
-            .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((by, Some(recorded))) = applied
-            && by == agent.as_str()
-            && recorded == outcome_name(outcome)
-        {
-            return Ok((task, FinishResult::Duplicate));
-        }
+    if task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) {
+        return Ok((task, false));
     }
-    let ran_with = effective_runner(&task);
-    let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
-    save_task(c, &task)?;
-    end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
+    let applied: Option<(String, Option<String>)> = c
+        .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
+        .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let resent = matches!(applied, Some((by, Some(recorded))) if by == agent.as_str() && recorded == outcome);
+    Ok((task, resent))
+}
+
+/// Keeps what an agent reported of a run beside its outcome.
+fn save_details(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails) -> Result<()> {
     if let Some(report) = &details.report {
         save_report(c, id, epoch, report)?;
     }
@@ -1240,6 +1209,30 @@ pub fn finish_task(
             epoch.0 as i64
         ])?;
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // each is one fact of the report; a struct would only rename them
+pub fn finish_task(
+    c: &Connection,
+    agent: &AgentName,
+    id: &TaskId,
+    epoch: Epoch,
+    outcome: &RunOutcome,
+    details: &RunDetails,
+    now: Millis,
+    backoff: Duration,
+    policy: Policy,
+) -> Result<(Task, FinishResult)> {
+    let (mut task, resent) = task_for_report(c, agent, id, epoch, outcome_name(outcome), now)?;
+    if resent {
+        return Ok((task, FinishResult::Duplicate));
+    }
+    let ran_with = effective_runner(&task);
+    let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
+    save_task(c, &task)?;
+    end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
+    save_details(c, id, epoch, details)?;
     let verdict = match outcome {
         RunOutcome::Succeeded { .. } => Some(true),
         RunOutcome::Failed { .. } | RunOutcome::TimedOut => Some(false),

@@ -97,18 +97,9 @@ async fn an_operator_resets_a_breaker_and_work_flows_again() {
 
 /// An agent offering the `alt` runner: bash, like `shell`, under another name.
 async fn alt_agent(hub: &Hub, name: &str, dir: &std::path::Path) -> crate::harness::Agent {
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, "[runners.alt]\nargv = [\"bash\", \"{prompt_file}\"]\nprompt = \"file\"\n")
-        .expect("the agent config");
-    let token = hub.add_agent(name, &[]).await;
-    let agent = crate::harness::Agent::spawn_with(
-        &hub.url,
-        name,
-        &token,
-        crate::harness::AgentOpts { runners: &[], config: Some(&config), ..Default::default() },
-    );
-    hub.wait_connected(name).await;
-    agent
+    let toml = "[runners.alt]\nargv = [\"bash\", \"{prompt_file}\"]\nprompt = \"file\"\n";
+    let opts = crate::harness::AgentOpts { runners: &[], ..Default::default() };
+    hub.agent_with_config(name, dir, toml, opts).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

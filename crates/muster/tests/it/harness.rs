@@ -301,6 +301,17 @@ impl Hub {
         Agent::spawn(&self.url, name_token.0, name_token.1, slots, caps)
     }
 
+    /// Registers and starts an agent whose config file (written in `dir`)
+    /// says `toml`, and waits until it is connected.
+    pub async fn agent_with_config(&self, name: &str, dir: &Path, toml: &str, opts: AgentOpts<'_>) -> Agent {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("the agent config");
+        let token = self.add_agent(name, &[]).await;
+        let agent = Agent::spawn_with(&self.url, name, &token, AgentOpts { config: Some(&config), ..opts });
+        self.wait_connected(name).await;
+        agent
+    }
+
     /// Registers and starts an agent, and waits until it is connected.
     pub async fn agent(&self, name: &str, slots: u32, caps: &[&str]) -> Agent {
         let token = self.add_agent(name, caps).await;

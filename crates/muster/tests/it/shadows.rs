@@ -7,10 +7,7 @@ use serde_json::{Value, json};
 /// An agent offering `shell`, `twin` (the same as shell) and `odd` (prints
 /// one more line and fails).
 async fn agent(hub: &Hub, dir: &std::path::Path) -> Agent {
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        r#"
+    let toml = r#"
 [runners.twin]
 argv = ["bash", "{prompt_file}"]
 prompt = "file"
@@ -18,18 +15,8 @@ prompt = "file"
 [runners.odd]
 argv = ["bash", "-c", "source \"$1\"; echo variant-b; exit 3", "odd", "{prompt_file}"]
 prompt = "file"
-"#,
-    )
-    .expect("the agent config");
-    let token = hub.add_agent("w", &[]).await;
-    let agent = Agent::spawn_with(
-        &hub.url,
-        "w",
-        &token,
-        AgentOpts { slots: 4, runners: &["shell"], config: Some(&config), ..AgentOpts::default() },
-    );
-    hub.wait_connected("w").await;
-    agent
+"#;
+    hub.agent_with_config("w", dir, toml, AgentOpts { slots: 4, runners: &["shell"], ..AgentOpts::default() }).await
 }
 
 async fn shadows_of(hub: &Hub, id: &str) -> Vec<Value> {

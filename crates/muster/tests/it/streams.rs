@@ -30,14 +30,12 @@ while IFS= read -r l || [ -n "$l" ]; do
 done < "$0"
 exit "$code""#;
 
-fn config(dir: &std::path::Path, format: &str, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("agent.toml");
-    let text = format!(
+/// The agent file of an agent whose `replay` runner reads its stream as `format`.
+fn replay_toml(format: &str, extra: &str) -> String {
+    format!(
         "[runners.replay]\nargv = [\"bash\", \"-c\", {script}, \"{{prompt_file}}\"]\nprompt = \"file\"\nformat = \"{format}\"\n{extra}",
         script = toml_string(REPLAY),
-    );
-    std::fs::write(&path, text).expect("the agent config");
-    path
+    )
 }
 
 fn toml_string(s: &str) -> String {
@@ -50,16 +48,8 @@ async fn replay_agent(hub: &Hub, dir: &std::path::Path, format: &str) -> Agent {
 
 /// A replaying agent whose runner profile has `extra` TOML lines.
 async fn replay_agent_with(hub: &Hub, dir: &std::path::Path, format: &str, extra: &str) -> Agent {
-    let token = hub.add_agent("coder", &[]).await;
-    let config = config(dir, format, extra);
-    let agent = Agent::spawn_with(
-        &hub.url,
-        "coder",
-        &token,
-        AgentOpts { runners: &[], config: Some(&config), ..AgentOpts::default() },
-    );
-    hub.wait_connected("coder").await;
-    agent
+    let opts = AgentOpts { runners: &[], ..AgentOpts::default() };
+    hub.agent_with_config("coder", dir, &replay_toml(format, extra), opts).await
 }
 
 fn lines(values: &[Value]) -> String {
@@ -343,21 +333,14 @@ async fn an_agent_asking_a_person_shows_as_waiting() {
 async fn secrets_never_leave_the_agent_in_output_steps_reports_or_diffs() {
     let hub = Hub::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = hub.add_agent("coder", &[]).await;
-    let config = config(dir.path(), "claude", "env = [\"MY_SERVICE_API_KEY\"]\n");
     let secret = "s3cr3t-value-0123456789";
-    let _agent = Agent::spawn_with(
-        &hub.url,
-        "coder",
-        &token,
-        AgentOpts {
-            runners: &[],
-            config: Some(&config),
-            env: vec![("MY_SERVICE_API_KEY".to_owned(), secret.to_owned())],
-            ..AgentOpts::default()
-        },
-    );
-    hub.wait_connected("coder").await;
+    let opts = AgentOpts {
+        runners: &[],
+        env: vec![("MY_SERVICE_API_KEY".to_owned(), secret.to_owned())],
+        ..AgentOpts::default()
+    };
+    let toml = replay_toml("claude", "env = [\"MY_SERVICE_API_KEY\"]\n");
+    let _agent = hub.agent_with_config("coder", dir.path(), &toml, opts).await;
     let bearer = "Bearer abcdefghijklmnopqrstuvwxyz0123";
     let stream = lines(&[
         json!({"type":"system","subtype":"init","session_id":"s-1","model":"m"}),
@@ -528,10 +511,7 @@ async fn a_runner_past_its_daily_budget_rests_until_an_operator_raises_it() {
 async fn a_generic_runner_gets_a_summary_from_a_pattern_or_a_json_path() {
     let hub = Hub::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        r#"
+    let toml = r#"
 [runners.lint]
 argv = ["bash", "{prompt_file}"]
 prompt = "file"
@@ -541,17 +521,9 @@ summary_pattern = '(?m)^RESULT: (.*)$'
 argv = ["bash", "{prompt_file}"]
 prompt = "file"
 summary_json = "/summary/text"
-"#,
-    )
-    .unwrap();
-    let token = hub.add_agent("coder", &[]).await;
-    let _agent = Agent::spawn_with(
-        &hub.url,
-        "coder",
-        &token,
-        AgentOpts { runners: &[], config: Some(&config), ..AgentOpts::default() },
-    );
-    hub.wait_connected("coder").await;
+"#;
+    let opts = AgentOpts { runners: &[], ..AgentOpts::default() };
+    let _agent = hub.agent_with_config("coder", dir.path(), toml, opts).await;
 
     let id = hub
         .add_task(json!({ "prompt": "echo RESULT: 3 warnings\necho noise\necho RESULT: 2 warnings", "runner": "lint" }))

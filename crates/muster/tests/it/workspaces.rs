@@ -44,18 +44,8 @@ pub async fn agent_with_repo(
     runners: &[&str],
     env: Vec<(String, String)>,
 ) -> Agent {
-    let config = dir.join("agent.toml");
-    std::fs::write(&config, format!("repos_root = {:?}\n\n[repos]\nweb = {:?}\n", path_str(dir), path_str(repo)))
-        .expect("the agent config");
-    let token = hub.add_agent("coder", &[]).await;
-    let agent = Agent::spawn_with(
-        &hub.url,
-        "coder",
-        &token,
-        AgentOpts { runners, config: Some(&config), env, ..AgentOpts::default() },
-    );
-    hub.wait_connected("coder").await;
-    agent
+    let toml = format!("repos_root = {:?}\n\n[repos]\nweb = {:?}\n", path_str(dir), path_str(repo));
+    hub.agent_with_config("coder", dir, &toml, AgentOpts { runners, env, ..AgentOpts::default() }).await
 }
 
 fn worktrees(repo: &Path) -> Vec<String> {
