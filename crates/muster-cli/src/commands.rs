@@ -135,6 +135,30 @@ pub enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Decide a queued or finished task needs no run: it ends `skipped`.
+    Skip {
+        id: String,
+        /// Why (on the timeline, with who).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a task that is not handed out back in the queue, attempts cleared.
+    Reset {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the priority of a task not yet finished.
+    Move {
+        id: String,
+        /// urgent, high, normal or low.
+        #[arg(long)]
+        priority: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revive a failed (dead-lettered) task with a fresh budget of attempts.
     Retry {
         id: String,
@@ -288,6 +312,21 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             let page: StepsPage = client.get(&format!("/tasks/{}/steps?attempt={}", segment(&id), a.number)).await?;
             print!("{}", crate::explain::render(&detail, a, &page.steps));
             Ok(())
+        }
+        TaskCmd::Skip { id, reason, json } => {
+            let t: TaskView =
+                client.post(&format!("/tasks/{}/skip", segment(&id)), &muster_proto::api::TaskSkip { reason }).await?;
+            changed(&t, json, "skipped")
+        }
+        TaskCmd::Reset { id, json } => {
+            let t: TaskView = client.post(&format!("/tasks/{}/reset", segment(&id)), &()).await?;
+            changed(&t, json, "back in the queue, attempts cleared")
+        }
+        TaskCmd::Move { id, priority, json } => {
+            let t: TaskView = client
+                .post(&format!("/tasks/{}/move", segment(&id)), &muster_proto::api::TaskMove { priority })
+                .await?;
+            changed(&t, json, &format!("now {}", t.priority))
         }
         TaskCmd::Diff { id, attempt, stat, json } => {
             let query = attempt.map(|a| format!("?attempt={a}")).unwrap_or_default();
@@ -678,7 +717,7 @@ pub async fn wait_for_end(client: &Client, id: &str, limit: Option<Duration>) ->
     let mut after = 0i64;
     loop {
         let detail: TaskDetail = client.get(&format!("/tasks/{}", segment(id))).await?;
-        if matches!(detail.task.state.as_str(), "succeeded" | "failed" | "cancelled") {
+        if matches!(detail.task.state.as_str(), "succeeded" | "failed" | "cancelled" | "skipped") {
             return Ok(detail.task);
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -831,7 +870,10 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     for reason in &s.health.reasons {
         println!("           - {reason}");
     }
-    println!("tasks      {}", line(&s.tasks, &["queued", "assigned", "running", "succeeded", "failed", "cancelled"]));
+    println!(
+        "tasks      {}",
+        line(&s.tasks, &["queued", "assigned", "running", "succeeded", "failed", "cancelled", "skipped"])
+    );
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
     println!("sockets    {} connected", s.connected_agents);
     println!("events     {} recorded", s.last_event);
@@ -1642,4 +1684,13 @@ pub async fn shadow(conn: &ConnArgs, cmd: ShadowCmd) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// What an operator's change left: the task as JSON, or a line.
+fn changed(t: &TaskView, json: bool, what: &str) -> CliResult {
+    if json {
+        return print_json(t);
+    }
+    eprintln!("{} {what}", t.id);
+    Ok(())
 }

@@ -58,23 +58,28 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// An operator decided it needs no run: done, without a result.
+    Skipped,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
         TaskState::Queued,
         TaskState::Assigned,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Failed,
         TaskState::Cancelled,
+        TaskState::Skipped,
     ];
 
     pub fn parse(s: &str) -> Result<TaskState, Invalid> {
         TaskState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
             Invalid::new(
                 "state",
-                format!("unknown state {s:?}; expected queued, assigned, running, succeeded, failed or cancelled"),
+                format!(
+                    "unknown state {s:?}; expected queued, assigned, running, succeeded, failed, cancelled or skipped"
+                ),
             )
         })
     }
@@ -87,11 +92,12 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Failed => "failed",
             TaskState::Cancelled => "cancelled",
+            TaskState::Skipped => "skipped",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Skipped)
     }
 
     /// States in which the task holds a lease on some agent.
@@ -548,6 +554,52 @@ impl Task {
     }
 
     /// Revives a dead-lettered task with a fresh budget of attempts.
+    /// An operator decides the task needs no run (now or again): it ends
+    /// `skipped`. Not while it is handed out: cancel it first.
+    pub fn skip(&mut self, reason: &str, now: Millis) -> Result<(), Refused> {
+        if self.state.is_leased() || self.state == TaskState::Skipped {
+            return Err(Refused::WrongState {
+                state: self.state,
+                wanted: "only a queued or finished task can be skipped (cancel a running one first)",
+            });
+        }
+        self.reason = Some(format!("skipped: {reason}"));
+        self.cancel_requested = false;
+        self.end(TaskState::Skipped, now);
+        Ok(())
+    }
+
+    /// Back to the queue with a fresh budget of attempts, whatever it was;
+    /// not while it is handed out.
+    pub fn reset(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state.is_leased() {
+            return Err(Refused::WrongState {
+                state: self.state,
+                wanted: "a task that is handed out cannot be reset (cancel it first)",
+            });
+        }
+        self.state = TaskState::Queued;
+        self.attempts = 0;
+        self.ready_at = now;
+        self.cancel_requested = false;
+        self.finished_at = None;
+        self.exit_code = None;
+        self.reason = Some("reset".to_owned());
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// A new priority, for a task not yet finished.
+    pub fn reprioritise(&mut self, priority: Priority, now: Millis) -> Result<Priority, Refused> {
+        if self.state.is_terminal() {
+            return Err(Refused::WrongState { state: self.state, wanted: "a finished task's priority stays" });
+        }
+        let was = self.spec.priority;
+        self.spec.priority = priority;
+        self.updated_at = now;
+        Ok(was)
+    }
+
     pub fn retry(&mut self, now: Millis) -> Result<(), Refused> {
         if self.state != TaskState::Failed {
             return Err(Refused::WrongState { state: self.state, wanted: "only a failed task can be retried" });
@@ -595,5 +647,55 @@ mod limited_tests {
         assert_eq!((task.state, task.attempts, task.lease.is_none()), (TaskState::Queued, 0, true));
         assert_eq!(task.reason.as_deref(), Some("limited: usage limit"));
         assert!(task.limited(&agent, epoch, "again", Millis(5), Millis(3)).is_err(), "a stale report is refused");
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+
+    fn task() -> (Task, AgentName) {
+        let spec = TaskSpec {
+            prompt: "p".into(),
+            runner: RunnerName::parse("shell").unwrap(),
+            capabilities: vec![],
+            priority: Priority::Normal,
+            timeout: Duration::from_secs(60),
+            max_attempts: 2,
+            idempotency_key: None,
+            metadata: None,
+            workspace: None,
+            fallback: vec![],
+            budget: Budget::default(),
+            shadow_of: None,
+        };
+        (Task::new(TaskId::from_parts(0, 1), spec, Millis(0)), AgentName::parse("a").unwrap())
+    }
+
+    #[test]
+    fn skip_reset_and_move_apply_only_where_they_make_sense() {
+        let (mut t, agent) = task();
+        assert_eq!(t.reprioritise(Priority::Urgent, Millis(1)), Ok(Priority::Normal));
+        t.assign(&agent, Millis(2), Duration::from_secs(10)).unwrap();
+        assert!(t.skip("no", Millis(3)).is_err(), "a handed-out task is not skipped");
+        assert!(t.reset(Millis(3)).is_err(), "nor reset");
+        let epoch = t.epoch;
+        t.start(&agent, epoch, Millis(3), Duration::from_secs(30)).unwrap();
+        t.finish(
+            &agent,
+            epoch,
+            &RunOutcome::Failed { exit_code: Some(1), reason: "x".into() },
+            Millis(4),
+            Duration::ZERO,
+        )
+        .unwrap();
+        t.reset(Millis(5)).unwrap();
+        assert_eq!((t.state, t.attempts, t.finished_at), (TaskState::Queued, 0, None));
+        t.skip("covered by another task", Millis(6)).unwrap();
+        assert_eq!((t.state, t.reason.as_deref()), (TaskState::Skipped, Some("skipped: covered by another task")));
+        assert!(t.state.is_terminal() && t.finished_at == Some(Millis(6)));
+        assert!(t.reprioritise(Priority::Low, Millis(7)).is_err(), "a finished task keeps its priority");
+        t.reset(Millis(8)).unwrap();
+        assert_eq!(t.state, TaskState::Queued, "even a skipped task can be reset");
     }
 }

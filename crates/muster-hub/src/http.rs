@@ -123,6 +123,9 @@ pub fn router(hub: Hub) -> Router {
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/retry", post(retry_task))
+        .route("/tasks/{id}/skip", post(skip_task))
+        .route("/tasks/{id}/reset", post(reset_task))
+        .route("/tasks/{id}/move", post(move_task))
         .route("/tasks/{id}/logs", get(task_logs))
         .route("/tasks/{id}/steps", get(task_steps))
         .route("/tasks/{id}/diff", get(task_diff))
@@ -937,6 +940,35 @@ async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<S
     let id = task_id(&id)?;
     tracing::info!(task_id = %id, by = %by.name, "retry");
     let task = hub.shared.store.retry_task(&id, hub.now()).await?;
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
+}
+
+async fn skip_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    let body: muster_proto::api::TaskSkip = from_json(&body)?;
+    operate(&hub, &id, muster_store::TaskOp::Skip { reason: body.reason }, &by.name).await
+}
+
+async fn reset_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    operate(&hub, &id, muster_store::TaskOp::Reset, &by.name).await
+}
+
+async fn move_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    let body: muster_proto::api::TaskMove = from_json(&body)?;
+    let priority = muster_core::Priority::parse(&body.priority)?;
+    operate(&hub, &id, muster_store::TaskOp::Move { priority }, &by.name).await
+}
+
+/// An operator's change to one task: applied, logged, and the dispatcher woken.
+async fn operate(hub: &Hub, id: &TaskId, op: muster_store::TaskOp, by: &str) -> ApiResult {
+    tracing::info!(task_id = %id, by, op = ?op, "operator changed a task");
+    let task = hub.shared.store.operate_task(id, op, by, hub.now()).await?;
     hub.wake_dispatcher();
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
 }

@@ -786,6 +786,21 @@ pub struct ShadowMismatch {
     pub why: String,
 }
 
+/// `POST /api/v1/tasks/{id}/skip`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSkip {
+    pub reason: String,
+}
+
+/// `POST /api/v1/tasks/{id}/move`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMove {
+    /// urgent, high, normal or low.
+    pub priority: String,
+}
+
 /// One circuit breaker, from `GET /api/v1/breakers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerView {

@@ -92,6 +92,7 @@ cases!($
     finish_failure_with_attempts_left_schedules_a_retry,
     finish_failure_without_attempts_dead_letters_then_retry_revives,
     retry_of_a_task_that_has_not_failed_is_refused,
+    operators_skip_reset_and_move_tasks_with_who_on_the_timeline,
     duplicate_finish_is_answered_and_changes_nothing,
     finish_with_a_stale_epoch_is_refused,
     cancel_queued_is_immediate,
@@ -2157,6 +2158,11 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
     ok("cancel_task", s.cancel_task(&cancelled, at(4)).await);
     submit(s, 6, spec("queued"), at(5)).await;
     submit(s, 7, spec("queued"), at(5)).await;
+    let skipped = submit(s, 8, spec("skipped"), at(5)).await;
+    ok(
+        "operate_task",
+        s.operate_task(&skipped, crate::TaskOp::Skip { reason: "not needed".into() }, "ops", at(5)).await,
+    );
 
     let counts = ok("count_tasks", s.count_tasks().await);
     let got: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|st| (*st, count(&counts, *st))).collect();
@@ -2169,6 +2175,7 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
             (TaskState::Succeeded, 1),
             (TaskState::Failed, 1),
             (TaskState::Cancelled, 1),
+            (TaskState::Skipped, 1),
         ]
     );
 }
@@ -2621,4 +2628,40 @@ pub async fn tasks_fall_back_while_their_runner_waits_for_a_probe_and_a_lost_age
         std::slice::from_ref(&second),
         "cooled, waiting for a probe: it still falls back"
     );
+}
+
+pub async fn operators_skip_reset_and_move_tasks_with_who_on_the_timeline(store: Arc<dyn Store>) {
+    use crate::TaskOp;
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let first = submit(s, 1, spec("first"), at(0)).await;
+    let second = submit(s, 2, spec("second"), at(0)).await;
+
+    let mark = last_seq(s).await;
+    let moved =
+        ok("operate_task", s.operate_task(&second, TaskOp::Move { priority: Priority::Urgent }, "ops", at(1)).await);
+    assert_eq!(moved.spec.priority, Priority::Urgent);
+    let events = assert_events(s, mark, &["task.moved"], "a move").await;
+    assert_eq!(events[0].detail.as_deref(), Some("normal -> urgent (by ops)"));
+    assert_eq!(get(s, &second).await.spec.priority, Priority::Urgent, "the new priority is stored");
+    assert_eq!(claim(s, &a, at(2)).await, std::slice::from_ref(&second), "and it goes out first");
+
+    let before = snapshot(s).await;
+    let r = s.operate_task(&first, TaskOp::Skip { reason: " ".into() }, "ops", at(3)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(ref i)) if i.field == "reason"), "{r:?}");
+    let r = s.operate_task(&second, TaskOp::Reset, "ops", at(3)).await;
+    assert!(matches!(r, Err(StoreError::Refused(_))), "a handed-out task is not reset: {r:?}");
+    assert_unchanged(s, &before, "refused operations").await;
+
+    let mark = last_seq(s).await;
+    let skipped =
+        ok("operate_task", s.operate_task(&first, TaskOp::Skip { reason: "done by hand".into() }, "ops", at(4)).await);
+    assert_eq!((skipped.state, skipped.reason.as_deref()), (TaskState::Skipped, Some("skipped: done by hand")));
+    let reset = ok("operate_task", s.operate_task(&first, TaskOp::Reset, "lead", at(5)).await);
+    assert_eq!((reset.state, reset.attempts), (TaskState::Queued, 0));
+    let events = assert_events(s, mark, &["task.skipped", "task.reset"], "skip and reset").await;
+    assert_eq!(events[0].detail.as_deref(), Some("done by hand (by ops)"));
+    assert_eq!(events[1].detail.as_deref(), Some("attempts cleared (by lead)"));
+    let counts = ok("count_tasks", s.count_tasks().await);
+    assert_eq!(count(&counts, TaskState::Skipped), 0);
 }

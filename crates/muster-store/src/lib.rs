@@ -145,6 +145,9 @@ pub trait Store: Send + Sync + 'static {
     async fn outcomes_since(&self, since: Millis) -> Result<Vec<(String, u64)>>;
     async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)>;
     async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task>;
+    /// Skips, resets or reprioritises one task on an operator's word, with an
+    /// event naming who (`task.skipped`, `task.reset`, `task.moved`).
+    async fn operate_task(&self, id: &TaskId, op: TaskOp, by: &str, now: Millis) -> Result<Task>;
 
     /// Hands as many due, matching tasks to the agent as it has free slots,
     /// highest priority and oldest first.

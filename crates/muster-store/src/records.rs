@@ -329,6 +329,17 @@ pub struct RunReport {
     pub tool_errors: u64,
 }
 
+/// What an operator does to one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOp {
+    /// It needs no run: it ends `skipped`.
+    Skip { reason: String },
+    /// Back to the queue with a fresh budget of attempts.
+    Reset,
+    /// A new priority.
+    Move { priority: muster_core::Priority },
+}
+
 /// What costs are summed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CostGroup {

@@ -52,6 +52,8 @@ enum Event {
     Reclaim,
     Cancel,
     Retry,
+    Skip,
+    Reset,
 }
 
 impl Event {
@@ -66,6 +68,8 @@ impl Event {
             Event::Reclaim => "reclaim",
             Event::Cancel => "cancel",
             Event::Retry => "retry",
+            Event::Skip => "skip",
+            Event::Reset => "reset",
         }
     }
 
@@ -117,6 +121,8 @@ fn event() -> impl Strategy<Value = Event> {
         3 => Just(Event::Reclaim),
         1 => Just(Event::Cancel),
         2 => Just(Event::Retry),
+        1 => Just(Event::Skip),
+        1 => Just(Event::Reset),
     ]
 }
 
@@ -156,6 +162,8 @@ enum Effect {
     Reclaimed(Reclaimed),
     Cancel(Cancel),
     Retried,
+    Skipped,
+    Reset,
 }
 
 /// One task, the clock, and what each agent believes it holds.
@@ -225,6 +233,8 @@ impl World {
             Event::Reclaim => self.task.reclaim(now).map(Effect::Reclaimed),
             Event::Cancel => self.task.cancel(now).map(Effect::Cancel),
             Event::Retry => self.task.retry(now).map(|()| Effect::Retried),
+            Event::Skip => self.task.skip("by an operator", now).map(|()| Effect::Skipped),
+            Event::Reset => self.task.reset(now).map(|()| Effect::Reset),
         }
     }
 }
@@ -313,6 +323,10 @@ fn expected(w: &World, event: &Event) -> Verdict {
         },
         Event::Retry if state == TaskState::Failed => Verdict::Reached(TaskState::Queued),
         Event::Retry => Verdict::WrongState(state),
+        Event::Skip if state.is_leased() || state == TaskState::Skipped => Verdict::WrongState(state),
+        Event::Skip => Verdict::Reached(TaskState::Skipped),
+        Event::Reset if state.is_leased() => Verdict::WrongState(state),
+        Event::Reset => Verdict::Reached(TaskState::Queued),
     }
 }
 
@@ -326,6 +340,8 @@ fn allowed(from: TaskState, to: TaskState) -> bool {
                 | (Assigned, Running | Queued | Cancelled)
                 | (Running, Succeeded | Failed | Cancelled | Queued)
                 | (Failed, Queued)
+                | (Queued | Succeeded | Failed | Cancelled, Skipped)
+                | (Succeeded | Cancelled | Skipped, Queued)
         )
 }
 
@@ -379,12 +395,17 @@ fn check_step(
     let want_epoch = if assigned { b.epoch.next() } else { b.epoch };
     prop_assert_eq!(a.epoch, want_epoch, "the epoch grows by one on assign and only then");
 
-    if matches!(b.state, TaskState::Succeeded | TaskState::Cancelled) {
+    // Only an operator (skip, reset) moves a finished task, and retry a failed one.
+    let operator = matches!(result, Ok(Effect::Skipped | Effect::Reset));
+    if b.state.is_terminal() && !operator && !matches!(result, Ok(Effect::Retried)) {
         prop_assert_eq!(a, b, "{} changed a {} task", event.kind(), b.state.as_str());
     }
-    if b.state == TaskState::Failed && a.state != TaskState::Failed {
-        prop_assert!(matches!(result, Ok(Effect::Retried)), "a failed task left failed through {}", event.kind());
-        prop_assert_eq!(a.state, TaskState::Queued);
+    if b.state == TaskState::Failed && a.state == TaskState::Queued {
+        prop_assert!(
+            matches!(result, Ok(Effect::Retried | Effect::Reset)),
+            "a failed task left failed through {}",
+            event.kind()
+        );
         prop_assert_eq!(a.attempts, 0);
     }
     prop_assert!(allowed(b.state, a.state), "{} took the task from {:?} to {:?}", event.kind(), b.state, a.state);
@@ -497,10 +518,14 @@ fn check_effect(
             prop_assert_eq!(cancel, &want);
             prop_assert!(a.state == TaskState::Cancelled || a.cancel_requested);
         }
-        (Event::Retry, Effect::Retried) => {
+        (Event::Retry, Effect::Retried) | (Event::Reset, Effect::Reset) => {
             prop_assert_eq!(a.attempts, 0);
             prop_assert_eq!(a.ready_at, now);
             prop_assert!(!a.cancel_requested);
+        }
+        (Event::Skip, Effect::Skipped) => {
+            prop_assert_eq!(a.finished_at, Some(now));
+            prop_assert!(a.lease.is_none());
         }
         (event, effect) => {
             return Err(TestCaseError::fail(format!("{event:?} answered {effect:?}")));

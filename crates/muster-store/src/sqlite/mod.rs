@@ -19,7 +19,7 @@ pub mod schema;
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
-    OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TokenRecord,
+    OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
 use async_trait::async_trait;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
@@ -510,6 +510,11 @@ impl Store for SqliteStore {
     async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task> {
         let id = id.clone();
         self.write(move |c| ops::retry_task(c, &id, now)).await
+    }
+
+    async fn operate_task(&self, id: &TaskId, op: TaskOp, by: &str, now: Millis) -> Result<Task> {
+        let (id, by) = (id.clone(), by.to_owned());
+        self.write(move |c| ops::operate_task(c, &id, &op, &by, now)).await
     }
 
     async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {

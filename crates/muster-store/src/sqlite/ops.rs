@@ -8,7 +8,7 @@ use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep,
     NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind,
-    StepRecord, StoreError, Stream, TaskFilter, TokenRecord, Tokens, WorkspaceRecord,
+    StepRecord, StoreError, Stream, TaskFilter, TaskOp, TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, Finished, Reclaimed};
@@ -652,6 +652,33 @@ pub fn retry_task(c: &Connection, id: &TaskId, now: Millis) -> Result<Task> {
     task.retry(now).map_err(refused)?;
     save_task(c, &task)?;
     task_event(c, now, "task.retried", &task, None)?;
+    Ok(task)
+}
+
+pub fn operate_task(c: &Connection, id: &TaskId, op: &TaskOp, by: &str, now: Millis) -> Result<Task> {
+    let mut task = load_task(c, id)?;
+    let (kind, detail) = match op {
+        TaskOp::Skip { reason } => {
+            let reason = clip(reason.trim(), 500);
+            if reason.is_empty() {
+                return Err(StoreError::Invalid(Invalid::new("reason", "must say why the task is skipped")));
+            }
+            task.skip(&reason, now).map_err(refused)?;
+            ("task.skipped", format!("{reason} (by {by})"))
+        }
+        TaskOp::Reset => {
+            task.reset(now).map_err(refused)?;
+            ("task.reset", format!("attempts cleared (by {by})"))
+        }
+        TaskOp::Move { priority } => {
+            let was = task.reprioritise(*priority, now).map_err(refused)?;
+            c.prepare_cached("UPDATE tasks SET priority = ? WHERE id = ?")?
+                .execute(params![priority.rank(), id.as_str()])?;
+            ("task.moved", format!("{} -> {} (by {by})", was.as_str(), priority.as_str()))
+        }
+    };
+    save_task(c, &task)?;
+    task_event(c, now, kind, &task, Some(&detail))?;
     Ok(task)
 }
 
@@ -1886,7 +1913,7 @@ pub struct Pruned {
     pub more: bool,
 }
 
-const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled', 'skipped')";
 
 fn cutoff(now: Millis, age: Option<Duration>) -> Option<i64> {
     age.map(|a| now.0.saturating_sub(a.as_millis().min(i64::MAX as u128) as i64))

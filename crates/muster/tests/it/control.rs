@@ -156,3 +156,46 @@ async fn a_runner_whose_program_is_missing_is_marked_unavailable_and_never_dispa
     let events = hub.events(&format!("task={ghost}")).await;
     assert!(events.iter().all(|e| e["kind"] != "task.assigned"), "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_skip_reset_and_move_single_tasks_and_the_timeline_says_who() {
+    let hub = crate::harness::Hub::start().await;
+    // No agent offers `gpu`: these wait in the queue.
+    let body = |prompt: &str| serde_json::json!({ "prompt": prompt, "runner": "shell", "capabilities": ["gpu"] });
+    let first = hub.add_task(body("echo first")).await;
+    let second = hub.add_task(body("echo second")).await;
+
+    let (code, _, err) = hub.cli(&["task", "move", &second, "--priority", "urgent"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("now urgent"), "{err}");
+    let (code, _, err) = hub.cli(&["task", "move", &second, "--priority", "asap"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = hub.cli(&["task", "skip", &first, "--reason", "done by hand"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hub.task(&first).await["state"], "skipped");
+    let (code, _, err) = hub.cli(&["task", "skip", &first, "--reason", "again"]).await;
+    assert_eq!(code, 4, "skipping a skipped task is a conflict: {err}");
+    let (code, _, err) = hub.cli(&["task", "reset", &first]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (&hub.task(&first).await["state"], &hub.task(&first).await["attempts"]),
+        (&serde_json::json!("queued"), &serde_json::json!(0))
+    );
+    let (status, bad) = hub.post(&format!("/tasks/{first}/skip"), serde_json::json!({ "why": "x" })).await;
+    assert_eq!(status, 400, "{bad}");
+
+    let events = hub.events("").await;
+    let said: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| matches!(e["kind"].as_str(), Some("task.moved" | "task.skipped" | "task.reset")))
+        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["detail"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("task.moved".to_owned(), "normal -> urgent (by admin)".to_owned()),
+            ("task.skipped".to_owned(), "done by hand (by admin)".to_owned()),
+            ("task.reset".to_owned(), "attempts cleared (by admin)".to_owned()),
+        ]
+    );
+}
