@@ -225,6 +225,9 @@ pub struct TaskAddArgs {
     /// Also run it on this runner as a shadow, compared with it and never changing its result (repeatable).
     #[arg(long)]
     pub shadow: Vec<String>,
+    /// Wait in pending_approval until a person runs `muster approve ID`.
+    #[arg(long)]
+    pub requires_approval: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -473,6 +476,7 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         max_cost_usd: args.max_cost,
         max_tokens: args.max_tokens,
         shadow: args.shadow,
+        requires_approval: args.requires_approval.then_some(true),
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -872,7 +876,10 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     }
     println!(
         "tasks      {}",
-        line(&s.tasks, &["queued", "assigned", "running", "succeeded", "failed", "cancelled", "skipped"])
+        line(
+            &s.tasks,
+            &["pending_approval", "queued", "assigned", "running", "succeeded", "failed", "cancelled", "skipped"]
+        )
     );
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
     println!("sockets    {} connected", s.connected_agents);
@@ -1693,4 +1700,19 @@ fn changed(t: &TaskView, json: bool, what: &str) -> CliResult {
     }
     eprintln!("{} {what}", t.id);
     Ok(())
+}
+
+/// `muster approve ID`: a task pending approval joins the queue.
+pub async fn approve(conn: &ConnArgs, id: &str, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let t: TaskView = client.post(&format!("/tasks/{}/approve", segment(id)), &()).await?;
+    changed(&t, json, "approved: queued")
+}
+
+/// `muster reject ID --reason TEXT`: a task pending approval ends `cancelled`.
+pub async fn reject(conn: &ConnArgs, id: &str, reason: String, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let t: TaskView =
+        client.post(&format!("/tasks/{}/reject", segment(id)), &muster_proto::api::TaskReject { reason }).await?;
+    changed(&t, json, "rejected")
 }

@@ -52,6 +52,8 @@ impl Priority {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskState {
+    /// Waiting for a person to approve it before it may be queued.
+    PendingApproval,
     Queued,
     Assigned,
     Running,
@@ -63,7 +65,8 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; 8] = [
+        TaskState::PendingApproval,
         TaskState::Queued,
         TaskState::Assigned,
         TaskState::Running,
@@ -78,7 +81,8 @@ impl TaskState {
             Invalid::new(
                 "state",
                 format!(
-                    "unknown state {s:?}; expected queued, assigned, running, succeeded, failed, cancelled or skipped"
+                    "unknown state {s:?}; expected pending_approval, queued, assigned, running, succeeded, failed, \
+                     cancelled or skipped"
                 ),
             )
         })
@@ -86,6 +90,7 @@ impl TaskState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::PendingApproval => "pending_approval",
             TaskState::Queued => "queued",
             TaskState::Assigned => "assigned",
             TaskState::Running => "running",
@@ -133,6 +138,8 @@ pub struct TaskSpec {
     pub fallback: Vec<RunnerName>,
     /// What one run may spend before it is stopped (reason `budget`).
     pub budget: Budget,
+    /// A person must approve it before it is queued.
+    pub requires_approval: bool,
     /// This task is a shadow run of that one: it never changes that task's
     /// outcome, and is compared with it.
     pub shadow_of: Option<TaskId>,
@@ -314,8 +321,7 @@ impl Task {
     pub fn new(id: TaskId, spec: TaskSpec, now: Millis) -> Task {
         Task {
             id,
-            spec,
-            state: TaskState::Queued,
+            state: if spec.requires_approval { TaskState::PendingApproval } else { TaskState::Queued },
             attempts: 0,
             epoch: Epoch(0),
             lease: None,
@@ -328,6 +334,7 @@ impl Task {
             updated_at: now,
             started_at: None,
             finished_at: None,
+            spec,
         }
     }
 
@@ -531,7 +538,7 @@ impl Task {
     /// Cancels the task: at once unless a run is under way.
     pub fn cancel(&mut self, now: Millis) -> Result<Cancel, Refused> {
         match self.state {
-            TaskState::Queued => {
+            TaskState::Queued | TaskState::PendingApproval => {
                 self.reason = Some("cancelled".to_owned());
                 self.end(TaskState::Cancelled, now);
                 Ok(Cancel::Done { notify: None })
@@ -553,7 +560,6 @@ impl Task {
         }
     }
 
-    /// Revives a dead-lettered task with a fresh budget of attempts.
     /// An operator decides the task needs no run (now or again): it ends
     /// `skipped`. Not while it is handed out: cancel it first.
     pub fn skip(&mut self, reason: &str, now: Millis) -> Result<(), Refused> {
@@ -578,7 +584,8 @@ impl Task {
                 wanted: "a task that is handed out cannot be reset (cancel it first)",
             });
         }
-        self.state = TaskState::Queued;
+        // A reset is a run again: one that needs approval needs it again.
+        self.state = if self.spec.requires_approval { TaskState::PendingApproval } else { TaskState::Queued };
         self.attempts = 0;
         self.ready_at = now;
         self.cancel_requested = false;
@@ -600,6 +607,28 @@ impl Task {
         Ok(was)
     }
 
+    /// A person approved it: it joins the queue.
+    pub fn approve(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state != TaskState::PendingApproval {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a task pending approval is approved" });
+        }
+        self.state = TaskState::Queued;
+        self.ready_at = now;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// A person rejected it: it ends `cancelled`, saying so.
+    pub fn reject(&mut self, reason: &str, now: Millis) -> Result<(), Refused> {
+        if self.state != TaskState::PendingApproval {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a task pending approval is rejected" });
+        }
+        self.reason = Some(format!("rejected: {reason}"));
+        self.end(TaskState::Cancelled, now);
+        Ok(())
+    }
+
+    /// Revives a dead-lettered task with a fresh budget of attempts.
     pub fn retry(&mut self, now: Millis) -> Result<(), Refused> {
         if self.state != TaskState::Failed {
             return Err(Refused::WrongState { state: self.state, wanted: "only a failed task can be retried" });
@@ -635,6 +664,7 @@ mod limited_tests {
             fallback: vec![],
             budget: Budget::default(),
             shadow_of: None,
+            requires_approval: false,
         };
         let agent = AgentName::parse("a").unwrap();
         let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));
@@ -668,6 +698,7 @@ mod operator_tests {
             fallback: vec![],
             budget: Budget::default(),
             shadow_of: None,
+            requires_approval: false,
         };
         (Task::new(TaskId::from_parts(0, 1), spec, Millis(0)), AgentName::parse("a").unwrap())
     }

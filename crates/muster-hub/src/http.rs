@@ -124,6 +124,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/retry", post(retry_task))
         .route("/tasks/{id}/skip", post(skip_task))
+        .route("/tasks/{id}/approve", post(approve_task))
+        .route("/tasks/{id}/reject", post(reject_task))
         .route("/tasks/{id}/reset", post(reset_task))
         .route("/tasks/{id}/move", post(move_task))
         .route("/tasks/{id}/logs", get(task_logs))
@@ -720,7 +722,9 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
         timeout: config.default_timeout,
         max_attempts: config.default_max_attempts,
     };
-    let spec = submit.into_spec(&defaults)?;
+    let mut spec = submit.into_spec(&defaults)?;
+    // Some runners' work always waits for a person.
+    spec.requires_approval |= hub.shared.runtime.borrow().approval_runners.contains(&spec.runner);
     {
         let known = hub.shared.known_runners.lock().expect("runners lock poisoned");
         let names = || known.iter().map(RunnerName::as_str).collect::<Vec<_>>().join(", ");
@@ -949,6 +953,19 @@ async fn skip_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
     let id = task_id(&id)?;
     let body: muster_proto::api::TaskSkip = from_json(&body)?;
     operate(&hub, &id, muster_store::TaskOp::Skip { reason: body.reason }, &by.name).await
+}
+
+async fn approve_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    operate(&hub, &id, muster_store::TaskOp::Approve, &by.name).await
+}
+
+async fn reject_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = task_id(&id)?;
+    let body: muster_proto::api::TaskReject = from_json(&body)?;
+    operate(&hub, &id, muster_store::TaskOp::Reject { reason: body.reason }, &by.name).await
 }
 
 async fn reset_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {

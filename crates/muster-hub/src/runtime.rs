@@ -50,6 +50,8 @@ pub struct Runtime {
     pub budget_daily: Option<u64>,
     /// What each runner may spend in a UTC day, in millionths of a dollar.
     pub budget_daily_per_runner: BTreeMap<RunnerName, u64>,
+    /// Runners whose tasks always wait for a person's approval.
+    pub approval_runners: std::collections::BTreeSet<RunnerName>,
 }
 
 impl Default for Runtime {
@@ -69,6 +71,7 @@ impl Default for Runtime {
             breaker_cooldown: Duration::from_secs(60),
             budget_daily: None,
             budget_daily_per_runner: BTreeMap::new(),
+            approval_runners: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -154,6 +157,15 @@ impl Runtime {
                 }
                 self.budget_daily_per_runner = map;
             }
+            Kind::Runners => {
+                let mut set = std::collections::BTreeSet::new();
+                if !matches!(text, "" | "none" | "off") {
+                    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        set.insert(RunnerName::parse(name).map_err(|e| bad(e.reason))?);
+                    }
+                }
+                self.approval_runners = set;
+            }
             Kind::Runner => {
                 self.default_runner = match text {
                     "" | "none" => None,
@@ -174,6 +186,8 @@ impl Runtime {
             Kind::Age => off(*spec.age(self)),
             Kind::Count { .. } => spec.count(self).to_string(),
             Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
+            Kind::Runners if self.approval_runners.is_empty() => "none".to_owned(),
+            Kind::Runners => self.approval_runners.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
             Kind::Money => self.budget_daily.map_or_else(|| "off".to_owned(), |m| format!("{}", m as f64 / 1e6)),
             Kind::RunnerMoney if self.budget_daily_per_runner.is_empty() => "off".to_owned(),
             Kind::RunnerMoney => self
@@ -234,6 +248,8 @@ enum Kind {
         max: usize,
     },
     Runner,
+    /// Runner names, as `claude,codex`, or `none`.
+    Runners,
     /// US dollars, or `off`.
     Money,
     /// `RUNNER=DOLLARS,...`, or `off`.
@@ -305,6 +321,11 @@ const KEYS: &[Key] = &[
         name: "breaker.failures",
         kind: Kind::Count { min: 1, max: 1000 },
         description: "failed attempts in a row that open an agent's or a runner's circuit breaker",
+    },
+    Key {
+        name: "approval.runners",
+        kind: Kind::Runners,
+        description: "runners whose tasks always wait for a person's approval (muster approve), as claude,codex; none",
     },
     Key {
         name: "budget.daily",

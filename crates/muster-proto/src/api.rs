@@ -54,6 +54,9 @@ pub struct TaskSubmit {
     /// Also run it on these runners, as shadows compared with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<String>,
+    /// A person must approve it (`muster approve`) before it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_approval: Option<bool>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -202,6 +205,7 @@ impl TaskSubmit {
             fallback,
             budget,
             shadow_of: None,
+            requires_approval: self.requires_approval.unwrap_or(false),
         };
         Ok(spec.validate()?)
     }
@@ -241,6 +245,9 @@ pub struct TaskView {
     /// The task this one shadows.
     #[serde(default)]
     pub shadow_of: Option<String>,
+    /// A person approves it before it is queued.
+    #[serde(default)]
+    pub requires_approval: bool,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -274,6 +281,7 @@ impl TaskView {
             max_cost_usd: t.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
             max_tokens: t.spec.budget.max_tokens,
             shadow_of: t.spec.shadow_of.as_ref().map(|s| s.to_string()),
+            requires_approval: t.spec.requires_approval,
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
@@ -790,6 +798,13 @@ pub struct ShadowMismatch {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSkip {
+    pub reason: String,
+}
+
+/// `POST /api/v1/tasks/{id}/reject`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskReject {
     pub reason: String,
 }
 

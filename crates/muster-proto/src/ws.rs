@@ -359,6 +359,7 @@ mod tests {
             fallback: Vec::new(),
             budget: muster_core::task::Budget::default(),
             shadow_of: None,
+            requires_approval: false,
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

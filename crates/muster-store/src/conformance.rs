@@ -93,6 +93,7 @@ cases!($
     finish_failure_without_attempts_dead_letters_then_retry_revives,
     retry_of_a_task_that_has_not_failed_is_refused,
     operators_skip_reset_and_move_tasks_with_who_on_the_timeline,
+    a_task_pending_approval_waits_for_a_person_who_is_named_on_the_timeline,
     duplicate_finish_is_answered_and_changes_nothing,
     finish_with_a_stale_epoch_is_refused,
     cancel_queued_is_immediate,
@@ -204,6 +205,7 @@ fn spec(prompt: &str) -> TaskSpec {
         fallback: Vec::new(),
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
+        requires_approval: false,
     }
 }
 
@@ -2158,6 +2160,7 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
     ok("cancel_task", s.cancel_task(&cancelled, at(4)).await);
     submit(s, 6, spec("queued"), at(5)).await;
     submit(s, 7, spec("queued"), at(5)).await;
+    submit(s, 9, TaskSpec { requires_approval: true, ..spec("gated") }, at(5)).await;
     let skipped = submit(s, 8, spec("skipped"), at(5)).await;
     ok(
         "operate_task",
@@ -2169,6 +2172,7 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
     assert_eq!(
         got,
         [
+            (TaskState::PendingApproval, 1),
             (TaskState::Queued, 2),
             (TaskState::Assigned, 1),
             (TaskState::Running, 1),
@@ -2664,4 +2668,35 @@ pub async fn operators_skip_reset_and_move_tasks_with_who_on_the_timeline(store:
     assert_eq!(events[1].detail.as_deref(), Some("attempts cleared (by lead)"));
     let counts = ok("count_tasks", s.count_tasks().await);
     assert_eq!(count(&counts, TaskState::Skipped), 0);
+}
+
+pub async fn a_task_pending_approval_waits_for_a_person_who_is_named_on_the_timeline(store: Arc<dyn Store>) {
+    use crate::TaskOp;
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let gated = TaskSpec { requires_approval: true, ..spec("deploy to staging") };
+    let approved = submit(s, 1, gated.clone(), at(0)).await;
+    let rejected = submit(s, 2, gated, at(0)).await;
+    assert_eq!(get(s, &approved).await.state, TaskState::PendingApproval);
+    assert!(claim(s, &a, at(1)).await.is_empty(), "nothing pending approval is handed out");
+
+    let before = snapshot(s).await;
+    let r = s.operate_task(&rejected, TaskOp::Reject { reason: "".into() }, "lead", at(2)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(ref i)) if i.field == "reason"), "{r:?}");
+    assert_unchanged(s, &before, "a reject without a reason").await;
+
+    let mark = last_seq(s).await;
+    ok("operate_task", s.operate_task(&approved, TaskOp::Approve, "lead", at(3)).await);
+    ok(
+        "operate_task",
+        s.operate_task(&rejected, TaskOp::Reject { reason: "not this week".into() }, "lead", at(3)).await,
+    );
+    let events = assert_events(s, mark, &["task.approved", "task.rejected"], "approvals").await;
+    assert_eq!(events[0].detail.as_deref(), Some("by lead"));
+    assert_eq!(events[1].detail.as_deref(), Some("not this week (by lead)"));
+    let r = s.operate_task(&approved, TaskOp::Approve, "lead", at(4)).await;
+    assert!(matches!(r, Err(StoreError::Refused(_))), "approving twice is refused: {r:?}");
+    let gone = get(s, &rejected).await;
+    assert_eq!((gone.state, gone.reason.as_deref()), (TaskState::Cancelled, Some("rejected: not this week")));
+    assert_eq!(claim(s, &a, at(5)).await, std::slice::from_ref(&approved), "approved: it goes out");
 }

@@ -338,6 +338,10 @@ pub enum TaskOp {
     Reset,
     /// A new priority.
     Move { priority: muster_core::Priority },
+    /// A person approves a task pending approval: it is queued.
+    Approve,
+    /// A person rejects it: it ends `cancelled`.
+    Reject { reason: String },
 }
 
 /// What costs are summed by.

@@ -87,6 +87,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a task pending approval: it joins the queue.
+    Approve {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a task pending approval: it ends cancelled, with the reason.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runners fleet-wide: `runner list`, `runner disable NAME --reason TEXT`, `runner enable NAME`.
     Runner {
         #[command(subcommand)]
@@ -205,6 +219,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
         Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
+        Command::Approve { id, json } => muster_cli::approve(&conn, &id, json).await,
+        Command::Reject { id, reason, json } => muster_cli::reject(&conn, &id, reason, json).await,
         Command::Shadow { cmd } => muster_cli::shadow(&conn, cmd).await,
         Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,
         Command::Pause => muster_cli::dispatch(&conn, true).await,

@@ -54,6 +54,8 @@ enum Event {
     Retry,
     Skip,
     Reset,
+    Approve,
+    Reject,
 }
 
 impl Event {
@@ -70,6 +72,8 @@ impl Event {
             Event::Retry => "retry",
             Event::Skip => "skip",
             Event::Reset => "reset",
+            Event::Approve => "approve",
+            Event::Reject => "reject",
         }
     }
 
@@ -123,12 +127,15 @@ fn event() -> impl Strategy<Value = Event> {
         2 => Just(Event::Retry),
         1 => Just(Event::Skip),
         1 => Just(Event::Reset),
+        3 => Just(Event::Approve),
+        1 => Just(Event::Reject),
     ]
 }
 
 /// A task's life: how many attempts it may use and what happens to it.
-fn scenario() -> impl Strategy<Value = (u32, Vec<Event>)> {
-    (1u32..=4, vec(event(), 1..80))
+/// How many attempts, whether it needs approval first, and what happens.
+fn scenario() -> impl Strategy<Value = (u32, bool, Vec<Event>)> {
+    (1u32..=4, proptest::bool::weighted(0.25), vec(event(), 1..80))
 }
 
 fn spec(max_attempts: u32) -> TaskSpec {
@@ -145,6 +152,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         fallback: Vec::new(),
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
+        requires_approval: false,
     }
     .validate()
     .expect("valid task spec")
@@ -164,6 +172,8 @@ enum Effect {
     Retried,
     Skipped,
     Reset,
+    Approved,
+    Rejected,
 }
 
 /// One task, the clock, and what each agent believes it holds.
@@ -176,10 +186,14 @@ struct World {
 }
 
 impl World {
-    fn new(max_attempts: u32) -> World {
+    fn new(max_attempts: u32, approval: bool) -> World {
         let agents = (0..AGENTS).map(|i| AgentName::parse(&format!("agent-{i}")).expect("valid agent name")).collect();
         World {
-            task: Task::new(TaskId::from_parts(START.0, 42), spec(max_attempts), START),
+            task: Task::new(
+                TaskId::from_parts(START.0, 42),
+                TaskSpec { requires_approval: approval, ..spec(max_attempts) },
+                START,
+            ),
             now: START,
             agents,
             believed: vec![None; AGENTS],
@@ -235,6 +249,8 @@ impl World {
             Event::Retry => self.task.retry(now).map(|()| Effect::Retried),
             Event::Skip => self.task.skip("by an operator", now).map(|()| Effect::Skipped),
             Event::Reset => self.task.reset(now).map(|()| Effect::Reset),
+            Event::Approve => self.task.approve(now).map(|()| Effect::Approved),
+            Event::Reject => self.task.reject("not now", now).map(|()| Effect::Rejected),
         }
     }
 }
@@ -317,7 +333,9 @@ fn expected(w: &World, event: &Event) -> Verdict {
             _ => Verdict::WrongState(state),
         },
         Event::Cancel => match state {
-            TaskState::Queued | TaskState::Assigned => Verdict::Reached(TaskState::Cancelled),
+            TaskState::PendingApproval | TaskState::Queued | TaskState::Assigned => {
+                Verdict::Reached(TaskState::Cancelled)
+            }
             TaskState::Running => Verdict::Reached(TaskState::Running),
             _ => Verdict::WrongState(state),
         },
@@ -326,7 +344,11 @@ fn expected(w: &World, event: &Event) -> Verdict {
         Event::Skip if state.is_leased() || state == TaskState::Skipped => Verdict::WrongState(state),
         Event::Skip => Verdict::Reached(TaskState::Skipped),
         Event::Reset if state.is_leased() => Verdict::WrongState(state),
+        Event::Reset if t.spec.requires_approval => Verdict::Reached(TaskState::PendingApproval),
         Event::Reset => Verdict::Reached(TaskState::Queued),
+        Event::Approve if state == TaskState::PendingApproval => Verdict::Reached(TaskState::Queued),
+        Event::Reject if state == TaskState::PendingApproval => Verdict::Reached(TaskState::Cancelled),
+        Event::Approve | Event::Reject => Verdict::WrongState(state),
     }
 }
 
@@ -340,8 +362,10 @@ fn allowed(from: TaskState, to: TaskState) -> bool {
                 | (Assigned, Running | Queued | Cancelled)
                 | (Running, Succeeded | Failed | Cancelled | Queued)
                 | (Failed, Queued)
+                | (PendingApproval, Queued | Cancelled | Skipped)
                 | (Queued | Succeeded | Failed | Cancelled, Skipped)
                 | (Succeeded | Cancelled | Skipped, Queued)
+                | (Succeeded | Failed | Cancelled | Skipped | Queued, PendingApproval)
         )
 }
 
@@ -523,6 +547,8 @@ fn check_effect(
             prop_assert_eq!(a.ready_at, now);
             prop_assert!(!a.cancel_requested);
         }
+        (Event::Approve, Effect::Approved) => prop_assert_eq!(a.ready_at, now),
+        (Event::Reject, Effect::Rejected) => prop_assert_eq!(a.reason.as_deref(), Some("rejected: not now")),
         (Event::Skip, Effect::Skipped) => {
             prop_assert_eq!(a.finished_at, Some(now));
             prop_assert!(a.lease.is_none());
@@ -581,8 +607,8 @@ struct Coverage {
     verdicts: HashSet<(&'static str, &'static str)>,
 }
 
-fn run(max_attempts: u32, events: &[Event], coverage: &mut Coverage) -> Result<(), TestCaseError> {
-    let mut world = World::new(max_attempts);
+fn run(max_attempts: u32, approval: bool, events: &[Event], coverage: &mut Coverage) -> Result<(), TestCaseError> {
+    let mut world = World::new(max_attempts, approval);
     check_invariants(&world)?;
     for event in events {
         let before = world.clone();
@@ -598,8 +624,8 @@ fn run(max_attempts: u32, events: &[Event], coverage: &mut Coverage) -> Result<(
 
 proptest! {
     #[test]
-    fn random_event_sequences_keep_every_task_invariant((max_attempts, events) in scenario()) {
-        run(max_attempts, &events, &mut Coverage::default())?;
+    fn random_event_sequences_keep_every_task_invariant((max_attempts, approval, events) in scenario()) {
+        run(max_attempts, approval, &events, &mut Coverage::default())?;
     }
 
     /// The race fencing exists for: an agent starts a run, goes silent
@@ -620,7 +646,7 @@ proptest! {
             Event::Assign { agent: (late + 1) % AGENTS, accept_within_ms: 1_000 },
         ];
         events.extend(tail);
-        run(max_attempts, &events, &mut Coverage::default())?;
+        run(max_attempts, false, &events, &mut Coverage::default())?;
     }
 }
 
@@ -629,8 +655,8 @@ fn random_runs_reach_every_state_and_every_kind_of_refusal() {
     let mut runner = TestRunner::deterministic();
     let mut coverage = Coverage::default();
     for _ in 0..256 {
-        let (max_attempts, events) = scenario().new_tree(&mut runner).expect("a scenario").current();
-        if let Err(err) = run(max_attempts, &events, &mut coverage) {
+        let (max_attempts, approval, events) = scenario().new_tree(&mut runner).expect("a scenario").current();
+        if let Err(err) = run(max_attempts, approval, &events, &mut coverage) {
             panic!("{err}");
         }
     }

@@ -372,7 +372,7 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
-     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of";
+     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -427,6 +427,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 .map(|s| TaskId::parse(&s))
                 .transpose()
                 .map_err(|e| corrupt("shadow_of", e))?,
+            requires_approval: r.get(34)?,
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -504,8 +505,8 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
          metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
-         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens, shadow_of) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens, shadow_of, requires_approval) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -535,6 +536,7 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
         task.spec.budget.max_cost_micro_usd.map(|v| v.min(i64::MAX as u64) as i64),
         task.spec.budget.max_tokens.map(|v| v.min(i64::MAX as u64) as i64),
         task.spec.shadow_of.as_ref().map(|t| t.as_str()),
+        task.spec.requires_approval,
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
@@ -669,6 +671,18 @@ pub fn operate_task(c: &Connection, id: &TaskId, op: &TaskOp, by: &str, now: Mil
         TaskOp::Reset => {
             task.reset(now).map_err(refused)?;
             ("task.reset", format!("attempts cleared (by {by})"))
+        }
+        TaskOp::Approve => {
+            task.approve(now).map_err(refused)?;
+            ("task.approved", format!("by {by}"))
+        }
+        TaskOp::Reject { reason } => {
+            let reason = clip(reason.trim(), 500);
+            if reason.is_empty() {
+                return Err(StoreError::Invalid(Invalid::new("reason", "must say why the task is rejected")));
+            }
+            task.reject(&reason, now).map_err(refused)?;
+            ("task.rejected", format!("{reason} (by {by})"))
         }
         TaskOp::Move { priority } => {
             let was = task.reprioritise(*priority, now).map_err(refused)?;

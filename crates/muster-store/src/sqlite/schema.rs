@@ -253,6 +253,10 @@ ALTER TABLE attempts ADD COLUMN summary TEXT;
 ALTER TABLE tasks ADD COLUMN shadow_of TEXT;
 CREATE INDEX tasks_shadow ON tasks (shadow_of) WHERE shadow_of IS NOT NULL;
 "#,
+    // 18: tasks a person approves before they are queued.
+    r#"
+ALTER TABLE tasks ADD COLUMN requires_approval INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

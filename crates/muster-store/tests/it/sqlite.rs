@@ -47,6 +47,7 @@ fn spec(prompt: &str) -> TaskSpec {
         fallback: Vec::new(),
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
+        requires_approval: false,
     }
 }
 

@@ -199,3 +199,41 @@ async fn operators_skip_reset_and_move_single_tasks_and_the_timeline_says_who() 
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_gate_holds_a_task_until_a_person_approves_it() {
+    let hub = crate::harness::Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let (code, id, err) = hub.cli(&["task", "add", "--runner", "shell", "--requires-approval", "echo deployed"]).await;
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    // A task queued after it runs first: the gated one is not in the queue.
+    let after = hub.shell_task("echo after").await;
+    hub.wait_state(&after, &["succeeded"]).await;
+    assert_eq!(hub.task(&id).await["state"], "pending_approval");
+    let (_, listed, _) = hub.cli(&["task", "list", "--state", "pending_approval"]).await;
+    assert!(listed.contains(&id), "{listed}");
+
+    let (code, _, err) = hub.cli(&["approve", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    hub.wait_state(&id, &["succeeded"]).await;
+    let (code, _, err) = hub.cli(&["approve", &id]).await;
+    assert_eq!(code, 4, "{err}");
+    let approved = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "task.approved");
+    assert_eq!(approved.expect("an approval event")["detail"], "by admin");
+
+    // A runner can always need approval; a rejection ends the task.
+    let (code, _, err) = hub.cli(&["config", "set", "approval.runners=shell"]).await;
+    assert_eq!(code, 0, "{err}");
+    let gated = hub.shell_task("echo never").await;
+    assert_eq!(hub.task(&gated).await["state"], "pending_approval");
+    let (code, _, err) = hub.cli(&["reject", &gated, "--reason", "wrong branch"]).await;
+    assert_eq!(code, 0, "{err}");
+    let task = hub.task(&gated).await;
+    assert_eq!(
+        (&task["state"], &task["reason"]),
+        (&serde_json::json!("cancelled"), &serde_json::json!("rejected: wrong branch"))
+    );
+    let (code, _, err) = hub.cli(&["config", "set", "approval.runners=no such runner"]).await;
+    assert_eq!(code, 2, "{err}");
+}
