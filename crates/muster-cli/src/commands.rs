@@ -228,6 +228,12 @@ pub struct TaskAddArgs {
     /// Wait in pending_approval until a person runs `muster approve ID`.
     #[arg(long)]
     pub requires_approval: bool,
+    /// Wait in `blocked` until this task succeeds (repeatable).
+    #[arg(long)]
+    pub depends_on: Vec<String>,
+    /// fail (default) or skip: what becomes of it when a dependency fails or is cancelled.
+    #[arg(long, requires = "depends_on")]
+    pub on_dependency_failure: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -477,6 +483,8 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         max_tokens: args.max_tokens,
         shadow: args.shadow,
         requires_approval: args.requires_approval.then_some(true),
+        depends_on: args.depends_on,
+        on_dependency_failure: args.on_dependency_failure,
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -503,6 +511,9 @@ fn render_task(d: &TaskDetail) -> String {
         },
     );
     field("priority", t.priority.clone());
+    if !t.depends_on.is_empty() {
+        field("depends on", format!("{} (on failure: {})", t.depends_on.join(", "), t.on_dependency_failure));
+    }
     if let Some(of) = &t.shadow_of {
         field("shadow of", format!("{of} (this run never changes that task's result)"));
     }
@@ -878,7 +889,17 @@ pub async fn status(conn: &ConnArgs, json: bool) -> CliResult {
         "tasks      {}",
         line(
             &s.tasks,
-            &["pending_approval", "queued", "assigned", "running", "succeeded", "failed", "cancelled", "skipped"]
+            &[
+                "blocked",
+                "pending_approval",
+                "queued",
+                "assigned",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "skipped"
+            ]
         )
     );
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));

@@ -52,6 +52,8 @@ impl Priority {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskState {
+    /// Waiting for the tasks it depends on to succeed.
+    Blocked,
     /// Waiting for a person to approve it before it may be queued.
     PendingApproval,
     Queued,
@@ -65,7 +67,8 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
+        TaskState::Blocked,
         TaskState::PendingApproval,
         TaskState::Queued,
         TaskState::Assigned,
@@ -81,8 +84,8 @@ impl TaskState {
             Invalid::new(
                 "state",
                 format!(
-                    "unknown state {s:?}; expected pending_approval, queued, assigned, running, succeeded, failed, \
-                     cancelled or skipped"
+                    "unknown state {s:?}; expected blocked, pending_approval, queued, assigned, running, succeeded, \
+                     failed, cancelled or skipped"
                 ),
             )
         })
@@ -90,6 +93,7 @@ impl TaskState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Blocked => "blocked",
             TaskState::PendingApproval => "pending_approval",
             TaskState::Queued => "queued",
             TaskState::Assigned => "assigned",
@@ -143,7 +147,43 @@ pub struct TaskSpec {
     /// This task is a shadow run of that one: it never changes that task's
     /// outcome, and is compared with it.
     pub shadow_of: Option<TaskId>,
+    /// Tasks that must succeed before this one is queued.
+    pub depends_on: Vec<TaskId>,
+    /// What becomes of it when one of them fails or is cancelled.
+    pub on_dependency_failure: DependencyPolicy,
 }
+
+/// What a task does when a task it depends on fails or is cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DependencyPolicy {
+    /// It fails too.
+    #[default]
+    Fail,
+    /// It is skipped.
+    Skip,
+}
+
+impl DependencyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyPolicy::Fail => "fail",
+            DependencyPolicy::Skip => "skip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<DependencyPolicy, Invalid> {
+        match s {
+            "fail" => Ok(DependencyPolicy::Fail),
+            "skip" => Ok(DependencyPolicy::Skip),
+            other => {
+                Err(Invalid::new("on_dependency_failure", format!("unknown policy {other:?}; expected fail or skip")))
+            }
+        }
+    }
+}
+
+/// Tasks one task may depend on, at most.
+pub const MAX_DEPENDENCIES: usize = 100;
 
 /// Ceilings on what one run of a task may spend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -198,6 +238,11 @@ impl TaskSpec {
         if self.budget.max_tokens == Some(0) {
             return Err(Invalid::new("max_tokens", "must be more than 0"));
         }
+        if self.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(Invalid::new("depends_on", format!("at most {MAX_DEPENDENCIES} tasks")));
+        }
+        self.depends_on.sort();
+        self.depends_on.dedup();
         if self.fallback.len() > MAX_FALLBACKS {
             return Err(Invalid::new("fallback", format!("at most {MAX_FALLBACKS} fallback runners are allowed")));
         }
@@ -321,7 +366,13 @@ impl Task {
     pub fn new(id: TaskId, spec: TaskSpec, now: Millis) -> Task {
         Task {
             id,
-            state: if spec.requires_approval { TaskState::PendingApproval } else { TaskState::Queued },
+            state: if !spec.depends_on.is_empty() {
+                TaskState::Blocked
+            } else if spec.requires_approval {
+                TaskState::PendingApproval
+            } else {
+                TaskState::Queued
+            },
             attempts: 0,
             epoch: Epoch(0),
             lease: None,
@@ -538,7 +589,7 @@ impl Task {
     /// Cancels the task: at once unless a run is under way.
     pub fn cancel(&mut self, now: Millis) -> Result<Cancel, Refused> {
         match self.state {
-            TaskState::Queued | TaskState::PendingApproval => {
+            TaskState::Queued | TaskState::PendingApproval | TaskState::Blocked => {
                 self.reason = Some("cancelled".to_owned());
                 self.end(TaskState::Cancelled, now);
                 Ok(Cancel::Done { notify: None })
@@ -584,8 +635,15 @@ impl Task {
                 wanted: "a task that is handed out cannot be reset (cancel it first)",
             });
         }
-        // A reset is a run again: one that needs approval needs it again.
-        self.state = if self.spec.requires_approval { TaskState::PendingApproval } else { TaskState::Queued };
+        // A reset is a run again: it waits on its dependencies, and needs
+        // its approval, again.
+        self.state = if !self.spec.depends_on.is_empty() {
+            TaskState::Blocked
+        } else if self.spec.requires_approval {
+            TaskState::PendingApproval
+        } else {
+            TaskState::Queued
+        };
         self.attempts = 0;
         self.ready_at = now;
         self.cancel_requested = false;
@@ -605,6 +663,32 @@ impl Task {
         self.spec.priority = priority;
         self.updated_at = now;
         Ok(was)
+    }
+
+    /// Every task it depends on succeeded: on to approval, or the queue.
+    pub fn unblock(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state != TaskState::Blocked {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a blocked task is unblocked" });
+        }
+        self.state = if self.spec.requires_approval { TaskState::PendingApproval } else { TaskState::Queued };
+        self.ready_at = now;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// A task it depends on failed or was cancelled: it fails or is
+    /// skipped, by its policy; returns the state it ended in.
+    pub fn dependency_failed(&mut self, dependency: &TaskId, now: Millis) -> Result<TaskState, Refused> {
+        if self.state != TaskState::Blocked {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a blocked task waits on dependencies" });
+        }
+        let (state, reason) = match self.spec.on_dependency_failure {
+            DependencyPolicy::Fail => (TaskState::Failed, format!("dependency {dependency} did not succeed")),
+            DependencyPolicy::Skip => (TaskState::Skipped, format!("skipped: dependency {dependency} did not succeed")),
+        };
+        self.reason = Some(reason);
+        self.end(state, now);
+        Ok(state)
     }
 
     /// A person approved it: it joins the queue.
@@ -665,6 +749,8 @@ mod limited_tests {
             budget: Budget::default(),
             shadow_of: None,
             requires_approval: false,
+            depends_on: Vec::new(),
+            on_dependency_failure: DependencyPolicy::Fail,
         };
         let agent = AgentName::parse("a").unwrap();
         let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));
@@ -699,6 +785,8 @@ mod operator_tests {
             budget: Budget::default(),
             shadow_of: None,
             requires_approval: false,
+            depends_on: Vec::new(),
+            on_dependency_failure: DependencyPolicy::Fail,
         };
         (Task::new(TaskId::from_parts(0, 1), spec, Millis(0)), AgentName::parse("a").unwrap())
     }

@@ -57,6 +57,12 @@ pub struct TaskSubmit {
     /// A person must approve it (`muster approve`) before it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_approval: Option<bool>,
+    /// Tasks that must succeed (or be skipped) before it is queued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// `fail` (default) or `skip`: what becomes of it when a dependency fails or is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<String>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -206,6 +212,20 @@ impl TaskSubmit {
             budget,
             shadow_of: None,
             requires_approval: self.requires_approval.unwrap_or(false),
+            depends_on: self
+                .depends_on
+                .iter()
+                .map(|d| {
+                    muster_core::TaskId::parse(d).map_err(|mut e| {
+                        e.field = "depends_on";
+                        e
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            on_dependency_failure: match self.on_dependency_failure.as_deref() {
+                Some(p) => muster_core::task::DependencyPolicy::parse(p)?,
+                None => muster_core::task::DependencyPolicy::default(),
+            },
         };
         Ok(spec.validate()?)
     }
@@ -248,6 +268,11 @@ pub struct TaskView {
     /// A person approves it before it is queued.
     #[serde(default)]
     pub requires_approval: bool,
+    /// Tasks it waits on (while `blocked`).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub on_dependency_failure: String,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -282,6 +307,8 @@ impl TaskView {
             max_tokens: t.spec.budget.max_tokens,
             shadow_of: t.spec.shadow_of.as_ref().map(|s| s.to_string()),
             requires_approval: t.spec.requires_approval,
+            depends_on: t.spec.depends_on.iter().map(|d| d.to_string()).collect(),
+            on_dependency_failure: t.spec.on_dependency_failure.as_str().to_owned(),
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),

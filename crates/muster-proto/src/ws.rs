@@ -360,6 +360,8 @@ mod tests {
             budget: muster_core::task::Budget::default(),
             shadow_of: None,
             requires_approval: false,
+            depends_on: Vec::new(),
+            on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

@@ -94,6 +94,7 @@ cases!($
     retry_of_a_task_that_has_not_failed_is_refused,
     operators_skip_reset_and_move_tasks_with_who_on_the_timeline,
     a_task_pending_approval_waits_for_a_person_who_is_named_on_the_timeline,
+    dependencies_unblock_on_success_and_a_failure_fails_or_skips_down_the_chain,
     duplicate_finish_is_answered_and_changes_nothing,
     finish_with_a_stale_epoch_is_refused,
     cancel_queued_is_immediate,
@@ -206,6 +207,8 @@ fn spec(prompt: &str) -> TaskSpec {
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
         requires_approval: false,
+        depends_on: Vec::new(),
+        on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
     }
 }
 
@@ -2161,6 +2164,7 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
     submit(s, 6, spec("queued"), at(5)).await;
     submit(s, 7, spec("queued"), at(5)).await;
     submit(s, 9, TaskSpec { requires_approval: true, ..spec("gated") }, at(5)).await;
+    submit(s, 10, TaskSpec { depends_on: vec![running.clone()], ..spec("blocked") }, at(5)).await;
     let skipped = submit(s, 8, spec("skipped"), at(5)).await;
     ok(
         "operate_task",
@@ -2172,6 +2176,7 @@ pub async fn count_tasks_counts_every_state(store: Arc<dyn Store>) {
     assert_eq!(
         got,
         [
+            (TaskState::Blocked, 1),
             (TaskState::PendingApproval, 1),
             (TaskState::Queued, 2),
             (TaskState::Assigned, 1),
@@ -2699,4 +2704,53 @@ pub async fn a_task_pending_approval_waits_for_a_person_who_is_named_on_the_time
     let gone = get(s, &rejected).await;
     assert_eq!((gone.state, gone.reason.as_deref()), (TaskState::Cancelled, Some("rejected: not this week")));
     assert_eq!(claim(s, &a, at(5)).await, std::slice::from_ref(&approved), "approved: it goes out");
+}
+
+pub async fn dependencies_unblock_on_success_and_a_failure_fails_or_skips_down_the_chain(store: Arc<dyn Store>) {
+    use muster_core::task::DependencyPolicy;
+    let s = &*store;
+    let a = online(s, "a", 4, at(0)).await;
+    let first = submit(s, 1, with_attempts(spec("first"), 1), at(0)).await;
+    let after = |deps: &[&TaskId], policy: DependencyPolicy, prompt: &str| TaskSpec {
+        depends_on: deps.iter().map(|d| (*d).clone()).collect(),
+        on_dependency_failure: policy,
+        ..spec(prompt)
+    };
+    let second = submit(s, 2, after(&[&first], DependencyPolicy::Fail, "second"), at(0)).await;
+    let third = submit(s, 3, after(&[&second], DependencyPolicy::Skip, "third"), at(0)).await;
+    let other = submit(s, 4, spec("other"), at(0)).await;
+    let waits_on_other = submit(s, 5, after(&[&other], DependencyPolicy::Fail, "after other"), at(0)).await;
+    assert_eq!(get(s, &second).await.state, TaskState::Blocked);
+    let r = s.create_task(task_id(6), after(&[&task_id(99)], DependencyPolicy::Fail, "x"), at(0)).await;
+    assert!(matches!(r, Err(StoreError::Invalid(ref i)) if i.field == "depends_on"), "{r:?}");
+
+    // Only tasks with nothing to wait for go out.
+    let mut out = claim(s, &a, at(1)).await;
+    out.sort();
+    assert_eq!(out, [first.clone(), other.clone()]);
+
+    // `other` succeeds: its dependent is queued.
+    let e = ok("task", s.task(&other).await).expect("other").epoch;
+    ok("start_task", s.start_task(&a, &other, e, at(2), LEASE).await);
+    let mark = last_seq(s).await;
+    finish(s, &a, &other, e, &SUCCEEDED, at(3)).await;
+    assert_events(s, mark, &["task.succeeded", "task.unblocked"], "a dependency succeeding").await;
+    assert_eq!(get(s, &waits_on_other).await.state, TaskState::Queued);
+
+    // `first` fails: `second` fails with it, and `third`, set to skip, is skipped.
+    let e = ok("task", s.task(&first).await).expect("first").epoch;
+    ok("start_task", s.start_task(&a, &first, e, at(4), LEASE).await);
+    finish(s, &a, &first, e, &failed("broke"), at(5)).await;
+    let second_now = get(s, &second).await;
+    assert_eq!(second_now.state, TaskState::Failed);
+    assert_eq!(second_now.reason, Some(format!("dependency {first} did not succeed")));
+    let third_now = get(s, &third).await;
+    assert_eq!(
+        (third_now.state, third_now.reason),
+        (TaskState::Skipped, Some(format!("skipped: dependency {second} did not succeed")))
+    );
+
+    // A task whose dependencies already ended well starts queued.
+    let late = submit(s, 7, after(&[&other], DependencyPolicy::Fail, "late"), at(6)).await;
+    assert_eq!(get(s, &late).await.state, TaskState::Queued);
 }

@@ -56,6 +56,8 @@ enum Event {
     Reset,
     Approve,
     Reject,
+    Unblock,
+    DependencyFailed,
 }
 
 impl Event {
@@ -74,6 +76,8 @@ impl Event {
             Event::Reset => "reset",
             Event::Approve => "approve",
             Event::Reject => "reject",
+            Event::Unblock => "unblock",
+            Event::DependencyFailed => "dependency failed",
         }
     }
 
@@ -129,13 +133,16 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Reset),
         3 => Just(Event::Approve),
         1 => Just(Event::Reject),
+        3 => Just(Event::Unblock),
+        1 => Just(Event::DependencyFailed),
     ]
 }
 
 /// A task's life: how many attempts it may use and what happens to it.
-/// How many attempts, whether it needs approval first, and what happens.
-fn scenario() -> impl Strategy<Value = (u32, bool, Vec<Event>)> {
-    (1u32..=4, proptest::bool::weighted(0.25), vec(event(), 1..80))
+/// How many attempts, whether it needs approval first or waits on another
+/// task (or both), and what happens.
+fn scenario() -> impl Strategy<Value = (u32, (bool, bool), Vec<Event>)> {
+    (1u32..=4, (proptest::bool::weighted(0.25), proptest::bool::weighted(0.2)), vec(event(), 1..80))
 }
 
 fn spec(max_attempts: u32) -> TaskSpec {
@@ -153,6 +160,8 @@ fn spec(max_attempts: u32) -> TaskSpec {
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
         requires_approval: false,
+        depends_on: Vec::new(),
+        on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
     }
     .validate()
     .expect("valid task spec")
@@ -174,6 +183,8 @@ enum Effect {
     Reset,
     Approved,
     Rejected,
+    Unblocked,
+    Ended(TaskState),
 }
 
 /// One task, the clock, and what each agent believes it holds.
@@ -186,12 +197,16 @@ struct World {
 }
 
 impl World {
-    fn new(max_attempts: u32, approval: bool) -> World {
+    fn new(max_attempts: u32, (approval, blocked): (bool, bool)) -> World {
         let agents = (0..AGENTS).map(|i| AgentName::parse(&format!("agent-{i}")).expect("valid agent name")).collect();
         World {
             task: Task::new(
                 TaskId::from_parts(START.0, 42),
-                TaskSpec { requires_approval: approval, ..spec(max_attempts) },
+                TaskSpec {
+                    requires_approval: approval,
+                    depends_on: if blocked { vec![TaskId::from_parts(START.0, 7)] } else { Vec::new() },
+                    ..spec(max_attempts)
+                },
                 START,
             ),
             now: START,
@@ -251,6 +266,10 @@ impl World {
             Event::Reset => self.task.reset(now).map(|()| Effect::Reset),
             Event::Approve => self.task.approve(now).map(|()| Effect::Approved),
             Event::Reject => self.task.reject("not now", now).map(|()| Effect::Rejected),
+            Event::Unblock => self.task.unblock(now).map(|()| Effect::Unblocked),
+            Event::DependencyFailed => {
+                self.task.dependency_failed(&TaskId::from_parts(START.0, 7), now).map(Effect::Ended)
+            }
         }
     }
 }
@@ -333,7 +352,7 @@ fn expected(w: &World, event: &Event) -> Verdict {
             _ => Verdict::WrongState(state),
         },
         Event::Cancel => match state {
-            TaskState::PendingApproval | TaskState::Queued | TaskState::Assigned => {
+            TaskState::Blocked | TaskState::PendingApproval | TaskState::Queued | TaskState::Assigned => {
                 Verdict::Reached(TaskState::Cancelled)
             }
             TaskState::Running => Verdict::Reached(TaskState::Running),
@@ -344,11 +363,18 @@ fn expected(w: &World, event: &Event) -> Verdict {
         Event::Skip if state.is_leased() || state == TaskState::Skipped => Verdict::WrongState(state),
         Event::Skip => Verdict::Reached(TaskState::Skipped),
         Event::Reset if state.is_leased() => Verdict::WrongState(state),
+        Event::Reset if !t.spec.depends_on.is_empty() => Verdict::Reached(TaskState::Blocked),
         Event::Reset if t.spec.requires_approval => Verdict::Reached(TaskState::PendingApproval),
         Event::Reset => Verdict::Reached(TaskState::Queued),
         Event::Approve if state == TaskState::PendingApproval => Verdict::Reached(TaskState::Queued),
         Event::Reject if state == TaskState::PendingApproval => Verdict::Reached(TaskState::Cancelled),
         Event::Approve | Event::Reject => Verdict::WrongState(state),
+        Event::Unblock if state == TaskState::Blocked && t.spec.requires_approval => {
+            Verdict::Reached(TaskState::PendingApproval)
+        }
+        Event::Unblock if state == TaskState::Blocked => Verdict::Reached(TaskState::Queued),
+        Event::DependencyFailed if state == TaskState::Blocked => Verdict::Reached(TaskState::Failed),
+        Event::Unblock | Event::DependencyFailed => Verdict::WrongState(state),
     }
 }
 
@@ -363,9 +389,11 @@ fn allowed(from: TaskState, to: TaskState) -> bool {
                 | (Running, Succeeded | Failed | Cancelled | Queued)
                 | (Failed, Queued)
                 | (PendingApproval, Queued | Cancelled | Skipped)
+                | (Blocked, PendingApproval | Queued | Cancelled | Skipped | Failed)
                 | (Queued | Succeeded | Failed | Cancelled, Skipped)
                 | (Succeeded | Cancelled | Skipped, Queued)
                 | (Succeeded | Failed | Cancelled | Skipped | Queued, PendingApproval)
+                | (Succeeded | Failed | Cancelled | Skipped | Queued | PendingApproval, Blocked)
         )
 }
 
@@ -547,7 +575,11 @@ fn check_effect(
             prop_assert_eq!(a.ready_at, now);
             prop_assert!(!a.cancel_requested);
         }
-        (Event::Approve, Effect::Approved) => prop_assert_eq!(a.ready_at, now),
+        (Event::Approve, Effect::Approved) | (Event::Unblock, Effect::Unblocked) => prop_assert_eq!(a.ready_at, now),
+        (Event::DependencyFailed, Effect::Ended(state)) => {
+            prop_assert_eq!(*state, a.state);
+            prop_assert_eq!(a.finished_at, Some(now));
+        }
         (Event::Reject, Effect::Rejected) => prop_assert_eq!(a.reason.as_deref(), Some("rejected: not now")),
         (Event::Skip, Effect::Skipped) => {
             prop_assert_eq!(a.finished_at, Some(now));
@@ -607,7 +639,12 @@ struct Coverage {
     verdicts: HashSet<(&'static str, &'static str)>,
 }
 
-fn run(max_attempts: u32, approval: bool, events: &[Event], coverage: &mut Coverage) -> Result<(), TestCaseError> {
+fn run(
+    max_attempts: u32,
+    approval: (bool, bool),
+    events: &[Event],
+    coverage: &mut Coverage,
+) -> Result<(), TestCaseError> {
     let mut world = World::new(max_attempts, approval);
     check_invariants(&world)?;
     for event in events {
@@ -646,7 +683,7 @@ proptest! {
             Event::Assign { agent: (late + 1) % AGENTS, accept_within_ms: 1_000 },
         ];
         events.extend(tail);
-        run(max_attempts, false, &events, &mut Coverage::default())?;
+        run(max_attempts, (false, false), &events, &mut Coverage::default())?;
     }
 }
 

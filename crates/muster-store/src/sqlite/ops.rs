@@ -11,7 +11,7 @@ use crate::{
     StepRecord, StoreError, Stream, TaskFilter, TaskOp, TokenRecord, Tokens, WorkspaceRecord,
 };
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
-use muster_core::task::{Cancel, Finished, Reclaimed};
+use muster_core::task::{Cancel, DependencyPolicy, Finished, Reclaimed};
 use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
     TaskId, TaskSpec, TaskState, TokenId, Workspace,
@@ -372,7 +372,8 @@ fn attempt_finished_by(c: &Connection, agent: &AgentName, id: &TaskId, epoch: Ep
 const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
-     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval";
+     keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval, depends_on, \
+     on_dependency_failure";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -428,6 +429,11 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 .transpose()
                 .map_err(|e| corrupt("shadow_of", e))?,
             requires_approval: r.get(34)?,
+            depends_on: split(&r.get::<_, Option<String>>(35)?.unwrap_or_default(), TaskId::parse)?,
+            on_dependency_failure: {
+                let p: String = r.get(36)?;
+                DependencyPolicy::parse(&p).map_err(|e| corrupt("on_dependency_failure", e))?
+            },
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -500,13 +506,19 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
             return Ok(Created { task: load_task(c, &id)?, created: false });
         }
     }
+    for dep in &spec.depends_on {
+        if find_task(c, dep)?.is_none() {
+            return Err(StoreError::Invalid(Invalid::new("depends_on", format!("no task {dep}"))));
+        }
+    }
     let task = Task::new(id, spec, now);
     let caps: Vec<&str> = task.spec.capabilities.iter().map(|c| c.as_str()).collect();
     c.prepare_cached(
         "INSERT INTO tasks (id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
          metadata, state, attempts, epoch, ready_at, cancel_requested, created_at, updated_at, repo, base_ref, \
-         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens, shadow_of, requires_approval) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         auto_commit, keep_worktree, fallback, max_cost_micro_usd, max_tokens, shadow_of, requires_approval, depends_on, \
+         on_dependency_failure) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         task.id.as_str(),
@@ -537,13 +549,80 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
         task.spec.budget.max_tokens.map(|v| v.min(i64::MAX as u64) as i64),
         task.spec.shadow_of.as_ref().map(|t| t.as_str()),
         task.spec.requires_approval,
+        (!task.spec.depends_on.is_empty())
+            .then(|| task.spec.depends_on.iter().map(TaskId::as_str).collect::<Vec<_>>().join(" ")),
+        task.spec.on_dependency_failure.as_str(),
     ])?;
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
         insert_cap.execute(params![task.id.as_str(), cap])?;
     }
     task_event(c, now, "task.created", &task, Some(task.spec.priority.as_str()))?;
+    let mut insert_dep = c.prepare_cached("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)")?;
+    for dep in &task.spec.depends_on {
+        insert_dep.execute(params![task.id.as_str(), dep.as_str()])?;
+    }
+    // Dependencies that have already ended decide at once.
+    let task = if task.state == TaskState::Blocked { settle_blocked(c, task, now)? } else { task };
     Ok(Created { task, created: true })
+}
+
+/// Whether a dependency in `state` lets its dependents go on: it succeeded,
+/// or an operator decided it needs no run.
+fn satisfies(state: TaskState) -> bool {
+    matches!(state, TaskState::Succeeded | TaskState::Skipped)
+}
+
+/// A blocked task whose dependencies have all ended well is unblocked; one
+/// with a dependency that ended badly fails or is skipped, by its policy.
+/// Returns the task as it is now; its own dependents follow it.
+fn settle_blocked(c: &Connection, mut task: Task, now: Millis) -> Result<Task> {
+    let mut failed: Option<TaskId> = None;
+    let mut waiting = false;
+    for dep in &task.spec.depends_on {
+        match find_task(c, dep)?.map(|d| d.state) {
+            Some(state) if satisfies(state) => {}
+            Some(state) if state.is_terminal() => {
+                failed = Some(dep.clone());
+                break;
+            }
+            // A dependency pruned by retention had ended long ago: only finished tasks are pruned.
+            None => {}
+            Some(_) => waiting = true,
+        }
+    }
+    if let Some(dep) = failed {
+        let ended = task.dependency_failed(&dep, now).map_err(refused)?;
+        save_task(c, &task)?;
+        let kind = if ended == TaskState::Skipped { "task.skipped" } else { "task.failed" };
+        task_event(c, now, kind, &task, task.reason.as_deref())?;
+        settle_dependents(c, &task, now)?;
+    } else if !waiting {
+        task.unblock(now).map_err(refused)?;
+        save_task(c, &task)?;
+        task_event(c, now, "task.unblocked", &task, Some("every dependency succeeded"))?;
+    }
+    Ok(task)
+}
+
+/// After `task` changed: when it has ended, the tasks blocked on it go on,
+/// fail or are skipped, and so on down the chain.
+fn settle_dependents(c: &Connection, task: &Task, now: Millis) -> Result<()> {
+    if !task.state.is_terminal() {
+        return Ok(());
+    }
+    let dependents: Vec<String> = c
+        .prepare_cached("SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'")?
+        .query_map([task.id.as_str()], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in dependents {
+        let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
+        let dependent = load_task(c, &id)?;
+        if dependent.state == TaskState::Blocked {
+            settle_blocked(c, dependent, now)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
@@ -646,6 +725,7 @@ pub fn cancel_task(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Ca
         Cancel::Done { .. } => task_event(c, now, "task.cancelled", &task, None)?,
         Cancel::Requested { .. } => task_event(c, now, "task.cancel_requested", &task, None)?,
     }
+    settle_dependents(c, &task, now)?;
     Ok((task, outcome))
 }
 
@@ -693,6 +773,9 @@ pub fn operate_task(c: &Connection, id: &TaskId, op: &TaskOp, by: &str, now: Mil
     };
     save_task(c, &task)?;
     task_event(c, now, kind, &task, Some(&detail))?;
+    settle_dependents(c, &task, now)?;
+    // A reset task waits on its dependencies again, which may have ended.
+    let task = if task.state == TaskState::Blocked { settle_blocked(c, task, now)? } else { task };
     Ok(task)
 }
 
@@ -914,6 +997,7 @@ pub fn limit_task(
     };
     task_event(c, now, kind, &task, Some(&detail))?;
     limit_runner(c, &runner, &reason, &format!("agent {agent}"), until, now)?;
+    settle_dependents(c, &task, now)?;
     Ok((task, FinishResult::Applied(finished)))
 }
 
@@ -1293,6 +1377,7 @@ pub fn finish_task(
         (_, reason) => reason.clone(),
     };
     task_event(c, now, kind, &task, detail.as_deref())?;
+    settle_dependents(c, &task, now)?;
     Ok((task, FinishResult::Applied(finished)))
 }
 
@@ -1337,6 +1422,7 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
             Reclaimed::Cancelled => "task.cancelled",
         };
         task_event(c, now, kind, &task, task.reason.as_deref())?;
+        settle_dependents(c, &task, now)?;
         Ok((task, reclaimed))
     }
 }
@@ -1977,9 +2063,10 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
                 break;
             }
             bytes += output_bytes_of(c, id)?;
-            for table in ["output", "steps", "attempts", "task_caps"] {
+            for table in ["output", "steps", "attempts", "task_caps", "task_deps"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
+            c.prepare_cached("DELETE FROM task_deps WHERE dep_id = ?")?.execute([id])?;
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;
             p.tasks += 1;
         }

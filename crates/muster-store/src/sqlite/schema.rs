@@ -257,6 +257,16 @@ CREATE INDEX tasks_shadow ON tasks (shadow_of) WHERE shadow_of IS NOT NULL;
     r#"
 ALTER TABLE tasks ADD COLUMN requires_approval INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 19: dependencies between tasks.
+    r#"
+ALTER TABLE tasks ADD COLUMN depends_on TEXT;
+ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT NOT NULL DEFAULT 'fail';
+CREATE TABLE task_deps (
+    task_id  TEXT NOT NULL,
+    dep_id   TEXT NOT NULL,
+    PRIMARY KEY (dep_id, task_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

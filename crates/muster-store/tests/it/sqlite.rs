@@ -48,6 +48,8 @@ fn spec(prompt: &str) -> TaskSpec {
         budget: muster_core::task::Budget::default(),
         shadow_of: None,
         requires_approval: false,
+        depends_on: Vec::new(),
+        on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
     }
 }
 

@@ -237,3 +237,47 @@ async fn an_approval_gate_holds_a_task_until_a_person_approves_it() {
     let (code, _, err) = hub.cli(&["config", "set", "approval.runners=no such runner"]).await;
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dependencies_run_in_order_and_a_failure_propagates_by_policy() {
+    use serde_json::json;
+    let hub = crate::harness::Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = hub.agent("w", 2, &[]).await;
+    let log = dir.path().join("order.log");
+    let log = crate::harness::path_str(&log);
+    let first = hub.add_task(json!({ "prompt": format!("echo first >> {log}"), "runner": "shell" })).await;
+    let (code, second, err) =
+        hub.cli(&["task", "add", "--runner", "shell", "--depends-on", &first, &format!("echo second >> {log}")]).await;
+    assert_eq!(code, 0, "{err}");
+    let second = second.trim().to_owned();
+    hub.wait_state(&second, &["succeeded"]).await;
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\n", "the dependent ran after");
+    let (_, shown, _) = hub.cli(&["task", "show", &second]).await;
+    assert!(shown.contains(&format!("depends on    {first} (on failure: fail)")), "{shown}");
+
+    let broken = hub.add_task(json!({ "prompt": "exit 3", "runner": "shell", "max_attempts": 1 })).await;
+    let fails = hub.add_task(json!({ "prompt": "echo never", "runner": "shell", "depends_on": [broken] })).await;
+    let skips = hub
+        .add_task(json!({ "prompt": "echo never", "runner": "shell", "depends_on": [broken], "on_dependency_failure": "skip" }))
+        .await;
+    let task = hub.wait_state(&fails, &["failed"]).await;
+    assert_eq!(task["reason"], format!("dependency {broken} did not succeed"));
+    let task = hub.wait_state(&skips, &["skipped"]).await;
+    assert_eq!(task["reason"], format!("skipped: dependency {broken} did not succeed"));
+    assert_eq!(task["attempts"], 0, "nothing ran");
+
+    let (status, bad) = hub
+        .post("/tasks", json!({ "prompt": "x", "runner": "shell", "depends_on": ["t_00000000000000000000000000"] }))
+        .await;
+    assert_eq!((status, &bad["field"]), (400, &json!("depends_on")), "{bad}");
+    let (status, bad) = hub.post("/tasks", json!({ "prompt": "x", "runner": "shell", "depends_on": ["nope"] })).await;
+    assert_eq!((status, &bad["field"]), (400, &json!("depends_on")), "{bad}");
+    let (status, bad) = hub
+        .post(
+            "/tasks",
+            json!({ "prompt": "x", "runner": "shell", "depends_on": [first], "on_dependency_failure": "maybe" }),
+        )
+        .await;
+    assert_eq!((status, &bad["field"]), (400, &json!("on_dependency_failure")), "{bad}");
+}
