@@ -456,7 +456,7 @@ impl Agent {
 
     fn on_hub_msg(&mut self, msg: HubMsg) -> Option<AgentMsg> {
         match msg {
-            HubMsg::Assign { task, epoch, runner, prompt, timeout_ms, metadata: _, workspace, budget } => {
+            HubMsg::Assign { task, epoch, runner, prompt, timeout_ms, metadata: _, workspace, budget, task_token } => {
                 let refuse = |reason: String| Some(AgentMsg::Reject { task: task.clone(), epoch, reason });
                 if self.draining {
                     return refuse("the agent is draining".into());
@@ -488,6 +488,8 @@ impl Agent {
                     places: self.places.clone(),
                     liveness,
                     budget,
+                    task_token,
+                    hub_url: self.config.hub.clone(),
                 };
                 let events = self.events_tx.clone();
                 tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");

@@ -115,6 +115,10 @@ pub struct RunSpec {
     pub liveness: Liveness,
     /// What the run may spend before it is stopped.
     pub budget: Option<RunBudget>,
+    /// The token the run acts for its task with (`muster ctl`, `muster mcp`).
+    pub task_token: Option<String>,
+    /// The hub, as the agent reaches it.
+    pub hub_url: String,
 }
 
 /// Tools with which a coding agent asks a person something.
@@ -201,9 +205,14 @@ pub async fn execute(
             cmd.env(name, value);
         }
     }
+    cmd.env("MUSTER_TASK_ID", &spec.task).env("MUSTER_TASK_EPOCH", spec.epoch.to_string());
+    if let Some(token) = &spec.task_token {
+        // Good for this task only, and only while this run holds it.
+        cmd.env("MUSTER_TASK_TOKEN", token).env("MUSTER_URL", &spec.hub_url);
+        passed.push(("MUSTER_TASK_TOKEN".to_owned(), token.clone()));
+    }
     // The run's own secrets, and anything shaped like a credential, never leave the agent.
     let redactor = Arc::new(Redactor::new(passed.iter().map(|(n, v)| (n.as_str(), v.as_str()))));
-    cmd.env("MUSTER_TASK_ID", &spec.task).env("MUSTER_TASK_EPOCH", spec.epoch.to_string());
 
     let mut group = match ProcessGroup::spawn(&mut cmd) {
         Ok(g) => g,

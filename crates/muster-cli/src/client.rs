@@ -135,6 +135,12 @@ impl Client {
         self.post_waiting(path, body, Duration::from_secs(30)).await
     }
 
+    /// A POST answered with no body.
+    pub async fn post_no_content<B: Serialize>(&self, path: &str, body: &B) -> CliResult {
+        let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        self.send(Method::POST, path, Some(body), Duration::from_secs(30)).await.map(|_| ())
+    }
+
     /// A POST whose work may take up to `timeout` (a backup, a compaction).
     pub async fn post_waiting<B: Serialize, T: DeserializeOwned>(
         &self,

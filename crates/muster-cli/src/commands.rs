@@ -1737,3 +1737,37 @@ pub async fn reject(conn: &ConnArgs, id: &str, reason: String, json: bool) -> Cl
         client.post(&format!("/tasks/{}/reject", segment(id)), &muster_proto::api::TaskReject { reason }).await?;
     changed(&t, json, "rejected")
 }
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCmd {
+    /// Say how the run is getting on: a `task.note` on the timeline.
+    Note {
+        /// What to say (`-` reads it from standard input).
+        text: String,
+    },
+}
+
+/// `muster ctl ...`: what a run does for its own task, with the task token
+/// its agent gave it (`MUSTER_TASK_TOKEN`, and `MUSTER_URL`).
+pub async fn ctl(cmd: CtlCmd) -> CliResult {
+    let token = std::env::var("MUSTER_TASK_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
+        CliError::new(
+            exit::AUTH,
+            "muster ctl runs inside a task: MUSTER_TASK_TOKEN is not set (the agent sets it for each run)",
+        )
+    })?;
+    let url = std::env::var("MUSTER_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let client = Client::new(&url, &token)?;
+    match cmd {
+        CtlCmd::Note { text } => {
+            let text = if text == "-" {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf).map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+                buf
+            } else {
+                text
+            };
+            client.post_no_content("/ctl/note", &muster_proto::api::CtlNote { text }).await
+        }
+    }
+}

@@ -61,6 +61,52 @@ pub fn hash_token(token: &str) -> String {
 pub enum Caller {
     Admin(TokenRecord),
     Agent(AgentName),
+    /// A run, for its own task, while its lease lasts.
+    Task {
+        task: muster_core::TaskId,
+        epoch: muster_core::Epoch,
+    },
+}
+
+/// A task-scoped token reads `mtt_<task id>_<epoch>_<HMAC-SHA256, hex>`:
+/// nothing is stored per token; the key is the hub's own.
+const TASK_PREFIX: &str = "mtt_";
+
+/// HMAC-SHA256 of `message` under `key`.
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| k.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token a run of `task` under `epoch` uses to act for that task.
+pub fn task_token(key: &[u8], task: &muster_core::TaskId, epoch: muster_core::Epoch) -> String {
+    let mac = hmac(key, format!("task:{task}:{epoch}").as_bytes());
+    format!("{TASK_PREFIX}{}_{}_{}", &task.as_str()[2..], epoch.0, hex(&mac))
+}
+
+/// The task and epoch a task token speaks for, when its MAC is right.
+pub fn check_task_token(key: &[u8], token: &str) -> Option<(muster_core::TaskId, muster_core::Epoch)> {
+    let rest = token.strip_prefix(TASK_PREFIX)?;
+    let mut parts = rest.split('_');
+    let (id, epoch, mac) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let task = muster_core::TaskId::parse(&format!("t_{id}")).ok()?;
+    let epoch = muster_core::Epoch(epoch.parse().ok()?);
+    let expected = task_token(key, &task, epoch);
+    bool::from(expected.as_bytes().ct_eq(token.as_bytes())).then_some((task, epoch)).filter(|_| !mac.is_empty())
 }
 
 impl Hub {
@@ -73,6 +119,18 @@ impl Hub {
             .map(str::trim)
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
         let invalid = || ApiError::Unauthorized("the token is not valid".into());
+        if token.starts_with(TASK_PREFIX) {
+            let (task, epoch) = check_task_token(&self.shared.task_key, token).ok_or_else(invalid)?;
+            // Good only while the run it was given to holds the task.
+            let current = self.shared.store.task(&task).await?;
+            let live = current.is_some_and(|t| t.state.is_leased() && t.lease.is_some_and(|l| l.epoch == epoch));
+            if !live {
+                return Err(ApiError::Unauthorized(format!(
+                    "the token of {task}'s run under epoch {epoch} has expired"
+                )));
+            }
+            return Ok(Caller::Task { task, epoch });
+        }
         let id = parse_token(token).ok_or_else(invalid)?;
         let record = self.shared.store.token(&id).await?.ok_or_else(invalid)?;
         let expected = record.hash.as_bytes();
@@ -112,6 +170,24 @@ mod tests {
         for bad in ["", "mst_", "mst_abc_def", "xyz_0123456789ab_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
             assert_eq!(parse_token(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn task_tokens_speak_for_their_task_and_epoch_only() {
+        let key = [7u8; 32];
+        let task = muster_core::TaskId::from_parts(1_700_000_000_000, 5);
+        let token = task_token(&key, &task, muster_core::Epoch(3));
+        assert!(token.starts_with("mtt_"));
+        assert_eq!(check_task_token(&key, &token), Some((task.clone(), muster_core::Epoch(3))));
+        assert_eq!(check_task_token(&[8u8; 32], &token), None, "another hub's key");
+        let forged = token.replace("_3_", "_4_");
+        assert_eq!(check_task_token(&key, &forged), None, "another epoch");
+        assert_eq!(check_task_token(&key, "mtt_x_1_00"), None);
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex(&hmac(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/health", get(health))
         .route("/slo", get(slo))
         .route("/costs", get(costs))
+        .route("/ctl/note", post(ctl_note))
         .route("/shadow/policies", get(shadow_policies).put(put_shadow_policy))
         .route("/shadow/report", get(shadow_report))
         .route("/breakers", get(breakers))
@@ -653,8 +654,42 @@ impl Hub {
             Caller::Agent(name) => {
                 Err(ApiError::Forbidden(format!("agent {name}'s token cannot use operator routes; use an admin token")))
             }
+            Caller::Task { task, .. } => Err(ApiError::Forbidden(format!(
+                "{task}'s task token cannot use operator routes; it is for muster ctl inside the run"
+            ))),
         }
     }
+
+    /// Only a run's own task token may use the `ctl` routes, for its task.
+    async fn task_caller(&self, headers: &HeaderMap) -> ApiResult<(TaskId, muster_core::Epoch)> {
+        match self.caller(headers).await? {
+            Caller::Task { task, epoch } => Ok((task, epoch)),
+            _ => Err(ApiError::Forbidden(
+                "ctl routes take the task token a run is given (MUSTER_TASK_TOKEN), not an admin or agent token".into(),
+            )),
+        }
+    }
+}
+
+/// `POST /api/v1/ctl/note`: a run says how it is getting on.
+async fn ctl_note(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (task, epoch) = hub.task_caller(&headers).await?;
+    let note: muster_proto::api::CtlNote = from_json(&body)?;
+    let text = note.text.trim();
+    if text.is_empty() || text.len() > 2_000 {
+        return Err(ApiError::bad("text", "must be 1 to 2000 bytes"));
+    }
+    let agent = hub.shared.store.task(&task).await?.and_then(|t| t.agent);
+    let event = muster_store::NewEvent {
+        kind: "task.note",
+        task: Some(task.clone()),
+        agent,
+        epoch: Some(epoch),
+        state: None,
+        detail: Some(text.to_owned()),
+    };
+    hub.shared.store.record_event(event, hub.now()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Query parameters, refusing any the route does not know.

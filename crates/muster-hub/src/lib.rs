@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub compacting: tokio::sync::Mutex<()>,
     /// The runtime settings in force; loops and sockets watch it.
     pub runtime: watch::Sender<runtime::Runtime>,
+    /// The key task tokens are signed with, kept in the store so they outlive a restart.
+    pub task_key: Vec<u8>,
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
 }
@@ -141,6 +143,7 @@ impl Hub {
         let stored = store.settings("config.").await.context("cannot read settings")?;
         let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored, |r| config.fits(r)));
         store.set_breaker_policy(runtime.borrow().breaker_policy());
+        let task_key = task_token_key(&config.data_dir)?;
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         Ok(Hub {
@@ -165,6 +168,7 @@ impl Hub {
                 runtime,
                 changing_config: tokio::sync::Mutex::new(()),
                 log_level: std::sync::OnceLock::new(),
+                task_key,
             }),
         })
     }
@@ -316,4 +320,26 @@ pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
         std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()?;
     }
     Ok(())
+}
+
+/// The hub's key for task tokens: made once, kept beside the database in
+/// `task-token.key` (mode 0600), never in the store, its backups or the
+/// timeline. A hub that loses it makes a new one; runs under way then need
+/// their next assignment for a working token.
+fn task_token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join("task-token.key");
+    if let Ok(hex) = std::fs::read_to_string(&path)
+        && let Some(key) = (0..hex.trim().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.trim().get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+        && key.len() == 32
+    {
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    write_secret_file(&path, &hex).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
 }

@@ -113,7 +113,11 @@ impl Hub {
             };
             for task in &tasks {
                 tracing::debug!(task_id = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
-                if !self.send_to(agent, HubMsg::assign(task)) {
+                let mut assign = HubMsg::assign(task);
+                if let HubMsg::Assign { task_token, .. } = &mut assign {
+                    *task_token = Some(crate::auth::task_token(&self.shared.task_key, &task.id, task.epoch));
+                }
+                if !self.send_to(agent, assign) {
                     // The socket went away after the claim; the accept deadline reclaims it.
                     tracing::warn!(task_id = %task.id, agent = %agent, "agent left before its assignment was sent");
                 }

@@ -45,6 +45,11 @@ pub async fn connect(
                 "an admin token cannot connect as an agent; use the agent's own token".into(),
             ));
         }
+        Caller::Task { task, .. } => {
+            return Err(ApiError::Forbidden(format!(
+                "{task}'s task token cannot connect as an agent; use the agent's own token"
+            )));
+        }
     };
     if hub.shared.draining.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));

@@ -828,6 +828,13 @@ pub struct TaskSkip {
     pub reason: String,
 }
 
+/// `POST /api/v1/ctl/note`, with a run's task token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtlNote {
+    pub text: String,
+}
+
 /// `POST /api/v1/tasks/{id}/reject`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

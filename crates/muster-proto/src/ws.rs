@@ -256,6 +256,9 @@ pub enum HubMsg {
         /// Stop the run when it spends more than this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         budget: Option<RunBudget>,
+        /// The token the run uses to act for its task (`MUSTER_TASK_TOKEN`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_token: Option<String>,
     },
     /// Kill this run and report `finished` with outcome `cancelled`.
     Cancel {
@@ -305,6 +308,7 @@ impl HubMsg {
                 max_cost_usd: task.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
                 max_tokens: task.spec.budget.max_tokens,
             }),
+            task_token: None,
         }
     }
 }

@@ -87,6 +87,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note TEXT`).
+    Ctl {
+        #[command(subcommand)]
+        cmd: muster_cli::CtlCmd,
+    },
     /// Approve a task pending approval: it joins the queue.
     Approve {
         id: String,
@@ -220,6 +225,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
         Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
         Command::Approve { id, json } => muster_cli::approve(&conn, &id, json).await,
+        Command::Ctl { cmd } => muster_cli::ctl(cmd).await,
         Command::Reject { id, reason, json } => muster_cli::reject(&conn, &id, reason, json).await,
         Command::Shadow { cmd } => muster_cli::shadow(&conn, cmd).await,
         Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,

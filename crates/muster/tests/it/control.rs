@@ -281,3 +281,43 @@ async fn dependencies_run_in_order_and_a_failure_propagates_by_policy() {
         .await;
     assert_eq!((status, &bad["field"]), (400, &json!("on_dependency_failure")), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_acts_for_its_own_task_with_a_task_token_that_ends_with_its_lease() {
+    use serde_json::json;
+    let hub = crate::harness::Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = hub.agent("w", 1, &[]).await;
+    let kept = crate::harness::path_str(&dir.path().join("token"));
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "printf '%s' \"$MUSTER_TASK_TOKEN\" > {kept}\n{bin} ctl note 'halfway there'\necho \"token: $MUSTER_TASK_TOKEN\""
+    );
+    let id = hub.add_task(json!({ "prompt": script, "runner": "shell" })).await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}\n{}", task["reason"], hub.output(&id).await);
+    let note = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "task.note");
+    assert_eq!(note.expect("a task.note")["detail"], "halfway there");
+    assert!(hub.output(&id).await.contains("token: [REDACTED]"), "the task token never reaches the output");
+
+    // The run is over: its token is no longer good, and never was for operator routes.
+    let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
+    assert!(token.starts_with("mtt_"), "{token}");
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("{}/api/v1/ctl/note", hub.url))
+        .bearer_auth(&token)
+        .json(&json!({ "text": "too late" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert!(answer.text().await.unwrap().contains("has expired"));
+    let (status, _) = hub.request_as(&token, reqwest::Method::GET, "/tasks", None).await;
+    assert_eq!(status, 401, "an expired task token is refused everywhere");
+    let (status, bad) = hub.request(reqwest::Method::POST, "/ctl/note", Some(json!({ "text": "x" }))).await;
+    assert_eq!(status, 403, "the admin token is not a task token: {bad}");
+    let (code, _, err) = hub.cli(&["ctl", "note", "outside"]).await;
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("MUSTER_TASK_TOKEN is not set"), "{err}");
+}
