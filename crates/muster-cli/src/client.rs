@@ -95,11 +95,12 @@ impl Client {
         if status.is_success() {
             return Ok((status, text));
         }
-        let detail = match serde_json::from_str::<Problem>(&text) {
-            Ok(p) => p.detail,
-            Err(_) => text.trim().to_owned(),
+        let (detail, field) = match serde_json::from_str::<Problem>(&text) {
+            Ok(p) => (p.detail, p.field),
+            Err(_) => (text.trim().to_owned(), None),
         };
         let code = match status {
+            StatusCode::CONFLICT if field.as_deref() == Some("deadlock") => exit::DEADLOCK,
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => exit::USAGE,
             StatusCode::NOT_FOUND => exit::NOT_FOUND,
             StatusCode::CONFLICT => exit::CONFLICT,

@@ -28,4 +28,6 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 6;
     /// `task wait` saw the task end in a state other than succeeded.
     pub const TASK_FAILED: i32 = 7;
+    /// `ctl lock` was refused: waiting would have closed a deadlock.
+    pub const DEADLOCK: i32 = 8;
 }

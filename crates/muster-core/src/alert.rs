@@ -17,10 +17,11 @@ pub enum Rule {
     DiskLow,
     CircuitOpen,
     BudgetReached,
+    Deadlock,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::QueueGrowing,
         Rule::HighFailureRate,
         Rule::StuckTasks,
@@ -30,6 +31,7 @@ impl Rule {
         Rule::DiskLow,
         Rule::CircuitOpen,
         Rule::BudgetReached,
+        Rule::Deadlock,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Rule {
             Rule::DiskLow => "disk_low",
             Rule::CircuitOpen => "circuit_open",
             Rule::BudgetReached => "budget_reached",
+            Rule::Deadlock => "deadlock",
         }
     }
 
@@ -65,6 +68,7 @@ impl Rule {
             Rule::DiskLow => "share of the data disk that must stay free (0 to 1)",
             Rule::CircuitOpen => "unused (fires while an agent's or a runner's circuit breaker is open)",
             Rule::BudgetReached => "unused (fires while a runner rests for its daily budget)",
+            Rule::Deadlock => "seconds it keeps firing after a lock acquire was refused as a deadlock",
         }
     }
 
@@ -86,6 +90,9 @@ impl Rule {
             Rule::CircuitOpen => {
                 "muster breakers, then muster task explain ID on the failed tasks; once fixed, muster breaker reset NAME"
             }
+            Rule::Deadlock => {
+                "muster deadlocks and muster locks: which tasks take the same locks in opposite orders? make them take locks in one order, or muster unlock NAME"
+            }
             Rule::BudgetReached => {
                 "muster costs --by runner --since 24h; raise it with muster config set budget.daily=... or budget.daily_per_runner=RUNNER=..., or let it rest until midnight UTC"
             }
@@ -103,6 +110,7 @@ impl Rule {
             Rule::DiskLow => (Severity::Critical, 0.05),
             Rule::CircuitOpen => (Severity::Warning, 0.0),
             Rule::BudgetReached => (Severity::Warning, 0.0),
+            Rule::Deadlock => (Severity::Warning, 900.0),
         };
         RuleConfig { enabled: true, severity, threshold }
     }
@@ -170,6 +178,8 @@ pub struct Observation {
     pub open_circuits: Vec<String>,
     /// Runners resting for their daily budget, with why.
     pub over_budget: Vec<String>,
+    /// The latest lock acquire refused as a deadlock: seconds ago, and the cycle.
+    pub deadlock: Option<(f64, String)>,
 }
 
 /// Whether `rule`'s condition holds, and why.
@@ -201,6 +211,9 @@ pub fn check(rule: Rule, cfg: &RuleConfig, o: &Observation) -> Option<String> {
         },
         Rule::BudgetReached => (!o.over_budget.is_empty())
             .then(|| format!("{} runners rest until midnight UTC: {}", o.over_budget.len(), o.over_budget.join("; "))),
+        Rule::Deadlock => o.deadlock.as_ref().and_then(|(age, cycle)| {
+            (*age <= t).then(|| format!("a lock acquire was refused as a deadlock {age:.0} s ago: {cycle}"))
+        }),
         Rule::CircuitOpen => (!o.open_circuits.is_empty())
             .then(|| format!("{} circuit breakers open: {}", o.open_circuits.len(), o.open_circuits.join(", "))),
         Rule::DiskLow => o.disk_free.and_then(|free| {
@@ -296,12 +309,18 @@ mod tests {
             (Rule::HighErrorRate, Observation { failed: 10, ..calm.clone() }),
             (Rule::BackupStale, Observation { backup_age_secs: Some(3.0 * 86400.0), ..calm.clone() }),
             (Rule::DiskLow, Observation { disk_free: Some(0.01), ..calm.clone() }),
+            (Rule::Deadlock, Observation { deadlock: Some((60.0, "t1 waits for a".into())), ..calm.clone() }),
         ];
         for (rule, o) in cases {
             assert!(holds(rule, &o), "{} does not fire", rule.as_str());
         }
         // A fresh hub with nothing registered and nothing queued is not an emergency.
         assert!(!holds(Rule::NoAgentsOnline, &Observation::default()));
+        // A deadlock long past its threshold is history, not an alert.
+        assert!(!holds(
+            Rule::Deadlock,
+            &Observation { deadlock: Some((901.0, "t1 waits for a".into())), ..calm.clone() }
+        ));
         // Too few runs for a rate.
         assert!(!holds(Rule::HighFailureRate, &Observation { failed: 3, ..calm.clone() }));
         let off = RuleConfig { enabled: false, ..Rule::StuckTasks.default_config() };

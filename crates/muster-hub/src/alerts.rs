@@ -118,6 +118,13 @@ impl Hub {
                 .map(|b| format!("{} {}", b.scope.as_str(), b.name))
                 .collect(),
             over_budget: self.over_budget().await?,
+            deadlock: self
+                .shared
+                .last_deadlock
+                .lock()
+                .expect("deadlock lock poisoned")
+                .as_ref()
+                .map(|(at, cycle)| (now.since(*at).as_secs_f64(), cycle.clone())),
         })
     }
 

@@ -148,6 +148,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/slo", get(slo))
         .route("/costs", get(costs))
         .route("/ctl/note", post(ctl_note))
+        .route("/ctl/locks", post(ctl_lock))
+        .route("/ctl/locks/release", post(ctl_unlock))
+        .route("/locks", get(locks))
+        .route("/locks/unlock", post(unlock))
         .route("/shadow/policies", get(shadow_policies).put(put_shadow_policy))
         .route("/shadow/report", get(shadow_report))
         .route("/breakers", get(breakers))
@@ -669,6 +673,139 @@ impl Hub {
             )),
         }
     }
+}
+
+/// `POST /api/v1/ctl/locks`: the run takes a lock for its task, waiting up to
+/// `wait` for it. 200 when held; 409 naming the holders when it is still
+/// busy, or naming the cycle when waiting would deadlock.
+async fn ctl_lock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (task, epoch) = hub.task_caller(&headers).await?;
+    let req: muster_proto::api::LockRequest = from_json(&body)?;
+    let mode = match req.mode.as_deref() {
+        None | Some("exclusive") => muster_store::LockMode::Exclusive,
+        Some("shared") => muster_store::LockMode::Shared,
+        Some(other) => {
+            return Err(ApiError::bad("mode", format!("unknown mode {other:?}; expected exclusive or shared")));
+        }
+    };
+    let wait = match &req.wait {
+        Some(w) => w.to_duration("wait")?,
+        None => Duration::ZERO,
+    };
+    if wait > Duration::from_secs(3600) {
+        return Err(ApiError::bad("wait", "at most 1h; wait again in a loop for longer"));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = hub.shared.store.subscribe();
+    // Should the caller go away mid-wait, its wait leaves the wait-for graph.
+    let mut waiting = StopWaiting { hub: hub.clone(), name: req.name.clone(), task: task.clone(), armed: false };
+    loop {
+        changes.borrow_and_update();
+        let got = hub.shared.store.acquire_lock(&req.name, &task, epoch, mode, wait.is_zero(), hub.now()).await?;
+        match got {
+            muster_store::Acquire::Acquired => {
+                waiting.armed = false; // taking it ended the wait
+                return Ok(json(StatusCode::OK, &serde_json::json!({ "name": req.name, "mode": mode.as_str() })));
+            }
+            muster_store::Acquire::Deadlock { cycle } => {
+                let text = cycle.iter().map(|(t, n)| format!("{t} waits for {n}")).collect::<Vec<_>>().join(", ");
+                *hub.shared.last_deadlock.lock().expect("deadlock lock poisoned") = Some((hub.now(), text.clone()));
+                return Err(ApiError::Conflict {
+                    field: Some("deadlock".into()),
+                    detail: format!("deadlock: {text}; this acquire of {} is refused", req.name),
+                });
+            }
+            muster_store::Acquire::Busy { holders } => {
+                waiting.armed = !wait.is_zero();
+                let now = tokio::time::Instant::now();
+                if wait.is_zero() || now >= deadline {
+                    let held_by = holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ");
+                    return Err(ApiError::Conflict {
+                        field: Some("name".into()),
+                        detail: format!("{} is held by {held_by}", req.name),
+                    });
+                }
+                let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
+            }
+        }
+    }
+}
+
+/// Takes a finished (or abandoned) lock wait out of the wait-for graph.
+struct StopWaiting {
+    hub: Hub,
+    name: String,
+    task: TaskId,
+    armed: bool,
+}
+
+impl Drop for StopWaiting {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (hub, name, task) = (self.hub.clone(), std::mem::take(&mut self.name), self.task.clone());
+        tokio::spawn(async move {
+            if let Err(e) = hub.shared.store.stop_waiting(&name, &task).await {
+                tracing::warn!(error = %e, lock = %name, task = %task, "could not drop a lock wait");
+            }
+        });
+    }
+}
+
+/// `POST /api/v1/ctl/locks/release`: the run gives a lock up (or stops waiting for it).
+async fn ctl_unlock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (task, _) = hub.task_caller(&headers).await?;
+    let req: muster_proto::api::LockName = from_json(&body)?;
+    let gone = hub.shared.store.release_lock(&req.name, Some(&task), &task.to_string(), hub.now()).await?;
+    if gone == 0 {
+        return Err(ApiError::NotFound(format!("{task} holds no lock {}", req.name)));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn locks(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    use muster_proto::api::{LockView, LocksView};
+    hub.admin(&headers).await?;
+    let held = hub.shared.store.locks().await?;
+    let waits = hub.shared.store.lock_waits().await?;
+    let view = LocksView {
+        held: held
+            .iter()
+            .map(|l| LockView {
+                name: l.name.clone(),
+                task: l.task.to_string(),
+                mode: l.mode.as_str().to_owned(),
+                since: timestamp(l.since),
+                waits_for: Vec::new(),
+            })
+            .collect(),
+        waiting: waits
+            .iter()
+            .map(|w| LockView {
+                name: w.name.clone(),
+                task: w.task.to_string(),
+                mode: w.mode.as_str().to_owned(),
+                since: timestamp(w.since),
+                waits_for: w.holders.iter().map(|h| h.to_string()).collect(),
+            })
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// `POST /api/v1/locks/unlock`: an operator forces one lock, or `{"all": true}` every one.
+async fn unlock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let req: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad("", format!("not JSON: {e}")))?;
+    let released = match (req.get("name").and_then(|n| n.as_str()), req.get("all")) {
+        (Some(name), None) => hub.shared.store.release_lock(name, None, &by.name, hub.now()).await?,
+        (None, Some(serde_json::Value::Bool(true))) => hub.shared.store.release_all_locks(&by.name, hub.now()).await?,
+        _ => return Err(ApiError::bad("name", r#"give {"name": "LOCK"} or {"all": true}"#)),
+    };
+    tracing::warn!(by = %by.name, released, "locks forced");
+    Ok(json(StatusCode::OK, &serde_json::json!({ "released": released })))
 }
 
 /// `POST /api/v1/ctl/note`: a run says how it is getting on.

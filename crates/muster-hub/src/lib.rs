@@ -110,8 +110,10 @@ pub(crate) struct Shared {
     pub compacting: tokio::sync::Mutex<()>,
     /// The runtime settings in force; loops and sockets watch it.
     pub runtime: watch::Sender<runtime::Runtime>,
-    /// The key task tokens are signed with, kept in the store so they outlive a restart.
+    /// The key task tokens are signed with (`task-token.key`).
     pub task_key: Vec<u8>,
+    /// When a lock acquire was last refused as a deadlock, and the cycle.
+    pub last_deadlock: std::sync::Mutex<Option<(Millis, String)>>,
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
 }
@@ -169,6 +171,7 @@ impl Hub {
                 changing_config: tokio::sync::Mutex::new(()),
                 log_level: std::sync::OnceLock::new(),
                 task_key,
+                last_deadlock: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -828,6 +828,45 @@ pub struct TaskSkip {
     pub reason: String,
 }
 
+/// `POST /api/v1/ctl/locks`: take a lock for the run's task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockRequest {
+    pub name: String,
+    /// `exclusive` (default) or `shared`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// How long to wait for it (`30s`); absent or 0: try once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<DurationValue>,
+}
+
+/// `POST /api/v1/ctl/locks/release`, and an operator's `POST /api/v1/locks/unlock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockName {
+    pub name: String,
+}
+
+/// A lock held, or waited for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    pub name: String,
+    pub task: String,
+    pub mode: String,
+    pub since: String,
+    /// For a wait: the tasks it waits on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<String>,
+}
+
+/// `GET /api/v1/locks`: who holds what, and who waits for whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocksView {
+    pub held: Vec<LockView>,
+    pub waiting: Vec<LockView>,
+}
+
 /// `POST /api/v1/ctl/note`, with a run's task token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -242,6 +242,31 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a disabled or limited runner back in service, with a `runner.enabled` event.
     async fn enable_runner(&self, name: &muster_core::RunnerName, by: &str, now: Millis) -> Result<()>;
     async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>>;
+    /// Takes lock `name` for `task` (which must be leased under `epoch`), or
+    /// says who holds it: then the task is recorded as waiting, unless `try_only`;
+    /// a wait that would close a cycle is refused as a deadlock instead (with a
+    /// `lock.deadlock` event). Taking a lock already held only changes its mode.
+    #[allow(clippy::too_many_arguments)] // each is one fact of the request
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        task: &TaskId,
+        epoch: Epoch,
+        mode: LockMode,
+        try_only: bool,
+        now: Millis,
+    ) -> Result<Acquire>;
+    /// Gives up a lock, or a wait for one; `task` None is an operator's force,
+    /// for every holder, with `by` on the timeline.
+    async fn release_lock(&self, name: &str, task: Option<&TaskId>, by: &str, now: Millis) -> Result<u64>;
+    /// The task no longer waits for `name` (its wait timed out, or its caller
+    /// went away): it leaves the wait-for graph; a lock it holds stays held.
+    async fn stop_waiting(&self, name: &str, task: &TaskId) -> Result<()>;
+    /// An operator's force: every lock, with one `lock.forced` event each.
+    async fn release_all_locks(&self, by: &str, now: Millis) -> Result<u64>;
+    async fn locks(&self) -> Result<Vec<LockRecord>>;
+    /// Tasks waiting for locks, each with the tasks it waits on: the wait-for graph.
+    async fn lock_waits(&self) -> Result<Vec<LockWait>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

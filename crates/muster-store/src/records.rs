@@ -589,3 +589,76 @@ pub struct LastCompaction {
     pub at: Millis,
     pub summary: String,
 }
+
+/// How a lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Exclusive => "exclusive",
+            LockMode::Shared => "shared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LockMode> {
+        match s {
+            "exclusive" => Some(LockMode::Exclusive),
+            "shared" => Some(LockMode::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// One holder of a named lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRecord {
+    pub name: String,
+    pub task: TaskId,
+    pub mode: LockMode,
+    pub since: Millis,
+}
+
+/// A task waiting for a lock, and the tasks it waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    pub name: String,
+    pub task: TaskId,
+    pub mode: LockMode,
+    pub since: Millis,
+    pub holders: Vec<TaskId>,
+}
+
+/// What an acquire came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    Acquired,
+    /// Held by others in a way that excludes this request; the task now
+    /// waits (unless it asked to try only), and the holders are named.
+    Busy {
+        holders: Vec<TaskId>,
+    },
+    /// Waiting would close a cycle of tasks waiting on each other: the
+    /// request is refused and the cycle named, in order.
+    Deadlock {
+        cycle: Vec<(TaskId, String)>,
+    },
+}
+
+/// Longest lock name, in bytes.
+pub const MAX_LOCK_NAME: usize = 200;
+
+/// A lock name: 1 to 200 printable characters, no spaces.
+pub fn check_lock_name(name: &str) -> std::result::Result<(), muster_core::Invalid> {
+    if name.is_empty() || name.len() > MAX_LOCK_NAME || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(muster_core::Invalid::new(
+            "name",
+            format!("a lock name is 1 to {MAX_LOCK_NAME} characters without spaces, e.g. repo:web/src/api.rs"),
+        ));
+    }
+    Ok(())
+}

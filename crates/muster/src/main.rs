@@ -87,10 +87,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note TEXT`).
+    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note`, `ctl lock`, `ctl unlock`).
     Ctl {
         #[command(subcommand)]
         cmd: muster_cli::CtlCmd,
+    },
+    /// Named locks that tasks hold or wait for (`ctl lock` inside a run).
+    Locks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a lock free (`unlock NAME`), or every one (`unlock --all --yes`); on the timeline with who did it.
+    Unlock {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The wait-for graph: which task waits for which lock, held by whom.
+    Deadlocks {
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a task pending approval: it joins the queue.
     Approve {
@@ -224,6 +243,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
         Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
+        Command::Locks { json } => muster_cli::locks(&conn, json).await,
+        Command::Unlock { name, all, yes } => muster_cli::unlock(&conn, name, all, yes).await,
+        Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,
         Command::Approve { id, json } => muster_cli::approve(&conn, &id, json).await,
         Command::Ctl { cmd } => muster_cli::ctl(cmd).await,
         Command::Reject { id, reason, json } => muster_cli::reject(&conn, &id, reason, json).await,

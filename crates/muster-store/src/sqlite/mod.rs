@@ -16,6 +16,7 @@ pub mod backup;
 mod ops;
 pub mod schema;
 
+use crate::{Acquire, LockMode, LockRecord, LockWait};
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
@@ -631,6 +632,42 @@ impl Store for SqliteStore {
 
     async fn disabled_runners(&self) -> Result<Vec<DisabledRunner>> {
         self.read(ops::disabled_runners).await
+    }
+
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        task: &TaskId,
+        epoch: Epoch,
+        mode: LockMode,
+        try_only: bool,
+        now: Millis,
+    ) -> Result<Acquire> {
+        let (name, task) = (name.to_owned(), task.clone());
+        self.write(move |c| ops::acquire_lock(c, &name, &task, epoch, mode, try_only, now)).await
+    }
+
+    async fn release_lock(&self, name: &str, task: Option<&TaskId>, by: &str, now: Millis) -> Result<u64> {
+        let (name, task, by) = (name.to_owned(), task.cloned(), by.to_owned());
+        self.write(move |c| ops::release_lock(c, &name, task.as_ref(), &by, now)).await
+    }
+
+    async fn stop_waiting(&self, name: &str, task: &TaskId) -> Result<()> {
+        let (name, task) = (name.to_owned(), task.clone());
+        self.write(move |c| ops::stop_waiting(c, &name, &task)).await
+    }
+
+    async fn release_all_locks(&self, by: &str, now: Millis) -> Result<u64> {
+        let by = by.to_owned();
+        self.write(move |c| ops::release_all_locks(c, &by, now)).await
+    }
+
+    async fn locks(&self) -> Result<Vec<LockRecord>> {
+        self.read(ops::locks).await
+    }
+
+    async fn lock_waits(&self) -> Result<Vec<LockWait>> {
+        self.read(ops::lock_waits).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

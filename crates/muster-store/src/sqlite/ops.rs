@@ -4,6 +4,7 @@
 //! it needs, asks `muster-core` whether the change is allowed, saves the
 //! result and appends the event, or returns an error and is rolled back.
 
+use crate::{Acquire, LockMode, LockRecord, LockWait, check_lock_name};
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep,
@@ -725,6 +726,9 @@ pub fn cancel_task(c: &Connection, id: &TaskId, now: Millis) -> Result<(Task, Ca
         Cancel::Done { .. } => task_event(c, now, "task.cancelled", &task, None)?,
         Cancel::Requested { .. } => task_event(c, now, "task.cancel_requested", &task, None)?,
     }
+    if task.state.is_terminal() {
+        release_task_locks(c, &task, now)?;
+    }
     settle_dependents(c, &task, now)?;
     Ok((task, outcome))
 }
@@ -997,6 +1001,7 @@ pub fn limit_task(
     };
     task_event(c, now, kind, &task, Some(&detail))?;
     limit_runner(c, &runner, &reason, &format!("agent {agent}"), until, now)?;
+    release_task_locks(c, &task, now)?;
     settle_dependents(c, &task, now)?;
     Ok((task, FinishResult::Applied(finished)))
 }
@@ -1377,6 +1382,7 @@ pub fn finish_task(
         (_, reason) => reason.clone(),
     };
     task_event(c, now, kind, &task, detail.as_deref())?;
+    release_task_locks(c, &task, now)?;
     settle_dependents(c, &task, now)?;
     Ok((task, FinishResult::Applied(finished)))
 }
@@ -1422,6 +1428,7 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
             Reclaimed::Cancelled => "task.cancelled",
         };
         task_event(c, now, kind, &task, task.reason.as_deref())?;
+        release_task_locks(c, &task, now)?;
         settle_dependents(c, &task, now)?;
         Ok((task, reclaimed))
     }
@@ -2063,7 +2070,7 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
                 break;
             }
             bytes += output_bytes_of(c, id)?;
-            for table in ["output", "steps", "attempts", "task_caps", "task_deps"] {
+            for table in ["output", "steps", "attempts", "task_caps", "task_deps", "locks", "lock_waits"] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
             c.prepare_cached("DELETE FROM task_deps WHERE dep_id = ?")?.execute([id])?;
@@ -2361,6 +2368,212 @@ pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// -- locks ---------------------------------------------------------------------------
+
+fn lock_rows(c: &Connection, sql: &str, arg: Option<&str>) -> Result<Vec<LockRecord>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let map = |r: &Row<'_>| {
+        let (task, mode): (String, String) = (r.get(1)?, r.get(2)?);
+        Ok(LockRecord {
+            name: r.get(0)?,
+            task: TaskId::parse(&task).map_err(|e| corrupt("task id", e))?,
+            mode: LockMode::parse(&mode).ok_or_else(|| corrupt("lock mode", &mode))?,
+            since: Millis(r.get(3)?),
+        })
+    };
+    let rows = match arg {
+        Some(a) => stmt.query_map([a], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+        None => stmt.query_map([], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(rows)
+}
+
+fn holders_of(c: &Connection, name: &str) -> Result<Vec<LockRecord>> {
+    lock_rows(c, "SELECT name, task_id, mode, since FROM locks WHERE name = ? ORDER BY since", Some(name))
+}
+
+/// Holders that stand in the way of `task` taking `name` in `mode`.
+fn blockers(holders: &[LockRecord], task: &TaskId, mode: LockMode) -> Vec<TaskId> {
+    holders
+        .iter()
+        .filter(|h| h.task != *task && (mode == LockMode::Exclusive || h.mode == LockMode::Exclusive))
+        .map(|h| h.task.clone())
+        .collect()
+}
+
+fn lock_event(c: &Connection, now: Millis, kind: &str, task: Option<&Task>, detail: &str) -> Result<()> {
+    match task {
+        Some(t) => task_event(c, now, kind, t, Some(detail)),
+        None => insert_event_row(
+            c,
+            now,
+            kind,
+            EventRow { task: None, agent: None, epoch: None, state: None, detail: Some(detail) },
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // each is one fact of the request
+pub fn acquire_lock(
+    c: &Connection,
+    name: &str,
+    id: &TaskId,
+    epoch: Epoch,
+    mode: LockMode,
+    try_only: bool,
+    now: Millis,
+) -> Result<Acquire> {
+    check_lock_name(name).map_err(StoreError::Invalid)?;
+    let task = load_task(c, id)?;
+    if !(task.state.is_leased() && task.lease.as_ref().is_some_and(|l| l.epoch == epoch)) {
+        return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
+    }
+    let holders = holders_of(c, name)?;
+    let blocking = blockers(&holders, id, mode);
+    if blocking.is_empty() {
+        c.prepare_cached("DELETE FROM lock_waits WHERE task_id = ? AND name = ?")?
+            .execute(params![id.as_str(), name])?;
+        let held = holders.iter().any(|h| h.task == *id);
+        c.prepare_cached(
+            "INSERT INTO locks (name, task_id, mode, since) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name, task_id) DO UPDATE SET mode = excluded.mode",
+        )?
+        .execute(params![name, id.as_str(), mode.as_str(), now.0])?;
+        if !held {
+            lock_event(c, now, "lock.acquired", Some(&task), &format!("{name} ({})", mode.as_str()))?;
+        }
+        return Ok(Acquire::Acquired);
+    }
+    if try_only {
+        return Ok(Acquire::Busy { holders: blocking });
+    }
+    // Would this wait close a cycle? Follow who waits for whom, from the holders.
+    if let Some(cycle) = cycle_through(c, id, name, &blocking)? {
+        c.prepare_cached("DELETE FROM lock_waits WHERE task_id = ? AND name = ?")?
+            .execute(params![id.as_str(), name])?;
+        let text = cycle.iter().map(|(t, n)| format!("{t} waits for {n}")).collect::<Vec<_>>().join(", ");
+        lock_event(c, now, "lock.deadlock", Some(&task), &format!("{text}: {id}'s acquire of {name} is refused"))?;
+        return Ok(Acquire::Deadlock { cycle });
+    }
+    let new = c
+        .prepare_cached(
+            "INSERT INTO lock_waits (name, task_id, mode, since) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (task_id, name) DO NOTHING",
+        )?
+        .execute(params![name, id.as_str(), mode.as_str(), now.0])?;
+    if new > 0 {
+        let held_by = blocking.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+        lock_event(c, now, "lock.waiting", Some(&task), &format!("{name} ({}), held by {held_by}", mode.as_str()))?;
+    }
+    Ok(Acquire::Busy { holders: blocking })
+}
+
+/// The cycle `task` waiting for `name` (held by `blocking`) would close, as
+/// (task, the lock it waits for), starting from `task`; `None` if there is none.
+fn cycle_through(
+    c: &Connection,
+    task: &TaskId,
+    name: &str,
+    blocking: &[TaskId],
+) -> Result<Option<Vec<(TaskId, String)>>> {
+    let waits = lock_waits(c)?;
+    // Depth-first from each holder, along "waits for a lock held by".
+    let mut stack: Vec<(TaskId, Vec<(TaskId, String)>)> =
+        blocking.iter().map(|b| (b.clone(), vec![(task.clone(), name.to_owned())])).collect();
+    let mut seen: std::collections::HashSet<TaskId> = std::collections::HashSet::new();
+    while let Some((at, path)) = stack.pop() {
+        if at == *task {
+            return Ok(Some(path));
+        }
+        if !seen.insert(at.clone()) {
+            continue;
+        }
+        for w in waits.iter().filter(|w| w.task == at) {
+            for holder in &w.holders {
+                let mut next = path.clone();
+                next.push((at.clone(), w.name.clone()));
+                stack.push((holder.clone(), next));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub fn release_lock(c: &Connection, name: &str, task: Option<&TaskId>, by: &str, now: Millis) -> Result<u64> {
+    check_lock_name(name).map_err(StoreError::Invalid)?;
+    let gone = match task {
+        Some(t) => {
+            let n = c
+                .prepare_cached("DELETE FROM locks WHERE name = ? AND task_id = ?")?
+                .execute(params![name, t.as_str()])?;
+            let w = c
+                .prepare_cached("DELETE FROM lock_waits WHERE name = ? AND task_id = ?")?
+                .execute(params![name, t.as_str()])?;
+            if n > 0 {
+                let held = load_task(c, t)?;
+                lock_event(c, now, "lock.released", Some(&held), name)?;
+            }
+            (n + w) as u64
+        }
+        None => {
+            let holders = holders_of(c, name)?;
+            if holders.is_empty() {
+                return Err(StoreError::not_found("lock", name));
+            }
+            c.prepare_cached("DELETE FROM locks WHERE name = ?")?.execute([name])?;
+            let tasks = holders.iter().map(|h| h.task.to_string()).collect::<Vec<_>>().join(", ");
+            lock_event(c, now, "lock.forced", None, &format!("{name} taken from {tasks} (by {by})"))?;
+            holders.len() as u64
+        }
+    };
+    Ok(gone)
+}
+
+pub fn stop_waiting(c: &Connection, name: &str, task: &TaskId) -> Result<()> {
+    c.prepare_cached("DELETE FROM lock_waits WHERE name = ? AND task_id = ?")?.execute(params![name, task.as_str()])?;
+    Ok(())
+}
+
+pub fn release_all_locks(c: &Connection, by: &str, now: Millis) -> Result<u64> {
+    let all = locks(c)?;
+    let mut names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    names.dedup();
+    for name in &names {
+        release_lock(c, name, None, by, now)?;
+    }
+    Ok(all.len() as u64)
+}
+
+/// A run ended (or was taken back): whatever its task held or waited for is let go.
+fn release_task_locks(c: &Connection, task: &Task, now: Millis) -> Result<()> {
+    let held = lock_rows(c, "SELECT name, task_id, mode, since FROM locks WHERE task_id = ?", Some(task.id.as_str()))?;
+    c.prepare_cached("DELETE FROM locks WHERE task_id = ?")?.execute([task.id.as_str()])?;
+    c.prepare_cached("DELETE FROM lock_waits WHERE task_id = ?")?.execute([task.id.as_str()])?;
+    if !held.is_empty() {
+        let names = held.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ");
+        lock_event(c, now, "lock.released", Some(task), &format!("{names} (the run ended)"))?;
+    }
+    Ok(())
+}
+
+pub fn locks(c: &Connection) -> Result<Vec<LockRecord>> {
+    lock_rows(c, "SELECT name, task_id, mode, since FROM locks ORDER BY name, since", None)
+}
+
+pub fn lock_waits(c: &Connection) -> Result<Vec<LockWait>> {
+    let mut stmt = c.prepare_cached("SELECT name, task_id, mode, since FROM lock_waits ORDER BY since")?;
+    let rows: Vec<(String, String, String, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (name, task, mode, since) in rows {
+        let task = TaskId::parse(&task).map_err(|e| corrupt("task id", e))?;
+        let mode = LockMode::parse(&mode).ok_or_else(|| corrupt("lock mode", &mode))?;
+        let holders = blockers(&holders_of(c, &name)?, &task, mode);
+        out.push(LockWait { name, task, mode, since: Millis(since), holders });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -267,6 +267,24 @@ CREATE TABLE task_deps (
     PRIMARY KEY (dep_id, task_id)
 ) WITHOUT ROWID;
 "#,
+    // 20: named locks held by tasks, and the tasks waiting for them.
+    r#"
+CREATE TABLE locks (
+    name     TEXT NOT NULL,
+    task_id  TEXT NOT NULL,
+    mode     TEXT NOT NULL,
+    since    INTEGER NOT NULL,
+    PRIMARY KEY (name, task_id)
+) WITHOUT ROWID;
+CREATE INDEX locks_task ON locks (task_id);
+CREATE TABLE lock_waits (
+    name     TEXT NOT NULL,
+    task_id  TEXT NOT NULL,
+    mode     TEXT NOT NULL,
+    since    INTEGER NOT NULL,
+    PRIMARY KEY (task_id, name)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

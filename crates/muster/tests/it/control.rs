@@ -321,3 +321,128 @@ async fn a_run_acts_for_its_own_task_with_a_task_token_that_ends_with_its_lease(
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("MUSTER_TASK_TOKEN is not set"), "{err}");
 }
+
+/// A shell line that waits until `path` exists: the two runs below meet on files.
+fn wait_for_file(path: &str) -> String {
+    format!("while [ ! -e {path} ]; do sleep 0.02; done")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_taking_locks_in_opposite_orders_deadlock_and_exactly_one_is_refused() {
+    use serde_json::json;
+    let hub =
+        crate::harness::Hub::start_with(crate::harness::HubOpts { alert_interval: "100ms", ..Default::default() })
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = hub.agent("w", 2, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let at = |name: &str| crate::harness::path_str(&dir.path().join(name));
+    // Each takes its first lock, waits until the other has its own, then waits for the other's.
+    let run = |first: &str, second: &str, mine: &str, theirs: &str| {
+        format!(
+            "{bin} ctl lock {first} || exit $?\ntouch {}\n{}\n{bin} ctl lock {second} --wait 60s || exit $?\necho got both",
+            at(mine),
+            wait_for_file(&at(theirs)),
+        )
+    };
+    let a =
+        hub.add_task(json!({ "prompt": run("repo:web/src/api.rs", "branch:main", "a", "b"), "runner": "shell" })).await;
+    let b =
+        hub.add_task(json!({ "prompt": run("branch:main", "repo:web/src/api.rs", "b", "a"), "runner": "shell" })).await;
+    // The refused run exits 8 and its locks go with it; the other takes both,
+    // and the refused task's retry then runs alone.
+    let ta = hub.wait_state(&a, &["succeeded", "failed"]).await;
+    let tb = hub.wait_state(&b, &["succeeded", "failed"]).await;
+    assert_eq!((&ta["state"], &tb["state"]), (&json!("succeeded"), &json!("succeeded")), "{ta}\n{tb}");
+    let mut attempts = [ta["attempts"].as_u64().unwrap(), tb["attempts"].as_u64().unwrap()];
+    attempts.sort();
+    assert_eq!(attempts, [1, 2], "exactly one is refused: {ta}\n{tb}");
+    let (refused, refused_task) = if ta["attempts"] == 2 { (&a, &ta) } else { (&b, &tb) };
+    assert_eq!(refused_task["attempts_detail"][0]["reason"], "exit code 8", "ctl lock exits 8 on a deadlock");
+    let logs = hub.get(&format!("/tasks/{refused}/logs?attempt=1")).await;
+    let refused_out: String = logs["chunks"].as_array().unwrap().iter().map(|c| c["data"].as_str().unwrap()).collect();
+    assert!(refused_out.contains("deadlock"), "the refused run is told why: {refused_out}");
+    let deadlock = hub.events("").await.into_iter().find(|e| e["kind"] == "lock.deadlock").expect("a lock.deadlock");
+    assert_eq!(deadlock["task"].as_str(), Some(refused.as_str()));
+    let detail = deadlock["detail"].as_str().unwrap();
+    assert!(detail.contains(&a) && detail.contains(&b), "the cycle names both tasks: {detail}");
+    assert!(detail.contains("branch:main") && detail.contains("repo:web/src/api.rs"), "and both locks: {detail}");
+    let alert = hub
+        .wait_until("the deadlock alert to fire", || async {
+            let alerts = hub.get("/alerts").await;
+            let a = alerts.as_array()?.iter().find(|a| a["rule"] == "deadlock")?.clone();
+            (a["state"] == "firing").then_some(a)
+        })
+        .await;
+    assert!(alert["detail"].as_str().unwrap().contains("branch:main"), "{alert}");
+    let (_, locks, _) = hub.cli(&["locks", "--json"]).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&locks).unwrap(), json!({ "held": [], "waiting": [] }));
+    let (code, out, err) = hub.cli(&["deadlocks"]).await;
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("no task waits"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_see_locks_and_waits_and_force_them_free() {
+    use serde_json::json;
+    let hub = crate::harness::Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = hub.agent("w", 3, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let at = |name: &str| crate::harness::path_str(&dir.path().join(name));
+    let holder = hub
+        .add_task(json!({
+            "prompt": format!("{bin} ctl lock deploy:staging || exit $?\n{bin} ctl lock docs --shared || exit $?\n{}", wait_for_file(&at("done"))),
+            "runner": "shell",
+        }))
+        .await;
+    hub.wait_until("the holder to hold both locks", || async {
+        (hub.get("/locks").await["held"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let reader = hub
+        .add_task(json!({ "prompt": format!("{bin} ctl lock docs --shared && echo shared ok"), "runner": "shell" }))
+        .await;
+    assert_eq!(hub.wait_state(&reader, &["succeeded", "failed"]).await["state"], "succeeded", "shared locks share");
+    let busy = hub.add_task(json!({ "prompt": format!("{bin} ctl lock deploy:staging"), "runner": "shell" })).await;
+    let task = hub.wait_state(&busy, &["succeeded", "failed"]).await;
+    assert!(task["reason"].as_str().unwrap().contains("exit code 4"), "busy without --wait: exit 4: {task}");
+    assert!(hub.output(&busy).await.contains(&format!("deploy:staging is held by {holder}")));
+    let waiter = hub
+        .add_task(
+            json!({ "prompt": format!("{bin} ctl lock deploy:staging --wait 2m && echo finally"), "runner": "shell" }),
+        )
+        .await;
+    let graph = hub
+        .wait_until("the waiter to wait", || async {
+            let view = hub.get("/locks").await;
+            (!view["waiting"].as_array().unwrap().is_empty()).then_some(view)
+        })
+        .await;
+    let waiting = hub.events(&format!("task={waiter}")).await.into_iter().find(|e| e["kind"] == "lock.waiting");
+    assert_eq!(waiting.expect("a lock.waiting")["detail"], format!("deploy:staging (exclusive), held by {holder}"));
+    assert_eq!(graph["waiting"][0]["task"].as_str(), Some(waiter.as_str()));
+    assert_eq!(graph["waiting"][0]["waits_for"], json!([holder]));
+    let (code, out, _) = hub.cli(&["locks"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("deploy:staging") && out.contains("waiting") && out.contains("shared"), "{out}");
+    let (_, out, _) = hub.cli(&["deadlocks"]).await;
+    assert!(out.contains(&format!("{waiter} waits for deploy:staging (exclusive), held by {holder}")), "{out}");
+
+    let (code, _, err) = hub.cli(&["unlock", "--all"]).await;
+    assert_eq!(code, 2, "--all needs --yes: {err}");
+    let (code, _, err) = hub.cli(&["unlock", "nothing-held"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (code, out, err) = hub.cli(&["unlock", "deploy:staging"]).await;
+    assert_eq!((code, out.trim()), (0, "released 1 lock"), "{err}");
+    assert_eq!(hub.wait_state(&waiter, &["succeeded", "failed"]).await["state"], "succeeded", "the waiter gets it");
+    let forced = hub.events("").await.into_iter().find(|e| e["kind"] == "lock.forced").expect("a lock.forced");
+    assert!(forced["detail"].as_str().unwrap().contains(&format!("deploy:staging taken from {holder} (by ")));
+
+    let (code, out, _) = hub.cli(&["unlock", "--all", "--yes"]).await;
+    assert_eq!((code, out.trim()), (0, "released 1 lock"), "the holder's shared docs lock");
+    std::fs::write(dir.path().join("done"), "").unwrap();
+    assert_eq!(hub.wait_state(&holder, &["succeeded", "failed"]).await["state"], "succeeded");
+    let (_, locks, _) = hub.cli(&["locks", "--json"]).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&locks).unwrap(), json!({ "held": [], "waiting": [] }));
+}
