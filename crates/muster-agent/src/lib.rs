@@ -46,6 +46,8 @@ struct Running {
     /// The hub dropped this run: it is being killed and no longer holds a slot
     /// in the hub's eyes, so it must not hold one here either.
     dropped: bool,
+    /// The run waits for a person's answer (the hub says so).
+    asking: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Agent {
@@ -474,7 +476,8 @@ impl Agent {
                     let _ = old.stop.send(Some(Stop::Drop));
                 }
                 let (stop, stop_rx) = watch::channel(None);
-                self.runs.insert(task.clone(), Running { epoch, stop, dropped: false });
+                let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                self.runs.insert(task.clone(), Running { epoch, stop, dropped: false, asking: asking.clone() });
                 let spec = RunSpec {
                     task: task.clone(),
                     epoch,
@@ -490,6 +493,7 @@ impl Agent {
                     budget,
                     task_token,
                     hub_url: self.config.hub.clone(),
+                    asking,
                 };
                 let events = self.events_tx.clone();
                 tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");
@@ -507,6 +511,12 @@ impl Agent {
                 if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
                     tracing::info!(task_id = %task, "cancelling the run");
                     let _ = run.stop.send(Some(Stop::Cancel));
+                }
+                None
+            }
+            HubMsg::Asking { task, epoch, asking } => {
+                if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
+                    run.asking.store(asking, std::sync::atomic::Ordering::SeqCst);
                 }
                 None
             }

@@ -119,6 +119,9 @@ pub struct RunSpec {
     pub task_token: Option<String>,
     /// The hub, as the agent reaches it.
     pub hub_url: String,
+    /// Set while the run waits for a person's answer to a decision it asked
+    /// (`muster ctl ask`): silence then is not a wedge.
+    pub asking: Arc<AtomicBool>,
 }
 
 /// Tools with which a coding agent asks a person something.
@@ -276,10 +279,14 @@ pub async fn execute(
                     break End::OverBudget(why);
                 }
                 let idle = output.idle();
-                if idle >= spec.liveness.wedged {
+                let asking = spec.asking.load(Ordering::SeqCst);
+                // A run waiting for a person is silent by design, not wedged.
+                if idle >= spec.liveness.wedged && !asking && !output.waiting.load(Ordering::SeqCst) {
                     break End::Wedged(idle);
                 }
-                let (now, detail) = if output.waiting.load(Ordering::SeqCst) {
+                let (now, detail) = if asking {
+                    ("waiting", Some("the run asked a person for a decision".to_owned()))
+                } else if output.waiting.load(Ordering::SeqCst) {
                     ("waiting", Some("the agent asked a person for input".to_owned()))
                 } else if idle >= spec.liveness.quiet {
                     ("quiet", Some(format!("no output for {}", muster_proto::setting_duration(round_s(idle)))))

@@ -1758,6 +1758,29 @@ pub enum CtlCmd {
     },
     /// Let go of a lock the task holds.
     Unlock { name: String },
+    /// Ask a person: prints the option chosen. Exit 9: nobody answered in
+    /// time and there was no default (the task fails); 4: the question was withdrawn.
+    Ask {
+        question: String,
+        /// An option to choose from (give two or more); without any: yes and no.
+        #[arg(long = "option")]
+        options: Vec<String>,
+        /// The option taken when nobody answers by the timeout.
+        #[arg(long)]
+        default: Option<String>,
+        /// How long a person has (`30m`, `1d`); without it, no limit.
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Do not wait: the run should stop now; the task waits without a
+        /// slot and runs again once answered (`muster ctl decisions` shows the answer).
+        #[arg(long)]
+        park: bool,
+    },
+    /// The task's decisions and their answers (for a run resumed after one).
+    Decisions {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `muster ctl ...`: what a run does for its own task, with the task token
@@ -1795,6 +1818,62 @@ pub async fn ctl(cmd: CtlCmd) -> CliResult {
         }
         CtlCmd::Unlock { name } => {
             client.post_no_content("/ctl/locks/release", &muster_proto::api::LockName { name }).await
+        }
+        CtlCmd::Ask { question, options, default, timeout, park } => {
+            let req = muster_proto::api::CtlAsk {
+                question,
+                options,
+                default,
+                timeout: timeout.map(DurationValue::Text),
+                park,
+            };
+            let asked: muster_proto::api::DecisionView = client.post("/ctl/decisions", &req).await?;
+            if park {
+                println!("#{}", asked.id);
+                eprintln!(
+                    "asked as decision #{}: stop this run now; the task runs again once it is answered",
+                    asked.id
+                );
+                return Ok(());
+            }
+            eprintln!("asked as decision #{}; waiting for a person (muster decide {} OPTION)", asked.id, asked.id);
+            let wait = Duration::from_secs(60);
+            loop {
+                let d: muster_proto::api::DecisionView =
+                    client.get_waiting(&format!("/ctl/decisions/{}?wait=60s", asked.id), wait).await?;
+                match d.state.as_str() {
+                    "open" => continue,
+                    "answered" | "auto_resolved" => {
+                        if let Some(note) = &d.note {
+                            eprintln!("note from {}: {note}", d.answered_by.as_deref().unwrap_or("?"));
+                        }
+                        println!("{}", d.answer.unwrap_or_default());
+                        return Ok(());
+                    }
+                    "timed_out" => {
+                        return Err(CliError::new(
+                            exit::DECISION_TIMEOUT,
+                            format!(
+                                "decision #{}: nobody answered in time and there is no default; the task fails (decision_timeout)",
+                                d.id
+                            ),
+                        ));
+                    }
+                    other => {
+                        return Err(CliError::new(exit::CONFLICT, format!("decision #{} was {other}", d.id)));
+                    }
+                }
+            }
+        }
+        CtlCmd::Decisions { json } => {
+            let all: Vec<muster_proto::api::DecisionView> = client.get("/ctl/decisions").await?;
+            if json {
+                return print_json(&all);
+            }
+            for d in &all {
+                println!("{}", decision_line(d));
+            }
+            Ok(())
         }
     }
 }
@@ -1850,5 +1929,138 @@ pub async fn unlock(conn: &ConnArgs, name: Option<String>, all: bool, yes: bool)
     let answer: serde_json::Value = client.post("/locks/unlock", &body).await?;
     let released = answer.get("released").and_then(|r| r.as_u64()).unwrap_or(0);
     println!("released {released} lock{}", if released == 1 { "" } else { "s" });
+    Ok(())
+}
+
+// -- decisions -----------------------------------------------------------------
+
+#[derive(Debug, Subcommand)]
+pub enum DecisionCmd {
+    /// Ask a person about a queued task: it waits in needs_decision until answered.
+    Add {
+        task: String,
+        question: String,
+        /// An option to choose from (give two or more); without any: yes and no.
+        #[arg(long = "option")]
+        options: Vec<String>,
+        /// The option taken when nobody answers by the timeout; without one the task fails.
+        #[arg(long)]
+        default: Option<String>,
+        /// How long a person has (`30m`, `1d`); without it, no limit.
+        #[arg(long)]
+        timeout: Option<String>,
+        /// A token name that may answer (repeat for more); without it, any admin token.
+        #[arg(long = "answerer")]
+        answerers: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One decision, whatever its state.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn decision_line(d: &muster_proto::api::DecisionView) -> String {
+    let mut line = format!("#{} {}: {}", d.id, d.state.replace('_', "-"), d.question);
+    if let Some(a) = &d.answer {
+        line.push_str(&format!(" -> {a}"));
+        if let Some(by) = &d.answered_by {
+            line.push_str(&format!(" (by {by})"));
+        }
+    }
+    line
+}
+
+fn decisions_table(all: &[muster_proto::api::DecisionView]) -> String {
+    let mut t =
+        Table::new(&["ID", "TASK", "STATE", "QUESTION", "OPTIONS", "DEFAULT", "DEADLINE", "ASKED BY", "ANSWER"]);
+    for d in all {
+        let answer = match (&d.answer, &d.answered_by) {
+            (Some(a), Some(by)) => format!("{a} (by {by})"),
+            (Some(a), None) => a.clone(),
+            _ => "-".to_owned(),
+        };
+        let question: String = if d.question.chars().count() > 60 {
+            d.question.chars().take(59).chain(['…']).collect()
+        } else {
+            d.question.clone()
+        };
+        t.row(vec![
+            format!("#{}", d.id),
+            d.task.clone(),
+            d.state.replace('_', "-"),
+            question.replace('\n', " "),
+            d.options.join(" | "),
+            dash(d.default.as_ref()),
+            dash(d.deadline.as_ref()),
+            d.raised_by.clone(),
+            answer,
+        ]);
+    }
+    t.render()
+}
+
+/// `muster decisions`: open ones by default, oldest first.
+pub async fn decisions(conn: &ConnArgs, all: bool, task: Option<String>, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let mut path = format!("/decisions?state={}", if all { "all" } else { "open" });
+    if let Some(t) = task {
+        path.push_str(&format!("&task={}", segment(&t)));
+    }
+    let list: Vec<muster_proto::api::DecisionView> = client.get(&path).await?;
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        eprintln!("{}", if all { "(no decisions)" } else { "(no decision waits for an answer)" });
+        return Ok(());
+    }
+    print!("{}", decisions_table(&list));
+    Ok(())
+}
+
+/// `muster decide ID OPTION [--note TEXT]`.
+pub async fn decide(conn: &ConnArgs, id: &str, option: String, note: Option<String>, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let id = id.trim_start_matches('#');
+    let d: muster_proto::api::DecisionView = client
+        .post(&format!("/decisions/{}/answer", segment(id)), &muster_proto::api::DecisionAnswer { option, note })
+        .await?;
+    if json {
+        return print_json(&d);
+    }
+    println!("{}", decision_line(&d));
+    Ok(())
+}
+
+/// `muster decision add|show`.
+pub async fn decision(conn: &ConnArgs, cmd: DecisionCmd) -> CliResult {
+    let client = conn.client()?;
+    let (d, json): (muster_proto::api::DecisionView, bool) = match cmd {
+        DecisionCmd::Add { task, question, options, default, timeout, answerers, json } => {
+            let req = muster_proto::api::DecisionAdd {
+                task,
+                question,
+                options,
+                default,
+                timeout: timeout.map(DurationValue::Text),
+                answerers,
+            };
+            (client.post("/decisions", &req).await?, json)
+        }
+        DecisionCmd::Show { id, json } => {
+            (client.get(&format!("/decisions/{}", segment(id.trim_start_matches('#')))).await?, json)
+        }
+    };
+    if json {
+        return print_json(&d);
+    }
+    println!("{}", decision_line(&d));
+    if d.state == "open" {
+        println!("options: {}", d.options.join(", "));
+    }
     Ok(())
 }

@@ -30,4 +30,6 @@ pub mod exit {
     pub const TASK_FAILED: i32 = 7;
     /// `ctl lock` was refused: waiting would have closed a deadlock.
     pub const DEADLOCK: i32 = 8;
+    /// `ctl ask`: nobody answered in time and there was no default; the task fails.
+    pub const DECISION_TIMEOUT: i32 = 9;
 }

@@ -56,6 +56,8 @@ pub enum TaskState {
     Blocked,
     /// Waiting for a person to approve it before it may be queued.
     PendingApproval,
+    /// Waiting for a person to answer a decision; it holds no agent slot.
+    NeedsDecision,
     Queued,
     Assigned,
     Running,
@@ -67,9 +69,10 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Blocked,
         TaskState::PendingApproval,
+        TaskState::NeedsDecision,
         TaskState::Queued,
         TaskState::Assigned,
         TaskState::Running,
@@ -95,6 +98,7 @@ impl TaskState {
         match self {
             TaskState::Blocked => "blocked",
             TaskState::PendingApproval => "pending_approval",
+            TaskState::NeedsDecision => "needs_decision",
             TaskState::Queued => "queued",
             TaskState::Assigned => "assigned",
             TaskState::Running => "running",
@@ -589,7 +593,7 @@ impl Task {
     /// Cancels the task: at once unless a run is under way.
     pub fn cancel(&mut self, now: Millis) -> Result<Cancel, Refused> {
         match self.state {
-            TaskState::Queued | TaskState::PendingApproval | TaskState::Blocked => {
+            TaskState::Queued | TaskState::PendingApproval | TaskState::Blocked | TaskState::NeedsDecision => {
                 self.reason = Some("cancelled".to_owned());
                 self.end(TaskState::Cancelled, now);
                 Ok(Cancel::Done { notify: None })
@@ -710,6 +714,79 @@ impl Task {
         self.reason = Some(format!("rejected: {reason}"));
         self.end(TaskState::Cancelled, now);
         Ok(())
+    }
+
+    /// A person is asked a decision about a queued task: it leaves the queue
+    /// until the answer comes.
+    pub fn await_decision(&mut self, now: Millis) -> Result<(), Refused> {
+        if !matches!(self.state, TaskState::Queued | TaskState::NeedsDecision) {
+            return Err(Refused::WrongState {
+                state: self.state,
+                wanted: "a decision is raised on a queued task (a running one asks from inside its run)",
+            });
+        }
+        self.state = TaskState::NeedsDecision;
+        self.reason = Some("needs_decision".to_owned());
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The run stopped to wait for a person's answer: the task waits in
+    /// `needs_decision` without an agent slot, and the attempt it used is
+    /// given back, since asking is not failing. A cancel asked for
+    /// meanwhile still ends it.
+    pub fn park(&mut self, agent: &AgentName, epoch: Epoch, now: Millis) -> Result<TaskState, Refused> {
+        self.check_lease(agent, epoch)?;
+        if self.state != TaskState::Running {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a running task can be parked" });
+        }
+        self.lease = None;
+        self.updated_at = now;
+        self.exit_code = None;
+        if self.cancel_requested {
+            self.reason = Some("cancelled".to_owned());
+            self.end(TaskState::Cancelled, now);
+            return Ok(TaskState::Cancelled);
+        }
+        self.attempts = self.attempts.saturating_sub(1);
+        self.state = TaskState::NeedsDecision;
+        self.reason = Some("needs_decision".to_owned());
+        Ok(TaskState::NeedsDecision)
+    }
+
+    /// Every decision it waited for is answered: back to the queue.
+    pub fn resume(&mut self, now: Millis) -> Result<(), Refused> {
+        if self.state != TaskState::NeedsDecision {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a task that needs a decision resumes" });
+        }
+        self.state = TaskState::Queued;
+        self.ready_at = now;
+        self.reason = Some("decided".to_owned());
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// Nobody answered in time and there is no default: the task fails,
+    /// whatever it was doing; a run still under way is dropped (fenced by
+    /// its epoch). No retry: asking again would wait again.
+    pub fn decision_timed_out(&mut self, now: Millis) -> Result<TaskState, Refused> {
+        if !matches!(self.state, TaskState::NeedsDecision | TaskState::Running | TaskState::Assigned) {
+            return Err(Refused::WrongState {
+                state: self.state,
+                wanted: "only a task waiting for a decision or running fails for its timeout",
+            });
+        }
+        self.exit_code = None;
+        if self.cancel_requested {
+            // Someone asked for it to stop first: it ends as they asked.
+            self.cancel_requested = false;
+            self.reason = Some("cancelled".to_owned());
+            self.end(TaskState::Cancelled, now);
+            return Ok(TaskState::Cancelled);
+        }
+        self.reason = Some("decision_timeout".to_owned());
+        self.end(TaskState::Failed, now);
+        Ok(TaskState::Failed)
     }
 
     /// Revives a dead-lettered task with a fresh budget of attempts.

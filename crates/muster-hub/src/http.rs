@@ -38,7 +38,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn bad(field: &str, reason: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(field: &str, reason: impl Into<String>) -> ApiError {
         ApiError::BadRequest(FieldError { field: field.to_owned(), reason: reason.into() })
     }
 }
@@ -111,9 +111,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T = Response> = Result<T, ApiError>;
+pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], (status, to_json(body))).into_response()
 }
 
@@ -149,6 +149,11 @@ pub fn router(hub: Hub) -> Router {
         .route("/costs", get(costs))
         .route("/ctl/note", post(ctl_note))
         .route("/ctl/locks", post(ctl_lock))
+        .route("/ctl/decisions", post(crate::decisions::ctl_ask).get(crate::decisions::ctl_list))
+        .route("/ctl/decisions/{id}", get(crate::decisions::ctl_show))
+        .route("/decisions", post(crate::decisions::add).get(crate::decisions::list))
+        .route("/decisions/{id}", get(crate::decisions::show))
+        .route("/decisions/{id}/answer", post(crate::decisions::answer))
         .route("/ctl/locks/release", post(ctl_unlock))
         .route("/locks", get(locks))
         .route("/locks/unlock", post(unlock))
@@ -652,7 +657,7 @@ impl Hub {
     }
 
     /// Only the admin token may use operator routes.
-    async fn admin(&self, headers: &HeaderMap) -> ApiResult<muster_store::TokenRecord> {
+    pub(crate) async fn admin(&self, headers: &HeaderMap) -> ApiResult<muster_store::TokenRecord> {
         match self.caller(headers).await? {
             Caller::Admin(token) => Ok(token),
             Caller::Agent(name) => {
@@ -665,7 +670,7 @@ impl Hub {
     }
 
     /// Only a run's own task token may use the `ctl` routes, for its task.
-    async fn task_caller(&self, headers: &HeaderMap) -> ApiResult<(TaskId, muster_core::Epoch)> {
+    pub(crate) async fn task_caller(&self, headers: &HeaderMap) -> ApiResult<(TaskId, muster_core::Epoch)> {
         match self.caller(headers).await? {
             Caller::Task { task, epoch } => Ok((task, epoch)),
             _ => Err(ApiError::Forbidden(
@@ -830,10 +835,10 @@ async fn ctl_note(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> Ap
 }
 
 /// Query parameters, refusing any the route does not know.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn parse(raw: Option<String>, allowed: &[&str]) -> ApiResult<Params> {
+    pub(crate) fn parse(raw: Option<String>, allowed: &[&str]) -> ApiResult<Params> {
         let raw = raw.unwrap_or_default();
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
@@ -849,17 +854,17 @@ impl Params {
         Ok(Params(map))
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    fn number<T: std::str::FromStr>(&self, key: &str) -> ApiResult<Option<T>> {
+    pub(crate) fn number<T: std::str::FromStr>(&self, key: &str) -> ApiResult<Option<T>> {
         self.get(key)
             .map(|v| v.parse::<T>().map_err(|_| ApiError::bad(key, format!("{v:?} is not a valid number"))))
             .transpose()
     }
 
-    fn wait(&self) -> ApiResult<Duration> {
+    pub(crate) fn wait(&self) -> ApiResult<Duration> {
         Ok(match self.get("wait") {
             None => Duration::ZERO,
             Some(w) => muster_proto::parse_duration("wait", w)?.min(MAX_WAIT),

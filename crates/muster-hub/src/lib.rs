@@ -11,6 +11,7 @@ mod backup;
 mod budget;
 mod compact;
 mod config;
+mod decisions;
 mod diagnose;
 pub mod http;
 mod loops;

@@ -23,6 +23,9 @@ pub async fn dispatch_loop(hub: Hub) {
             Ok(n) => busy |= n >= RECLAIM_BATCH,
             Err(e) => note_error(&mut last_error, "reclaim", e),
         }
+        if let Err(e) = hub.expire_decisions_once().await {
+            note_error(&mut last_error, "decision deadlines", e);
+        }
         match hub.dispatch_once(&mut rotation).await {
             Ok(n) => busy |= n > 0,
             Err(e) => note_error(&mut last_error, "dispatch", e),

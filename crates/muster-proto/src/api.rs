@@ -1037,3 +1037,76 @@ mod tests {
         assert_eq!(spec.metadata.as_deref(), Some(r#"{"ticket":7}"#));
     }
 }
+
+/// `POST /api/v1/decisions`: an operator asks a person about a queued task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionAdd {
+    pub task: String,
+    pub question: String,
+    /// Two to twenty; absent: `yes` and `no`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Applied at the timeout; without one the task fails (`decision_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationValue>,
+    /// Token names that may answer; absent: any admin token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answerers: Vec<String>,
+}
+
+/// `POST /api/v1/ctl/decisions`: a run asks a person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtlAsk {
+    pub question: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationValue>,
+    /// The run stops after asking; the task waits without a slot and runs
+    /// again with the answer.
+    #[serde(default)]
+    pub park: bool,
+}
+
+/// `POST /api/v1/decisions/{id}/answer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionAnswer {
+    pub option: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A decision as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionView {
+    pub id: i64,
+    pub task: String,
+    pub question: String,
+    pub options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answerers: Vec<String>,
+    pub raised_by: String,
+    pub park: bool,
+    /// `open`, `answered`, `auto_resolved`, `timed_out` or `withdrawn`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+}

@@ -265,6 +265,13 @@ pub enum HubMsg {
         task: String,
         epoch: u64,
     },
+    /// The run waits for a person's answer to a decision it asked (or no
+    /// longer does): its silence meanwhile is not a wedge.
+    Asking {
+        task: String,
+        epoch: u64,
+        asking: bool,
+    },
     /// The hub no longer recognises this run: kill it and do not report it.
     Drop {
         task: String,

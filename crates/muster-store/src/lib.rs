@@ -267,6 +267,24 @@ pub trait Store: Send + Sync + 'static {
     async fn locks(&self) -> Result<Vec<LockRecord>>;
     /// Tasks waiting for locks, each with the tasks it waits on: the wait-for graph.
     async fn lock_waits(&self) -> Result<Vec<LockWait>>;
+    /// Opens a decision on a task: an operator's (no epoch) moves a queued
+    /// task to `needs_decision`; a run's (its epoch) leaves it running.
+    async fn open_decision(&self, new: NewDecision, now: Millis) -> Result<(DecisionRecord, Task)>;
+    /// A person chooses `option`; the task resumes when nothing else is open.
+    async fn answer_decision(
+        &self,
+        id: i64,
+        option: &str,
+        note: Option<String>,
+        by: &str,
+        now: Millis,
+    ) -> Result<(DecisionRecord, Task)>;
+    /// Applies passed deadlines: the default, or the task fails with `decision_timeout`.
+    async fn expire_decisions(&self, now: Millis, limit: usize) -> Result<Vec<(DecisionRecord, Task)>>;
+    async fn decision(&self, id: i64) -> Result<Option<DecisionRecord>>;
+    /// Open ones first (oldest first), then the latest closed.
+    async fn decisions(&self, open_only: bool, task: Option<&TaskId>, limit: usize) -> Result<Vec<DecisionRecord>>;
+    async fn next_decision_deadline(&self) -> Result<Option<Millis>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

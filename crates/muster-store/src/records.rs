@@ -662,3 +662,138 @@ pub fn check_lock_name(name: &str) -> std::result::Result<(), muster_core::Inval
     }
     Ok(())
 }
+
+/// Where a decision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionState {
+    Open,
+    /// A person chose an option.
+    Answered,
+    /// Nobody answered in time; the default option applied.
+    AutoResolved,
+    /// Nobody answered in time and there was no default: its task failed.
+    TimedOut,
+    /// Its task ended (or was reset) while it was open.
+    Withdrawn,
+}
+
+impl DecisionState {
+    pub const ALL: [DecisionState; 5] = [
+        DecisionState::Open,
+        DecisionState::Answered,
+        DecisionState::AutoResolved,
+        DecisionState::TimedOut,
+        DecisionState::Withdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionState::Open => "open",
+            DecisionState::Answered => "answered",
+            DecisionState::AutoResolved => "auto_resolved",
+            DecisionState::TimedOut => "timed_out",
+            DecisionState::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DecisionState> {
+        DecisionState::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A question a person answers by choosing one of its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub id: i64,
+    /// The task it blocks.
+    pub task: TaskId,
+    pub question: String,
+    pub options: Vec<String>,
+    /// Applied when nobody answers by the deadline; without one the task fails.
+    pub default: Option<String>,
+    pub deadline: Option<Millis>,
+    /// Token names that may answer; empty: any admin token.
+    pub answerers: Vec<String>,
+    /// Who asked: a token name, or the task's own run.
+    pub raised_by: String,
+    /// Raised by the run under this epoch (`None`: by an operator).
+    pub epoch: Option<Epoch>,
+    /// The run stops after asking and its task waits without a slot.
+    pub park: bool,
+    pub state: DecisionState,
+    pub answer: Option<String>,
+    pub note: Option<String>,
+    pub answered_by: Option<String>,
+    pub created_at: Millis,
+    pub closed_at: Option<Millis>,
+}
+
+/// A decision to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDecision {
+    pub task: TaskId,
+    pub question: String,
+    pub options: Vec<String>,
+    pub default: Option<String>,
+    pub timeout: Option<std::time::Duration>,
+    pub answerers: Vec<String>,
+    pub raised_by: String,
+    /// The asking run's epoch; `None` when an operator raises it on a queued task.
+    pub epoch: Option<Epoch>,
+    pub park: bool,
+}
+
+/// Limits on what a decision may say.
+pub const MAX_QUESTION: usize = 4000;
+pub const MAX_OPTIONS: usize = 20;
+pub const MAX_OPTION: usize = 200;
+pub const MAX_DECISION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+
+impl NewDecision {
+    /// Checks it whole, naming the field at fault.
+    pub fn validate(mut self) -> std::result::Result<NewDecision, muster_core::Invalid> {
+        use muster_core::Invalid;
+        self.question = self.question.trim().to_owned();
+        if self.question.is_empty() || self.question.len() > MAX_QUESTION {
+            return Err(Invalid::new("question", format!("must be 1 to {MAX_QUESTION} bytes")));
+        }
+        if self.options.is_empty() {
+            self.options = vec!["yes".to_owned(), "no".to_owned()];
+        }
+        if self.options.len() < 2 || self.options.len() > MAX_OPTIONS {
+            return Err(Invalid::new("options", format!("give 2 to {MAX_OPTIONS} options")));
+        }
+        for o in &mut self.options {
+            *o = o.trim().to_owned();
+            if o.is_empty() || o.len() > MAX_OPTION || o.chars().any(char::is_control) {
+                return Err(Invalid::new("options", format!("an option is 1 to {MAX_OPTION} printable characters")));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.options.iter().find(|o| !seen.insert(o.as_str())) {
+            return Err(Invalid::new("options", format!("{dup:?} is given twice")));
+        }
+        if let Some(d) = &self.default
+            && !self.options.contains(d)
+        {
+            return Err(Invalid::new(
+                "default",
+                format!("{d:?} is not one of the options ({})", self.options.join(", ")),
+            ));
+        }
+        if let Some(t) = self.timeout
+            && (t.is_zero() || t > MAX_DECISION_TIMEOUT)
+        {
+            return Err(Invalid::new("timeout", "must be more than 0 and at most 30d"));
+        }
+        for a in &self.answerers {
+            if a.is_empty() || a.len() > 64 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Invalid::new("answerers", format!("{a:?} is not a token name")));
+            }
+        }
+        if self.default.is_some() && self.timeout.is_none() {
+            return Err(Invalid::new("default", "a default applies at the timeout: give a timeout too"));
+        }
+        Ok(self)
+    }
+}

@@ -87,10 +87,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note`, `ctl lock`, `ctl unlock`).
+    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note`, `ctl lock`, `ctl ask`, …).
     Ctl {
         #[command(subcommand)]
         cmd: muster_cli::CtlCmd,
+    },
+    /// Decisions waiting for a person (`--all`: answered ones too).
+    Decisions {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a decision: `decide ID OPTION [--note TEXT]`.
+    Decide {
+        id: String,
+        option: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a person about a queued task (`decision add`), or look one up (`decision show ID`).
+    Decision {
+        #[command(subcommand)]
+        cmd: muster_cli::DecisionCmd,
     },
     /// Named locks that tasks hold or wait for (`ctl lock` inside a run).
     Locks {
@@ -243,6 +266,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
         Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
         Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
+        Command::Decisions { all, task, json } => muster_cli::decisions(&conn, all, task, json).await,
+        Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
+        Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
         Command::Locks { json } => muster_cli::locks(&conn, json).await,
         Command::Unlock { name, all, yes } => muster_cli::unlock(&conn, name, all, yes).await,
         Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,

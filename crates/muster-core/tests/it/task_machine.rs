@@ -58,6 +58,10 @@ enum Event {
     Reject,
     Unblock,
     DependencyFailed,
+    AwaitDecision,
+    Park { agent: usize, epoch: EpochPick },
+    Resume,
+    DecisionTimedOut,
 }
 
 impl Event {
@@ -78,6 +82,10 @@ impl Event {
             Event::Reject => "reject",
             Event::Unblock => "unblock",
             Event::DependencyFailed => "dependency failed",
+            Event::AwaitDecision => "await decision",
+            Event::Park { .. } => "park",
+            Event::Resume => "resume",
+            Event::DecisionTimedOut => "decision timed out",
         }
     }
 
@@ -87,6 +95,7 @@ impl Event {
             Event::Start { agent, epoch, .. }
             | Event::Renew { agent, epoch, .. }
             | Event::Release { agent, epoch }
+            | Event::Park { agent, epoch }
             | Event::Finish { agent, epoch, .. } => Some((agent, epoch)),
             _ => None,
         }
@@ -135,6 +144,10 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Reject),
         3 => Just(Event::Unblock),
         1 => Just(Event::DependencyFailed),
+        2 => Just(Event::AwaitDecision),
+        2 => (0..AGENTS, epoch_pick()).prop_map(|(agent, epoch)| Event::Park { agent, epoch }),
+        3 => Just(Event::Resume),
+        1 => Just(Event::DecisionTimedOut),
     ]
 }
 
@@ -185,6 +198,9 @@ enum Effect {
     Rejected,
     Unblocked,
     Ended(TaskState),
+    Parked(TaskState),
+    Awaiting,
+    Resumed,
 }
 
 /// One task, the clock, and what each agent believes it holds.
@@ -270,6 +286,13 @@ impl World {
             Event::DependencyFailed => {
                 self.task.dependency_failed(&TaskId::from_parts(START.0, 7), now).map(Effect::Ended)
             }
+            Event::AwaitDecision => self.task.await_decision(now).map(|()| Effect::Awaiting),
+            Event::Park { agent, epoch } => {
+                let epoch = self.epoch_of(*agent, *epoch);
+                self.task.park(&self.agents[*agent], epoch, now).map(Effect::Parked)
+            }
+            Event::Resume => self.task.resume(now).map(|()| Effect::Resumed),
+            Event::DecisionTimedOut => self.task.decision_timed_out(now).map(Effect::Ended),
         }
     }
 }
@@ -352,9 +375,11 @@ fn expected(w: &World, event: &Event) -> Verdict {
             _ => Verdict::WrongState(state),
         },
         Event::Cancel => match state {
-            TaskState::Blocked | TaskState::PendingApproval | TaskState::Queued | TaskState::Assigned => {
-                Verdict::Reached(TaskState::Cancelled)
-            }
+            TaskState::Blocked
+            | TaskState::PendingApproval
+            | TaskState::NeedsDecision
+            | TaskState::Queued
+            | TaskState::Assigned => Verdict::Reached(TaskState::Cancelled),
             TaskState::Running => Verdict::Reached(TaskState::Running),
             _ => Verdict::WrongState(state),
         },
@@ -375,6 +400,25 @@ fn expected(w: &World, event: &Event) -> Verdict {
         Event::Unblock if state == TaskState::Blocked => Verdict::Reached(TaskState::Queued),
         Event::DependencyFailed if state == TaskState::Blocked => Verdict::Reached(TaskState::Failed),
         Event::Unblock | Event::DependencyFailed => Verdict::WrongState(state),
+        Event::AwaitDecision if matches!(state, TaskState::Queued | TaskState::NeedsDecision) => {
+            Verdict::Reached(TaskState::NeedsDecision)
+        }
+        Event::Park { .. } if state == TaskState::Running && t.cancel_requested => {
+            Verdict::Reached(TaskState::Cancelled)
+        }
+        Event::Park { .. } if state == TaskState::Running => Verdict::Reached(TaskState::NeedsDecision),
+        Event::Resume if state == TaskState::NeedsDecision => Verdict::Reached(TaskState::Queued),
+        Event::DecisionTimedOut if state == TaskState::Running && t.cancel_requested => {
+            Verdict::Reached(TaskState::Cancelled)
+        }
+        Event::DecisionTimedOut
+            if matches!(state, TaskState::NeedsDecision | TaskState::Running | TaskState::Assigned) =>
+        {
+            Verdict::Reached(TaskState::Failed)
+        }
+        Event::AwaitDecision | Event::Park { .. } | Event::Resume | Event::DecisionTimedOut => {
+            Verdict::WrongState(state)
+        }
     }
 }
 
@@ -394,6 +438,9 @@ fn allowed(from: TaskState, to: TaskState) -> bool {
                 | (Succeeded | Cancelled | Skipped, Queued)
                 | (Succeeded | Failed | Cancelled | Skipped | Queued, PendingApproval)
                 | (Succeeded | Failed | Cancelled | Skipped | Queued | PendingApproval, Blocked)
+                | (Queued | Running, NeedsDecision)
+                | (NeedsDecision, Queued | Cancelled | Failed | Skipped | Blocked | PendingApproval)
+                | (Assigned, Failed)
         )
 }
 
@@ -582,6 +629,23 @@ fn check_effect(
         }
         (Event::Reject, Effect::Rejected) => prop_assert_eq!(a.reason.as_deref(), Some("rejected: not now")),
         (Event::Skip, Effect::Skipped) => {
+            prop_assert_eq!(a.finished_at, Some(now));
+            prop_assert!(a.lease.is_none());
+        }
+        (Event::AwaitDecision, Effect::Awaiting) => prop_assert_eq!(a.attempts, b.attempts),
+        (Event::Park { .. }, Effect::Parked(state)) => {
+            prop_assert_eq!(*state, a.state);
+            prop_assert!(a.lease.is_none());
+            if a.state == TaskState::NeedsDecision {
+                prop_assert_eq!(a.attempts + 1, b.attempts, "asking gives the attempt back");
+            }
+        }
+        (Event::Resume, Effect::Resumed) => prop_assert_eq!(a.ready_at, now),
+        (Event::DecisionTimedOut, Effect::Ended(state)) => {
+            prop_assert_eq!(*state, a.state);
+            let want = if a.state == TaskState::Failed { "decision_timeout" } else { "cancelled" };
+            prop_assert_eq!(a.reason.as_deref(), Some(want));
+            prop_assert!(!a.cancel_requested);
             prop_assert_eq!(a.finished_at, Some(now));
             prop_assert!(a.lease.is_none());
         }

@@ -16,7 +16,7 @@ pub mod backup;
 mod ops;
 pub mod schema;
 
-use crate::{Acquire, LockMode, LockRecord, LockWait};
+use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision};
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
@@ -668,6 +668,39 @@ impl Store for SqliteStore {
 
     async fn lock_waits(&self) -> Result<Vec<LockWait>> {
         self.read(ops::lock_waits).await
+    }
+
+    async fn open_decision(&self, new: NewDecision, now: Millis) -> Result<(DecisionRecord, Task)> {
+        self.write(move |c| ops::open_decision(c, new, now)).await
+    }
+
+    async fn answer_decision(
+        &self,
+        id: i64,
+        option: &str,
+        note: Option<String>,
+        by: &str,
+        now: Millis,
+    ) -> Result<(DecisionRecord, Task)> {
+        let (option, by) = (option.to_owned(), by.to_owned());
+        self.write(move |c| ops::answer_decision(c, id, &option, note, &by, now)).await
+    }
+
+    async fn expire_decisions(&self, now: Millis, limit: usize) -> Result<Vec<(DecisionRecord, Task)>> {
+        self.write(move |c| ops::expire_decisions(c, now, limit)).await
+    }
+
+    async fn decision(&self, id: i64) -> Result<Option<DecisionRecord>> {
+        self.read(move |c| ops::decision(c, id)).await
+    }
+
+    async fn decisions(&self, open_only: bool, task: Option<&TaskId>, limit: usize) -> Result<Vec<DecisionRecord>> {
+        let task = task.cloned();
+        self.read(move |c| ops::decisions(c, open_only, task.as_ref(), limit)).await
+    }
+
+    async fn next_decision_deadline(&self) -> Result<Option<Millis>> {
+        self.read(ops::next_decision_deadline).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

@@ -285,6 +285,29 @@ CREATE TABLE lock_waits (
     PRIMARY KEY (task_id, name)
 ) WITHOUT ROWID;
 "#,
+    // 21: decisions people answer, and the tasks that wait for them.
+    r#"
+CREATE TABLE decisions (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id         TEXT NOT NULL,
+    question        TEXT NOT NULL,
+    options         TEXT NOT NULL,
+    default_option  TEXT,
+    deadline        INTEGER,
+    answerers       TEXT NOT NULL,
+    raised_by       TEXT NOT NULL,
+    epoch           INTEGER,
+    park            INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    answer          TEXT,
+    note            TEXT,
+    answered_by     TEXT,
+    created_at      INTEGER NOT NULL,
+    closed_at       INTEGER
+);
+CREATE INDEX decisions_task ON decisions (task_id, state);
+CREATE INDEX decisions_open ON decisions (state, deadline);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@ mod care;
 mod cli;
 mod control;
 mod crash;
+mod decisions;
 mod dispatch;
 mod docs;
 mod lifecycle;

@@ -1,0 +1,214 @@
+//! Decisions: questions a person answers by choosing an option, raised by
+//! an operator on a queued task or by a run about its own task.
+//!
+//! The store keeps them and moves their tasks; this module serves them over
+//! HTTP, holds a waiting run's request until the answer comes, and applies
+//! deadlines from the dispatch loop.
+
+use crate::Hub;
+use crate::http::{ApiError, ApiResult, Params, json};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use muster_core::TaskId;
+use muster_proto::api::{CtlAsk, DecisionAdd, DecisionAnswer, DecisionView};
+use muster_proto::from_json;
+use muster_proto::timestamp;
+use muster_store::{DecisionRecord, DecisionState, NewDecision};
+use std::time::Duration;
+
+/// Most deadlines applied in one pass.
+const EXPIRE_BATCH: usize = 200;
+
+pub(crate) fn view(d: &DecisionRecord) -> DecisionView {
+    DecisionView {
+        id: d.id,
+        task: d.task.to_string(),
+        question: d.question.clone(),
+        options: d.options.clone(),
+        default: d.default.clone(),
+        deadline: d.deadline.map(timestamp),
+        answerers: d.answerers.clone(),
+        raised_by: d.raised_by.clone(),
+        park: d.park,
+        state: d.state.as_str().to_owned(),
+        answer: d.answer.clone(),
+        note: d.note.clone(),
+        answered_by: d.answered_by.clone(),
+        created_at: timestamp(d.created_at),
+        closed_at: d.closed_at.map(timestamp),
+    }
+}
+
+fn timeout(t: Option<&muster_proto::api::DurationValue>) -> ApiResult<Option<Duration>> {
+    Ok(t.map(|t| t.to_duration("timeout")).transpose()?)
+}
+
+fn decision_id(raw: &str) -> ApiResult<i64> {
+    raw.trim_start_matches('#')
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad("id", format!("{raw:?} is not a decision id (a number, as in muster decisions)")))
+}
+
+impl Hub {
+    /// Tells the agent running the run that asked `d` (and waits for it)
+    /// whether it still waits, so its silence is not taken for a wedge.
+    fn tell_asking(&self, d: &DecisionRecord, task: &muster_core::Task, asking: bool) {
+        if d.park {
+            return;
+        }
+        if let (Some(epoch), Some(lease)) = (d.epoch, &task.lease)
+            && lease.epoch == epoch
+        {
+            let msg = muster_proto::ws::HubMsg::Asking { task: task.id.to_string(), epoch: epoch.0, asking };
+            self.send_to(&lease.agent, msg);
+        }
+    }
+
+    /// Applies passed deadlines; a run whose task failed for it is told to stop.
+    pub(crate) async fn expire_decisions_once(&self) -> Result<usize, muster_store::StoreError> {
+        let now = self.now();
+        match self.shared.store.next_decision_deadline().await? {
+            Some(due) if due <= now => {}
+            _ => return Ok(0),
+        }
+        let expired = self.shared.store.expire_decisions(now, EXPIRE_BATCH).await?;
+        for (d, task) in &expired {
+            tracing::info!(decision = d.id, task_id = %task.id, state = d.state.as_str(), "decision deadline passed");
+            self.tell_asking(d, task, false);
+            if d.state == DecisionState::TimedOut
+                && d.epoch.is_some()
+                && let Some(agent) = &task.agent
+            {
+                self.drop_run(agent, &task.id, task.epoch, "decision_timeout");
+            }
+        }
+        if !expired.is_empty() {
+            self.wake_dispatcher();
+        }
+        Ok(expired.len())
+    }
+}
+
+/// `POST /api/v1/decisions`: an operator asks about a queued task.
+pub(crate) async fn add(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let req: DecisionAdd = from_json(&body)?;
+    let new = NewDecision {
+        task: TaskId::parse(&req.task).map_err(|e| ApiError::bad("task", e.to_string()))?,
+        question: req.question,
+        options: req.options,
+        default: req.default,
+        timeout: timeout(req.timeout.as_ref())?,
+        answerers: req.answerers,
+        raised_by: by.name.clone(),
+        epoch: None,
+        park: false,
+    };
+    let (d, _) = hub.shared.store.open_decision(new, hub.now()).await?;
+    tracing::info!(decision = d.id, task_id = %d.task, by = %by.name, "decision opened");
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::CREATED, &view(&d)))
+}
+
+/// `GET /api/v1/decisions?state=open|all&task=ID`.
+pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["state", "task", "limit"])?;
+    let open_only = match p.get("state") {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => return Err(ApiError::bad("state", format!("{other:?}: expected open or all"))),
+    };
+    let task = p.get("task").map(TaskId::parse).transpose().map_err(|e| ApiError::bad("task", e.to_string()))?;
+    let limit = p.number::<usize>("limit")?.unwrap_or(200).clamp(1, 1000);
+    let all = hub.shared.store.decisions(open_only, task.as_ref(), limit).await?;
+    Ok(json(StatusCode::OK, &all.iter().map(view).collect::<Vec<_>>()))
+}
+
+pub(crate) async fn show(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    let id = decision_id(&id)?;
+    let d = hub.shared.store.decision(id).await?.ok_or_else(|| ApiError::NotFound(format!("no decision #{id}")))?;
+    Ok(json(StatusCode::OK, &view(&d)))
+}
+
+/// `POST /api/v1/decisions/{id}/answer`: a person chooses.
+pub(crate) async fn answer(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let id = decision_id(&id)?;
+    let req: DecisionAnswer = from_json(&body)?;
+    let d = hub.shared.store.decision(id).await?.ok_or_else(|| ApiError::NotFound(format!("no decision #{id}")))?;
+    if !d.answerers.is_empty() && !d.answerers.contains(&by.name) {
+        return Err(ApiError::Forbidden(format!(
+            "decision #{id} may be answered only by {}; this token is {}",
+            d.answerers.join(", "),
+            by.name
+        )));
+    }
+    let (d, task) = hub.shared.store.answer_decision(id, &req.option, req.note, &by.name, hub.now()).await?;
+    tracing::info!(decision = id, task_id = %task.id, by = %by.name, answer = ?d.answer, "decision answered");
+    hub.tell_asking(&d, &task, false);
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::OK, &view(&d)))
+}
+
+/// `POST /api/v1/ctl/decisions`: the run asks a person about its own task.
+pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (task, epoch) = hub.task_caller(&headers).await?;
+    let req: CtlAsk = from_json(&body)?;
+    let new = NewDecision {
+        task: task.clone(),
+        question: req.question,
+        options: req.options,
+        default: req.default,
+        timeout: timeout(req.timeout.as_ref())?,
+        answerers: Vec::new(),
+        raised_by: format!("the run of {task}"),
+        epoch: Some(epoch),
+        park: req.park,
+    };
+    let (d, t) = hub.shared.store.open_decision(new, hub.now()).await?;
+    tracing::info!(decision = d.id, task_id = %task, park = d.park, "a run asked for a decision");
+    hub.tell_asking(&d, &t, true);
+    Ok(json(StatusCode::CREATED, &view(&d)))
+}
+
+/// `GET /api/v1/ctl/decisions`: the task's decisions, answered ones included.
+pub(crate) async fn ctl_list(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    let (task, _) = hub.task_caller(&headers).await?;
+    let all = hub.shared.store.decisions(false, Some(&task), 1000).await?;
+    Ok(json(StatusCode::OK, &all.iter().map(view).collect::<Vec<_>>()))
+}
+
+/// `GET /api/v1/ctl/decisions/{id}?wait=60s`: one of the task's decisions,
+/// held until it is closed or the wait runs out.
+pub(crate) async fn ctl_show(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let (task, _) = hub.task_caller(&headers).await?;
+    let id = decision_id(&id)?;
+    let wait = Params::parse(q, &["wait"])?.wait()?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = hub.shared.store.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let d = hub.shared.store.decision(id).await?.filter(|d| d.task == task);
+        let d = d.ok_or_else(|| ApiError::NotFound(format!("{task} has no decision #{id}")))?;
+        let now = tokio::time::Instant::now();
+        if d.state != DecisionState::Open || now >= deadline {
+            return Ok(json(StatusCode::OK, &view(&d)));
+        }
+        let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
+    }
+}

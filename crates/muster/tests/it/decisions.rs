@@ -1,0 +1,188 @@
+//! Decisions: a person is asked, from a run or by an operator, and the task
+//! waits, goes on with the answer, takes the default, or fails at the timeout.
+
+use crate::harness::Hub;
+use serde_json::{Value, json};
+
+async fn open_decision(hub: &Hub, task: &str) -> Value {
+    hub.wait_until(&format!("a decision on {task}"), || async {
+        let open = hub.get(&format!("/decisions?task={task}")).await;
+        open.as_array().and_then(|a| a.first().cloned())
+    })
+    .await
+}
+
+async fn decision_state(hub: &Hub, id: i64, state: &'static str) -> Value {
+    hub.wait_until(&format!("decision #{id} to be {state}"), || async {
+        let d = hub.get(&format!("/decisions/{id}")).await;
+        (d["state"] == state).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_asks_a_person_and_goes_on_with_the_answer() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "answer=$({bin} ctl ask 'Deploy to staging now?' --option deploy --option hold) || exit $?\necho \"chose: $answer\""
+    );
+    let id = hub.shell_task(&script).await;
+    let d = open_decision(&hub, &id).await;
+    assert_eq!(d["options"], json!(["deploy", "hold"]));
+    assert_eq!(d["raised_by"], format!("the run of {id}"));
+    assert_eq!(hub.task(&id).await["state"], "running", "a run that waits keeps its slot: it is using it");
+
+    let (code, out, err) = hub.cli(&["decisions"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Deploy to staging now?") && out.contains("deploy | hold"), "{out}");
+    let n = d["id"].as_i64().unwrap().to_string();
+    let (code, _, err) = hub.cli(&["decide", &n, "maybe"]).await;
+    assert_eq!(code, 2, "not an option: {err}");
+    assert!(err.contains("\"maybe\" is not an option") && err.contains("deploy, hold"), "{err}");
+    let (code, _, err) = hub.cli(&["decide", "999", "deploy"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (code, out, err) = hub.cli(&["decide", &n, "deploy", "--note", "staging is quiet"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("#{n} answered: Deploy to staging now? -> deploy (by admin)"));
+    let (code, _, err) = hub.cli(&["decide", &n, "hold"]).await;
+    assert_eq!(code, 4, "answered once: {err}");
+
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let out = hub.output(&id).await;
+    assert!(out.contains("chose: deploy"), "{out}");
+    assert!(out.contains("note from admin: staging is quiet"), "{out}");
+    let answered = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "decision.answered");
+    assert_eq!(answered.expect("decision.answered")["detail"], format!("#{n}: deploy (by admin): staging is quiet"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_parks_frees_its_slot_and_runs_again_with_the_answer() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    // First run: ask and stop. The run after the answer finds it.
+    let script = format!(
+        "if {bin} ctl decisions | grep -q ' -> '; then {bin} ctl decisions; exit 0; fi\n\
+         {bin} ctl ask 'Which database?' --option postgres --option sqlite --park\necho stopping"
+    );
+    let id = hub.shell_task(&script).await;
+    let task = hub.wait_state(&id, &["needs_decision"]).await;
+    assert_eq!(task["attempts"], 0, "asking spends no attempt: {task}");
+    assert_eq!(task["attempts_detail"][0]["outcome"], "parked");
+    // The one slot is free while a person thinks: other work runs.
+    let other = hub.shell_task("echo meanwhile").await;
+    assert_eq!(hub.wait_state(&other, &["succeeded", "failed"]).await["state"], "succeeded");
+    let (_, listed, _) = hub.cli(&["task", "list", "--state", "needs_decision"]).await;
+    assert!(listed.contains(&id), "{listed}");
+
+    let d = open_decision(&hub, &id).await;
+    assert_eq!(d["park"], true);
+    let n = d["id"].as_i64().unwrap().to_string();
+    let (code, _, err) = hub.cli(&["decide", &n, "sqlite"]).await;
+    assert_eq!(code, 0, "{err}");
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 1);
+    let logs = hub.get(&format!("/tasks/{id}/logs?attempt=2")).await;
+    let second: String = logs["chunks"].as_array().unwrap().iter().map(|c| c["data"].as_str().unwrap()).collect();
+    assert!(second.contains(&format!("#{n} answered: Which database? -> sqlite (by admin)")), "{second}");
+    let kinds: Vec<String> = hub
+        .events(&format!("task={id}"))
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .filter(|k| k.starts_with("decision.") || k == "task.needs_decision" || k == "task.resumed")
+        .collect();
+    assert_eq!(kinds, ["decision.opened", "task.needs_decision", "decision.answered", "task.resumed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_decision_holds_a_queued_task_and_its_default_applies_at_the_timeout() {
+    let hub = Hub::start().await;
+    let id = hub.shell_task("echo hello").await;
+    let (code, out, err) = hub
+        .cli(&[
+            "decision",
+            "add",
+            &id,
+            "Run it during the freeze?",
+            "--option",
+            "run",
+            "--option",
+            "skip",
+            "--default",
+            "run",
+            "--timeout",
+            "1s",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("open: Run it during the freeze?"), "{out}");
+    assert_eq!(hub.task(&id).await["state"], "needs_decision");
+    let d = open_decision(&hub, &id).await;
+    let d = decision_state(&hub, d["id"].as_i64().unwrap(), "auto_resolved").await;
+    assert_eq!((&d["answer"], &d["answered_by"]), (&json!("run"), &json!("timeout")));
+    assert_eq!(hub.task(&id).await["state"], "queued", "the default lets it go on");
+    let _agent = hub.agent("w", 1, &[]).await;
+    assert_eq!(hub.wait_state(&id, &["succeeded", "failed"]).await["state"], "succeeded");
+
+    // Bad input is named.
+    let (code, _, err) = hub.cli(&["decision", "add", &id, "Again?"]).await;
+    assert_eq!(code, 4, "a finished task is not asked about: {err}");
+    let queued = hub.add_task(json!({ "prompt": "true", "runner": "shell", "capabilities": ["gpu"] })).await;
+    let (code, _, err) = hub.cli(&["decision", "add", &queued, "Q?", "--default", "maybe", "--timeout", "1m"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("default") && err.contains("yes, no"), "{err}");
+    let (code, _, err) = hub.cli(&["decision", "add", &queued, "Q?", "--option", "only"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(hub.task(&queued).await["state"], "queued", "a refused decision changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_answering_in_time_without_a_default_fails_the_task() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "{bin} ctl lock deploy:staging || exit $?\n{bin} ctl ask 'Roll back?' --timeout 1s\necho \"ask exited $?\"\nsleep 30"
+    );
+    let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
+    let task = hub.wait_state(&id, &["failed"]).await;
+    assert_eq!(task["reason"], "decision_timeout", "{task}");
+    assert_eq!(task["attempts"], 1, "no retry: asking again would wait again");
+    let locks = hub.get("/locks").await;
+    assert_eq!(locks["held"], json!([]), "its locks are let go");
+    let timed_out = hub.events(&format!("task={id}")).await.into_iter().find(|e| e["kind"] == "decision.timed_out");
+    assert!(timed_out.expect("decision.timed_out")["detail"].as_str().unwrap().contains("no default"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_waiting_for_an_answer_is_waiting_not_wedged() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = crate::harness::AgentOpts { slots: 2, ..Default::default() };
+    let toml = "quiet_after = \"100ms\"\nwedged_after = \"400ms\"\n";
+    let _agent = hub.agent_with_config("w", dir.path(), toml, opts).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let id = hub.shell_task(&format!("{bin} ctl ask 'Merge it?'")).await;
+    hub.wait_until("the run to show as waiting", || async {
+        let events = hub.events(&format!("task={id}")).await;
+        events
+            .into_iter()
+            .find(|e| e["kind"] == "task.live" && e["detail"].as_str().is_some_and(|d| d.starts_with("waiting")))
+    })
+    .await;
+    // Longer than the wedge limit passes, measured by another run.
+    let other = hub.shell_task("for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.1; done").await;
+    assert_eq!(hub.wait_state(&other, &["succeeded", "failed"]).await["state"], "succeeded");
+    assert_eq!(hub.task(&id).await["state"], "running", "still waiting for a person, not killed as wedged");
+    let d = open_decision(&hub, &id).await;
+    let (code, _, err) = hub.cli(&["decide", &d["id"].to_string(), "yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(hub.output(&id).await.trim_end().lines().last(), Some("yes"));
+}
