@@ -152,6 +152,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/ctl/decisions", post(crate::decisions::ctl_ask).get(crate::decisions::ctl_list))
         .route("/ctl/decisions/{id}", get(crate::decisions::ctl_show))
         .route("/decisions", post(crate::decisions::add).get(crate::decisions::list))
+        .route("/pipelines", post(crate::pipelines::run).get(crate::pipelines::list))
+        .route("/pipelines/{id}", get(crate::pipelines::show))
         .route("/decisions/{id}", get(crate::decisions::show))
         .route("/decisions/{id}/answer", post(crate::decisions::answer))
         .route("/ctl/locks/release", post(ctl_unlock))

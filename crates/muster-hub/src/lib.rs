@@ -16,6 +16,8 @@ mod diagnose;
 pub mod http;
 mod loops;
 mod metrics;
+pub mod pipeline;
+mod pipelines;
 mod runtime;
 mod shadow;
 mod socket;

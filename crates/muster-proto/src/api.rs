@@ -1110,3 +1110,41 @@ pub struct DecisionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<String>,
 }
+
+/// `POST /api/v1/pipelines`: a pipeline file to check and run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRun {
+    /// The YAML file's text.
+    pub source: String,
+    /// Values for `{{vars.NAME}}`, over the file's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One stage of a pipeline and where its task stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageView {
+    pub name: String,
+    pub task: String,
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// A pipeline: `state` is `succeeded` when every stage did, `failed` when
+/// one ended otherwise, `running` while one runs, else `waiting`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineView {
+    pub id: i64,
+    pub name: String,
+    pub state: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub stages: Vec<StageView>,
+}

@@ -285,6 +285,11 @@ pub trait Store: Send + Sync + 'static {
     /// Open ones first (oldest first), then the latest closed.
     async fn decisions(&self, open_only: bool, task: Option<&TaskId>, limit: usize) -> Result<Vec<DecisionRecord>>;
     async fn next_decision_deadline(&self) -> Result<Option<Millis>>;
+    /// Creates every stage's task in one transaction, or none.
+    async fn create_pipeline(&self, p: NewPipeline, now: Millis) -> Result<PipelineRecord>;
+    async fn pipeline(&self, id: i64) -> Result<Option<PipelineRecord>>;
+    /// The newest first.
+    async fn pipelines(&self, limit: usize) -> Result<Vec<PipelineRecord>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

@@ -797,3 +797,40 @@ impl NewDecision {
         Ok(self)
     }
 }
+
+/// A pipeline to create: its stages' tasks, in order, each depending only on
+/// tasks before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPipeline {
+    pub name: String,
+    /// The file as it was given, kept for `pipeline show`.
+    pub source: String,
+    pub created_by: String,
+    pub stages: Vec<NewStage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStage {
+    pub name: String,
+    pub task: TaskId,
+    pub spec: muster_core::TaskSpec,
+    /// Its prompt still names earlier stages' results (`{{stages.NAME.result}}`):
+    /// it is filled in when the stage becomes ready.
+    pub templated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRecord {
+    pub id: i64,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: Millis,
+    /// In the file's order.
+    pub stages: Vec<StageRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRecord {
+    pub name: String,
+    pub task: TaskId,
+}

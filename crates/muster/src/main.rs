@@ -115,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         cmd: muster_cli::DecisionCmd,
     },
+    /// Pipelines of stages from a YAML file: `pipeline run FILE [--var K=V]`, `pipeline show ID`, `pipeline list`.
+    Pipeline {
+        #[command(subcommand)]
+        cmd: muster_cli::PipelineCmd,
+    },
     /// Named locks that tasks hold or wait for (`ctl lock` inside a run).
     Locks {
         #[arg(long)]
@@ -269,6 +274,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Decisions { all, task, json } => muster_cli::decisions(&conn, all, task, json).await,
         Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
         Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
+        Command::Pipeline { cmd } => muster_cli::pipeline(&conn, cmd).await,
         Command::Locks { json } => muster_cli::locks(&conn, json).await,
         Command::Unlock { name, all, yes } => muster_cli::unlock(&conn, name, all, yes).await,
         Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,

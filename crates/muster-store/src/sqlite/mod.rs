@@ -16,7 +16,7 @@ pub mod backup;
 mod ops;
 pub mod schema;
 
-use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision};
+use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision, NewPipeline, PipelineRecord};
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
@@ -701,6 +701,18 @@ impl Store for SqliteStore {
 
     async fn next_decision_deadline(&self) -> Result<Option<Millis>> {
         self.read(ops::next_decision_deadline).await
+    }
+
+    async fn create_pipeline(&self, p: NewPipeline, now: Millis) -> Result<PipelineRecord> {
+        self.write(move |c| ops::create_pipeline(c, p, now)).await
+    }
+
+    async fn pipeline(&self, id: i64) -> Result<Option<PipelineRecord>> {
+        self.read(move |c| ops::pipeline(c, id)).await
+    }
+
+    async fn pipelines(&self, limit: usize) -> Result<Vec<PipelineRecord>> {
+        self.read(move |c| ops::pipelines(c, limit)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

@@ -308,6 +308,25 @@ CREATE TABLE decisions (
 CREATE INDEX decisions_task ON decisions (task_id, state);
 CREATE INDEX decisions_open ON decisions (state, deadline);
 "#,
+    // 22: pipelines, and which task runs each of their stages.
+    r#"
+CREATE TABLE pipelines (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE pipeline_stages (
+    pipeline_id INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    templated   INTEGER NOT NULL,
+    PRIMARY KEY (pipeline_id, position)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX pipeline_stages_task ON pipeline_stages (task_id);
+"#,
 ];
 
 /// The schema version this build writes.

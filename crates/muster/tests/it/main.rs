@@ -21,6 +21,7 @@ mod lifecycle;
 mod liveness;
 mod logs;
 mod operate;
+mod pipelines;
 mod regressions;
 mod shadows;
 mod stale_epoch;

@@ -1,0 +1,127 @@
+//! The pipeline routes: check a file and create its tasks, and show how
+//! far each pipeline has got.
+
+use crate::Hub;
+use crate::http::{ApiError, ApiResult, Params, json, new_task_id};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use muster_core::TaskState;
+use muster_proto::api::{PipelineRun, PipelineView, StageView, TaskDefaults};
+use muster_proto::{from_json, timestamp};
+use muster_store::{NewPipeline, PipelineRecord};
+
+async fn view(hub: &Hub, p: &PipelineRecord) -> ApiResult<PipelineView> {
+    let mut stages = Vec::with_capacity(p.stages.len());
+    for s in &p.stages {
+        let task = hub.shared.store.task(&s.task).await?;
+        stages.push(match task {
+            Some(t) => StageView {
+                name: s.name.clone(),
+                task: s.task.to_string(),
+                state: t.state.as_str().to_owned(),
+                attempts: t.attempts,
+                reason: t.reason.clone(),
+                started_at: t.started_at.map(timestamp),
+                finished_at: t.finished_at.map(timestamp),
+            },
+            // Retention removed it: it had ended long ago.
+            None => StageView {
+                name: s.name.clone(),
+                task: s.task.to_string(),
+                state: "pruned".into(),
+                attempts: 0,
+                reason: None,
+                started_at: None,
+                finished_at: None,
+            },
+        });
+    }
+    let state = |s: &StageView| TaskState::parse(&s.state).ok();
+    let overall = if stages.iter().all(|s| state(s) == Some(TaskState::Succeeded)) {
+        "succeeded"
+    } else if stages.iter().any(|s| state(s).is_some_and(|st| st.is_terminal() && st != TaskState::Succeeded)) {
+        "failed"
+    } else if stages.iter().any(|s| state(s).is_some_and(TaskState::is_leased)) {
+        "running"
+    } else {
+        "waiting"
+    };
+    Ok(PipelineView {
+        id: p.id,
+        name: p.name.clone(),
+        state: overall.to_owned(),
+        created_by: p.created_by.clone(),
+        created_at: timestamp(p.created_at),
+        stages,
+    })
+}
+
+/// `POST /api/v1/pipelines`: 201 with the pipeline, or 400 listing every
+/// problem in the file, one `line N: …` per line of `detail`.
+pub(crate) async fn run(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
+    }
+    let req: PipelineRun = from_json(&body)?;
+    let config = &hub.shared.config;
+    let defaults = TaskDefaults {
+        runner: hub.runtime().default_runner,
+        timeout: config.default_timeout,
+        max_attempts: config.default_max_attempts,
+    };
+    let known = hub.shared.known_runners.lock().expect("runners lock poisoned").iter().cloned().collect();
+    let now = hub.now();
+    let mut id_error = None;
+    let mut new_id = || match new_task_id(now) {
+        Ok(id) => id,
+        Err(e) => {
+            id_error = Some(e);
+            muster_core::TaskId::from_parts(now.0, 0)
+        }
+    };
+    let checked = crate::pipeline::check(&req.source, &req.vars, &defaults, &known, &mut new_id);
+    if let Some(e) = id_error {
+        return Err(e);
+    }
+    let mut checked = checked.map_err(|problems| {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| if p.line > 0 { format!("line {}: {}", p.line, p.message) } else { p.message.clone() })
+            .collect();
+        ApiError::bad("source", lines.join("\n"))
+    })?;
+    let approval = hub.shared.runtime.borrow().approval_runners.clone();
+    for stage in &mut checked.stages {
+        stage.spec.requires_approval |= approval.contains(&stage.spec.runner);
+    }
+    let new =
+        NewPipeline { name: checked.name, source: req.source, created_by: by.name.clone(), stages: checked.stages };
+    let p = hub.shared.store.create_pipeline(new, now).await?;
+    tracing::info!(pipeline = p.id, name = %p.name, stages = p.stages.len(), by = %by.name, "pipeline created");
+    hub.wake_dispatcher();
+    Ok(json(StatusCode::CREATED, &view(&hub, &p).await?))
+}
+
+pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["limit"])?;
+    let limit = p.number::<usize>("limit")?.unwrap_or(50).clamp(1, 1000);
+    let mut out = Vec::new();
+    for p in hub.shared.store.pipelines(limit).await? {
+        out.push(view(&hub, &p).await?);
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+pub(crate) async fn show(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    hub.admin(&headers).await?;
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad("id", format!("{id:?} is not a pipeline id (a number)")))?;
+    let p = hub.shared.store.pipeline(id).await?.ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
+    Ok(json(StatusCode::OK, &view(&hub, &p).await?))
+}
