@@ -268,6 +268,7 @@ impl Agent {
             RunEvent::Live { task, epoch, status, detail } => {
                 Some(AgentMsg::Live { task, epoch, status: status.to_owned(), detail })
             }
+            RunEvent::Files { task, epoch, files } => Some(AgentMsg::Files { task, epoch, files }),
             RunEvent::Finished(f) => {
                 if self.runs.get(&f.task).is_some_and(|r| r.epoch == f.epoch) {
                     self.runs.remove(&f.task);

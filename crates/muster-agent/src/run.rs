@@ -40,6 +40,12 @@ pub enum RunEvent {
         epoch: u64,
         steps: Vec<StepMsg>,
     },
+    /// The files the run has changed in its worktree so far, when they change.
+    Files {
+        task: String,
+        epoch: u64,
+        files: Vec<String>,
+    },
     Finished(Box<Finished>),
     /// The run was stopped on the hub's word and is not to be reported.
     Dropped {
@@ -123,6 +129,9 @@ pub struct RunSpec {
     /// (`muster ctl ask`): silence then is not a wedge.
     pub asking: Arc<AtomicBool>,
 }
+
+/// How often a run in a worktree looks for files it changed.
+const FILES_EVERY: Duration = Duration::from_millis(500);
 
 /// Tools with which a coding agent asks a person something.
 const ASKS_A_PERSON: &[&str] = &["AskUserQuestion", "request_user_input"];
@@ -259,6 +268,27 @@ pub async fn execute(
         readers.push(tokio::spawn(pump(err, "stderr", output.clone(), None, false)));
     }
 
+    // While it runs, the hub hears which files it has changed, so two runs
+    // changing the same files are noticed while both can still be stopped.
+    let watcher = prepared.as_ref().map(|p| {
+        let (p, events, task, epoch) = (p.clone(), events.clone(), spec.task.clone(), spec.epoch);
+        tokio::spawn(async move {
+            let mut last: Vec<String> = Vec::new();
+            let mut every = tokio::time::interval(FILES_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Ok(files) = workspace::changed_now(&p).await
+                    && files != last
+                {
+                    last.clone_from(&files);
+                    if events.send(RunEvent::Files { task: task.clone(), epoch, files }).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    });
     let deadline = tokio::time::sleep(spec.timeout);
     tokio::pin!(deadline);
     let check_every = (spec.liveness.quiet / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
@@ -342,6 +372,9 @@ pub async fn execute(
         }
     }
     drop(group);
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let truncated = output.truncated.load(Ordering::SeqCst);
     let mut result = verdict(end, summary.as_ref(), &spec.timeout, truncated, finished);
     if let (Some(f), Some(s)) = (result.as_mut(), summary.as_ref()) {

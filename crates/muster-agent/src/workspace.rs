@@ -37,7 +37,7 @@ pub struct Places {
 }
 
 /// A worktree ready for a run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub dir: PathBuf,
     repo: PathBuf,
@@ -175,6 +175,23 @@ pub async fn conclude(p: &Prepared, spec: &WorkspaceView, prompt: &str, succeede
         report.error.get_or_insert(format!("cannot remove the worktree: {e}"));
     }
     report
+}
+
+/// Most paths one changed-files report carries.
+pub const MAX_CHANGED_FILES: usize = 2000;
+
+/// The files the run has changed so far against the base, committed or not,
+/// untracked ones too, sorted; read without touching the worktree's index.
+pub async fn changed_now(p: &Prepared) -> Result<Vec<String>, String> {
+    let g = Git::pinned(&p.git_dir, &p.dir);
+    let tracked = g.run(&["diff", "--name-only", "--no-renames", "-z", &p.base]).await?;
+    let untracked = g.run(&["ls-files", "--others", "--exclude-standard", "-z"]).await?;
+    let mut files: Vec<String> =
+        tracked.split('\0').chain(untracked.split('\0')).filter(|f| !f.is_empty()).map(str::to_owned).collect();
+    files.sort();
+    files.dedup();
+    files.truncate(MAX_CHANGED_FILES);
+    Ok(files)
 }
 
 /// Git's identity for commits Muster makes, unless the repository has one.

@@ -212,3 +212,31 @@ pub(crate) async fn ctl_show(
         let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
     }
 }
+
+/// `GET /api/v1/conflicts?state=open|all`.
+pub(crate) async fn conflicts(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["state", "limit"])?;
+    let open_only = match p.get("state") {
+        None | Some("all") => false,
+        Some("open") => true,
+        Some(other) => return Err(ApiError::bad("state", format!("{other:?}: expected open or all"))),
+    };
+    let limit = p.number::<usize>("limit")?.unwrap_or(200).clamp(1, 1000);
+    let all = hub.shared.store.conflicts(open_only, limit).await?;
+    let view: Vec<muster_proto::api::ConflictView> = all
+        .iter()
+        .map(|c| muster_proto::api::ConflictView {
+            id: c.id,
+            repo: c.repo.clone(),
+            files: c.files.clone(),
+            winner: c.winner.to_string(),
+            loser: c.loser.to_string(),
+            decision: c.decision,
+            resolution: c.resolution.clone(),
+            created_at: timestamp(c.created_at),
+            resolved_at: c.resolved_at.map(timestamp),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &view))
+}

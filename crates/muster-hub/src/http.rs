@@ -155,6 +155,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/pipelines", post(crate::pipelines::run).get(crate::pipelines::list))
         .route("/pipelines/{id}", get(crate::pipelines::show))
         .route("/decisions/{id}", get(crate::decisions::show))
+        .route("/conflicts", get(crate::decisions::conflicts))
         .route("/decisions/{id}/answer", post(crate::decisions::answer))
         .route("/ctl/locks/release", post(ctl_unlock))
         .route("/locks", get(locks))

@@ -386,6 +386,27 @@ impl Conn {
                     Err(e) => self.refused(&id, epoch, "output", e).await,
                 }
             }
+            AgentMsg::Files { task, epoch, files } => {
+                let Some(id) = self.task_id(&task) else { return };
+                let epoch = Epoch(epoch);
+                match store.report_files(&self.name, &id, epoch, files, now).await {
+                    Ok(found) => {
+                        for c in found {
+                            tracing::warn!(
+                                conflict = c.conflict.id, repo = %c.conflict.repo, winner = %c.conflict.winner,
+                                loser = %c.conflict.loser, files = c.conflict.files.len(),
+                                "two active tasks change the same files; the lower-priority one is paused"
+                            );
+                            // Stopped, its run ends parked, waiting for the answer without a slot.
+                            if let Some((agent, epoch)) = c.stop {
+                                let msg = HubMsg::Cancel { task: c.conflict.loser.to_string(), epoch: epoch.0 };
+                                self.hub.send_to(&agent, msg);
+                            }
+                        }
+                    }
+                    Err(e) => self.refused(&id, epoch, "files", e).await,
+                }
+            }
             AgentMsg::Live { task, epoch, status, detail } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);

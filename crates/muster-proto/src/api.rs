@@ -1148,3 +1148,23 @@ pub struct PipelineView {
     pub created_at: String,
     pub stages: Vec<StageView>,
 }
+
+/// `GET /api/v1/conflicts`: two active tasks changing the same files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictView {
+    pub id: i64,
+    pub repo: String,
+    pub files: Vec<String>,
+    /// The task that goes on.
+    pub winner: String,
+    /// The task paused while a person decides.
+    pub loser: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<i64>,
+    /// Absent while open; then `wait` or `go-on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+}

@@ -97,6 +97,12 @@ pub enum AgentMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// The files a run in a worktree has changed so far (all of them, sorted).
+    Files {
+        task: String,
+        epoch: u64,
+        files: Vec<String>,
+    },
     /// What a coding agent did since the last `steps` message, in order.
     Steps {
         task: String,

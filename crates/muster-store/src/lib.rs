@@ -290,6 +290,17 @@ pub trait Store: Send + Sync + 'static {
     async fn pipeline(&self, id: i64) -> Result<Option<PipelineRecord>>;
     /// The newest first.
     async fn pipelines(&self, limit: usize) -> Result<Vec<PipelineRecord>>;
+    /// A run's changed files so far; returns the conflicts this finds.
+    async fn report_files(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        epoch: Epoch,
+        files: Vec<String>,
+        now: Millis,
+    ) -> Result<Vec<NewConflict>>;
+    /// Newest first; `open_only`: not yet resolved.
+    async fn conflicts(&self, open_only: bool, limit: usize) -> Result<Vec<ConflictRecord>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

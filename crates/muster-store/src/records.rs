@@ -834,3 +834,30 @@ pub struct StageRecord {
     pub name: String,
     pub task: TaskId,
 }
+
+/// Two active tasks on one repository changing the same files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    pub id: i64,
+    pub repo: String,
+    /// The files both change, sorted.
+    pub files: Vec<String>,
+    /// The task that goes on (the higher priority, else the older).
+    pub winner: TaskId,
+    /// The task paused while a person decides.
+    pub loser: TaskId,
+    /// The decision asking about it, when the paused task could wait for one.
+    pub decision: Option<i64>,
+    /// `open` until the decision is answered, then what was chosen (`wait`, `go-on`).
+    pub resolution: Option<String>,
+    pub created_at: Millis,
+    pub resolved_at: Option<Millis>,
+}
+
+/// A conflict found by a files report, and what the hub must do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConflict {
+    pub conflict: ConflictRecord,
+    /// The paused task's run, to be stopped (it is parked when it ends).
+    pub stop: Option<(AgentName, Epoch)>,
+}

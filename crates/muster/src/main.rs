@@ -120,6 +120,14 @@ enum Command {
         #[command(subcommand)]
         cmd: muster_cli::PipelineCmd,
     },
+    /// Active tasks on one repository changing the same files, and what was decided.
+    Conflicts {
+        /// Only those not yet decided.
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Named locks that tasks hold or wait for (`ctl lock` inside a run).
     Locks {
         #[arg(long)]
@@ -275,6 +283,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
         Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
         Command::Pipeline { cmd } => muster_cli::pipeline(&conn, cmd).await,
+        Command::Conflicts { open, json } => muster_cli::conflicts(&conn, open, json).await,
         Command::Locks { json } => muster_cli::locks(&conn, json).await,
         Command::Unlock { name, all, yes } => muster_cli::unlock(&conn, name, all, yes).await,
         Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,

@@ -22,6 +22,7 @@ use crate::{
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
     OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
+use crate::{ConflictRecord, NewConflict};
 use async_trait::async_trait;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
@@ -713,6 +714,22 @@ impl Store for SqliteStore {
 
     async fn pipelines(&self, limit: usize) -> Result<Vec<PipelineRecord>> {
         self.read(move |c| ops::pipelines(c, limit)).await
+    }
+
+    async fn report_files(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        epoch: Epoch,
+        files: Vec<String>,
+        now: Millis,
+    ) -> Result<Vec<NewConflict>> {
+        let (agent, task) = (agent.clone(), task.clone());
+        self.write(move |c| ops::report_files(c, &agent, &task, epoch, &files, now)).await
+    }
+
+    async fn conflicts(&self, open_only: bool, limit: usize) -> Result<Vec<ConflictRecord>> {
+        self.read(move |c| ops::conflicts(c, open_only, limit)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

@@ -327,6 +327,29 @@ CREATE TABLE pipeline_stages (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX pipeline_stages_task ON pipeline_stages (task_id);
 "#,
+    // 23: the files active runs change, and the conflicts between them.
+    r#"
+CREATE TABLE task_files (
+    task_id  TEXT NOT NULL,
+    repo     TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    PRIMARY KEY (task_id, path)
+) WITHOUT ROWID;
+CREATE INDEX task_files_path ON task_files (repo, path);
+CREATE TABLE conflicts (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo         TEXT NOT NULL,
+    files        TEXT NOT NULL,
+    winner       TEXT NOT NULL,
+    loser        TEXT NOT NULL,
+    decision_id  INTEGER,
+    resolution   TEXT,
+    created_at   INTEGER NOT NULL,
+    resolved_at  INTEGER
+);
+CREATE INDEX conflicts_winner ON conflicts (winner);
+CREATE INDEX conflicts_loser ON conflicts (loser);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -186,3 +186,56 @@ async fn a_run_waiting_for_an_answer_is_waiting_not_wedged() {
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(hub.output(&id).await.trim_end().lines().last(), Some("yes"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_tasks_changing_the_same_file_raise_a_conflict_and_the_lower_priority_one_waits() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::workspaces::repository(dir.path());
+    let toml = format!(
+        "repos_root = {:?}\n\n[repos]\nweb = {:?}\n",
+        crate::harness::path_str(dir.path()),
+        crate::harness::path_str(&repo)
+    );
+    let opts = crate::harness::AgentOpts { slots: 2, ..Default::default() };
+    let _agent = hub.agent_with_config("coder", dir.path(), &toml, opts).await;
+    let gate = |name: &str| crate::harness::path_str(&dir.path().join(name));
+    let edit = |line: &str, gate: &str| {
+        format!("echo {line} >> README.md\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done")
+    };
+    let a = hub
+        .add_task(
+            json!({ "prompt": edit("a", &gate("release-a")), "runner": "shell", "repo": "web", "priority": "high" }),
+        )
+        .await;
+    hub.wait_state(&a, &["running"]).await;
+    let b = hub.add_task(json!({ "prompt": edit("b", &gate("release-b")), "runner": "shell", "repo": "web" })).await;
+
+    let conflict = hub
+        .wait_until("a conflict", || async { hub.get("/conflicts").await.as_array().and_then(|c| c.first().cloned()) })
+        .await;
+    assert_eq!((&conflict["winner"], &conflict["loser"]), (&json!(a), &json!(b)), "{conflict}");
+    assert_eq!(conflict["files"], json!(["README.md"]));
+    assert_eq!(conflict["repo"], "web");
+    let task = hub.wait_state(&b, &["needs_decision"]).await;
+    assert_eq!(task["attempts"], 0, "the paused run's attempt is given back: {task}");
+    assert_eq!(hub.task(&a).await["state"], "running", "the higher-priority task goes on");
+    let (code, out, _) = hub.cli(&["conflicts"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("{a}  {b}")) && out.contains("README.md") && out.contains("open"), "{out}");
+
+    std::fs::write(dir.path().join("release-b"), "").unwrap();
+    let decision = conflict["decision"].to_string();
+    let (code, _, err) = hub.cli(&["decide", &decision, "wait"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hub.task(&b).await["state"], "needs_decision", "it waits until the other has ended");
+    std::fs::write(dir.path().join("release-a"), "").unwrap();
+    assert_eq!(hub.wait_state(&a, &["succeeded", "failed"]).await["state"], "succeeded");
+    let task = hub.wait_state(&b, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "then it runs again: {task}");
+    let conflicts = hub.get("/conflicts").await;
+    assert_eq!(conflicts.as_array().map(Vec::len), Some(1), "one conflict, decided once: {conflicts}");
+    assert_eq!(conflicts[0]["resolution"], "wait");
+    let detected = hub.events(&format!("task={b}")).await.into_iter().find(|e| e["kind"] == "conflict.detected");
+    assert!(detected.expect("conflict.detected")["detail"].as_str().unwrap().contains("README.md"));
+}
