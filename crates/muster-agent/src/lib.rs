@@ -459,7 +459,18 @@ impl Agent {
 
     fn on_hub_msg(&mut self, msg: HubMsg) -> Option<AgentMsg> {
         match msg {
-            HubMsg::Assign { task, epoch, runner, prompt, timeout_ms, metadata: _, workspace, budget, task_token } => {
+            HubMsg::Assign {
+                task,
+                epoch,
+                runner,
+                prompt,
+                timeout_ms,
+                metadata: _,
+                workspace,
+                budget,
+                task_token,
+                checks,
+            } => {
                 let refuse = |reason: String| Some(AgentMsg::Reject { task: task.clone(), epoch, reason });
                 if self.draining {
                     return refuse("the agent is draining".into());
@@ -495,6 +506,7 @@ impl Agent {
                     task_token,
                     hub_url: self.config.hub.clone(),
                     asking,
+                    checks,
                 };
                 let events = self.events_tx.clone();
                 tracing::info!(task_id = %task, epoch, runner = %runner, "run starting");
@@ -567,6 +579,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         workspace: f.workspace.clone().map(Box::new),
         limit: f.limit.clone(),
         summary: f.summary.clone(),
+        checks: f.checks.clone(),
     }
 }
 

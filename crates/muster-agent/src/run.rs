@@ -70,6 +70,8 @@ pub struct Finished {
     pub limit: Option<ProviderLimit>,
     /// What the runner's `summary_pattern` or `summary_json` found in its output.
     pub summary: Option<String>,
+    /// How the task's checks went.
+    pub checks: Vec<muster_proto::ws::CheckResult>,
 }
 
 /// Standard output kept for a summary, at most.
@@ -128,6 +130,8 @@ pub struct RunSpec {
     /// Set while the run waits for a person's answer to a decision it asked
     /// (`muster ctl ask`): silence then is not a wedge.
     pub asking: Arc<AtomicBool>,
+    /// Commands run in the workspace once the agent has succeeded.
+    pub checks: Vec<muster_proto::ws::CheckSpec>,
 }
 
 /// How often a run in a worktree looks for files it changed.
@@ -172,6 +176,7 @@ pub async fn execute(
         workspace: None,
         limit: None,
         summary: None,
+        checks: Vec::new(),
     };
     // A private directory for the prompt file; removed when the run ends.
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
@@ -395,6 +400,20 @@ pub async fn execute(
         f.summary =
             tail.as_deref().and_then(|t| extract_summary(&spec.profile, t)).map(|s| redactor.redact(&s).into_owned());
     }
+    // The agent succeeded: its checks decide whether the attempt did.
+    if let Some(f) = result.as_mut()
+        && f.outcome == "succeeded"
+        && !spec.checks.is_empty()
+    {
+        let dir = prepared.as_ref().map(|p| &p.dir).or(spec.profile.cwd.as_ref()).unwrap_or(&spec.workdir).clone();
+        let left = spec.timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        f.checks = run_checks(&spec.checks, &dir, &passed, left, &redactor).await;
+        let failed: Vec<&str> = f.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+        if !failed.is_empty() {
+            f.outcome = "failed";
+            f.reason = Some(format!("checks_failed: {}", failed.join(", ")));
+        }
+    }
     if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
         // A dropped run is cleaned up by the same policy, as a failure; nothing is reported.
         let succeeded = result.as_ref().is_some_and(|f| f.outcome == "succeeded");
@@ -406,6 +425,89 @@ pub async fn execute(
         }
     }
     result
+}
+
+/// The end of what a check printed that is kept.
+const CHECK_TAIL: usize = 4000;
+
+/// Reads `from` to its end, keeping the last `CHECK_TAIL` bytes.
+async fn tail_of(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * CHECK_TAIL {
+                    kept.drain(..kept.len() - CHECK_TAIL);
+                }
+            }
+        }
+    }
+}
+
+/// Runs each check in `dir`, in order, as its argument list (no shell),
+/// with the run's environment; all of them within `left`.
+async fn run_checks(
+    checks: &[muster_proto::ws::CheckSpec],
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    left: Duration,
+    redactor: &crate::redact::Redactor,
+) -> Vec<muster_proto::ws::CheckResult> {
+    let deadline = Instant::now() + left;
+    let mut out = Vec::with_capacity(checks.len());
+    for check in checks {
+        let began = Instant::now();
+        let mut cmd = tokio::process::Command::new(&check.argv[0]);
+        cmd.args(&check.argv[1..])
+            .env_clear()
+            .envs(env.iter().filter(|(k, _)| k != "MUSTER_TASK_TOKEN").map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (passed, exit_code, output) = match ProcessGroup::spawn(&mut cmd) {
+            Err(e) => (false, None, format!("cannot start {:?}: {e}", check.argv[0])),
+            Ok(mut group) => {
+                let stdout = group.child_mut().stdout.take().map(|o| tokio::spawn(tail_of(o)));
+                let stderr = group.child_mut().stderr.take().map(|e| tokio::spawn(tail_of(e)));
+                let waited = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), group.wait()).await;
+                let (passed, code, note) = match waited {
+                    Ok(Ok(status)) => (status.success(), status.code(), None),
+                    Ok(Err(e)) => (false, None, Some(format!("cannot wait for it: {e}"))),
+                    Err(_) => (false, None, Some("timed out: the task's time ran out".to_owned())),
+                };
+                // Whatever it left running goes with it.
+                group.signal(libc::SIGKILL);
+                drop(group);
+                let mut text = Vec::new();
+                for reader in [stdout, stderr].into_iter().flatten() {
+                    if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(5), reader).await {
+                        text.extend_from_slice(&bytes);
+                    }
+                }
+                let mut text = String::from_utf8_lossy(&text).into_owned();
+                if let Some(n) = note {
+                    text.push_str(&format!("\n[muster] {n}"));
+                }
+                (passed, code, text)
+            }
+        };
+        let output = redactor.redact(&output).into_owned();
+        let cut = output.len().saturating_sub(CHECK_TAIL);
+        let cut = (cut..=output.len()).find(|i| output.is_char_boundary(*i)).unwrap_or(output.len());
+        out.push(muster_proto::ws::CheckResult {
+            name: check.name.clone(),
+            passed,
+            exit_code,
+            duration_ms: began.elapsed().as_millis() as u64,
+            output: output[cut..].to_owned(),
+        });
+    }
+    out
 }
 
 enum End {

@@ -234,6 +234,10 @@ pub struct TaskAddArgs {
     /// fail (default) or skip: what becomes of it when a dependency fails or is cancelled.
     #[arg(long, requires = "depends_on")]
     pub on_dependency_failure: Option<String>,
+    /// A command to run in the workspace after the agent succeeds, as
+    /// `NAME=COMMAND` or `COMMAND` (repeatable); one failing fails the attempt.
+    #[arg(long = "check", value_name = "[NAME=]COMMAND")]
+    pub checks: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -485,6 +489,7 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         requires_approval: args.requires_approval.then_some(true),
         depends_on: args.depends_on,
         on_dependency_failure: args.on_dependency_failure,
+        checks: args.checks,
     };
     let created: TaskCreated = client.post("/tasks", &submit).await?;
     if args.json {
@@ -630,6 +635,24 @@ fn render_task(d: &TaskDetail) -> String {
             }
             if let Some(summary) = &a.summary {
                 out.push_str(&format!("attempt {}: summary: {}\n", a.number, clip(summary, 300)));
+            }
+            for c in &a.checks {
+                let how = match (c.passed, c.exit_code) {
+                    (true, _) => "passed".to_owned(),
+                    (false, Some(code)) => format!("FAILED (exit code {code})"),
+                    (false, None) => "FAILED".to_owned(),
+                };
+                out.push_str(&format!(
+                    "attempt {}: check {} {how} in {}\n",
+                    a.number,
+                    c.name,
+                    muster_proto::human_duration(std::time::Duration::from_millis(c.duration_ms))
+                ));
+                if !c.passed && !c.output.trim().is_empty() {
+                    for line in c.output.trim_end().lines().rev().take(5).collect::<Vec<_>>().into_iter().rev() {
+                        out.push_str(&format!("    {line}\n"));
+                    }
+                }
             }
             if let Some(w) = &a.workspace {
                 let mut line = format!(
@@ -2208,6 +2231,35 @@ pub async fn conflicts(conn: &ConnArgs, open: bool, json: bool) -> CliResult {
             c.decision.map_or_else(|| "-".to_owned(), |d| format!("#{d}")),
             c.resolution.clone().unwrap_or_else(|| "open".to_owned()),
             c.created_at.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `muster regressions`: newest first.
+pub async fn regressions(conn: &ConnArgs, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let all: Vec<muster_proto::api::RegressionView> = client.get("/regressions").await?;
+    if json {
+        return print_json(&all);
+    }
+    if all.is_empty() {
+        eprintln!("(no regressions)");
+        return Ok(());
+    }
+    let short = |c: &Option<String>| c.as_deref().map_or("-".to_owned(), |c| c.chars().take(12).collect());
+    let mut t = Table::new(&["ID", "REPO", "CHECK", "BROKEN BY", "AT COMMIT", "LAST PASSED", "AT COMMIT", "SINCE"]);
+    for r in &all {
+        t.row(vec![
+            format!("#{}", r.id),
+            r.repo.clone(),
+            r.check.clone(),
+            r.task.clone(),
+            short(&r.commit),
+            r.last_passed_task.clone(),
+            short(&r.last_passed_commit),
+            r.at.clone(),
         ]);
     }
     print!("{}", t.render());

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod alert;
 pub mod backoff;
 pub mod breaker;
+pub mod check;
 pub mod dispatch;
 pub mod health;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod workspace;
 
 pub use agent::{AgentState, AgentStatus};
 pub use backoff::Backoff;
+pub use check::Check;
 pub use dispatch::{Offer, Requirements};
 pub use ids::{AgentName, Capability, RunnerName, TaskId, TokenId};
 pub use lease::{Epoch, Lease};

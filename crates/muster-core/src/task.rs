@@ -155,6 +155,9 @@ pub struct TaskSpec {
     pub depends_on: Vec<TaskId>,
     /// What becomes of it when one of them fails or is cancelled.
     pub on_dependency_failure: DependencyPolicy,
+    /// Commands run in its workspace after the agent succeeds; one failing
+    /// fails the attempt (`checks_failed`).
+    pub checks: Vec<crate::Check>,
 }
 
 /// What a task does when a task it depends on fails or is cancelled.
@@ -242,6 +245,7 @@ impl TaskSpec {
         if self.budget.max_tokens == Some(0) {
             return Err(Invalid::new("max_tokens", "must be more than 0"));
         }
+        crate::check::validate_all(&self.checks)?;
         if self.depends_on.len() > MAX_DEPENDENCIES {
             return Err(Invalid::new("depends_on", format!("at most {MAX_DEPENDENCIES} tasks")));
         }
@@ -828,6 +832,7 @@ mod limited_tests {
             requires_approval: false,
             depends_on: Vec::new(),
             on_dependency_failure: DependencyPolicy::Fail,
+            checks: Vec::new(),
         };
         let agent = AgentName::parse("a").unwrap();
         let mut task = Task::new(TaskId::from_parts(0, 1), spec, Millis(0));
@@ -864,6 +869,7 @@ mod operator_tests {
             requires_approval: false,
             depends_on: Vec::new(),
             on_dependency_failure: DependencyPolicy::Fail,
+            checks: Vec::new(),
         };
         (Task::new(TaskId::from_parts(0, 1), spec, Millis(0)), AgentName::parse("a").unwrap())
     }

@@ -156,6 +156,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/pipelines/{id}", get(crate::pipelines::show))
         .route("/decisions/{id}", get(crate::decisions::show))
         .route("/conflicts", get(crate::decisions::conflicts))
+        .route("/regressions", get(regressions))
         .route("/decisions/{id}/answer", post(crate::decisions::answer))
         .route("/ctl/locks/release", post(ctl_unlock))
         .route("/locks", get(locks))
@@ -990,6 +991,17 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 workspace: a.workspace.as_ref().map(workspace_summary),
                 runner: a.runner.clone(),
                 summary: a.summary.clone(),
+                checks: a
+                    .checks
+                    .iter()
+                    .map(|c| muster_proto::ws::CheckResult {
+                        name: c.name.clone(),
+                        passed: c.passed,
+                        exit_code: c.exit_code,
+                        duration_ms: c.duration_ms,
+                        output: c.output.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -1507,5 +1519,27 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
         health,
         dispatch_paused: hub.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst),
     };
+    Ok(json(StatusCode::OK, &view))
+}
+
+/// `GET /api/v1/regressions`: newest first.
+async fn regressions(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+    hub.admin(&headers).await?;
+    let p = Params::parse(q, &["limit"])?;
+    let limit = p.number::<usize>("limit")?.unwrap_or(200).clamp(1, 1000);
+    let all = hub.shared.store.regressions(limit).await?;
+    let view: Vec<muster_proto::api::RegressionView> = all
+        .iter()
+        .map(|r| muster_proto::api::RegressionView {
+            id: r.id,
+            repo: r.repo.clone(),
+            check: r.check.clone(),
+            task: r.task.to_string(),
+            commit: r.commit.clone(),
+            last_passed_task: r.last_passed_task.to_string(),
+            last_passed_commit: r.last_passed_commit.clone(),
+            at: timestamp(r.at),
+        })
+        .collect();
     Ok(json(StatusCode::OK, &view))
 }

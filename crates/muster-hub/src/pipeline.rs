@@ -71,6 +71,7 @@ const STAGE_FIELDS: &[(&str, Kind)] = &[
     ("max_tokens", Kind::Count),
     ("requires_approval", Kind::Bool),
     ("on_dependency_failure", Kind::Text),
+    ("checks", Kind::List),
 ];
 
 fn line_of(node: &Node) -> usize {

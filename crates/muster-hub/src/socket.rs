@@ -445,6 +445,7 @@ impl Conn {
                 workspace,
                 limit,
                 summary,
+                checks,
             } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
@@ -473,6 +474,16 @@ impl Conn {
                     report: report.map(|r| run_report(&r)),
                     workspace: workspace.map(|w| workspace_record(*w)),
                     summary,
+                    checks: checks
+                        .into_iter()
+                        .map(|c| muster_store::CheckRecord {
+                            name: c.name,
+                            passed: c.passed,
+                            exit_code: c.exit_code,
+                            duration_ms: c.duration_ms,
+                            output: c.output,
+                        })
+                        .collect(),
                 };
                 let spent = details.report.as_ref().map(|r| (r.tokens, r.cost_micro_usd));
                 if let Some(limit) = limit {

@@ -63,6 +63,10 @@ pub struct TaskSubmit {
     /// `fail` (default) or `skip`: what becomes of it when a dependency fails or is cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dependency_failure: Option<String>,
+    /// Commands run in its workspace after the agent succeeds (`NAME=COMMAND`
+    /// or `COMMAND`, split like a shell's words, run without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
@@ -226,6 +230,7 @@ impl TaskSubmit {
                 Some(p) => muster_core::task::DependencyPolicy::parse(p)?,
                 None => muster_core::task::DependencyPolicy::default(),
             },
+            checks: self.checks.iter().map(|c| muster_core::Check::parse(c)).collect::<Result<Vec<_>, _>>()?,
         };
         Ok(spec.validate()?)
     }
@@ -273,6 +278,9 @@ pub struct TaskView {
     pub depends_on: Vec<String>,
     #[serde(default)]
     pub on_dependency_failure: String,
+    /// Its checks, as `NAME=COMMAND`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     pub prompt: String,
     pub created_at: String,
     pub updated_at: String,
@@ -309,6 +317,7 @@ impl TaskView {
             requires_approval: t.spec.requires_approval,
             depends_on: t.spec.depends_on.iter().map(|d| d.to_string()).collect(),
             on_dependency_failure: t.spec.on_dependency_failure.as_str().to_owned(),
+            checks: t.spec.checks.iter().map(muster_core::Check::to_text).collect(),
             prompt: t.spec.prompt.clone(),
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
@@ -374,6 +383,9 @@ pub struct AttemptView {
     /// What a generic runner's summary pattern found in its output.
     #[serde(default)]
     pub summary: Option<String>,
+    /// How the task's checks went on this attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::ws::CheckResult>,
 }
 
 /// One runner, from `GET /api/v1/runners`.
@@ -1167,4 +1179,21 @@ pub struct ConflictView {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
+}
+
+/// `GET /api/v1/regressions`: a check that passed for an earlier task on a
+/// repository and fails now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegressionView {
+    pub id: i64,
+    pub repo: String,
+    pub check: String,
+    /// The task, and its commit, that broke it.
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub last_passed_task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_passed_commit: Option<String>,
+    pub at: String,
 }

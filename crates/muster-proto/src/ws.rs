@@ -130,7 +130,30 @@ pub enum AgentMsg {
         /// What a generic runner's summary pattern found in its output.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         summary: Option<String>,
+        /// How the task's checks went, when the agent succeeded and it has any.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckResult>,
     },
+}
+
+/// One check a task declared, to run after its agent succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    pub name: String,
+    pub argv: Vec<String>,
+}
+
+/// How one check went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of what it printed.
+    #[serde(default)]
+    pub output: String,
 }
 
 /// Steps one `steps` message may carry.
@@ -238,6 +261,9 @@ pub struct RunReport {
 pub const CLOSE_REPLACED: &str = "replaced by a newer connection";
 
 /// Hub → agent.
+// `Assign` is the common message and lives only until it is sent; boxing its
+// fields would add an allocation to every one for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HubMsg {
@@ -265,6 +291,9 @@ pub enum HubMsg {
         /// The token the run uses to act for its task (`MUSTER_TASK_TOKEN`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task_token: Option<String>,
+        /// Commands to run in the workspace once the agent has succeeded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckSpec>,
     },
     /// Kill this run and report `finished` with outcome `cancelled`.
     Cancel {
@@ -322,6 +351,7 @@ impl HubMsg {
                 max_tokens: task.spec.budget.max_tokens,
             }),
             task_token: None,
+            checks: task.spec.checks.iter().map(|c| CheckSpec { name: c.name.clone(), argv: c.argv.clone() }).collect(),
         }
     }
 }
@@ -379,6 +409,7 @@ mod tests {
             requires_approval: false,
             depends_on: Vec::new(),
             on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
+            checks: Vec::new(),
         };
         let task = Task::new(TaskId::from_parts(0, 0), spec.validate().unwrap(), muster_core::Millis(0));
         let frame = crate::to_json(&HubMsg::assign(&task));

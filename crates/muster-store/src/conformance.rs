@@ -214,6 +214,7 @@ fn spec(prompt: &str) -> TaskSpec {
         requires_approval: false,
         depends_on: Vec::new(),
         on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
+        checks: Vec::new(),
     }
 }
 
@@ -991,6 +992,7 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert_eq!(
         attempts(s, &task).await,
         [AttemptRecord {
+            checks: Vec::new(),
             number: 1,
             epoch: e,
             agent: a.clone(),
@@ -2722,6 +2724,7 @@ pub async fn dependencies_unblock_on_success_and_a_failure_fails_or_skips_down_t
     let after = |deps: &[&TaskId], policy: DependencyPolicy, prompt: &str| TaskSpec {
         depends_on: deps.iter().map(|d| (*d).clone()).collect(),
         on_dependency_failure: policy,
+        checks: Vec::new(),
         ..spec(prompt)
     };
     let second = submit(s, 2, after(&[&first], DependencyPolicy::Fail, "second"), at(0)).await;

@@ -301,6 +301,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<NewConflict>>;
     /// Newest first; `open_only`: not yet resolved.
     async fn conflicts(&self, open_only: bool, limit: usize) -> Result<Vec<ConflictRecord>>;
+    /// Checks that passed for an earlier task on a repository and fail now; newest first.
+    async fn regressions(&self, limit: usize) -> Result<Vec<RegressionRecord>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

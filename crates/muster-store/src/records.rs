@@ -239,6 +239,8 @@ pub struct AttemptRecord {
     pub runner: Option<String>,
     /// What a generic runner's summary pattern found in its output.
     pub summary: Option<String>,
+    /// The task's checks on this attempt, in the order declared.
+    pub checks: Vec<CheckRecord>,
 }
 
 /// A runner an operator took out of service.
@@ -268,6 +270,8 @@ pub struct RunDetails {
     pub workspace: Option<WorkspaceRecord>,
     /// What a generic runner's summary pattern found in its output.
     pub summary: Option<String>,
+    /// The task's checks, run after the agent succeeded.
+    pub checks: Vec<CheckRecord>,
 }
 
 /// A run's git worktree and what changed in it.
@@ -860,4 +864,30 @@ pub struct NewConflict {
     pub conflict: ConflictRecord,
     /// The paused task's run, to be stopped (it is parked when it ends).
     pub stop: Option<(AgentName, Epoch)>,
+}
+
+/// How one of a task's checks went on one attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRecord {
+    pub name: String,
+    pub passed: bool,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of what it printed (redacted by the agent).
+    pub output: String,
+}
+
+/// A check that passed for an earlier task on a repository and fails now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegressionRecord {
+    pub id: i64,
+    pub repo: String,
+    pub check: String,
+    /// The task, and its commit, that broke it.
+    pub task: TaskId,
+    pub commit: Option<String>,
+    /// The latest task, and commit, for which it passed.
+    pub last_passed_task: TaskId,
+    pub last_passed_commit: Option<String>,
+    pub at: Millis,
 }

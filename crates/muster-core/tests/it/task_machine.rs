@@ -175,6 +175,7 @@ fn spec(max_attempts: u32) -> TaskSpec {
         requires_approval: false,
         depends_on: Vec::new(),
         on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
+        checks: Vec::new(),
     }
     .validate()
     .expect("valid task spec")

@@ -22,7 +22,7 @@ use crate::{
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
     OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
-use crate::{ConflictRecord, NewConflict};
+use crate::{ConflictRecord, NewConflict, RegressionRecord};
 use async_trait::async_trait;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
@@ -730,6 +730,10 @@ impl Store for SqliteStore {
 
     async fn conflicts(&self, open_only: bool, limit: usize) -> Result<Vec<ConflictRecord>> {
         self.read(move |c| ops::conflicts(c, open_only, limit)).await
+    }
+
+    async fn regressions(&self, limit: usize) -> Result<Vec<RegressionRecord>> {
+        self.read(move |c| ops::regressions(c, limit)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

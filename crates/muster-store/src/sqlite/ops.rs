@@ -11,7 +11,7 @@ use crate::{
     NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind,
     StepRecord, StoreError, Stream, TaskFilter, TaskOp, TokenRecord, Tokens, WorkspaceRecord,
 };
-use crate::{ConflictRecord, NewConflict, NewPipeline, PipelineRecord, StageRecord};
+use crate::{CheckRecord, ConflictRecord, NewConflict, NewPipeline, PipelineRecord, RegressionRecord, StageRecord};
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, DependencyPolicy, Finished, Reclaimed};
 use muster_core::{
@@ -375,7 +375,7 @@ const TASK_COLS: &str = "id, prompt, runner, capabilities, priority, timeout_ms,
      metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
      exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
      keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval, depends_on, \
-     on_dependency_failure";
+     on_dependency_failure, checks";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let id: String = r.get(0)?;
@@ -436,6 +436,11 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
                 let p: String = r.get(36)?;
                 DependencyPolicy::parse(&p).map_err(|e| corrupt("on_dependency_failure", e))?
             },
+            checks: lines(&r.get::<_, String>(37)?)
+                .iter()
+                .map(|l| muster_core::Check::parse(l))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| corrupt("checks", e))?,
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
@@ -555,6 +560,11 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
             .then(|| task.spec.depends_on.iter().map(TaskId::as_str).collect::<Vec<_>>().join(" ")),
         task.spec.on_dependency_failure.as_str(),
     ])?;
+    if !task.spec.checks.is_empty() {
+        let text: Vec<String> = task.spec.checks.iter().map(muster_core::Check::to_text).collect();
+        c.prepare_cached("UPDATE tasks SET checks = ? WHERE id = ?")?
+            .execute(params![text.join("\n"), task.id.as_str()])?;
+    }
     let mut insert_cap = c.prepare_cached("INSERT INTO task_caps (task_id, cap) VALUES (?, ?)")?;
     for cap in &caps {
         insert_cap.execute(params![task.id.as_str(), cap])?;
@@ -994,7 +1004,7 @@ pub fn limit_task(
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, "limited", now)?;
     // What the run used before it was stopped is still spent.
-    save_details(c, id, epoch, details)?;
+    save_details(c, id, epoch, details, now)?;
     // A limit says nothing about the agent or the runner working: no verdict.
     let mut agent_breaker = load_breaker(c, BreakerScope::Agent, agent.as_str())?;
     agent_breaker.probe_lost(&task.id);
@@ -1335,13 +1345,14 @@ fn task_for_report(
 }
 
 /// Keeps what an agent reported of a run beside its outcome.
-fn save_details(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails) -> Result<()> {
+fn save_details(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, now: Millis) -> Result<()> {
     if let Some(report) = &details.report {
         save_report(c, id, epoch, report)?;
     }
     if let Some(w) = &details.workspace {
         save_workspace(c, id, epoch, w)?;
     }
+    save_checks(c, id, epoch, details, now)?;
     if let Some(summary) = &details.summary {
         c.prepare_cached("UPDATE attempts SET summary = ? WHERE task_id = ? AND epoch = ?")?.execute(params![
             clip(summary, 2_000),
@@ -1375,7 +1386,7 @@ pub fn finish_task(
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
-    save_details(c, id, epoch, details)?;
+    save_details(c, id, epoch, details, now)?;
     let verdict = match outcome {
         RunOutcome::Succeeded { .. } => Some(true),
         RunOutcome::Failed { .. } | RunOutcome::TimedOut => Some(false),
@@ -1844,6 +1855,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             None
         };
         Ok(AttemptRecord {
+            checks: Vec::new(),
             number: r.get(0)?,
             epoch: Epoch(r.get::<_, i64>(1)? as u64),
             agent: AgentName::parse(&agent).map_err(|e| corrupt("agent", e))?,
@@ -1881,7 +1893,11 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             },
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut out: Vec<AttemptRecord> = rows.collect::<rusqlite::Result<_>>()?;
+    for a in &mut out {
+        a.checks = checks_of(c, id, a.epoch)?;
+    }
+    Ok(out)
 }
 
 // -- integrity ----------------------------------------------------------------------------
@@ -2921,7 +2937,7 @@ fn park_task(
     let state = task.park(agent, epoch, now).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, "parked", now)?;
-    save_details(c, &task.id, epoch, details)?;
+    save_details(c, &task.id, epoch, details, now)?;
     let ran = outcome_name(outcome);
     let finished = if state == TaskState::Cancelled {
         task_event(c, now, "task.cancelled", &task, Some("cancelled while waiting for a decision"))?;
@@ -3257,6 +3273,116 @@ fn release_conflicts(c: &Connection, task: &Task, now: Millis) -> Result<()> {
         resume_if_decided(c, loser, now)?;
     }
     Ok(())
+}
+
+// -- checks and regressions --------------------------------------------------------
+
+fn checks_of(c: &Connection, id: &TaskId, epoch: Epoch) -> Result<Vec<CheckRecord>> {
+    let rows = c
+        .prepare_cached(
+            "SELECT name, passed, exit_code, duration_ms, output FROM check_results \
+             WHERE task_id = ? AND epoch = ? ORDER BY position",
+        )?
+        .query_map(params![id.as_str(), epoch.0 as i64], |r| {
+            Ok(CheckRecord {
+                name: r.get(0)?,
+                passed: r.get(1)?,
+                exit_code: r.get(2)?,
+                duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                output: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Records an attempt's check results; a check that passed for an earlier
+/// task on the same repository and fails now is a regression, named with the
+/// task and commit that broke it.
+fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, now: Millis) -> Result<()> {
+    if details.checks.is_empty() {
+        return Ok(());
+    }
+    let task = load_task(c, id)?;
+    let repo = task.spec.workspace.as_ref().map(|w| w.repo.clone());
+    let commit = details.workspace.as_ref().and_then(|w| w.head.clone());
+    for (position, check) in details.checks.iter().take(muster_core::check::MAX_CHECKS).enumerate() {
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO check_results (task_id, epoch, position, repo, commit_sha, name, passed, exit_code, \
+             duration_ms, output, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            id.as_str(),
+            epoch.0 as i64,
+            position as i64,
+            repo,
+            commit,
+            clip(&check.name, 64),
+            check.passed,
+            check.exit_code,
+            check.duration_ms.min(i64::MAX as u64) as i64,
+            clip(&check.output, 4000),
+            now.0,
+        ])?;
+        let Some(repo) = &repo else { continue };
+        if check.passed {
+            continue;
+        }
+        let good: Option<(String, Option<String>)> = c
+            .prepare_cached(
+                "SELECT task_id, commit_sha FROM check_results WHERE repo = ? AND name = ? AND passed = 1 \
+                 AND task_id != ? ORDER BY at DESC LIMIT 1",
+            )?
+            .query_row(params![repo, check.name, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((good_task, good_commit)) = good else { continue };
+        let added = c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO regressions (repo, name, task_id, commit_sha, passed_task_id, passed_commit_sha, at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![repo, check.name, id.as_str(), commit, good_task, good_commit, now.0])?;
+        if added > 0 {
+            let short = |c: &Option<String>| c.as_deref().map_or("-".to_owned(), |c| c.chars().take(12).collect());
+            task_event(
+                c,
+                now,
+                "regression.detected",
+                &task,
+                Some(&format!(
+                    "{} on {repo}: passed for {good_task} at {}, fails for {id} at {}",
+                    check.name,
+                    short(&good_commit),
+                    short(&commit)
+                )),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Newest first.
+pub fn regressions(c: &Connection, limit: usize) -> Result<Vec<RegressionRecord>> {
+    let rows = c
+        .prepare_cached(
+            "SELECT id, repo, name, task_id, commit_sha, passed_task_id, passed_commit_sha, at FROM regressions \
+             ORDER BY id DESC LIMIT ?",
+        )?
+        .query_map([limit.clamp(1, 1000) as i64], |r| {
+            let (task, good): (String, String) = (r.get(3)?, r.get(5)?);
+            Ok(RegressionRecord {
+                id: r.get(0)?,
+                repo: r.get(1)?,
+                check: r.get(2)?,
+                task: TaskId::parse(&task).map_err(|e| corrupt("task id", e))?,
+                commit: r.get(4)?,
+                last_passed_task: TaskId::parse(&good).map_err(|e| corrupt("task id", e))?,
+                last_passed_commit: r.get(6)?,
+                at: Millis(r.get(7)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 #[cfg(test)]

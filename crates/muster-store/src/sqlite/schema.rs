@@ -350,6 +350,36 @@ CREATE TABLE conflicts (
 CREATE INDEX conflicts_winner ON conflicts (winner);
 CREATE INDEX conflicts_loser ON conflicts (loser);
 "#,
+    // 24: checks a task declares, how they went per attempt, and regressions.
+    r#"
+ALTER TABLE tasks ADD COLUMN checks TEXT NOT NULL DEFAULT '';
+CREATE TABLE check_results (
+    task_id      TEXT NOT NULL,
+    epoch        INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    repo         TEXT,
+    commit_sha   TEXT,
+    name         TEXT NOT NULL,
+    passed       INTEGER NOT NULL,
+    exit_code    INTEGER,
+    duration_ms  INTEGER NOT NULL,
+    output       TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    PRIMARY KEY (task_id, epoch, position)
+) WITHOUT ROWID;
+CREATE INDEX check_results_repo ON check_results (repo, name, passed, at);
+CREATE TABLE regressions (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo                TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    task_id             TEXT NOT NULL,
+    commit_sha          TEXT,
+    passed_task_id      TEXT NOT NULL,
+    passed_commit_sha   TEXT,
+    at                  INTEGER NOT NULL,
+    UNIQUE (task_id, name)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -50,6 +50,7 @@ fn spec(prompt: &str) -> TaskSpec {
         requires_approval: false,
         depends_on: Vec::new(),
         on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
+        checks: Vec::new(),
     }
 }
 

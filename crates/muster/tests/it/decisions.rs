@@ -239,3 +239,44 @@ async fn two_tasks_changing_the_same_file_raise_a_conflict_and_the_lower_priorit
     let detected = hub.events(&format!("task={b}")).await.into_iter().find(|e| e["kind"] == "conflict.detected");
     assert!(detected.expect("conflict.detected")["detail"].as_str().unwrap().contains("README.md"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_check_that_passed_and_now_fails_is_a_regression_naming_the_task_and_commit() {
+    let hub = Hub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::workspaces::repository(dir.path());
+    let _agent = crate::workspaces::agent_with_repo(&hub, dir.path(), &repo, &["shell"], Vec::new()).await;
+    let check = "readme=sh -c '! grep -q broken README.md'";
+    let submit = |prompt: &str| json!({ "prompt": prompt, "runner": "shell", "repo": "web", "auto_commit": true, "max_attempts": 1, "checks": [check] });
+    let good = hub.add_task(submit("echo fine > NOTES.md")).await;
+    let task = hub.wait_state(&good, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["checks"], json!(["readme=sh -c '! grep -q broken README.md'"]));
+    let c = &task["attempts_detail"][0]["checks"][0];
+    assert_eq!((&c["name"], &c["passed"], &c["exit_code"]), (&json!("readme"), &json!(true), &json!(0)), "{c}");
+    let good_head = task["attempts_detail"][0]["workspace"]["head"].clone();
+
+    let bad = hub.add_task(submit("echo broken >> README.md")).await;
+    let task = hub.wait_state(&bad, &["succeeded", "failed"]).await;
+    assert_eq!((&task["state"], &task["reason"]), (&json!("failed"), &json!("checks_failed: readme")), "{task}");
+    let bad_head = task["attempts_detail"][0]["workspace"]["head"].clone();
+    assert_ne!(bad_head, good_head);
+
+    let regressions = hub.get("/regressions").await;
+    let r = &regressions[0];
+    assert_eq!((&r["repo"], &r["check"]), (&json!("web"), &json!("readme")), "{regressions}");
+    assert_eq!((&r["task"], &r["commit"]), (&json!(bad), &bad_head));
+    assert_eq!((&r["last_passed_task"], &r["last_passed_commit"]), (&json!(good), &good_head));
+    let (code, out, _) = hub.cli(&["regressions"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("readme") && out.contains(&bad) && out.contains(&good), "{out}");
+    let (_, shown, _) = hub.cli(&["task", "show", &bad]).await;
+    assert!(shown.contains("check readme FAILED (exit code 1)"), "{shown}");
+    let event = hub.events(&format!("task={bad}")).await.into_iter().find(|e| e["kind"] == "regression.detected");
+    assert!(event.expect("regression.detected")["detail"].as_str().unwrap().starts_with("readme on web: passed for"));
+
+    // A check is run as its argument list: a bad one is refused at submit, naming it.
+    let (status, body) =
+        hub.post("/tasks", json!({ "prompt": "x", "runner": "shell", "checks": ["sh -c 'oops"] })).await;
+    assert_eq!((status, &body["field"]), (400, &json!("checks")), "{body}");
+}
