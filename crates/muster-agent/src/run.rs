@@ -474,7 +474,8 @@ async fn run_checks(
             Ok(mut group) => {
                 let stdout = group.child_mut().stdout.take().map(|o| tokio::spawn(tail_of(o)));
                 let stderr = group.child_mut().stderr.take().map(|e| tokio::spawn(tail_of(e)));
-                let waited = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), group.wait()).await;
+                let waited =
+                    tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), group.wait()).await;
                 let (passed, code, note) = match waited {
                     Ok(Ok(status)) => (status.success(), status.code(), None),
                     Ok(Err(e)) => (false, None, Some(format!("cannot wait for it: {e}"))),

@@ -136,6 +136,11 @@ impl Client {
         self.post_waiting(path, body, Duration::from_secs(30)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
+        let (_, text) = self.send(Method::DELETE, path, None, Duration::from_secs(30)).await?;
+        Self::decode(&text)
+    }
+
     /// A POST answered with no body.
     pub async fn post_no_content<B: Serialize>(&self, path: &str, body: &B) -> CliResult {
         let body = serde_json::to_string(body).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;

@@ -455,7 +455,8 @@ fn encode(pairs: &[(&str, String)]) -> String {
     s.finish()
 }
 
-async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
+/// The task `muster task add` (or `schedule add`) describes.
+fn task_submit(args: TaskAddArgs) -> CliResult<TaskSubmit> {
     let prompt = if args.prompt == "-" {
         let mut buf = String::new();
         std::io::stdin()
@@ -491,8 +492,14 @@ async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
         on_dependency_failure: args.on_dependency_failure,
         checks: args.checks,
     };
+    Ok(submit)
+}
+
+async fn task_add(client: &Client, args: TaskAddArgs) -> CliResult {
+    let json = args.json;
+    let submit = task_submit(args)?;
     let created: TaskCreated = client.post("/tasks", &submit).await?;
-    if args.json {
+    if json {
         return print_json(&created.task);
     }
     println!("{}", created.task.id);
@@ -2263,5 +2270,111 @@ pub async fn regressions(conn: &ConnArgs, json: bool) -> CliResult {
         ]);
     }
     print!("{}", t.render());
+    Ok(())
+}
+
+// -- schedules -----------------------------------------------------------------
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Create tasks on a cron pattern: `schedule add NAME --cron '0 * * * *' [task add options] PROMPT`.
+    Add {
+        /// A name for it (letters, digits, -, _ or .).
+        name: String,
+        /// `MIN HOUR DAY MONTH WEEKDAY` (or with seconds first), or @hourly, @daily, @weekly, @monthly.
+        #[arg(long)]
+        cron: String,
+        /// The time zone the pattern is read in (IANA, such as Europe/Paris); default UTC.
+        #[arg(long)]
+        tz: Option<String>,
+        /// skip (default) or run-once: runs missed while the hub was down.
+        #[arg(long, value_parser = ["skip", "run-once"])]
+        missed: Option<String>,
+        #[command(flatten)]
+        task: Box<TaskAddArgs>,
+    },
+    /// Every schedule, with when it fires next.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One schedule and the task it creates.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop firing until resumed.
+    Pause {
+        name: String,
+    },
+    /// Fire again, from the next time after now (what fell due while paused is not run).
+    Resume {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+fn schedule_line(s: &muster_proto::api::ScheduleView) -> String {
+    let next = if s.paused { "paused".to_owned() } else { s.next_at.clone().unwrap_or_else(|| "never".to_owned()) };
+    format!("{}  `{}` {}  next {next}", s.name, s.cron, s.tz)
+}
+
+/// `muster schedule add|list|show|pause|resume|delete`.
+pub async fn schedule(conn: &ConnArgs, cmd: ScheduleCmd) -> CliResult {
+    let client = conn.client()?;
+    let path = |name: &str, action: &str| format!("/schedules/{}{action}", segment(name));
+    let (s, json): (muster_proto::api::ScheduleView, bool) = match cmd {
+        ScheduleCmd::Add { name, cron, tz, missed, task } => {
+            let json = task.json;
+            let req = muster_proto::api::ScheduleAdd {
+                name,
+                cron,
+                tz,
+                missed: missed.map(|m| m.replace('-', "_")),
+                task: task_submit(*task)?,
+            };
+            (client.post("/schedules", &req).await?, json)
+        }
+        ScheduleCmd::List { json } => {
+            let all: Vec<muster_proto::api::ScheduleView> = client.get("/schedules").await?;
+            if json {
+                return print_json(&all);
+            }
+            if all.is_empty() {
+                eprintln!("(no schedules)");
+                return Ok(());
+            }
+            let mut t = Table::new(&["NAME", "CRON", "TZ", "MISSED", "NEXT", "LAST", "LAST TASK", "RUNNER"]);
+            for s in &all {
+                t.row(vec![
+                    s.name.clone(),
+                    s.cron.clone(),
+                    s.tz.clone(),
+                    s.missed.replace('_', "-"),
+                    if s.paused { "paused".to_owned() } else { dash(s.next_at.as_ref()) },
+                    dash(s.last_at.as_ref()),
+                    dash(s.last_task.as_ref()),
+                    dash(s.task.runner.as_ref()),
+                ]);
+            }
+            print!("{}", t.render());
+            return Ok(());
+        }
+        ScheduleCmd::Show { name, json } => (client.get(&path(&name, "")).await?, json),
+        ScheduleCmd::Pause { name } => (client.post(&path(&name, "/pause"), &()).await?, false),
+        ScheduleCmd::Resume { name } => (client.post(&path(&name, "/resume"), &()).await?, false),
+        ScheduleCmd::Delete { name } => {
+            let s: muster_proto::api::ScheduleView = client.delete(&path(&name, "")).await?;
+            println!("deleted {}", s.name);
+            return Ok(());
+        }
+    };
+    if json {
+        return print_json(&s);
+    }
+    println!("{}", schedule_line(&s));
     Ok(())
 }

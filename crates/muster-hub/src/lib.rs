@@ -19,6 +19,7 @@ mod metrics;
 pub mod pipeline;
 mod pipelines;
 mod runtime;
+mod schedules;
 mod shadow;
 mod socket;
 mod window;

@@ -26,6 +26,9 @@ pub async fn dispatch_loop(hub: Hub) {
         if let Err(e) = hub.expire_decisions_once().await {
             note_error(&mut last_error, "decision deadlines", e);
         }
+        if let Err(e) = hub.fire_schedules_once().await {
+            note_error(&mut last_error, "schedules", e);
+        }
         match hub.dispatch_once(&mut rotation).await {
             Ok(n) => busy |= n > 0,
             Err(e) => note_error(&mut last_error, "dispatch", e),

@@ -1197,3 +1197,39 @@ pub struct RegressionView {
     pub last_passed_commit: Option<String>,
     pub at: String,
 }
+
+/// `POST /api/v1/schedules`: a cron schedule that creates tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleAdd {
+    pub name: String,
+    /// `MIN HOUR DOM MON DOW`, or with seconds first; `@hourly`, `@daily`, … too.
+    pub cron: String,
+    /// An IANA time zone (`Europe/Paris`); default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    /// `skip` (default) or `run_once`: runs missed while the hub was down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<String>,
+    /// The task each firing creates.
+    pub task: TaskSubmit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub id: i64,
+    pub name: String,
+    pub cron: String,
+    pub tz: String,
+    pub missed: String,
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<String>,
+    pub task: TaskSubmit,
+    pub created_by: String,
+    pub created_at: String,
+}

@@ -303,6 +303,24 @@ pub trait Store: Send + Sync + 'static {
     async fn conflicts(&self, open_only: bool, limit: usize) -> Result<Vec<ConflictRecord>>;
     /// Checks that passed for an earlier task on a repository and fail now; newest first.
     async fn regressions(&self, limit: usize) -> Result<Vec<RegressionRecord>>;
+    async fn add_schedule(&self, new: NewSchedule, now: Millis) -> Result<ScheduleRecord>;
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
+    /// By id or by name.
+    async fn schedule(&self, key: &str) -> Result<Option<ScheduleRecord>>;
+    async fn set_schedule_paused(
+        &self,
+        key: &str,
+        paused: bool,
+        next_at: Option<Millis>,
+        by: &str,
+        now: Millis,
+    ) -> Result<ScheduleRecord>;
+    async fn delete_schedule(&self, key: &str, by: &str, now: Millis) -> Result<ScheduleRecord>;
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<ScheduleRecord>>;
+    async fn next_schedule_at(&self) -> Result<Option<Millis>>;
+    /// Creates the firing's task and moves the schedule on, together; `None`
+    /// when it was no longer due as `f.due` says.
+    async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

@@ -891,3 +891,48 @@ pub struct RegressionRecord {
     pub last_passed_commit: Option<String>,
     pub at: Millis,
 }
+
+/// A cron schedule that creates tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub id: i64,
+    pub name: String,
+    /// Five fields (minute hour day month weekday), or six with seconds first.
+    pub cron: String,
+    /// An IANA time zone, `UTC` by default.
+    pub tz: String,
+    /// The task to create, as the task API's JSON (opaque to the store).
+    pub template: String,
+    /// `skip` or `run_once`: what becomes of runs missed while the hub was down.
+    pub missed: String,
+    pub paused: bool,
+    /// When it fires next; `None` while paused or when the pattern has no future time.
+    pub next_at: Option<Millis>,
+    pub last_at: Option<Millis>,
+    pub last_task: Option<TaskId>,
+    pub created_by: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchedule {
+    pub name: String,
+    pub cron: String,
+    pub tz: String,
+    pub template: String,
+    pub missed: String,
+    pub next_at: Option<Millis>,
+    pub created_by: String,
+}
+
+/// One firing: the next time, and the task to create (none when missed runs are skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing {
+    pub schedule: i64,
+    /// The `next_at` the hub saw: another hub that fired it first wins.
+    pub due: Millis,
+    pub next_at: Option<Millis>,
+    pub task: Option<(TaskId, muster_core::TaskSpec)>,
+    /// What the timeline says about it (`on time`, `3 runs missed while the hub was down; ran once`).
+    pub note: String,
+}

@@ -120,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         cmd: muster_cli::PipelineCmd,
     },
+    /// Cron schedules that create tasks: `schedule add NAME --cron …`, `list`, `show`, `pause`, `resume`, `delete`.
+    Schedule {
+        #[command(subcommand)]
+        cmd: muster_cli::ScheduleCmd,
+    },
     /// Checks that passed for an earlier task on a repository and fail now, with the task and commit that broke them.
     Regressions {
         #[arg(long)]
@@ -288,6 +293,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
         Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
         Command::Pipeline { cmd } => muster_cli::pipeline(&conn, cmd).await,
+        Command::Schedule { cmd } => muster_cli::schedule(&conn, cmd).await,
         Command::Regressions { json } => muster_cli::regressions(&conn, json).await,
         Command::Conflicts { open, json } => muster_cli::conflicts(&conn, open, json).await,
         Command::Locks { json } => muster_cli::locks(&conn, json).await,

@@ -23,6 +23,7 @@ use crate::{
     OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
+use crate::{Firing, NewSchedule, ScheduleRecord};
 use async_trait::async_trait;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
@@ -734,6 +735,48 @@ impl Store for SqliteStore {
 
     async fn regressions(&self, limit: usize) -> Result<Vec<RegressionRecord>> {
         self.read(move |c| ops::regressions(c, limit)).await
+    }
+
+    async fn add_schedule(&self, new: NewSchedule, now: Millis) -> Result<ScheduleRecord> {
+        self.write(move |c| ops::add_schedule(c, new, now)).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.read(ops::schedules).await
+    }
+
+    async fn schedule(&self, key: &str) -> Result<Option<ScheduleRecord>> {
+        let key = key.to_owned();
+        self.read(move |c| ops::schedule(c, &key)).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        key: &str,
+        paused: bool,
+        next_at: Option<Millis>,
+        by: &str,
+        now: Millis,
+    ) -> Result<ScheduleRecord> {
+        let (key, by) = (key.to_owned(), by.to_owned());
+        self.write(move |c| ops::set_schedule_paused(c, &key, paused, next_at, &by, now)).await
+    }
+
+    async fn delete_schedule(&self, key: &str, by: &str, now: Millis) -> Result<ScheduleRecord> {
+        let (key, by) = (key.to_owned(), by.to_owned());
+        self.write(move |c| ops::delete_schedule(c, &key, &by, now)).await
+    }
+
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<ScheduleRecord>> {
+        self.read(move |c| ops::due_schedules(c, now)).await
+    }
+
+    async fn next_schedule_at(&self) -> Result<Option<Millis>> {
+        self.read(ops::next_schedule_at).await
+    }
+
+    async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>> {
+        self.write(move |c| ops::fire_schedule(c, f, now)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

@@ -380,6 +380,24 @@ CREATE TABLE regressions (
     UNIQUE (task_id, name)
 );
 "#,
+    // 25: cron schedules that create tasks.
+    r#"
+CREATE TABLE schedules (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL UNIQUE,
+    cron        TEXT NOT NULL,
+    tz          TEXT NOT NULL,
+    template    TEXT NOT NULL,
+    missed      TEXT NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    next_at     INTEGER,
+    last_at     INTEGER,
+    last_task   TEXT,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX schedules_next ON schedules (paused, next_at);
+"#,
 ];
 
 /// The schema version this build writes.

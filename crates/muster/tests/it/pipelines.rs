@@ -101,3 +101,69 @@ async fn a_bad_pipeline_file_is_refused_whole_with_every_problem_on_its_line() {
     let (code, _, err) = hub.cli(&["pipeline", "run", &path, "--var", "novalue"]).await;
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedules_are_added_listed_paused_resumed_and_deleted_and_bad_ones_refused() {
+    let hub = Hub::start().await;
+    let (code, out, err) = hub
+        .cli(&[
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--missed",
+            "run-once",
+            "--runner",
+            "shell",
+            "--priority",
+            "low",
+            "echo nightly",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("nightly  `30 2 * * *` Europe/Paris  next "), "{out}");
+    let (_, listed, _) = hub.cli(&["schedule", "list"]).await;
+    assert!(listed.contains("nightly") && listed.contains("run-once") && listed.contains("shell"), "{listed}");
+    let (_, shown, _) = hub.cli(&["schedule", "show", "nightly", "--json"]).await;
+    let s: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        (&s["task"]["prompt"], &s["task"]["priority"]),
+        (&serde_json::json!("echo nightly"), &serde_json::json!("low"))
+    );
+    let next = s["next_at"].as_str().unwrap().to_owned();
+    assert!(next.ends_with("T01:30:00.000Z") || next.ends_with("T00:30:00.000Z"), "02:30 in Paris: {next}");
+
+    let (code, out, _) = hub.cli(&["schedule", "pause", "nightly"]).await;
+    assert_eq!((code, out.trim()), (0, "nightly  `30 2 * * *` Europe/Paris  next paused"));
+    let (code, _, err) = hub.cli(&["schedule", "pause", "nightly"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, out, _) = hub.cli(&["schedule", "resume", "nightly"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("next {next}")), "{out}");
+
+    for (args, field) in [
+        (vec!["--cron", "61 * * * *"], "cron"),
+        (vec!["--cron", "0 * * * *", "--tz", "Mars/Olympus"], "Mars/Olympus"),
+        (vec!["--cron", "0 * * * *", "--runner", "nowhere"], "unknown runner"),
+    ] {
+        let mut all = vec!["schedule", "add", "bad"];
+        all.extend(args);
+        all.push("echo x");
+        let (code, _, err) = hub.cli(&all).await;
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    let (code, _, err) = hub.cli(&["schedule", "add", "nightly", "--cron", "@hourly", "--runner", "shell", "x"]).await;
+    assert_eq!(code, 4, "the name is taken: {err}");
+    let (code, out, _) = hub.cli(&["schedule", "delete", "nightly"]).await;
+    assert_eq!((code, out.trim()), (0, "deleted nightly"));
+    let (code, _, _) = hub.cli(&["schedule", "show", "nightly"]).await;
+    assert_eq!(code, 3);
+    let kinds: Vec<String> = hub.events("").await.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    for k in ["schedule.added", "schedule.paused", "schedule.resumed", "schedule.deleted"] {
+        assert!(kinds.iter().any(|x| x == k), "{k}: {kinds:?}");
+    }
+}
