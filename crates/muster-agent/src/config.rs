@@ -229,6 +229,9 @@ pub struct AgentFile {
     pub repos: BTreeMap<String, PathBuf>,
     /// Where a task's repository path (`--repo team/web`) is looked up;
     /// defaults to `workdir`. A path never leads outside it.
+    /// Channels whose posts the agent wants as they happen (logged as they arrive).
+    #[serde(default)]
+    pub channels: Vec<String>,
     pub repos_root: Option<PathBuf>,
     /// No output for this long makes a run `quiet` (default 1m).
     pub quiet_after: Option<String>,
@@ -266,6 +269,8 @@ pub struct AgentConfig {
     pub repos_root: Option<PathBuf>,
     /// The agent's quiet and wedged limits; a runner may override them.
     pub liveness: Liveness,
+    /// Channels it follows: their posts are sent to it as they happen.
+    pub channels: Vec<String>,
 }
 
 impl AgentConfig {

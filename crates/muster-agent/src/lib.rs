@@ -233,6 +233,7 @@ impl Agent {
             runs: self.run_refs(),
             draining: self.draining,
             doctor,
+            channels: self.config.channels.clone(),
         }
     }
 
@@ -526,6 +527,11 @@ impl Agent {
                     let _ = run.stop.send(Some(Stop::Cancel));
                 }
                 None
+            }
+            HubMsg::Message(m) => {
+                // An agent's mailbox is for the people who run it: the log is where they look.
+                tracing::info!(message = m.id, to = %m.to, from = %m.sender, thread = m.thread, body = %m.body, "message");
+                m.to.starts_with("agent:").then(|| AgentMsg::MessageAck { ids: vec![m.id] })
             }
             HubMsg::Asking { task, epoch, asking } => {
                 if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {

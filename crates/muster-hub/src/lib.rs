@@ -15,6 +15,7 @@ mod decisions;
 mod diagnose;
 pub mod http;
 mod loops;
+mod messages;
 mod metrics;
 pub mod pipeline;
 mod pipelines;
@@ -77,6 +78,8 @@ pub(crate) enum Outbound {
 pub(crate) struct Session {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Outbound>,
+    /// Channels whose posts it wants as they happen.
+    pub channels: Vec<String>,
 }
 
 /// A cheap-to-clone handle on the running hub.

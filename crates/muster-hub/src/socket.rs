@@ -88,12 +88,13 @@ fn parse_runs(runs: &[RunRef]) -> Result<Vec<(TaskId, Epoch)>, FieldError> {
 }
 
 /// What a valid `hello` says: the announcement (with only the runners its
-/// doctor passed), every runner it has, the runs to re-attach, and whether
-/// the agent is draining.
-type Hello = (Announce, Vec<RunnerName>, Vec<(TaskId, Epoch)>, bool);
+/// doctor passed), every runner it has, the runs to re-attach, whether the
+/// agent is draining, and the channels it follows.
+type Hello = (Announce, Vec<RunnerName>, Vec<(TaskId, Epoch)>, bool, Vec<String>);
 
 fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
-    let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining, doctor } = msg else {
+    let AgentMsg::Hello { protocol, version, capabilities, runners, slots, runs, draining, doctor, channels } = msg
+    else {
         return Err(FieldError { field: "type".into(), reason: "the first message must be `hello`".into() });
     };
     if protocol != PROTOCOL_VERSION {
@@ -118,7 +119,10 @@ fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
         version,
         doctor: doctor.as_ref().map(to_json),
     };
-    Ok((announce, all, parse_runs(&runs)?, draining))
+    for c in &channels {
+        muster_store::check_channel_name(c)?;
+    }
+    Ok((announce, all, parse_runs(&runs)?, draining, channels))
 }
 
 async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
@@ -134,7 +138,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         Ok(_) => Err(FieldError { field: String::new(), reason: "expected a `hello` text frame".into() }),
         Err(_) => Err(FieldError { field: String::new(), reason: "no `hello` within 10 s".into() }),
     };
-    let (announce, all_runners, runs, mut draining) = match hello {
+    let (announce, all_runners, runs, mut draining, channels) = match hello {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(agent = %name, error = %e, "agent handshake refused");
@@ -165,7 +169,9 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                 let _ = tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
             }
             _ => {
-                if let Some(old) = sessions.insert(name.clone(), Session { id: session_id, tx }) {
+                if let Some(old) =
+                    sessions.insert(name.clone(), Session { id: session_id, tx, channels: channels.clone() })
+                {
                     let _ = old.tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
                 }
             }
@@ -188,6 +194,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             conn.set_draining(draining).await;
         }
         conn.reattach(&runs).await;
+        hub.deliver_mail(&name).await;
         hub.wake_dispatcher();
         let mut offline_after = live.offline_after();
         // Only what the agent sends proves it alive; the hub's own sends do not.
@@ -384,6 +391,11 @@ impl Conn {
                         self.hub.shared.output.send_modify(|n| *n += 1);
                     }
                     Err(e) => self.refused(&id, epoch, "output", e).await,
+                }
+            }
+            AgentMsg::MessageAck { ids } => {
+                if let Err(e) = store.mark_delivered(&self.name, ids, now).await {
+                    tracing::error!(agent = %self.name, error = %e, "cannot mark messages delivered");
                 }
             }
             AgentMsg::Files { task, epoch, files } => {

@@ -1233,3 +1233,49 @@ pub struct ScheduleView {
     pub created_by: String,
     pub created_at: String,
 }
+
+/// `POST /api/v1/messages` (and `/ctl/messages` from a run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSend {
+    /// `agent:NAME`, `task:ID` or `channel:NAME`.
+    pub to: String,
+    pub body: String,
+    /// A message this answers: the reply joins its thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub to: String,
+    pub sender: String,
+    pub body: String,
+    pub thread: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+}
+
+/// `POST /api/v1/channels`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelAdd {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelView {
+    pub name: String,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub messages: u64,
+}

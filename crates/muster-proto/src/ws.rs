@@ -67,6 +67,13 @@ pub enum AgentMsg {
         /// The agent's doctor results; runners that failed are not dispatched to.
         #[serde(default)]
         doctor: Option<DoctorReport>,
+        /// Channels whose posts this agent wants as they happen.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        channels: Vec<String>,
+    },
+    /// These messages arrived; the hub marks them delivered.
+    MessageAck {
+        ids: Vec<i64>,
     },
     Heartbeat {
         runs: Vec<RunRef>,
@@ -307,6 +314,8 @@ pub enum HubMsg {
         epoch: u64,
         asking: bool,
     },
+    /// A message for this agent (its mailbox), or a post in a channel it follows.
+    Message(Box<crate::api::MessageView>),
     /// The hub no longer recognises this run: kill it and do not report it.
     Drop {
         task: String,

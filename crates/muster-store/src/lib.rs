@@ -321,6 +321,27 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the firing's task and moves the schedule on, together; `None`
     /// when it was no longer due as `f.due` says.
     async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>>;
+    async fn create_channel(&self, name: &str, description: &str, by: &str, now: Millis) -> Result<ChannelRecord>;
+    async fn channels(&self) -> Result<Vec<ChannelRecord>>;
+    /// Stores a message for an agent, a task or a channel (`reply_to` joins its thread).
+    async fn send_message(
+        &self,
+        to: &Recipient,
+        sender: &str,
+        body: &str,
+        reply_to: Option<i64>,
+        now: Millis,
+    ) -> Result<MessageRecord>;
+    async fn messages(
+        &self,
+        to: &Recipient,
+        thread: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>>;
+    async fn undelivered(&self, agent: &AgentName) -> Result<Vec<MessageRecord>>;
+    async fn mark_delivered(&self, agent: &AgentName, ids: Vec<i64>, now: Millis) -> Result<u64>;
+    async fn mark_read(&self, task: &TaskId, upto: i64, now: Millis) -> Result<()>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

@@ -936,3 +936,81 @@ pub struct Firing {
     /// What the timeline says about it (`on time`, `3 runs missed while the hub was down; ran once`).
     pub note: String,
 }
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// An agent's mailbox: delivered over its socket when it is connected.
+    Agent(AgentName),
+    /// A task's mailbox: its runs read it with `muster ctl msg read`.
+    Task(TaskId),
+    /// A named channel, with history.
+    Channel(String),
+}
+
+impl Recipient {
+    /// `agent:NAME`, `task:ID` or `channel:NAME`.
+    pub fn parse(s: &str) -> std::result::Result<Recipient, muster_core::Invalid> {
+        let bad = || muster_core::Invalid::new("to", format!("{s:?}: expected agent:NAME, task:ID or channel:NAME"));
+        let (kind, name) = s.split_once(':').ok_or_else(bad)?;
+        Ok(match kind {
+            "agent" => Recipient::Agent(AgentName::parse(name).map_err(|_| bad())?),
+            "task" => Recipient::Task(TaskId::parse(name).map_err(|_| bad())?),
+            "channel" => {
+                check_channel_name(name)?;
+                Recipient::Channel(name.to_owned())
+            }
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::Agent(a) => write!(f, "agent:{a}"),
+            Recipient::Task(t) => write!(f, "task:{t}"),
+            Recipient::Channel(c) => write!(f, "channel:{c}"),
+        }
+    }
+}
+
+/// A channel name: 1 to 64 lowercase letters, digits, `-`, `_` or `.`.
+pub fn check_channel_name(name: &str) -> std::result::Result<(), muster_core::Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(muster_core::Invalid::new("channel", format!("{name:?}: 1 to 64 lowercase letters, digits, -, _ or .")))
+    }
+}
+
+/// Longest message body, in bytes.
+pub const MAX_MESSAGE: usize = 16 << 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub to: Recipient,
+    pub sender: String,
+    pub body: String,
+    /// The first message of its thread (itself, when it starts one).
+    pub thread: i64,
+    pub reply_to: Option<i64>,
+    pub created_at: Millis,
+    /// For an agent's mailbox: when its socket took it.
+    pub delivered_at: Option<Millis>,
+    /// For a task's mailbox: when a run read it.
+    pub read_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub name: String,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: Millis,
+    pub messages: u64,
+}

@@ -120,6 +120,16 @@ enum Command {
         #[command(subcommand)]
         cmd: muster_cli::PipelineCmd,
     },
+    /// Messages to an agent's or a task's mailbox: `msg send --to agent:NAME|task:ID TEXT`, `msg read --to …`.
+    Msg {
+        #[command(subcommand)]
+        cmd: muster_cli::MsgCmd,
+    },
+    /// Channels: named topics with history and threads (`channel create|list|post|tail`).
+    Channel {
+        #[command(subcommand)]
+        cmd: muster_cli::ChannelCmd,
+    },
     /// Cron schedules that create tasks: `schedule add NAME --cron …`, `list`, `show`, `pause`, `resume`, `delete`.
     Schedule {
         #[command(subcommand)]
@@ -293,6 +303,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
         Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
         Command::Pipeline { cmd } => muster_cli::pipeline(&conn, cmd).await,
+        Command::Msg { cmd } => muster_cli::msg(&conn, cmd).await,
+        Command::Channel { cmd } => muster_cli::channel(&conn, cmd).await,
         Command::Schedule { cmd } => muster_cli::schedule(&conn, cmd).await,
         Command::Regressions { json } => muster_cli::regressions(&conn, json).await,
         Command::Conflicts { open, json } => muster_cli::conflicts(&conn, open, json).await,

@@ -228,6 +228,7 @@ fn agent_config(
         repos,
         repos_root,
         liveness: muster_agent::Liveness::default().with(file.quiet_after.as_deref(), file.wedged_after.as_deref())?,
+        channels: file.channels.clone(),
     };
     config.validate()?;
     Ok(config)

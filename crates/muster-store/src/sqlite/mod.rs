@@ -22,6 +22,7 @@ use crate::{
     EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
     OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
+use crate::{ChannelRecord, MessageRecord, Recipient};
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
 use crate::{Firing, NewSchedule, ScheduleRecord};
 use async_trait::async_trait;
@@ -777,6 +778,53 @@ impl Store for SqliteStore {
 
     async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>> {
         self.write(move |c| ops::fire_schedule(c, f, now)).await
+    }
+
+    async fn create_channel(&self, name: &str, description: &str, by: &str, now: Millis) -> Result<ChannelRecord> {
+        let (name, description, by) = (name.to_owned(), description.to_owned(), by.to_owned());
+        self.write(move |c| ops::create_channel(c, &name, &description, &by, now)).await
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>> {
+        self.read(ops::channels).await
+    }
+
+    async fn send_message(
+        &self,
+        to: &Recipient,
+        sender: &str,
+        body: &str,
+        reply_to: Option<i64>,
+        now: Millis,
+    ) -> Result<MessageRecord> {
+        let (to, sender, body) = (to.clone(), sender.to_owned(), body.to_owned());
+        self.write(move |c| ops::send_message(c, &to, &sender, &body, reply_to, now)).await
+    }
+
+    async fn messages(
+        &self,
+        to: &Recipient,
+        thread: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        let to = to.clone();
+        self.read(move |c| ops::messages(c, &to, thread, after, limit)).await
+    }
+
+    async fn undelivered(&self, agent: &AgentName) -> Result<Vec<MessageRecord>> {
+        let agent = agent.clone();
+        self.read(move |c| ops::undelivered(c, &agent)).await
+    }
+
+    async fn mark_delivered(&self, agent: &AgentName, ids: Vec<i64>, now: Millis) -> Result<u64> {
+        let agent = agent.clone();
+        self.write(move |c| ops::mark_delivered(c, &agent, &ids, now)).await
+    }
+
+    async fn mark_read(&self, task: &TaskId, upto: i64, now: Millis) -> Result<()> {
+        let task = task.clone();
+        self.write(move |c| ops::mark_read(c, &task, upto, now)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

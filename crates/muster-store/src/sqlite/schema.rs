@@ -398,6 +398,28 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_next ON schedules (paused, next_at);
 "#,
+    // 26: messages to agents, tasks and channels.
+    r#"
+CREATE TABLE channels (
+    name         TEXT PRIMARY KEY,
+    description  TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient     TEXT NOT NULL,
+    sender        TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    thread        INTEGER NOT NULL,
+    reply_to      INTEGER,
+    created_at    INTEGER NOT NULL,
+    delivered_at  INTEGER,
+    read_at       INTEGER
+);
+CREATE INDEX messages_recipient ON messages (recipient, id);
+CREATE INDEX messages_created ON messages (created_at);
+"#,
 ];
 
 /// The schema version this build writes.

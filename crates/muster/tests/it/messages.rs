@@ -1,0 +1,79 @@
+//! Messages: mailboxes held until their agent connects, a task's mailbox
+//! read from inside its run, and channels with history and threads.
+
+use crate::harness::Hub;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_for_an_offline_agent_arrives_when_it_connects() {
+    let hub = Hub::start().await;
+    let token = hub.add_agent("w", &[]).await;
+    let (code, out, err) = hub.cli(&["msg", "send", "--to", "agent:w", "rotate your credentials tonight"]).await;
+    assert_eq!(code, 0, "{err}");
+    let id: i64 = out.trim().trim_start_matches('#').parse().unwrap();
+    let (_, mailbox, _) = hub.cli(&["msg", "read", "--to", "agent:w"]).await;
+    assert!(mailbox.contains("[waiting]: rotate your credentials tonight"), "held while it is offline: {mailbox}");
+
+    let _agent = hub.spawn_agent(("w", &token), 1, &[]);
+    let delivered = hub
+        .wait_until("the mail to be delivered", || async {
+            hub.events("agent=w").await.into_iter().find(|e| e["kind"] == "message.delivered")
+        })
+        .await;
+    assert_eq!(delivered["detail"], format!("#{id} to agent:w"));
+    let (_, mailbox, _) = hub.cli(&["msg", "read", "--to", "agent:w", "--json"]).await;
+    let m: serde_json::Value = serde_json::from_str(mailbox.lines().next().unwrap()).unwrap();
+    assert!(m["delivered_at"].is_string(), "{m}");
+    // While it is connected, mail goes to it at once.
+    let (_, out, _) = hub.cli(&["msg", "send", "--to", "agent:w", "--reply-to", &id.to_string(), "done?"]).await;
+    let second = out.trim().to_owned();
+    hub.wait_until("the second to be delivered", || async {
+        hub.events("agent=w").await.into_iter().find(|e| e["detail"] == format!("{second} to agent:w"))
+    })
+    .await;
+    let (code, _, err) = hub.cli(&["msg", "send", "--to", "agent:nobody", "x"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = hub.cli(&["msg", "send", "--to", "robot:w", "x"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("agent:NAME, task:ID or channel:NAME"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_reads_its_mailbox_and_posts_to_a_channel_with_threads() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let (code, _, err) = hub.cli(&["channel", "create", "deploys", "--description", "who deploys what"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = hub.cli(&["channel", "create", "deploys"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, out, _) = hub.cli(&["channel", "post", "deploys", "staging is frozen until 18:00"]).await;
+    assert_eq!(code, 0);
+    let root = out.trim().trim_start_matches('#').to_owned();
+
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "{bin} ctl msg read --wait 60s\n{bin} ctl msg send --to channel:deploys --reply-to {root} 'deploying after the freeze'"
+    );
+    let id = hub.shell_task(&script).await;
+    hub.wait_state(&id, &["running"]).await;
+    let (code, _, err) = hub.cli(&["msg", "send", "--to", &format!("task:{id}"), "go ahead at 18:05"]).await;
+    assert_eq!(code, 0, "{err}");
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let out = hub.output(&id).await;
+    assert!(out.contains(" admin ") && out.contains(": go ahead at 18:05"), "the run read its mail: {out}");
+    let (_, mailbox, _) = hub.cli(&["msg", "read", "--to", &format!("task:{id}")]).await;
+    assert!(mailbox.contains("[read]"), "{mailbox}");
+
+    let (_, tail, _) = hub.cli(&["channel", "tail", "deploys", "--thread", &root]).await;
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail}");
+    assert!(lines[0].contains("admin: staging is frozen"), "{tail}");
+    assert!(lines[1].contains(&format!("task:{id} (in #{root}): deploying after the freeze")), "{tail}");
+    let (_, listed, _) = hub.cli(&["channel", "list"]).await;
+    assert!(listed.contains("deploys") && listed.contains("who deploys what"), "{listed}");
+    let (status, body) = hub.post("/messages", json!({ "to": "channel:nowhere", "body": "x" })).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = hub.post("/messages", json!({ "to": "channel:deploys", "body": "" })).await;
+    assert_eq!((status, &body["field"]), (400, &json!("body")), "{body}");
+}
