@@ -1816,6 +1816,18 @@ pub enum CtlCmd {
         #[command(subcommand)]
         cmd: CtlMsgCmd,
     },
+    /// Create a follow-up task, with every `muster task add` option (at most
+    /// 20 per task, 5 deep): `ctl task add --runner shell 'make docs'`.
+    Task {
+        #[command(subcommand)]
+        cmd: CtlTaskCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlTaskCmd {
+    /// Queue a follow-up task; prints its id.
+    Add(Box<TaskAddArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -1948,6 +1960,16 @@ pub async fn ctl(cmd: CtlCmd) -> CliResult {
                     println!("{}", message_line(m));
                 }
             }
+            Ok(())
+        }
+        CtlCmd::Task { cmd: CtlTaskCmd::Add(args) } => {
+            let json = args.json;
+            let submit = task_submit(*args)?;
+            let created: TaskCreated = client.post("/ctl/tasks", &submit).await?;
+            if json {
+                return print_json(&created.task);
+            }
+            println!("{}", created.task.id);
             Ok(())
         }
         CtlCmd::Decisions { json } => {

@@ -160,6 +160,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/messages", post(crate::messages::send).get(crate::messages::list))
         .route("/channels", post(crate::messages::create_channel).get(crate::messages::channels))
         .route("/ctl/messages", post(crate::messages::ctl_send).get(crate::messages::ctl_read))
+        .route("/ctl/tasks", post(ctl_create_task))
         .route("/schedules", post(crate::schedules::add).get(crate::schedules::list))
         .route("/schedules/{key}", get(crate::schedules::show).delete(crate::schedules::delete))
         .route("/schedules/{key}/pause", post(crate::schedules::pause))
@@ -893,12 +894,9 @@ pub(crate) fn new_task_id(now: Millis) -> ApiResult<TaskId> {
     Ok(TaskId::from_parts(now.0, u128::from_le_bytes(buf)))
 }
 
-async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    hub.admin(&headers).await?;
-    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
-    }
-    let submit: TaskSubmit = from_json(&body)?;
+/// A submitted task as the hub accepts it: defaults filled in, its runners
+/// (own, shadow, fallback) known, and approval applied.
+fn checked_spec(hub: &Hub, submit: TaskSubmit) -> ApiResult<(muster_core::TaskSpec, Vec<RunnerName>)> {
     let shadows = submit
         .shadow
         .iter()
@@ -935,6 +933,16 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
             ));
         }
     }
+    Ok((spec, shadows))
+}
+
+async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    hub.admin(&headers).await?;
+    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
+    }
+    let submit: TaskSubmit = from_json(&body)?;
+    let (spec, shadows) = checked_spec(&hub, submit)?;
     let now = hub.now();
     let created = hub.shared.store.create_task(new_task_id(now)?, spec, now).await?;
     if created.created {
@@ -1549,4 +1557,24 @@ async fn regressions(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
         })
         .collect();
     Ok(json(StatusCode::OK, &view))
+}
+
+/// `POST /api/v1/ctl/tasks`: a run creates a follow-up task (at most 20 per
+/// task, 5 deep; no shadows).
+async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let (parent, epoch) = hub.task_caller(&headers).await?;
+    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
+    }
+    let submit: TaskSubmit = from_json(&body)?;
+    if !submit.shadow.is_empty() {
+        return Err(ApiError::bad("shadow", "a follow-up task has no shadows"));
+    }
+    let (spec, _) = checked_spec(&hub, submit)?;
+    let now = hub.now();
+    let created = hub.shared.store.create_followup(&parent, epoch, new_task_id(now)?, spec, now).await?;
+    tracing::info!(parent = %parent, task_id = %created.task.id, "a run created a follow-up task");
+    hub.wake_dispatcher();
+    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &TaskCreated { created: created.created, task: TaskView::from_task(&created.task) }))
 }

@@ -342,6 +342,15 @@ pub trait Store: Send + Sync + 'static {
     async fn undelivered(&self, agent: &AgentName) -> Result<Vec<MessageRecord>>;
     async fn mark_delivered(&self, agent: &AgentName, ids: Vec<i64>, now: Millis) -> Result<u64>;
     async fn mark_read(&self, task: &TaskId, upto: i64, now: Millis) -> Result<()>;
+    /// A run creates a follow-up task (within limits: 20 per task, 5 deep).
+    async fn create_followup(
+        &self,
+        parent: &TaskId,
+        epoch: Epoch,
+        id: TaskId,
+        spec: TaskSpec,
+        now: Millis,
+    ) -> Result<Created>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

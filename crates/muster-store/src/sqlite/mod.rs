@@ -827,6 +827,18 @@ impl Store for SqliteStore {
         self.write(move |c| ops::mark_read(c, &task, upto, now)).await
     }
 
+    async fn create_followup(
+        &self,
+        parent: &TaskId,
+        epoch: Epoch,
+        id: TaskId,
+        spec: TaskSpec,
+        now: Millis,
+    ) -> Result<Created> {
+        let parent = parent.clone();
+        self.write(move |c| ops::create_followup(c, &parent, epoch, id, spec, now)).await
+    }
+
     fn set_breaker_policy(&self, policy: Policy) {
         *self.shared.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
     }

@@ -2101,10 +2101,21 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
                 break;
             }
             bytes += output_bytes_of(c, id)?;
-            for table in ["output", "steps", "attempts", "task_caps", "task_deps", "locks", "lock_waits", "task_files"]
-            {
+            for table in [
+                "output",
+                "steps",
+                "attempts",
+                "task_caps",
+                "task_deps",
+                "locks",
+                "lock_waits",
+                "task_files",
+                "check_results",
+                "decisions",
+            ] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
+            c.prepare_cached("DELETE FROM followups WHERE child = ?1 OR parent = ?1")?.execute([id])?;
             c.prepare_cached("DELETE FROM task_deps WHERE dep_id = ?")?.execute([id])?;
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;
             p.tasks += 1;
@@ -3752,6 +3763,56 @@ pub fn mark_read(c: &Connection, task: &TaskId, upto: i64, now: Millis) -> Resul
     c.prepare_cached("UPDATE messages SET read_at = ? WHERE recipient = ? AND id <= ? AND read_at IS NULL")?
         .execute(params![now.0, Recipient::Task(task.clone()).to_string(), upto])?;
     Ok(())
+}
+
+// -- follow-up tasks -------------------------------------------------------------
+
+/// Most tasks one task's runs may create, and how deep a chain of them may go.
+pub const MAX_FOLLOWUPS: i64 = 20;
+pub const MAX_FOLLOWUP_DEPTH: i64 = 5;
+
+/// A run creates a task for later work; it must hold its task's lease, and
+/// the limits keep a run from flooding the queue or recursing for ever.
+pub fn create_followup(
+    c: &Connection,
+    parent: &TaskId,
+    epoch: Epoch,
+    id: TaskId,
+    spec: TaskSpec,
+    now: Millis,
+) -> Result<Created> {
+    let task = load_task(c, parent)?;
+    if !(task.state.is_leased() && task.lease.as_ref().is_some_and(|l| l.epoch == epoch)) {
+        return Err(refused(muster_core::Refused::StaleEpoch { current: task.epoch, got: epoch }));
+    }
+    let made: i64 = c
+        .prepare_cached("SELECT count(*) FROM followups WHERE parent = ?")?
+        .query_row([parent.as_str()], |r| r.get(0))?;
+    if made >= MAX_FOLLOWUPS {
+        return Err(StoreError::Conflict(format!("{parent} has created {made} tasks, the most a task may")));
+    }
+    let depth: i64 = c
+        .prepare_cached("SELECT depth FROM followups WHERE child = ?")?
+        .query_row([parent.as_str()], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0)
+        + 1;
+    if depth > MAX_FOLLOWUP_DEPTH {
+        return Err(StoreError::Conflict(format!(
+            "{parent} is itself {} tasks deep in follow-ups; at most {MAX_FOLLOWUP_DEPTH}",
+            depth - 1
+        )));
+    }
+    let created = create_task(c, id, spec, now)?;
+    if created.created {
+        c.prepare_cached("INSERT INTO followups (child, parent, depth) VALUES (?, ?, ?)")?.execute(params![
+            created.task.id.as_str(),
+            parent.as_str(),
+            depth
+        ])?;
+        task_event(c, now, "task.followup", &task, Some(&format!("created {}", created.task.id)))?;
+    }
+    Ok(created)
 }
 
 #[cfg(test)]

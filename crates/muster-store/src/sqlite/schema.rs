@@ -420,6 +420,15 @@ CREATE TABLE messages (
 CREATE INDEX messages_recipient ON messages (recipient, id);
 CREATE INDEX messages_created ON messages (created_at);
 "#,
+    // 27: tasks a run created for its own task.
+    r#"
+CREATE TABLE followups (
+    child   TEXT PRIMARY KEY,
+    parent  TEXT NOT NULL,
+    depth   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX followups_parent ON followups (parent);
+"#,
 ];
 
 /// The schema version this build writes.

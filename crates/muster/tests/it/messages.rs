@@ -77,3 +77,28 @@ async fn a_run_reads_its_mailbox_and_posts_to_a_channel_with_threads() {
     let (status, body) = hub.post("/messages", json!({ "to": "channel:deploys", "body": "" })).await;
     assert_eq!((status, &body["field"]), (400, &json!("body")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_queues_follow_up_tasks_within_limits() {
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    // The parent queues one follow-up, then tries 25 more: 20 in all are allowed.
+    let script = format!(
+        "{bin} ctl task add --runner shell --priority high 'echo follow-up' > first\n\
+         for i in $(seq 25); do {bin} ctl task add --runner shell \"echo more $i\" >/dev/null 2>>refused || true; done\n\
+         cat first\ntail -n 1 refused"
+    );
+    let parent = hub.shell_task(&script).await;
+    let task = hub.wait_state(&parent, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let out = hub.output(&parent).await;
+    let child = out.lines().next().unwrap().trim().to_owned();
+    assert!(child.starts_with("t_"), "{out}");
+    assert!(out.contains(&format!("{parent} has created 20 tasks, the most a task may")), "{out}");
+    let child_task = hub.wait_state(&child, &["succeeded", "failed"]).await;
+    assert_eq!((&child_task["state"], &child_task["priority"]), (&json!("succeeded"), &json!("high")));
+    let followups =
+        hub.events(&format!("task={parent}")).await.into_iter().filter(|e| e["kind"] == "task.followup").count();
+    assert_eq!(followups, 20);
+}
