@@ -1854,9 +1854,36 @@ pub enum CtlMsgCmd {
     },
 }
 
-/// `muster ctl ...`: what a run does for its own task, with the task token
-/// its agent gave it (`MUSTER_TASK_TOKEN`, and `MUSTER_URL`).
-pub async fn ctl(cmd: CtlCmd) -> CliResult {
+/// Asks a person for the run's task; unless it parks, waits for the answer.
+/// Errors: nobody answered in time without a default (exit 9), or it was withdrawn (exit 4).
+pub async fn ask(client: &Client, req: &muster_proto::api::CtlAsk) -> CliResult<muster_proto::api::DecisionView> {
+    let asked: muster_proto::api::DecisionView = client.post("/ctl/decisions", req).await?;
+    if req.park {
+        return Ok(asked);
+    }
+    eprintln!("asked as decision #{}; waiting for a person (muster decide {} OPTION)", asked.id, asked.id);
+    loop {
+        let d: muster_proto::api::DecisionView =
+            client.get_waiting(&format!("/ctl/decisions/{}?wait=60s", asked.id), Duration::from_secs(60)).await?;
+        match d.state.as_str() {
+            "open" => continue,
+            "answered" | "auto_resolved" => return Ok(d),
+            "timed_out" => {
+                return Err(CliError::new(
+                    exit::DECISION_TIMEOUT,
+                    format!(
+                        "decision #{}: nobody answered in time and there is no default; the task fails (decision_timeout)",
+                        d.id
+                    ),
+                ));
+            }
+            other => return Err(CliError::new(exit::CONFLICT, format!("decision #{} was {other}", d.id))),
+        }
+    }
+}
+
+/// The client a run uses: its task token and the hub's address from its environment.
+pub fn run_client() -> CliResult<Client> {
     let token = std::env::var("MUSTER_TASK_TOKEN").ok().filter(|t| !t.is_empty()).ok_or_else(|| {
         CliError::new(
             exit::AUTH,
@@ -1864,7 +1891,13 @@ pub async fn ctl(cmd: CtlCmd) -> CliResult {
         )
     })?;
     let url = std::env::var("MUSTER_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let client = Client::new(&url, &token)?;
+    Client::new(&url, &token)
+}
+
+/// `muster ctl ...`: what a run does for its own task, with the task token
+/// its agent gave it (`MUSTER_TASK_TOKEN`, and `MUSTER_URL`).
+pub async fn ctl(cmd: CtlCmd) -> CliResult {
+    let client = run_client()?;
     match cmd {
         CtlCmd::Note { text } => {
             let text = if text == "-" {
@@ -1897,44 +1930,19 @@ pub async fn ctl(cmd: CtlCmd) -> CliResult {
                 default,
                 timeout: timeout.map(DurationValue::Text),
                 park,
+                permission: false,
             };
-            let asked: muster_proto::api::DecisionView = client.post("/ctl/decisions", &req).await?;
+            let d = ask(&client, &req).await?;
             if park {
-                println!("#{}", asked.id);
-                eprintln!(
-                    "asked as decision #{}: stop this run now; the task runs again once it is answered",
-                    asked.id
-                );
+                println!("#{}", d.id);
+                eprintln!("asked as decision #{}: stop this run now; the task runs again once it is answered", d.id);
                 return Ok(());
             }
-            eprintln!("asked as decision #{}; waiting for a person (muster decide {} OPTION)", asked.id, asked.id);
-            let wait = Duration::from_secs(60);
-            loop {
-                let d: muster_proto::api::DecisionView =
-                    client.get_waiting(&format!("/ctl/decisions/{}?wait=60s", asked.id), wait).await?;
-                match d.state.as_str() {
-                    "open" => continue,
-                    "answered" | "auto_resolved" => {
-                        if let Some(note) = &d.note {
-                            eprintln!("note from {}: {note}", d.answered_by.as_deref().unwrap_or("?"));
-                        }
-                        println!("{}", d.answer.unwrap_or_default());
-                        return Ok(());
-                    }
-                    "timed_out" => {
-                        return Err(CliError::new(
-                            exit::DECISION_TIMEOUT,
-                            format!(
-                                "decision #{}: nobody answered in time and there is no default; the task fails (decision_timeout)",
-                                d.id
-                            ),
-                        ));
-                    }
-                    other => {
-                        return Err(CliError::new(exit::CONFLICT, format!("decision #{} was {other}", d.id)));
-                    }
-                }
+            if let Some(note) = &d.note {
+                eprintln!("note from {}: {note}", d.answered_by.as_deref().unwrap_or("?"));
             }
+            println!("{}", d.answer.unwrap_or_default());
+            Ok(())
         }
         CtlCmd::Msg { cmd: CtlMsgCmd::Send { to, text, reply_to } } => {
             let req = muster_proto::api::MessageSend { to, body: read_text(text)?, reply_to };

@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod explain;
+pub mod mcp;
 mod table;
 
 pub use client::{CliError, Client};

@@ -164,13 +164,22 @@ pub(crate) async fn answer(
 pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (task, epoch) = hub.task_caller(&headers).await?;
     let req: CtlAsk = from_json(&body)?;
+    let (options, answerers) = if req.permission {
+        if req.park {
+            return Err(ApiError::bad("park", "a permission prompt waits for its answer"));
+        }
+        let approvers = hub.shared.runtime.borrow().approvers.iter().cloned().collect();
+        (vec!["allow".to_owned(), "deny".to_owned()], approvers)
+    } else {
+        (req.options, Vec::new())
+    };
     let new = NewDecision {
         task: task.clone(),
         question: req.question,
-        options: req.options,
+        options,
         default: req.default,
         timeout: timeout(req.timeout.as_ref())?,
-        answerers: Vec::new(),
+        answerers,
         raised_by: format!("the run of {task}"),
         epoch: Some(epoch),
         park: req.park,

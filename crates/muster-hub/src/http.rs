@@ -1162,14 +1162,29 @@ async fn skip_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
     operate(&hub, &id, muster_store::TaskOp::Skip { reason: body.reason }, &by.name).await
 }
 
+/// Refuses a token that `approval.approvers` does not name (when it names any).
+pub(crate) fn check_approver(hub: &Hub, by: &str) -> ApiResult<()> {
+    let approvers = hub.shared.runtime.borrow().approvers.clone();
+    if !approvers.is_empty() && !approvers.contains(by) {
+        let names: Vec<&str> = approvers.iter().map(String::as_str).collect();
+        return Err(ApiError::Forbidden(format!(
+            "only {} may approve (approval.approvers); this token is {by}",
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 async fn approve_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let by = hub.admin(&headers).await?;
+    check_approver(&hub, &by.name)?;
     let id = task_id(&id)?;
     operate(&hub, &id, muster_store::TaskOp::Approve, &by.name).await
 }
 
 async fn reject_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let by = hub.admin(&headers).await?;
+    check_approver(&hub, &by.name)?;
     let id = task_id(&id)?;
     let body: muster_proto::api::TaskReject = from_json(&body)?;
     operate(&hub, &id, muster_store::TaskOp::Reject { reason: body.reason }, &by.name).await

@@ -52,6 +52,9 @@ pub struct Runtime {
     pub budget_daily_per_runner: BTreeMap<RunnerName, u64>,
     /// Runners whose tasks always wait for a person's approval.
     pub approval_runners: std::collections::BTreeSet<RunnerName>,
+    /// Token names that may approve tasks and answer agents' permission
+    /// prompts; empty: any admin token.
+    pub approvers: std::collections::BTreeSet<String>,
 }
 
 impl Default for Runtime {
@@ -72,6 +75,7 @@ impl Default for Runtime {
             budget_daily: None,
             budget_daily_per_runner: BTreeMap::new(),
             approval_runners: std::collections::BTreeSet::new(),
+            approvers: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -166,6 +170,18 @@ impl Runtime {
                 }
                 self.approval_runners = set;
             }
+            Kind::Names => {
+                let mut set = std::collections::BTreeSet::new();
+                if !matches!(text, "" | "any") {
+                    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        if name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                            return Err(bad(format!("{name:?} is not a token name")));
+                        }
+                        set.insert(name.to_owned());
+                    }
+                }
+                self.approvers = set;
+            }
             Kind::Runner => {
                 self.default_runner = match text {
                     "" | "none" => None,
@@ -186,6 +202,8 @@ impl Runtime {
             Kind::Age => off(*spec.age(self)),
             Kind::Count { .. } => spec.count(self).to_string(),
             Kind::Runner => self.default_runner.as_ref().map_or_else(|| "none".to_owned(), |r| r.to_string()),
+            Kind::Names if self.approvers.is_empty() => "any".to_owned(),
+            Kind::Names => self.approvers.iter().cloned().collect::<Vec<_>>().join(","),
             Kind::Runners if self.approval_runners.is_empty() => "none".to_owned(),
             Kind::Runners => self.approval_runners.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
             Kind::Money => self.budget_daily.map_or_else(|| "off".to_owned(), |m| format!("{}", m as f64 / 1e6)),
@@ -250,6 +268,8 @@ enum Kind {
     Runner,
     /// Runner names, as `claude,codex`, or `none`.
     Runners,
+    /// Token names, as `alice,lead`, or `any`.
+    Names,
     /// US dollars, or `off`.
     Money,
     /// `RUNNER=DOLLARS,...`, or `off`.
@@ -326,6 +346,11 @@ const KEYS: &[Key] = &[
         name: "approval.runners",
         kind: Kind::Runners,
         description: "runners whose tasks always wait for a person's approval (muster approve), as claude,codex; none",
+    },
+    Key {
+        name: "approval.approvers",
+        kind: Kind::Names,
+        description: "token names that may approve tasks and answer agents' permission prompts, as alice,lead; any",
     },
     Key {
         name: "budget.daily",

@@ -1084,6 +1084,10 @@ pub struct CtlAsk {
     /// again with the answer.
     #[serde(default)]
     pub park: bool,
+    /// A coding agent's permission prompt: answered `allow` or `deny`, only
+    /// by the tokens `approval.approvers` names.
+    #[serde(default)]
+    pub permission: bool,
 }
 
 /// `POST /api/v1/decisions/{id}/answer`.

@@ -167,6 +167,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inside a run: a Model Context Protocol server over stdio whose tools act for the run's task
+    /// (note, lock, unlock, ask, send_message, read_messages, create_task, permission_prompt).
+    Mcp,
     /// Approve a task pending approval: it joins the queue.
     Approve {
         id: String,
@@ -313,6 +316,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,
         Command::Approve { id, json } => muster_cli::approve(&conn, &id, json).await,
         Command::Ctl { cmd } => muster_cli::ctl(cmd).await,
+        Command::Mcp => muster_cli::mcp::serve().await,
         Command::Reject { id, reason, json } => muster_cli::reject(&conn, &id, reason, json).await,
         Command::Shadow { cmd } => muster_cli::shadow(&conn, cmd).await,
         Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,

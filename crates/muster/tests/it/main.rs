@@ -20,6 +20,7 @@ mod docs;
 mod lifecycle;
 mod liveness;
 mod logs;
+mod mcp;
 mod messages;
 mod operate;
 mod pipelines;
