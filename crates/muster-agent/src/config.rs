@@ -31,7 +31,7 @@ pub enum Format {
 
 /// Tools the built-in Claude Code runner may use without asking. Claude Code
 /// refuses `--dangerously-skip-permissions` as root; a list works for everyone.
-pub const CLAUDE_TOOLS: &str = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite";
+pub const CLAUDE_TOOLS: &str = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite,mcp__muster";
 
 /// A runner profile: how to start one kind of agent.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +130,12 @@ impl RunnerProfile {
                     "--verbose",
                     "--allowedTools",
                     CLAUDE_TOOLS,
+                    // Muster's own tools (locks, decisions, messages), and a
+                    // person's answer for any tool not allowed above.
+                    "--mcp-config",
+                    "{mcp_config}",
+                    "--permission-prompt-tool",
+                    "mcp__muster__permission_prompt",
                 ]),
                 prompt: PromptMode::Stdin,
                 env: env(&[

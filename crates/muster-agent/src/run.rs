@@ -191,6 +191,23 @@ pub async fn execute(
     {
         return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
     }
+    // `{mcp_config}`: a file naming Muster's own MCP server for this run,
+    // private to it like the prompt (it carries the run's task token).
+    let mcp_config = scratch.path().join("mcp.json");
+    if spec.profile.argv.iter().any(|a| a.contains("{mcp_config}")) {
+        let written = std::env::current_exe().and_then(|exe| {
+            let mut env = serde_json::json!({ "MUSTER_URL": spec.hub_url });
+            if let Some(token) = &spec.task_token {
+                env["MUSTER_TASK_TOKEN"] = serde_json::Value::String(token.clone());
+            }
+            let config = serde_json::json!({ "mcpServers": { "muster": {
+                "type": "stdio", "command": exe, "args": ["mcp"], "env": env } } });
+            write_private(&mcp_config, config.to_string().as_bytes())
+        });
+        if let Err(e) = written {
+            return Some(finished("failed", None, Some(format!("cannot write the MCP config: {e}")), false));
+        }
+    }
     let prepared = match &spec.workspace {
         Some(w) => match workspace::prepare(&spec.places, &spec.task, spec.epoch, w).await {
             Ok(p) => Some(p),
@@ -202,7 +219,11 @@ pub async fn execute(
         .profile
         .argv
         .iter()
-        .map(|a| a.replace("{prompt_file}", &prompt_file.to_string_lossy()).replace("{prompt}", &spec.prompt))
+        .map(|a| {
+            a.replace("{prompt_file}", &prompt_file.to_string_lossy())
+                .replace("{mcp_config}", &mcp_config.to_string_lossy())
+                .replace("{prompt}", &spec.prompt)
+        })
         .collect();
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])

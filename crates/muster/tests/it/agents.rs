@@ -199,3 +199,100 @@ async fn serve_a_scripted_claude_model() {
     println!("scripted Anthropic model at {}", model.url);
     std::future::pending::<()>().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run() {
+    let Some(bin) = clis() else { return };
+    let model = ScriptedModel::start(
+        Api::Anthropic,
+        vec![
+            Reply::Tool { name: "mcp__muster__lock", input: json!({ "name": "repo:web/README.md" }) },
+            Reply::Tool { name: "mcp__muster__note", input: json!({ "text": "holding the README" }) },
+            Reply::Text("Locked the README and said so."),
+        ],
+    )
+    .await;
+    let hub = Hub::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let env = vec![
+        ("PATH".to_owned(), with_path(&bin)),
+        ("HOME".to_owned(), path_str(home.path())),
+        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
+        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
+    ];
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+    let id = hub
+        .add_task(json!({ "prompt": "lock the README before editing it", "runner": "claude", "repo": "web", "max_attempts": 1 }))
+        .await;
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    let output = hub.output(&id).await;
+    assert_eq!(task["state"], "succeeded", "{}\n{output}", task["reason"]);
+
+    // Claude Code started Muster's MCP server, called two of its tools, and
+    // passed their results back to the model.
+    assert!(output.contains(r#"{"name":"muster","status":"connected""#), "{output:.2000}");
+    assert!(output.contains("mcp__muster__ask") && output.contains("mcp__muster__lock"), "its tools are offered");
+    let last = model.requests().last().cloned().unwrap_or_default().to_string();
+    assert!(last.contains("holding repo:web/README.md"), "the lock tool's answer reached the model: {last:.600}");
+    let events = hub.events(&format!("task={id}")).await;
+    let detail = |kind: &str| events.iter().find(|e| e["kind"] == kind).map(|e| e["detail"].clone());
+    assert_eq!(detail("lock.acquired"), Some(json!("repo:web/README.md (exclusive)")));
+    assert_eq!(detail("task.note"), Some(json!("holding the README")));
+    assert_eq!(detail("lock.released"), Some(json!("repo:web/README.md (the run ended)")));
+    let steps = hub.get(&format!("/tasks/{id}/steps")).await;
+    let used: Vec<&str> = steps["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "tool_use")
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(used, ["mcp__muster__lock", "mcp__muster__note"]);
+    assert!(!output.contains("mtt_"), "the task token never reaches the output");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_codes_permission_prompt_becomes_a_decision_and_the_answer_reaches_it() {
+    let Some(bin) = clis() else { return };
+    let model = ScriptedModel::start(
+        Api::Anthropic,
+        vec![
+            // WebFetch is not in the runner's allowed tools: Claude Code asks Muster.
+            Reply::Tool { name: "WebFetch", input: json!({ "url": "https://example.com/", "prompt": "summarise" }) },
+            Reply::Text("I was not allowed to fetch it."),
+        ],
+    )
+    .await;
+    let hub = Hub::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let env = vec![
+        ("PATH".to_owned(), with_path(&bin)),
+        ("HOME".to_owned(), path_str(home.path())),
+        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
+        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
+    ];
+    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+    let id = hub
+        .add_task(json!({ "prompt": "read example.com", "runner": "claude", "repo": "web", "max_attempts": 1 }))
+        .await;
+    let d = hub
+        .wait_until("the permission prompt", || async {
+            hub.get(&format!("/decisions?task={id}")).await.as_array().and_then(|a| a.first().cloned())
+        })
+        .await;
+    assert!(d["question"].as_str().unwrap().starts_with("Allow the agent to use WebFetch?"), "{d}");
+    assert!(d["question"].as_str().unwrap().contains("https://example.com/"), "{d}");
+    assert_eq!(hub.task(&id).await["state"], "running", "the run waits for the answer");
+    let (code, _, err) = hub.cli(&["decide", &d["id"].to_string(), "deny", "--note", "no network from runs"]).await;
+    assert_eq!(code, 0, "{err}");
+    let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{}", hub.output(&id).await);
+    let last = model.requests().last().cloned().unwrap_or_default().to_string();
+    assert!(last.contains("no network from runs"), "the denial and its reason reached the model: {last:.800}");
+}

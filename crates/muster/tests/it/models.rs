@@ -28,6 +28,8 @@ pub enum Reply {
     /// The model asks to run a shell command (Claude Code's `Bash` tool,
     /// Codex's `exec_command`).
     Shell { command: String, description: &'static str },
+    /// The model calls a tool by name (Anthropic only): an MCP tool, say.
+    Tool { name: &'static str, input: Value },
 }
 
 /// Tokens each scripted reply reports.
@@ -95,7 +97,7 @@ async fn serve(mut conn: TcpStream, api: Api, script: &[Reply], seen: &Mutex<Vec
         seen.lock().expect("the request log").push(request.clone());
         let turn = tool_results(api, &request).min(script.len() - 1);
         let events = match api {
-            Api::Anthropic => anthropic_events(&script[turn], &request),
+            Api::Anthropic => anthropic_events(&script[turn], &request, turn),
             Api::OpenAi => openai_events(&script[turn], turn),
         };
         let mut answer =
@@ -192,7 +194,7 @@ fn tool_results(api: Api, request: &Value) -> usize {
     }
 }
 
-fn anthropic_events(reply: &Reply, request: &Value) -> Vec<(&'static str, String)> {
+fn anthropic_events(reply: &Reply, request: &Value, turn: usize) -> Vec<(&'static str, String)> {
     let model = request["model"].as_str().unwrap_or("claude-scripted");
     let start = json!({"type": "message_start", "message": {"id": "msg_scripted", "type": "message",
         "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
@@ -202,9 +204,14 @@ fn anthropic_events(reply: &Reply, request: &Value) -> Vec<(&'static str, String
             (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}), "end_turn")
         }
         Reply::Shell { command, description } => (
-            json!({"type": "tool_use", "id": "toolu_scripted_1", "name": "Bash", "input": {}}),
+            json!({"type": "tool_use", "id": format!("toolu_scripted_{turn}"), "name": "Bash", "input": {}}),
             json!({"type": "input_json_delta",
                 "partial_json": json!({"command": command, "description": description}).to_string()}),
+            "tool_use",
+        ),
+        Reply::Tool { name, input } => (
+            json!({"type": "tool_use", "id": format!("toolu_scripted_{turn}"), "name": name, "input": {}}),
+            json!({"type": "input_json_delta", "partial_json": input.to_string()}),
             "tool_use",
         ),
     };
@@ -254,10 +261,15 @@ fn openai_events(reply: &Reply, turn: usize) -> Vec<(&'static str, String)> {
                 "output_index": 0, "item": done}),
             ));
         }
-        Reply::Shell { command, .. } => {
+        Reply::Shell { .. } | Reply::Tool { .. } => {
+            let (name, arguments) = match reply {
+                Reply::Shell { command, .. } => ("exec_command", json!({"cmd": command})),
+                Reply::Tool { name, input } => (*name, input.clone()),
+                Reply::Text(_) => unreachable!("handled above"),
+            };
             let call = json!({"type": "function_call", "id": format!("fc_scripted_{turn}"),
-                "call_id": format!("call_scripted_{turn}"), "name": "exec_command",
-                "arguments": json!({"cmd": command}).to_string(), "status": "completed"});
+                "call_id": format!("call_scripted_{turn}"), "name": name,
+                "arguments": arguments.to_string(), "status": "completed"});
             events.push((
                 "response.output_item.added",
                 json!({"type": "response.output_item.added",
