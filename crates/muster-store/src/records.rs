@@ -957,7 +957,7 @@ impl Recipient {
             "agent" => Recipient::Agent(AgentName::parse(name).map_err(|_| bad())?),
             "task" => Recipient::Task(TaskId::parse(name).map_err(|_| bad())?),
             "channel" => {
-                check_channel_name(name)?;
+                check_channel_name(name).map_err(|e| muster_core::Invalid::new("to", e.reason))?;
                 Recipient::Channel(name.to_owned())
             }
             _ => return Err(bad()),

@@ -3599,7 +3599,7 @@ fn load_message(c: &Connection, id: i64) -> Result<MessageRecord> {
 }
 
 pub fn create_channel(c: &Connection, name: &str, description: &str, by: &str, now: Millis) -> Result<ChannelRecord> {
-    check_channel_name(name).map_err(StoreError::Invalid)?;
+    check_channel_name(name).map_err(|e| StoreError::Invalid(Invalid::new("name", e.reason)))?;
     if description.len() > 500 {
         return Err(StoreError::Invalid(Invalid::new("description", "at most 500 bytes")));
     }

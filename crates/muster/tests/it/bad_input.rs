@@ -269,3 +269,70 @@ async fn the_cli_reports_each_error_in_one_line_with_its_exit_code() {
         assert_eq!(written(&hub).await, before, "{what} wrote something");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordination_endpoints_refuse_bad_input_and_write_nothing() {
+    let (hub, tokens, queued) = setup().await;
+    let decision = |extra: Value| {
+        let mut body = json!({ "task": queued, "question": "Ship it?" });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post("/decisions", body.to_string())
+    };
+    let schedule = |extra: Value| {
+        let mut body = json!({ "name": "nightly", "cron": "@hourly", "task": { "prompt": "x", "runner": "shell" } });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post("/schedules", body.to_string())
+    };
+    let cases = [
+        decision(json!({ "task": UNKNOWN_ID })).expect(404, None, UNKNOWN_ID),
+        decision(json!({ "question": " " })).expect(400, Some("question"), "1 to"),
+        decision(json!({ "options": ["only"] })).expect(400, Some("options"), "2 to 20"),
+        decision(json!({ "default": "maybe", "timeout": "1m" })).expect(400, Some("default"), "not one of the options"),
+        decision(json!({ "timeout": "0s" })).expect(400, Some("timeout"), "more than 0"),
+        post("/decisions/abc/answer", json!({ "option": "yes" }).to_string()).expect(
+            400,
+            Some("id"),
+            "not a decision id",
+        ),
+        post("/decisions/999/answer", json!({ "option": "yes" }).to_string()).expect(404, None, "no decision #999"),
+        get("/decisions?state=closed").expect(400, Some("state"), "expected open or all"),
+        post("/ctl/locks", json!({ "name": "x" }).to_string()).expect(403, None, "task token"),
+        post("/ctl/decisions", json!({ "question": "q" }).to_string()).with(Auth::Agent).expect(
+            403,
+            None,
+            "task token",
+        ),
+        post("/locks/unlock", json!({ "name": "nothing" }).to_string()).expect(404, None, "no lock nothing"),
+        post("/locks/unlock", json!({}).to_string()).expect(400, Some("name"), "all"),
+        post("/pipelines", json!({ "source": "name: x\n" }).to_string()).expect(
+            400,
+            Some("source"),
+            "stages is missing",
+        ),
+        post("/pipelines", json!({ "source": 5 }).to_string()).expect(400, Some("source"), ""),
+        get("/pipelines/abc").expect(400, Some("id"), "not a pipeline id"),
+        schedule(json!({ "cron": "61 * * * *" })).expect(400, Some("cron"), "not a cron pattern"),
+        schedule(json!({ "tz": "Nowhere/Special" })).expect(400, Some("tz"), "not a time zone"),
+        schedule(json!({ "task": { "prompt": "x", "runner": "nosuch" } })).expect(
+            400,
+            Some("task.runner"),
+            "unknown runner",
+        ),
+        schedule(json!({ "missed": "sometimes" })).expect(400, Some("missed"), "skip or run_once"),
+        schedule(json!({ "name": "123" })).expect(400, Some("name"), "not only digits"),
+        post("/schedules/nope/pause", String::new()).expect(404, None, "no schedule nope"),
+        post("/messages", json!({ "to": "robot:x", "body": "x" }).to_string()).expect(400, Some("to"), "agent:NAME"),
+        post("/messages", json!({ "to": "agent:worker", "body": "" }).to_string()).expect(400, Some("body"), "1 to"),
+        post("/messages", json!({ "to": "channel:none", "body": "x" }).to_string()).expect(
+            404,
+            None,
+            "no channel none",
+        ),
+        post("/channels", json!({ "name": "Bad Name" }).to_string()).expect(400, Some("name"), "lowercase"),
+        get("/messages").expect(400, Some("to"), "give to="),
+        get("/conflicts?state=maybe").expect(400, Some("state"), "expected open or all"),
+    ];
+    for case in cases {
+        check(&hub, &tokens, case).await;
+    }
+}

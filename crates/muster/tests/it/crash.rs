@@ -8,9 +8,13 @@ use std::collections::HashMap;
 async fn an_agent_killed_mid_task_has_its_task_reclaimed_and_finished_by_another() {
     let hub = Hub::start().await;
     let mut first = hub.agent("first", 1, &[]).await;
-    // The first attempt hangs; any later one finishes at once.
-    let script =
-        "echo \"pgid $$ epoch $MUSTER_TASK_EPOCH\"; if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then sleep 300; fi; echo done";
+    // The first attempt takes a lock and hangs; a later one needs the same
+    // lock, free at once (no wait) only if the crash let it go.
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "{bin} ctl lock deploy:prod || exit $?\necho \"pgid $$ epoch $MUSTER_TASK_EPOCH\"\n\
+         if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then sleep 300; fi\necho done"
+    );
     let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
     let out = hub.wait_output(&id, "epoch 1").await;
     let pgid: i32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -32,6 +36,8 @@ async fn an_agent_killed_mid_task_has_its_task_reclaimed_and_finished_by_another
     assert_eq!(count_kind(&events, "task.succeeded"), 1);
     let agent = hub.get("/agents/first").await;
     assert_eq!(agent["state"], "offline");
+    let released = events.iter().find(|e| e["kind"] == "lock.released" && e["epoch"] == 1);
+    assert_eq!(released.expect("the crashed run's lock was let go")["detail"], "deploy:prod (the run ended)");
     // The kernel took the orphaned run's leader down with its agent; clean up what it left.
     for pid in live_members(pgid) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
