@@ -31,7 +31,7 @@ pub enum Format {
 
 /// Tools the built-in Claude Code runner may use without asking. Claude Code
 /// refuses `--dangerously-skip-permissions` as root; a list works for everyone.
-pub const CLAUDE_TOOLS: &str = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite,mcp__muster";
+pub const CLAUDE_TOOLS: &str = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite,mcp__muster__note,mcp__muster__lock,mcp__muster__unlock,mcp__muster__ask,mcp__muster__read_messages";
 
 /// A runner profile: how to start one kind of agent.
 #[derive(Debug, Clone, Deserialize)]

@@ -47,7 +47,8 @@ struct Running {
     /// in the hub's eyes, so it must not hold one here either.
     dropped: bool,
     /// The run waits for a person's answer (the hub says so).
-    asking: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Questions it asked and waits for (the hub counts them in and out).
+    asking: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct Agent {
@@ -489,7 +490,7 @@ impl Agent {
                     let _ = old.stop.send(Some(Stop::Drop));
                 }
                 let (stop, stop_rx) = watch::channel(None);
-                let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let asking = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
                 self.runs.insert(task.clone(), Running { epoch, stop, dropped: false, asking: asking.clone() });
                 let spec = RunSpec {
                     task: task.clone(),
@@ -535,7 +536,12 @@ impl Agent {
             }
             HubMsg::Asking { task, epoch, asking } => {
                 if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
-                    run.asking.store(asking, std::sync::atomic::Ordering::SeqCst);
+                    use std::sync::atomic::Ordering::SeqCst;
+                    if asking {
+                        run.asking.fetch_add(1, SeqCst);
+                    } else {
+                        let _ = run.asking.fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)));
+                    }
                 }
                 None
             }

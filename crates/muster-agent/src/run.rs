@@ -129,7 +129,7 @@ pub struct RunSpec {
     pub hub_url: String,
     /// Set while the run waits for a person's answer to a decision it asked
     /// (`muster ctl ask`): silence then is not a wedge.
-    pub asking: Arc<AtomicBool>,
+    pub asking: Arc<std::sync::atomic::AtomicU32>,
     /// Commands run in the workspace once the agent has succeeded.
     pub checks: Vec<muster_proto::ws::CheckSpec>,
 }
@@ -335,7 +335,7 @@ pub async fn execute(
                     break End::OverBudget(why);
                 }
                 let idle = output.idle();
-                let asking = spec.asking.load(Ordering::SeqCst);
+                let asking = spec.asking.load(Ordering::SeqCst) > 0;
                 // A run waiting for a person is silent by design, not wedged.
                 if idle >= spec.liveness.wedged && !asking && !output.waiting.load(Ordering::SeqCst) {
                     break End::Wedged(idle);
@@ -421,6 +421,7 @@ pub async fn execute(
         f.summary =
             tail.as_deref().and_then(|t| extract_summary(&spec.profile, t)).map(|s| redactor.redact(&s).into_owned());
     }
+    let mut dropped = false;
     // The agent succeeded: its checks decide whether the attempt did.
     if let Some(f) = result.as_mut()
         && f.outcome == "succeeded"
@@ -428,12 +429,29 @@ pub async fn execute(
     {
         let dir = prepared.as_ref().map(|p| &p.dir).or(spec.profile.cwd.as_ref()).unwrap_or(&spec.workdir).clone();
         let left = spec.timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
-        f.checks = run_checks(&spec.checks, &dir, &passed, left, &redactor).await;
+        let (checks, stopped) = run_checks(&spec.checks, &dir, &passed, left, &redactor, &mut stop).await;
+        f.checks = checks;
         let failed: Vec<&str> = f.checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-        if !failed.is_empty() {
-            f.outcome = "failed";
-            f.reason = Some(format!("checks_failed: {}", failed.join(", ")));
+        match stopped {
+            // Stopped while its checks ran: as if the run itself had been.
+            Some(Stop::Drop) => dropped = true,
+            Some(Stop::Cancel) => {
+                f.outcome = "cancelled";
+                f.reason = Some("cancelled".into());
+            }
+            Some(Stop::Shutdown) => {
+                f.outcome = "failed";
+                f.reason = Some("agent shut down".into());
+            }
+            None if !failed.is_empty() => {
+                f.outcome = "failed";
+                f.reason = Some(format!("checks_failed: {}", failed.join(", ")));
+            }
+            None => {}
         }
+    }
+    if dropped {
+        result = None;
     }
     if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
         // A dropped run is cleaned up by the same policy, as a failure; nothing is reported.
@@ -469,15 +487,29 @@ async fn tail_of(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     }
 }
 
+/// Resolves when the run is told to stop.
+async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
+    loop {
+        if let Some(s) = *stop.borrow_and_update() {
+            return s;
+        }
+        if stop.changed().await.is_err() {
+            return Stop::Shutdown;
+        }
+    }
+}
+
 /// Runs each check in `dir`, in order, as its argument list (no shell),
 /// with the run's environment; all of them within `left`.
+/// Stops at the first cancel, drop or shutdown, and says which.
 async fn run_checks(
     checks: &[muster_proto::ws::CheckSpec],
     dir: &std::path::Path,
     env: &[(String, String)],
     left: Duration,
     redactor: &crate::redact::Redactor,
-) -> Vec<muster_proto::ws::CheckResult> {
+    stop: &mut watch::Receiver<Option<Stop>>,
+) -> (Vec<muster_proto::ws::CheckResult>, Option<Stop>) {
     let deadline = Instant::now() + left;
     let mut out = Vec::with_capacity(checks.len());
     for check in checks {
@@ -495,12 +527,18 @@ async fn run_checks(
             Ok(mut group) => {
                 let stdout = group.child_mut().stdout.take().map(|o| tokio::spawn(tail_of(o)));
                 let stderr = group.child_mut().stderr.take().map(|e| tokio::spawn(tail_of(e)));
-                let waited =
-                    tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), group.wait()).await;
+                let waited = tokio::select! {
+                    w = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), group.wait()) => Ok(w),
+                    s = stopped(stop) => Err(s),
+                };
                 let (passed, code, note) = match waited {
-                    Ok(Ok(status)) => (status.success(), status.code(), None),
-                    Ok(Err(e)) => (false, None, Some(format!("cannot wait for it: {e}"))),
-                    Err(_) => (false, None, Some("timed out: the task's time ran out".to_owned())),
+                    Ok(Ok(Ok(status))) => (status.success(), status.code(), None),
+                    Ok(Ok(Err(e))) => (false, None, Some(format!("cannot wait for it: {e}"))),
+                    Ok(Err(_)) => (false, None, Some("timed out: the task's time ran out".to_owned())),
+                    Err(s) => {
+                        let _ = group.terminate(Duration::from_secs(5)).await;
+                        return (out, Some(s));
+                    }
                 };
                 // Whatever it left running goes with it.
                 group.signal(libc::SIGKILL);
@@ -529,7 +567,7 @@ async fn run_checks(
             output: output[cut..].to_owned(),
         });
     }
-    out
+    (out, None)
 }
 
 enum End {

@@ -1910,6 +1910,8 @@ pub async fn ctl(cmd: CtlCmd) -> CliResult {
             client.post_no_content("/ctl/note", &muster_proto::api::CtlNote { text }).await
         }
         CtlCmd::Lock { name, shared, wait } => {
+            // `--wait 0`, like none, tries once.
+            let wait = wait.filter(|w| !matches!(w.trim(), "0" | "0s" | "0ms"));
             let limit = wait.as_deref().map(|w| muster_proto::parse_duration("wait", w)).transpose().map_err(usage)?;
             let req = muster_proto::api::LockRequest {
                 name,

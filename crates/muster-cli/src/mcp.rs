@@ -155,7 +155,8 @@ impl Server {
             }
             "lock" => {
                 let name = text_arg(args, "name")?;
-                let wait = seconds(args, "wait_seconds")?;
+                // Zero, like none, tries once.
+                let wait = seconds(args, "wait_seconds")?.filter(|w| *w > 0.0);
                 let req = LockRequest {
                     name: name.clone(),
                     mode: arg(args, "shared").and_then(Value::as_bool).filter(|s| *s).map(|_| "shared".to_owned()),
@@ -234,7 +235,10 @@ impl Server {
     async fn permission(&self, args: &JsonObject) -> Result<String, String> {
         let tool = text_arg(args, "tool_name")?;
         let input = arg(args, "input").cloned().unwrap_or_else(|| json!({}));
-        let shown = serde_json::to_string(&input).unwrap_or_default();
+        // Shown to people and kept: secrets in it (a token on a command line) are redacted first.
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let redactor = muster_agent::redact::Redactor::new(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let shown = redactor.redact(&serde_json::to_string(&input).unwrap_or_default()).into_owned();
         let shown: String =
             if shown.chars().count() > 1500 { shown.chars().take(1500).chain(['…']).collect() } else { shown };
         let req = CtlAsk {

@@ -338,6 +338,10 @@ async fn config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 async fn put_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let by = hub.admin(&headers).await?;
     let patch: BTreeMap<String, serde_json::Value> = from_json(&body)?;
+    // Once approvers are named, only they may change who they are.
+    if patch.contains_key("approval.approvers") {
+        check_approver(&hub, &by.name)?;
+    }
     hub.update_config(patch, &by.name).await?;
     Ok(json(StatusCode::OK, &hub.config_view().await?))
 }
@@ -1581,11 +1585,30 @@ async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
-    let submit: TaskSubmit = from_json(&body)?;
+    let mut submit: TaskSubmit = from_json(&body)?;
     if !submit.shadow.is_empty() {
         return Err(ApiError::bad("shadow", "a follow-up task has no shadows"));
     }
-    let (spec, _) = checked_spec(&hub, submit)?;
+    if submit.idempotency_key.is_some() {
+        return Err(ApiError::bad("idempotency_key", "a follow-up task takes no idempotency key"));
+    }
+    let parent_task =
+        hub.shared.store.task(&parent).await?.ok_or_else(|| ApiError::NotFound(format!("no task {parent}")))?;
+    // A run cannot raise its own work above itself...
+    let p = parent_task.spec.priority;
+    submit.priority.get_or_insert_with(|| p.as_str().to_owned());
+    let (mut spec, _) = checked_spec(&hub, submit)?;
+    if spec.priority < p {
+        return Err(ApiError::bad(
+            "priority",
+            format!("a follow-up task may not be more urgent than the task that creates it ({})", p.as_str()),
+        ));
+    }
+    // ...nor reach, without a person, a runner, agents or commands its own task could not.
+    let caps_within = spec.capabilities.iter().all(|c| parent_task.spec.capabilities.contains(c));
+    if spec.runner != parent_task.spec.runner || !caps_within || !spec.checks.is_empty() {
+        spec.requires_approval = true;
+    }
     let now = hub.now();
     let created = hub.shared.store.create_followup(&parent, epoch, new_task_id(now)?, spec, now).await?;
     tracing::info!(parent = %parent, task_id = %created.task.id, "a run created a follow-up task");

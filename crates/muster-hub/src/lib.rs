@@ -132,6 +132,8 @@ impl Hub {
     pub async fn new(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
         let now = clock.now();
         store.hub_started(now, config.restart_grace).await.context("cannot start on the store")?;
+        // Lock waits belonged to requests that died with the last hub; runs that still want a lock ask again.
+        store.clear_lock_waits().await.context("cannot clear lock waits")?;
         let mut known: BTreeSet<RunnerName> = BUILTIN_RUNNERS
             .iter()
             .chain(config.extra_runners.iter().map(|s| s.as_str()).collect::<Vec<_>>().iter())

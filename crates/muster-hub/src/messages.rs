@@ -176,8 +176,10 @@ pub(crate) async fn ctl_read(State(hub): State<Hub>, headers: HeaderMap, RawQuer
         },
     };
     let found = hub.read_messages(&to, thread, after, limit, wait).await?;
-    if let (Recipient::Task(t), Some(last)) = (&to, found.last()) {
-        hub.shared.store.mark_read(t, last.id, hub.now()).await?;
+    if let Recipient::Task(t) = &to
+        && !found.is_empty()
+    {
+        hub.shared.store.mark_read(t, found.iter().map(|m| m.id).collect(), hub.now()).await?;
     }
     Ok(json(StatusCode::OK, &found.iter().map(view).collect::<Vec<_>>()))
 }

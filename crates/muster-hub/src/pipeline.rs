@@ -407,6 +407,15 @@ fn check_stage(
             format!("stage {name}: unknown runner {:?}; known runners: {}", runner.as_str(), known.join(", ")),
         );
     }
+    if let Some(serde_json::Value::Array(fallback)) = body.get("fallback") {
+        for f in fallback.iter().filter_map(|f| f.as_str()) {
+            if let Ok(r) = RunnerName::parse(f)
+                && !ck.known_runners.contains(&r)
+            {
+                ck.problem(at("fallback"), format!("stage {name}: unknown fallback runner {f:?}"));
+            }
+        }
+    }
     if ck.problems.len() > errors_before {
         return None;
     }

@@ -120,6 +120,11 @@ fn view(s: &ScheduleRecord) -> ScheduleView {
 impl Hub {
     /// Fires every schedule that is due; returns how many tasks it created.
     pub(crate) async fn fire_schedules_once(&self) -> Result<usize, muster_store::StoreError> {
+        // A hub on its way down creates no work; what falls due is fired, or
+        // missed, by the next one.
+        if self.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0);
+        }
         let now = self.now();
         match self.shared.store.next_schedule_at().await? {
             Some(next) if next <= now => {}

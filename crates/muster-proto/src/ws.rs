@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bump when a change is not backward compatible.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side sends or accepts. An `assign` carries the prompt
 /// (at most 1 MiB) and metadata (at most 64 KiB), and JSON escaping can make a

@@ -259,6 +259,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up a lock, or a wait for one; `task` None is an operator's force,
     /// for every holder, with `by` on the timeline.
     async fn release_lock(&self, name: &str, task: Option<&TaskId>, by: &str, now: Millis) -> Result<u64>;
+    /// Forgets every lock wait: at start, no request is waiting any more.
+    async fn clear_lock_waits(&self) -> Result<u64>;
     /// The task no longer waits for `name` (its wait timed out, or its caller
     /// went away): it leaves the wait-for graph; a lock it holds stays held.
     async fn stop_waiting(&self, name: &str, task: &TaskId) -> Result<()>;
@@ -341,7 +343,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<MessageRecord>>;
     async fn undelivered(&self, agent: &AgentName) -> Result<Vec<MessageRecord>>;
     async fn mark_delivered(&self, agent: &AgentName, ids: Vec<i64>, now: Millis) -> Result<u64>;
-    async fn mark_read(&self, task: &TaskId, upto: i64, now: Millis) -> Result<()>;
+    /// A run read these messages of its task's mailbox.
+    async fn mark_read(&self, task: &TaskId, ids: Vec<i64>, now: Millis) -> Result<()>;
     /// A run creates a follow-up task (within limits: 20 per task, 5 deep).
     async fn create_followup(
         &self,

@@ -655,6 +655,10 @@ impl Store for SqliteStore {
         self.write(move |c| ops::release_lock(c, &name, task.as_ref(), &by, now)).await
     }
 
+    async fn clear_lock_waits(&self) -> Result<u64> {
+        self.write(|c| Ok(c.execute("DELETE FROM lock_waits", [])? as u64)).await
+    }
+
     async fn stop_waiting(&self, name: &str, task: &TaskId) -> Result<()> {
         let (name, task) = (name.to_owned(), task.clone());
         self.write(move |c| ops::stop_waiting(c, &name, &task)).await
@@ -822,9 +826,9 @@ impl Store for SqliteStore {
         self.write(move |c| ops::mark_delivered(c, &agent, &ids, now)).await
     }
 
-    async fn mark_read(&self, task: &TaskId, upto: i64, now: Millis) -> Result<()> {
+    async fn mark_read(&self, task: &TaskId, ids: Vec<i64>, now: Millis) -> Result<()> {
         let task = task.clone();
-        self.write(move |c| ops::mark_read(c, &task, upto, now)).await
+        self.write(move |c| ops::mark_read(c, &task, &ids, now)).await
     }
 
     async fn create_followup(

@@ -1383,7 +1383,12 @@ pub fn finish_task(
     }
     let ran_with = effective_runner(&task);
     if let Some(parked) = parked_by(c, &task, epoch)? {
-        return park_task(c, task, agent, epoch, outcome, details, &parked, now);
+        // A conflict's pause stops the run; a run that finished on its own
+        // before the stop reached it keeps its result.
+        let by_conflict = parked.raised_by.starts_with("conflict #");
+        if !by_conflict || matches!(outcome, RunOutcome::Cancelled) {
+            return park_task(c, task, agent, epoch, outcome, details, &parked, now);
+        }
     }
     let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
     save_task(c, &task)?;
@@ -2116,6 +2121,7 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
             c.prepare_cached("DELETE FROM followups WHERE child = ?1 OR parent = ?1")?.execute([id])?;
+            c.prepare_cached("DELETE FROM conflicts WHERE winner = ?1 OR loser = ?1")?.execute([id])?;
             c.prepare_cached("DELETE FROM task_deps WHERE dep_id = ?")?.execute([id])?;
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;
             p.tasks += 1;
@@ -2601,6 +2607,8 @@ fn release_task_locks(c: &Connection, task: &Task, now: Millis) -> Result<()> {
     let held = lock_rows(c, "SELECT name, task_id, mode, since FROM locks WHERE task_id = ?", Some(task.id.as_str()))?;
     c.prepare_cached("DELETE FROM locks WHERE task_id = ?")?.execute([task.id.as_str()])?;
     c.prepare_cached("DELETE FROM lock_waits WHERE task_id = ?")?.execute([task.id.as_str()])?;
+    // The files it had changed belonged to that run's worktree, gone with it.
+    c.prepare_cached("DELETE FROM task_files WHERE task_id = ?")?.execute([task.id.as_str()])?;
     if !held.is_empty() {
         let names = held.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ");
         lock_event(c, now, "lock.released", Some(task), &format!("{names} (the run ended)"))?;
@@ -2925,6 +2933,10 @@ fn withdraw_decisions(c: &Connection, task: &Task, now: Millis) -> Result<()> {
         }
         close_decision(c, &mut d, DecisionState::Withdrawn, None, None, None, now)?;
         decision_event(c, now, "decision.withdrawn", task, &d, &format!("the task is {}", task.state.as_str()))?;
+        c.prepare_cached(
+            "UPDATE conflicts SET resolution = 'ended', resolved_at = ? WHERE decision_id = ? AND resolution IS NULL",
+        )?
+        .execute(params![now.0, d.id])?;
     }
     Ok(())
 }
@@ -2957,6 +2969,11 @@ fn park_task(
     let state = task.park(agent, epoch, now).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, "parked", now)?;
+    // Questions the run asked and waited for have nobody waiting any more.
+    for mut d in open_decisions_of(c, &task.id)?.into_iter().filter(|d| d.epoch == Some(epoch) && !d.park) {
+        close_decision(c, &mut d, DecisionState::Withdrawn, None, None, None, now)?;
+        decision_event(c, now, "decision.withdrawn", &task, &d, "the run that asked stopped")?;
+    }
     save_details(c, &task.id, epoch, details, now)?;
     let ran = outcome_name(outcome);
     let finished = if state == TaskState::Cancelled {
@@ -3171,7 +3188,7 @@ pub fn report_files(
             "SELECT o.task_id, o.path FROM task_files m JOIN task_files o ON o.repo = m.repo AND o.path = m.path \
              JOIN tasks t ON t.id = o.task_id \
              WHERE m.task_id = ?1 AND o.task_id != ?1 \
-             AND t.state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped') ORDER BY o.task_id, o.path",
+             AND t.state IN ('assigned', 'running') ORDER BY o.task_id, o.path",
         )?
         .query_map([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -3289,9 +3306,33 @@ fn release_conflicts(c: &Connection, task: &Task, now: Millis) -> Result<()> {
         .query_map([task.id.as_str()], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for loser in losers {
-        let loser = load_task(c, &TaskId::parse(&loser).map_err(|e| corrupt("task id", e))?)?;
-        resume_if_decided(c, loser, now)?;
+        // Retention may have removed it; then there is nothing to resume.
+        if let Some(loser) = find_task(c, &TaskId::parse(&loser).map_err(|e| corrupt("task id", e))?)? {
+            resume_if_decided(c, loser, now)?;
+        }
     }
+    // A task paused behind this one, still undecided: the question is moot.
+    let undecided: Vec<i64> = c
+        .prepare_cached(
+            "SELECT decision_id FROM conflicts WHERE winner = ? AND resolution IS NULL AND decision_id IS NOT NULL",
+        )?
+        .query_map([task.id.as_str()], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in undecided {
+        let mut d = load_decision(c, id)?;
+        if d.state == DecisionState::Open {
+            close_decision(c, &mut d, DecisionState::Withdrawn, None, None, None, now)?;
+            if let Some(loser) = find_task(c, &d.task)? {
+                decision_event(c, now, "decision.withdrawn", &loser, &d, &format!("{} has ended", task.id))?;
+                resume_if_decided(c, loser, now)?;
+            }
+        }
+    }
+    // Conflicts nobody decided end with either task: the pair may meet again.
+    c.prepare_cached(
+        "UPDATE conflicts SET resolution = 'ended', resolved_at = ? WHERE resolution IS NULL AND (winner = ?2 OR loser = ?2)",
+    )?
+    .execute(params![now.0, task.id.as_str()])?;
     Ok(())
 }
 
@@ -3327,6 +3368,7 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
     let repo = task.spec.workspace.as_ref().map(|w| w.repo.clone());
     let commit = details.workspace.as_ref().and_then(|w| w.head.clone());
     for (position, check) in details.checks.iter().take(muster_core::check::MAX_CHECKS).enumerate() {
+        let name = clip(&check.name, 64);
         c.prepare_cached(
             "INSERT OR REPLACE INTO check_results (task_id, epoch, position, repo, commit_sha, name, passed, exit_code, \
              duration_ms, output, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -3337,7 +3379,7 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
             position as i64,
             repo,
             commit,
-            clip(&check.name, 64),
+            name,
             check.passed,
             check.exit_code,
             check.duration_ms.min(i64::MAX as u64) as i64,
@@ -3345,7 +3387,8 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
             now.0,
         ])?;
         let Some(repo) = &repo else { continue };
-        if check.passed {
+        // A check that could not even start says nothing about the code.
+        if check.passed || check.exit_code.is_none() {
             continue;
         }
         let good: Option<(String, Option<String>)> = c
@@ -3353,7 +3396,7 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
                 "SELECT task_id, commit_sha FROM check_results WHERE repo = ? AND name = ? AND passed = 1 \
                  AND task_id != ? ORDER BY at DESC LIMIT 1",
             )?
-            .query_row(params![repo, check.name, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![repo, name, id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((good_task, good_commit)) = good else { continue };
         let added = c
@@ -3361,7 +3404,7 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
                 "INSERT OR IGNORE INTO regressions (repo, name, task_id, commit_sha, passed_task_id, passed_commit_sha, at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             )?
-            .execute(params![repo, check.name, id.as_str(), commit, good_task, good_commit, now.0])?;
+            .execute(params![repo, name, id.as_str(), commit, good_task, good_commit, now.0])?;
         if added > 0 {
             let short = |c: &Option<String>| c.as_deref().map_or("-".to_owned(), |c| c.chars().take(12).collect());
             task_event(
@@ -3370,8 +3413,7 @@ fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails, 
                 "regression.detected",
                 &task,
                 Some(&format!(
-                    "{} on {repo}: passed for {good_task} at {}, fails for {id} at {}",
-                    check.name,
+                    "{name} on {repo}: passed for {good_task} at {}, fails for {id} at {}",
                     short(&good_commit),
                     short(&commit)
                 )),
@@ -3758,10 +3800,13 @@ pub fn mark_delivered(c: &Connection, agent: &AgentName, ids: &[i64], now: Milli
     Ok(n)
 }
 
-/// A run read its task's mailbox up to `upto`.
-pub fn mark_read(c: &Connection, task: &TaskId, upto: i64, now: Millis) -> Result<()> {
-    c.prepare_cached("UPDATE messages SET read_at = ? WHERE recipient = ? AND id <= ? AND read_at IS NULL")?
-        .execute(params![now.0, Recipient::Task(task.clone()).to_string(), upto])?;
+/// A run read these messages of its task's mailbox.
+pub fn mark_read(c: &Connection, task: &TaskId, ids: &[i64], now: Millis) -> Result<()> {
+    let to = Recipient::Task(task.clone()).to_string();
+    for id in ids.iter().take(1000) {
+        c.prepare_cached("UPDATE messages SET read_at = ? WHERE recipient = ? AND id = ? AND read_at IS NULL")?
+            .execute(params![now.0, to, id])?;
+    }
     Ok(())
 }
 

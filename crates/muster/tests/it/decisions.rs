@@ -184,7 +184,10 @@ async fn a_run_waiting_for_an_answer_is_waiting_not_wedged() {
     assert_eq!(code, 0, "{err}");
     let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
     assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 1, "one run, never killed as wedged and retried: {task}");
     assert_eq!(hub.output(&id).await.trim_end().lines().last(), Some("yes"));
+    let asked = hub.get(&format!("/decisions?state=all&task={id}")).await;
+    assert_eq!(asked.as_array().map(Vec::len), Some(1), "asked once: {asked}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -481,7 +481,7 @@ pub async fn agent_socket(hub: &Hub, token: &str) -> AgentSocket {
     request.headers_mut().insert("authorization", auth);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
     let hello = serde_json::json!({
-        "type": "hello", "protocol": 1, "version": "test", "capabilities": [], "runners": ["shell"],
+        "type": "hello", "protocol": muster_proto::ws::PROTOCOL_VERSION, "version": "test", "capabilities": [], "runners": ["shell"],
         "slots": 1, "runs": [], "draining": false,
     });
     let hello = tokio_tungstenite::tungstenite::Message::text(hello.to_string());

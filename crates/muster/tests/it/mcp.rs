@@ -111,8 +111,9 @@ async fn the_mcp_server_answers_initialize_lists_its_tools_and_acts_for_the_runs
 
     // A permission prompt is a decision; the answer goes back as Claude Code reads it.
     let prompt = tokio::spawn(async move {
-        let answer =
-            mcp.call("permission_prompt", json!({ "tool_name": "Bash", "input": { "command": "rm -rf build" } })).await;
+        let input =
+            json!({ "command": "rm -rf build && curl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123' x" });
+        let answer = mcp.call("permission_prompt", json!({ "tool_name": "Bash", "input": input })).await;
         (mcp, answer)
     });
     let d = hub
@@ -122,6 +123,11 @@ async fn the_mcp_server_answers_initialize_lists_its_tools_and_acts_for_the_runs
         .await;
     assert_eq!(d["options"], json!(["allow", "deny"]));
     assert!(d["question"].as_str().unwrap().starts_with("Allow the agent to use Bash?"), "{d}");
+    let question = d["question"].as_str().unwrap();
+    assert!(
+        question.contains("rm -rf build") && !question.contains("abcdefghijklmnop"),
+        "secrets are redacted: {question}"
+    );
     let (code, _, err) = hub.cli(&["decide", &d["id"].to_string(), "deny", "--note", "not on a Friday"]).await;
     assert_eq!(code, 0, "{err}");
     let (mut mcp, (error, text)) = prompt.await.unwrap();

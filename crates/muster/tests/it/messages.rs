@@ -83,22 +83,30 @@ async fn a_run_queues_follow_up_tasks_within_limits() {
     let hub = Hub::start().await;
     let _agent = hub.agent("w", 1, &[]).await;
     let bin = env!("CARGO_BIN_EXE_muster");
-    // The parent queues one follow-up, then tries 25 more: 20 in all are allowed.
+    // One follow-up like itself; one that would outrank it; one for another
+    // runner; then 25 more, of which 18 fit under the 20 a task may create.
     let script = format!(
-        "{bin} ctl task add --runner shell --priority high 'echo follow-up' > first\n\
+        "{bin} ctl task add --runner shell 'echo follow-up' > first\n\
+         {bin} ctl task add --runner shell --priority urgent 'echo jump' 2> urgent; echo \"urgent exit $?\"\n\
+         {bin} ctl task add --runner claude 'review it' > other\n\
          for i in $(seq 25); do {bin} ctl task add --runner shell \"echo more $i\" >/dev/null 2>>refused || true; done\n\
-         cat first\ntail -n 1 refused"
+         cat first other urgent\ntail -n 1 refused"
     );
     let parent = hub.shell_task(&script).await;
     let task = hub.wait_state(&parent, &["succeeded", "failed"]).await;
     assert_eq!(task["state"], "succeeded", "{task}");
     let out = hub.output(&parent).await;
-    let child = out.lines().next().unwrap().trim().to_owned();
-    assert!(child.starts_with("t_"), "{out}");
+    let mut lines = out.lines().filter(|l| l.starts_with("t_"));
+    let (child, other) = (lines.next().unwrap().to_owned(), lines.next().unwrap().to_owned());
+    assert!(out.contains("urgent exit 2") && out.contains("may not be more urgent"), "{out}");
     assert!(out.contains(&format!("{parent} has created 20 tasks, the most a task may")), "{out}");
     let child_task = hub.wait_state(&child, &["succeeded", "failed"]).await;
-    assert_eq!((&child_task["state"], &child_task["priority"]), (&json!("succeeded"), &json!("high")));
+    assert_eq!((&child_task["state"], &child_task["priority"]), (&json!("succeeded"), &json!("normal")));
+    assert_eq!(hub.task(&other).await["state"], "pending_approval", "another runner needs a person");
     let followups =
         hub.events(&format!("task={parent}")).await.into_iter().filter(|e| e["kind"] == "task.followup").count();
     assert_eq!(followups, 20);
+    let (status, body) =
+        hub.request_as(&hub.token, reqwest::Method::POST, "/ctl/tasks", Some(json!({ "prompt": "x" }))).await;
+    assert_eq!(status, 403, "{body}");
 }

@@ -146,7 +146,7 @@ async fn the_version_is_public() {
     let v: serde_json::Value = reqwest::get(format!("{}/api/v1/version", hub.url)).await.unwrap().json().await.unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["api"], "v1");
-    assert_eq!(v["agent_protocol"], 1);
+    assert_eq!(v["agent_protocol"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
