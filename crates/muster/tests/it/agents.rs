@@ -40,6 +40,34 @@ fn with_path(bin: &std::path::Path) -> String {
     format!("{}:{path}", path_str(bin))
 }
 
+/// A hub with one agent that runs the real Claude Code against `model`, in
+/// worktrees of a `web` repository; everything goes when it is dropped.
+struct ClaudeFleet {
+    hub: Hub,
+    repo: PathBuf,
+    _agent: crate::harness::Agent,
+    _home: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+impl ClaudeFleet {
+    async fn start(bin: &std::path::Path, model: &ScriptedModel) -> ClaudeFleet {
+        let hub = Hub::start().await;
+        let home = tempfile::tempdir().expect("a home");
+        let dir = tempfile::tempdir().expect("a directory");
+        let repo = repository(dir.path());
+        let env = vec![
+            ("PATH".to_owned(), with_path(bin)),
+            ("HOME".to_owned(), path_str(home.path())),
+            ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
+            ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
+        ];
+        let agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+        ClaudeFleet { hub, repo, _agent: agent, _home: home, _dir: dir }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and_cost_are_recorded() {
     let Some(bin) = clis() else { return };
@@ -51,18 +79,8 @@ async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and
         ],
     )
     .await;
-    let hub = Hub::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repository(dir.path());
-    let env = vec![
-        ("PATH".to_owned(), with_path(&bin)),
-        ("HOME".to_owned(), path_str(home.path())),
-        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
-        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
-    ];
-    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+    let claude = ClaudeFleet::start(&bin, &model).await;
+    let (hub, repo) = (&claude.hub, &claude.repo);
 
     let (code, id, err) = hub
         .cli(&["task", "add", "--runner", "claude", "--repo", "web", "--max-attempts", "1", "please write the notes"])
@@ -110,7 +128,7 @@ async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and
     assert!(!repo.join("NOTES.md").exists(), "the repository's own tree is untouched");
     let w = &task["attempts_detail"][0]["workspace"];
     assert_eq!((&w["branch"], &w["files"][0]["path"]), (&json!(branch), &json!("NOTES.md")), "{w}");
-    assert_eq!(git(&repo, &["branch", "--list", &branch]).trim_start_matches("* ").trim(), branch);
+    assert_eq!(git(repo, &["branch", "--list", &branch]).trim_start_matches("* ").trim(), branch);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,18 +230,8 @@ async fn claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run()
         ],
     )
     .await;
-    let hub = Hub::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repository(dir.path());
-    let env = vec![
-        ("PATH".to_owned(), with_path(&bin)),
-        ("HOME".to_owned(), path_str(home.path())),
-        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
-        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
-    ];
-    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+    let claude = ClaudeFleet::start(&bin, &model).await;
+    let hub = &claude.hub;
     let id = hub
         .add_task(json!({ "prompt": "lock the README before editing it", "runner": "claude", "repo": "web", "max_attempts": 1 }))
         .await;
@@ -266,18 +274,8 @@ async fn claude_codes_permission_prompt_becomes_a_decision_and_the_answer_reache
         ],
     )
     .await;
-    let hub = Hub::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repository(dir.path());
-    let env = vec![
-        ("PATH".to_owned(), with_path(&bin)),
-        ("HOME".to_owned(), path_str(home.path())),
-        ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
-        ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
-    ];
-    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
+    let claude = ClaudeFleet::start(&bin, &model).await;
+    let hub = &claude.hub;
     let id = hub
         .add_task(json!({ "prompt": "read example.com", "runner": "claude", "repo": "web", "max_attempts": 1 }))
         .await;
