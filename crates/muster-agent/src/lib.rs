@@ -47,7 +47,7 @@ struct Running {
     /// in the hub's eyes, so it must not hold one here either.
     dropped: bool,
     /// The run waits for a person's answer (the hub says so).
-    /// Questions it asked and waits for (the hub counts them in and out).
+    /// Questions it asked and still waits for, as the hub last said.
     asking: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
@@ -534,14 +534,9 @@ impl Agent {
                 tracing::info!(message = m.id, to = %m.to, from = %m.sender, thread = m.thread, body = %m.body, "message");
                 m.to.starts_with("agent:").then(|| AgentMsg::MessageAck { ids: vec![m.id] })
             }
-            HubMsg::Asking { task, epoch, asking } => {
+            HubMsg::Asking { task, epoch, open } => {
                 if let Some(run) = self.runs.get(&task).filter(|r| r.epoch == epoch) {
-                    use std::sync::atomic::Ordering::SeqCst;
-                    if asking {
-                        run.asking.fetch_add(1, SeqCst);
-                    } else {
-                        let _ = run.asking.fetch_update(SeqCst, SeqCst, |n| Some(n.saturating_sub(1)));
-                    }
+                    run.asking.store(open, std::sync::atomic::Ordering::SeqCst);
                 }
                 None
             }

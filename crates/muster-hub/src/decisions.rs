@@ -53,18 +53,21 @@ fn decision_id(raw: &str) -> ApiResult<i64> {
 }
 
 impl Hub {
-    /// Tells the agent running the run that asked `d` (and waits for it)
-    /// whether it still waits, so its silence is not taken for a wedge.
-    fn tell_asking(&self, d: &DecisionRecord, task: &muster_core::Task, asking: bool) {
-        if d.park {
+    /// Tells the agent running `task` how many questions its run asked and
+    /// still waits for, so its silence meanwhile is not taken for a wedge.
+    pub(crate) async fn sync_asking(&self, task: &muster_core::Task) {
+        let Some(lease) = task.lease.as_ref().filter(|_| task.state == muster_core::TaskState::Running) else {
             return;
-        }
-        if let (Some(epoch), Some(lease)) = (d.epoch, &task.lease)
-            && lease.epoch == epoch
-        {
-            let msg = muster_proto::ws::HubMsg::Asking { task: task.id.to_string(), epoch: epoch.0, asking };
-            self.send_to(&lease.agent, msg);
-        }
+        };
+        let open = match self.shared.store.decisions(true, Some(&task.id), 1000).await {
+            Ok(all) => all.iter().filter(|d| !d.park && d.epoch == Some(lease.epoch)).count() as u32,
+            Err(e) => {
+                tracing::error!(task_id = %task.id, error = %e, "cannot count a run's open questions");
+                return;
+            }
+        };
+        let msg = muster_proto::ws::HubMsg::Asking { task: task.id.to_string(), epoch: lease.epoch.0, open };
+        self.send_to(&lease.agent, msg);
     }
 
     /// Applies passed deadlines; a run whose task failed for it is told to stop.
@@ -77,7 +80,9 @@ impl Hub {
         let expired = self.shared.store.expire_decisions(now, EXPIRE_BATCH).await?;
         for (d, task) in &expired {
             tracing::info!(decision = d.id, task_id = %task.id, state = d.state.as_str(), "decision deadline passed");
-            self.tell_asking(d, task, false);
+            if !d.park {
+                self.sync_asking(task).await;
+            }
             if d.state == DecisionState::TimedOut
                 && d.epoch.is_some()
                 && let Some(agent) = &task.agent
@@ -155,7 +160,9 @@ pub(crate) async fn answer(
     }
     let (d, task) = hub.shared.store.answer_decision(id, &req.option, req.note, &by.name, hub.now()).await?;
     tracing::info!(decision = id, task_id = %task.id, by = %by.name, answer = ?d.answer, "decision answered");
-    hub.tell_asking(&d, &task, false);
+    if !d.park {
+        hub.sync_asking(&task).await;
+    }
     hub.wake_dispatcher();
     Ok(json(StatusCode::OK, &view(&d)))
 }
@@ -186,7 +193,9 @@ pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: By
     };
     let (d, t) = hub.shared.store.open_decision(new, hub.now()).await?;
     tracing::info!(decision = d.id, task_id = %task, park = d.park, "a run asked for a decision");
-    hub.tell_asking(&d, &t, true);
+    if !d.park {
+        hub.sync_asking(&t).await;
+    }
     Ok(json(StatusCode::CREATED, &view(&d)))
 }
 

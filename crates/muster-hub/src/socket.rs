@@ -302,6 +302,14 @@ impl Conn {
         if !runs.is_empty() {
             self.renew(runs).await;
         }
+        // What it was told while away is lost: say again which runs wait for a person.
+        for (id, epoch) in runs {
+            if let Ok(Some(task)) = self.hub.shared.store.task(id).await
+                && task.lease.as_ref().is_some_and(|l| l.epoch == *epoch)
+            {
+                self.hub.sync_asking(&task).await;
+            }
+        }
     }
 
     async fn heartbeat(&mut self, runs: &[RunRef]) {

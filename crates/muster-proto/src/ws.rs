@@ -307,12 +307,12 @@ pub enum HubMsg {
         task: String,
         epoch: u64,
     },
-    /// The run waits for a person's answer to a decision it asked (or no
-    /// longer does): its silence meanwhile is not a wedge.
+    /// How many questions the run asked and still waits for; while any,
+    /// its silence is not a wedge. Sent on each change and on reconnect.
     Asking {
         task: String,
         epoch: u64,
-        asking: bool,
+        open: u32,
     },
     /// A message for this agent (its mailbox), or a post in a channel it follows.
     Message(Box<crate::api::MessageView>),
