@@ -188,8 +188,13 @@ pub fn router(hub: Hub) -> Router {
         .route("/config", get(config).put(put_config))
         .route("/config/alerts", get(alert_config).put(put_alert_config))
         .route("/version", get(version))
-        .route("/agent/connect", get(crate::socket::connect));
+        .route("/agent/connect", get(crate::socket::connect))
+        .route("/ui/session", post(crate::ui::sign_in).get(crate::ui::whoami).delete(crate::ui::sign_out))
+        .route("/events/live", get(crate::ui::live))
+        .layer(axum::middleware::from_fn(crate::ui::guard_origin));
     Router::new()
+        .route("/", get(crate::ui::index))
+        .route("/ui/{name}", get(crate::ui::asset))
         .route("/livez", get(livez))
         .route("/healthz", get(livez))
         .route("/readyz", get(readyz))
@@ -664,6 +669,10 @@ async fn not_found() -> ApiError {
 impl Hub {
     pub(crate) async fn caller(&self, headers: &HeaderMap) -> ApiResult<Caller> {
         let header = match headers.get(header::AUTHORIZATION) {
+            // A browser signed in to the dashboard.
+            None if let Some(id) = crate::ui::session_cookie(headers) => {
+                return Ok(Caller::Admin(self.session_token(&id).await?));
+            }
             None => None,
             Some(v) => {
                 Some(v.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?)

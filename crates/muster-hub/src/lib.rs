@@ -23,6 +23,7 @@ mod runtime;
 mod schedules;
 mod shadow;
 mod socket;
+mod ui;
 mod window;
 
 pub use auth::{hash_token, mint_token, parse_token};
@@ -123,6 +124,8 @@ pub(crate) struct Shared {
     pub last_deadlock: std::sync::Mutex<Option<(Millis, String)>>,
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
+    /// Dashboard sessions, by the hash of their cookie.
+    pub ui_sessions: std::sync::Mutex<HashMap<String, ui::UiSession>>,
 }
 
 impl Hub {
@@ -181,6 +184,7 @@ impl Hub {
                 log_level: std::sync::OnceLock::new(),
                 task_key,
                 last_deadlock: std::sync::Mutex::new(None),
+                ui_sessions: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -1283,3 +1283,10 @@ pub struct ChannelView {
     pub created_at: String,
     pub messages: u64,
 }
+
+/// `POST /api/v1/ui/session`: sign the dashboard in with an admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStart {
+    pub token: String,
+}

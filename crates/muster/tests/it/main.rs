@@ -28,4 +28,5 @@ mod regressions;
 mod shadows;
 mod stale_epoch;
 mod streams;
+mod ui;
 mod workspaces;

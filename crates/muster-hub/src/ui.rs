@@ -1,0 +1,293 @@
+//! The dashboard: a web console served by the hub at `/`, its assets
+//! embedded in the binary (no CDN, no build step: plain JavaScript).
+//!
+//! A person signs in with an admin token once; the hub answers with a
+//! session in an `HttpOnly`, `SameSite=Strict` cookie, kept in memory (a
+//! restart signs everyone out). Requests that carry the cookie instead of a
+//! bearer token must come from the hub's own origin when they change
+//! anything, and the live event socket checks the origin at upgrade. The
+//! pages are served with a Content-Security-Policy that allows no inline
+//! script, and the script writes every value as text, never as markup.
+
+use crate::Hub;
+use crate::auth::hash_token;
+use crate::http::{ApiError, ApiResult, json};
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use muster_core::{Millis, TokenId};
+use muster_proto::api::{EventView, SessionStart};
+use muster_proto::{from_json, timestamp, to_json};
+use std::time::Duration;
+
+/// The cookie a session lives in.
+pub(crate) const COOKIE: &str = "muster_session";
+/// How long a session lasts without being used.
+const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+const INDEX: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const APP_CSS: &str = include_str!("../ui/app.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A signed-in browser: which admin token it stands for, until when.
+#[derive(Debug, Clone)]
+pub(crate) struct UiSession {
+    pub token: TokenId,
+    pub expires: Millis,
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub(crate) async fn index() -> Response {
+    page("text/html; charset=utf-8", INDEX)
+}
+
+pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+    match name.as_str() {
+        "app.js" => page("text/javascript; charset=utf-8", APP_JS),
+        "app.css" => page("text/css; charset=utf-8", APP_CSS),
+        _ => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}
+
+/// The session id in the request's cookies, if any.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether the request's `Origin` is the hub itself (the `Host` it was sent to).
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            authority == Some(host)
+        }
+        _ => false,
+    }
+}
+
+impl Hub {
+    /// The admin token a session cookie stands for, if the session is live
+    /// and the token not revoked.
+    pub(crate) async fn session_token(&self, id: &str) -> ApiResult<muster_store::TokenRecord> {
+        let expired = || ApiError::Unauthorized("the session has ended; sign in again".into());
+        let key = hash_token(id);
+        let now = self.now();
+        let token = {
+            let mut sessions = self.shared.ui_sessions.lock().expect("sessions lock poisoned");
+            sessions.retain(|_, s| s.expires > now);
+            let s = sessions.get_mut(&key).ok_or_else(expired)?;
+            s.expires = now.plus(SESSION_IDLE);
+            s.token.clone()
+        };
+        let record = self.shared.store.token(&token).await?.ok_or_else(expired)?;
+        if record.revoked_at.is_some() {
+            self.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&key);
+            return Err(ApiError::Unauthorized("the token this session signed in with has been revoked".into()));
+        }
+        Ok(record)
+    }
+}
+
+/// Refuses a cookie-authenticated request that changes something from
+/// another origin (cross-site request forgery); bearer tokens are not sent
+/// by browsers on their own, so they need no such check.
+pub(crate) async fn guard_origin(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let by_cookie = headers.get(header::AUTHORIZATION).is_none() && session_cookie(headers).is_some();
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let upgrade = headers.get(header::UPGRADE).is_some();
+    if by_cookie && (!safe || upgrade) && !same_origin(headers) {
+        return ApiError::Forbidden("a request from another origin is refused".into()).into_response();
+    }
+    next.run(request).await
+}
+
+/// `POST /api/v1/ui/session`: signs a browser in with an admin token.
+pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden("sign in from the hub's own page".into()));
+    }
+    let req: SessionStart = from_json(&body)?;
+    let bearer = format!("Bearer {}", req.token.trim());
+    let token = match hub.authenticate(Some(&bearer)).await? {
+        crate::auth::Caller::Admin(t) => t,
+        _ => return Err(ApiError::Forbidden("only an admin token signs in to the dashboard".into())),
+    };
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("no randomness available: {e}")))?;
+    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let expires = hub.now().plus(SESSION_IDLE);
+    hub.shared
+        .ui_sessions
+        .lock()
+        .expect("sessions lock poisoned")
+        .insert(hash_token(&id), UiSession { token: token.id.clone(), expires });
+    tracing::info!(token = %token.name, "signed in to the dashboard");
+    let mut r = json(StatusCode::OK, &serde_json::json!({ "name": token.name }));
+    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_IDLE.as_secs());
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a cookie is ASCII"));
+    Ok(r)
+}
+
+/// `GET /api/v1/ui/session`: who the browser is signed in as.
+pub(crate) async fn whoami(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    let token = hub.admin(&headers).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "name": token.name })))
+}
+
+/// `DELETE /api/v1/ui/session`: signs the browser out.
+pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+    if let Some(id) = session_cookie(&headers) {
+        hub.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&hash_token(&id));
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a cookie is ASCII"));
+    Ok(r)
+}
+
+/// `GET /api/v1/events/live?after=N`: the timeline as it happens, over a
+/// WebSocket: first every event after `N` (a reconnect catches up), then
+/// new ones in batches as they are written.
+pub(crate) async fn live(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult {
+    if headers.get(header::ORIGIN).is_some() && !same_origin(&headers) {
+        return Err(ApiError::Forbidden("a socket from another origin is refused".into()));
+    }
+    hub.admin(&headers).await?;
+    let p = crate::http::Params::parse(q, &["after"])?;
+    let after = p.number::<i64>("after")?.unwrap_or(0);
+    Ok(upgrade.on_upgrade(move |socket| stream_events(hub, socket, after)))
+}
+
+/// What the page asked to follow besides the timeline: one task's output.
+struct Follow {
+    task: muster_core::TaskId,
+    after: i64,
+}
+
+async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
+    let mut changes = hub.shared.store.subscribe();
+    let mut output = hub.shared.output.subscribe();
+    let mut stopping = hub.shared.stopping.subscribe();
+    let mut follow: Option<Follow> = None;
+    loop {
+        changes.borrow_and_update();
+        output.borrow_and_update();
+        let filter = muster_store::EventFilter { after, task: None, agent: None, limit: 500 };
+        let events = match hub.shared.store.events(&filter).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read events for a dashboard");
+                return;
+            }
+        };
+        let mut more = false;
+        if let Some(last) = events.last() {
+            after = last.seq;
+            more |= events.len() == 500;
+            let batch: Vec<EventView> = events
+                .into_iter()
+                .map(|e| EventView {
+                    seq: e.seq,
+                    at: timestamp(e.at),
+                    kind: e.kind,
+                    task: e.task.map(|t| t.to_string()),
+                    agent: e.agent.map(|a| a.to_string()),
+                    epoch: e.epoch.map(|e| e.0),
+                    state: e.state,
+                    detail: e.detail,
+                })
+                .collect();
+            let text = to_json(&serde_json::json!({ "type": "events", "events": batch }));
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        if let Some(f) = follow.as_mut() {
+            let filter = muster_store::OutputFilter { attempt: None, after: f.after, limit: 1000 };
+            if let Ok(chunks) = hub.shared.store.read_output(&f.task, &filter).await
+                && let Some(last) = chunks.last()
+            {
+                f.after = last.seq;
+                more |= chunks.len() == 1000;
+                let views: Vec<muster_proto::api::OutputView> = chunks
+                    .into_iter()
+                    .map(|c| muster_proto::api::OutputView {
+                        seq: c.seq,
+                        attempt: c.attempt,
+                        stream: c.stream.as_str().to_owned(),
+                        at: timestamp(c.at),
+                        data: String::from_utf8_lossy(&c.data).into_owned(),
+                    })
+                    .collect();
+                let text =
+                    to_json(&serde_json::json!({ "type": "output", "task": f.task.to_string(), "chunks": views }));
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            r = output.changed() => if r.is_err() { return },
+            _ = async { drop(stopping.wait_for(|s| *s).await) } => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            msg = socket.recv() => match msg {
+                // `{"follow": "t_…", "after": 0}` streams that task's output; `{"follow": null}` stops.
+                Some(Ok(Message::Text(t))) => {
+                    let asked: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    follow = asked["follow"].as_str().and_then(|id| muster_core::TaskId::parse(id).ok()).map(|task| Follow {
+                        task,
+                        after: asked["after"].as_i64().unwrap_or(0),
+                    });
+                    continue;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+            // Pings keep proxies from closing an idle socket.
+            _ = tokio::time::sleep(Duration::from_secs(25)) => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // Batch what arrives together rather than one frame per event.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

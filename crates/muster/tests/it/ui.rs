@@ -1,0 +1,62 @@
+//! The dashboard in a real browser: Debian's Chromium, driven by
+//! playwright-core (`tests/ui/dashboard.mjs`). `.ci/run` installs both; a
+//! machine without them skips these tests and says so loudly.
+
+use crate::harness::{Hub, HubOpts};
+use std::path::PathBuf;
+
+/// The playwright-core module, or `None` (said loudly) when Chromium or Node is missing.
+fn playwright() -> Option<PathBuf> {
+    let module =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-tests/node_modules/playwright-core/index.mjs");
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !chromium || !node {
+        eprintln!(
+            "\n!!! SKIPPED: the dashboard's browser tests need /usr/bin/chromium and Node.js (.ci/run installs them) !!!\n"
+        );
+        return None;
+    }
+    assert!(
+        module.exists(),
+        "playwright-core is not installed in target/ui-tests: run .ci/run, or \
+         `npm install --prefix target/ui-tests playwright-core@1.64.1`"
+    );
+    Some(module)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what_it_must() {
+    let Some(module) = playwright() else { return };
+    let hub = Hub::start_with(HubOpts { alert_interval: "100ms", ..HubOpts::default() }).await;
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).expect("the screenshot directory");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/dashboard.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("HUB_URL", &hub.url)
+        .env("ADMIN_TOKEN", &hub.token)
+        .env("MUSTER_BIN", env!("CARGO_BIN_EXE_muster"))
+        .env("SHOTS", &shots)
+        .env("PLAYWRIGHT", &module)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    for name in [
+        "bad-token-refused",
+        "signed-in",
+        "agent-appears-live",
+        "task-from-form-streams-its-log",
+        "cancel-from-the-page",
+        "retry-from-the-page",
+        "alert-acknowledged-from-the-banner",
+        "markup-in-output-is-text",
+        "other-origin-refused",
+    ] {
+        assert!(stdout.contains(&format!("ok {name}\n")), "{name} did not pass:\n{stdout}");
+        assert!(shots.join(format!("{name}.png")).exists(), "{name} saved no screenshot");
+    }
+}
