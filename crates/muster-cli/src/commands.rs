@@ -70,6 +70,17 @@ pub enum TaskCmd {
         state: Option<String>,
         #[arg(long)]
         agent: Option<String>,
+        /// urgent, high, normal or low.
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        runner: Option<String>,
+        /// Tasks that require this capability.
+        #[arg(long)]
+        capability: Option<String>,
+        /// Tasks whose id, prompt or reason contains this (ignoring case).
+        #[arg(long)]
+        search: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[arg(long)]
@@ -246,13 +257,19 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
     let client = conn.client()?;
     match cmd {
         TaskCmd::Add(args) => task_add(&client, *args).await,
-        TaskCmd::List { state, agent, limit, json } => {
+        TaskCmd::List { state, agent, priority, runner, capability, search, limit, json } => {
             let mut query = vec![("limit", limit.to_string())];
-            if let Some(s) = state {
-                query.push(("state", s));
-            }
-            if let Some(a) = agent {
-                query.push(("agent", a));
+            let filters = [
+                ("state", state),
+                ("agent", agent),
+                ("priority", priority),
+                ("runner", runner),
+                ("capability", capability),
+            ];
+            for (key, value) in filters.into_iter().chain([("q", search)]) {
+                if let Some(v) = value {
+                    query.push((key, v));
+                }
             }
             let page: TaskPage = client.get(&format!("/tasks?{}", encode(&query))).await?;
             if json {
@@ -275,7 +292,7 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
             }
             print!("{}", t.render());
             if page.next.is_some() {
-                eprintln!("(more tasks: raise --limit or filter with --state)");
+                eprintln!("(more tasks: raise --limit or narrow with --state, --runner or --search)");
             }
             Ok(())
         }
@@ -944,6 +961,9 @@ pub struct EventsArgs {
     pub task: Option<String>,
     #[arg(long)]
     pub agent: Option<String>,
+    /// An event kind (task.failed) or a family of them (task, lock, agent).
+    #[arg(long)]
+    pub kind: Option<String>,
     /// Only events after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub after: i64,
@@ -970,6 +990,9 @@ pub async fn events(conn: &ConnArgs, args: EventsArgs) -> CliResult {
         }
         if let Some(a) = &args.agent {
             query.push(("agent", a.clone()));
+        }
+        if let Some(k) = &args.kind {
+            query.push(("kind", k.clone()));
         }
         if args.follow {
             query.push(("wait", "30s".into()));

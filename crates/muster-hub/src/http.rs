@@ -971,10 +971,14 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
 
 async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     hub.admin(&headers).await?;
-    let p = Params::parse(q, &["state", "agent", "limit", "before"])?;
+    let p = Params::parse(q, &["state", "agent", "priority", "runner", "capability", "q", "limit", "before"])?;
     let filter = TaskFilter {
         state: p.get("state").map(TaskState::parse).transpose()?,
         agent: p.get("agent").map(AgentName::parse).transpose()?,
+        priority: p.get("priority").map(muster_core::Priority::parse).transpose()?,
+        runner: p.get("runner").map(RunnerName::parse).transpose()?,
+        capability: p.get("capability").map(muster_core::Capability::parse).transpose()?,
+        text: p.get("q").map(str::to_owned),
         limit: p.number::<usize>("limit")?.unwrap_or(100).clamp(1, 1000),
         before: p.number("before")?,
     };
@@ -1490,11 +1494,13 @@ async fn revoke_token(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path
 
 async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     hub.admin(&headers).await?;
-    let p = Params::parse(q, &["after", "task", "agent", "limit", "wait"])?;
+    let p = Params::parse(q, &["after", "before", "task", "agent", "kind", "limit", "wait"])?;
     let filter = EventFilter {
         after: p.number("after")?.unwrap_or(0),
+        before: p.number("before")?,
         task: p.get("task").map(TaskId::parse).transpose()?,
         agent: p.get("agent").map(AgentName::parse).transpose()?,
+        kind: p.get("kind").map(str::to_owned),
         limit: p.number::<usize>("limit")?.unwrap_or(1000).clamp(1, 10_000),
     };
     let deadline = tokio::time::Instant::now() + p.wait()?;

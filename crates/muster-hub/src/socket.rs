@@ -558,8 +558,11 @@ impl Conn {
                                     tracing::error!(error = %e, "cannot check the daily budgets");
                                 }
                             }
-                            if outcome_name != "cancelled" {
-                                self.hub.shared.window.ended(outcome_name == "succeeded");
+                            let cost = spent.and_then(|(_, cost)| cost).unwrap_or(0);
+                            if outcome_name == "cancelled" {
+                                self.hub.shared.window.spent(cost);
+                            } else {
+                                self.hub.shared.window.ended(outcome_name == "succeeded", cost);
                             }
                             if let Some(started) = task.started_at {
                                 metrics.run_duration.with(&[&outcome_name]).observe(now.since(started).as_secs_f64());

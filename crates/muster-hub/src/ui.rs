@@ -173,7 +173,8 @@ pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiR
 
 /// `GET /api/v1/events/live?after=N`: the timeline as it happens, over a
 /// WebSocket: first every event after `N` (a reconnect catches up), then
-/// new ones in batches as they are written.
+/// new ones in batches as they are written, and each new point of the
+/// metrics window as it is taken.
 pub(crate) async fn live(
     State(hub): State<Hub>,
     headers: HeaderMap,
@@ -199,11 +200,23 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
     let mut changes = hub.shared.store.subscribe();
     let mut output = hub.shared.output.subscribe();
     let mut stopping = hub.shared.stopping.subscribe();
+    let mut points = hub.shared.window.fresh.subscribe();
+    points.borrow_and_update();
+    let mut point_due = false;
     let mut follow: Option<Follow> = None;
     loop {
         changes.borrow_and_update();
         output.borrow_and_update();
-        let filter = muster_store::EventFilter { after, task: None, agent: None, limit: 500 };
+        if std::mem::take(&mut point_due) | points.has_changed().unwrap_or(false) {
+            points.borrow_and_update();
+            if let Some(point) = hub.shared.window.latest() {
+                let text = to_json(&serde_json::json!({ "type": "metrics", "point": point }));
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let filter = muster_store::EventFilter { after, limit: 500, ..Default::default() };
         let events = match hub.shared.store.events(&filter).await {
             Ok(e) => e,
             Err(e) => {
@@ -263,6 +276,12 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = output.changed() => if r.is_err() { return },
+            r = points.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                point_due = true;
+            }
             _ = async { drop(stopping.wait_for(|s| *s).await) } => {
                 let _ = socket.send(Message::Close(None)).await;
                 return;

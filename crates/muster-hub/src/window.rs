@@ -1,8 +1,9 @@
 //! The last hour for people: a point every `window_interval` (10 s), 360 of
 //! them, kept in memory (a restart starts a new window).
 //!
-//! Counts come from the store at each tick; latencies and outcomes are
-//! collected as they happen and drained into the point.
+//! Counts come from the store at each tick; latencies, outcomes and cost are
+//! collected as they happen and drained into the point. Each new point is
+//! announced on `fresh`, which the dashboard's live socket forwards.
 
 use crate::Hub;
 use muster_core::TaskState;
@@ -19,13 +20,21 @@ struct Pending {
     latencies: Vec<f64>,
     succeeded: u64,
     failed: u64,
+    cost_micro_usd: u64,
 }
 
-#[derive(Default)]
 pub struct Window {
     /// Short critical sections only.
     pending: Mutex<Pending>,
     points: Mutex<VecDeque<MetricsPoint>>,
+    /// How many points have been taken; bumped after each is stored.
+    pub fresh: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window { pending: Mutex::default(), points: Mutex::default(), fresh: tokio::sync::watch::channel(0).0 }
+    }
 }
 
 impl Window {
@@ -33,13 +42,25 @@ impl Window {
         self.pending.lock().expect("window lock poisoned").latencies.push(queue_wait_secs);
     }
 
-    pub fn ended(&self, succeeded: bool) {
+    pub fn ended(&self, succeeded: bool, cost_micro_usd: u64) {
         let mut p = self.pending.lock().expect("window lock poisoned");
         if succeeded {
             p.succeeded += 1;
         } else {
             p.failed += 1;
         }
+        p.cost_micro_usd = p.cost_micro_usd.saturating_add(cost_micro_usd);
+    }
+
+    /// A run that ended without an outcome worth counting (cancelled) still spent.
+    pub fn spent(&self, cost_micro_usd: u64) {
+        let mut p = self.pending.lock().expect("window lock poisoned");
+        p.cost_micro_usd = p.cost_micro_usd.saturating_add(cost_micro_usd);
+    }
+
+    /// The newest point, if any has been taken.
+    pub fn latest(&self) -> Option<MetricsPoint> {
+        self.points.lock().expect("window lock poisoned").back().cloned()
     }
 }
 
@@ -92,12 +113,16 @@ impl Hub {
             latency_p95: percentile(&latencies, 0.95),
             latency_p99: percentile(&latencies, 0.99),
             utilization: (slots > 0).then(|| f64::from(used) / f64::from(slots)),
+            cost_usd: pending.cost_micro_usd as f64 / 1e6,
         };
-        let mut points = self.shared.window.points.lock().expect("window lock poisoned");
-        if points.len() == POINTS {
-            points.pop_front();
+        {
+            let mut points = self.shared.window.points.lock().expect("window lock poisoned");
+            if points.len() == POINTS {
+                points.pop_front();
+            }
+            points.push_back(point);
         }
-        points.push_back(point);
+        self.shared.window.fresh.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -162,6 +187,7 @@ mod tests {
             latency_p95: None,
             latency_p99: None,
             utilization: None,
+            cost_usd: 0.0,
         };
         let rising = [point(0), point(10), point(20)];
         let refs: Vec<&MetricsPoint> = rising.iter().collect();

@@ -110,6 +110,8 @@ const live = {
         onEvents(msg.events);
       } else if (msg.type === "output") {
         onOutput(msg.task, msg.chunks);
+      } else if (msg.type === "metrics") {
+        onMetrics(msg.point);
       }
     };
     s.onclose = () => {
@@ -212,14 +214,209 @@ async function overview() {
 }
 
 async function agentsView() {
-  const agents = await call("GET", "/agents");
-  setView(el("h1", {}, "Agents"), el("table", { id: "agents" },
-    el("thead", {}, el("tr", {}, ["Name", "State", "Slots", "Runners", "Capabilities", "Last seen"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, agents.map((a) => el("tr", { "data-agent": a.name },
-      el("td", {}, a.name), el("td", { class: "agent-state" }, a.state),
-      el("td", {}, `${a.used_slots}/${a.slots}`),
-      el("td", {}, (a.runners || []).join(", ")), el("td", {}, (a.capabilities || []).join(", ")),
-      el("td", { class: "muted" }, a.last_seen_at || "-"))))));
+  const [agents, running, breakers] = await Promise.all([
+    call("GET", "/agents"), call("GET", "/tasks?state=running&limit=1000"), call("GET", "/breakers"),
+  ]);
+  const act = (name, what) => el("button", { type: "button", class: `agent-${what}`, onclick: async () => {
+    try { await call("POST", `/agents/${encodeURIComponent(name)}/${what}`, {}); current.refresh(); }
+    catch (e) { $("#agents-error").textContent = e.message; }
+  } }, what[0].toUpperCase() + what.slice(1));
+  setView(el("h1", {}, "Agents"), el("p", { id: "agents-error", class: "error" }),
+    el("div", { id: "agents", class: "cards wide" }, agents.map((a) => {
+      const runs = running.tasks.filter((t) => t.agent === a.name);
+      const breaker = breakers.find((b) => b.scope === "agent" && b.name === a.name);
+      return el("div", { class: "card agent", "data-agent": a.name },
+        el("h3", {}, a.name, " ", el("span", { class: `agent-state state-${a.state}` }, a.state)),
+        el("p", {}, `slots ${a.used_slots}/${a.slots}`, " · runners ", (a.runners || []).join(", ") || "-"),
+        a.capabilities.length ? el("p", { class: "muted" }, "capabilities: ", a.capabilities.join(", ")) : "",
+        a.unavailable.length ? el("p", { class: "error" }, "doctor: ", a.unavailable.join("; ")) : "",
+        breaker ? el("p", { class: "error" }, `circuit ${breaker.state} (${breaker.failures} failures)`) : "",
+        el("p", { class: "muted" }, "last seen ", a.last_seen_at || "never", a.version ? ` · ${a.version}` : ""),
+        runs.length ? el("ul", {}, runs.map((t) => el("li", {}, el("a", { href: `#/tasks/${t.id}` }, t.id), " ",
+          t.prompt.length > 60 ? t.prompt.slice(0, 59) + "…" : t.prompt))) : el("p", { class: "muted" }, "idle"),
+        el("div", { class: "row" }, a.paused ? act(a.name, "resume") : act(a.name, "pause"), act(a.name, "drain")));
+    })),
+    agents.length ? "" : el("p", { class: "muted" }, "No agent is registered. Add one with muster agent add NAME."));
+}
+
+/** Which chart the pointer is over, and at which point, so a live redraw keeps the readout. */
+let hover = null;
+
+/** A line chart of `series` over `points`, as SVG, with the values under the pointer. */
+function chart(title, points, series, format) {
+  const W = 560, H = 160, P = 28;
+  const svgNs = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNs, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  const values = points.flatMap((p) => series.map((s) => p[s.key]).filter((v) => v !== null && v !== undefined));
+  const max = Math.max(1e-9, ...values);
+  const x = (i) => P + (points.length <= 1 ? 0 : (i * (W - 2 * P)) / (points.length - 1));
+  const y = (v) => H - P - (v / max) * (H - 2 * P);
+  const line = (x1, y1, x2, y2, cls) => {
+    const l = document.createElementNS(svgNs, "line");
+    for (const [k, v] of Object.entries({ x1, y1, x2, y2, class: cls })) l.setAttribute(k, v);
+    return l;
+  };
+  svg.append(line(P, H - P, W - P, H - P, "axis"), line(P, P, P, H - P, "axis"));
+  const label = document.createElementNS(svgNs, "text");
+  label.setAttribute("x", 2); label.setAttribute("y", P - 8); label.setAttribute("class", "tick");
+  label.textContent = format(max);
+  svg.append(label);
+  // The span of time drawn, oldest at the left.
+  for (const [i, anchor] of [[0, "start"], [points.length - 1, "end"]]) {
+    if (!points[i] || (i > 0 && points.length < 2)) continue;
+    const t = document.createElementNS(svgNs, "text");
+    t.setAttribute("x", x(i)); t.setAttribute("y", H - P + 14); t.setAttribute("class", "tick");
+    t.setAttribute("text-anchor", anchor);
+    t.textContent = points[i].at.slice(11, 19);
+    svg.append(t);
+  }
+  for (const s of series) {
+    const path = document.createElementNS(svgNs, "polyline");
+    const pts = points.map((p, i) => (p[s.key] === null || p[s.key] === undefined ? null : `${x(i)},${y(p[s.key])}`))
+      .filter(Boolean).join(" ");
+    path.setAttribute("points", pts);
+    path.setAttribute("class", `series ${s.cls}`);
+    svg.append(path);
+  }
+  const cursor = line(0, P, 0, H - P, "cursor");
+  cursor.style.display = "none";
+  svg.append(cursor);
+  const readout = el("div", { class: "readout muted" }, "\u00a0");
+  const show = (i) => {
+    const p = points[i];
+    if (!p) return;
+    cursor.setAttribute("x1", x(i)); cursor.setAttribute("x2", x(i)); cursor.style.display = "";
+    const value = (v) => (v === null || v === undefined ? "-" : format(v));
+    readout.textContent = `${p.at.slice(11, 19)}  ` + series.map((s) => `${s.label} ${value(p[s.key])}`).join("  ");
+  };
+  svg.addEventListener("mousemove", (ev) => {
+    const box = svg.getBoundingClientRect();
+    const at = ((ev.clientX - box.left) / box.width) * W;
+    const i = Math.max(0, Math.min(points.length - 1, Math.round(((at - P) / (W - 2 * P)) * (points.length - 1))));
+    hover = { title, i };
+    show(i);
+  });
+  svg.addEventListener("mouseleave", () => { cursor.style.display = "none"; hover = null; });
+  if (hover && hover.title === title) show(Math.min(hover.i, points.length - 1));
+  return el("figure", { class: "chart", "data-chart": title },
+    el("figcaption", {}, title, " ", series.map((s) => el("span", { class: `key ${s.cls}` }, s.label))), svg, readout);
+}
+
+/** The metrics window the page holds while the metrics view is open; points arrive on the live socket. */
+let metricsWindow = null;
+
+function onMetrics(point) {
+  if (!metricsWindow) return;
+  metricsWindow.points.push(point);
+  if (metricsWindow.points.length > 360) metricsWindow.points.shift();
+  drawCharts();
+}
+
+const fmt = {
+  n: (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2).replace(/\.?0+$/, "")),
+  pct: (v) => `${(v * 100).toFixed(0)}%`,
+  secs: (v) => (v < 1 ? `${(v * 1000).toFixed(0)} ms` : `${v.toFixed(1)} s`),
+  usd: (v) => `$${v < 1 ? v.toFixed(4) : v.toFixed(2)}`,
+};
+
+function drawCharts() {
+  const charts = $("#charts");
+  if (!charts || !metricsWindow) { metricsWindow = null; return; }
+  const pts = metricsWindow.points;
+  charts.replaceChildren(
+    chart("Queue depth", pts, [{ key: "queued", label: "queued", cls: "a" }, { key: "running", label: "running", cls: "b" }], fmt.n),
+    chart("Throughput (runs/s)", pts, [{ key: "throughput", label: "runs/s", cls: "a" }], fmt.n),
+    chart("Queue wait", pts, [{ key: "latency_p50", label: "p50", cls: "a" }, { key: "latency_p95", label: "p95", cls: "b" },
+      { key: "latency_p99", label: "p99", cls: "c" }], fmt.secs),
+    chart("Failure rate", pts, [{ key: "failure_rate", label: "failed", cls: "c" }], fmt.pct),
+    chart("Utilization", pts, [{ key: "utilization", label: "slots used", cls: "b" }], fmt.pct),
+    chart("Cost", pts, [{ key: "cost_usd", label: "spent", cls: "a" }], fmt.usd));
+  $("#metrics-empty").hidden = pts.length > 0;
+}
+
+async function metricsView() {
+  const [m, costs] = await Promise.all([call("GET", "/metrics"), call("GET", "/costs?by=day&since=24h")]);
+  metricsWindow = { points: m.points.slice() };
+  const today = (costs.rows.find((r) => r.key === new Date().toISOString().slice(0, 10)) || { cost_usd: 0 }).cost_usd;
+  setView(el("h1", {}, "Metrics: the last hour"),
+    el("p", { id: "metrics-summary" }, `one point every ${m.interval_secs} s · queue ${m.queue_trend}`,
+      ` (${m.queue_trend_per_min.toFixed(1)}/min) · spent today ${fmt.usd(today)}`),
+    el("div", { id: "charts", class: "charts" }),
+    el("p", { id: "metrics-empty", class: "muted" }, "No samples yet: the hub takes one every few seconds."));
+  drawCharts();
+}
+
+async function locksView() {
+  const [locks, conflicts, pending] = await Promise.all([
+    call("GET", "/locks"), call("GET", "/conflicts?state=open"), call("GET", "/tasks?state=pending_approval&limit=200"),
+  ]);
+  const unlock = (name) => el("button", { type: "button", class: "unlock", onclick: async () => {
+    if (!confirm(`Force ${name} free? Its holder is not told.`)) return;
+    await call("POST", "/locks/unlock", { name }); current.refresh();
+  } }, "Force unlock");
+  const approve = (t, what, body) => el("button", { type: "button", class: what, onclick: async () => {
+    try { await call("POST", `/tasks/${t.id}/${what}`, body); current.refresh(); }
+    catch (e) { $("#locks-error").textContent = e.message; }
+  } }, what === "approve" ? "Approve" : "Reject");
+  setView(el("h1", {}, "Approvals, locks and conflicts"), el("p", { id: "locks-error", class: "error" }),
+    el("h2", {}, "Waiting for approval"),
+    pending.tasks.length ? el("table", { id: "approvals" }, el("tbody", {}, pending.tasks.map((t) => el("tr", { "data-task": t.id },
+      el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)), el("td", {}, t.runner), el("td", {}, t.prompt.slice(0, 80)),
+      el("td", {}, approve(t, "approve", {}), " ", approve(t, "reject", { reason: "rejected from the dashboard" }))))))
+      : el("p", { class: "muted" }, "Nothing waits for approval."),
+    el("h2", {}, "Locks"),
+    locks.held.length || locks.waiting.length ? el("table", { id: "locks" }, el("tbody", {},
+      locks.held.map((l) => el("tr", { "data-lock": l.name }, el("td", {}, l.name), el("td", {}, l.mode),
+        el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "held since ", l.since), el("td", {}, unlock(l.name)))),
+      locks.waiting.map((l) => el("tr", {}, el("td", {}, l.name), el("td", {}, l.mode),
+        el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "waits for ", l.waits_for.join(", ")), el("td", {})))))
+      : el("p", { class: "muted" }, "No lock is held."),
+    el("h2", {}, "Open conflicts"),
+    conflicts.length ? el("table", { id: "conflicts" }, el("tbody", {}, conflicts.map((c) => el("tr", {},
+      el("td", {}, `#${c.id} ${c.repo}`), el("td", {}, c.files.join(", ")),
+      el("td", {}, "goes on: ", el("a", { href: `#/tasks/${c.winner}` }, c.winner)),
+      el("td", {}, "paused: ", el("a", { href: `#/tasks/${c.loser}` }, c.loser)),
+      el("td", {}, c.decision ? el("a", { href: "#/decisions" }, `decision #${c.decision}`) : "-")))))
+      : el("p", { class: "muted" }, "No open conflict."));
+}
+
+/** What the last admin action said; kept across the view's redraws. */
+let adminNote = "";
+
+async function adminView() {
+  const [db, backups, config] = await Promise.all([call("GET", "/admin/db"), call("GET", "/admin/backups"), call("GET", "/config")]);
+  const out = el("pre", { class: "log", id: "admin-out", "aria-live": "polite" }, adminNote);
+  const say = (text) => { adminNote = text; out.textContent = text; };
+  const run = (label, method, path, id) => el("button", { type: "button", id, onclick: async () => {
+    say(`${label}…`);
+    try { say(JSON.stringify(await call(method, path, {}), null, 2)); current.refresh(); }
+    catch (e) { say(e.message); }
+  } }, label);
+  const keys = config.settings;
+  setView(el("h1", {}, "Admin"),
+    el("div", { class: "row" }, run("Back up now", "POST", "/admin/backups", "backup-now"),
+      run("Check the database", "POST", "/admin/check", "check-now")), out,
+    el("h2", {}, "Database"), el("pre", { class: "log" }, JSON.stringify(db, null, 2)),
+    el("h2", {}, "Backups"),
+    el("table", { id: "backups" }, el("tbody", {}, backups.map((b) =>
+      el("tr", {}, el("td", {}, b.file), el("td", {}, b.created_at), el("td", {}, `${(b.bytes / 1048576).toFixed(1)} MiB`))))),
+    el("h2", {}, "Settings"),
+    el("table", { id: "settings" }, el("tbody", {}, keys.map((k) => {
+      // A setting keeps its kind: numbers and switches are sent as such.
+      const input = typeof k.value === "boolean"
+        ? el("select", { "aria-label": k.key }, ["true", "false"].map((v) => el("option", { value: v, selected: String(k.value) === v }, v)))
+        : el("input", { value: String(k.value), "aria-label": k.key, size: 14 });
+      const typed = () => (typeof k.value === "number" ? Number(input.value)
+        : typeof k.value === "boolean" ? input.value === "true" : input.value);
+      return el("tr", { "data-setting": k.key }, el("td", {}, k.key), el("td", { class: "nowrap" }, input, " ",
+        el("button", { type: "button", onclick: async () => {
+          try { await call("PUT", "/config", { [k.key]: typed() }); say(`${k.key} set to ${input.value}`); current.refresh(); }
+          catch (e) { say(e.message); }
+        } }, "Set")), el("td", { class: "muted" }, k.description));
+    }))));
 }
 
 async function tasksView() {
@@ -317,6 +514,9 @@ const routes = [
   [/^#\/tasks\/(t_[0-9a-z]+)/, taskView],
   [/^#\/tasks/, tasksView],
   [/^#\/decisions/, decisionsView],
+  [/^#\/metrics/, metricsView],
+  [/^#\/locks/, locksView],
+  [/^#\/admin/, adminView],
   [/^#\/timeline/, timelineView],
   [/^/, overview],
 ];
@@ -334,7 +534,8 @@ async function route() {
     const render = () => view(...m.slice(1)).catch((e) => {
       if (e.status !== 401) setView(el("p", { class: "error" }, e.message));
     });
-    current = { refresh: view === timelineView ? null : render };
+    // The timeline and the charts take their news from the live socket itself.
+    current = { refresh: view === timelineView || view === metricsView ? null : render };
     if (view !== taskView) live.follow(null);
     await render();
     return;

@@ -743,6 +743,9 @@ pub struct MetricsPoint {
     pub latency_p99: Option<f64>,
     /// Used slots over the slots of connected agents (0 to 1); `None` without agents.
     pub utilization: Option<f64>,
+    /// What the runs that ended in this interval cost, in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// `GET /api/v1/metrics`: the last hour for people.

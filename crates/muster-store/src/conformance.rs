@@ -128,6 +128,8 @@ cases!($
     record_event_appends_what_it_is_given,
     subscribe_advances_after_a_write,
     list_tasks_pages_newest_first_and_filters,
+    list_tasks_filters_by_priority_runner_capability_and_text,
+    events_filter_by_kind_and_read_backwards,
     count_tasks_counts_every_state,
     count_tasks_by_priority_splits_each_state,
     outcomes_since_counts_recent_attempts_by_outcome,
@@ -1968,6 +1970,85 @@ pub async fn list_tasks_pages_newest_first_and_filters(store: Arc<dyn Store>) {
     assert_eq!(claimed, [ids[0].clone()], "the oldest queued task goes first");
     let of_a = page(TaskFilter { agent: Some(a), limit: 10, ..TaskFilter::default() }).await;
     assert_eq!(ids_of(&of_a.items), [ids[0].clone()], "filter by agent");
+}
+
+pub async fn list_tasks_filters_by_priority_runner_capability_and_text(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut claude = spec("Fix the 100% CPU loop in the PARSER");
+    claude.runner = runners(&["claude"]).remove(0);
+    let urgent = submit(s, 1, with_priority(claude, Priority::Urgent), at(1)).await;
+    let gpu = submit(s, 2, with_caps(spec("train the model_a"), &["gpu", "linux"]), at(2)).await;
+    let plain = submit(s, 3, spec("write docs"), at(3)).await;
+    let ids = |filter: TaskFilter| async move {
+        let page = ok("list_tasks", s.list_tasks(&TaskFilter { limit: 10, ..filter }).await);
+        page.items.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(TaskFilter { priority: Some(Priority::Urgent), ..TaskFilter::default() }).await,
+        vec![urgent.clone()]
+    );
+    assert_eq!(
+        ids(TaskFilter { priority: Some(Priority::Normal), ..TaskFilter::default() }).await,
+        vec![plain.clone(), gpu.clone()]
+    );
+    assert_eq!(
+        ids(TaskFilter { runner: Some(runners(&["claude"]).remove(0)), ..TaskFilter::default() }).await,
+        vec![urgent.clone()]
+    );
+    let gpu_cap = caps(&["gpu"]).remove(0);
+    assert_eq!(ids(TaskFilter { capability: Some(gpu_cap), ..TaskFilter::default() }).await, vec![gpu.clone()]);
+    let text = |t: &str| TaskFilter { text: Some(t.to_owned()), ..TaskFilter::default() };
+    assert_eq!(ids(text("parser")).await, vec![urgent.clone()], "text ignores case");
+    assert_eq!(ids(text("100%")).await, vec![urgent.clone()], "a % in the text is literal");
+    assert_eq!(ids(text("0% C")).await, vec![urgent.clone()]);
+    assert!(ids(text("1%0")).await.is_empty(), "a % in the text is not a wildcard");
+    assert_eq!(ids(text("model_a")).await, vec![gpu.clone()]);
+    assert!(ids(text("model_")).await.contains(&gpu), "an _ is literal");
+    assert!(ids(text("modelxa")).await.is_empty(), "an _ is not a wildcard");
+    assert_eq!(ids(text(plain.as_str())).await, vec![plain.clone()], "text finds an id");
+    let both = TaskFilter {
+        priority: Some(Priority::Normal),
+        text: Some("docs".into()),
+        state: Some(TaskState::Queued),
+        ..TaskFilter::default()
+    };
+    assert_eq!(ids(both).await, vec![plain.clone()], "filters combine");
+}
+
+pub async fn events_filter_by_kind_and_read_backwards(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let first = submit(s, 1, spec("first"), at(1)).await;
+    let e = assign(s, &a, &first, at(2)).await;
+    ok("start_task", s.start_task(&a, &first, e, at(3), LEASE).await);
+    finish(s, &a, &first, e, &SUCCEEDED, at(4)).await;
+    let all = events_after(s, 0).await;
+    let kind = |k: &str| EventFilter { kind: Some(k.to_owned()), ..EventFilter::default() };
+    let succeeded = all_events(s, kind("task.succeeded")).await;
+    assert_eq!(kinds(&succeeded), ["task.succeeded"]);
+    let of_tasks = all_events(s, kind("task")).await;
+    assert_eq!(
+        kinds(&of_tasks),
+        ["task.created", "task.assigned", "task.started", "task.succeeded"],
+        "a family by its prefix"
+    );
+    assert!(all_events(s, kind("tas")).await.is_empty(), "a family is a whole dotted word");
+    assert!(all_events(s, kind("task.%")).await.is_empty(), "a % in a kind is literal");
+
+    let last = all.last().expect("events were written").seq;
+    let back = ok("events", s.events(&EventFilter { before: Some(last), limit: 2, ..EventFilter::default() }).await);
+    assert_eq!(back, all[all.len() - 3..all.len() - 1], "the newest two below `before`, oldest first");
+    let back_tasks = ok(
+        "events",
+        s.events(&EventFilter {
+            before: Some(last + 1),
+            kind: Some("task".into()),
+            limit: 3,
+            ..EventFilter::default()
+        })
+        .await,
+    );
+    assert_eq!(kinds(&back_tasks), ["task.assigned", "task.started", "task.succeeded"]);
 }
 
 pub async fn count_tasks_by_priority_splits_each_state(store: Arc<dyn Store>) {

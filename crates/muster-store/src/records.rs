@@ -142,6 +142,12 @@ use muster_core::Task;
 pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub agent: Option<AgentName>,
+    pub priority: Option<muster_core::Priority>,
+    pub runner: Option<RunnerName>,
+    /// Tasks that require this capability.
+    pub capability: Option<Capability>,
+    /// Tasks whose id, prompt or reason contains this, ignoring ASCII case.
+    pub text: Option<String>,
     pub limit: usize,
     /// Cursor from a previous page: only tasks created before this one.
     pub before: Option<i64>,
@@ -499,8 +505,14 @@ pub struct NewEvent {
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub after: i64,
+    /// Only events before this sequence number; with it, the page is the
+    /// newest `limit` events below it (still oldest first), so a timeline
+    /// can be read backwards.
+    pub before: Option<i64>,
     pub task: Option<TaskId>,
     pub agent: Option<AgentName>,
+    /// An event kind (`task.failed`) or a family of them (`task`, `lock`).
+    pub kind: Option<String>,
     pub limit: usize,
 }
 

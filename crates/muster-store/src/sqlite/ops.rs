@@ -660,6 +660,25 @@ pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
         sql.push_str(" AND agent = ?");
         args.push(agent.as_str().to_owned().into());
     }
+    if let Some(priority) = f.priority {
+        sql.push_str(" AND priority = ?");
+        args.push(priority.rank().into());
+    }
+    if let Some(runner) = &f.runner {
+        sql.push_str(" AND runner = ?");
+        args.push(runner.as_str().to_owned().into());
+    }
+    if let Some(cap) = &f.capability {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = tasks.id AND c.cap = ?)");
+        args.push(cap.as_str().to_owned().into());
+    }
+    if let Some(text) = f.text.as_deref().filter(|t| !t.is_empty()) {
+        sql.push_str(" AND (id LIKE ? ESCAPE '\\' OR prompt LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\')");
+        let pattern = format!("%{}%", like_escaped(text));
+        for _ in 0..3 {
+            args.push(pattern.clone().into());
+        }
+    }
     if let Some(before) = f.before {
         sql.push_str(" AND seq < ?");
         args.push(before.into());
@@ -681,6 +700,18 @@ pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
         None
     };
     Ok(Page { items, next })
+}
+
+/// `text` for a LIKE pattern with `ESCAPE '\\'`: its own `%` and `_` taken literally.
+fn like_escaped(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p
 }
 
 pub fn count_tasks(c: &Connection) -> Result<Vec<(TaskState, u64)>> {
@@ -2403,13 +2434,23 @@ pub fn count_quiet_running(c: &Connection, quiet_since: Millis) -> Result<u64> {
 
 pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
     let limit = f.limit.clamp(1, 10_000) as i64;
-    let mut stmt = c.prepare_cached(
-        "SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events \
-         WHERE seq > ? AND (? IS NULL OR task_id = ?) AND (? IS NULL OR agent = ?) ORDER BY seq LIMIT ?",
-    )?;
+    const WHERE: &str = "WHERE seq > ?1 AND (?2 IS NULL OR seq < ?2) AND (?3 IS NULL OR task_id = ?3) \
+         AND (?4 IS NULL OR agent = ?4) AND (?5 IS NULL OR kind = ?5 OR kind LIKE ?6 ESCAPE '\\')";
+    // Reading backwards takes the newest below `before`, then puts them oldest first.
+    let sql = if f.before.is_some() {
+        format!(
+            "SELECT * FROM (SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events {WHERE} \
+             ORDER BY seq DESC LIMIT ?7) ORDER BY seq"
+        )
+    } else {
+        format!("SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events {WHERE} ORDER BY seq LIMIT ?7")
+    };
+    let mut stmt = c.prepare_cached(&sql)?;
     let task = f.task.as_ref().map(|t| t.as_str());
     let agent = f.agent.as_ref().map(|a| a.as_str());
-    let rows = stmt.query_map(params![f.after, task, task, agent, agent, limit], |r| {
+    let kind = f.kind.as_deref().filter(|k| !k.is_empty());
+    let family = kind.map(|k| format!("{}.%", like_escaped(k)));
+    let rows = stmt.query_map(params![f.after, f.before, task, agent, kind, family, limit], |r| {
         let task: Option<String> = r.get(3)?;
         let agent: Option<String> = r.get(4)?;
         Ok(Event {

@@ -201,6 +201,9 @@ async fn bad_ids_queries_and_state_changes_are_refused() {
         get("/tasks?colour=red").expect(400, Some("colour"), "unknown query parameter"),
         get("/tasks?state=done").expect(400, Some("state"), "unknown state"),
         get("/tasks?limit=lots").expect(400, Some("limit"), "not a valid number"),
+        get("/tasks?priority=asap").expect(400, Some("priority"), "unknown priority"),
+        get("/tasks?runner=no%20spaces").expect(400, Some("runner"), "runner"),
+        get("/events?before=soon").expect(400, Some("before"), "not a valid number"),
         get("/events?after=1&after=2").expect(400, Some("after"), "given more than once"),
     ];
     for case in cases {

@@ -49,6 +49,10 @@ async fn a_user_queues_a_task_waits_for_it_and_reads_its_output() {
     let listed = parse("task list --json", &ok(&hub, &["task", "list", "--json"]).await);
     let listed = listed.as_array().unwrap_or_else(|| panic!("not an array: {listed}"));
     assert!(listed.iter().any(|t| t["id"] == id && t["state"] == "succeeded"), "{listed:?}");
+    let found = ok(&hub, &["task", "list", "--search", "HELLO", "--runner", "shell", "--priority", "normal"]).await;
+    assert_eq!(found.lines().skip(1).map(|l| &l[..id.len()]).collect::<Vec<_>>(), [id], "{found}");
+    let none = ok(&hub, &["task", "list", "--search", "hello", "--priority", "urgent"]).await;
+    assert_eq!(none.lines().count(), 1, "only the header: {none}");
 
     // --json prints the whole task.
     let task = parse("task add --json", &ok(&hub, &["task", "add", "--runner", "shell", "--json", "echo json"]).await);
@@ -80,6 +84,9 @@ async fn a_user_queues_a_task_waits_for_it_and_reads_its_output() {
     assert!(events.iter().all(|e| e["task"] == id), "{events:?}");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["task.created", "task.assigned", "task.started", "task.succeeded"]);
+    let ends = ok(&hub, &["events", "--kind", "task.succeeded", "--json"]).await;
+    assert_eq!(ends.lines().count(), 3, "three tasks succeeded: {ends}");
+    assert!(ends.lines().all(|l| parse("an event line", l)["kind"] == "task.succeeded"), "{ends}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

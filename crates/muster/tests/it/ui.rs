@@ -28,7 +28,12 @@ fn playwright() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what_it_must() {
     let Some(module) = playwright() else { return };
-    let hub = Hub::start_with(HubOpts { alert_interval: "100ms", ..HubOpts::default() }).await;
+    let hub = Hub::start_with(HubOpts {
+        alert_interval: "100ms",
+        extra: &["--window-interval", "500ms"],
+        ..HubOpts::default()
+    })
+    .await;
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
     std::fs::create_dir_all(&shots).expect("the screenshot directory");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/dashboard.mjs");
@@ -55,6 +60,12 @@ async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what
         "alert-acknowledged-from-the-banner",
         "markup-in-output-is-text",
         "other-origin-refused",
+        "agent-paused-and-resumed-from-its-card",
+        "decision-answered-from-the-inbox",
+        "lock-forced-free-from-the-page",
+        "metrics-charts-of-the-last-hour",
+        "admin-backs-up-from-the-page",
+        "phone-sized-overview",
     ] {
         assert!(stdout.contains(&format!("ok {name}\n")), "{name} did not pass:\n{stdout}");
         assert!(shots.join(format!("{name}.png")).exists(), "{name} saved no screenshot");

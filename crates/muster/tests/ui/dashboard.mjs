@@ -79,13 +79,13 @@ try {
 
   await step("agent-appears-live", async () => {
     await page.click('#nav a[href="#/agents"]');
-    await page.waitForSelector("table#agents");
+    await page.waitForSelector("#agents", { state: "attached" });
     const added = await api("POST", "/agents", { name: "ui-agent" });
     agent = spawn(process.env.MUSTER_BIN, ["agent", "run", "--hub", hub, "--runner", "shell", "--slots", "2"], {
       env: { ...process.env, MUSTER_TOKEN: added.body.token, MUSTER_LOG: "warn" }, stdio: "inherit",
     });
     // No reload: the row arrives with the agent's events.
-    await page.waitForSelector('tr[data-agent="ui-agent"] .agent-state:text-is("idle")', { timeout: 20000 });
+    await page.waitForSelector('.agent[data-agent="ui-agent"] .agent-state:text-is("idle")', { timeout: 20000 });
   });
 
   await step("task-from-form-streams-its-log", async () => {
@@ -171,6 +171,71 @@ try {
     if (tasks.body.tasks.some((t) => t.prompt === "echo forged")) throw new Error("the forged task was created");
     await page.goto(`${hub}/#/timeline`);
     await page.waitForSelector("#timeline tr");
+  });
+
+  await step("agent-paused-and-resumed-from-its-card", async () => {
+    await page.goto(`${hub}/#/agents`);
+    await page.click('.agent[data-agent="ui-agent"] button.agent-pause');
+    await page.waitForSelector('.agent[data-agent="ui-agent"] .agent-state:text-is("paused")');
+    await page.click('.agent[data-agent="ui-agent"] button.agent-resume');
+    await page.waitForSelector('.agent[data-agent="ui-agent"] .agent-state:text-is("idle")');
+  });
+
+  await step("decision-answered-from-the-inbox", async () => {
+    const bin = process.env.MUSTER_BIN;
+    const t = await api("POST", "/tasks", { prompt: `a=$(${bin} ctl ask 'Deploy now?' --option deploy --option hold) && echo "chose $a"`, runner: "shell" });
+    await page.goto(`${hub}/#/decisions`);
+    await page.waitForSelector('#decisions li button.answer:text-is("deploy")', { timeout: 20000 });
+    await page.click('#decisions li button.answer:text-is("deploy")');
+    await page.goto(`${hub}/#/tasks/${t.body.task.id}`);
+    await expectText("#task-log", "chose deploy");
+  });
+
+  await step("lock-forced-free-from-the-page", async () => {
+    const gate = join(scratch, "holder-done");
+    const bin = process.env.MUSTER_BIN;
+    await api("POST", "/tasks", { prompt: `${bin} ctl lock deploy:staging && while [ ! -e ${gate} ]; do sleep 0.1; done`, runner: "shell" });
+    await page.goto(`${hub}/#/locks`);
+    await page.waitForSelector('#locks tr[data-lock="deploy:staging"]', { timeout: 20000 });
+    page.once("dialog", (d) => d.accept());
+    await page.click('#locks tr[data-lock="deploy:staging"] button.unlock');
+    await page.waitForSelector('#locks tr[data-lock="deploy:staging"]', { state: "detached" });
+    writeFileSync(gate, "");
+  });
+
+  await step("metrics-charts-of-the-last-hour", async () => {
+    await page.goto(`${hub}/#/metrics`);
+    const line = '#charts figure[data-chart="Queue depth"] svg polyline.series.a';
+    await page.waitForSelector(line, { state: "attached" });
+    const count = () => page.$eval(line, (l) => l.getAttribute("points").split(" ").filter(Boolean).length);
+    const before = await count();
+    // The hub samples every 500 ms here; the new points come over the socket, without a reload.
+    await page.waitForFunction(([sel, n]) => {
+      const l = document.querySelector(sel);
+      return l && l.getAttribute("points").split(" ").filter(Boolean).length >= n + 2;
+    }, [line, before], { timeout: 20000 });
+    for (const name of ["Throughput (runs/s)", "Queue wait", "Failure rate", "Utilization", "Cost"]) {
+      await page.waitForSelector(`#charts figure[data-chart="${name}"] svg`);
+    }
+    const box = await page.locator('#charts figure[data-chart="Queue depth"] svg').boundingBox();
+    await page.mouse.move(box.x + box.width * 0.9, box.y + box.height / 2);
+    await expectText('#charts figure[data-chart="Queue depth"] .readout', "queued");
+  });
+
+  await step("admin-backs-up-from-the-page", async () => {
+    await page.goto(`${hub}/#/admin`);
+    await page.click("#backup-now");
+    await expectText("#admin-out", ".db", 30000);
+    await page.waitForSelector("#backups tr");
+  });
+
+  await step("phone-sized-overview", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${hub}/#/overview`);
+    await page.waitForSelector("#count-queued");
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    if (overflow) throw new Error("the overview is wider than a phone's screen");
+    await page.setViewportSize({ width: 1200, height: 850 });
   });
 
   if (problems.length) throw new Error(problems.join("\n"));
