@@ -60,7 +60,7 @@ async function signIn(ev) {
   try {
     const who = await call("POST", "/ui/session", { token });
     $("#token").value = "";
-    start(who.name);
+    await start(who.name);
   } catch (e) {
     $("#signin-error").textContent = e.message;
   }
@@ -71,21 +71,25 @@ async function signOut() {
   showSignIn("Signed out.");
 }
 
-function start(name) {
+async function start(name) {
   $("#signin").hidden = true;
   $("#top").hidden = false;
   $("#view").hidden = false;
   $("#who").textContent = name;
-  live.start();
+  // The socket sends what happens from now on; each view reads its own past.
+  const s = await call("GET", "/status");
+  live.start(s.last_event);
+  refreshAlerts();
   route();
 }
 
 // ---- the live stream -----------------------------------------------------------
 
 const live = {
-  socket: null, last: 0, retry: 500, running: false, following: null, timer: null,
-  start() {
+  socket: null, last: 0, retry: 500, running: false, following: null,
+  start(after) {
     this.running = true;
+    this.last = after;
     this.connect();
   },
   stop() {
@@ -117,8 +121,14 @@ const live = {
     s.onclose = () => {
       if (!this.running) return;
       setConn("reconnecting");
-      // Catch up from the last event seen once back.
-      setTimeout(() => this.running && this.connect(), this.retry);
+      // Catch up from the last event seen once back. A hub that restarted has
+      // forgotten the session: asking first shows the sign-in form (call()
+      // does on a 401) instead of retrying for ever.
+      setTimeout(async () => {
+        if (!this.running) return;
+        try { await call("GET", "/ui/session"); } catch (e) { if (e.status === 401) return; }
+        if (this.running) this.connect();
+      }, this.retry);
       this.retry = Math.min(this.retry * 2, 10000);
     };
   },
@@ -134,25 +144,61 @@ function setConn(state) {
   c.className = "conn " + (state === "live" ? "live" : state === "reconnecting" ? "down" : "");
 }
 
-let refreshTimer = null;
-function onEvents(events) {
-  const timeline = $("#timeline");
-  if (timeline) for (const e of events) timeline.prepend(eventRow(e));
-  const latest = $("#latest");
-  if (latest) {
-    for (const e of events) latest.prepend(eventRow(e));
-    while (latest.children.length > 15) latest.lastChild.remove();
+/** The latest step of each running task, from `task.step` events, for the agent cards. */
+const liveSteps = new Map();
+const ENDED = new Set(["task.succeeded", "task.failed", "task.cancelled", "task.skipped"]);
+
+function noteStep(e) {
+  if (!e.task) return;
+  if (e.kind === "task.step" && e.detail) {
+    liveSteps.delete(e.task);
+    liveSteps.set(e.task, e.detail);
+    if (liveSteps.size > 5000) liveSteps.delete(liveSteps.keys().next().value);
+  } else if (ENDED.has(e.kind)) {
+    liveSteps.delete(e.task);
   }
-  // Views re-read what they show, at most a few times a second.
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => { refreshAlerts(); if (current.refresh) current.refresh(); }, 150);
+}
+
+// Live updates are batched: whatever arrives within a few hundred
+// milliseconds is handed to the view at once, and a view never refreshes
+// while its previous refresh is still running.
+const batch = { events: [], timer: null, busy: false };
+
+function onEvents(events) {
+  for (const e of events) noteStep(e);
+  if (timeline) timeline.arrived(events);
+  batch.events.push(...events);
+  scheduleRefresh();
+}
+
+function scheduleRefresh() {
+  if (batch.timer || batch.busy) return;
+  batch.timer = setTimeout(flushRefresh, 300);
+}
+
+async function flushRefresh() {
+  batch.timer = null;
+  const events = batch.events;
+  batch.events = [];
+  batch.busy = true;
+  try {
+    if (events.some((e) => e.kind.startsWith("alert."))) await refreshAlerts();
+    if (current.refresh) await current.refresh(events);
+  } catch (e) {
+    if (e.status !== 401) console.warn("refresh failed", e);
+  } finally {
+    batch.busy = false;
+    if (batch.events.length) scheduleRefresh();
+  }
 }
 
 function onOutput(task, chunks) {
   const log = $("#task-log");
   if (!log || log.dataset.task !== task) return;
+  // Follow the tail only when the reader is already at the bottom.
+  const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
   for (const c of chunks) log.append(document.createTextNode(c.data));
-  log.scrollTop = log.scrollHeight;
+  if (atEnd) log.scrollTop = log.scrollHeight;
 }
 
 function eventRow(e) {
@@ -181,62 +227,116 @@ async function refreshAlerts() {
 
 // ---- views -------------------------------------------------------------------
 
+/** The view on screen: `refresh(events)` brings it up to date after live events. */
 let current = { refresh: null };
 
-function setView(...children) {
-  $("#view").replaceChildren(...children);
+/** Counts navigations, so that a view still loading when the reader moved on draws nothing. */
+let routeGen = 0;
+
+/** A function that fills the page for the view being opened now, and does nothing once another is. */
+function stage() {
+  const gen = routeGen;
+  return (...children) => { if (gen === routeGen) $("#view").replaceChildren(...children); };
 }
 
 function card(key, value, id) {
   return el("div", { class: "card" }, el("div", { class: "n", id }, value), el("div", { class: "k" }, key));
 }
 
+const today = () => new Date().toISOString().slice(0, 10);
+
 async function overview() {
-  const s = await call("GET", "/status");
-  const agents = await call("GET", "/agents");
-  const t = s.tasks || {};
-  const online = agents.filter((a) => a.connected).length;
-  const reasons = (s.health && s.health.reasons) || [];
-  setView(
+  const show = stage();
+  show(
     el("h1", {}, "Overview"),
-    el("p", { id: "health" }, "Health: ", el("strong", {}, (s.health && s.health.level) || "?"),
-      reasons.length ? el("span", { class: "muted" }, " — ", reasons.join("; ")) : ""),
-    el("div", { class: "cards" },
-      card("queued", t.queued || 0, "count-queued"), card("running", t.running || 0, "count-running"),
-      card("needs decision", (t.needs_decision || 0) + (t.pending_approval || 0), "count-waiting"),
-      card("agents online", `${online}/${agents.length}`, "count-agents"),
-      card("failed", t.failed || 0, "count-failed")),
+    el("p", { id: "health" }, "Health: …"),
+    el("div", { class: "cards", id: "numbers" }),
     el("h2", {}, "Latest events"),
     el("table", {}, el("tbody", { id: "latest" })));
-  const page = await call("GET", `/events?after=${Math.max(0, live.last - 15)}&limit=15`);
+  const numbers = async () => {
+    const [s, agents, m, costs] = await Promise.all([
+      call("GET", "/status"), call("GET", "/agents"), call("GET", "/metrics"), call("GET", "/costs?by=day&since=24h"),
+    ]);
+    const t = s.tasks || {};
+    const online = agents.filter((a) => a.connected).length;
+    const reasons = (s.health && s.health.reasons) || [];
+    const ended = m.points.reduce((n, p) => n + p.succeeded + p.failed, 0);
+    const failed = m.points.reduce((n, p) => n + p.failed, 0);
+    const spent = (costs.rows.find((r) => r.key === today()) || { cost_usd: 0 }).cost_usd;
+    $("#health").replaceChildren("Health: ", el("strong", { class: `health-${s.health && s.health.level}` }, (s.health && s.health.level) || "?"),
+      reasons.length ? el("span", { class: "muted" }, " — ", reasons.join("; ")) : "",
+      s.dispatch_paused ? el("span", { class: "error" }, " · dispatch is paused") : "");
+    $("#numbers").replaceChildren(
+      card("queued", t.queued || 0, "count-queued"), card("running", (t.running || 0) + (t.assigned || 0), "count-running"),
+      card("waiting for a person", (t.needs_decision || 0) + (t.pending_approval || 0), "count-waiting"),
+      card("agents online", `${online}/${agents.length}`, "count-agents"),
+      card("failure rate, last hour", ended ? fmt.pct(failed / ended) : "-", "count-failure-rate"),
+      card("cost today (UTC)", fmt.usd(spent), "count-cost"));
+  };
+  await numbers();
+  const page = await call("GET", `/events?before=${live.last + 1}&limit=15`);
   const latest = $("#latest");
-  for (const e of page.events) latest.prepend(eventRow(e));
+  // Events that came over the socket while the page was read are in both: show each once.
+  let shown = 0;
+  const add = (events) => {
+    for (const e of events) {
+      if (e.seq <= shown) continue;
+      shown = e.seq;
+      latest.prepend(eventRow(e));
+    }
+    while (latest.children.length > 15) latest.lastChild.remove();
+  };
+  add(page.events);
+  return {
+    refresh: async (events) => {
+      if (latest.isConnected) add(events);
+      await numbers();
+    },
+  };
 }
 
 async function agentsView() {
-  const [agents, running, breakers] = await Promise.all([
-    call("GET", "/agents"), call("GET", "/tasks?state=running&limit=1000"), call("GET", "/breakers"),
-  ]);
+  const show = stage();
+  show(el("h1", {}, "Agents"), el("p", { id: "agents-error", class: "error" }),
+    el("p", { id: "agents-summary", class: "muted" }),
+    el("div", { id: "agents", class: "cards wide" }));
+  // The latest step of tasks already running when the page opened.
+  const steps = await call("GET", `/events?kind=task.step&before=${live.last + 1}&limit=500`);
+  for (const e of steps.events) if (!liveSteps.has(e.task)) noteStep(e);
   const act = (name, what) => el("button", { type: "button", class: `agent-${what}`, onclick: async () => {
-    try { await call("POST", `/agents/${encodeURIComponent(name)}/${what}`, {}); current.refresh(); }
+    try { await call("POST", `/agents/${encodeURIComponent(name)}/${what}`, {}); await draw(); }
     catch (e) { $("#agents-error").textContent = e.message; }
   } }, what[0].toUpperCase() + what.slice(1));
-  setView(el("h1", {}, "Agents"), el("p", { id: "agents-error", class: "error" }),
-    el("div", { id: "agents", class: "cards wide" }, agents.map((a) => {
-      const runs = running.tasks.filter((t) => t.agent === a.name);
+  const draw = async () => {
+    const [agents, running, breakers] = await Promise.all([
+      call("GET", "/agents"), call("GET", "/tasks?state=running&limit=1000"), call("GET", "/breakers"),
+    ]);
+    const byAgent = new Map();
+    for (const t of running.tasks) byAgent.set(t.agent, [...(byAgent.get(t.agent) || []), t]);
+    const online = agents.filter((a) => a.connected).length;
+    $("#agents-summary").textContent = `${agents.length} agents, ${online} online, ${running.tasks.length} runs`;
+    $("#agents").replaceChildren(...agents.map((a) => {
+      const runs = byAgent.get(a.name) || [];
       const breaker = breakers.find((b) => b.scope === "agent" && b.name === a.name);
       return el("div", { class: "card agent", "data-agent": a.name },
         el("h3", {}, a.name, " ", el("span", { class: `agent-state state-${a.state}` }, a.state)),
         el("p", {}, `slots ${a.used_slots}/${a.slots}`, " · runners ", (a.runners || []).join(", ") || "-"),
         a.capabilities.length ? el("p", { class: "muted" }, "capabilities: ", a.capabilities.join(", ")) : "",
-        a.unavailable.length ? el("p", { class: "error" }, "doctor: ", a.unavailable.join("; ")) : "",
-        breaker ? el("p", { class: "error" }, `circuit ${breaker.state} (${breaker.failures} failures)`) : "",
-        el("p", { class: "muted" }, "last seen ", a.last_seen_at || "never", a.version ? ` · ${a.version}` : ""),
-        runs.length ? el("ul", {}, runs.map((t) => el("li", {}, el("a", { href: `#/tasks/${t.id}` }, t.id), " ",
-          t.prompt.length > 60 ? t.prompt.slice(0, 59) + "…" : t.prompt))) : el("p", { class: "muted" }, "idle"),
-        el("div", { class: "row" }, a.paused ? act(a.name, "resume") : act(a.name, "pause"), act(a.name, "drain")));
-    })),
-    agents.length ? "" : el("p", { class: "muted" }, "No agent is registered. Add one with muster agent add NAME."));
+        el("p", { class: a.unavailable.length ? "error" : "muted" }, "doctor: ",
+          a.unavailable.length ? a.unavailable.join("; ") : a.connected ? "every runner passed" : "not connected"),
+        el("p", { class: breaker && breaker.state !== "closed" ? "error" : "muted" },
+          "circuit ", breaker ? `${breaker.state} (${breaker.failures} failures in a row)` : "closed"),
+        el("p", { class: "muted" }, "last heartbeat ", a.last_seen_at ? a.last_seen_at.replace("T", " ").replace("Z", "") : "never",
+          a.version ? ` · ${a.version}` : ""),
+        runs.length ? el("ul", { class: "runs" }, runs.map((t) => el("li", {}, el("a", { href: `#/tasks/${t.id}` }, t.id), " ",
+          t.prompt.length > 60 ? t.prompt.slice(0, 59) + "…" : t.prompt,
+          liveSteps.has(t.id) ? el("div", { class: "step muted" }, liveSteps.get(t.id)) : ""))) : el("p", { class: "muted" }, "no run"),
+        el("div", { class: "row" }, a.paused ? act(a.name, "resume") : act(a.name, "pause"), a.draining ? "" : act(a.name, "drain")));
+    }));
+    if (!agents.length) $("#agents").replaceChildren(el("p", { class: "muted" }, "No agent is registered. Add one with muster agent add NAME."));
+  };
+  await draw();
+  return { refresh: (events) => (events.some((e) => e.agent || e.kind.startsWith("task.") || e.kind.startsWith("breaker")) ? draw() : null) };
 }
 
 /** Which chart the pointer is over, and at which point, so a live redraw keeps the readout. */
@@ -338,18 +438,22 @@ function drawCharts() {
 }
 
 async function metricsView() {
+  const show = stage();
   const [m, costs] = await Promise.all([call("GET", "/metrics"), call("GET", "/costs?by=day&since=24h")]);
   metricsWindow = { points: m.points.slice() };
   const today = (costs.rows.find((r) => r.key === new Date().toISOString().slice(0, 10)) || { cost_usd: 0 }).cost_usd;
-  setView(el("h1", {}, "Metrics: the last hour"),
+  show(el("h1", {}, "Metrics: the last hour"),
     el("p", { id: "metrics-summary" }, `one point every ${m.interval_secs} s · queue ${m.queue_trend}`,
       ` (${m.queue_trend_per_min.toFixed(1)}/min) · spent today ${fmt.usd(today)}`),
     el("div", { id: "charts", class: "charts" }),
     el("p", { id: "metrics-empty", class: "muted" }, "No samples yet: the hub takes one every few seconds."));
   drawCharts();
+  // New points arrive on the socket (onMetrics).
+  return { refresh: null };
 }
 
 async function locksView() {
+  const show = stage();
   const [locks, conflicts, pending] = await Promise.all([
     call("GET", "/locks"), call("GET", "/conflicts?state=open"), call("GET", "/tasks?state=pending_approval&limit=200"),
   ]);
@@ -361,7 +465,7 @@ async function locksView() {
     try { await call("POST", `/tasks/${t.id}/${what}`, body); current.refresh(); }
     catch (e) { $("#locks-error").textContent = e.message; }
   } }, what === "approve" ? "Approve" : "Reject");
-  setView(el("h1", {}, "Approvals, locks and conflicts"), el("p", { id: "locks-error", class: "error" }),
+  show(el("h1", {}, "Approvals, locks and conflicts"), el("p", { id: "locks-error", class: "error" }),
     el("h2", {}, "Waiting for approval"),
     pending.tasks.length ? el("table", { id: "approvals" }, el("tbody", {}, pending.tasks.map((t) => el("tr", { "data-task": t.id },
       el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)), el("td", {}, t.runner), el("td", {}, t.prompt.slice(0, 80)),
@@ -387,16 +491,17 @@ async function locksView() {
 let adminNote = "";
 
 async function adminView() {
+  const show = stage();
   const [db, backups, config] = await Promise.all([call("GET", "/admin/db"), call("GET", "/admin/backups"), call("GET", "/config")]);
   const out = el("pre", { class: "log", id: "admin-out", "aria-live": "polite" }, adminNote);
   const say = (text) => { adminNote = text; out.textContent = text; };
   const run = (label, method, path, id) => el("button", { type: "button", id, onclick: async () => {
     say(`${label}…`);
-    try { say(JSON.stringify(await call(method, path, {}), null, 2)); current.refresh(); }
+    try { say(JSON.stringify(await call(method, path, {}), null, 2)); if (out.isConnected) await adminView(); }
     catch (e) { say(e.message); }
   } }, label);
   const keys = config.settings;
-  setView(el("h1", {}, "Admin"),
+  show(el("h1", {}, "Admin"),
     el("div", { class: "row" }, run("Back up now", "POST", "/admin/backups", "backup-now"),
       run("Check the database", "POST", "/admin/check", "check-now")), out,
     el("h2", {}, "Database"), el("pre", { class: "log" }, JSON.stringify(db, null, 2)),
@@ -413,16 +518,34 @@ async function adminView() {
         : typeof k.value === "boolean" ? input.value === "true" : input.value);
       return el("tr", { "data-setting": k.key }, el("td", {}, k.key), el("td", { class: "nowrap" }, input, " ",
         el("button", { type: "button", onclick: async () => {
-          try { await call("PUT", "/config", { [k.key]: typed() }); say(`${k.key} set to ${input.value}`); current.refresh(); }
+          try { await call("PUT", "/config", { [k.key]: typed() }); say(`${k.key} set to ${input.value}`); if (out.isConnected) await adminView(); }
           catch (e) { say(e.message); }
         } }, "Set")), el("td", { class: "muted" }, k.description));
     }))));
+  // Nothing here changes by itself often enough to redraw under a person typing a setting.
+  return { refresh: null };
+}
+
+const STATES = ["queued", "running", "assigned", "needs_decision", "pending_approval", "blocked", "succeeded", "failed", "cancelled", "skipped"];
+const PRIORITIES = ["urgent", "high", "normal", "low"];
+const PAGE = 50;
+/** The cursors of the pages before this one, so "Newer" goes back without a new query. */
+let taskPages = [];
+
+/** The hash's query (`#/tasks?state=failed`) as an object. */
+function hashQuery() {
+  return Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || ""));
+}
+
+function setHashQuery(base, q) {
+  const clean = Object.fromEntries(Object.entries(q).filter(([, v]) => v !== "" && v !== undefined && v !== null));
+  const text = new URLSearchParams(clean).toString();
+  location.hash = text ? `${base}?${text}` : base;
 }
 
 async function tasksView() {
-  const state = (new URLSearchParams(location.hash.split("?")[1] || "")).get("state") || "";
-  const list = await call("GET", `/tasks?limit=100${state ? `&state=${encodeURIComponent(state)}` : ""}`);
-  const states = ["", "queued", "running", "needs_decision", "pending_approval", "blocked", "succeeded", "failed", "cancelled", "skipped"];
+  const show = stage();
+  const q = hashQuery();
   const form = el("form", { id: "task-form", onsubmit: submitTask },
     el("h2", {}, "Submit a task"),
     el("label", { for: "task-prompt" }, "Prompt"),
@@ -431,25 +554,69 @@ async function tasksView() {
       el("label", { for: "task-runner" }, "Runner"), el("input", { id: "task-runner", value: "shell", size: 10 }),
       el("label", { for: "task-priority" }, "Priority"),
       el("select", { id: "task-priority" }, ["normal", "urgent", "high", "low"].map((p) => el("option", { value: p }, p))),
+      el("label", { for: "task-repo" }, "Repository"), el("input", { id: "task-repo", size: 10, placeholder: "none" }),
+      el("label", { for: "task-caps" }, "Capabilities"), el("input", { id: "task-caps", size: 12, placeholder: "gpu, linux" }),
       el("button", { type: "submit", class: "primary", id: "task-submit" }, "Submit")),
     el("p", { id: "task-error", class: "error" }));
-  const filter = el("select", { id: "task-state", onchange: (e) => { location.hash = `#/tasks?state=${e.target.value}`; } },
-    states.map((s) => el("option", { value: s, selected: s === state }, s || "every state")));
-  setView(el("h1", {}, "Tasks"), form, el("div", { class: "row" }, el("label", { for: "task-state" }, "Show"), filter),
+  const pick = (id, label, options, value) => [el("label", { for: id }, label),
+    el("select", { id }, el("option", { value: "" }, "any"), options.map((o) => el("option", { value: o, selected: o === value }, o)))];
+  const text = (id, label, value, size) => [el("label", { for: id }, label), el("input", { id, value: value || "", size })];
+  const filters = el("form", { id: "task-filters", class: "row", role: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    taskPages = [];
+    setHashQuery("#/tasks", {
+      state: $("#filter-state").value, priority: $("#filter-priority").value, runner: $("#filter-runner").value.trim(),
+      capability: $("#filter-capability").value.trim(), q: $("#task-search").value.trim(),
+    });
+  } },
+  pick("filter-state", "State", STATES, q.state), pick("filter-priority", "Priority", PRIORITIES, q.priority),
+  text("filter-runner", "Runner", q.runner, 8), text("filter-capability", "Capability", q.capability, 8),
+  text("task-search", "Search", q.q, 18),
+  el("button", { type: "submit", id: "filter-apply" }, "Filter"),
+  el("a", { href: "#/tasks", onclick: () => { taskPages = []; } }, "clear"));
+  for (const id of ["filter-state", "filter-priority"]) filters.querySelector(`#${id}`).addEventListener("change", () => filters.requestSubmit());
+  const body = el("tbody", { id: "tasks-body" });
+  const newer = el("button", { type: "button", id: "tasks-newer", onclick: () => {
+    taskPages.pop();
+    setHashQuery("#/tasks", { ...q, before: taskPages[taskPages.length - 1] });
+  } }, "← Newer");
+  const older = el("button", { type: "button", id: "tasks-older" }, "Older →");
+  const info = el("span", { id: "tasks-info", class: "muted" });
+  show(el("h1", {}, "Tasks"), form, filters,
     el("table", { id: "tasks" },
       el("thead", {}, el("tr", {}, ["Task", "State", "Priority", "Runner", "Attempts", "Created", "Prompt"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, list.tasks.map((t) => el("tr", { "data-task": t.id },
-        el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)),
-        el("td", { class: `state-${t.state}` }, t.state), el("td", {}, t.priority), el("td", {}, t.runner),
-        el("td", {}, `${t.attempts}/${t.max_attempts}`), el("td", { class: "muted" }, t.created_at),
-        el("td", {}, t.prompt.length > 80 ? t.prompt.slice(0, 79) + "…" : t.prompt))))));
+      body),
+    el("div", { class: "row" }, newer, info, older));
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  for (const k of ["state", "priority", "runner", "capability", "q", "before"]) if (q[k]) query.set(k, q[k]);
+  const load = async () => {
+    const list = await call("GET", `/tasks?${query}`);
+    body.replaceChildren(...list.tasks.map((t) => el("tr", { "data-task": t.id },
+      el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)),
+      el("td", { class: `state-${t.state}` }, t.state), el("td", {}, t.priority), el("td", {}, t.runner),
+      el("td", {}, `${t.attempts}/${t.max_attempts}`), el("td", { class: "muted nowrap" }, t.created_at.replace("T", " ").replace("Z", "")),
+      el("td", {}, t.prompt.length > 80 ? t.prompt.slice(0, 79) + "…" : t.prompt))));
+    if (!list.tasks.length) body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No task matches.")));
+    newer.disabled = !q.before;
+    older.disabled = list.next === null || list.next === undefined;
+    older.onclick = () => {
+      taskPages.push(list.next);
+      setHashQuery("#/tasks", { ...q, before: list.next });
+    };
+    info.textContent = `page ${taskPages.length + 1} · ${list.tasks.length} tasks`;
+  };
+  await load();
+  return { refresh: (events) => (events.some((e) => e.task) ? load() : null) };
 }
 
 async function submitTask(ev) {
   ev.preventDefault();
+  const repo = $("#task-repo").value.trim();
+  const caps = $("#task-caps").value.split(",").map((c) => c.trim()).filter(Boolean);
   try {
     const created = await call("POST", "/tasks", {
       prompt: $("#task-prompt").value, runner: $("#task-runner").value || undefined, priority: $("#task-priority").value,
+      repo: repo || undefined, capabilities: caps.length ? caps : undefined,
     });
     location.hash = `#/tasks/${created.task.id}`;
   } catch (e) {
@@ -457,57 +624,230 @@ async function submitTask(ev) {
   }
 }
 
+const tokens = (r) => r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens;
+
+function attemptRow(a) {
+  const r = a.report;
+  return el("tr", { "data-attempt": a.number },
+    el("td", {}, `#${a.number}`), el("td", {}, a.agent), el("td", {}, a.runner || ""),
+    el("td", { class: a.outcome ? `state-${a.outcome}` : "" }, a.outcome || a.live || "running",
+      a.live_detail ? el("span", { class: "muted" }, ` (${a.live_detail})`) : ""),
+    el("td", { class: "muted" }, a.reason || a.summary || ""),
+    el("td", { class: "nowrap" }, r ? `${tokens(r)} tokens` : ""),
+    el("td", { class: "nowrap" }, r && r.cost_usd != null ? fmt.usd(r.cost_usd) : ""),
+    el("td", { class: "muted" }, r ? [r.model, r.turns != null ? `${r.turns} turns` : null, `${r.tool_uses} tool call${r.tool_uses === 1 ? "" : "s"}`]
+      .filter(Boolean).join(" · ") : ""));
+}
+
+function stepRow(s) {
+  return el("li", { class: `step-${s.kind}${s.is_error ? " failed" : ""}` },
+    el("span", { class: "muted nowrap" }, `#${s.attempt} ${s.at.slice(11, 19)} `),
+    el("strong", {}, s.kind), s.name ? ` ${s.name}` : "", ": ", s.summary,
+    s.duration_ms != null ? el("span", { class: "muted" }, ` (${s.duration_ms} ms)`) : "");
+}
+
+/** A part of the task page loaded when it is opened. */
+function lazy(title, id, load) {
+  const body = el("div", {}, el("p", { class: "muted" }, "Loading…"));
+  const d = el("details", { id }, el("summary", {}, title), body);
+  d.addEventListener("toggle", async () => {
+    if (!d.open || d.dataset.loaded) return;
+    d.dataset.loaded = "1";
+    try { body.replaceChildren(...[await load()].flat()); }
+    catch (e) { body.replaceChildren(el("p", { class: "error" }, e.message)); delete d.dataset.loaded; }
+  });
+  return d;
+}
+
 async function taskView(id) {
-  const t = await call("GET", `/tasks/${encodeURIComponent(id)}`);
-  const act = (label, path, body, id) => el("button", { type: "button", id, onclick: async () => {
-    try { await call("POST", `/tasks/${encodeURIComponent(t.id)}/${path}`, body || {}); current.refresh(); }
+  const show = stage();
+  const path = `/tasks/${encodeURIComponent(id)}`;
+  const head = el("div", { id: "task-head" });
+  const log = el("pre", { class: "log", id: "task-log", "data-task": id, tabindex: 0 });
+  const steps = el("ol", { id: "task-steps", class: "steps" });
+  const attempts = el("tbody", { id: "task-attempts" });
+  const act = (label, action, body, bid) => el("button", { type: "button", id: bid, onclick: async () => {
+    try { await call("POST", `${path}/${action}`, body || {}); await load(); }
     catch (e) { $("#task-action-error").textContent = e.message; }
   } }, label);
-  const attempts = t.attempts_detail || [];
-  const existing = $("#task-log");
-  const log = existing && existing.dataset.task === t.id ? existing
-    : el("pre", { class: "log", id: "task-log", "data-task": t.id });
-  setView(
-    el("h1", {}, "Task ", el("span", { id: "task-id" }, t.id)),
-    el("p", {}, "State: ", el("strong", { id: "task-state", class: `state-${t.state}` }, t.state),
-      t.reason ? el("span", { class: "muted" }, ` (${t.reason})`) : "",
-      " · priority ", t.priority, " · runner ", t.runner, " · attempts ", `${t.attempts}/${t.max_attempts}`),
+  const diff = lazy("Diff", "task-diff", async () => {
+    const d = await call("GET", `${path}/diff`);
+    return [el("p", { class: "muted" }, `attempt ${d.attempt} on ${d.branch} in ${d.repo}`, d.kept_at ? ` · kept as ${d.kept_at}` : ""),
+      el("pre", { class: "log diff" }, d.diff.split("\n").map((l) => el("span", {
+        class: l.startsWith("+") && !l.startsWith("+++") ? "add" : l.startsWith("-") && !l.startsWith("---") ? "del" : "",
+      }, l, "\n"))),
+      d.diff_truncated ? el("p", { class: "muted" }, "The diff is cut off here; muster task diff shows it whole.") : ""];
+  });
+  const transcript = lazy("Transcript (the latest attempt's raw standard output)", "task-transcript", async () => {
+    const t = await call("GET", path);
+    const last = t.attempts_detail[t.attempts_detail.length - 1];
+    if (!last) return el("p", { class: "muted" }, "No attempt yet.");
+    if (last.output_pruned) return el("p", { class: "muted" }, "Retention removed this attempt's output.");
+    const page = await call("GET", `${path}/logs?attempt=${last.number}&limit=10000`);
+    return el("pre", { class: "log" }, page.chunks.filter((c) => c.stream === "stdout").map((c) => c.data).join(""));
+  });
+  show(
+    el("h1", {}, "Task ", el("span", { id: "task-id" }, id)), head,
     el("div", { class: "row" },
       act("Cancel", "cancel", {}, "task-cancel"), act("Retry", "retry", {}, "task-retry"),
       act("Approve", "approve", {}, "task-approve"),
       act("Skip", "skip", { reason: "skipped from the dashboard" }, "task-skip"),
+      el("label", { for: "task-move" }, "Priority"),
       el("select", { id: "task-move", onchange: async (e) => {
-        try { await call("POST", `/tasks/${encodeURIComponent(t.id)}/move`, { priority: e.target.value }); current.refresh(); }
+        try { await call("POST", `${path}/move`, { priority: e.target.value }); await load(); }
         catch (err) { $("#task-action-error").textContent = err.message; }
-      } }, ["urgent", "high", "normal", "low"].map((p) => el("option", { value: p, selected: p === t.priority }, p)))),
-    el("p", { id: "task-action-error", class: "error" }),
-    el("h2", {}, "Prompt"), el("pre", { class: "log", id: "task-prompt-text" }, t.prompt),
+      } }, PRIORITIES.map((p) => el("option", { value: p }, p)))),
+    el("p", { id: "task-action-error", class: "error", role: "alert" }),
+    el("h2", {}, "Prompt"), el("pre", { class: "log", id: "task-prompt-text" }),
     el("h2", {}, "Output"), log,
     el("h2", {}, "Attempts"),
-    el("table", {}, el("tbody", {}, attempts.map((a) => el("tr", {},
-      el("td", {}, `#${a.number}`), el("td", {}, a.agent), el("td", {}, a.outcome || a.live || "running"),
-      el("td", { class: "muted" }, a.reason || ""),
-      el("td", {}, a.report && a.report.cost_usd != null ? `$${a.report.cost_usd.toFixed(4)}` : ""))))));
-  if (log !== existing) live.follow(t.id, 0);
+    el("table", { id: "task-attempts-table" },
+      el("thead", {}, el("tr", {}, ["", "Agent", "Runner", "Outcome", "Reason", "Tokens", "Cost", "Model"].map((h) => el("th", {}, h)))),
+      attempts),
+    el("h2", {}, "Steps"), steps,
+    diff, transcript);
+  let shownSteps = -1;
+  const load = async () => {
+    const t = await call("GET", path);
+    const reports = t.attempts_detail.map((a) => a.report).filter(Boolean);
+    const spentTokens = reports.reduce((n, r) => n + tokens(r), 0);
+    const spentUsd = reports.reduce((n, r) => n + (r.cost_usd || 0), 0);
+    head.replaceChildren(el("p", {}, "State: ", el("strong", { id: "task-state", class: `state-${t.state}` }, t.state),
+      t.reason ? el("span", { class: "muted" }, ` (${t.reason})`) : "",
+      " · priority ", t.priority, " · runner ", t.runner, " · attempts ", `${t.attempts}/${t.max_attempts}`,
+      t.agent ? ` · on ${t.agent}` : "",
+      t.capabilities.length ? ` · needs ${t.capabilities.join(", ")}` : ""),
+    el("p", { id: "task-spent" }, "Spent: ", `${spentTokens} tokens`, " · ", fmt.usd(spentUsd),
+      t.max_cost_usd != null ? el("span", { class: "muted" }, ` of at most ${fmt.usd(t.max_cost_usd)}`) : ""),
+    t.workspace ? el("p", { class: "muted" }, `workspace: ${t.workspace.repo || ""} at ${t.workspace.base || "HEAD"}`) : "");
+    $("#task-prompt-text").textContent = t.prompt;
+    $("#task-move").value = t.priority;
+    attempts.replaceChildren(...t.attempts_detail.map(attemptRow));
+    const count = t.attempts_detail.reduce((n, a) => n + a.steps, 0);
+    if (count !== shownSteps) {
+      shownSteps = count;
+      const page = await call("GET", `${path}/steps`);
+      // A long run keeps its latest 500 steps on the page; muster task steps lists all.
+      const tail = page.steps.slice(-500);
+      steps.replaceChildren(...tail.map(stepRow));
+      if (!tail.length) steps.replaceChildren(el("li", { class: "muted" }, "No steps: the runner reports none."));
+    }
+  };
+  await load();
+  live.follow(id, 0);
+  return { refresh: (events) => (events.some((e) => e.task === id) ? load() : null) };
 }
 
 async function decisionsView() {
-  const open = await call("GET", "/decisions");
-  setView(el("h1", {}, "Decisions"), el("ul", { id: "decisions" }, open.map((d) => el("li", { "data-decision": d.id },
-    el("p", {}, `#${d.id} `, el("a", { href: `#/tasks/${d.task}` }, d.task), " asks:"),
-    el("pre", { class: "log" }, d.question),
-    el("div", { class: "row" }, d.options.map((o) => el("button", { type: "button", class: "answer", onclick: async () => {
-      await call("POST", `/decisions/${d.id}/answer`, { option: o }); current.refresh();
-    } }, o)))))),
-    open.length ? "" : el("p", { class: "muted" }, "Nothing waits for an answer."));
+  const show = stage();
+  const draw = async () => {
+    const open = await call("GET", "/decisions");
+    show(el("h1", {}, "Decisions"), el("p", { id: "decisions-error", class: "error", role: "alert" }),
+      el("ul", { id: "decisions" }, open.map((d) => el("li", { "data-decision": d.id },
+        el("p", {}, `#${d.id} `, el("a", { href: `#/tasks/${d.task}` }, d.task), " asks:"),
+        el("pre", { class: "log" }, d.question),
+        el("div", { class: "row" }, d.options.map((o) => el("button", { type: "button", class: "answer", onclick: async () => {
+          try { await call("POST", `/decisions/${d.id}/answer`, { option: o }); await draw(); }
+          catch (e) { $("#decisions-error").textContent = e.message; }
+        } }, o)))))),
+      open.length ? "" : el("p", { class: "muted" }, "Nothing waits for an answer."));
+  };
+  await draw();
+  return { refresh: (events) => (events.some((e) => e.kind.startsWith("decision.")) ? draw() : null) };
+}
+
+// ---- the timeline: a virtual list ----------------------------------------------
+
+const ROW = 30;
+/** The timeline on screen, if any: newest first, only the rows in view are in the page. */
+let timeline = null;
+
+function matches(f, e) {
+  return (!f.task || e.task === f.task) && (!f.agent || e.agent === f.agent)
+    && (!f.kind || e.kind === f.kind || e.kind.startsWith(`${f.kind}.`));
+}
+
+function timelineList(filter) {
+  const rows = [];
+  const box = el("div", { id: "timeline", class: "vlist", role: "list", tabindex: 0, "aria-label": "events, newest first" });
+  const spacer = el("div", { class: "vspace" });
+  box.append(spacer);
+  let loading = false;
+  let exhausted = false;
+  const draw = () => {
+    spacer.style.height = `${rows.length * ROW}px`;
+    const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 10);
+    const last = Math.min(rows.length, Math.ceil((box.scrollTop + box.clientHeight) / ROW) + 10);
+    const shown = [];
+    for (let i = first; i < last; i++) {
+      const e = rows[i];
+      const row = el("div", { class: "ev", role: "listitem", "data-seq": e.seq },
+        el("span", { class: "muted" }, e.seq), el("span", { class: "muted" }, e.at.slice(0, 23).replace("T", " ")),
+        el("span", { class: "kind" }, e.kind),
+        e.task ? el("a", { href: `#/tasks/${e.task}` }, e.task) : el("span", {}),
+        e.agent ? el("span", {}, e.agent) : el("span", {}),
+        el("span", { class: "detail", title: e.detail || "" }, e.detail || ""));
+      // Through the CSSOM: the page's policy allows no inline style attributes.
+      row.style.top = `${i * ROW}px`;
+      shown.push(row);
+    }
+    box.replaceChildren(spacer, ...shown);
+    $("#timeline-info").textContent = `${rows.length} events loaded${exhausted ? " (all)" : ""}`;
+  };
+  const older = async () => {
+    if (loading || exhausted) return;
+    loading = true;
+    try {
+      const before = rows.length ? rows[rows.length - 1].seq : live.last + 1;
+      const q = new URLSearchParams({ before: String(before), limit: "500" });
+      for (const k of ["task", "agent", "kind"]) if (filter[k]) q.set(k, filter[k]);
+      const page = await call("GET", `/events?${q}`);
+      for (let i = page.events.length - 1; i >= 0; i--) rows.push(page.events[i]);
+      exhausted = page.events.length < 500;
+      draw();
+    } finally {
+      loading = false;
+    }
+  };
+  box.addEventListener("scroll", () => {
+    draw();
+    if (box.scrollTop + box.clientHeight > rows.length * ROW - 20 * ROW) older();
+  }, { passive: true });
+  return {
+    box, older, draw,
+    arrived(events) {
+      const fresh = events.filter((e) => matches(filter, e)).reverse();
+      if (!fresh.length || !box.isConnected) return;
+      rows.unshift(...fresh);
+      // Keep the reader's place when they have scrolled down.
+      if (box.scrollTop > 0) box.scrollTop += fresh.length * ROW;
+      if (rows.length > 50000) { rows.length = 50000; exhausted = false; }
+      draw();
+    },
+  };
 }
 
 async function timelineView() {
-  const page = await call("GET", `/events?after=${Math.max(0, live.last - 200)}&limit=200`);
-  const body = el("tbody", { id: "timeline" });
-  for (const e of page.events) body.prepend(eventRow(e));
-  setView(el("h1", {}, "Timeline"), el("table", {}, body));
+  const show = stage();
+  const q = hashQuery();
+  const input = (id, label, value, placeholder) => [el("label", { for: id }, label),
+    el("input", { id, value: value || "", size: 16, placeholder })];
+  const filters = el("form", { id: "timeline-filters", class: "row", role: "search", onsubmit: (ev) => {
+    ev.preventDefault();
+    setHashQuery("#/timeline", { task: $("#tl-task").value.trim(), agent: $("#tl-agent").value.trim(), kind: $("#tl-kind").value.trim() });
+  } },
+  input("tl-task", "Task", q.task, "t_…"), input("tl-agent", "Agent", q.agent, "builder-1"),
+  input("tl-kind", "Kind", q.kind, "task.failed or lock"),
+  el("button", { type: "submit", id: "tl-apply" }, "Filter"), el("a", { href: "#/timeline" }, "clear"),
+  el("span", { id: "timeline-info", class: "muted" }));
+  const list = timelineList({ task: q.task, agent: q.agent, kind: q.kind });
+  show(el("h1", {}, "Timeline"), filters, list.box);
+  timeline = list;
+  await list.older();
+  return { refresh: null };
 }
+
+// ---- routing -------------------------------------------------------------------
 
 const routes = [
   [/^#\/agents/, agentsView],
@@ -525,32 +865,84 @@ async function route() {
   if ($("#top").hidden) return;
   const hash = location.hash || "#/overview";
   for (const a of document.querySelectorAll("#nav a")) {
-    a.toggleAttribute("aria-current", hash.startsWith(a.getAttribute("href")));
-    if (hash.startsWith(a.getAttribute("href"))) a.setAttribute("aria-current", "page");
+    if (hash.split("?")[0].startsWith(a.getAttribute("href"))) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
   }
   for (const [pattern, view] of routes) {
     const m = hash.match(pattern);
     if (!m) continue;
-    const render = () => view(...m.slice(1)).catch((e) => {
-      if (e.status !== 401) setView(el("p", { class: "error" }, e.message));
-    });
-    // The timeline and the charts take their news from the live socket itself.
-    current = { refresh: view === timelineView || view === metricsView ? null : render };
+    timeline = null;
+    metricsWindow = null;
+    const gen = ++routeGen;
+    const show = stage();
     if (view !== taskView) live.follow(null);
+    const render = async () => {
+      try {
+        const made = await view(...m.slice(1));
+        // A view that says how to refresh itself does so; others are drawn again.
+        if (gen === routeGen) current = { refresh: made && "refresh" in made ? made.refresh : render };
+      } catch (e) {
+        if (e.status !== 401) show(el("p", { class: "error" }, e.message));
+      }
+    };
+    current = { refresh: null };
     await render();
+    const h1 = $("#view h1");
+    if (h1 && document.activeElement === document.body) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); }
     return;
   }
 }
 
+// ---- keyboard and theme ----------------------------------------------------------
+
+const KEYS = { o: "#/overview", a: "#/agents", t: "#/tasks", d: "#/decisions", l: "#/locks", m: "#/metrics", e: "#/timeline", s: "#/admin" };
+let leader = false;
+
+function onKey(ev) {
+  const typing = ev.target.closest && ev.target.closest("input, textarea, select, [contenteditable]");
+  if (ev.key === "Escape") { $("#keys").hidden = true; if (typing) ev.target.blur(); return; }
+  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("#top").hidden) return;
+  if (leader) {
+    leader = false;
+    if (KEYS[ev.key]) { ev.preventDefault(); location.hash = KEYS[ev.key]; }
+    return;
+  }
+  if (ev.key === "g") { leader = true; setTimeout(() => { leader = false; }, 1500); }
+  else if (ev.key === "?") { $("#keys").hidden = !$("#keys").hidden; }
+  else if (ev.key === "/") {
+    const search = $("#task-search") || $("#tl-kind");
+    if (search) { ev.preventDefault(); search.focus(); }
+  } else if (ev.key === "n" && location.hash.startsWith("#/tasks") && $("#task-prompt")) {
+    ev.preventDefault(); $("#task-prompt").focus();
+  }
+}
+
+const THEMES = ["auto", "light", "dark"];
+
+function applyTheme(theme) {
+  if (theme === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  $("#theme").textContent = `theme: ${theme}`;
+}
+
+function cycleTheme() {
+  const now = localStorage.getItem("muster-theme") || "auto";
+  const next = THEMES[(THEMES.indexOf(now) + 1) % THEMES.length];
+  localStorage.setItem("muster-theme", next);
+  applyTheme(next);
+}
+
 window.addEventListener("hashchange", route);
+document.addEventListener("keydown", onKey);
 document.addEventListener("DOMContentLoaded", async () => {
   $("#signin").addEventListener("submit", signIn);
   $("#signout").addEventListener("click", signOut);
+  $("#theme").addEventListener("click", cycleTheme);
+  applyTheme(localStorage.getItem("muster-theme") || "auto");
   try {
     const who = await call("GET", "/ui/session");
-    start(who.name);
+    await start(who.name);
   } catch (_) {
     showSignIn();
   }
-  refreshAlerts();
 });

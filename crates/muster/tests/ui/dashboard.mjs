@@ -1,9 +1,9 @@
 // Drives the dashboard in Debian's Chromium through playwright-core. Run by
 // the `dashboard` test in tests/it/ui.rs with HUB_URL, ADMIN_TOKEN,
 // MUSTER_BIN, SHOTS (where the screenshots go) and PLAYWRIGHT (the module).
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import http from "node:http";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -31,6 +31,7 @@ const page = await browser.newPage({ viewport: { width: 1200, height: 850 } });
 const problems = [];
 page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 let agent = null;
+let coder = null;
 let passed = 0;
 
 async function step(name, body) {
@@ -170,7 +171,7 @@ try {
     const tasks = await api("GET", "/tasks?limit=100");
     if (tasks.body.tasks.some((t) => t.prompt === "echo forged")) throw new Error("the forged task was created");
     await page.goto(`${hub}/#/timeline`);
-    await page.waitForSelector("#timeline tr");
+    await page.waitForSelector("#timeline .ev");
   });
 
   await step("agent-paused-and-resumed-from-its-card", async () => {
@@ -229,18 +230,183 @@ try {
     await page.waitForSelector("#backups tr");
   });
 
+  await step("tasks-filtered-and-paged-on-the-server", async () => {
+    // Tasks for a runner no agent offers stay queued; 60 of them make two pages of 50.
+    const made = [];
+    for (let i = 0; i < 60; i++) {
+      const t = await api("POST", "/tasks", { prompt: `page filler ${i}`, runner: "codex", priority: "low" });
+      made.push(t.body.task.id);
+    }
+    const needle = await api("POST", "/tasks", { prompt: "Find the NEEDLE in the parser", runner: "codex", priority: "urgent", capabilities: ["gpu"] });
+    await page.goto(`${hub}/#/tasks`);
+    await page.fill("#task-search", "needle");
+    await page.click("#filter-apply");
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 1);
+    await expectText("#tasks-body", needle.body.task.id);
+    await page.goto(`${hub}/#/tasks?capability=gpu&priority=urgent`);
+    await expectText("#tasks-body", needle.body.task.id);
+    await page.goto(`${hub}/#/tasks?runner=codex&priority=low`);
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50);
+    await expectText("#tasks-body", made[59]);
+    await page.click("#tasks-older");
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 10);
+    await expectText("#tasks-body", made[0]);
+    await expectText("#tasks-info", "page 2");
+    await page.click("#tasks-newer");
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50);
+    for (const id of [...made, needle.body.task.id]) await api("POST", `/tasks/${id}/cancel`, {});
+  });
+
+  await step("task-page-shows-steps-diff-tokens-and-cost", async () => {
+    // An agent whose `replay` runner prints a Claude Code stream, in a worktree of a real repository.
+    const repo = join(scratch, "web");
+    const git = (...args) => execFileSync("git", ["-C", repo, ...args], { stdio: "pipe" });
+    execFileSync("git", ["init", "-q", "-b", "main", repo]);
+    git("config", "user.name", "Test");
+    git("config", "user.email", "test@example.com");
+    writeFileSync(join(repo, "README.md"), "# Web\n");
+    git("add", "README.md");
+    git("commit", "-q", "-m", "first");
+    const config = join(scratch, "coder.toml");
+    writeFileSync(config, `[runners.replay]\nargv = ["bash", "{prompt_file}"]\nprompt = "file"\nformat = "claude"\n`
+      + `[repos]\nweb = ${JSON.stringify(repo)}\n`);
+    mkdirSync(join(scratch, "work"));
+    const added = await api("POST", "/agents", { name: "coder" });
+    coder = spawn(process.env.MUSTER_BIN, ["agent", "run", "--hub", hub, "--config", config, "--workdir", join(scratch, "work")], {
+      env: { ...process.env, MUSTER_TOKEN: added.body.token, MUSTER_LOG: "warn" }, stdio: "inherit",
+    });
+    await page.goto(`${hub}/#/agents`);
+    await page.waitForSelector('.agent[data-agent="coder"] .agent-state:text-is("idle")', { timeout: 20000 });
+    const session = "5f0c7c1e-1111-4222-8333-944455556666";
+    const stream = [
+      { type: "system", subtype: "init", session_id: session, model: "claude-test-1", tools: ["Bash"] },
+      { type: "assistant", session_id: session, message: { role: "assistant", content: [
+        { type: "text", text: "Adding a usage line." },
+        { type: "tool_use", id: "toolu_1", name: "Bash", input: { command: "make test" } }] } },
+      { type: "user", session_id: session, message: { role: "user", content: [
+        { type: "tool_result", tool_use_id: "toolu_1", content: "12 passed", is_error: false }] } },
+      { type: "result", subtype: "success", is_error: false, num_turns: 2, session_id: session, result: "Added a usage line.",
+        total_cost_usd: 0.0123, usage: { input_tokens: 1500, output_tokens: 230, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 } },
+    ].map((l) => JSON.stringify(l)).join("\n");
+    const prompt = `printf 'Usage: make\\n' >> README.md\ncat <<'STREAM'\n${stream}\nSTREAM\n`;
+    const t = await api("POST", "/tasks", { prompt, runner: "replay", repo: "web" });
+    if (t.status !== 201) throw new Error(JSON.stringify(t.body));
+    await page.goto(`${hub}/#/tasks/${t.body.task.id}`);
+    await expectText("#task-state", "succeeded", 30000);
+    await expectText("#task-steps", "tool_use Bash: make test");
+    await expectText("#task-steps", "Added a usage line.");
+    await expectText("#task-attempts", "1730 tokens");
+    await expectText("#task-attempts", "$0.0123");
+    await expectText("#task-attempts", "claude-test-1");
+    await expectText("#task-spent", "1730 tokens");
+    await page.click("#task-diff summary");
+    await expectText("#task-diff", "+Usage: make");
+    await page.waitForSelector("#task-diff pre.diff span.add");
+    await page.click("#task-transcript summary");
+    await expectText("#task-transcript", '"total_cost_usd":0.0123');
+  });
+
+  await step("timeline-filtered-by-kind-and-task", async () => {
+    await page.goto(`${hub}/#/timeline`);
+    await page.fill("#tl-kind", "task.succeeded");
+    await page.click("#tl-apply");
+    // Only what the filter asks for, once the filtered list is drawn.
+    const only = (test) => page.waitForFunction((t) => {
+      const kinds = [...document.querySelectorAll("#timeline .ev .kind")].map((e) => e.textContent);
+      return /\(all\)/.test(document.querySelector("#timeline-info").textContent) && kinds.length > 0
+        && kinds.every((k) => new RegExp(t).test(k));
+    }, test, { timeout: 15000 });
+    await only("^task\\.succeeded$");
+    // A family by its first word, and a live event arriving into the filtered list.
+    await page.goto(`${hub}/#/timeline?kind=lock`);
+    await only("^lock\\.");
+    const bin = process.env.MUSTER_BIN;
+    await api("POST", "/tasks", { prompt: `${bin} ctl lock live-arrival && ${bin} ctl unlock live-arrival`, runner: "shell" });
+    await page.waitForSelector('#timeline .ev .detail:text-matches("live-arrival")', { timeout: 20000 });
+    const done = await api("GET", "/tasks?state=succeeded&runner=replay&limit=1");
+    const id = done.body.tasks[0].id;
+    await page.goto(`${hub}/#/timeline?task=${id}`);
+    await page.waitForSelector("#timeline .ev");
+    const tasks = await page.$$eval("#timeline .ev a", (a) => [...new Set(a.map((e) => e.textContent))]);
+    if (tasks.length !== 1 || tasks[0] !== id) throw new Error(`the task filter let through ${tasks}`);
+    await expectText("#timeline", "task.step");
+  });
+
+  await step("reconnects-and-catches-up", async () => {
+    await page.goto(`${hub}/#/timeline`);
+    await page.waitForSelector("#timeline .ev");
+    await expectText("#conn", "live");
+    // Drop the socket as a network would; what happens meanwhile arrives once it is back.
+    await page.evaluate(() => live.socket.close());
+    const t = await api("POST", "/tasks", { prompt: "echo while the page was away", runner: "shell" });
+    await expectText("#conn", "live");
+    await page.waitForSelector(`#timeline .ev a:text-is("${t.body.task.id}")`);
+    const created = await page.$$eval("#timeline .ev .kind", (k) => k.filter((e) => e.textContent === "task.created").length);
+    const seqs = await page.$$eval("#timeline .ev", (r) => r.map((e) => e.dataset.seq));
+    if (new Set(seqs).size !== seqs.length) throw new Error(`an event is shown twice after reconnecting: ${seqs}`);
+    if (created < 1) throw new Error("the task created while away is missing");
+  });
+
+  await step("keyboard-and-dark-theme", async () => {
+    await page.goto(`${hub}/#/overview`);
+    await page.waitForSelector("#count-queued");
+    await page.locator("body").press("g");
+    await page.locator("body").press("t");
+    await page.waitForSelector("#task-search");
+    await page.locator("body").press("/");
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+    if (focused !== "task-search") throw new Error(`/ focused ${focused}`);
+    await page.keyboard.press("Escape");
+    await page.locator("body").press("?");
+    await page.waitForSelector("#keys:not([hidden])");
+    await page.locator("body").press("?");
+    const bg = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.emulateMedia({ colorScheme: "light" });
+    const light = await bg();
+    await page.click("#theme"); // auto -> light
+    await page.click("#theme"); // light -> dark
+    const dark = await bg();
+    if (light === dark) throw new Error(`the dark theme did not change the page (${light})`);
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.click("#theme"); // dark -> auto: follows the system, now dark
+    if ((await bg()) !== dark) throw new Error("auto did not follow a dark system");
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+
+  await step("phone-answers-a-decision-and-acknowledges-an-alert", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    const bin = process.env.MUSTER_BIN;
+    const t = await api("POST", "/tasks", { prompt: `a=$(${bin} ctl ask 'Ship it?' --option ship --option wait) && echo "phone chose $a"`, runner: "shell" });
+    await page.goto(`${hub}/#/decisions`);
+    await page.waitForSelector('#decisions li button.answer:text-is("ship")', { timeout: 20000 });
+    await page.click('#decisions li button.answer:text-is("ship")');
+    await page.goto(`${hub}/#/tasks/${t.body.task.id}`);
+    await expectText("#task-log", "phone chose ship");
+    // A run silent for more than a second is stuck once the threshold is 1 s.
+    const set = await api("PUT", "/config/alerts", { stuck_tasks: { threshold: 1 } });
+    if (set.status !== 200) throw new Error(JSON.stringify(set));
+    const silent = await api("POST", "/tasks", { prompt: "sleep 30", runner: "shell" });
+    await page.goto(`${hub}/#/overview`);
+    await page.waitForSelector('#alerts .alert[data-rule="stuck_tasks"] button.ack', { timeout: 20000 });
+    await page.click('#alerts .alert[data-rule="stuck_tasks"] button.ack');
+    await page.waitForSelector('#alerts .alert[data-rule="stuck_tasks"]', { state: "detached" });
+    await api("POST", `/tasks/${silent.body.task.id}/cancel`, {});
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    if (overflow) throw new Error("the page is wider than a phone's screen");
+  });
+
   await step("phone-sized-overview", async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.goto(`${hub}/#/overview`);
     await page.waitForSelector("#count-queued");
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
     if (overflow) throw new Error("the overview is wider than a phone's screen");
-    await page.setViewportSize({ width: 1200, height: 850 });
   });
 
   if (problems.length) throw new Error(problems.join("\n"));
   console.log(`passed ${passed}`);
 } finally {
   if (agent) agent.kill("SIGTERM");
+  if (coder) coder.kill("SIGTERM");
   await browser.close();
 }
