@@ -78,7 +78,7 @@ pub enum TaskCmd {
         /// Tasks that require this capability.
         #[arg(long)]
         capability: Option<String>,
-        /// Tasks whose id, prompt or reason contains this (ignoring case).
+        /// Tasks whose id, prompt or reason contains this (ignoring ASCII case).
         #[arg(long)]
         search: Option<String>,
         #[arg(long, default_value_t = 50)]

@@ -201,16 +201,21 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
     let mut output = hub.shared.output.subscribe();
     let mut stopping = hub.shared.stopping.subscribe();
     let mut points = hub.shared.window.fresh.subscribe();
-    points.borrow_and_update();
+    // Points taken so far; each one after it is sent, even when several
+    // were taken while a send was slow.
+    let mut sent = *points.borrow_and_update();
     let mut point_due = false;
     let mut follow: Option<Follow> = None;
     loop {
         changes.borrow_and_update();
         output.borrow_and_update();
         if std::mem::take(&mut point_due) | points.has_changed().unwrap_or(false) {
-            points.borrow_and_update();
-            if let Some(point) = hub.shared.window.latest() {
-                let text = to_json(&serde_json::json!({ "type": "metrics", "point": point }));
+            let taken = *points.borrow_and_update();
+            let new = usize::try_from(taken.saturating_sub(sent)).unwrap_or(usize::MAX).min(crate::window::POINTS);
+            sent = taken;
+            let fresh = hub.shared.window.latest(new);
+            if !fresh.is_empty() {
+                let text = to_json(&serde_json::json!({ "type": "metrics", "points": fresh }));
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
                 }

@@ -58,9 +58,10 @@ impl Window {
         p.cost_micro_usd = p.cost_micro_usd.saturating_add(cost_micro_usd);
     }
 
-    /// The newest point, if any has been taken.
-    pub fn latest(&self) -> Option<MetricsPoint> {
-        self.points.lock().expect("window lock poisoned").back().cloned()
+    /// The newest `n` points (fewer if fewer are kept), oldest first.
+    pub fn latest(&self, n: usize) -> Vec<MetricsPoint> {
+        let points = self.points.lock().expect("window lock poisoned");
+        points.iter().skip(points.len().saturating_sub(n)).cloned().collect()
     }
 }
 

@@ -28,7 +28,8 @@ class HubError extends Error {
 }
 
 async function call(method, path, body) {
-  const opts = { method, headers: {}, credentials: "same-origin" };
+  // A request that hangs must not hold up the page's live refreshes for ever.
+  const opts = { method, headers: {}, credentials: "same-origin", signal: AbortSignal.timeout(30000) };
   if (body !== undefined) {
     opts.headers["content-type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -106,8 +107,11 @@ const live = {
       this.retry = 500;
       setConn("live");
       if (this.following) s.send(JSON.stringify(this.following));
+      // Points taken while the socket was down come from the window itself.
+      if (metricsWindow) reloadMetrics();
     };
     s.onmessage = (m) => {
+      if (s !== this.socket) return;
       const msg = JSON.parse(m.data);
       if (msg.type === "events") {
         for (const e of msg.events) this.last = Math.max(this.last, e.seq);
@@ -115,11 +119,12 @@ const live = {
       } else if (msg.type === "output") {
         onOutput(msg.task, msg.chunks);
       } else if (msg.type === "metrics") {
-        onMetrics(msg.point);
+        onMetrics(msg.points);
       }
     };
     s.onclose = () => {
-      if (!this.running) return;
+      // A socket replaced by a newer one (a sign-in after a sign-out) is done with.
+      if (!this.running || s !== this.socket) return;
       setConn("reconnecting");
       // Catch up from the last event seen once back. A hub that restarted has
       // forgotten the session: asking first shows the sign-in form (call()
@@ -178,6 +183,8 @@ function scheduleRefresh() {
 
 async function flushRefresh() {
   batch.timer = null;
+  // A view still loading keeps the batch; route() hands it over once the view is in place.
+  if (current.loading) return;
   const events = batch.events;
   batch.events = [];
   batch.busy = true;
@@ -198,6 +205,10 @@ function onOutput(task, chunks) {
   // Follow the tail only when the reader is already at the bottom.
   const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
   for (const c of chunks) log.append(document.createTextNode(c.data));
+  // A reconnect asks for what came after the last chunk shown, not all of it again.
+  if (chunks.length && live.following && live.following.follow === task) {
+    live.following.after = Math.max(live.following.after, chunks[chunks.length - 1].seq);
+  }
   if (atEnd) log.scrollTop = log.scrollHeight;
 }
 
@@ -236,7 +247,31 @@ let routeGen = 0;
 /** A function that fills the page for the view being opened now, and does nothing once another is. */
 function stage() {
   const gen = routeGen;
-  return (...children) => { if (gen === routeGen) $("#view").replaceChildren(...children); };
+  const show = (...children) => { if (gen === routeGen) replaceKeepingFocus($("#view"), children); };
+  show.current = () => gen === routeGen;
+  return show;
+}
+
+/** Which element has the focus, as a selector that finds its twin in a redrawn page. */
+function focusKey() {
+  const e = document.activeElement;
+  if (!e || e === document.body || !$("#view").contains(e)) return null;
+  if (e.id) return `#${CSS.escape(e.id)}`;
+  const attrs = ["data-agent", "data-lock", "data-task", "data-decision", "data-setting"];
+  const holder = e.closest(attrs.map((a) => `[${a}]`).join(","));
+  const cls = typeof e.className === "string" && e.className.split(" ")[0];
+  if (!holder || !cls) return null;
+  const attr = attrs.find((a) => holder.hasAttribute(a));
+  return `[${attr}="${CSS.escape(holder.getAttribute(attr))}"] ${e.tagName.toLowerCase()}.${CSS.escape(cls)}`;
+}
+
+/** Replaces a container's children; a keyboard user's focus stays on the same control. */
+function replaceKeepingFocus(container, children) {
+  const key = focusKey();
+  container.replaceChildren(...children);
+  if (!key) return;
+  const twin = document.querySelector(key);
+  if (twin) twin.focus({ preventScroll: true });
 }
 
 function card(key, value, id) {
@@ -301,8 +336,10 @@ async function agentsView() {
     el("p", { id: "agents-summary", class: "muted" }),
     el("div", { id: "agents", class: "cards wide" }));
   // The latest step of tasks already running when the page opened.
-  const steps = await call("GET", `/events?kind=task.step&before=${live.last + 1}&limit=500`);
-  for (const e of steps.events) if (!liveSteps.has(e.task)) noteStep(e);
+  // Only recent history is looked at: a step further back than that is stale.
+  const known = new Set(liveSteps.keys());
+  const steps = await call("GET", `/events?kind=task.step&after=${Math.max(0, live.last - 20000)}&before=${live.last + 1}&limit=500`);
+  for (const e of steps.events) if (!known.has(e.task)) noteStep(e);
   const act = (name, what) => el("button", { type: "button", class: `agent-${what}`, onclick: async () => {
     try { await call("POST", `/agents/${encodeURIComponent(name)}/${what}`, {}); await draw(); }
     catch (e) { $("#agents-error").textContent = e.message; }
@@ -315,7 +352,7 @@ async function agentsView() {
     for (const t of running.tasks) byAgent.set(t.agent, [...(byAgent.get(t.agent) || []), t]);
     const online = agents.filter((a) => a.connected).length;
     $("#agents-summary").textContent = `${agents.length} agents, ${online} online, ${running.tasks.length} runs`;
-    $("#agents").replaceChildren(...agents.map((a) => {
+    replaceKeepingFocus($("#agents"), agents.map((a) => {
       const runs = byAgent.get(a.name) || [];
       const breaker = breakers.find((b) => b.scope === "agent" && b.name === a.name);
       return el("div", { class: "card agent", "data-agent": a.name },
@@ -400,6 +437,22 @@ function chart(title, points, series, format) {
     show(i);
   });
   svg.addEventListener("mouseleave", () => { cursor.style.display = "none"; hover = null; });
+  // By keyboard: focus a chart, then the arrow keys move along it (Home and End to its ends).
+  svg.setAttribute("tabindex", "0");
+  svg.id = `chart-${title.toLowerCase().replace(/[^a-z0-9]+/g, "-")}`;
+  svg.addEventListener("focus", () => {
+    if (!hover || hover.title !== title) hover = { title, i: points.length - 1 };
+    show(hover.i);
+  });
+  svg.addEventListener("blur", () => { cursor.style.display = "none"; });
+  svg.addEventListener("keydown", (ev) => {
+    const i = hover && hover.title === title ? hover.i : points.length - 1;
+    const to = { ArrowLeft: i - 1, ArrowRight: i + 1, Home: 0, End: points.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    hover = { title, i: Math.max(0, Math.min(points.length - 1, to)) };
+    show(hover.i);
+  });
   if (hover && hover.title === title) show(Math.min(hover.i, points.length - 1));
   return el("figure", { class: "chart", "data-chart": title },
     el("figcaption", {}, title, " ", series.map((s) => el("span", { class: `key ${s.cls}` }, s.label))), svg, readout);
@@ -408,11 +461,22 @@ function chart(title, points, series, format) {
 /** The metrics window the page holds while the metrics view is open; points arrive on the live socket. */
 let metricsWindow = null;
 
-function onMetrics(point) {
+function onMetrics(points) {
   if (!metricsWindow) return;
-  metricsWindow.points.push(point);
-  if (metricsWindow.points.length > 360) metricsWindow.points.shift();
+  // A point read with the window and sent on the socket as well is kept once.
+  const last = metricsWindow.points.length ? metricsWindow.points[metricsWindow.points.length - 1].at : "";
+  for (const p of points) if (p.at > last) metricsWindow.points.push(p);
+  while (metricsWindow.points.length > 360) metricsWindow.points.shift();
   drawCharts();
+}
+
+async function reloadMetrics() {
+  try {
+    const m = await call("GET", "/metrics");
+    if (!metricsWindow) return;
+    metricsWindow.points = m.points.slice();
+    drawCharts();
+  } catch (_) { /* the next reconnect tries again */ }
 }
 
 const fmt = {
@@ -426,14 +490,14 @@ function drawCharts() {
   const charts = $("#charts");
   if (!charts || !metricsWindow) { metricsWindow = null; return; }
   const pts = metricsWindow.points;
-  charts.replaceChildren(
+  replaceKeepingFocus(charts, [
     chart("Queue depth", pts, [{ key: "queued", label: "queued", cls: "a" }, { key: "running", label: "running", cls: "b" }], fmt.n),
     chart("Throughput (runs/s)", pts, [{ key: "throughput", label: "runs/s", cls: "a" }], fmt.n),
     chart("Queue wait", pts, [{ key: "latency_p50", label: "p50", cls: "a" }, { key: "latency_p95", label: "p95", cls: "b" },
       { key: "latency_p99", label: "p99", cls: "c" }], fmt.secs),
     chart("Failure rate", pts, [{ key: "failure_rate", label: "failed", cls: "c" }], fmt.pct),
     chart("Utilization", pts, [{ key: "utilization", label: "slots used", cls: "b" }], fmt.pct),
-    chart("Cost", pts, [{ key: "cost_usd", label: "spent", cls: "a" }], fmt.usd));
+    chart("Cost", pts, [{ key: "cost_usd", label: "spent", cls: "a" }], fmt.usd)]);
   $("#metrics-empty").hidden = pts.length > 0;
 }
 
@@ -454,37 +518,45 @@ async function metricsView() {
 
 async function locksView() {
   const show = stage();
-  const [locks, conflicts, pending] = await Promise.all([
-    call("GET", "/locks"), call("GET", "/conflicts?state=open"), call("GET", "/tasks?state=pending_approval&limit=200"),
-  ]);
+  let problem = "";
+  const act = async (path, body) => {
+    try { await call("POST", path, body); problem = ""; }
+    catch (e) { problem = e.message; }
+    await draw();
+  };
   const unlock = (name) => el("button", { type: "button", class: "unlock", onclick: async () => {
-    if (!confirm(`Force ${name} free? Its holder is not told.`)) return;
-    await call("POST", "/locks/unlock", { name }); current.refresh();
+    if (confirm(`Force ${name} free? Its holder is not told.`)) await act("/locks/unlock", { name });
   } }, "Force unlock");
-  const approve = (t, what, body) => el("button", { type: "button", class: what, onclick: async () => {
-    try { await call("POST", `/tasks/${t.id}/${what}`, body); current.refresh(); }
-    catch (e) { $("#locks-error").textContent = e.message; }
-  } }, what === "approve" ? "Approve" : "Reject");
-  show(el("h1", {}, "Approvals, locks and conflicts"), el("p", { id: "locks-error", class: "error" }),
-    el("h2", {}, "Waiting for approval"),
-    pending.tasks.length ? el("table", { id: "approvals" }, el("tbody", {}, pending.tasks.map((t) => el("tr", { "data-task": t.id },
-      el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)), el("td", {}, t.runner), el("td", {}, t.prompt.slice(0, 80)),
-      el("td", {}, approve(t, "approve", {}), " ", approve(t, "reject", { reason: "rejected from the dashboard" }))))))
-      : el("p", { class: "muted" }, "Nothing waits for approval."),
-    el("h2", {}, "Locks"),
-    locks.held.length || locks.waiting.length ? el("table", { id: "locks" }, el("tbody", {},
-      locks.held.map((l) => el("tr", { "data-lock": l.name }, el("td", {}, l.name), el("td", {}, l.mode),
-        el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "held since ", l.since), el("td", {}, unlock(l.name)))),
-      locks.waiting.map((l) => el("tr", {}, el("td", {}, l.name), el("td", {}, l.mode),
-        el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "waits for ", l.waits_for.join(", ")), el("td", {})))))
-      : el("p", { class: "muted" }, "No lock is held."),
-    el("h2", {}, "Open conflicts"),
-    conflicts.length ? el("table", { id: "conflicts" }, el("tbody", {}, conflicts.map((c) => el("tr", {},
-      el("td", {}, `#${c.id} ${c.repo}`), el("td", {}, c.files.join(", ")),
-      el("td", {}, "goes on: ", el("a", { href: `#/tasks/${c.winner}` }, c.winner)),
-      el("td", {}, "paused: ", el("a", { href: `#/tasks/${c.loser}` }, c.loser)),
-      el("td", {}, c.decision ? el("a", { href: "#/decisions" }, `decision #${c.decision}`) : "-")))))
-      : el("p", { class: "muted" }, "No open conflict."));
+  const approve = (t, what, body) => el("button", { type: "button", class: what, onclick: () => act(`/tasks/${t.id}/${what}`, body) },
+    what === "approve" ? "Approve" : "Reject");
+  const draw = async () => {
+    const [locks, conflicts, pending] = await Promise.all([
+      call("GET", "/locks"), call("GET", "/conflicts?state=open"), call("GET", "/tasks?state=pending_approval&limit=200"),
+    ]);
+    show(el("h1", {}, "Approvals, locks and conflicts"), el("p", { id: "locks-error", class: "error", role: "alert" }, problem),
+      el("h2", {}, "Waiting for approval"),
+      pending.tasks.length ? el("table", { id: "approvals" }, el("tbody", {}, pending.tasks.map((t) => el("tr", { "data-task": t.id },
+        el("td", {}, el("a", { href: `#/tasks/${t.id}` }, t.id)), el("td", {}, t.runner), el("td", {}, t.prompt.slice(0, 80)),
+        el("td", {}, approve(t, "approve", {}), " ", approve(t, "reject", { reason: "rejected from the dashboard" }))))))
+        : el("p", { class: "muted" }, "Nothing waits for approval."),
+      el("h2", {}, "Locks"),
+      locks.held.length || locks.waiting.length ? el("table", { id: "locks" }, el("tbody", {},
+        locks.held.map((l) => el("tr", { "data-lock": l.name }, el("td", {}, l.name), el("td", {}, l.mode),
+          el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "held since ", l.since), el("td", {}, unlock(l.name)))),
+        locks.waiting.map((l) => el("tr", {}, el("td", {}, l.name), el("td", {}, l.mode),
+          el("td", {}, el("a", { href: `#/tasks/${l.task}` }, l.task)), el("td", {}, "waits for ", l.waits_for.join(", ")), el("td", {})))))
+        : el("p", { class: "muted" }, "No lock is held."),
+      el("h2", {}, "Open conflicts"),
+      conflicts.length ? el("table", { id: "conflicts" }, el("tbody", {}, conflicts.map((c) => el("tr", {},
+        el("td", {}, `#${c.id} ${c.repo}`), el("td", {}, c.files.join(", ")),
+        el("td", {}, "goes on: ", el("a", { href: `#/tasks/${c.winner}` }, c.winner)),
+        el("td", {}, "paused: ", el("a", { href: `#/tasks/${c.loser}` }, c.loser)),
+        el("td", {}, c.decision ? el("a", { href: "#/decisions" }, `decision #${c.decision}`) : "-")))))
+        : el("p", { class: "muted" }, "No open conflict."));
+  };
+  await draw();
+  const relevant = (e) => /^(lock|conflict|task)\./.test(e.kind);
+  return { refresh: (events) => (events.some(relevant) ? draw() : null) };
 }
 
 /** What the last admin action said; kept across the view's redraws. */
@@ -495,15 +567,20 @@ async function adminView() {
   const [db, backups, config] = await Promise.all([call("GET", "/admin/db"), call("GET", "/admin/backups"), call("GET", "/config")]);
   const out = el("pre", { class: "log", id: "admin-out", "aria-live": "polite" }, adminNote);
   const say = (text) => { adminNote = text; out.textContent = text; };
-  const run = (label, method, path, id) => el("button", { type: "button", id, onclick: async () => {
+  const run = (label, method, path, id, told) => el("button", { type: "button", id, onclick: async () => {
     say(`${label}…`);
-    try { say(JSON.stringify(await call(method, path, {}), null, 2)); if (out.isConnected) await adminView(); }
+    try { say(told(await call(method, path, {}))); if (out.isConnected) await adminView(); }
     catch (e) { say(e.message); }
   } }, label);
+  const backedUp = (b) => `Backed up to ${b.path} (${(b.bytes / 1048576).toFixed(1)} MiB${b.tasks != null ? `, ${b.tasks} tasks` : ""}).`;
+  const checked = (c) => (c.findings.length
+    ? `${c.findings.length} problems:\n` + c.findings.map((f) => `- ${f.kind}: ${f.detail}`).join("\n")
+      + "\nmuster check --repair fixes what can be fixed; see docs/troubleshooting.md."
+    : "The check found no problem: the database is consistent.");
   const keys = config.settings;
   show(el("h1", {}, "Admin"),
-    el("div", { class: "row" }, run("Back up now", "POST", "/admin/backups", "backup-now"),
-      run("Check the database", "POST", "/admin/check", "check-now")), out,
+    el("div", { class: "row" }, run("Back up now", "POST", "/admin/backups", "backup-now", backedUp),
+      run("Check the database", "POST", "/admin/check", "check-now", checked)), out,
     el("h2", {}, "Database"), el("pre", { class: "log" }, JSON.stringify(db, null, 2)),
     el("h2", {}, "Backups"),
     el("table", { id: "backups" }, el("tbody", {}, backups.map((b) =>
@@ -514,8 +591,13 @@ async function adminView() {
       const input = typeof k.value === "boolean"
         ? el("select", { "aria-label": k.key }, ["true", "false"].map((v) => el("option", { value: v, selected: String(k.value) === v }, v)))
         : el("input", { value: String(k.value), "aria-label": k.key, size: 14 });
-      const typed = () => (typeof k.value === "number" ? Number(input.value)
-        : typeof k.value === "boolean" ? input.value === "true" : input.value);
+      const typed = () => {
+        if (typeof k.value === "boolean") return input.value === "true";
+        if (typeof k.value !== "number") return input.value;
+        const n = Number(input.value);
+        if (input.value.trim() === "" || !Number.isFinite(n)) throw new Error(`${k.key} takes a number, not ${JSON.stringify(input.value)}`);
+        return n;
+      };
       return el("tr", { "data-setting": k.key }, el("td", {}, k.key), el("td", { class: "nowrap" }, input, " ",
         el("button", { type: "button", onclick: async () => {
           try { await call("PUT", "/config", { [k.key]: typed() }); say(`${k.key} set to ${input.value}`); if (out.isConnected) await adminView(); }
@@ -531,6 +613,8 @@ const PRIORITIES = ["urgent", "high", "normal", "low"];
 const PAGE = 50;
 /** The cursors of the pages before this one, so "Newer" goes back without a new query. */
 let taskPages = [];
+/** A task being written, kept while the list beside it is filtered or paged. */
+let taskDraft = { runner: "shell", priority: "normal" };
 
 /** The hash's query (`#/tasks?state=failed`) as an object. */
 function hashQuery() {
@@ -546,18 +630,23 @@ function setHashQuery(base, q) {
 async function tasksView() {
   const show = stage();
   const q = hashQuery();
-  const form = el("form", { id: "task-form", onsubmit: submitTask },
+  const d = taskDraft;
+  const prompt = el("textarea", { id: "task-prompt", required: true });
+  prompt.value = d.prompt || "";
+  const form = el("form", { id: "task-form", onsubmit: submitTask, oninput: (ev) => {
+    const key = { "task-prompt": "prompt", "task-runner": "runner", "task-priority": "priority", "task-repo": "repo", "task-caps": "caps" }[ev.target.id];
+    if (key) taskDraft[key] = ev.target.value;
+  } },
     el("h2", {}, "Submit a task"),
-    el("label", { for: "task-prompt" }, "Prompt"),
-    el("textarea", { id: "task-prompt", required: true }),
+    el("label", { for: "task-prompt" }, "Prompt"), prompt,
     el("div", { class: "row" },
-      el("label", { for: "task-runner" }, "Runner"), el("input", { id: "task-runner", value: "shell", size: 10 }),
+      el("label", { for: "task-runner" }, "Runner"), el("input", { id: "task-runner", value: d.runner || "", size: 10 }),
       el("label", { for: "task-priority" }, "Priority"),
-      el("select", { id: "task-priority" }, ["normal", "urgent", "high", "low"].map((p) => el("option", { value: p }, p))),
-      el("label", { for: "task-repo" }, "Repository"), el("input", { id: "task-repo", size: 10, placeholder: "none" }),
-      el("label", { for: "task-caps" }, "Capabilities"), el("input", { id: "task-caps", size: 12, placeholder: "gpu, linux" }),
+      el("select", { id: "task-priority" }, ["normal", "urgent", "high", "low"].map((p) => el("option", { value: p, selected: p === d.priority }, p))),
+      el("label", { for: "task-repo" }, "Repository"), el("input", { id: "task-repo", size: 10, placeholder: "none", value: d.repo || "" }),
+      el("label", { for: "task-caps" }, "Capabilities"), el("input", { id: "task-caps", size: 12, placeholder: "gpu, linux", value: d.caps || "" }),
       el("button", { type: "submit", class: "primary", id: "task-submit" }, "Submit")),
-    el("p", { id: "task-error", class: "error" }));
+    el("p", { id: "task-error", class: "error", role: "alert" }));
   const pick = (id, label, options, value) => [el("label", { for: id }, label),
     el("select", { id }, el("option", { value: "" }, "any"), options.map((o) => el("option", { value: o, selected: o === value }, o)))];
   const text = (id, label, value, size) => [el("label", { for: id }, label), el("input", { id, value: value || "", size })];
@@ -618,6 +707,7 @@ async function submitTask(ev) {
       prompt: $("#task-prompt").value, runner: $("#task-runner").value || undefined, priority: $("#task-priority").value,
       repo: repo || undefined, capabilities: caps.length ? caps : undefined,
     });
+    taskDraft = { runner: taskDraft.runner, priority: taskDraft.priority };
     location.hash = `#/tasks/${created.task.id}`;
   } catch (e) {
     $("#task-error").textContent = e.message;
@@ -666,9 +756,15 @@ async function taskView(id) {
   const log = el("pre", { class: "log", id: "task-log", "data-task": id, tabindex: 0 });
   const steps = el("ol", { id: "task-steps", class: "steps" });
   const attempts = el("tbody", { id: "task-attempts" });
+  const promptText = el("pre", { class: "log", id: "task-prompt-text" });
+  const actionError = el("p", { id: "task-action-error", class: "error", role: "alert" });
+  const move = el("select", { id: "task-move", onchange: async (e) => {
+    try { await call("POST", `${path}/move`, { priority: e.target.value }); await load(); }
+    catch (err) { actionError.textContent = err.message; }
+  } }, PRIORITIES.map((p) => el("option", { value: p }, p)));
   const act = (label, action, body, bid) => el("button", { type: "button", id: bid, onclick: async () => {
     try { await call("POST", `${path}/${action}`, body || {}); await load(); }
-    catch (e) { $("#task-action-error").textContent = e.message; }
+    catch (e) { actionError.textContent = e.message; }
   } }, label);
   const diff = lazy("Diff", "task-diff", async () => {
     const d = await call("GET", `${path}/diff`);
@@ -692,13 +788,9 @@ async function taskView(id) {
       act("Cancel", "cancel", {}, "task-cancel"), act("Retry", "retry", {}, "task-retry"),
       act("Approve", "approve", {}, "task-approve"),
       act("Skip", "skip", { reason: "skipped from the dashboard" }, "task-skip"),
-      el("label", { for: "task-move" }, "Priority"),
-      el("select", { id: "task-move", onchange: async (e) => {
-        try { await call("POST", `${path}/move`, { priority: e.target.value }); await load(); }
-        catch (err) { $("#task-action-error").textContent = err.message; }
-      } }, PRIORITIES.map((p) => el("option", { value: p }, p)))),
-    el("p", { id: "task-action-error", class: "error", role: "alert" }),
-    el("h2", {}, "Prompt"), el("pre", { class: "log", id: "task-prompt-text" }),
+      el("label", { for: "task-move" }, "Priority"), move),
+    actionError,
+    el("h2", {}, "Prompt"), promptText,
     el("h2", {}, "Output"), log,
     el("h2", {}, "Attempts"),
     el("table", { id: "task-attempts-table" },
@@ -720,8 +812,8 @@ async function taskView(id) {
     el("p", { id: "task-spent" }, "Spent: ", `${spentTokens} tokens`, " · ", fmt.usd(spentUsd),
       t.max_cost_usd != null ? el("span", { class: "muted" }, ` of at most ${fmt.usd(t.max_cost_usd)}`) : ""),
     t.workspace ? el("p", { class: "muted" }, `workspace: ${t.workspace.repo || ""} at ${t.workspace.base || "HEAD"}`) : "");
-    $("#task-prompt-text").textContent = t.prompt;
-    $("#task-move").value = t.priority;
+    promptText.textContent = t.prompt;
+    move.value = t.priority;
     attempts.replaceChildren(...t.attempts_detail.map(attemptRow));
     const count = t.attempts_detail.reduce((n, a) => n + a.steps, 0);
     if (count !== shownSteps) {
@@ -734,7 +826,7 @@ async function taskView(id) {
     }
   };
   await load();
-  live.follow(id, 0);
+  if (show.current()) live.follow(id, 0);
   return { refresh: (events) => (events.some((e) => e.task === id) ? load() : null) };
 }
 
@@ -774,25 +866,36 @@ function timelineList(filter) {
   box.append(spacer);
   let loading = false;
   let exhausted = false;
+  // Rows on screen, by sequence number: kept while in view, so a focused link stays focused.
+  const onScreen = new Map();
+  const makeRow = (e) => el("div", { class: "ev", role: "listitem", "data-seq": e.seq },
+    el("span", { class: "muted" }, e.seq), el("span", { class: "muted" }, e.at.slice(0, 23).replace("T", " ")),
+    el("span", { class: "kind" }, e.kind),
+    e.task ? el("a", { href: `#/tasks/${e.task}` }, e.task) : el("span", {}),
+    e.agent ? el("span", {}, e.agent) : el("span", {}),
+    el("span", { class: "detail", title: e.detail || "" }, e.detail || ""));
   const draw = () => {
     spacer.style.height = `${rows.length * ROW}px`;
     const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 10);
     const last = Math.min(rows.length, Math.ceil((box.scrollTop + box.clientHeight) / ROW) + 10);
-    const shown = [];
+    const wanted = new Set();
     for (let i = first; i < last; i++) {
       const e = rows[i];
-      const row = el("div", { class: "ev", role: "listitem", "data-seq": e.seq },
-        el("span", { class: "muted" }, e.seq), el("span", { class: "muted" }, e.at.slice(0, 23).replace("T", " ")),
-        el("span", { class: "kind" }, e.kind),
-        e.task ? el("a", { href: `#/tasks/${e.task}` }, e.task) : el("span", {}),
-        e.agent ? el("span", {}, e.agent) : el("span", {}),
-        el("span", { class: "detail", title: e.detail || "" }, e.detail || ""));
+      let row = onScreen.get(e.seq);
+      if (!row) {
+        row = makeRow(e);
+        onScreen.set(e.seq, row);
+        box.append(row);
+      }
       // Through the CSSOM: the page's policy allows no inline style attributes.
       row.style.top = `${i * ROW}px`;
-      shown.push(row);
+      wanted.add(e.seq);
     }
-    box.replaceChildren(spacer, ...shown);
-    $("#timeline-info").textContent = `${rows.length} events loaded${exhausted ? " (all)" : ""}`;
+    for (const [seq, row] of onScreen) {
+      if (!wanted.has(seq)) { row.remove(); onScreen.delete(seq); }
+    }
+    const info = $("#timeline-info");
+    if (info) info.textContent = `${rows.length} events loaded${exhausted ? " (all)" : ""}`;
   };
   const older = async () => {
     if (loading || exhausted) return;
@@ -819,9 +922,10 @@ function timelineList(filter) {
       const fresh = events.filter((e) => matches(filter, e)).reverse();
       if (!fresh.length || !box.isConnected) return;
       rows.unshift(...fresh);
-      // Keep the reader's place when they have scrolled down.
-      if (box.scrollTop > 0) box.scrollTop += fresh.length * ROW;
       if (rows.length > 50000) { rows.length = 50000; exhausted = false; }
+      // Keep the reader's place when they have scrolled down: grow the list first, then move.
+      spacer.style.height = `${rows.length * ROW}px`;
+      if (box.scrollTop > 0) box.scrollTop += fresh.length * ROW;
       draw();
     },
   };
@@ -882,10 +986,13 @@ async function route() {
         // A view that says how to refresh itself does so; others are drawn again.
         if (gen === routeGen) current = { refresh: made && "refresh" in made ? made.refresh : render };
       } catch (e) {
+        if (gen === routeGen) current = { refresh: null };
         if (e.status !== 401) show(el("p", { class: "error" }, e.message));
       }
+      // What arrived while the view loaded.
+      if (gen === routeGen && batch.events.length) scheduleRefresh();
     };
-    current = { refresh: null };
+    current = { refresh: null, loading: true };
     await render();
     const h1 = $("#view h1");
     if (h1 && document.activeElement === document.body) { h1.tabIndex = -1; h1.focus({ preventScroll: true }); }
@@ -938,6 +1045,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#signin").addEventListener("submit", signIn);
   $("#signout").addEventListener("click", signOut);
   $("#theme").addEventListener("click", cycleTheme);
+  // The skip link moves the focus without changing the address (which would change the page).
+  $(".skip").addEventListener("click", (ev) => { ev.preventDefault(); $("#main").focus(); });
   applyTheme(localStorage.getItem("muster-theme") || "auto");
   try {
     const who = await call("GET", "/ui/session");

@@ -743,7 +743,8 @@ pub struct MetricsPoint {
     pub latency_p99: Option<f64>,
     /// Used slots over the slots of connected agents (0 to 1); `None` without agents.
     pub utilization: Option<f64>,
-    /// What the runs that ended in this interval cost, in US dollars.
+    /// What the runs that reported their end in this interval cost, in US
+    /// dollars (a run sent back to the queue by a provider limit is not counted).
     #[serde(default)]
     pub cost_usd: f64,
 }

@@ -2434,23 +2434,40 @@ pub fn count_quiet_running(c: &Connection, quiet_since: Millis) -> Result<u64> {
 
 pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
     let limit = f.limit.clamp(1, 10_000) as i64;
-    const WHERE: &str = "WHERE seq > ?1 AND (?2 IS NULL OR seq < ?2) AND (?3 IS NULL OR task_id = ?3) \
-         AND (?4 IS NULL OR agent = ?4) AND (?5 IS NULL OR kind = ?5 OR kind LIKE ?6 ESCAPE '\\')";
+    // Only the conditions asked for, so that SQLite can use the rowid range
+    // and the task and agent indexes.
+    let mut cond = String::from("seq > ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![f.after.into()];
+    if let Some(before) = f.before {
+        cond.push_str(" AND seq < ?");
+        args.push(before.into());
+    }
+    if let Some(task) = &f.task {
+        cond.push_str(" AND task_id = ?");
+        args.push(task.as_str().to_owned().into());
+    }
+    if let Some(agent) = &f.agent {
+        cond.push_str(" AND agent = ?");
+        args.push(agent.as_str().to_owned().into());
+    }
+    if let Some(kind) = f.kind.as_deref().filter(|k| !k.is_empty()) {
+        // A kind, or every kind under it: `task` takes `task.failed`. Exact
+        // and case-sensitive, as kinds are.
+        cond.push_str(" AND (kind = ? OR substr(kind, 1, ?) = ?)");
+        args.push(kind.to_owned().into());
+        args.push((kind.chars().count() as i64 + 1).into());
+        args.push(format!("{kind}.").into());
+    }
+    args.push(limit.into());
+    const COLS: &str = "seq, at, kind, task_id, agent, epoch, state, detail";
     // Reading backwards takes the newest below `before`, then puts them oldest first.
     let sql = if f.before.is_some() {
-        format!(
-            "SELECT * FROM (SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events {WHERE} \
-             ORDER BY seq DESC LIMIT ?7) ORDER BY seq"
-        )
+        format!("SELECT * FROM (SELECT {COLS} FROM events WHERE {cond} ORDER BY seq DESC LIMIT ?) ORDER BY seq")
     } else {
-        format!("SELECT seq, at, kind, task_id, agent, epoch, state, detail FROM events {WHERE} ORDER BY seq LIMIT ?7")
+        format!("SELECT {COLS} FROM events WHERE {cond} ORDER BY seq LIMIT ?")
     };
     let mut stmt = c.prepare_cached(&sql)?;
-    let task = f.task.as_ref().map(|t| t.as_str());
-    let agent = f.agent.as_ref().map(|a| a.as_str());
-    let kind = f.kind.as_deref().filter(|k| !k.is_empty());
-    let family = kind.map(|k| format!("{}.%", like_escaped(k)));
-    let rows = stmt.query_map(params![f.after, f.before, task, agent, kind, family, limit], |r| {
+    let rows = stmt.query_map(params_from_iter(args), |r| {
         let task: Option<String> = r.get(3)?;
         let agent: Option<String> = r.get(4)?;
         Ok(Event {

@@ -226,8 +226,10 @@ try {
   await step("admin-backs-up-from-the-page", async () => {
     await page.goto(`${hub}/#/admin`);
     await page.click("#backup-now");
-    await expectText("#admin-out", ".db", 30000);
+    await expectText("#admin-out", "Backed up to", 30000);
     await page.waitForSelector("#backups tr");
+    await page.click("#check-now");
+    await expectText("#admin-out", "found no problem");
   });
 
   await step("tasks-filtered-and-paged-on-the-server", async () => {
@@ -244,7 +246,8 @@ try {
     await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 1);
     await expectText("#tasks-body", needle.body.task.id);
     await page.goto(`${hub}/#/tasks?capability=gpu&priority=urgent`);
-    await expectText("#tasks-body", needle.body.task.id);
+    await page.waitForFunction((id) => document.querySelector("#filter-capability").value === "gpu"
+      && [...document.querySelectorAll("#tasks-body tr[data-task]")].map((r) => r.dataset.task).join() === id, needle.body.task.id);
     await page.goto(`${hub}/#/tasks?runner=codex&priority=low`);
     await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50);
     await expectText("#tasks-body", made[59]);
@@ -338,6 +341,7 @@ try {
     await expectText("#conn", "live");
     // Drop the socket as a network would; what happens meanwhile arrives once it is back.
     await page.evaluate(() => live.socket.close());
+    await expectText("#conn", "reconnecting");
     const t = await api("POST", "/tasks", { prompt: "echo while the page was away", runner: "shell" });
     await expectText("#conn", "live");
     await page.waitForSelector(`#timeline .ev a:text-is("${t.body.task.id}")`);
@@ -391,6 +395,7 @@ try {
     await page.click('#alerts .alert[data-rule="stuck_tasks"] button.ack');
     await page.waitForSelector('#alerts .alert[data-rule="stuck_tasks"]', { state: "detached" });
     await api("POST", `/tasks/${silent.body.task.id}/cancel`, {});
+    await api("PUT", "/config/alerts", { stuck_tasks: { threshold: 1800 } });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
     if (overflow) throw new Error("the page is wider than a phone's screen");
   });

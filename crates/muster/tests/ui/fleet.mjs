@@ -90,35 +90,37 @@ try {
       const q = document.querySelector("#count-queued");
       return q && q.textContent === String(n);
     }, TASKS, { timeout: 30000 });
-    await page.waitForFunction((n) => document.querySelector("#count-agents").textContent === `0/${n}`, AGENTS);
+    await page.waitForFunction((n) => document.querySelector("#count-agents").textContent === `0/${n}`, AGENTS, { timeout: 30000 });
   });
 
   await step("fleet-tasks-paged", async () => {
     await page.goto(`${hub}/#/tasks`);
-    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50);
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50, null, { timeout: 30000 });
     await page.click("#tasks-older");
-    await page.waitForFunction(() => /page 2/.test(document.querySelector("#tasks-info").textContent));
+    await page.waitForFunction(() => /page 2/.test(document.querySelector("#tasks-info").textContent), null, { timeout: 30000 });
     if ((await rows()) !== 50) throw new Error("the second page does not hold 50 tasks");
   });
 
   await step("fleet-tasks-searched", async () => {
-    await page.goto(`${hub}/#/tasks?q=needle-42007`);
-    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 1);
+    // needle-i for every i with i % 1000 == 7; the last one seeded is searched.
+    const last = Math.floor((TASKS - 8) / 1000) * 1000 + 7;
+    await page.goto(`${hub}/#/tasks?q=needle-${last}%20`);
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 1, null, { timeout: 30000 });
     await page.goto(`${hub}/#/tasks?q=needle&priority=high`);
     // needle-i has i % 1000 == 7, so i % 4 == 3 (low) for every one: none is high.
-    await page.waitForSelector("#tasks-body td.muted:text-is('No task matches.')");
+    await page.waitForSelector("#tasks-body td.muted:text-is('No task matches.')", { timeout: 30000 });
     await page.goto(`${hub}/#/tasks?q=needle&priority=low`);
-    await page.waitForFunction((n) => document.querySelectorAll("#tasks-body tr[data-task]").length === n, Math.min(50, TASKS / 1000));
+    await page.waitForFunction((n) => document.querySelectorAll("#tasks-body tr[data-task]").length === n, Math.min(50, TASKS / 1000), { timeout: 30000 });
   });
 
   await step("fleet-timeline-virtual", async () => {
     await page.goto(`${hub}/#/timeline`);
-    await page.waitForSelector("#timeline .ev");
+    await page.waitForSelector("#timeline .ev", { timeout: 30000 });
     // Scroll to the end of what is loaded a few times: more pages come in, the page holds only the rows in view.
     for (let i = 0; i < 6; i++) {
       const before = await page.$eval("#timeline-info", (e) => parseInt(e.textContent, 10));
       await page.$eval("#timeline", (b) => { b.scrollTop = b.scrollHeight; });
-      await page.waitForFunction((n) => parseInt(document.querySelector("#timeline-info").textContent, 10) > n, before);
+      await page.waitForFunction((n) => parseInt(document.querySelector("#timeline-info").textContent, 10) > n, before, { timeout: 30000 });
     }
     const loaded = await page.$eval("#timeline-info", (e) => parseInt(e.textContent, 10));
     const inPage = await page.$$eval("#timeline .ev", (r) => r.length);
@@ -135,12 +137,12 @@ try {
 
   await step("fleet-live-batched", async () => {
     await page.goto(`${hub}/#/tasks?runner=codex`);
-    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50);
+    await page.waitForFunction(() => document.querySelectorAll("#tasks-body tr[data-task]").length === 50, null, { timeout: 30000 });
     listRequests.length = 0;
     // A flood of 1,000 changes: the page re-reads its list a few times, not a thousand.
     const page1 = await api("GET", "/tasks?runner=codex&limit=1000");
     await pool(page1.body.tasks.length, 32, (i) => api("POST", `/tasks/${page1.body.tasks[i].id}/cancel`, {}));
-    await page.waitForFunction(() => document.querySelector("#tasks-body td.state-cancelled"));
+    await page.waitForFunction(() => document.querySelector("#tasks-body td.state-cancelled"), null, { timeout: 30000 });
     await page.waitForFunction(() => [...document.querySelectorAll("#tasks-body td:nth-child(2)")].every((td) => td.textContent === "cancelled"), null, { timeout: 20000 });
     timings.list_reads_for_1000_changes = listRequests.length;
     if (listRequests.length > 100) throw new Error(`${listRequests.length} list reads for 1000 changes: updates are not batched`);
