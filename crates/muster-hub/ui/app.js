@@ -411,12 +411,26 @@ function chart(title, points, series, format) {
     svg.append(t);
   }
   for (const s of series) {
-    const path = document.createElementNS(svgNs, "polyline");
-    const pts = points.map((p, i) => (p[s.key] === null || p[s.key] === undefined ? null : `${x(i)},${y(p[s.key])}`))
-      .filter(Boolean).join(" ");
-    path.setAttribute("points", pts);
-    path.setAttribute("class", `series ${s.cls}`);
-    svg.append(path);
+    // A line through each run of known values; a gap (no runs, no agents) stays a gap, and a
+    // value alone between gaps is a dot.
+    const runs = [[]];
+    points.forEach((p, i) => {
+      const v = p[s.key];
+      if (v === null || v === undefined) { if (runs[runs.length - 1].length) runs.push([]); }
+      else runs[runs.length - 1].push([x(i), y(v)]);
+    });
+    for (const run of runs.filter((r) => r.length)) {
+      if (run.length === 1) {
+        const dot = document.createElementNS(svgNs, "circle");
+        for (const [k, v] of Object.entries({ cx: run[0][0], cy: run[0][1], r: 2.5, class: `dot ${s.cls}` })) dot.setAttribute(k, v);
+        svg.append(dot);
+        continue;
+      }
+      const path = document.createElementNS(svgNs, "polyline");
+      path.setAttribute("points", run.map(([a, b]) => `${a},${b}`).join(" "));
+      path.setAttribute("class", `series ${s.cls}`);
+      svg.append(path);
+    }
   }
   const cursor = line(0, P, 0, H - P, "cursor");
   cursor.style.display = "none";

@@ -361,6 +361,7 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
         "muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}",
         data_dir.display()
     );
+    eprintln!("dashboard: open {url}/ and sign in with the admin token ({})", data_dir.join("admin.token").display());
     eprintln!("try, from another terminal:  muster task add --runner shell 'echo hello'   then   muster task list");
     eprintln!("stop with Ctrl-C");
     shutdown_signal().await;
