@@ -25,6 +25,31 @@ fn playwright() -> Option<PathBuf> {
     Some(module)
 }
 
+/// Runs `tests/ui/SCRIPT` against the hub and checks that each named step
+/// passed and saved its screenshot; returns what the script printed.
+async fn browse(module: &std::path::Path, hub: &Hub, script: &str, steps: &[&str]) -> String {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).expect("the screenshot directory");
+    let out = tokio::process::Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui").join(script))
+        .env("HUB_URL", &hub.url)
+        .env("ADMIN_TOKEN", &hub.token)
+        .env("MUSTER_BIN", env!("CARGO_BIN_EXE_muster"))
+        .env("SHOTS", &shots)
+        .env("PLAYWRIGHT", module)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    for name in steps {
+        assert!(stdout.contains(&format!("ok {name}\n")), "{name} did not pass:\n{stdout}");
+        assert!(shots.join(format!("{name}.png")).exists(), "{name} saved no screenshot");
+    }
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what_it_must() {
     let Some(module) = playwright() else { return };
@@ -34,23 +59,7 @@ async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what
         ..HubOpts::default()
     })
     .await;
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&shots).expect("the screenshot directory");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/dashboard.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("HUB_URL", &hub.url)
-        .env("ADMIN_TOKEN", &hub.token)
-        .env("MUSTER_BIN", env!("CARGO_BIN_EXE_muster"))
-        .env("SHOTS", &shots)
-        .env("PLAYWRIGHT", &module)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
-    for name in [
+    let steps = [
         "bad-token-refused",
         "signed-in",
         "agent-appears-live",
@@ -72,10 +81,8 @@ async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what
         "keyboard-and-dark-theme",
         "phone-answers-a-decision-and-acknowledges-an-alert",
         "phone-sized-overview",
-    ] {
-        assert!(stdout.contains(&format!("ok {name}\n")), "{name} did not pass:\n{stdout}");
-        assert!(shots.join(format!("{name}.png")).exists(), "{name} saved no screenshot");
-    }
+    ];
+    browse(&module, &hub, "dashboard.mjs", &steps).await;
 }
 
 /// 200 agents and 50,000 tasks in the store: the pages come from the server,
@@ -85,31 +92,14 @@ async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what
 async fn the_dashboard_stays_usable_with_200_agents_and_50000_tasks() {
     let Some(module) = playwright() else { return };
     let hub = Hub::start().await;
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&shots).expect("the screenshot directory");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui/fleet.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("HUB_URL", &hub.url)
-        .env("ADMIN_TOKEN", &hub.token)
-        .env("SHOTS", &shots)
-        .env("PLAYWRIGHT", &module)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the fleet browser test failed:\n{stdout}\n{stderr}");
-    for name in [
+    let steps = [
         "fleet-overview",
         "fleet-tasks-paged",
         "fleet-tasks-searched",
         "fleet-timeline-virtual",
         "fleet-agents",
         "fleet-live-batched",
-    ] {
-        assert!(stdout.contains(&format!("ok {name}\n")), "{name} did not pass:\n{stdout}");
-        assert!(shots.join(format!("{name}.png")).exists(), "{name} saved no screenshot");
-    }
+    ];
+    let stdout = browse(&module, &hub, "fleet.mjs", &steps).await;
     eprintln!("{}", stdout.lines().filter(|l| l.starts_with("timings ")).collect::<Vec<_>>().join("\n"));
 }
