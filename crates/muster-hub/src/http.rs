@@ -1269,16 +1269,7 @@ async fn task_logs(
                     .iter()
                     .any(|a| a.output_pruned && filter.attempt.is_none_or(|n| n == a.number));
             let page = LogsPage {
-                chunks: chunks
-                    .into_iter()
-                    .map(|c| OutputView {
-                        seq: c.seq,
-                        attempt: c.attempt,
-                        stream: c.stream.as_str().to_owned(),
-                        at: timestamp(c.at),
-                        data: String::from_utf8_lossy(&c.data).into_owned(),
-                    })
-                    .collect(),
+                chunks: chunks.into_iter().map(output_view).collect(),
                 next_after,
                 done,
                 state: task.state.as_str().to_owned(),
@@ -1492,6 +1483,31 @@ async fn revoke_token(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path
     Ok(json(StatusCode::OK, &token_view(&token)))
 }
 
+/// An event as the API and the dashboard's socket show it.
+pub(crate) fn event_view(e: muster_store::Event) -> EventView {
+    EventView {
+        seq: e.seq,
+        at: timestamp(e.at),
+        kind: e.kind,
+        task: e.task.map(|t| t.to_string()),
+        agent: e.agent.map(|a| a.to_string()),
+        epoch: e.epoch.map(|e| e.0),
+        state: e.state,
+        detail: e.detail,
+    }
+}
+
+/// A chunk of output as the API and the dashboard's socket show it.
+pub(crate) fn output_view(c: muster_store::OutputRecord) -> OutputView {
+    OutputView {
+        seq: c.seq,
+        attempt: c.attempt,
+        stream: c.stream.as_str().to_owned(),
+        at: timestamp(c.at),
+        data: String::from_utf8_lossy(&c.data).into_owned(),
+    }
+}
+
 async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     hub.admin(&headers).await?;
     let p = Params::parse(q, &["after", "before", "task", "agent", "kind", "limit", "wait"])?;
@@ -1511,22 +1527,7 @@ async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
         let events = hub.shared.store.events(&filter).await?;
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             let next_after = events.last().map_or(filter.after, |e| e.seq);
-            let page = EventPage {
-                events: events
-                    .into_iter()
-                    .map(|e| EventView {
-                        seq: e.seq,
-                        at: timestamp(e.at),
-                        kind: e.kind,
-                        task: e.task.map(|t| t.to_string()),
-                        agent: e.agent.map(|a| a.to_string()),
-                        epoch: e.epoch.map(|e| e.0),
-                        state: e.state,
-                        detail: e.detail,
-                    })
-                    .collect(),
-                next_after,
-            };
+            let page = EventPage { events: events.into_iter().map(event_view).collect(), next_after };
             return Ok(json(StatusCode::OK, &page));
         }
         let woke = tokio::time::timeout_at(deadline, async {

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_core::{Millis, TokenId};
 use muster_proto::api::{EventView, SessionStart};
-use muster_proto::{from_json, timestamp, to_json};
+use muster_proto::{from_json, to_json};
 use std::time::Duration;
 
 /// The cookie a session lives in.
@@ -233,19 +233,7 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
         if let Some(last) = events.last() {
             after = last.seq;
             more |= events.len() == 500;
-            let batch: Vec<EventView> = events
-                .into_iter()
-                .map(|e| EventView {
-                    seq: e.seq,
-                    at: timestamp(e.at),
-                    kind: e.kind,
-                    task: e.task.map(|t| t.to_string()),
-                    agent: e.agent.map(|a| a.to_string()),
-                    epoch: e.epoch.map(|e| e.0),
-                    state: e.state,
-                    detail: e.detail,
-                })
-                .collect();
+            let batch: Vec<EventView> = events.into_iter().map(crate::http::event_view).collect();
             let text = to_json(&serde_json::json!({ "type": "events", "events": batch }));
             if socket.send(Message::Text(text.into())).await.is_err() {
                 return;
@@ -258,16 +246,8 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
             {
                 f.after = last.seq;
                 more |= chunks.len() == 1000;
-                let views: Vec<muster_proto::api::OutputView> = chunks
-                    .into_iter()
-                    .map(|c| muster_proto::api::OutputView {
-                        seq: c.seq,
-                        attempt: c.attempt,
-                        stream: c.stream.as_str().to_owned(),
-                        at: timestamp(c.at),
-                        data: String::from_utf8_lossy(&c.data).into_owned(),
-                    })
-                    .collect();
+                let views: Vec<muster_proto::api::OutputView> =
+                    chunks.into_iter().map(crate::http::output_view).collect();
                 let text =
                     to_json(&serde_json::json!({ "type": "output", "task": f.task.to_string(), "chunks": views }));
                 if socket.send(Message::Text(text.into())).await.is_err() {
