@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use muster_core::{AgentName, Capability, Millis, RunnerName, Task, TaskId, TaskState, TokenId};
 use muster_proto::api::{
     AgentAdd, AgentCreated, AgentView, AttemptView, EventPage, EventView, LogsPage, OutputView, Problem, StatusView,
-    TaskCreated, TaskDefaults, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
+    TaskBatch, TaskBatchCreated, TaskCreated, TaskDefaults, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
 };
 use muster_proto::{FieldError, from_json, timestamp, to_json};
 use muster_store::{AgentRecord, EventFilter, NewAgent, NewToken, OutputFilter, Scope, StoreError, TaskFilter};
@@ -120,6 +120,7 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Respons
 pub fn router(hub: Hub) -> Router {
     let api = Router::new()
         .route("/tasks", post(create_task).get(list_tasks))
+        .route("/tasks/batch", post(create_tasks))
         .route("/tasks/{id}", get(show_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/retry", post(retry_task))
@@ -967,6 +968,50 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
     }
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &TaskCreated { created: created.created, task: TaskView::from_task(&created.task) }))
+}
+
+/// Tasks one `POST /api/v1/tasks/batch` may create.
+pub const MAX_BATCH_TASKS: usize = 1000;
+
+/// Creates up to `MAX_BATCH_TASKS` tasks in one durable change, all or none.
+async fn create_tasks(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    hub.admin(&headers).await?;
+    if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
+    }
+    let batch: TaskBatch = from_json(&body)?;
+    if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH_TASKS {
+        return Err(ApiError::bad(
+            "tasks",
+            format!("a batch holds 1 to {MAX_BATCH_TASKS} tasks, got {}", batch.tasks.len()),
+        ));
+    }
+    let now = hub.now();
+    let mut specs = Vec::with_capacity(batch.tasks.len());
+    let mut shadows = Vec::with_capacity(batch.tasks.len());
+    for (i, submit) in batch.tasks.into_iter().enumerate() {
+        let (spec, own) = checked_spec(&hub, submit).map_err(|e| match e {
+            ApiError::BadRequest(f) => ApiError::bad(&format!("tasks[{i}].{}", f.field), f.reason),
+            other => other,
+        })?;
+        specs.push((new_task_id(now)?, spec));
+        shadows.push(own);
+    }
+    let created = hub.shared.store.create_tasks(specs, now).await?;
+    if created.iter().any(|c| c.created) {
+        hub.wake_dispatcher();
+    }
+    for (one, own) in created.iter().zip(&shadows) {
+        if one.created
+            && !own.is_empty()
+            && let Err(e) = hub.start_shadows(&one.task, own).await
+        {
+            tracing::error!(task_id = %one.task.id, error = %e, "cannot queue shadow runs");
+        }
+    }
+    let tasks: Vec<TaskCreated> =
+        created.iter().map(|c| TaskCreated { created: c.created, task: TaskView::from_task(&c.task) }).collect();
+    Ok(json(StatusCode::CREATED, &TaskBatchCreated { tasks }))
 }
 
 async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {

@@ -337,6 +337,19 @@ pub struct TaskCreated {
     pub task: TaskView,
 }
 
+/// `POST /api/v1/tasks/batch`: many tasks in one durable change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBatch {
+    pub tasks: Vec<TaskSubmit>,
+}
+
+/// What a batch created, in the order submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskBatchCreated {
+    pub tasks: Vec<TaskCreated>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskPage {
     pub tasks: Vec<TaskView>,

@@ -135,6 +135,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a task, or returns the existing one with the same idempotency key.
     async fn create_task(&self, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created>;
+    /// Creates many tasks in one change, all or none: one that is refused
+    /// refuses the batch, naming its place in it.
+    async fn create_tasks(&self, tasks: Vec<(TaskId, TaskSpec)>, now: Millis) -> Result<Vec<Created>>;
     async fn task(&self, id: &TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Page<Task>>;
     async fn count_tasks(&self) -> Result<Vec<(muster_core::TaskState, u64)>>;

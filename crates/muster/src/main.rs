@@ -26,6 +26,8 @@ enum Command {
     Up(serve::UpArgs),
     /// Start the hub.
     Hub(HubArgs),
+    /// Measure the hub: throughput, latency, idle agents, recovery, the write ceiling and peer queues.
+    Bench(muster_bench::BenchArgs),
     /// Run an agent worker, or manage agents.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -289,6 +291,7 @@ async fn run(cli: Cli) -> i32 {
     let result: Result<(), muster_cli::CliError> = match cli.command {
         Command::Up(args) => return report(serve::up(&conn, args).await),
         Command::Hub(args) => return report(serve::hub(&conn, args).await),
+        Command::Bench(args) => return report(muster_bench::run(args).await),
         Command::Agent(AgentCmd::Run(args)) => return report(serve::agent(&conn, args).await),
         Command::Agent(AgentCmd::Add(args)) => muster_cli::agent_add(&conn, args).await,
         Command::Agent(AgentCmd::List { json }) => muster_cli::agent_list(&conn, json).await,

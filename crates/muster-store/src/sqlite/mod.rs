@@ -13,6 +13,7 @@
 //! lets them run beside the writer and see every committed change.
 
 pub mod backup;
+pub mod ceiling;
 mod ops;
 pub mod schema;
 
@@ -482,6 +483,10 @@ impl Store for SqliteStore {
 
     async fn create_task(&self, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created> {
         self.write(move |c| ops::create_task(c, id, spec, now)).await
+    }
+
+    async fn create_tasks(&self, tasks: Vec<(TaskId, TaskSpec)>, now: Millis) -> Result<Vec<Created>> {
+        self.write(move |c| ops::create_tasks(c, tasks, now)).await
     }
 
     async fn task(&self, id: &TaskId) -> Result<Option<Task>> {

@@ -581,6 +581,22 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
     Ok(Created { task, created: true })
 }
 
+/// Creates every task or none (the writer rolls a failed change back whole);
+/// a refusal names the task's place in the batch.
+pub fn create_tasks(c: &Connection, tasks: Vec<(TaskId, TaskSpec)>, now: Millis) -> Result<Vec<Created>> {
+    let mut created = Vec::with_capacity(tasks.len());
+    for (i, (id, spec)) in tasks.into_iter().enumerate() {
+        match create_task(c, id, spec, now) {
+            Ok(one) => created.push(one),
+            Err(StoreError::Invalid(e)) => {
+                return Err(StoreError::Invalid(Invalid::new(e.field, format!("task {i} of the batch: {}", e.reason))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
 /// Whether a dependency in `state` lets its dependents go on: it succeeded,
 /// or an operator decided it needs no run.
 fn satisfies(state: TaskState) -> bool {

@@ -1,0 +1,276 @@
+//! `muster bench`: the benchmark harness.
+//!
+//! It starts real hubs (this same binary, `muster hub`, SQLite in WAL with
+//! `synchronous=FULL` on a fresh data directory) and drives them through
+//! their real interfaces: tasks submitted over the HTTP API, simulated
+//! agents on WebSockets over the loopback that run a no-op, so what is
+//! measured is the hub's own cost. Beside them it measures the write
+//! ceiling of the same disk and runs peer queues on the same workload. It
+//! prints a table and writes JSON; `docs/benchmarks.md` explains each figure.
+
+mod ceiling;
+mod hub;
+mod peers;
+mod report;
+pub mod results;
+mod scenarios;
+mod sim;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use results::Results;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Scenario {
+    Throughput,
+    Latency,
+    Agents,
+    Recovery,
+    Ceiling,
+    Peers,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Run only these scenarios (repeat the flag); all of them when not given.
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// A small, fast run that shows the harness works; its figures mean nothing.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where the results go as JSON [default: target/bench/results.json].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where hubs and peers keep their data [default: target/bench/run]; emptied first.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Tasks each throughput run submits [default: 50000; smoke 200].
+    #[arg(long)]
+    pub tasks: Option<u64>,
+    /// Simulated agents in the throughput and latency runs [default: 16; smoke 4].
+    #[arg(long)]
+    pub agents: Option<u32>,
+    /// Slots of each simulated agent [default: 16; smoke 4].
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Deepest queue, for throughput at depth and recovery [default: 1000000; smoke 1000].
+    #[arg(long)]
+    pub queued: Option<u64>,
+    /// Idle agents to connect [default: 100000, or as many as the open-file limit allows; smoke 50].
+    #[arg(long)]
+    pub idle_agents: Option<usize>,
+}
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    pub tasks: u64,
+    pub agents: u32,
+    pub slots: u32,
+    /// Task submissions in flight at once in the throughput runs.
+    pub submitters: usize,
+    /// The queue depths throughput is measured at.
+    pub depths: Vec<u64>,
+    pub heartbeat: Duration,
+    pub latency_duration: Duration,
+    pub idle_agents: usize,
+    pub idle_heartbeat: Duration,
+    pub idle_window: Duration,
+    pub queued_recovery: u64,
+    pub running: u64,
+    pub ceiling_tasks: u64,
+    pub ceiling_batch: u32,
+    pub peer_tasks: u64,
+}
+
+impl Plan {
+    pub fn new(args: &BenchArgs) -> Plan {
+        let mut plan = if args.smoke {
+            Plan {
+                smoke: true,
+                tasks: 200,
+                agents: 4,
+                slots: 4,
+                submitters: 8,
+                depths: vec![0, 1000],
+                heartbeat: Duration::from_secs(1),
+                latency_duration: Duration::from_secs(1),
+                idle_agents: 50,
+                idle_heartbeat: Duration::from_millis(200),
+                idle_window: Duration::from_secs(1),
+                queued_recovery: 1000,
+                running: 20,
+                ceiling_tasks: 2000,
+                ceiling_batch: 100,
+                peer_tasks: 200,
+            }
+        } else {
+            Plan {
+                smoke: false,
+                tasks: 50_000,
+                agents: 16,
+                slots: 16,
+                submitters: 64,
+                depths: vec![0, 100_000, 1_000_000],
+                heartbeat: Duration::from_secs(10),
+                latency_duration: Duration::from_secs(20),
+                idle_agents: 100_000,
+                idle_heartbeat: Duration::from_secs(10),
+                idle_window: Duration::from_secs(30),
+                queued_recovery: 1_000_000,
+                running: 1000,
+                ceiling_tasks: 200_000,
+                ceiling_batch: 1000,
+                peer_tasks: 50_000,
+            }
+        };
+        if let Some(n) = args.tasks {
+            plan.tasks = n.max(1);
+            plan.peer_tasks = n.max(1);
+        }
+        if let Some(n) = args.agents {
+            plan.agents = n.max(1);
+        }
+        if let Some(n) = args.slots {
+            plan.slots = n.clamp(1, 1024);
+        }
+        if let Some(q) = args.queued {
+            plan.queued_recovery = q;
+            plan.depths = if q == 0 { vec![0] } else { vec![0, q] };
+        }
+        if let Some(k) = args.idle_agents {
+            plan.idle_agents = k.max(1);
+        }
+        plan
+    }
+
+    /// Tasks in flight at once: every slot of every agent.
+    pub fn concurrency(&self) -> u64 {
+        u64::from(self.agents) * u64::from(self.slots)
+    }
+}
+
+/// Runs the scenarios asked for, prints the table and writes the JSON.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(&args);
+    let mut wanted = args.scenarios.clone();
+    if wanted.is_empty() {
+        wanted = Scenario::value_variants().to_vec();
+    }
+    wanted.sort();
+    wanted.dedup();
+    let work = args.work_dir.clone().unwrap_or_else(|| PathBuf::from("target/bench/run"));
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("cannot empty {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = work.canonicalize()?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
+    let mut results = Results { smoke: plan.smoke, machine: machine(), ..Default::default() };
+    let step = |name: &str| eprintln!("muster bench: {name} …");
+    for scenario in &wanted {
+        match scenario {
+            Scenario::Throughput => {
+                for (i, depth) in plan.depths.iter().enumerate() {
+                    step(&format!("throughput with {depth} queued"));
+                    let row = scenarios::throughput(&work.join(format!("throughput-{i}")), &plan, *depth).await?;
+                    results.throughput.push(row);
+                }
+            }
+            Scenario::Latency => {
+                let peak = match results.throughput.iter().find(|r| r.queued == 0) {
+                    Some(row) => row.finished_per_sec,
+                    None => {
+                        step("throughput, to find the peak the latency runs are paced from");
+                        scenarios::throughput(&work.join("peak"), &Plan { depths: vec![0], ..plan.clone() }, 0)
+                            .await?
+                            .finished_per_sec
+                    }
+                };
+                for (share, label) in [(0.5, "half of peak"), (0.1, "10% of peak")] {
+                    step(&format!("latency at {label}"));
+                    let dir = work.join(format!("latency-{}", (share * 100.0) as u32));
+                    results.latency.push(scenarios::latency(&dir, &plan, (peak * share).max(1.0), label).await?);
+                }
+            }
+            Scenario::Agents => {
+                step("idle agents");
+                results.agents = Some(scenarios::agents(&work.join("agents"), &plan).await?);
+            }
+            Scenario::Recovery => {
+                step("recovery after SIGKILL");
+                results.recovery = Some(scenarios::recovery(&work.join("recovery"), &plan).await?);
+            }
+            Scenario::Ceiling => {
+                step("the write ceiling");
+                results.ceiling = Some(ceiling::run(&work.join("ceiling"), &plan).await?);
+            }
+            Scenario::Peers => {
+                step("peer queues");
+                results.peers = peers::run(&work.join("peers"), &plan).await;
+            }
+        }
+    }
+    results.targets = report::targets(&results);
+    println!("{}", report::table(&results, &plan));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("results written to {}", out.display());
+    Ok(())
+}
+
+/// A line naming the machine the figures come from.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem:.0} GiB")
+}
+
+/// Raises this process's open-file limit as far as the hard limit allows
+/// (children, the hub among them, inherit it); returns the limit in force.
+pub fn raise_open_files() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        // Root may raise the hard limit too, up to what the kernel allows.
+        let want = libc::rlimit { rlim_cur: 1_048_576, rlim_max: 1_048_576 };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+            return want.rlim_cur;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Agents the hub counts as connected.
+async fn connected_agents(api: &sim::Api) -> anyhow::Result<u64> {
+    let status = api.call(reqwest::Method::GET, "/status", None).await?;
+    Ok(status["connected_agents"].as_u64().unwrap_or(0))
+}
+
+/// Where the repository's bench scripts live.
+fn scripts_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.join("../../bench")
+}

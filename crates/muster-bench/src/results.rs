@@ -1,0 +1,111 @@
+//! What a bench run found, as written to JSON and printed as a table.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    /// Tasks already queued when the run started.
+    pub queued: u64,
+    pub tasks: u64,
+    pub agents: u32,
+    pub slots: u32,
+    pub submitted_per_sec: f64,
+    /// Tasks that finished (acknowledged durable) per second while submissions went on.
+    pub finished_per_sec: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyRow {
+    pub label: String,
+    /// Tasks submitted per second, open loop.
+    pub rate: f64,
+    pub tasks: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentsRow {
+    /// Idle agents connected.
+    pub agents: usize,
+    /// Idle agents asked for.
+    pub requested: usize,
+    /// The open-file limit the processes ran under.
+    pub open_file_limit: u64,
+    pub heartbeat_s: f64,
+    pub rss_before_mib: f64,
+    pub rss_after_mib: f64,
+    pub per_agent_kib: f64,
+    /// The hub's memory with 100,000 such agents, from the measured cost of each.
+    pub projected_100k_mib: f64,
+    /// CPU the hub spent, in cores, while the agents only heartbeated.
+    pub cpu_cores: f64,
+    pub heartbeats_per_sec: f64,
+    pub cpu_us_per_heartbeat: f64,
+    pub projected_100k_cpu_cores: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoveryRow {
+    pub queued: u64,
+    pub running: u64,
+    /// From the restart to the hub listening.
+    pub listening_s: f64,
+    /// From the restart to the first assignment arriving at an agent.
+    pub first_dispatch_s: f64,
+    pub tasks_before: u64,
+    pub tasks_after: u64,
+    /// Runs the restarted hub told their agents to drop.
+    pub runs_dropped: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CeilingRow {
+    pub tasks: u64,
+    /// Task lives written per transaction.
+    pub batch: u64,
+    pub lives_per_sec: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRow {
+    pub name: String,
+    pub version: String,
+    pub backend: String,
+    pub tasks: u64,
+    pub concurrency: u64,
+    pub jobs_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Why the peer did not run, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub wanted: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub smoke: bool,
+    pub machine: String,
+    pub throughput: Vec<ThroughputRow>,
+    pub latency: Vec<LatencyRow>,
+    pub agents: Option<AgentsRow>,
+    pub recovery: Option<RecoveryRow>,
+    pub ceiling: Option<CeilingRow>,
+    pub peers: Vec<PeerRow>,
+    pub targets: Vec<Target>,
+}

@@ -1,0 +1,262 @@
+//! The scenarios that run a real hub: throughput, latency, agents, recovery.
+
+use crate::hub::HubProc;
+use crate::sim::{Api, Fleet, Mode, Seen};
+use crate::{Plan, results::*};
+use anyhow::{Context, bail, ensure};
+use hdrhistogram::Histogram;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Flags every bench hub runs with: nothing scheduled in the background
+/// (backups, compaction) competes with what is measured.
+fn hub_flags(heartbeat: Duration) -> Vec<String> {
+    let hb = format!("{}ms", heartbeat.as_millis());
+    let lease = format!("{}ms", (heartbeat * 3).as_millis());
+    [
+        "--heartbeat-interval",
+        &hb,
+        "--lease-ttl",
+        &lease,
+        "--backup-interval",
+        "0",
+        "--compact-interval",
+        "off",
+        "--default-max-attempts",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+const PATIENCE: Duration = Duration::from_secs(1800);
+
+/// A hub with `agents` simulated agents of `slots` slots, all connected.
+async fn hub_with_agents(dir: &Path, plan: &Plan, mode: Mode) -> anyhow::Result<(HubProc, Api, Fleet)> {
+    let hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.heartbeat)).await?;
+    let api = Api::new(&hub.url, &hub.token);
+    let agents = api.add_agents("worker", plan.agents as usize, 32).await?;
+    let fleet = Fleet::start(hub.addr, &agents, plan.slots, mode);
+    let n = agents.len() as u64;
+    fleet.tally.wait("the agents to connect", PATIENCE, |t| t.welcomed.load(Ordering::Relaxed) >= n).await?;
+    Ok((hub, api, fleet))
+}
+
+/// Submits tasks `0..n` with `parallel` requests in flight; returns when
+/// the first and the last were acknowledged.
+async fn submit_closed(api: &Api, n: u64, parallel: usize) -> anyhow::Result<(Instant, Instant)> {
+    use futures_util::StreamExt;
+    let began = Instant::now();
+    let results: Vec<anyhow::Result<()>> =
+        futures_util::stream::iter(0..n).map(|i| api.submit(i, "normal")).buffer_unordered(parallel).collect().await;
+    for r in results {
+        r?;
+    }
+    Ok((began, Instant::now()))
+}
+
+/// `throughput`: tasks through their whole life per second, with `queued`
+/// tasks already waiting.
+pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<ThroughputRow> {
+    let (mut hub, api, fleet) = hub_with_agents(dir, plan, Mode::Finish).await?;
+    if queued > 0 {
+        // Held back while they are queued, so the queue really is this deep when the run starts.
+        api.call(reqwest::Method::POST, "/admin/pause", None).await?;
+        api.seed(queued, 4).await?;
+        api.call(reqwest::Method::POST, "/admin/resume", None).await?;
+    }
+    let (began, submitted) = submit_closed(&api, plan.tasks, plan.submitters).await?;
+    let total = plan.tasks + queued;
+    // Every task ends; the figure is what finished while submissions went on.
+    fleet.tally.wait("every task to finish", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= total).await?;
+    let seen = fleet.stop().await;
+    let finished_in_window = seen.iter().flat_map(|s| &s.acked).filter(|at| **at <= submitted).count() as u64;
+    let window = submitted.duration_since(began).as_secs_f64();
+    let counts = api.counts().await?;
+    hub.stop().await;
+    let succeeded = counts.get("succeeded").copied().unwrap_or(0);
+    ensure!(succeeded == total, "{total} tasks were acknowledged, {succeeded} succeeded: {counts:?}");
+    Ok(ThroughputRow {
+        queued,
+        tasks: plan.tasks,
+        agents: plan.agents,
+        slots: plan.slots,
+        submitted_per_sec: plan.tasks as f64 / window,
+        finished_per_sec: finished_in_window as f64 / window,
+        seconds: window,
+    })
+}
+
+/// `latency`: open-loop submission at `rate` per second for `duration`; the
+/// time from each task's intended submission to its assignment's arrival.
+pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow::Result<LatencyRow> {
+    let (mut hub, api, fleet) = hub_with_agents(dir, plan, Mode::Finish).await?;
+    let n = (rate * plan.latency_duration.as_secs_f64()).ceil().max(1.0) as u64;
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let api = Arc::new(api);
+    let mut sends = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let intended = t0 + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(intended.into()).await;
+        // Each request on its own: a slow answer delays no later submission.
+        let api = api.clone();
+        sends.push(tokio::spawn(async move { api.submit(i, "normal").await }));
+    }
+    for s in sends {
+        s.await.context("a submission panicked")??;
+    }
+    fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
+    let seen = fleet.stop().await;
+    hub.stop().await;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("a histogram")?;
+    let mut arrived = 0u64;
+    for (i, at) in seen.iter().flat_map(|s| &s.assigned) {
+        let intended = t0 + interval.mul_f64(*i as f64);
+        // Against the intended time, so a stall counts for everything it held up.
+        let us = at.saturating_duration_since(intended).as_micros().max(1) as u64;
+        hist.saturating_record(us);
+        arrived += 1;
+    }
+    ensure!(arrived == n, "{n} tasks submitted, {arrived} assignments arrived");
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(LatencyRow {
+        label: label.to_owned(),
+        rate,
+        tasks: n,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: hist.max() as f64 / 1000.0,
+    })
+}
+
+/// `agents`: idle agents connected and heartbeating; what they cost the hub.
+pub async fn agents(dir: &Path, plan: &Plan) -> anyhow::Result<AgentsRow> {
+    let limit = crate::raise_open_files();
+    // The hub holds one descriptor a connection, plus its database, listener and logs.
+    let possible = limit.saturating_sub(256) as usize;
+    let k = plan.idle_agents.min(possible);
+    let hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.idle_heartbeat)).await?;
+    let api = Api::new(&hub.url, &hub.token);
+    let agents = api.add_agents("idle", k, 64).await?;
+    let before = hub.rss_bytes()?;
+    let fleet = Fleet::start(hub.addr, &agents, 1, Mode::Idle);
+    let kk = k as u64;
+    fleet.tally.wait("the idle agents to connect", PATIENCE, |t| t.welcomed.load(Ordering::Relaxed) >= kk).await?;
+    // Every agent heartbeats once before memory is read, so its session is in its steady state.
+    let beats = fleet.tally.heartbeats.load(Ordering::Relaxed);
+    fleet
+        .tally
+        .wait("a heartbeat from every agent", PATIENCE, |t| t.heartbeats.load(Ordering::Relaxed) >= beats + kk)
+        .await?;
+    let cpu0 = hub.cpu_seconds()?;
+    let beats0 = fleet.tally.heartbeats.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(plan.idle_window).await;
+    let cpu = hub.cpu_seconds()? - cpu0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let beats = fleet.tally.heartbeats.load(Ordering::Relaxed) - beats0;
+    let after = hub.rss_bytes()?;
+    let connected = crate::connected_agents(&api).await?;
+    fleet.stop().await;
+    let mut hub = hub;
+    hub.stop().await;
+    ensure!(connected == kk, "{kk} agents connected, the hub counts {connected}");
+    let per = after.saturating_sub(before) as f64 / k.max(1) as f64;
+    let heartbeat_s = plan.idle_heartbeat.as_secs_f64();
+    Ok(AgentsRow {
+        agents: k,
+        requested: plan.idle_agents,
+        open_file_limit: limit,
+        heartbeat_s,
+        rss_before_mib: before as f64 / MIB,
+        rss_after_mib: after as f64 / MIB,
+        per_agent_kib: per / 1024.0,
+        projected_100k_mib: (before as f64 + per * 100_000.0) / MIB,
+        cpu_cores: cpu / elapsed,
+        heartbeats_per_sec: beats as f64 / elapsed,
+        cpu_us_per_heartbeat: if beats > 0 { cpu * 1e6 / beats as f64 } else { 0.0 },
+        projected_100k_cpu_cores: if beats > 0 { cpu / beats as f64 * 100_000.0 / heartbeat_s } else { 0.0 },
+    })
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// `recovery`: a hub killed with SIGKILL while it holds `queued` queued and
+/// `running` running tasks; the time from its restart to its first
+/// dispatch, and a count that nothing was lost.
+pub async fn recovery(dir: &Path, plan: &Plan) -> anyhow::Result<RecoveryRow> {
+    let mut hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.heartbeat)).await?;
+    let api = Api::new(&hub.url, &hub.token);
+    let holders_n = plan.running.div_ceil(100).max(1) as usize;
+    let per_holder = plan.running.div_ceil(holders_n as u64) as u32;
+    let holders = api.add_agents("holder", holders_n, 16).await?;
+    let fresh = api.add_agents("fresh", 1, 1).await?;
+    let running = per_holder as u64 * holders_n as u64;
+    let mut fleet = Fleet::start(hub.addr, &holders, per_holder, Mode::Hold);
+    let n = holders.len() as u64;
+    fleet.tally.wait("the holders to connect", PATIENCE, |t| t.welcomed.load(Ordering::Relaxed) >= n).await?;
+    api.seed(running, 4).await?;
+    fleet
+        .tally
+        .wait("every holder slot to run a task", PATIENCE, |t| t.running.load(Ordering::Relaxed) >= running)
+        .await?;
+    // Accepted runs are durable once the hub says so: wait until it counts them all.
+    loop {
+        let counts = api.counts().await?;
+        if counts.get("running").copied().unwrap_or(0) >= running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.seed(plan.queued_recovery, 4).await?;
+    let before = api.counts().await?;
+    let total: u64 = before.values().sum();
+    ensure!(total == running + plan.queued_recovery, "before the kill the hub holds {before:?}");
+    hub.kill9().await;
+    // The fresh agent, with free slots, connects as soon as the hub listens again.
+    let fresh_tally_before = fleet.tally.assigned.load(Ordering::Relaxed);
+    fleet.add(hub.addr, &fresh, 4, Mode::Finish, holders_n);
+    let spawned = hub.restart().await?;
+    let listening = spawned.elapsed();
+    fleet
+        .tally
+        .wait("the first dispatch after the restart", PATIENCE, |t| {
+            t.assigned.load(Ordering::Relaxed) > fresh_tally_before
+        })
+        .await?;
+    let api = Api::new(&hub.url, &hub.token);
+    // Every holder re-attaches its runs before the count is taken.
+    let reattached = Instant::now();
+    loop {
+        let n = crate::connected_agents(&api).await?;
+        if n > holders_n as u64 {
+            break;
+        }
+        if reattached.elapsed() > PATIENCE {
+            bail!("the agents did not reconnect");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dropped = fleet.tally.dropped.load(Ordering::Relaxed);
+    let seen: Vec<Seen> = fleet.stop().await;
+    let first = seen.iter().filter_map(|s| s.first_assign).filter(|at| *at > spawned).min();
+    let after = api.counts().await?;
+    hub.stop().await;
+    let total_after: u64 = after.values().sum();
+    let first = first.context("no assignment after the restart")?;
+    Ok(RecoveryRow {
+        queued: plan.queued_recovery,
+        running,
+        listening_s: listening.as_secs_f64(),
+        first_dispatch_s: first.duration_since(spawned).as_secs_f64(),
+        tasks_before: total,
+        tasks_after: total_after,
+        runs_dropped: dropped,
+        lost: total.saturating_sub(total_after) + dropped,
+    })
+}

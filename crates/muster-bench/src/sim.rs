@@ -1,0 +1,377 @@
+//! The hub's clients, simulated: submitters on the real API and agents on
+//! real WebSockets that run a no-op, so what is measured is the hub.
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use muster_proto::to_json;
+use muster_proto::ws::{AgentMsg, HubMsg, PROTOCOL_VERSION, RunRef};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpSocket;
+use tokio::sync::{Notify, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The runner the simulated agents offer: it does nothing, at once.
+pub const RUNNER: &str = "bench";
+
+/// Connections one loopback source address takes before the next is used:
+/// below the kernel's ephemeral port range (32768–60999 by default).
+const PER_SOURCE: usize = 25_000;
+
+/// The hub's HTTP API, as an admin.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(url: &str, token: &str) -> Api {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().expect("an HTTP client");
+        Api { http, url: url.to_owned(), token: token.to_owned() }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.with_context(|| format!("{path}: no answer"))?;
+        let status = resp.status();
+        let text = resp.text().await.with_context(|| format!("{path}: no body"))?;
+        if !status.is_success() {
+            bail!("{path}: {status}: {text}");
+        }
+        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+    }
+
+    /// Registers an agent; returns its token.
+    pub async fn add_agent(&self, name: &str) -> anyhow::Result<String> {
+        let created = self.call(reqwest::Method::POST, "/agents", Some(&json!({ "name": name }))).await?;
+        created["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no token for {name}"))
+    }
+
+    /// Registers `n` agents named `prefix-NNNNNN`, `parallel` at a time.
+    pub async fn add_agents(&self, prefix: &str, n: usize, parallel: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:06}")).collect();
+        let tokens: Vec<anyhow::Result<String>> = futures_util::stream::iter(names.iter())
+            .map(|name| self.add_agent(name))
+            .buffered(parallel)
+            .collect()
+            .await;
+        names.into_iter().zip(tokens).map(|(n, t)| Ok((n, t?))).collect()
+    }
+
+    /// Queues one no-op task tagged with `i`.
+    pub async fn submit(&self, i: u64, priority: &str) -> anyhow::Result<()> {
+        let body = json!({ "prompt": "noop", "runner": RUNNER, "priority": priority, "metadata": { "i": i } });
+        self.call(reqwest::Method::POST, "/tasks", Some(&body)).await.map(drop)
+    }
+
+    /// Queues `n` no-op tasks in batches of a thousand, `parallel` batches at a time.
+    pub async fn seed(&self, n: u64, parallel: usize) -> anyhow::Result<()> {
+        const BATCH: u64 = 1000;
+        let batches = n.div_ceil(BATCH);
+        let results: Vec<anyhow::Result<Value>> = futures_util::stream::iter(0..batches)
+            .map(|b| {
+                let count = BATCH.min(n - b * BATCH);
+                let tasks: Vec<Value> = (0..count)
+                    .map(|_| json!({ "prompt": "noop", "runner": RUNNER, "metadata": { "seed": b } }))
+                    .collect();
+                let body = json!({ "tasks": tasks });
+                async move { self.call(reqwest::Method::POST, "/tasks/batch", Some(&body)).await }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Task counts by state.
+    pub async fn counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let status = self.call(reqwest::Method::GET, "/status", None).await?;
+        Ok(serde_json::from_value(status["tasks"].clone())?)
+    }
+}
+
+/// What an agent does with an assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Accepts and finishes it at once.
+    Finish,
+    /// Accepts it and holds it, heartbeating, until the end.
+    Hold,
+    /// Takes no work (one slot, a runner no task names).
+    Idle,
+}
+
+/// What every agent of a run adds to, shared.
+#[derive(Default)]
+pub struct Tally {
+    pub welcomed: AtomicU64,
+    pub assigned: AtomicU64,
+    pub acked: AtomicU64,
+    pub running: AtomicU64,
+    pub dropped: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub changed: Notify,
+}
+
+impl Tally {
+    /// Waits until `what` holds, or fails after `limit`.
+    pub async fn wait(&self, what: &str, limit: Duration, check: impl Fn(&Tally) -> bool) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if check(self) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                bail!("timed out after {} s waiting for {what}", limit.as_secs());
+            }
+        }
+    }
+
+    fn bump(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+}
+
+/// What one agent saw, handed back when it stops.
+#[derive(Default)]
+pub struct Seen {
+    /// When each tagged assignment arrived: (the task's `i`, arrival).
+    pub assigned: Vec<(u64, Instant)>,
+    /// When each finished run was acknowledged as durable.
+    pub acked: Vec<Instant>,
+    /// When the first assignment arrived.
+    pub first_assign: Option<Instant>,
+}
+
+pub struct AgentSpec {
+    pub name: String,
+    pub token: String,
+    pub slots: u32,
+    pub mode: Mode,
+    /// Which loopback source address to connect from.
+    pub source: IpAddr,
+}
+
+/// The loopback source address for the `k`th connection.
+pub fn source_for(k: usize) -> IpAddr {
+    let idx = (k / PER_SOURCE) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + idx))
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Small buffers: a bench may hold tens of thousands of these.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+async fn connect(hub: SocketAddr, spec: &AgentSpec) -> anyhow::Result<Socket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(spec.source, 0)).with_context(|| format!("cannot bind {}", spec.source))?;
+    let stream = socket.connect(hub).await?;
+    stream.set_nodelay(true)?;
+    let mut request = format!("ws://{hub}/api/v1/agent/connect").into_client_request()?;
+    request.headers_mut().insert("authorization", format!("Bearer {}", spec.token).parse()?);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
+    Ok(ws)
+}
+
+fn hello(spec: &AgentSpec, runs: &BTreeMap<String, u64>) -> Message {
+    let runners = match spec.mode {
+        Mode::Idle => vec!["idle".to_owned()],
+        _ => vec![RUNNER.to_owned()],
+    };
+    let msg = AgentMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        version: "bench".into(),
+        capabilities: Vec::new(),
+        runners,
+        slots: spec.slots,
+        runs: run_refs(runs),
+        draining: false,
+        doctor: None,
+        channels: Vec::new(),
+    };
+    Message::text(to_json(&msg))
+}
+
+fn run_refs(runs: &BTreeMap<String, u64>) -> Vec<RunRef> {
+    runs.iter().map(|(task, epoch)| RunRef { task: task.clone(), epoch: *epoch }).collect()
+}
+
+/// Runs one simulated agent until `stop` turns true: connects (again after
+/// any disconnect, within milliseconds), says hello with the runs it holds,
+/// heartbeats, and does what `spec.mode` says with each assignment.
+pub async fn agent(hub: SocketAddr, spec: AgentSpec, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) -> Seen {
+    let mut seen = Seen::default();
+    let mut runs: BTreeMap<String, u64> = BTreeMap::new();
+    while !*stop.borrow() {
+        let ws = tokio::select! {
+            ws = connect(hub, &spec) => ws,
+            _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+        };
+        let Ok(ws) = ws else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        };
+        // Ends when the socket does, or when told to stop.
+        if let Err(e) = session(ws, &spec, &tally, &mut stop, &mut runs, &mut seen).await
+            && !*stop.borrow()
+        {
+            tracing_free_note(&spec.name, &e);
+        }
+    }
+    seen
+}
+
+/// Disconnects are part of some scenarios (a hub killed on purpose); only
+/// the unexpected ones are worth a line.
+fn tracing_free_note(name: &str, e: &anyhow::Error) {
+    let text = e.to_string();
+    if !(text.contains("reset") || text.contains("closed") || text.contains("refused") || text.contains("EOF")) {
+        eprintln!("bench agent {name}: {text}");
+    }
+}
+
+async fn session(
+    mut ws: Socket,
+    spec: &AgentSpec,
+    tally: &Tally,
+    stop: &mut watch::Receiver<bool>,
+    runs: &mut BTreeMap<String, u64>,
+    seen: &mut Seen,
+) -> anyhow::Result<()> {
+    ws.send(hello(spec, runs)).await?;
+    let mut beat = tokio::time::interval(Duration::from_secs(3600));
+    let mut welcomed = false;
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let text = match frame {
+                    None => bail!("closed"),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) => bail!("closed by the hub"),
+                    Some(Ok(_)) => continue,
+                };
+                let at = Instant::now();
+                let msg: HubMsg = serde_json::from_str(&text).with_context(|| format!("unreadable frame {text}"))?;
+                match msg {
+                    HubMsg::Welcome { heartbeat_ms, .. } | HubMsg::Settings { heartbeat_ms, .. } => {
+                        let every = Duration::from_millis(heartbeat_ms.max(1));
+                        beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                        if !welcomed {
+                            welcomed = true;
+                            tally.bump(&tally.welcomed);
+                        }
+                    }
+                    HubMsg::Assign { task, epoch, metadata, .. } => {
+                        seen.first_assign.get_or_insert(at);
+                        if let Some(i) = metadata.as_ref().and_then(|m| m.get("i")).and_then(Value::as_u64) {
+                            seen.assigned.push((i, at));
+                        }
+                        tally.bump(&tally.assigned);
+                        let accept = AgentMsg::Accept { task: task.clone(), epoch };
+                        ws.feed(Message::text(to_json(&accept))).await?;
+                        if spec.mode == Mode::Finish {
+                            ws.send(Message::text(to_json(&finished(task, epoch)))).await?;
+                        } else {
+                            ws.flush().await?;
+                            runs.insert(task, epoch);
+                            tally.bump(&tally.running);
+                        }
+                    }
+                    HubMsg::Ack { .. } => {
+                        seen.acked.push(at);
+                        tally.bump(&tally.acked);
+                    }
+                    HubMsg::Drop { task, .. } | HubMsg::Cancel { task, .. } if runs.remove(&task).is_some() => {
+                        tally.bump(&tally.dropped);
+                    }
+                    HubMsg::Error { message } => eprintln!("bench agent {}: the hub said: {message}", spec.name),
+                    _ => {}
+                }
+            }
+            _ = beat.tick(), if welcomed => {
+                let msg = AgentMsg::Heartbeat { runs: run_refs(runs), draining: false };
+                ws.send(Message::text(to_json(&msg))).await?;
+                tally.bump(&tally.heartbeats);
+            }
+            _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn finished(task: String, epoch: u64) -> AgentMsg {
+    AgentMsg::Finished {
+        task,
+        epoch,
+        outcome: "succeeded".into(),
+        exit_code: Some(0),
+        reason: None,
+        output_truncated: false,
+        report: None,
+        workspace: None,
+        limit: None,
+        summary: None,
+        checks: Vec::new(),
+    }
+}
+
+/// A set of running simulated agents.
+pub struct Fleet {
+    pub tally: Arc<Tally>,
+    stop: watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<Seen>>,
+}
+
+impl Fleet {
+    /// Starts one agent per `(name, token)`, all with `slots` and `mode`.
+    pub fn start(hub: SocketAddr, agents: &[(String, String)], slots: u32, mode: Mode) -> Fleet {
+        let tally = Arc::new(Tally::default());
+        let (stop, _) = watch::channel(false);
+        let mut fleet = Fleet { tally, stop, handles: Vec::new() };
+        fleet.add(hub, agents, slots, mode, 0);
+        fleet
+    }
+
+    /// Adds agents; `offset` counts the connections already made, for their source addresses.
+    pub fn add(&mut self, hub: SocketAddr, agents: &[(String, String)], slots: u32, mode: Mode, offset: usize) {
+        for (k, (name, token)) in agents.iter().enumerate() {
+            let spec =
+                AgentSpec { name: name.clone(), token: token.clone(), slots, mode, source: source_for(offset + k) };
+            self.handles.push(tokio::spawn(agent(hub, spec, self.tally.clone(), self.stop.subscribe())));
+        }
+    }
+
+    /// Stops every agent and gathers what they saw.
+    pub async fn stop(self) -> Vec<Seen> {
+        self.stop.send_replace(true);
+        let mut all = Vec::with_capacity(self.handles.len());
+        for h in self.handles {
+            if let Ok(seen) = h.await {
+                all.push(seen);
+            }
+        }
+        all
+    }
+}
