@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpSocket;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -23,6 +23,9 @@ pub const RUNNER: &str = "bench";
 /// Connections one loopback source address takes before the next is used:
 /// below the kernel's ephemeral port range (32768–60999 by default).
 const PER_SOURCE: usize = 25_000;
+
+/// WebSocket handshakes one fleet has under way at once.
+const HANDSHAKES: usize = 256;
 
 /// The hub's HTTP API, as an admin.
 #[derive(Clone)]
@@ -218,12 +221,21 @@ fn run_refs(runs: &BTreeMap<String, u64>) -> Vec<RunRef> {
 /// Runs one simulated agent until `stop` turns true: connects (again after
 /// any disconnect, within milliseconds), says hello with the runs it holds,
 /// heartbeats, and does what `spec.mode` says with each assignment.
-pub async fn agent(hub: SocketAddr, spec: AgentSpec, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) -> Seen {
+pub async fn agent(
+    hub: SocketAddr,
+    spec: AgentSpec,
+    tally: Arc<Tally>,
+    mut stop: watch::Receiver<bool>,
+    handshakes: Arc<Semaphore>,
+) -> Seen {
     let mut seen = Seen::default();
     let mut runs: BTreeMap<String, u64> = BTreeMap::new();
     while !*stop.borrow() {
         let ws = tokio::select! {
-            ws = connect(hub, &spec) => ws,
+            ws = async {
+                let _turn = handshakes.acquire().await;
+                connect(hub, &spec).await
+            } => ws,
             _ = async { drop(stop.wait_for(|s| *s).await) } => break,
         };
         let Ok(ws) = ws else {
@@ -341,6 +353,8 @@ fn finished(task: String, epoch: u64) -> AgentMsg {
 pub struct Fleet {
     pub tally: Arc<Tally>,
     stop: watch::Sender<bool>,
+    /// Handshakes under way at once, as a fleet that reconnects with jitter spreads them.
+    handshakes: Arc<Semaphore>,
     handles: Vec<tokio::task::JoinHandle<Seen>>,
 }
 
@@ -349,7 +363,8 @@ impl Fleet {
     pub fn start(hub: SocketAddr, agents: &[(String, String)], slots: u32, mode: Mode) -> Fleet {
         let tally = Arc::new(Tally::default());
         let (stop, _) = watch::channel(false);
-        let mut fleet = Fleet { tally, stop, handles: Vec::new() };
+        let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
+        let mut fleet = Fleet { tally, stop, handshakes, handles: Vec::new() };
         fleet.add(hub, agents, slots, mode, 0);
         fleet
     }
@@ -359,7 +374,8 @@ impl Fleet {
         for (k, (name, token)) in agents.iter().enumerate() {
             let spec =
                 AgentSpec { name: name.clone(), token: token.clone(), slots, mode, source: source_for(offset + k) };
-            self.handles.push(tokio::spawn(agent(hub, spec, self.tally.clone(), self.stop.subscribe())));
+            let run = agent(hub, spec, self.tally.clone(), self.stop.subscribe(), self.handshakes.clone());
+            self.handles.push(tokio::spawn(run));
         }
     }
 

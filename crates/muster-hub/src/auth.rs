@@ -132,7 +132,10 @@ impl Hub {
             return Ok(Caller::Task { task, epoch });
         }
         let id = parse_token(token).ok_or_else(invalid)?;
-        let record = self.shared.store.token(&id).await?.ok_or_else(invalid)?;
+        let (mut record, generation) = match self.shared.tokens.get(&id) {
+            Ok(record) => (record, None),
+            Err(generation) => (self.shared.store.token(&id).await?.ok_or_else(invalid)?, Some(generation)),
+        };
         let expected = record.hash.as_bytes();
         let presented = hash_token(token);
         if !bool::from(expected.ct_eq(presented.as_bytes())) {
@@ -141,8 +144,14 @@ impl Hub {
         if record.revoked_at.is_some() {
             return Err(ApiError::Unauthorized("the token has been revoked".into()));
         }
-        if record.last_used_at.is_none_or(|t| self.now().0 - t.0 > 60_000) {
-            let _ = self.shared.store.touch_token(&record.id, self.now()).await;
+        let now = self.now();
+        let stale = record.last_used_at.is_none_or(|t| now.0 - t.0 > 60_000);
+        if stale && self.shared.store.touch_token(&record.id, now).await.is_ok() {
+            record.last_used_at = Some(now);
+            // What the cache holds must say when the token was last used, too.
+            self.shared.tokens.clear();
+        } else if let Some(generation) = generation {
+            self.shared.tokens.put(generation, id, record.clone());
         }
         match (record.scope, record.agent.clone()) {
             (Scope::Admin, _) => Ok(Caller::Admin(record)),

@@ -1412,6 +1412,7 @@ impl Hub {
     pub async fn reissue_agent_token(&self, name: &AgentName) -> Result<(String, String), ApiError> {
         let (minted, token) = agent_token(name)?;
         self.shared.store.replace_agent_token(name, token, self.now()).await?;
+        self.shared.tokens.clear();
         self.close_agent(name, "token revoked");
         Ok((minted.token, minted.id.to_string()))
     }
@@ -1522,6 +1523,7 @@ async fn revoke_token(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path
     let id = TokenId::parse(&id)?;
     tracing::info!(token = %id, by = %by.name, "revoke token");
     let token = hub.shared.store.revoke_token(&id, hub.now()).await?;
+    hub.shared.tokens.clear();
     if let Some(agent) = &token.agent {
         hub.close_agent(agent, "token revoked");
     }

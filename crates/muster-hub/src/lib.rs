@@ -9,6 +9,7 @@ mod alerts;
 mod auth;
 mod backup;
 mod budget;
+mod cache;
 mod compact;
 mod config;
 mod decisions;
@@ -126,6 +127,10 @@ pub(crate) struct Shared {
     pub changing_config: tokio::sync::Mutex<()>,
     /// Dashboard sessions, by the hash of their cookie.
     pub ui_sessions: std::sync::Mutex<HashMap<String, ui::UiSession>>,
+    /// API tokens as last read, so a request costs no store read; cleared on revocation.
+    pub tokens: cache::Cache<muster_core::TokenId, muster_store::TokenRecord>,
+    /// The shadow policies, read at every task creation; cleared when one is set.
+    pub shadow_policies: cache::Cache<(), Vec<muster_proto::api::ShadowPolicy>>,
 }
 
 impl Hub {
@@ -185,6 +190,8 @@ impl Hub {
                 task_key,
                 last_deadlock: std::sync::Mutex::new(None),
                 ui_sessions: std::sync::Mutex::new(HashMap::new()),
+                tokens: cache::Cache::new(),
+                shadow_policies: cache::Cache::new(),
             }),
         })
     }

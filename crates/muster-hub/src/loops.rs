@@ -89,18 +89,22 @@ impl Hub {
         {
             return Ok(0);
         }
-        let mut agents: Vec<AgentName> =
-            self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
-        if agents.is_empty() {
+        if self.shared.sessions.lock().expect("sessions lock poisoned").is_empty() {
             return Ok(0);
         }
+        // Nothing due: no claims, so a fleet of idle agents costs no writes.
+        let now = self.now();
+        if self.shared.store.next_ready().await?.is_none_or(|ready| ready > now) {
+            return Ok(0);
+        }
+        let mut agents: Vec<AgentName> =
+            self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
         // Start with a different agent each pass so no agent is always served first.
         agents.sort();
         *rotation = rotation.wrapping_add(1);
         let start = *rotation % agents.len();
         agents.rotate_left(start);
         let accept = self.shared.runtime.borrow().accept_timeout;
-        let now = self.now();
         // Issued together, the claims are committed in one batch: one fsync per
         // pass however many agents there are. The rotation still decides who
         // is served first, since the writer applies a batch in arrival order.

@@ -104,8 +104,15 @@ pub fn normalise(text: &str) -> String {
 
 impl Hub {
     pub(crate) async fn shadow_policies(&self) -> Result<Vec<ShadowPolicy>, StoreError> {
+        let generation = match self.shared.shadow_policies.get(&()) {
+            Ok(policies) => return Ok(policies),
+            Err(generation) => generation,
+        };
         let stored = self.shared.store.settings(PREFIX).await?;
-        Ok(stored.iter().filter_map(|(k, v)| decode(k.strip_prefix(PREFIX)?, v)).collect())
+        let policies: Vec<ShadowPolicy> =
+            stored.iter().filter_map(|(k, v)| decode(k.strip_prefix(PREFIX)?, v)).collect();
+        self.shared.shadow_policies.put(generation, (), policies.clone());
+        Ok(policies)
     }
 
     /// Sets (or, with `percent` 0, clears) the policy for one shadow runner.
@@ -121,6 +128,7 @@ impl Hub {
         let key = format!("{PREFIX}{runner}");
         let value = (p.percent > 0.0).then(|| encode(&p));
         self.shared.store.put_settings(vec![(key, value)], by, self.now()).await?;
+        self.shared.shadow_policies.clear();
         Ok(())
     }
 

@@ -28,6 +28,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from an agent's socket at a time.
+const SOCKET_BUFFER: usize = 4096;
 /// How long a task an agent turned down waits before it is handed out again.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 /// Longest a close frame may take to send before the socket is dropped anyway.
@@ -55,7 +57,13 @@ pub async fn connect(
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
     let ws = ws.map_err(|e| ApiError::BadRequest(FieldError { field: String::new(), reason: e.to_string() }))?;
-    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| session(hub, name, socket)))
+    // Small buffers, grown only by the frames that need it: an idle agent's
+    // socket should cost the hub a few kilobytes, not the default 256 KiB.
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| session(hub, name, socket)))
 }
 
 /// Counts open sockets so shutdown can wait for them to close.
@@ -215,9 +223,11 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                                     draining = d;
                                     conn.set_draining(d).await;
                                 }
-                                conn.heartbeat(&runs).await;
+                                Box::pin(conn.heartbeat(&runs)).await;
                             }
-                            Ok(msg) => conn.handle(msg).await,
+                            // Boxed: the session's own future, which every idle agent
+                            // keeps, then stays small however large handling one gets.
+                            Ok(msg) => Box::pin(conn.handle(msg)).await,
                             Err(e) => conn.reply(HubMsg::Error { message: format!("bad message: {e}") }),
                         },
                         Some(Ok(Message::Close(_))) => break "closed by the agent".into(),

@@ -195,6 +195,9 @@ pub trait Store: Send + Sync + 'static {
     /// The next instant something becomes due on its own: a backoff ending
     /// or a lease expiring.
     async fn next_due(&self) -> Result<Option<Millis>>;
+    /// When the earliest queued task is (or was) ready to be handed out;
+    /// `None` when nothing is queued.
+    async fn next_ready(&self) -> Result<Option<Millis>>;
 
     // -- output -------------------------------------------------------------
 

@@ -87,7 +87,12 @@ struct WriterStats {
     failed: muster_metrics::Counter,
 }
 
+/// Prepared statements kept per connection: more than the store has, so
+/// none is compiled twice (rusqlite keeps 16 unless told).
+const STATEMENT_CACHE: usize = 512;
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
@@ -579,6 +584,10 @@ impl Store for SqliteStore {
 
     async fn next_due(&self) -> Result<Option<Millis>> {
         self.read(ops::next_due).await
+    }
+
+    async fn next_ready(&self) -> Result<Option<Millis>> {
+        self.read(ops::next_ready).await
     }
 
     async fn append_output(

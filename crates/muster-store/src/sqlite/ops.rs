@@ -265,11 +265,19 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
     let before = load_agent(c, name)?;
     let caps: Vec<&str> = hello.capabilities.iter().map(|c| c.as_str()).collect();
     let runners: Vec<&str> = hello.runners.iter().map(|r| r.as_str()).collect();
-    c.execute(
+    c.prepare_cached(
         "UPDATE agents SET announced_capabilities = ?, runners = ?, slots = ?, version = ?, connected = 1, \
          session = session + 1, draining = 0, last_seen_at = ?, doctor = ? WHERE name = ?",
-        params![join(&caps), join(&runners), hello.slots, hello.version, now.0, hello.doctor, name.as_str()],
-    )?;
+    )?
+    .execute(params![
+        join(&caps),
+        join(&runners),
+        hello.slots,
+        hello.version,
+        now.0,
+        hello.doctor,
+        name.as_str()
+    ])?;
     let after = load_agent(c, name)?;
     let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };
     agent_event(c, now, "agent.connected", Some(name), Some(after.status.state().as_str()), Some(detail))?;
@@ -278,10 +286,11 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
 }
 
 pub fn agent_disconnected(c: &Connection, name: &AgentName, session: u64, reason: &str, now: Millis) -> Result<()> {
-    let changed = c.execute(
-        "UPDATE agents SET connected = 0, last_seen_at = ? WHERE name = ? AND session = ? AND connected = 1",
-        params![now.0, name.as_str(), session as i64],
-    )?;
+    let changed = c
+        .prepare_cached(
+            "UPDATE agents SET connected = 0, last_seen_at = ? WHERE name = ? AND session = ? AND connected = 1",
+        )?
+        .execute(params![now.0, name.as_str(), session as i64])?;
     if changed > 0 {
         agent_event(c, now, "agent.disconnected", Some(name), Some("offline"), Some(reason))?;
     }
@@ -311,7 +320,9 @@ pub fn heartbeat(
     now: Millis,
     ttl: Duration,
 ) -> Result<Heartbeat> {
-    let seen = c.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", params![now.0, name.as_str()])?;
+    let seen = c
+        .prepare_cached("UPDATE agents SET last_seen_at = ? WHERE name = ?")?
+        .execute(params![now.0, name.as_str()])?;
     if seen == 0 {
         return Err(StoreError::not_found("agent", name));
     }
@@ -974,7 +985,8 @@ fn queued_for_fallback(
     let placeholders = |n: usize| vec!["?"; n].join(", ");
     let names = vec!["instr(' ' || t.fallback || ' ', ' ' || ? || ' ') > 0"; usable.len()].join(" OR ");
     let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
+        "SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_queue WHERE state = 'queued' AND ready_at <= ? \
+         AND attempts < max_attempts \
          AND t.fallback IS NOT NULL AND runner IN ({}) AND ({names}) \
          AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
          ORDER BY priority, seq LIMIT ?",
@@ -1113,7 +1125,8 @@ fn queued_for(c: &Connection, runners: &[&str], caps: &[&str], now: Millis, limi
     }
     let placeholders = |n: usize| vec!["?"; n].join(", ");
     let sql = format!(
-        "SELECT {TASK_COLS} FROM tasks t WHERE state = 'queued' AND ready_at <= ? AND attempts < max_attempts \
+        "SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_queue WHERE state = 'queued' AND ready_at <= ? \
+         AND attempts < max_attempts \
          AND runner IN ({}) AND NOT EXISTS (SELECT 1 FROM task_caps c WHERE c.task_id = t.id AND c.cap NOT IN ({})) \
          ORDER BY priority, seq LIMIT ?",
         placeholders(runners.len()),
@@ -1313,8 +1326,9 @@ pub fn start_task(
     let waited = (now.0 - task.ready_at.0).max(0);
     task.start(agent, epoch, now, ttl).map_err(refused)?;
     save_task(c, &task)?;
-    let number: i64 =
-        c.query_row("SELECT COUNT(*) + 1 FROM attempts WHERE task_id = ?", [id.as_str()], |r| r.get(0))?;
+    let number: i64 = c
+        .prepare_cached("SELECT COUNT(*) + 1 FROM attempts WHERE task_id = ?")?
+        .query_row([id.as_str()], |r| r.get(0))?;
     c.prepare_cached(
         "INSERT INTO attempts (task_id, epoch, number, agent, started_at, waited_ms, runner) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1512,10 +1526,18 @@ fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>)
     }
 }
 
+pub fn next_ready(c: &Connection) -> Result<Option<Millis>> {
+    let ready: Option<i64> =
+        c.prepare_cached("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'")?.query_row([], |r| r.get(0))?;
+    Ok(ready.map(Millis))
+}
+
 pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
-    let lease: Option<i64> =
-        c.query_row("SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL", [], |r| r.get(0))?;
-    let ready: Option<i64> = c.query_row("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'", [], |r| r.get(0))?;
+    let lease: Option<i64> = c
+        .prepare_cached("SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL")?
+        .query_row([], |r| r.get(0))?;
+    let ready: Option<i64> =
+        c.prepare_cached("SELECT MIN(ready_at) FROM tasks WHERE state = 'queued'")?.query_row([], |r| r.get(0))?;
     Ok(match (lease, ready) {
         (Some(a), Some(b)) => Some(Millis(a.min(b))),
         (a, b) => a.or(b).map(Millis),
@@ -2766,7 +2788,8 @@ pub fn decisions(c: &Connection, open_only: bool, task: Option<&TaskId>, limit: 
     }
     sql.push_str(" ORDER BY state != 'open', CASE WHEN state = 'open' THEN id ELSE -id END LIMIT ?");
     args.push((limit.clamp(1, 1000) as i64).into());
-    let rows = c.prepare(&sql)?.query_map(params_from_iter(args), decision_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows =
+        c.prepare_cached(&sql)?.query_map(params_from_iter(args), decision_row)?.collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 
@@ -2809,8 +2832,12 @@ fn close_decision(
     Ok(())
 }
 
+/// Runs at every change of a task's state, so it is one cached statement on
+/// the `decisions_task` index.
 fn open_decisions_of(c: &Connection, task: &TaskId) -> Result<Vec<DecisionRecord>> {
-    decisions(c, true, Some(task), 1000)
+    let sql = format!("SELECT {DECISION_COLS} FROM decisions WHERE task_id = ? AND state = 'open' ORDER BY id");
+    let rows = c.prepare_cached(&sql)?.query_map([task.as_str()], decision_row)?.collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// Opens a decision. An operator's parks a queued task in `needs_decision`
