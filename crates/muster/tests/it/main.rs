@@ -9,6 +9,7 @@ mod agents;
 mod alerting;
 mod backups;
 mod bad_input;
+mod bench;
 mod breakers;
 mod care;
 mod cli;
