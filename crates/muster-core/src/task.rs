@@ -208,6 +208,28 @@ impl Budget {
 }
 
 impl TaskSpec {
+    /// A task with every optional field empty, at normal priority.
+    pub fn new(prompt: impl Into<String>, runner: RunnerName, timeout: Duration, max_attempts: u32) -> TaskSpec {
+        TaskSpec {
+            prompt: prompt.into(),
+            runner,
+            capabilities: Vec::new(),
+            priority: Priority::Normal,
+            timeout,
+            max_attempts,
+            idempotency_key: None,
+            metadata: None,
+            workspace: None,
+            fallback: Vec::new(),
+            budget: Budget::default(),
+            requires_approval: false,
+            shadow_of: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: DependencyPolicy::Fail,
+            checks: Vec::new(),
+        }
+    }
+
     /// Checks the limits every task must respect; normalises capabilities.
     pub fn validate(mut self) -> Result<TaskSpec, Invalid> {
         if self.prompt.is_empty() {

@@ -201,24 +201,7 @@ fn number_of(s: &str) -> u64 {
 
 /// A normal-priority `shell` task with three attempts and no capabilities.
 fn spec(prompt: &str) -> TaskSpec {
-    TaskSpec {
-        prompt: prompt.to_owned(),
-        runner: runners(&["shell"]).remove(0),
-        capabilities: Vec::new(),
-        priority: Priority::Normal,
-        timeout: Duration::from_secs(60),
-        max_attempts: 3,
-        idempotency_key: None,
-        metadata: None,
-        workspace: None,
-        fallback: Vec::new(),
-        budget: muster_core::task::Budget::default(),
-        shadow_of: None,
-        requires_approval: false,
-        depends_on: Vec::new(),
-        on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
-        checks: Vec::new(),
-    }
+    TaskSpec::new(prompt, runners(&["shell"]).remove(0), Duration::from_secs(60), 3)
 }
 
 fn with_priority(mut s: TaskSpec, p: Priority) -> TaskSpec {

@@ -9,7 +9,7 @@
 use super::{configure, ops, schema};
 use crate::{Announce, NewAgent, NewToken, Result, RunDetails, Scope, StoreError};
 use muster_core::breaker::Policy;
-use muster_core::{AgentName, Millis, Priority, RunOutcome, RunnerName, TaskId, TaskSpec, TokenId};
+use muster_core::{AgentName, Millis, RunOutcome, RunnerName, TaskId, TaskSpec, TokenId};
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,24 +38,8 @@ pub fn task_lives(path: &Path, n: u64, batch: u32) -> Result<Duration> {
     let hello =
         Announce { runners: vec![runner.clone()], slots: batch, version: "ceiling".into(), ..Default::default() };
     ops::agent_connected(&conn, &name, &hello, now)?;
-    let spec = TaskSpec {
-        prompt: "noop".into(),
-        runner,
-        capabilities: Vec::new(),
-        priority: Priority::Normal,
-        timeout: Duration::from_secs(1800),
-        max_attempts: 1,
-        idempotency_key: None,
-        metadata: Some(r#"{"i":0}"#.into()),
-        workspace: None,
-        fallback: Vec::new(),
-        budget: muster_core::task::Budget::default(),
-        shadow_of: None,
-        requires_approval: false,
-        depends_on: Vec::new(),
-        on_dependency_failure: muster_core::task::DependencyPolicy::Fail,
-        checks: Vec::new(),
-    };
+    let mut spec = TaskSpec::new("noop", runner, Duration::from_secs(1800), 1);
+    spec.metadata = Some(r#"{"i":0}"#.into());
     let (accept, lease, backoff) = (Duration::from_secs(60), Duration::from_secs(30), Duration::from_secs(2));
     let began = Instant::now();
     let mut written = 0u64;
