@@ -35,6 +35,29 @@ impl Backoff {
     }
 }
 
+/// How long a task whose run failed waits before it is tried again: the
+/// policy, and this report's random share of it. The wait depends on how
+/// many attempts the task has made, which the store knows when it applies
+/// the report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    pub backoff: Backoff,
+    /// A random number in `[0, 1)`.
+    pub jitter: f64,
+}
+
+impl Retry {
+    /// The same wait after every attempt.
+    pub const fn fixed(delay: Duration) -> Retry {
+        Retry { backoff: Backoff { base: delay, max: delay }, jitter: 1.0 }
+    }
+
+    /// The wait after the `attempt`-th attempt failed.
+    pub fn after(&self, attempt: u32) -> Duration {
+        self.backoff.delay(attempt, self.jitter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +70,14 @@ mod tests {
         assert_eq!(b.ceiling(40), Duration::from_secs(10));
         assert_eq!(b.delay(3, 0.0), Duration::from_secs(2));
         assert!(b.delay(3, 0.999) < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_fixed_retry_waits_the_same_after_every_attempt() {
+        let r = Retry::fixed(Duration::from_secs(5));
+        assert_eq!([r.after(1), r.after(4), r.after(40)], [Duration::from_secs(5); 3]);
+        let grows =
+            Retry { backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(60) }, jitter: 0.0 };
+        assert_eq!((grows.after(1), grows.after(3)), (Duration::from_secs(1), Duration::from_secs(4)));
     }
 }

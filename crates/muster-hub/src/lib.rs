@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// The setting that holds an operator's pause of all dispatch.
 pub(crate) const DISPATCH_PAUSED: &str = "dispatch.paused";
@@ -79,7 +79,10 @@ pub(crate) enum Outbound {
 /// One connected agent socket.
 pub(crate) struct Session {
     pub id: u64,
-    pub tx: mpsc::UnboundedSender<Outbound>,
+    /// The futures crate's channel rather than tokio's: it allocates per
+    /// message, where tokio's allocates room for 32 up front, and every
+    /// idle agent has one.
+    pub tx: futures_channel::mpsc::UnboundedSender<Outbound>,
     /// Channels whose posts it wants as they happen.
     pub channels: Vec<String>,
 }
@@ -307,13 +310,13 @@ impl Hub {
     /// Sends a message to a connected agent; false if it is not connected.
     pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
-        sessions.get(agent).is_some_and(|s| s.tx.send(Outbound::Msg(Box::new(msg))).is_ok())
+        sessions.get(agent).is_some_and(|s| s.tx.unbounded_send(Outbound::Msg(Box::new(msg))).is_ok())
     }
 
     pub(crate) fn close_agent(&self, agent: &AgentName, reason: &str) {
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
         if let Some(s) = sessions.get(agent) {
-            let _ = s.tx.send(Outbound::Close(reason.to_owned()));
+            let _ = s.tx.unbounded_send(Outbound::Close(reason.to_owned()));
         }
     }
 

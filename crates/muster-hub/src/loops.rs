@@ -65,7 +65,12 @@ fn note_error(last: &mut Option<String>, step: &str, e: muster_store::StoreError
 impl Hub {
     /// Reclaims expired leases; returns how many.
     pub(crate) async fn reclaim_once(&self) -> Result<usize, muster_store::StoreError> {
-        let reclaimed = self.shared.store.reclaim_expired(self.now(), RECLAIM_BATCH).await?;
+        let now = self.now();
+        // Nothing expired: no write, so a busy dispatch loop costs the writer nothing here.
+        if self.shared.store.next_lease_expiry().await?.is_none_or(|expiry| expiry > now) {
+            return Ok(0);
+        }
+        let reclaimed = self.shared.store.reclaim_expired(now, RECLAIM_BATCH).await?;
         for (task, outcome) in &reclaimed {
             tracing::info!(task_id = %task.id, ?outcome, "lease expired; task reclaimed");
             let result = match outcome {
@@ -105,11 +110,9 @@ impl Hub {
         let start = *rotation % agents.len();
         agents.rotate_left(start);
         let accept = self.shared.runtime.borrow().accept_timeout;
-        // Issued together, the claims are committed in one batch: one fsync per
-        // pass however many agents there are. The rotation still decides who
-        // is served first, since the writer applies a batch in arrival order.
-        let claims = agents.iter().map(|agent| self.shared.store.claim_tasks(agent, now, accept));
-        let results = futures_util::future::join_all(claims).await;
+        // One change for the whole pass, claiming for each agent in the
+        // rotation's order, so whoever is first is served first.
+        let results = self.shared.store.claim_for_agents(&agents, now, accept).await?;
         let mut assigned = 0;
         let mut failure = None;
         for (agent, result) in agents.iter().zip(results) {

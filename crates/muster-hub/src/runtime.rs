@@ -632,7 +632,7 @@ impl Hub {
         };
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
         for session in sessions.values() {
-            let _ = session.tx.send(crate::Outbound::Msg(Box::new(msg.clone())));
+            let _ = session.tx.unbounded_send(crate::Outbound::Msg(Box::new(msg.clone())));
         }
     }
 }

@@ -1,10 +1,14 @@
 //! One connected agent: the WebSocket session from `hello` to close.
 //!
-//! Messages from one agent are handled in order, each after the store has
-//! committed the previous one, so output always lands before the run's
-//! `finished` report. The agent's identity comes from its token, never from
-//! what it says, and every report about a task is checked against the
-//! task's current lease epoch.
+//! Reports about one task are handled in the order the agent sent them,
+//! each after the store has committed the one before, so output always
+//! lands before the run's `finished` report. Reports about different tasks
+//! are handled side by side (see `Lanes`): an agent with many slots does
+//! not wait a commit per report, and its reports share the store's batches.
+//! Any other message (a heartbeat, say) waits until everything before it
+//! is applied, and is applied before anything after it. The agent's
+//! identity comes from its token, never from what it says, and every report
+//! about a task is checked against the task's current lease epoch.
 
 use crate::auth::Caller;
 use crate::http::ApiError;
@@ -14,7 +18,9 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
+use muster_core::backoff::Retry;
 use muster_core::{AgentName, Capability, Epoch, RunnerName, TaskId};
 use muster_proto::ws::{AgentMsg, HubMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunRef, parse_outcome};
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, StepMsg};
@@ -23,17 +29,25 @@ use muster_store::{
     AgentFlags, Announce, FinishResult, NewEvent, NewStep, OutputChunk, RunDetails, RunReport, StepKind, StoreError,
     Stream, Tokens, WorkspaceRecord,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read from an agent's socket at a time.
-const SOCKET_BUFFER: usize = 4096;
+/// Bytes read from an agent's socket at a time. Each idle agent keeps this
+/// much; a frame larger than it (a `finished` report with a diff) gets a
+/// buffer of its own size while it is read.
+const SOCKET_BUFFER: usize = 1024;
 /// How long a task an agent turned down waits before it is handed out again.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 /// Longest a close frame may take to send before the socket is dropped anyway.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reports of one agent received but not yet applied; past this the session
+/// reads no more frames until some are, so a flood waits in the socket.
+const MAX_PENDING: usize = 256;
 
 pub async fn connect(
     State(hub): State<Hub>,
@@ -167,20 +181,20 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             return;
         }
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = futures_channel::mpsc::unbounded();
     {
         let mut sessions = hub.shared.sessions.lock().expect("sessions lock poisoned");
         // Two connections for one agent race here: the later session number wins,
         // whichever finished its handshake first.
         match sessions.get(&name) {
             Some(newer) if newer.id > session_id => {
-                let _ = tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
+                let _ = tx.unbounded_send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
             }
             _ => {
                 if let Some(old) =
                     sessions.insert(name.clone(), Session { id: session_id, tx, channels: channels.clone() })
                 {
-                    let _ = old.tx.send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
+                    let _ = old.tx.unbounded_send(Outbound::Close(muster_proto::ws::CLOSE_REPLACED.into()));
                 }
             }
         }
@@ -195,14 +209,17 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
         lease_ttl_ms: live.lease_ttl.as_millis() as u64,
         max_output_bytes: hub.config().max_output_bytes_per_attempt,
     };
-    let mut conn = Conn { hub: hub.clone(), name: name.clone(), dropped: HashSet::new() };
+    let conn = Conn { hub: hub.clone(), name: name.clone(), dropped: Mutex::new(HashSet::new()) };
+    let mut lanes = Lanes::default();
     let mut reason = String::from("socket closed");
     if sink.send(text(&welcome)).await.is_ok() {
         if draining != record.status.draining {
-            conn.set_draining(draining).await;
+            Box::pin(conn.set_draining(draining)).await;
         }
-        conn.reattach(&runs).await;
-        hub.deliver_mail(&name).await;
+        // Boxed, like every handling below: the session's future is as large
+        // as the largest thing it awaits in place, and every idle agent keeps it.
+        Box::pin(conn.reattach(&runs)).await;
+        Box::pin(hub.deliver_mail(&name)).await;
         hub.wake_dispatcher();
         let mut offline_after = live.offline_after();
         // Only what the agent sends proves it alive; the hub's own sends do not.
@@ -212,22 +229,30 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             // that arrived in the meantime count before the silence does.
             tokio::select! {
                 biased;
-                frame = stream.next() => {
+                frame = stream.next(), if lanes.pending < MAX_PENDING => {
                     last_heard = tokio::time::Instant::now();
                     match frame {
                         None => break "socket closed".into(),
                         Some(Err(e)) => break format!("socket error: {e}"),
                         Some(Ok(Message::Text(t))) => match from_json::<AgentMsg>(t.as_bytes()) {
                             Ok(AgentMsg::Heartbeat { runs, draining: d }) => {
+                                Box::pin(lanes.finish(&conn)).await;
                                 if d != draining {
                                     draining = d;
-                                    conn.set_draining(d).await;
+                                    Box::pin(conn.set_draining(d)).await;
                                 }
                                 Box::pin(conn.heartbeat(&runs)).await;
                             }
-                            // Boxed: the session's own future, which every idle agent
-                            // keeps, then stays small however large handling one gets.
-                            Ok(msg) => Box::pin(conn.handle(msg)).await,
+                            Ok(msg) => match msg.task() {
+                                Some(task) => {
+                                    let task = task.to_owned();
+                                    lanes.push(&conn, task, msg);
+                                }
+                                None => {
+                                    Box::pin(lanes.finish(&conn)).await;
+                                    Box::pin(conn.handle(msg)).await;
+                                }
+                            },
                             Err(e) => conn.reply(HubMsg::Error { message: format!("bad message: {e}") }),
                         },
                         Some(Ok(Message::Close(_))) => break "closed by the agent".into(),
@@ -237,6 +262,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                         Some(Ok(_)) => {}
                     }
                 }
+                Some(task) = lanes.running.next(), if !lanes.running.is_empty() => lanes.done(&conn, task),
                 // The hub told the agent its new heartbeat interval (see
                 // `broadcast_timings`); the agent gets a whole new window to answer.
                 Ok(()) = runtime.changed() => {
@@ -246,7 +272,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                         last_heard = tokio::time::Instant::now();
                     }
                 }
-                out = rx.recv() => match out {
+                out = rx.next() => match out {
                     Some(Outbound::Msg(m)) => {
                         // An agent that stops reading must not wedge its session.
                         match tokio::time::timeout(offline_after, sink.send(text(&m))).await {
@@ -273,6 +299,9 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                 }
             }
         };
+        // What the agent sent before it went is still applied: a `finished`
+        // report that arrived just before the socket closed is not lost.
+        Box::pin(lanes.finish(&conn)).await;
     }
     let _ = sink.close().await;
     {
@@ -292,7 +321,61 @@ struct Conn {
     hub: Hub,
     name: AgentName,
     /// Runs already told to drop, so a chatty stale agent makes one event, not many.
-    dropped: HashSet<(TaskId, Epoch)>,
+    dropped: Mutex<HashSet<(TaskId, Epoch)>>,
+}
+
+type Handling<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+
+/// One agent's reports, a lane per task: each task's reports are handled
+/// one after another in the order they came, while different tasks' go on
+/// side by side. The store applies changes in the order they reach its
+/// writer, so within a lane a report sees everything before it committed.
+#[derive(Default)]
+struct Lanes<'a> {
+    /// The report being handled in each busy lane; each yields its task.
+    running: FuturesUnordered<Handling<'a>>,
+    /// Reports waiting behind the one being handled, by task.
+    waiting: HashMap<String, VecDeque<AgentMsg>>,
+    /// Reports received and not yet applied, over every lane.
+    pending: usize,
+}
+
+impl<'a> Lanes<'a> {
+    fn push(&mut self, conn: &'a Conn, task: String, msg: AgentMsg) {
+        self.pending += 1;
+        match self.waiting.get_mut(&task) {
+            Some(queue) => queue.push_back(msg),
+            None => {
+                self.waiting.insert(task.clone(), VecDeque::new());
+                self.running.push(Box::pin(async move {
+                    conn.handle(msg).await;
+                    task
+                }));
+            }
+        }
+    }
+
+    /// `task`'s report was handled: start the next one in its lane.
+    fn done(&mut self, conn: &'a Conn, task: String) {
+        self.pending -= 1;
+        let next = self.waiting.get_mut(&task).and_then(VecDeque::pop_front);
+        match next {
+            Some(msg) => self.running.push(Box::pin(async move {
+                conn.handle(msg).await;
+                task
+            })),
+            None => {
+                self.waiting.remove(&task);
+            }
+        }
+    }
+
+    /// Handles every report received so far.
+    async fn finish(&mut self, conn: &'a Conn) {
+        while let Some(task) = self.running.next().await {
+            self.done(conn, task);
+        }
+    }
 }
 
 impl Conn {
@@ -308,7 +391,7 @@ impl Conn {
     }
 
     /// After a reconnect: keep the runs the hub still recognises and drop the rest.
-    async fn reattach(&mut self, runs: &[(TaskId, Epoch)]) {
+    async fn reattach(&self, runs: &[(TaskId, Epoch)]) {
         if !runs.is_empty() {
             self.renew(runs).await;
         }
@@ -322,14 +405,14 @@ impl Conn {
         }
     }
 
-    async fn heartbeat(&mut self, runs: &[RunRef]) {
+    async fn heartbeat(&self, runs: &[RunRef]) {
         match parse_runs(runs) {
             Ok(runs) => self.renew(&runs).await,
             Err(e) => self.reply(HubMsg::Error { message: format!("bad heartbeat: {e}") }),
         }
     }
 
-    async fn renew(&mut self, runs: &[(TaskId, Epoch)]) {
+    async fn renew(&self, runs: &[(TaskId, Epoch)]) {
         let lease_ttl = self.hub.shared.runtime.borrow().lease_ttl;
         match self.hub.shared.store.heartbeat(&self.name, runs, self.hub.now(), lease_ttl).await {
             Ok(beat) => {
@@ -348,8 +431,9 @@ impl Conn {
 
     /// A report about a run the hub does not recognise: log it as an event,
     /// never apply it, and tell the agent to let the run go.
-    async fn reject(&mut self, id: &TaskId, epoch: Epoch, what: &str, why: &str) {
-        if !self.dropped.insert((id.clone(), epoch)) {
+    async fn reject(&self, id: &TaskId, epoch: Epoch, what: &str, why: &str) {
+        let first = self.dropped.lock().expect("dropped runs lock poisoned").insert((id.clone(), epoch));
+        if !first {
             self.hub.drop_run(&self.name, id, epoch, why);
             return;
         }
@@ -369,7 +453,7 @@ impl Conn {
         self.hub.drop_run(&self.name, id, epoch, why);
     }
 
-    async fn handle(&mut self, msg: AgentMsg) {
+    async fn handle(&self, msg: AgentMsg) {
         let store = self.hub.shared.store.clone();
         let now = self.hub.now();
         let lease_ttl = self.hub.shared.runtime.borrow().lease_ttl;
@@ -493,13 +577,15 @@ impl Conn {
                 {
                     tracing::error!(task_id = %id, error = %e, "cannot record truncated output");
                 }
-                let current = store.task(&id).await.ok().flatten();
-                let attempt = current.as_ref().map_or(1, |t| t.attempts);
-                // The runner that ran it: a fallback, when its lease says so.
-                let ran_with = current
-                    .as_ref()
-                    .map(|t| t.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| t.spec.runner.clone()));
-                let backoff = self.hub.config().backoff.delay(attempt, jitter());
+                // The runner that ran it, for the token counts: a fallback,
+                // when its lease says so. Read only when there is a report.
+                let ran_with = match &report {
+                    Some(_) => store.task(&id).await.ok().flatten().map(|t| {
+                        t.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| t.spec.runner.clone())
+                    }),
+                    None => None,
+                };
+                let retry = Retry { backoff: self.hub.config().backoff, jitter: jitter() };
                 let details = RunDetails {
                     report: report.map(|r| run_report(&r)),
                     workspace: workspace.map(|w| workspace_record(*w)),
@@ -544,7 +630,7 @@ impl Conn {
                     }
                     return;
                 }
-                match store.finish_task(&self.name, &id, epoch, &outcome, details, now, backoff).await {
+                match store.finish_task(&self.name, &id, epoch, &outcome, details, now, retry).await {
                     Ok((task, result)) => {
                         if result == FinishResult::Duplicate {
                             tracing::debug!(task_id = %id, epoch = epoch.0, "duplicate finished report acknowledged");
@@ -597,7 +683,7 @@ impl Conn {
         }
     }
 
-    async fn refused(&mut self, id: &TaskId, epoch: Epoch, what: &str, e: StoreError) {
+    async fn refused(&self, id: &TaskId, epoch: Epoch, what: &str, e: StoreError) {
         match e {
             StoreError::Refused(r) => self.reject(id, epoch, what, &r.to_string()).await,
             StoreError::NotFound { .. } => self.reject(id, epoch, what, "no such task").await,

@@ -143,6 +143,22 @@ pub enum AgentMsg {
     },
 }
 
+impl AgentMsg {
+    /// The task a report is about; `None` for messages about the agent itself.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            AgentMsg::Accept { task, .. }
+            | AgentMsg::Reject { task, .. }
+            | AgentMsg::Output { task, .. }
+            | AgentMsg::Live { task, .. }
+            | AgentMsg::Files { task, .. }
+            | AgentMsg::Steps { task, .. }
+            | AgentMsg::Finished { task, .. } => Some(task),
+            AgentMsg::Hello { .. } | AgentMsg::MessageAck { .. } | AgentMsg::Heartbeat { .. } => None,
+        }
+    }
+}
+
 /// One check a task declared, to run after its agent succeeds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckSpec {

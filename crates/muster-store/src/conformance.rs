@@ -24,6 +24,7 @@ use crate::{
     Result, RunDetails, RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens,
     WorkspaceRecord,
 };
+use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
     AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Millis, Priority, Refused, RunOutcome, RunnerName,
@@ -335,7 +336,7 @@ async fn finish(
     outcome: &RunOutcome,
     now: Millis,
 ) -> (Task, FinishResult) {
-    ok("finish_task", s.finish_task(agent, id, epoch, outcome, RunDetails::default(), now, BACKOFF).await)
+    ok("finish_task", s.finish_task(agent, id, epoch, outcome, RunDetails::default(), now, Retry::fixed(BACKOFF)).await)
 }
 
 async fn get(s: &dyn Store, id: &TaskId) -> Task {
@@ -1182,11 +1183,11 @@ pub async fn duplicate_finish_is_answered_and_changes_nothing(store: Arc<dyn Sto
     // A different outcome for an epoch already settled is not a duplicate.
     refusal(
         "finish_task with a conflicting outcome",
-        s.finish_task(&a, &flaky, e1, &SUCCEEDED, RunDetails::default(), at(21), BACKOFF).await,
+        s.finish_task(&a, &flaky, e1, &SUCCEEDED, RunDetails::default(), at(21), Retry::fixed(BACKOFF)).await,
     );
     refusal(
         "finish_task by another agent",
-        s.finish_task(&b, &done, e, &SUCCEEDED, RunDetails::default(), at(21), BACKOFF).await,
+        s.finish_task(&b, &done, e, &SUCCEEDED, RunDetails::default(), at(21), Retry::fixed(BACKOFF)).await,
     );
     assert_unchanged(s, &before, "a conflicting finish").await;
 }
@@ -1204,8 +1205,10 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
         ("finish_task with an older epoch", &a, Epoch(0)),
         ("finish_task by another agent", &b, e),
     ] {
-        let r =
-            refusal(what, s.finish_task(agent, &task, epoch, &SUCCEEDED, RunDetails::default(), at(1), BACKOFF).await);
+        let r = refusal(
+            what,
+            s.finish_task(agent, &task, epoch, &SUCCEEDED, RunDetails::default(), at(1), Retry::fixed(BACKOFF)).await,
+        );
         assert_stale(what, r, e, epoch);
     }
     assert_unchanged(s, &before, "a finish with a stale epoch").await;
@@ -1214,14 +1217,16 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     let e2 = assign(s, &a, &assigned, at(1)).await;
     let r = refusal(
         "finish_task of an assigned task by a non-holder",
-        s.finish_task(&b, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await,
+        s.finish_task(&b, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), Retry::fixed(BACKOFF)).await,
     );
     assert_stale("finish_task of an assigned task by a non-holder", r, e2, e2);
     // The holder finishing a task still recorded as assigned: its accept was
     // lost, and the run counts once: started, then finished.
     let mark = last_seq(s).await;
-    let (done, result) =
-        ok("finish_task", s.finish_task(&a, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await);
+    let (done, result) = ok(
+        "finish_task",
+        s.finish_task(&a, &assigned, e2, &SUCCEEDED, RunDetails::default(), at(2), Retry::fixed(BACKOFF)).await,
+    );
     assert_eq!(result, FinishResult::Applied(Finished::Succeeded));
     assert_eq!((done.state, done.attempts), (TaskState::Succeeded, 1));
     assert_events(s, mark, &["task.started", "task.succeeded"], "a finish adopting a lost accept").await;
@@ -1229,7 +1234,7 @@ pub async fn finish_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
     assert_eq!(
         not_found(
             "finish_task of an unknown task",
-            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, RunDetails::default(), at(2), BACKOFF).await
+            s.finish_task(&a, &task_id(9), e, &SUCCEEDED, RunDetails::default(), at(2), Retry::fixed(BACKOFF)).await
         ),
         "task"
     );
@@ -1344,7 +1349,7 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
     let before = snapshot(s).await;
     refusal(
         "finish_task after the lease expired",
-        s.finish_task(&a, &task, e, &SUCCEEDED, RunDetails::default(), at(31), BACKOFF).await,
+        s.finish_task(&a, &task, e, &SUCCEEDED, RunDetails::default(), at(31), Retry::fixed(BACKOFF)).await,
     );
     assert_unchanged(s, &before, "a finish after reclaim").await;
 }
@@ -1647,12 +1652,16 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
         tool_errors: 1,
     };
     assert_eq!(report.tokens.total(), 1_157);
-    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, details(report.clone()), at(1), BACKOFF).await);
+    let r = ok(
+        "finish_task",
+        s.finish_task(&a, &task, e, &SUCCEEDED, details(report.clone()), at(1), Retry::fixed(BACKOFF)).await,
+    );
     assert!(matches!(r.1, FinishResult::Applied(Finished::Succeeded)));
     assert_eq!(attempts(s, &task).await[0].report, Some(report.clone()), "the report is kept on the attempt");
     // A resend changes nothing, whatever it carries.
     let other = RunReport { turns: Some(99), ..report.clone() };
-    let r = ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, details(other), at(2), BACKOFF).await);
+    let r =
+        ok("finish_task", s.finish_task(&a, &task, e, &SUCCEEDED, details(other), at(2), Retry::fixed(BACKOFF)).await);
     assert_eq!(r.1, FinishResult::Duplicate);
     assert_eq!(attempts(s, &task).await[0].report, Some(report));
 
@@ -1688,7 +1697,7 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
     };
     let with =
         RunDetails { workspace: Some(changed.clone()), summary: Some("2 files".into()), ..RunDetails::default() };
-    ok("finish_task", s.finish_task(&a, &in_repo, e, &SUCCEEDED, with, at(6), BACKOFF).await);
+    ok("finish_task", s.finish_task(&a, &in_repo, e, &SUCCEEDED, with, at(6), Retry::fixed(BACKOFF)).await);
     let listed = WorkspaceRecord { diff: String::new(), ..changed.clone() };
     assert_eq!(attempts(s, &in_repo).await[0].workspace, Some(listed), "attempts leave the diff out");
     assert_eq!(attempts(s, &in_repo).await[0].summary.as_deref(), Some("2 files"), "a summary is kept");
@@ -2448,7 +2457,7 @@ async fn spend(s: &dyn Store, agent: &AgentName, n: u128, runner: &str, cost: Op
         cost_micro_usd: cost,
         ..RunReport::default()
     };
-    ok("finish_task", s.finish_task(agent, &id, e, &SUCCEEDED, details(report), when, BACKOFF).await);
+    ok("finish_task", s.finish_task(agent, &id, e, &SUCCEEDED, details(report), when, Retry::fixed(BACKOFF)).await);
 }
 
 pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>) {
@@ -3063,7 +3072,7 @@ pub async fn an_unanswered_decision_takes_its_default_or_fails_the_task(store: A
     assert_eq!((task.state, task.reason.as_deref()), (TaskState::Failed, Some("decision_timeout")));
     assert!(task.lease.is_none());
     assert!(ok("locks", s.locks().await).is_empty(), "its locks go with it");
-    let r = s.finish_task(&a, &running, e, &SUCCEEDED, RunDetails::default(), at(62), BACKOFF).await;
+    let r = s.finish_task(&a, &running, e, &SUCCEEDED, RunDetails::default(), at(62), Retry::fixed(BACKOFF)).await;
     assert!(matches!(r, Err(StoreError::Refused(_))), "the run's late report is stale: {r:?}");
     assert_eq!(ok("next", s.next_decision_deadline().await), None);
 }

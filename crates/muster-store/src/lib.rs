@@ -15,6 +15,7 @@ pub mod sqlite;
 pub use records::*;
 
 use async_trait::async_trait;
+use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, Reclaimed};
 use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TokenId};
 use std::time::Duration;
@@ -155,6 +156,15 @@ pub trait Store: Send + Sync + 'static {
     /// Hands as many due, matching tasks to the agent as it has free slots,
     /// highest priority and oldest first.
     async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>>;
+    /// `claim_tasks` for each agent in turn, all in one change: a dispatch
+    /// pass costs one write however many agents are connected. Each agent's
+    /// claim stands or falls alone; the answers come in `agents`' order.
+    async fn claim_for_agents(
+        &self,
+        agents: &[AgentName],
+        now: Millis,
+        accept_within: Duration,
+    ) -> Result<Vec<Result<Vec<Task>>>>;
     async fn start_task(
         &self,
         agent: &AgentName,
@@ -188,13 +198,15 @@ pub trait Store: Send + Sync + 'static {
         outcome: &RunOutcome,
         details: RunDetails,
         now: Millis,
-        backoff: Duration,
+        retry: Retry,
     ) -> Result<(Task, FinishResult)>;
     /// Takes back up to `limit` tasks whose leases expired.
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>>;
     /// The next instant something becomes due on its own: a backoff ending
     /// or a lease expiring.
     async fn next_due(&self) -> Result<Option<Millis>>;
+    /// When the earliest lease expires (or expired); `None` when no task holds one.
+    async fn next_lease_expiry(&self) -> Result<Option<Millis>>;
     /// When the earliest queued task is (or was) ready to be handed out;
     /// `None` when nothing is queued.
     async fn next_ready(&self) -> Result<Option<Millis>>;

@@ -8,6 +8,7 @@
 
 use super::{configure, ops, schema};
 use crate::{Announce, NewAgent, NewToken, Result, RunDetails, Scope, StoreError};
+use muster_core::backoff::Retry;
 use muster_core::breaker::Policy;
 use muster_core::{AgentName, Millis, RunOutcome, RunnerName, TaskId, TaskSpec, TokenId};
 use rusqlite::Connection;
@@ -61,7 +62,7 @@ pub fn task_lives(path: &Path, n: u64, batch: u32) -> Result<Duration> {
                 &outcome,
                 &RunDetails::default(),
                 now,
-                backoff,
+                Retry::fixed(backoff),
                 Policy::default(),
             )?;
         }

@@ -27,6 +27,7 @@ use crate::{ChannelRecord, MessageRecord, Recipient};
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
 use crate::{Firing, NewSchedule, ScheduleRecord};
 use async_trait::async_trait;
+use muster_core::backoff::Retry;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
 use muster_core::{AgentName, Epoch, Millis, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId};
@@ -59,7 +60,10 @@ enum Work {
     Alone(Maintenance),
 }
 
-const READ_POOL: usize = 4;
+/// Read-only connections, and so reads at once: a read waits for a
+/// connection rather than opening one, which would compile each of its
+/// statements afresh.
+const READ_POOL: usize = 8;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -74,6 +78,8 @@ struct Shared {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
+    /// One permit per connection in the pool.
+    reading: tokio::sync::Semaphore,
     last_event: watch::Receiver<i64>,
     stats: Arc<WriterStats>,
     /// When circuit breakers open, as the hub last set it.
@@ -93,6 +99,11 @@ const STATEMENT_CACHE: usize = 512;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Plans do not depend on the values bound. Without this, a statement
+    // with a range on an indexed column (`ready_at <= ?`) is compiled again
+    // each time the bound value changes, which the dispatch query's is on
+    // every pass. The queries that need a particular index name it.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
@@ -118,6 +129,11 @@ impl SqliteStore {
         // FULL: the WAL is fsynced at every commit, so a committed change
         // survives a power cut, not only a crash of this process.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Each change runs in a savepoint, and SQLite keeps the first image of
+        // every page a savepoint touches so it can roll back to it. In memory
+        // that is a copy; in a temporary file (the default) it was a write to
+        // the kernel per page per change, the writer's largest cost.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         schema::migrate(&mut conn)?;
         let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let (event_tx, event_rx) = watch::channel(last);
@@ -140,6 +156,7 @@ impl SqliteStore {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
+                reading: tokio::sync::Semaphore::new(READ_POOL),
                 last_event: event_rx,
                 stats,
                 breaker_policy: Mutex::new(Policy::default()),
@@ -203,6 +220,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
+        let _permit = self.shared.reading.acquire().await.map_err(|_| StoreError::Closed)?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = shared.readers.lock().expect("readers lock poisoned").pop();
@@ -245,6 +263,12 @@ fn file_bytes(db: &Path) -> u64 {
     [db.to_owned(), wal_path(db)].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
+/// Runs one statement that returns no rows, compiled once per connection:
+/// the writer runs its transaction statements thousands of times a second.
+pub(crate) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Work>,
@@ -275,7 +299,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        let began = run(&conn, "BEGIN IMMEDIATE");
         if let Err(e) = &began {
             tracing::error!(error = %e, "cannot begin a write transaction");
         }
@@ -284,14 +308,14 @@ fn writer_loop(
         // outside it, and nothing in the batch may be reported committed.
         let mut aborted = began.is_err();
         for job in batch.drain(..) {
-            if aborted || conn.execute_batch("SAVEPOINT job").is_err() {
+            if aborted || run(&conn, "SAVEPOINT job").is_err() {
                 done.push(job(None).1);
                 continue;
             }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
                 Ok((ok, completion)) => {
                     // Undo a failed change only; the rest of the batch stands.
-                    if !ok && conn.execute_batch("ROLLBACK TO job").is_err() {
+                    if !ok && run(&conn, "ROLLBACK TO job").is_err() {
                         aborted = true;
                     }
                     done.push(completion);
@@ -299,18 +323,18 @@ fn writer_loop(
                 Err(_) => {
                     // The caller's answer was dropped with the panic; it sees an error.
                     tracing::error!("a store change panicked; it is rolled back");
-                    if conn.execute_batch("ROLLBACK TO job").is_err() {
+                    if run(&conn, "ROLLBACK TO job").is_err() {
                         aborted = true;
                     }
                 }
             }
-            if conn.execute_batch("RELEASE job").is_err() || conn.is_autocommit() {
+            if run(&conn, "RELEASE job").is_err() || conn.is_autocommit() {
                 aborted = true;
             }
         }
         let committing = std::time::Instant::now();
         let commit = match (began, aborted) {
-            (Ok(()), false) => conn.execute_batch("COMMIT").map_err(StoreError::from),
+            (Ok(()), false) => run(&conn, "COMMIT").map_err(StoreError::from),
             (Ok(()), true) => Err(StoreError::Database("the write transaction was aborted".into())),
             (Err(e), _) => Err(StoreError::from(e)),
         };
@@ -328,7 +352,9 @@ fn writer_loop(
         // Watchers first, so a caller that reads `subscribe()` right after
         // its own write already sees that write's events.
         if commit.is_ok()
-            && let Ok(seq) = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))
+            && let Ok(seq) = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")
+                .and_then(|mut last| last.query_row([], |r| r.get::<_, i64>(0)))
         {
             last_event.send_if_modified(|cur| {
                 let changed = *cur != seq;
@@ -537,6 +563,17 @@ impl Store for SqliteStore {
         self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within, policy)).await
     }
 
+    async fn claim_for_agents(
+        &self,
+        agents: &[AgentName],
+        now: Millis,
+        accept_within: Duration,
+    ) -> Result<Vec<Result<Vec<Task>>>> {
+        let agents = agents.to_vec();
+        let policy = self.policy();
+        self.write(move |c| ops::claim_for_agents(c, &agents, now, accept_within, policy)).await
+    }
+
     async fn start_task(
         &self,
         agent: &AgentName,
@@ -570,11 +607,11 @@ impl Store for SqliteStore {
         outcome: &RunOutcome,
         details: RunDetails,
         now: Millis,
-        backoff: Duration,
+        retry: Retry,
     ) -> Result<(Task, FinishResult)> {
         let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
         let policy = self.policy();
-        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, backoff, policy)).await
+        self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, retry, policy)).await
     }
 
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
@@ -584,6 +621,10 @@ impl Store for SqliteStore {
 
     async fn next_due(&self) -> Result<Option<Millis>> {
         self.read(ops::next_due).await
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<Millis>> {
+        self.read(ops::next_lease_expiry).await
     }
 
     async fn next_ready(&self) -> Result<Option<Millis>> {

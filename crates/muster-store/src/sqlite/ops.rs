@@ -14,6 +14,7 @@ use crate::{
 use crate::{ChannelRecord, MAX_MESSAGE, MessageRecord, Recipient, check_channel_name};
 use crate::{CheckRecord, ConflictRecord, NewConflict, NewPipeline, PipelineRecord, RegressionRecord, StageRecord};
 use crate::{Firing, NewSchedule, ScheduleRecord};
+use muster_core::backoff::Retry;
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, DependencyPolicy, Finished, Reclaimed};
 use muster_core::{
@@ -970,6 +971,28 @@ pub fn claim_tasks(
     Ok(claimed)
 }
 
+/// Claims for each agent in turn. Each claim runs in its own savepoint, so
+/// one that fails is undone alone and the others stand.
+pub fn claim_for_agents(
+    c: &Connection,
+    agents: &[AgentName],
+    now: Millis,
+    accept_within: Duration,
+    policy: Policy,
+) -> Result<Vec<Result<Vec<Task>>>> {
+    let mut out = Vec::with_capacity(agents.len());
+    for agent in agents {
+        super::run(c, "SAVEPOINT claim")?;
+        let claimed = claim_tasks(c, agent, now, accept_within, policy);
+        if claimed.is_err() {
+            super::run(c, "ROLLBACK TO claim")?;
+        }
+        super::run(c, "RELEASE claim")?;
+        out.push(claimed);
+    }
+    Ok(out)
+}
+
 /// Up to `limit` due tasks whose runner is `blocked` and that name a fallback in `usable`.
 fn queued_for_fallback(
     c: &Connection,
@@ -1291,7 +1314,7 @@ fn seconds(d: Duration) -> String {
 
 pub fn breakers(c: &Connection) -> Result<Vec<Breaker>> {
     let keys: Vec<(String, String)> = c
-        .prepare("SELECT scope, name FROM breakers ORDER BY scope, name")?
+        .prepare_cached("SELECT scope, name FROM breakers ORDER BY scope, name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     keys.iter()
@@ -1435,7 +1458,7 @@ pub fn finish_task(
     outcome: &RunOutcome,
     details: &RunDetails,
     now: Millis,
-    backoff: Duration,
+    retry: Retry,
     policy: Policy,
 ) -> Result<(Task, FinishResult)> {
     let (mut task, resent) = task_for_report(c, agent, id, epoch, outcome_name(outcome), now)?;
@@ -1451,7 +1474,7 @@ pub fn finish_task(
             return park_task(c, task, agent, epoch, outcome, details, &parked, now);
         }
     }
-    let finished = task.finish(agent, epoch, outcome, now, backoff).map_err(refused)?;
+    let finished = task.finish(agent, epoch, outcome, now, retry.after(task.attempts)).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
     save_details(c, id, epoch, details, now)?;
@@ -1535,14 +1558,17 @@ pub fn next_ready(c: &Connection) -> Result<Option<Millis>> {
     Ok(ready.map(Millis))
 }
 
-pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
+pub fn next_lease_expiry(c: &Connection) -> Result<Option<Millis>> {
     let lease: Option<i64> = c
         .prepare_cached("SELECT MIN(lease_expires_at) FROM tasks WHERE lease_expires_at IS NOT NULL")?
         .query_row([], |r| r.get(0))?;
-    let ready: Option<i64> = c.prepare_cached(NEXT_READY)?.query_row([], |r| r.get(0))?;
-    Ok(match (lease, ready) {
-        (Some(a), Some(b)) => Some(Millis(a.min(b))),
-        (a, b) => a.or(b).map(Millis),
+    Ok(lease.map(Millis))
+}
+
+pub fn next_due(c: &Connection) -> Result<Option<Millis>> {
+    Ok(match (next_lease_expiry(c)?, next_ready(c)?) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     })
 }
 
@@ -2268,7 +2294,12 @@ pub fn gives_space_back(c: &Connection) -> Result<bool> {
 pub fn rewrite_for_incremental_vacuum(c: &Connection) -> Result<Duration> {
     let began = std::time::Instant::now();
     c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    c.execute_batch("VACUUM")?;
+    // The copy VACUUM builds goes to a temporary file, not memory: it is as
+    // large as the database.
+    c.pragma_update(None, "temp_store", "FILE")?;
+    let vacuumed = c.execute_batch("VACUUM");
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    vacuumed?;
     Ok(began.elapsed())
 }
 

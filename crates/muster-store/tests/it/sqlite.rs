@@ -5,6 +5,7 @@
 
 use crate::{db_path, fresh_sqlite};
 use futures_util::future::join_all;
+use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished};
 use muster_core::{
     AgentName, Epoch, Millis, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
@@ -152,7 +153,15 @@ async fn tell_a_story(s: &dyn Store) {
     ];
     s.append_output(&a, &done, e, chunks, at(2)).await.unwrap();
     let (_, r) = s
-        .finish_task(&a, &done, e, &RunOutcome::Succeeded { exit_code: 0 }, RunDetails::default(), at(3), BACKOFF)
+        .finish_task(
+            &a,
+            &done,
+            e,
+            &RunOutcome::Succeeded { exit_code: 0 },
+            RunDetails::default(),
+            at(3),
+            Retry::fixed(BACKOFF),
+        )
         .await
         .unwrap();
     assert_eq!(r, FinishResult::Applied(Finished::Succeeded));
@@ -160,7 +169,7 @@ async fn tell_a_story(s: &dyn Store) {
     let flaky = s.create_task(task_id(2), spec("flaky"), at(4)).await.unwrap().task.id;
     let e = start(s, &a, &flaky, at(4)).await;
     let boom = RunOutcome::Failed { exit_code: Some(3), reason: "boom".to_owned() };
-    s.finish_task(&a, &flaky, e, &boom, RunDetails::default(), at(5), BACKOFF).await.unwrap();
+    s.finish_task(&a, &flaky, e, &boom, RunDetails::default(), at(5), Retry::fixed(BACKOFF)).await.unwrap();
 
     let running = s.create_task(task_id(3), spec("running"), at(6)).await.unwrap().task.id;
     start(s, &a, &running, at(6)).await;
@@ -472,8 +481,9 @@ async fn run_many(s: &SqliteStore, agent: &AgentName, n: u128, bytes: usize, now
         appended.unwrap();
     }
     let done = RunOutcome::Succeeded { exit_code: 0 };
-    let finishes =
-        claimed.iter().map(|t| s.finish_task(agent, &t.id, t.epoch, &done, RunDetails::default(), now, BACKOFF));
+    let finishes = claimed
+        .iter()
+        .map(|t| s.finish_task(agent, &t.id, t.epoch, &done, RunDetails::default(), now, Retry::fixed(BACKOFF)));
     for finished in join_all(finishes).await {
         finished.unwrap();
     }

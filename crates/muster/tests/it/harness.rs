@@ -473,6 +473,11 @@ pub type AgentSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::May
 /// Connects to the hub as the agent owning `token` and says `hello` (runner
 /// `shell`, one slot, no runs). The hub's `welcome` is left to the caller.
 pub async fn agent_socket(hub: &Hub, token: &str) -> AgentSocket {
+    agent_socket_with_slots(hub, token, 1).await
+}
+
+/// `agent_socket` with `slots` slots.
+pub async fn agent_socket_with_slots(hub: &Hub, token: &str, slots: u32) -> AgentSocket {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -482,7 +487,7 @@ pub async fn agent_socket(hub: &Hub, token: &str) -> AgentSocket {
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the hub accepts the agent");
     let hello = serde_json::json!({
         "type": "hello", "protocol": muster_proto::ws::PROTOCOL_VERSION, "version": "test", "capabilities": [], "runners": ["shell"],
-        "slots": 1, "runs": [], "draining": false,
+        "slots": slots, "runs": [], "draining": false,
     });
     let hello = tokio_tungstenite::tungstenite::Message::text(hello.to_string());
     socket.send(hello).await.expect("hello sent");

@@ -1,7 +1,9 @@
 //! Liveness: an agent that falls silent is taken offline and loses its
 //! leases; the hub's output cap reaches the agents.
 
-use crate::harness::{AgentSocket as Socket, Hub, HubOpts, PATIENCE, agent_socket, count_kind};
+use crate::harness::{
+    AgentSocket as Socket, Hub, HubOpts, PATIENCE, agent_socket, agent_socket_with_slots, count_kind,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -16,6 +18,50 @@ async fn next(socket: &mut Socket) -> Result<Value, String> {
             other => return Err(format!("socket ended: {other:?}")),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_about_many_tasks_sent_at_once_each_apply_in_order_though_the_agent_hangs_up_straight_after() {
+    let hub = Hub::start().await;
+    let token = hub.add_agent("burst", &[]).await;
+    let mut socket = agent_socket_with_slots(&hub, &token, 8).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "welcome");
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(hub.shell_task(&format!("echo {i}")).await);
+    }
+    let mut assigns = Vec::new();
+    while assigns.len() < ids.len() {
+        let frame = next(&mut socket).await.unwrap();
+        if frame["type"] == "assign" {
+            assigns.push(frame);
+        }
+    }
+    // Every task's accept, output and finished, back to back with no wait for
+    // an answer, then the socket closes. Each task's output must land before
+    // its finished (after it, the output would be a stale report), and what
+    // arrived before the close must all be applied.
+    for (i, assign) in assigns.iter().enumerate() {
+        let (task, epoch) = (&assign["task"], &assign["epoch"]);
+        for frame in [
+            json!({ "type": "accept", "task": task, "epoch": epoch }),
+            json!({ "type": "output", "task": task, "epoch": epoch, "stream": "stdout", "data": format!("burst {i}\n") }),
+            json!({ "type": "finished", "task": task, "epoch": epoch, "outcome": "succeeded", "exit_code": 0,
+                    "reason": null, "output_truncated": false }),
+        ] {
+            socket.feed(Message::text(frame.to_string())).await.unwrap();
+        }
+    }
+    socket.flush().await.unwrap();
+    socket.close(None).await.unwrap();
+    for (i, assign) in assigns.iter().enumerate() {
+        let id = assign["task"].as_str().unwrap();
+        hub.wait_state(id, &["succeeded"]).await;
+        assert_eq!(hub.output(id).await, format!("burst {i}\n"), "{id}'s output");
+    }
+    let events = hub.events("agent=burst").await;
+    assert_eq!(count_kind(&events, "task.stale_report"), 0, "{events:?}");
+    assert_eq!(count_kind(&events, "task.succeeded"), ids.len(), "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
