@@ -25,7 +25,12 @@ async function main() {
   const finishedAt = [];
   let resolveAll;
   const allDone = new Promise((r) => (resolveAll = r));
-  const pgPool = new Pool({ connectionString, max: Math.max(concurrency, submitters) + 4 });
+  // As many connections as the workload wants, but within what the server
+  // allows (PostgreSQL's default is 100), keeping a few for others.
+  const probe = new Pool({ connectionString, max: 1 });
+  const allowed = Number((await probe.query("SHOW max_connections")).rows[0].max_connections);
+  await probe.end();
+  const pgPool = new Pool({ connectionString, max: Math.max(2, Math.min(concurrency + submitters + 4, allowed - 10)) });
   const runner = await run({
     pgPool,
     concurrency,

@@ -109,7 +109,9 @@ pub fn table(r: &Results, plan: &Plan) -> String {
         for p in &r.peers {
             match &p.error {
                 Some(e) => {
-                    let _ = writeln!(s, "| {} | 0 | {} | did not run: {e} | | | | |", p.name, p.tasks);
+                    // The first line says why; the whole error went to stderr and the JSON.
+                    let why = e.lines().next().unwrap_or_default().replace('|', "/");
+                    let _ = writeln!(s, "| {} | 0 | {} | did not run: {why} | | | | |", p.name, p.tasks);
                 }
                 None => {
                     let ratio = muster.map_or("-".into(), |m| format!("{:.2}x", p.jobs_per_sec / m.finished_per_sec));

@@ -273,6 +273,14 @@ impl Hub {
             tracing::info!("shutting down: closing agent sockets");
             hub.shared.stopping.send_replace(true);
         };
+        // No Nagle: an `assign` frame goes out at once instead of waiting
+        // for the agent to acknowledge the frame before it, which a delayed
+        // ACK holds back for up to 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(stop)
             .await

@@ -76,6 +76,8 @@ struct Shared {
     /// `None` once closed. Held only to clone the sender: no `.await` inside.
     jobs: Mutex<Option<mpsc::Sender<Work>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer thread.
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
     /// One permit per connection in the pool.
@@ -134,6 +136,10 @@ impl SqliteStore {
         // that is a copy; in a temporary file (the default) it was a write to
         // the kernel per page per change, the writer's largest cost.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // The writer copies the log back into the database itself only when
+        // it is this long; until then the checkpointer thread does it beside
+        // the writer (see `checkpoint_loop`).
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
         schema::migrate(&mut conn)?;
         let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let (event_tx, event_rx) = watch::channel(last);
@@ -149,12 +155,19 @@ impl SqliteStore {
             .name("muster-store-writer".into())
             .spawn(move || writer_loop(conn, rx, max_batch, event_tx, &writer_stats))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        let (stop_checkpoints, stop) = std::sync::mpsc::channel();
+        let log = path.to_owned();
+        let checkpointer = std::thread::Builder::new()
+            .name("muster-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(&log, &stop))
+            .map_err(|e| StoreError::Database(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
                 limits,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
+                checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
                 readers: Mutex::new(Vec::new()),
                 reading: tokio::sync::Semaphore::new(READ_POOL),
                 last_event: event_rx,
@@ -261,6 +274,44 @@ fn wal_path(db: &Path) -> PathBuf {
 /// The database file and its write-ahead log, in bytes.
 fn file_bytes(db: &Path) -> u64 {
     [db.to_owned(), wal_path(db)].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+}
+
+/// Log pages (4 KiB each) past which the writer checkpoints at the end of a
+/// commit, as SQLite does by default at 1,000.
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+/// How often the checkpointer thread copies the log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// Copies committed pages from the write-ahead log back into the database,
+/// on its own connection, beside the writer. SQLite by default does this at
+/// the end of the commit that takes the log past 1,000 pages, inside that
+/// commit: the change waited for a copy of 4 MiB and an fsync of the
+/// database, and so did every change batched after it, which put up to
+/// 200 ms into the dispatch latency's tail. A passive checkpoint never waits
+/// for the writer or for readers; what it cannot copy yet it copies next
+/// time. The log only starts over from its beginning once all of it is
+/// copied when a write begins, which a writer that never pauses rarely
+/// allows, so the writer still checkpoints itself when the log reaches
+/// `WRITER_CHECKPOINT_PAGES`: by then nearly all of it is copied already.
+fn checkpoint_loop(path: &Path, stop: &std::sync::mpsc::Receiver<()>) {
+    let conn = match Connection::open(path).and_then(|c| configure(&c).map(|()| c)) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the checkpointer's connection; the writer checkpoints alone");
+            return;
+        }
+    };
+    let mut failing = false;
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "a background checkpoint failed; retrying");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Runs one statement that returns no rows, compiled once per connection:
@@ -381,6 +432,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        let checkpointer = self.shared.checkpointer.lock().expect("checkpointer lock poisoned").take();
+        if let Some((stop, thread)) = checkpointer {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         let sender = self.shared.jobs.lock().expect("jobs lock poisoned").take();
         drop(sender);
         let writer = self.shared.writer.lock().expect("writer lock poisoned").take();
