@@ -324,7 +324,15 @@ struct Conn {
     dropped: Mutex<HashSet<(TaskId, Epoch)>>,
 }
 
+/// Handling one report; yields the task it was about.
 type Handling<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+
+fn handling<'a>(conn: &'a Conn, task: String, msg: AgentMsg) -> Handling<'a> {
+    Box::pin(async move {
+        conn.handle(msg).await;
+        task
+    })
+}
 
 /// One agent's reports, a lane per task: each task's reports are handled
 /// one after another in the order they came, while different tasks' go on
@@ -347,10 +355,7 @@ impl<'a> Lanes<'a> {
             Some(queue) => queue.push_back(msg),
             None => {
                 self.waiting.insert(task.clone(), VecDeque::new());
-                self.running.push(Box::pin(async move {
-                    conn.handle(msg).await;
-                    task
-                }));
+                self.running.push(handling(conn, task, msg));
             }
         }
     }
@@ -360,10 +365,7 @@ impl<'a> Lanes<'a> {
         self.pending -= 1;
         let next = self.waiting.get_mut(&task).and_then(VecDeque::pop_front);
         match next {
-            Some(msg) => self.running.push(Box::pin(async move {
-                conn.handle(msg).await;
-                task
-            })),
+            Some(msg) => self.running.push(handling(conn, task, msg)),
             None => {
                 self.waiting.remove(&task);
             }
