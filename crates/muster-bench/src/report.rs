@@ -75,7 +75,13 @@ pub fn targets(r: &Results) -> Vec<Target> {
         judge(
             "throughput with the deepest queue",
             "at most 20% below an empty queue".into(),
-            format!("{:.0}% below ({:.0}/s with {} queued)", slower * 100.0, deep.finished_per_sec, deep.queued),
+            format!(
+                "{:.0}% {} ({:.0}/s with {} queued, {base:.0}/s empty)",
+                slower.abs() * 100.0,
+                if slower < 0.0 { "above" } else { "below" },
+                deep.finished_per_sec,
+                deep.queued
+            ),
             slower <= 0.2,
         );
     }
