@@ -1,7 +1,7 @@
 //! The table `muster bench` prints, and the targets judged from the results.
 
 use crate::Plan;
-use crate::results::{Results, Target};
+use crate::results::{Results, Spread, Target};
 use std::fmt::Write;
 
 /// Each target of the performance work, judged from what was measured;
@@ -144,6 +144,18 @@ pub fn table(r: &Results, plan: &Plan) -> String {
             "latency at {} ({:.0}/s, {} tasks): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             l.label, l.rate, l.tasks, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+        if let Some(p) = &l.parts {
+            let part = |name: &str, x: &Spread| {
+                format!("{name} p50 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}", x.p50_ms, x.p99_ms, x.p999_ms, x.max_ms)
+            };
+            let _ = writeln!(
+                s,
+                "  of which (ms): {}; {}; {}",
+                part("harness lag", &p.send_lag),
+                part("API acknowledgement", &p.submit),
+                part("after it", &p.after_ack)
+            );
+        }
     }
     if let Some(a) = &r.agents {
         let _ = writeln!(

@@ -25,6 +25,27 @@ pub struct LatencyRow {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// Where the time went, each part measured alone: how late the harness
+    /// sent the request, how long the API took to acknowledge it, and how
+    /// long after that acknowledgement the assignment arrived.
+    #[serde(default)]
+    pub parts: Option<LatencyParts>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyParts {
+    pub send_lag: Spread,
+    pub submit: Spread,
+    pub after_ack: Spread,
+}
+
+/// Quantiles of one part of the latency, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spread {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

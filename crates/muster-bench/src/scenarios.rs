@@ -104,40 +104,83 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
     let t0 = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let api = Arc::new(api);
-    let mut sends = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let intended = t0 + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(intended.into()).await;
-        // Each request on its own: a slow answer delays no later submission.
-        let api = api.clone();
-        sends.push(tokio::spawn(async move { api.submit(i, "normal").await }));
-    }
+    // Paced from a thread of its own: the runtime's timers tick in whole
+    // milliseconds, which would add up to one to every submission.
+    let runtime = tokio::runtime::Handle::current();
+    let sends = tokio::task::spawn_blocking(move || {
+        let mut sends = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let intended = t0 + interval.mul_f64(i as f64);
+            std::thread::sleep(intended.saturating_duration_since(Instant::now()));
+            // Each request on its own: a slow answer delays no later submission.
+            let api = api.clone();
+            sends.push(runtime.spawn(async move {
+                let sent = Instant::now();
+                api.submit(i, "normal").await.map(|()| (sent, Instant::now()))
+            }));
+        }
+        sends
+    })
+    .await
+    .context("the pacer panicked")?;
+    let mut stamps = Vec::with_capacity(n as usize);
     for s in sends {
-        s.await.context("a submission panicked")??;
+        stamps.push(s.await.context("a submission panicked")??);
     }
     fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
     let seen = fleet.stop().await;
     hub.stop().await;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("a histogram")?;
+    let mut whole = Spans::new()?;
+    let (mut send_lag, mut submit, mut after_ack) = (Spans::new()?, Spans::new()?, Spans::new()?);
     let mut arrived = 0u64;
     for (i, at) in seen.iter().flat_map(|s| &s.assigned) {
         let intended = t0 + interval.mul_f64(*i as f64);
+        let (sent, acked) =
+            *stamps.get(*i as usize).with_context(|| format!("an assignment for task {i}, never sent"))?;
         // Against the intended time, so a stall counts for everything it held up.
-        let us = at.saturating_duration_since(intended).as_micros().max(1) as u64;
-        hist.saturating_record(us);
+        whole.record(intended, *at);
+        send_lag.record(intended, sent);
+        submit.record(sent, acked);
+        // An assignment can arrive before the answer to its submission does.
+        after_ack.record(acked, *at);
         arrived += 1;
     }
     ensure!(arrived == n, "{n} tasks submitted, {arrived} assignments arrived");
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let whole = whole.spread();
     Ok(LatencyRow {
         label: label.to_owned(),
         rate,
         tasks: n,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: hist.max() as f64 / 1000.0,
+        p50_ms: whole.p50_ms,
+        p99_ms: whole.p99_ms,
+        p999_ms: whole.p999_ms,
+        max_ms: whole.max_ms,
+        parts: Some(LatencyParts {
+            send_lag: send_lag.spread(),
+            submit: submit.spread(),
+            after_ack: after_ack.spread(),
+        }),
     })
+}
+
+/// Durations from one instant to another, in microseconds; a span that
+/// ends before it starts counts as the shortest there is.
+struct Spans(Histogram<u64>);
+
+impl Spans {
+    fn new() -> anyhow::Result<Spans> {
+        Ok(Spans(Histogram::new_with_bounds(1, 3_600_000_000, 3).context("a histogram")?))
+    }
+
+    fn record(&mut self, from: Instant, to: Instant) {
+        let us = to.saturating_duration_since(from).as_micros().max(1) as u64;
+        self.0.saturating_record(us);
+    }
+
+    fn spread(&self) -> Spread {
+        let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
+        Spread { p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999), max_ms: self.0.max() as f64 / 1000.0 }
+    }
 }
 
 /// `agents`: idle agents connected and heartbeating; what they cost the hub.

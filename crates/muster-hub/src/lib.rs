@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Connected sockets by agent. Short critical sections only, no `.await` inside.
     pub sessions: Mutex<HashMap<AgentName, Session>>,
+    /// Turns of the dispatch rotation: each claim pass starts with the next agent.
+    pub rotation: std::sync::atomic::AtomicUsize,
     /// Runner names an agent has announced, plus the built-in and configured ones.
     pub known_runners: Mutex<BTreeSet<RunnerName>>,
     /// Wakes the dispatch loop: work or capacity may have appeared.
@@ -174,6 +176,7 @@ impl Hub {
                 config,
                 clock,
                 sessions: Mutex::new(HashMap::new()),
+                rotation: std::sync::atomic::AtomicUsize::new(0),
                 known_runners: Mutex::new(known),
                 wake: Notify::new(),
                 output,

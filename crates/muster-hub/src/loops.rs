@@ -3,8 +3,11 @@
 //! next backoff or lease is due.
 
 use crate::Hub;
-use muster_core::AgentName;
+use muster_core::{AgentName, Millis, Task};
 use muster_proto::ws::HubMsg;
+use muster_store::{ClaimPlan, Dispatcher};
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Most leases reclaimed in one pass; the loop comes back at once for more.
@@ -12,7 +15,7 @@ const RECLAIM_BATCH: usize = 500;
 
 pub async fn dispatch_loop(hub: Hub) {
     let mut stopping = hub.shared.stopping.subscribe();
-    let mut rotation = 0usize;
+    hub.shared.store.set_dispatcher(std::sync::Arc::new(BatchDispatch(std::sync::Arc::downgrade(&hub.shared))));
     let mut last_error: Option<String> = None;
     loop {
         if *stopping.borrow() {
@@ -29,7 +32,7 @@ pub async fn dispatch_loop(hub: Hub) {
         if let Err(e) = hub.fire_schedules_once().await {
             note_error(&mut last_error, "schedules", e);
         }
-        match hub.dispatch_once(&mut rotation).await {
+        match hub.dispatch_once().await {
             Ok(n) => busy |= n > 0,
             Err(e) => note_error(&mut last_error, "dispatch", e),
         }
@@ -88,54 +91,27 @@ impl Hub {
     }
 
     /// Hands due tasks to connected agents; returns how many were assigned.
-    pub(crate) async fn dispatch_once(&self, rotation: &mut usize) -> Result<usize, muster_store::StoreError> {
-        if self.shared.draining.load(std::sync::atomic::Ordering::SeqCst)
-            || self.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return Ok(0);
-        }
+    /// Most tasks go out with the commit that made them claimable (see
+    /// [`BatchDispatch`]); this pass serves the rest: tasks whose backoff
+    /// ended, slots a reclaim freed, a batch whose claims failed.
+    pub(crate) async fn dispatch_once(&self) -> Result<usize, muster_store::StoreError> {
         if self.shared.sessions.lock().expect("sessions lock poisoned").is_empty() {
             return Ok(0);
         }
         // Nothing due: no claims, so a fleet of idle agents costs no writes.
-        let now = self.now();
-        if self.shared.store.next_ready().await?.is_none_or(|ready| ready > now) {
-            return Ok(0);
-        }
-        let mut agents: Vec<AgentName> =
-            self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
-        // Start with a different agent each pass so no agent is always served first.
-        agents.sort();
-        *rotation = rotation.wrapping_add(1);
-        let start = *rotation % agents.len();
-        agents.rotate_left(start);
-        let accept = self.shared.runtime.borrow().accept_timeout;
+        let Some(ready) = self.shared.store.next_ready().await? else { return Ok(0) };
+        let Some(plan) = self.claim_plan(ready) else { return Ok(0) };
         // One change for the whole pass, claiming for each agent in the
         // rotation's order, so whoever is first is served first.
-        let results = self.shared.store.claim_for_agents(&agents, now, accept).await?;
+        let results = self.shared.store.claim_for_agents(&plan.agents, plan.now, plan.accept_within).await?;
         let mut assigned = 0;
         let mut failure = None;
-        for (agent, result) in agents.iter().zip(results) {
+        for (agent, result) in plan.agents.iter().zip(results) {
             // Other agents' claims committed; their tasks must still go out.
-            let tasks = match result {
-                Ok(tasks) => tasks,
-                Err(e) => {
-                    failure = Some(e);
-                    continue;
-                }
-            };
-            for task in &tasks {
-                tracing::debug!(task_id = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
-                let mut assign = HubMsg::assign(task);
-                if let HubMsg::Assign { task_token, .. } = &mut assign {
-                    *task_token = Some(crate::auth::task_token(&self.shared.task_key, &task.id, task.epoch));
-                }
-                if !self.send_to(agent, assign) {
-                    // The socket went away after the claim; the accept deadline reclaims it.
-                    tracing::warn!(task_id = %task.id, agent = %agent, "agent left before its assignment was sent");
-                }
+            match result {
+                Ok(tasks) => assigned += self.send_assignments(agent, &tasks),
+                Err(e) => failure = Some(e),
             }
-            assigned += tasks.len();
         }
         match failure {
             Some(e) if assigned == 0 => Err(e),
@@ -144,6 +120,66 @@ impl Hub {
                 Ok(assigned)
             }
             None => Ok(assigned),
+        }
+    }
+
+    /// The agents a claim pass serves, in its order, or `None` when nothing
+    /// may be handed out now. `ready` is when the first queued task is due.
+    fn claim_plan(&self, ready: Millis) -> Option<ClaimPlan> {
+        let now = self.now();
+        if ready > now
+            || self.shared.draining.load(Ordering::SeqCst)
+            || self.shared.dispatch_paused.load(Ordering::SeqCst)
+        {
+            return None;
+        }
+        let mut agents: Vec<AgentName> =
+            self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
+        if agents.is_empty() {
+            return None;
+        }
+        // Start with a different agent each pass so no agent is always served first.
+        agents.sort();
+        let start = self.shared.rotation.fetch_add(1, Ordering::Relaxed) % agents.len();
+        agents.rotate_left(start);
+        let accept_within = self.shared.runtime.borrow().accept_timeout;
+        Some(ClaimPlan { agents, now, accept_within })
+    }
+
+    /// Sends claimed tasks to `agent`; returns how many.
+    fn send_assignments(&self, agent: &AgentName, tasks: &[Task]) -> usize {
+        for task in tasks {
+            tracing::debug!(task_id = %task.id, agent = %agent, epoch = task.epoch.0, "assigned");
+            let mut assign = HubMsg::assign(task);
+            if let HubMsg::Assign { task_token, .. } = &mut assign {
+                *task_token = Some(crate::auth::task_token(&self.shared.task_key, &task.id, task.epoch));
+            }
+            if !self.send_to(agent, assign) {
+                // The socket went away after the claim; the accept deadline reclaims it.
+                tracing::warn!(task_id = %task.id, agent = %agent, "agent left before its assignment was sent");
+            }
+        }
+        tasks.len()
+    }
+}
+
+/// The store's claim pass at the end of each batch of changes, for this
+/// hub's agents. A task created goes out with its creation's commit rather
+/// than after a second commit of its own claim, which halves the commits
+/// between a submission and its agent. Holds the hub weakly: the store it
+/// is set on belongs to the hub.
+pub struct BatchDispatch(pub(crate) Weak<crate::Shared>);
+
+impl Dispatcher for BatchDispatch {
+    fn plan(&self, ready: Millis) -> Option<ClaimPlan> {
+        Hub { shared: self.0.upgrade()? }.claim_plan(ready)
+    }
+
+    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>) {
+        let Some(shared) = self.0.upgrade() else { return };
+        let hub = Hub { shared };
+        for (agent, tasks) in &claims {
+            hub.send_assignments(agent, tasks);
         }
     }
 }

@@ -87,6 +87,7 @@ cases!($
     claim_fills_only_free_slots,
     claim_skips_agents_that_take_no_work,
     claim_waits_for_ready_at,
+    a_dispatcher_claims_in_the_batch_that_made_the_work_claimable,
     start_with_a_stale_epoch_is_refused,
     release_returns_an_assignment_to_the_queue,
     finish_success_ends_the_task,
@@ -951,6 +952,96 @@ pub async fn claim_waits_for_ready_at(store: Arc<dyn Store>) {
     let claimed = ok("claim_tasks", s.claim_tasks(&a, ready_at, ACCEPT).await);
     assert_eq!(claimed.len(), 1, "a task is claimable once ready_at has come");
     assert_eq!((&claimed[0].id, claimed[0].epoch), (&task, Epoch(2)), "every hand-out raises the epoch");
+}
+
+/// A dispatcher that records what it was handed; it claims for `agents`
+/// once the first queued task is due, unless paused, as a hub does.
+struct Recorder {
+    agents: Vec<AgentName>,
+    now: std::sync::Mutex<Millis>,
+    paused: std::sync::atomic::AtomicBool,
+    handed: std::sync::Mutex<Vec<(AgentName, Vec<TaskId>)>>,
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(AgentName, Vec<TaskId>)> {
+        std::mem::take(&mut *self.handed.lock().expect("recorder lock"))
+    }
+
+    fn set_now(&self, now: Millis) {
+        *self.now.lock().expect("recorder lock") = now;
+    }
+}
+
+impl crate::Dispatcher for Recorder {
+    fn plan(&self, ready: Millis) -> Option<crate::ClaimPlan> {
+        let now = *self.now.lock().expect("recorder lock");
+        if ready > now || self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        Some(crate::ClaimPlan { agents: self.agents.clone(), now, accept_within: ACCEPT })
+    }
+
+    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>) {
+        for (agent, tasks) in claims {
+            for task in &tasks {
+                assert_eq!(task.state, TaskState::Assigned, "the dispatcher was handed {} unassigned", task.id);
+            }
+            self.handed.lock().expect("recorder lock").push((agent, tasks.into_iter().map(|t| t.id).collect()));
+        }
+    }
+}
+
+pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Arc<dyn Store>) {
+    let a = online(&*s, "agent-a", 2, T0).await;
+    let rec = Arc::new(Recorder {
+        agents: vec![name("agent-ghost"), a.clone()],
+        now: std::sync::Mutex::new(T0),
+        paused: std::sync::atomic::AtomicBool::new(false),
+        handed: std::sync::Mutex::new(Vec::new()),
+    });
+    s.set_dispatcher(rec.clone());
+
+    // Handed over before the creation returns: the claim rode in its batch.
+    // An agent the store does not know is skipped; the others are served.
+    let t1 = submit(&*s, 1, spec("one"), T0).await;
+    assert_eq!(rec.take(), [(a.clone(), vec![t1.clone()])], "the creation of {t1} was not claimed with it");
+    let held = get(&*s, &t1).await;
+    assert_eq!(held.state, TaskState::Assigned, "{t1} after its creation's claim");
+    assert_eq!(held.lease.as_ref().map(|l| (&l.agent, l.expires_at)), Some((&a, T0.plus(ACCEPT))), "lease of {t1}");
+
+    // Nothing goes out while the dispatcher says no.
+    rec.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t2 = submit(&*s, 2, spec("two"), at(1)).await;
+    assert!(rec.take().is_empty(), "a paused dispatcher was handed work");
+    assert_eq!(get(&*s, &t2).await.state, TaskState::Queued, "{t2} while paused");
+
+    // Any later change claims what waits, oldest first, into free slots only.
+    rec.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    rec.set_now(at(2));
+    let t3 = submit(&*s, 3, spec("three"), at(2)).await;
+    assert_eq!(rec.take(), [(a.clone(), vec![t2.clone()])], "one slot was free and {t2} is the oldest");
+    assert_eq!(get(&*s, &t3).await.state, TaskState::Queued, "{t3} with every slot taken");
+
+    // A slot freed by a finish is filled in the finish's own batch.
+    let epoch = ok("start_task", s.start_task(&a, &t1, held.epoch, at(3), LEASE).await).epoch;
+    assert!(rec.take().is_empty(), "a start frees no slot, yet work was handed out");
+    rec.set_now(at(4));
+    finish(&*s, &a, &t1, epoch, &RunOutcome::Succeeded { exit_code: 0 }, at(4)).await;
+    assert_eq!(rec.take(), [(a.clone(), vec![t3.clone()])], "the slot {t1} freed was not filled with {t3}");
+
+    // A retry in backoff waits for its time, as the dispatcher's plan says;
+    // then any change hands it out.
+    let epoch = get(&*s, &t2).await.epoch;
+    ok("start_task", s.start_task(&a, &t2, epoch, at(5), LEASE).await);
+    rec.set_now(at(6));
+    finish(&*s, &a, &t2, epoch, &failed("flaky"), at(6)).await;
+    assert!(rec.take().is_empty(), "a task in backoff was handed out at once");
+    assert_eq!(get(&*s, &t2).await.state, TaskState::Queued, "{t2} in backoff");
+    let ready_at = at(6).plus(BACKOFF);
+    rec.set_now(ready_at);
+    submit(&*s, 4, spec("four"), ready_at).await;
+    assert_eq!(rec.take(), [(a.clone(), vec![t2.clone()])], "{t2} once its backoff ended");
 }
 
 // -- starting and releasing ----------------------------------------------------------

@@ -64,6 +64,26 @@ impl Default for Limits {
     }
 }
 
+/// Who work is handed to, asked by the store at the end of each batch of
+/// changes (see [`Store::set_dispatcher`]). Both calls are made on the
+/// store's writer thread, so they must return at once.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// The agents to claim for, first served first, given that the first
+    /// queued task is due at `ready`; `None` when nothing may be handed out
+    /// now (nothing due yet, no agent connected, dispatch paused, draining).
+    fn plan(&self, ready: Millis) -> Option<ClaimPlan>;
+    /// What was claimed, once it is committed. Claims that did not commit
+    /// are never passed here; their tasks are still queued.
+    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>);
+}
+
+/// One claim pass: whom for, when, and how long each agent has to accept.
+pub struct ClaimPlan {
+    pub agents: Vec<AgentName>,
+    pub now: Millis,
+    pub accept_within: Duration,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // -- lifecycle --------------------------------------------------------
@@ -375,6 +395,12 @@ pub trait Store: Send + Sync + 'static {
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);
+    /// Claims for `dispatcher`'s agents at the end of every batch of
+    /// changes, inside that batch's transaction, and hands it what was
+    /// claimed once the batch commits: a task created, or a slot freed, goes
+    /// out with the commit that made it possible instead of waiting for a
+    /// claim of its own in the batch after.
+    fn set_dispatcher(&self, dispatcher: std::sync::Arc<dyn Dispatcher>);
     /// Every breaker that has seen a failure or been reset, agents first.
     async fn breakers(&self) -> Result<Vec<muster_core::breaker::Breaker>>;
     /// Closes a breaker on an operator's word, with a `breaker.closed` event.

@@ -19,9 +19,10 @@ pub mod schema;
 
 use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision, NewPipeline, PipelineRecord};
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
-    EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
-    OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner,
+    Dispatcher, Event, EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken,
+    OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter,
+    TaskOp, TokenRecord,
 };
 use crate::{ChannelRecord, MessageRecord, Recipient};
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
@@ -84,8 +85,25 @@ struct Shared {
     reading: tokio::sync::Semaphore,
     last_event: watch::Receiver<i64>,
     stats: Arc<WriterStats>,
+    hooks: Arc<Hooks>,
+}
+
+/// What the hub sets and the writer thread reads.
+#[derive(Default)]
+struct Hooks {
     /// When circuit breakers open, as the hub last set it.
     breaker_policy: Mutex<Policy>,
+    dispatcher: Mutex<Option<Arc<dyn Dispatcher>>>,
+}
+
+impl Hooks {
+    fn policy(&self) -> Policy {
+        *self.breaker_policy.lock().expect("breaker policy lock poisoned")
+    }
+
+    fn dispatcher(&self) -> Option<Arc<dyn Dispatcher>> {
+        self.dispatcher.lock().expect("dispatcher lock poisoned").clone()
+    }
 }
 
 /// Shared with the writer thread.
@@ -151,9 +169,11 @@ impl SqliteStore {
             failed: muster_metrics::Counter::default(),
         });
         let writer_stats = stats.clone();
+        let hooks = Arc::new(Hooks::default());
+        let writer_hooks = hooks.clone();
         let writer = std::thread::Builder::new()
             .name("muster-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, event_tx, &writer_stats))
+            .spawn(move || writer_loop(conn, rx, max_batch, event_tx, &writer_stats, &writer_hooks))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let (stop_checkpoints, stop) = std::sync::mpsc::channel();
         let log = path.to_owned();
@@ -172,13 +192,13 @@ impl SqliteStore {
                 reading: tokio::sync::Semaphore::new(READ_POOL),
                 last_event: event_rx,
                 stats,
-                breaker_policy: Mutex::new(Policy::default()),
+                hooks,
             }),
         })
     }
 
     fn policy(&self) -> Policy {
-        *self.shared.breaker_policy.lock().expect("breaker policy lock poisoned")
+        self.shared.hooks.policy()
     }
 
     pub fn path(&self) -> &Path {
@@ -314,6 +334,61 @@ fn checkpoint_loop(path: &Path, stop: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// The dispatcher's claim pass, as the last change of a batch: what the
+/// batch's own changes made claimable (a task created, a slot freed) goes
+/// out with its commit. A failed pass is rolled back alone; the dispatch
+/// loop tries again.
+fn claim_in_batch(
+    conn: &Connection,
+    d: &dyn Dispatcher,
+    policy: Policy,
+    aborted: &mut bool,
+) -> Vec<(AgentName, Vec<Task>)> {
+    let Some(ready) = ops::next_ready(conn).ok().flatten() else { return Vec::new() };
+    let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.plan(ready))).unwrap_or_else(|_| {
+        tracing::error!("the dispatcher panicked while planning a claim pass");
+        None
+    });
+    let Some(plan) = plan.filter(|p| !p.agents.is_empty()) else { return Vec::new() };
+    if run(conn, "SAVEPOINT job").is_err() {
+        *aborted = true;
+        return Vec::new();
+    }
+    let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ops::claim_for_agents(conn, &plan.agents, plan.now, plan.accept_within, policy)
+    }));
+    let claims = match pass {
+        Ok(Ok(results)) => plan
+            .agents
+            .into_iter()
+            .zip(results)
+            .filter_map(|(agent, result)| match result {
+                Ok(tasks) if !tasks.is_empty() => Some((agent, tasks)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again");
+                    None
+                }
+            })
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a claim pass failed; the dispatch loop tries again");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::error!("a claim pass panicked; it is rolled back");
+            Vec::new()
+        }
+    };
+    if claims.is_empty() && run(conn, "ROLLBACK TO job").is_err() {
+        *aborted = true;
+    }
+    if run(conn, "RELEASE job").is_err() || conn.is_autocommit() {
+        *aborted = true;
+    }
+    claims
+}
+
 /// Runs one statement that returns no rows, compiled once per connection:
 /// the writer runs its transaction statements thousands of times a second.
 pub(crate) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -326,6 +401,7 @@ fn writer_loop(
     max_batch: usize,
     last_event: watch::Sender<i64>,
     stats: &WriterStats,
+    hooks: &Hooks,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut done: Vec<Completion> = Vec::with_capacity(max_batch);
@@ -358,6 +434,7 @@ fn writer_loop(
         // errors such as a full disk): the rest of the batch must not run
         // outside it, and nothing in the batch may be reported committed.
         let mut aborted = began.is_err();
+        let mut changed = false;
         for job in batch.drain(..) {
             if aborted || run(&conn, "SAVEPOINT job").is_err() {
                 done.push(job(None).1);
@@ -365,6 +442,7 @@ fn writer_loop(
             }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
                 Ok((ok, completion)) => {
+                    changed |= ok;
                     // Undo a failed change only; the rest of the batch stands.
                     if !ok && run(&conn, "ROLLBACK TO job").is_err() {
                         aborted = true;
@@ -383,6 +461,11 @@ fn writer_loop(
                 aborted = true;
             }
         }
+        let dispatcher = if changed && !aborted { hooks.dispatcher() } else { None };
+        let claims = match &dispatcher {
+            Some(d) => claim_in_batch(&conn, d.as_ref(), hooks.policy(), &mut aborted),
+            None => Vec::new(),
+        };
         let committing = std::time::Instant::now();
         let commit = match (began, aborted) {
             (Ok(()), false) => run(&conn, "COMMIT").map_err(StoreError::from),
@@ -412,6 +495,13 @@ fn writer_loop(
                 *cur = seq;
                 changed
             });
+        }
+        // The agents first: their work is what the dispatch latency measures.
+        if let (Some(d), Ok(())) = (dispatcher, &commit)
+            && !claims.is_empty()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.claimed(claims))).is_err()
+        {
+            tracing::error!("the dispatcher panicked handing out claims; the accept deadline reclaims them");
         }
         for completion in done.drain(..) {
             completion(commit.clone());
@@ -955,7 +1045,11 @@ impl Store for SqliteStore {
     }
 
     fn set_breaker_policy(&self, policy: Policy) {
-        *self.shared.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
+        *self.shared.hooks.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
+    }
+
+    fn set_dispatcher(&self, dispatcher: Arc<dyn Dispatcher>) {
+        *self.shared.hooks.dispatcher.lock().expect("dispatcher lock poisoned") = Some(dispatcher);
     }
 
     async fn breakers(&self) -> Result<Vec<Breaker>> {

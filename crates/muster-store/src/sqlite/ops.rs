@@ -982,6 +982,11 @@ pub fn claim_for_agents(
 ) -> Result<Vec<Result<Vec<Task>>>> {
     let mut out = Vec::with_capacity(agents.len());
     for agent in agents {
+        // Once nothing is due, the agents left would each look for nothing.
+        if next_ready(c)?.is_none_or(|ready| ready > now) {
+            out.push(Ok(Vec::new()));
+            continue;
+        }
         super::run(c, "SAVEPOINT claim")?;
         let claimed = claim_tasks(c, agent, now, accept_within, policy);
         if claimed.is_err() {
