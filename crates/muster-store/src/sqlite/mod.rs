@@ -380,13 +380,19 @@ fn claim_in_batch(
             Vec::new()
         }
     };
-    if claims.is_empty() && run(conn, "ROLLBACK TO job").is_err() {
+    end_change(conn, !claims.is_empty(), aborted);
+    claims
+}
+
+/// Ends the savepoint a change ran in: undone alone unless it `stands`.
+/// Sets `aborted` when the transaction itself is gone.
+fn end_change(conn: &Connection, stands: bool, aborted: &mut bool) {
+    if !stands && run(conn, "ROLLBACK TO job").is_err() {
         *aborted = true;
     }
     if run(conn, "RELEASE job").is_err() || conn.is_autocommit() {
         *aborted = true;
     }
-    claims
 }
 
 /// Runs one statement that returns no rows, compiled once per connection:
@@ -440,26 +446,20 @@ fn writer_loop(
                 done.push(job(None).1);
                 continue;
             }
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
+            // Undo a failed change only; the rest of the batch stands.
+            let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
                 Ok((ok, completion)) => {
-                    changed |= ok;
-                    // Undo a failed change only; the rest of the batch stands.
-                    if !ok && run(&conn, "ROLLBACK TO job").is_err() {
-                        aborted = true;
-                    }
                     done.push(completion);
+                    ok
                 }
                 Err(_) => {
                     // The caller's answer was dropped with the panic; it sees an error.
                     tracing::error!("a store change panicked; it is rolled back");
-                    if run(&conn, "ROLLBACK TO job").is_err() {
-                        aborted = true;
-                    }
+                    false
                 }
-            }
-            if run(&conn, "RELEASE job").is_err() || conn.is_autocommit() {
-                aborted = true;
-            }
+            };
+            changed |= ok;
+            end_change(&conn, ok, &mut aborted);
         }
         let dispatcher = if changed && !aborted { hooks.dispatcher() } else { None };
         let claims = match &dispatcher {

@@ -981,9 +981,10 @@ pub fn claim_for_agents(
     policy: Policy,
 ) -> Result<Vec<Result<Vec<Task>>>> {
     let mut out = Vec::with_capacity(agents.len());
-    for agent in agents {
+    for (k, agent) in agents.iter().enumerate() {
         // Once nothing is due, the agents left would each look for nothing.
-        if next_ready(c)?.is_none_or(|ready| ready > now) {
+        // (Callers ask before the first.)
+        if k > 0 && next_ready(c)?.is_none_or(|ready| ready > now) {
             out.push(Ok(Vec::new()));
             continue;
         }
