@@ -176,6 +176,11 @@ impl Hub {
             "Write batches whose commit failed.",
             &[(vec![], w.failed_batches)],
         );
+        e.counter(
+            "muster_db_redone_batches_total",
+            "Write batches applied again with a savepoint per change, after one change failed half-way.",
+            &[(vec![], w.redone_batches)],
+        );
         e.gauge(
             "muster_events",
             "The latest event's sequence number.",

@@ -527,6 +527,9 @@ pub struct WriteStats {
     pub batch_size: muster_metrics::HistogramSnapshot,
     /// Batches whose commit failed.
     pub failed_batches: u64,
+    /// Batches applied a second time, each change in a savepoint of its
+    /// own, because one of their changes failed after writing.
+    pub redone_batches: u64,
 }
 
 /// What `finish_task` did.

@@ -2,12 +2,14 @@
 //!
 //! Writes go through one writer thread that owns the only read-write
 //! connection. It takes every change waiting in its queue (up to
-//! `Limits::max_batch`), runs each inside its own savepoint of one
-//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each
-//! caller: group commit. With WAL and `synchronous=FULL` the commit is an
-//! fsync, so an answered change survives `kill -9` and a power cut, and a
-//! burst of N changes costs one fsync instead of N. A change that fails is
-//! rolled back to its savepoint and does not disturb the rest of its batch.
+//! `Limits::max_batch`), applies them in one `BEGIN IMMEDIATE` transaction,
+//! commits once, and only then answers each caller: group commit. With WAL
+//! and `synchronous=FULL` the commit is an fsync, so an answered change
+//! survives `kill -9` and a power cut, and a burst of N changes costs one
+//! fsync instead of N. A change that fails does not disturb the rest of its
+//! batch: one that failed before writing anything needs no undoing, and when
+//! one failed half-way the batch is rolled back and applied again with each
+//! change in a savepoint of its own (see `apply_batch`).
 //!
 //! Reads use a small pool of read-only connections on blocking threads; WAL
 //! lets them run beside the writer and see every committed change.
@@ -44,11 +46,50 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-/// A unit of work for the writer: run against the connection (or `None` if
-/// the transaction could not begin), say whether it succeeded, and hand back
-/// what answers the caller once the commit's fate is known.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
+/// One change for the writer. It may be applied more than once: a batch
+/// that has to be redone applies every change in it again, and only the last
+/// application's result counts.
+trait Change: Send {
+    /// Applies the change in the open transaction (`None`: there is none,
+    /// the change fails); whether it stands.
+    fn apply(&mut self, conn: Option<&Connection>) -> bool;
+    /// Answers the caller once the commit's fate is known.
+    fn answer(self: Box<Self>, commit: Result<()>);
+}
+
+type Job = Box<dyn Change>;
+
+/// A caller's change and, once applied, its result.
+struct Pending<F, R> {
+    change: F,
+    result: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Change for Pending<F, R>
+where
+    F: FnMut(&Connection) -> Result<R> + Send,
+    R: Send,
+{
+    fn apply(&mut self, conn: Option<&Connection>) -> bool {
+        let result = match conn {
+            Some(conn) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.change)(conn)))
+                .unwrap_or_else(|_| {
+                    tracing::error!("a store change panicked; it is rolled back");
+                    Err(StoreError::Database("the change failed unexpectedly and was rolled back".into()))
+                }),
+            None => Err(StoreError::Database("could not begin a transaction".into())),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Result<()>) {
+        let result = self.result.unwrap_or_else(|| Err(StoreError::Database("the change was never applied".into())));
+        let _ = self.reply.send(commit.and(result));
+    }
+}
 
 type Maintenance = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -111,6 +152,8 @@ struct WriterStats {
     commit: muster_metrics::Histogram,
     batch: muster_metrics::Histogram,
     failed: muster_metrics::Counter,
+    /// Batches applied a second time, with savepoints, after a change failed half-way.
+    redone: muster_metrics::Counter,
 }
 
 /// Prepared statements kept per connection: more than the store has, so
@@ -149,10 +192,11 @@ impl SqliteStore {
         // FULL: the WAL is fsynced at every commit, so a committed change
         // survives a power cut, not only a crash of this process.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Each change runs in a savepoint, and SQLite keeps the first image of
-        // every page a savepoint touches so it can roll back to it. In memory
-        // that is a copy; in a temporary file (the default) it was a write to
-        // the kernel per page per change, the writer's largest cost.
+        // A batch redone with savepoints (see `Isolation`), and each claim of
+        // the dispatch loop's pass, runs in one, and SQLite keeps the first
+        // image of every page a savepoint touches so it can roll back to it.
+        // In memory that is a copy; in a temporary file (the default) it was
+        // a write to the kernel per page per change.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // The writer copies the log back into the database itself only when
         // it is this long; until then the checkpointer thread does it beside
@@ -167,6 +211,7 @@ impl SqliteStore {
             commit: muster_metrics::Histogram::new(muster_metrics::LATENCY_BUCKETS),
             batch: muster_metrics::Histogram::new(muster_metrics::SIZE_BUCKETS),
             failed: muster_metrics::Counter::default(),
+            redone: muster_metrics::Counter::default(),
         });
         let writer_stats = stats.clone();
         let hooks = Arc::new(Hooks::default());
@@ -206,27 +251,18 @@ impl SqliteStore {
     }
 
     /// Runs `f` as one change in the next batch; resolves after the commit.
+    /// `f` may run more than once (see `Change`): it must take what it needs
+    /// by reference or by clone, and leave nothing behind but its writes.
     async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        F: FnMut(&Connection) -> Result<R> + Send + 'static,
     {
         let sender = self.shared.jobs.lock().expect("jobs lock poisoned").clone().ok_or(StoreError::Closed)?;
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Some(conn) => f(conn),
-                None => Err(StoreError::Database("could not begin a transaction".into())),
-            };
-            let ok = result.is_ok();
-            let done: Completion = Box::new(move |commit: Result<()>| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, done)
-        });
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(Pending { change: f, result: None, reply });
         sender.send(Work::Change(job)).await.map_err(|_| StoreError::Closed)?;
-        // A dropped answer means the change panicked (and was rolled back).
-        rx.await.map_err(|_| StoreError::Database("the change failed unexpectedly and was rolled back".into()))?
+        rx.await.map_err(|_| StoreError::Database("the store stopped before the change was committed".into()))?
     }
 
     /// Runs `f` on the writer's connection between batches, outside any
@@ -334,54 +370,133 @@ fn checkpoint_loop(path: &Path, stop: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
+/// How the changes of a batch are kept apart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Isolation {
+    /// No savepoints. A change that fails before writing anything needs no
+    /// undoing (each SQLite statement is atomic on its own); one that fails
+    /// after writing cannot be undone alone, so the batch is rolled back and
+    /// applied again with `Savepoints`. Savepoints are not free: SQLite keeps
+    /// the first image of every page a savepoint touches, and with one per
+    /// change that copying cost the write ceiling a quarter of its rate.
+    Trusting,
+    /// Each change in a savepoint of its own, rolled back alone if it fails.
+    Savepoints,
+}
+
+/// What applying a batch came to.
+#[derive(Default)]
+struct Applied {
+    /// Some change stands.
+    changed: bool,
+    /// The transaction is gone (SQLite rolls it back by itself on errors
+    /// such as a full disk): nothing in the batch may be reported committed.
+    aborted: bool,
+    /// A change failed after writing, with no savepoint to undo it alone.
+    redo: bool,
+    /// The dispatcher's claims, handed out once the batch is committed.
+    claims: Vec<(AgentName, Vec<Task>)>,
+}
+
+/// Applies every change of `batch` in the transaction `began` opened, then
+/// the dispatcher's claim pass. Stops early when the batch must be redone.
+fn apply_batch(
+    conn: &Connection,
+    batch: &mut [Job],
+    began: bool,
+    isolation: Isolation,
+    dispatcher: Option<&dyn Dispatcher>,
+    policy: Policy,
+) -> Applied {
+    let mut applied = Applied { aborted: !began, ..Applied::default() };
+    for job in batch.iter_mut() {
+        if applied.aborted {
+            job.apply(None);
+            continue;
+        }
+        match isolation {
+            Isolation::Trusting => {
+                let before = conn.total_changes();
+                let ok = job.apply(Some(conn));
+                if conn.is_autocommit() {
+                    applied.aborted = true;
+                } else if !ok && conn.total_changes() != before {
+                    applied.redo = true;
+                    return applied;
+                }
+                applied.changed |= ok;
+            }
+            Isolation::Savepoints => {
+                if run(conn, "SAVEPOINT job").is_err() {
+                    applied.aborted = true;
+                    job.apply(None);
+                    continue;
+                }
+                let ok = job.apply(Some(conn));
+                applied.changed |= ok;
+                end_change(conn, ok, &mut applied.aborted);
+            }
+        }
+    }
+    if let Some(d) = dispatcher.filter(|_| applied.changed && !applied.aborted) {
+        claim_in_batch(conn, d, policy, isolation, &mut applied);
+    }
+    applied
+}
+
 /// The dispatcher's claim pass, as the last change of a batch: what the
 /// batch's own changes made claimable (a task created, a slot freed) goes
-/// out with its commit. A failed pass is rolled back alone; the dispatch
-/// loop tries again.
-fn claim_in_batch(
-    conn: &Connection,
-    d: &dyn Dispatcher,
-    policy: Policy,
-    aborted: &mut bool,
-) -> Vec<(AgentName, Vec<Task>)> {
-    let Some(ready) = ops::next_ready(conn).ok().flatten() else { return Vec::new() };
+/// out with its commit. A failed pass is undone; the dispatch loop tries
+/// again.
+fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolation: Isolation, applied: &mut Applied) {
+    let Some(ready) = ops::next_ready(conn).ok().flatten() else { return };
     let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.plan(ready))).unwrap_or_else(|_| {
         tracing::error!("the dispatcher panicked while planning a claim pass");
         None
     });
-    let Some(plan) = plan.filter(|p| !p.agents.is_empty()) else { return Vec::new() };
-    if run(conn, "SAVEPOINT job").is_err() {
-        *aborted = true;
-        return Vec::new();
+    let Some(plan) = plan.filter(|p| !p.agents.is_empty()) else { return };
+    let savepoints = isolation == Isolation::Savepoints;
+    if savepoints && run(conn, "SAVEPOINT job").is_err() {
+        applied.aborted = true;
+        return;
     }
+    let before = conn.total_changes();
     let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ops::claim_for_agents(conn, &plan.agents, plan.now, plan.accept_within, policy)
+        ops::claim_for_agents(conn, &plan.agents, plan.now, plan.accept_within, policy, savepoints)
     }));
-    let claims = match pass {
-        Ok(Ok(results)) => plan
-            .agents
-            .into_iter()
-            .zip(results)
-            .filter_map(|(agent, result)| match result {
-                Ok(tasks) if !tasks.is_empty() => Some((agent, tasks)),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again");
-                    None
+    let failed = match pass {
+        Ok(Ok(results)) => {
+            for (agent, result) in plan.agents.into_iter().zip(results) {
+                match result {
+                    Ok(tasks) if !tasks.is_empty() => applied.claims.push((agent, tasks)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again")
+                    }
                 }
-            })
-            .collect(),
+            }
+            false
+        }
+        // Half-written without a savepoint: the batch is redone, and the
+        // pass with it, which says what failed then.
+        Ok(Err(_)) | Err(_) if !savepoints && conn.total_changes() != before => true,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "a claim pass failed; the dispatch loop tries again");
-            Vec::new()
+            true
         }
         Err(_) => {
             tracing::error!("a claim pass panicked; it is rolled back");
-            Vec::new()
+            true
         }
     };
-    end_change(conn, !claims.is_empty(), aborted);
-    claims
+    if savepoints {
+        end_change(conn, !failed && !applied.claims.is_empty(), &mut applied.aborted);
+    } else if conn.is_autocommit() {
+        applied.aborted = true;
+    } else if failed && conn.total_changes() != before {
+        applied.claims.clear();
+        applied.redo = true;
+    }
 }
 
 /// Ends the savepoint a change ran in: undone alone unless it `stands`.
@@ -401,6 +516,15 @@ pub(crate) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
+/// Opens the batch's transaction, logging why when it cannot.
+fn begin(conn: &Connection) -> rusqlite::Result<()> {
+    let began = run(conn, "BEGIN IMMEDIATE");
+    if let Err(e) = &began {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+    }
+    began
+}
+
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::Receiver<Work>,
@@ -410,7 +534,6 @@ fn writer_loop(
     hooks: &Hooks,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut done: Vec<Completion> = Vec::with_capacity(max_batch);
     // Maintenance that arrived while a batch was being gathered; it runs once
     // that batch is committed.
     let mut after_batch: Option<Maintenance> = None;
@@ -432,42 +555,24 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let began = run(&conn, "BEGIN IMMEDIATE");
-        if let Err(e) = &began {
-            tracing::error!(error = %e, "cannot begin a write transaction");
+        let dispatcher = hooks.dispatcher();
+        let policy = hooks.policy();
+        let mut began = begin(&conn);
+        let mut applied =
+            apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Trusting, dispatcher.as_deref(), policy);
+        if applied.redo {
+            stats.redone.inc();
+            tracing::debug!(
+                batch = batch.len(),
+                "a change failed half-way; the batch is applied again with savepoints"
+            );
+            let _ = conn.execute_batch("ROLLBACK");
+            began = begin(&conn);
+            applied =
+                apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Savepoints, dispatcher.as_deref(), policy);
         }
-        // Set when the transaction is gone (SQLite rolls it back by itself on
-        // errors such as a full disk): the rest of the batch must not run
-        // outside it, and nothing in the batch may be reported committed.
-        let mut aborted = began.is_err();
-        let mut changed = false;
-        for job in batch.drain(..) {
-            if aborted || run(&conn, "SAVEPOINT job").is_err() {
-                done.push(job(None).1);
-                continue;
-            }
-            // Undo a failed change only; the rest of the batch stands.
-            let ok = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(&conn)))) {
-                Ok((ok, completion)) => {
-                    done.push(completion);
-                    ok
-                }
-                Err(_) => {
-                    // The caller's answer was dropped with the panic; it sees an error.
-                    tracing::error!("a store change panicked; it is rolled back");
-                    false
-                }
-            };
-            changed |= ok;
-            end_change(&conn, ok, &mut aborted);
-        }
-        let dispatcher = if changed && !aborted { hooks.dispatcher() } else { None };
-        let claims = match &dispatcher {
-            Some(d) => claim_in_batch(&conn, d.as_ref(), hooks.policy(), &mut aborted),
-            None => Vec::new(),
-        };
         let committing = std::time::Instant::now();
-        let commit = match (began, aborted) {
+        let commit = match (began, applied.aborted) {
             (Ok(()), false) => run(&conn, "COMMIT").map_err(StoreError::from),
             (Ok(()), true) => Err(StoreError::Database("the write transaction was aborted".into())),
             (Err(e), _) => Err(StoreError::from(e)),
@@ -475,12 +580,12 @@ fn writer_loop(
         match &commit {
             Ok(()) => {
                 stats.commit.observe(committing.elapsed().as_secs_f64());
-                stats.batch.observe(done.len() as f64);
+                stats.batch.observe(batch.len() as f64);
             }
             Err(_) => stats.failed.inc(),
         }
         if let Err(e) = &commit {
-            tracing::error!(error = %e, batch = done.len(), "write batch failed; every change in it is rolled back");
+            tracing::error!(error = %e, batch = batch.len(), "write batch failed; every change in it is rolled back");
             let _ = conn.execute_batch("ROLLBACK");
         }
         // Watchers first, so a caller that reads `subscribe()` right after
@@ -497,14 +602,14 @@ fn writer_loop(
             });
         }
         // The agents first: their work is what the dispatch latency measures.
-        if let (Some(d), Ok(())) = (dispatcher, &commit)
-            && !claims.is_empty()
-            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.claimed(claims))).is_err()
+        if let (Some(d), Ok(())) = (&dispatcher, &commit)
+            && !applied.claims.is_empty()
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.claimed(applied.claims))).is_err()
         {
             tracing::error!("the dispatcher panicked handing out claims; the accept deadline reclaims them");
         }
-        for completion in done.drain(..) {
-            completion(commit.clone());
+        for job in batch.drain(..) {
+            job.answer(commit.clone());
         }
         if let Some(f) = after_batch.take() {
             f(&conn);
@@ -659,11 +764,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_task(&self, id: TaskId, spec: TaskSpec, now: Millis) -> Result<Created> {
-        self.write(move |c| ops::create_task(c, id, spec, now)).await
+        self.write(move |c| ops::create_task(c, id.clone(), spec.clone(), now)).await
     }
 
     async fn create_tasks(&self, tasks: Vec<(TaskId, TaskSpec)>, now: Millis) -> Result<Vec<Created>> {
-        self.write(move |c| ops::create_tasks(c, tasks, now)).await
+        self.write(move |c| ops::create_tasks(c, tasks.clone(), now)).await
     }
 
     async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
@@ -717,7 +822,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Result<Vec<Task>>>> {
         let agents = agents.to_vec();
         let policy = self.policy();
-        self.write(move |c| ops::claim_for_agents(c, &agents, now, accept_within, policy)).await
+        self.write(move |c| ops::claim_for_agents(c, &agents, now, accept_within, policy, true)).await
     }
 
     async fn start_task(
@@ -879,7 +984,7 @@ impl Store for SqliteStore {
     }
 
     async fn open_decision(&self, new: NewDecision, now: Millis) -> Result<(DecisionRecord, Task)> {
-        self.write(move |c| ops::open_decision(c, new, now)).await
+        self.write(move |c| ops::open_decision(c, new.clone(), now)).await
     }
 
     async fn answer_decision(
@@ -891,7 +996,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<(DecisionRecord, Task)> {
         let (option, by) = (option.to_owned(), by.to_owned());
-        self.write(move |c| ops::answer_decision(c, id, &option, note, &by, now)).await
+        self.write(move |c| ops::answer_decision(c, id, &option, note.clone(), &by, now)).await
     }
 
     async fn expire_decisions(&self, now: Millis, limit: usize) -> Result<Vec<(DecisionRecord, Task)>> {
@@ -912,7 +1017,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_pipeline(&self, p: NewPipeline, now: Millis) -> Result<PipelineRecord> {
-        self.write(move |c| ops::create_pipeline(c, p, now)).await
+        self.write(move |c| ops::create_pipeline(c, p.clone(), now)).await
     }
 
     async fn pipeline(&self, id: i64) -> Result<Option<PipelineRecord>> {
@@ -944,7 +1049,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_schedule(&self, new: NewSchedule, now: Millis) -> Result<ScheduleRecord> {
-        self.write(move |c| ops::add_schedule(c, new, now)).await
+        self.write(move |c| ops::add_schedule(c, new.clone(), now)).await
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
@@ -982,7 +1087,7 @@ impl Store for SqliteStore {
     }
 
     async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>> {
-        self.write(move |c| ops::fire_schedule(c, f, now)).await
+        self.write(move |c| ops::fire_schedule(c, f.clone(), now)).await
     }
 
     async fn create_channel(&self, name: &str, description: &str, by: &str, now: Millis) -> Result<ChannelRecord> {
@@ -1041,7 +1146,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Created> {
         let parent = parent.clone();
-        self.write(move |c| ops::create_followup(c, &parent, epoch, id, spec, now)).await
+        self.write(move |c| ops::create_followup(c, &parent, epoch, id.clone(), spec.clone(), now)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {
@@ -1075,7 +1180,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<()> {
         let (agent, id) = (agent.clone(), id.clone());
-        self.write(move |c| ops::append_steps(c, &agent, &id, epoch, steps, now)).await
+        self.write(move |c| ops::append_steps(c, &agent, &id, epoch, steps.clone(), now)).await
     }
 
     async fn set_live(
@@ -1160,6 +1265,7 @@ impl Store for SqliteStore {
             commit_seconds: s.commit.snapshot(),
             batch_size: s.batch.snapshot(),
             failed_batches: s.failed.get(),
+            redone_batches: s.redone.get(),
         }
     }
 }

@@ -971,14 +971,17 @@ pub fn claim_tasks(
     Ok(claimed)
 }
 
-/// Claims for each agent in turn. Each claim runs in its own savepoint, so
-/// one that fails is undone alone and the others stand.
+/// Claims for each agent in turn. With `savepoints`, each claim runs in its
+/// own, so one that fails is undone alone and the others stand. Without,
+/// a claim that fails before writing anything fails alone, and one that
+/// fails after writing fails the whole pass, which the caller must undo.
 pub fn claim_for_agents(
     c: &Connection,
     agents: &[AgentName],
     now: Millis,
     accept_within: Duration,
     policy: Policy,
+    savepoints: bool,
 ) -> Result<Vec<Result<Vec<Task>>>> {
     let mut out = Vec::with_capacity(agents.len());
     for (k, agent) in agents.iter().enumerate() {
@@ -986,6 +989,14 @@ pub fn claim_for_agents(
         // (Callers ask before the first.)
         if k > 0 && next_ready(c)?.is_none_or(|ready| ready > now) {
             out.push(Ok(Vec::new()));
+            continue;
+        }
+        if !savepoints {
+            let before = c.total_changes();
+            match claim_tasks(c, agent, now, accept_within, policy) {
+                Err(e) if c.total_changes() != before => return Err(e),
+                claimed => out.push(claimed),
+            }
             continue;
         }
         super::run(c, "SAVEPOINT claim")?;

@@ -321,6 +321,32 @@ async fn a_failing_change_does_not_undo_the_rest_of_its_batch() {
         events.iter().filter(|e| e.kind == "task.created").map(|e| e.task.clone()).collect();
     assert_eq!(created, [0, 1, 2, 3].map(|n| Some(task_id(n))), "events of failed changes must be undone too");
     assert!(events.iter().all(|e| e.kind != "task.retried"));
+    assert_eq!(store.write_stats().redone_batches, 1, "only the batch with the half-written change is redone");
+    store.close().await;
+}
+
+/// A change refused before it writes anything needs no undoing: its batch
+/// is committed as it was applied, without savepoints, and not redone.
+#[tokio::test]
+async fn a_change_refused_before_writing_does_not_redo_its_batch() {
+    let (store, dir) = fresh_sqlite().await;
+    let queued = store.create_task(task_id(0), spec("queued"), at(0)).await.unwrap().task;
+    let blocker = raw(&db_path(&dir));
+    let first = task_id(0);
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (s1, refused, s2, ()) = tokio::join!(
+        biased;
+        store.create_task(task_id(1), spec("one"), at(1)),
+        store.retry_task(&first, at(1)),
+        store.create_task(task_id(2), spec("two"), at(1)),
+        async { blocker.execute_batch("COMMIT").unwrap() },
+    );
+    assert!(s1.unwrap().created && s2.unwrap().created);
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "retry of a queued task: {refused:?}");
+    assert_eq!(store.task(&task_id(0)).await.unwrap(), Some(queued));
+    let stats = store.write_stats();
+    assert_eq!(stats.redone_batches, 0, "{stats:?}");
+    assert_eq!(stats.failed_batches, 0, "{stats:?}");
     store.close().await;
 }
 
