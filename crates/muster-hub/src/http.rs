@@ -960,7 +960,7 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
     let now = hub.now();
     let created = hub.shared.store.create_task(new_task_id(now)?, spec, now).await?;
     if created.created {
-        hub.wake_dispatcher();
+        hub.wake_for(&created.task);
         // The task is durable; a shadow that cannot be queued costs only the comparison.
         if let Err(e) = hub.start_shadows(&created.task, &shadows).await {
             tracing::error!(task_id = %created.task.id, error = %e, "cannot queue shadow runs");

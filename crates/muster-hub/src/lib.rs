@@ -318,6 +318,19 @@ impl Hub {
         self.shared.wake.notify_one();
     }
 
+    /// Wakes the dispatch loop for a task a store change just wrote, unless
+    /// the claim pass that ran in the same batch served it already: a task
+    /// due now was claimed there if any agent had room (and otherwise waits
+    /// for a slot, which is refilled in the batch that frees it), and so was
+    /// the slot a finished task freed. A task queued for later, such as a
+    /// retry in backoff, needs the loop to wait for it. A pass that failed
+    /// wakes the loop itself (`BatchDispatch::missed`).
+    pub(crate) fn wake_for(&self, task: &muster_core::Task) {
+        if task.state == muster_core::TaskState::Queued && task.ready_at > self.now() {
+            self.wake_dispatcher();
+        }
+    }
+
     /// Sends a message to a connected agent; false if it is not connected.
     pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");

@@ -182,6 +182,12 @@ impl Dispatcher for BatchDispatch {
             hub.send_assignments(agent, tasks);
         }
     }
+
+    fn missed(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            Hub { shared }.wake_dispatcher();
+        }
+    }
 }
 
 /// Runs `job` every `interval(settings)`, counting from `age` (how long ago

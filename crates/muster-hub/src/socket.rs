@@ -41,6 +41,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// much; a frame larger than it (a `finished` report with a diff) gets a
 /// buffer of its own size while it is read.
 const SOCKET_BUFFER: usize = 1024;
+/// Bytes of frames to the agent gathered before they are written. The
+/// session writes whatever is queued (an `assign` per task a claim pass
+/// handed over, an `ack` per report a batch made durable) and then flushes,
+/// so a burst is one write, not one per frame; the buffer only grows as far
+/// as the bursts an agent is sent.
+const WRITE_GATHER: usize = 16 * 1024;
 /// How long a task an agent turned down waits before it is handed out again.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 /// Longest a close frame may take to send before the socket is dropped anyway.
@@ -76,7 +82,7 @@ pub async fn connect(
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
         .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_GATHER)
         .on_upgrade(move |socket| session(hub, name, socket)))
 }
 
@@ -272,21 +278,37 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
                         last_heard = tokio::time::Instant::now();
                     }
                 }
-                out = rx.next() => match out {
-                    Some(Outbound::Msg(m)) => {
-                        // An agent that stops reading must not wedge its session.
-                        match tokio::time::timeout(offline_after, sink.send(text(&m))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => break format!("send failed: {e}"),
-                            Err(_) => break format!("the agent read nothing for {} ms", offline_after.as_millis()),
+                out = rx.next() => {
+                    // Everything already queued goes out in one write.
+                    let mut next = out;
+                    let mut ending = None;
+                    let sent = async {
+                        while let Some(Outbound::Msg(m)) = next {
+                            sink.feed(text(&m)).await?;
+                            next = match rx.try_recv() {
+                                Ok(more) => Some(more),
+                                Err(e) if e.is_closed() => None,
+                                Err(_) => return sink.flush().await,
+                            };
                         }
+                        ending = Some(next);
+                        sink.flush().await
+                    };
+                    // An agent that stops reading must not wedge its session.
+                    match tokio::time::timeout(offline_after, sent).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break format!("send failed: {e}"),
+                        Err(_) => break format!("the agent read nothing for {} ms", offline_after.as_millis()),
                     }
-                    Some(Outbound::Close(why)) => {
-                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::POLICY, &why))).await;
-                        break why;
+                    match ending {
+                        None | Some(Some(Outbound::Msg(_))) => {}
+                        Some(Some(Outbound::Close(why))) => {
+                            let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::POLICY, &why))).await;
+                            break why;
+                        }
+                        Some(None) => break "session replaced".into(),
                     }
-                    None => break "session replaced".into(),
-                },
+                }
                 // The guard `wait_for` returns is dropped inside the block: it must not be held across a send.
                 _ = async { drop(stopping.wait_for(|stop| *stop).await) } => {
                     let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(close(close_code::AWAY, "hub shutting down"))).await;
@@ -667,7 +689,7 @@ impl Conn {
                             }
                         }
                         self.reply(HubMsg::Ack { task: id.to_string(), epoch: epoch.0 });
-                        self.hub.wake_dispatcher();
+                        self.hub.wake_for(&task);
                     }
                     Err(e) => self.refused(&id, epoch, "finished", e).await,
                 }

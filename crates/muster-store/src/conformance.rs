@@ -961,6 +961,7 @@ struct Recorder {
     now: std::sync::Mutex<Millis>,
     paused: std::sync::atomic::AtomicBool,
     handed: std::sync::Mutex<Vec<(AgentName, Vec<TaskId>)>>,
+    missed: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
@@ -990,6 +991,10 @@ impl crate::Dispatcher for Recorder {
             self.handed.lock().expect("recorder lock").push((agent, tasks.into_iter().map(|t| t.id).collect()));
         }
     }
+
+    fn missed(&self) {
+        self.missed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Arc<dyn Store>) {
@@ -999,6 +1004,7 @@ pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Ar
         now: std::sync::Mutex::new(T0),
         paused: std::sync::atomic::AtomicBool::new(false),
         handed: std::sync::Mutex::new(Vec::new()),
+        missed: std::sync::atomic::AtomicUsize::new(0),
     });
     s.set_dispatcher(rec.clone());
 
@@ -1006,6 +1012,8 @@ pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Ar
     // An agent the store does not know is skipped; the others are served.
     let t1 = submit(&*s, 1, spec("one"), T0).await;
     assert_eq!(rec.take(), [(a.clone(), vec![t1.clone()])], "the creation of {t1} was not claimed with it");
+    // The skipped agent's claim failed: the dispatcher hears that it missed.
+    assert!(rec.missed.load(std::sync::atomic::Ordering::SeqCst) > 0, "a failed claim went unreported");
     let held = get(&*s, &t1).await;
     assert_eq!(held.state, TaskState::Assigned, "{t1} after its creation's claim");
     assert_eq!(held.lease.as_ref().map(|l| (&l.agent, l.expires_at)), Some((&a, T0.plus(ACCEPT))), "lease of {t1}");

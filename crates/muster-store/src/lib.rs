@@ -75,6 +75,9 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// What was claimed, once it is committed. Claims that did not commit
     /// are never passed here; their tasks are still queued.
     fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>);
+    /// A planned pass failed, or its batch did not commit: what it would
+    /// have handed out is still queued, for the dispatcher to claim itself.
+    fn missed(&self);
 }
 
 /// One claim pass: whom for, when, and how long each agent has to accept.

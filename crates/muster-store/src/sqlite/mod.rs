@@ -394,6 +394,8 @@ struct Applied {
     aborted: bool,
     /// A change failed after writing, with no savepoint to undo it alone.
     redo: bool,
+    /// The dispatcher planned a claim pass that failed.
+    missed: bool,
     /// The dispatcher's claims, handed out once the batch is committed.
     claims: Vec<(AgentName, Vec<Task>)>,
 }
@@ -464,14 +466,18 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
     let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         ops::claim_for_agents(conn, &plan.agents, plan.now, plan.accept_within, policy, savepoints)
     }));
-    let failed = match pass {
+    // A claim that failed alone leaves the others standing, but what it
+    // would have taken is missed all the same.
+    let mut one_failed = false;
+    let mut failed = match pass {
         Ok(Ok(results)) => {
             for (agent, result) in plan.agents.into_iter().zip(results) {
                 match result {
                     Ok(tasks) if !tasks.is_empty() => applied.claims.push((agent, tasks)),
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again")
+                        one_failed = true;
+                        tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again");
                     }
                 }
             }
@@ -496,7 +502,10 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
     } else if failed && conn.total_changes() != before {
         applied.claims.clear();
         applied.redo = true;
+        // Not missed yet: the redo passes again.
+        failed = false;
     }
+    applied.missed = failed || one_failed;
 }
 
 /// Ends the savepoint a change ran in: undone alone unless it `stands`.
@@ -602,11 +611,19 @@ fn writer_loop(
             });
         }
         // The agents first: their work is what the dispatch latency measures.
-        if let (Some(d), Ok(())) = (&dispatcher, &commit)
-            && !applied.claims.is_empty()
-            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.claimed(applied.claims))).is_err()
-        {
-            tracing::error!("the dispatcher panicked handing out claims; the accept deadline reclaims them");
+        if let Some(d) = &dispatcher {
+            let missed = applied.missed || (commit.is_err() && !applied.claims.is_empty());
+            let handed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if commit.is_ok() && !applied.claims.is_empty() {
+                    d.claimed(applied.claims);
+                }
+                if missed {
+                    d.missed();
+                }
+            }));
+            if handed.is_err() {
+                tracing::error!("the dispatcher panicked handing out claims; the accept deadline reclaims them");
+            }
         }
         for job in batch.drain(..) {
             job.answer(commit.clone());
