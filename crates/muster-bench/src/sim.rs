@@ -2,7 +2,7 @@
 //! real WebSockets that run a no-op, so what is measured is the hub.
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use muster_proto::to_json;
 use muster_proto::ws::{AgentMsg, HubMsg, PROTOCOL_VERSION, RunRef};
 use serde_json::{Value, json};
@@ -179,10 +179,9 @@ pub fn source_for(k: usize) -> IpAddr {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// Small buffers: a bench may hold tens of thousands of these. Replies are
-/// gathered and flushed once per read (see `session`).
+/// Small buffers: a bench may hold tens of thousands of these.
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
 async fn connect(hub: SocketAddr, spec: &AgentSpec) -> anyhow::Result<Socket> {
@@ -276,33 +275,50 @@ async fn session(
     loop {
         tokio::select! {
             frame = ws.next() => {
-                // Every frame that came in one read is answered, then the
-                // answers go out in one write, as a real agent's would.
-                let mut frame = frame;
-                loop {
-                    let text = match frame {
-                        None => bail!("closed"),
-                        Some(Err(e)) => return Err(e.into()),
-                        Some(Ok(Message::Text(t))) => Some(t),
-                        Some(Ok(Message::Close(_))) => bail!("closed by the hub"),
-                        Some(Ok(_)) => None,
-                    };
-                    if let Some(text) = text {
-                        let greeting = answer(&mut ws, &text, spec, tally, runs, seen).await?;
-                        if let Some(every) = greeting {
-                            beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                            if !welcomed {
-                                welcomed = true;
-                                tally.bump(&tally.welcomed);
-                            }
+                let text = match frame {
+                    None => bail!("closed"),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) => bail!("closed by the hub"),
+                    Some(Ok(_)) => continue,
+                };
+                let at = Instant::now();
+                let msg: HubMsg = serde_json::from_str(&text).with_context(|| format!("unreadable frame {text}"))?;
+                match msg {
+                    HubMsg::Welcome { heartbeat_ms, .. } | HubMsg::Settings { heartbeat_ms, .. } => {
+                        let every = Duration::from_millis(heartbeat_ms.max(1));
+                        beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                        if !welcomed {
+                            welcomed = true;
+                            tally.bump(&tally.welcomed);
                         }
                     }
-                    match ws.next().now_or_never() {
-                        Some(next) => frame = next,
-                        None => break,
+                    HubMsg::Assign { task, epoch, metadata, .. } => {
+                        seen.first_assign.get_or_insert(at);
+                        if let Some(i) = metadata.as_ref().and_then(|m| m.get("i")).and_then(Value::as_u64) {
+                            seen.assigned.push((i, at));
+                        }
+                        tally.bump(&tally.assigned);
+                        let accept = AgentMsg::Accept { task: task.clone(), epoch };
+                        ws.feed(Message::text(to_json(&accept))).await?;
+                        if spec.mode == Mode::Finish {
+                            ws.send(Message::text(to_json(&finished(task, epoch)))).await?;
+                        } else {
+                            ws.flush().await?;
+                            runs.insert(task, epoch);
+                            tally.bump(&tally.running);
+                        }
                     }
+                    HubMsg::Ack { .. } => {
+                        seen.acked.push(at);
+                        tally.bump(&tally.acked);
+                    }
+                    HubMsg::Drop { task, .. } | HubMsg::Cancel { task, .. } if runs.remove(&task).is_some() => {
+                        tally.bump(&tally.dropped);
+                    }
+                    HubMsg::Error { message } => eprintln!("bench agent {}: the hub said: {message}", spec.name),
+                    _ => {}
                 }
-                ws.flush().await?;
             }
             _ = beat.tick(), if welcomed => {
                 let msg = AgentMsg::Heartbeat { runs: run_refs(runs), draining: false };
@@ -315,50 +331,6 @@ async fn session(
             }
         }
     }
-}
-
-/// Handles one frame from the hub, feeding (not flushing) any answer;
-/// returns the heartbeat interval when the frame sets it.
-async fn answer(
-    ws: &mut Socket,
-    text: &str,
-    spec: &AgentSpec,
-    tally: &Tally,
-    runs: &mut BTreeMap<String, u64>,
-    seen: &mut Seen,
-) -> anyhow::Result<Option<Duration>> {
-    let at = Instant::now();
-    let msg: HubMsg = serde_json::from_str(text).with_context(|| format!("unreadable frame {text}"))?;
-    match msg {
-        HubMsg::Welcome { heartbeat_ms, .. } | HubMsg::Settings { heartbeat_ms, .. } => {
-            return Ok(Some(Duration::from_millis(heartbeat_ms.max(1))));
-        }
-        HubMsg::Assign { task, epoch, metadata, .. } => {
-            seen.first_assign.get_or_insert(at);
-            if let Some(i) = metadata.as_ref().and_then(|m| m.get("i")).and_then(Value::as_u64) {
-                seen.assigned.push((i, at));
-            }
-            tally.bump(&tally.assigned);
-            let accept = AgentMsg::Accept { task: task.clone(), epoch };
-            ws.feed(Message::text(to_json(&accept))).await?;
-            if spec.mode == Mode::Finish {
-                ws.feed(Message::text(to_json(&finished(task, epoch)))).await?;
-            } else {
-                runs.insert(task, epoch);
-                tally.bump(&tally.running);
-            }
-        }
-        HubMsg::Ack { .. } => {
-            seen.acked.push(at);
-            tally.bump(&tally.acked);
-        }
-        HubMsg::Drop { task, .. } | HubMsg::Cancel { task, .. } if runs.remove(&task).is_some() => {
-            tally.bump(&tally.dropped);
-        }
-        HubMsg::Error { message } => eprintln!("bench agent {}: the hub said: {message}", spec.name),
-        _ => {}
-    }
-    Ok(None)
 }
 
 fn finished(task: String, epoch: u64) -> AgentMsg {
