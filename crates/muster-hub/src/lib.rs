@@ -322,11 +322,13 @@ impl Hub {
     /// the claim pass that ran in the same batch served it already: a task
     /// due now was claimed there if any agent had room (and otherwise waits
     /// for a slot, which is refilled in the batch that frees it), and so was
-    /// the slot a finished task freed. A task queued for later, such as a
-    /// retry in backoff, needs the loop to wait for it. A pass that failed
-    /// wakes the loop itself (`BatchDispatch::missed`).
+    /// the slot a finished task freed. A task queued for later than the
+    /// change that wrote it (its `updated_at`, which the pass's own clock
+    /// reading is no earlier than), such as a retry in backoff, needs the
+    /// loop to wait for it. A pass that failed wakes the loop itself
+    /// (`BatchDispatch::missed`).
     pub(crate) fn wake_for(&self, task: &muster_core::Task) {
-        if task.state == muster_core::TaskState::Queued && task.ready_at > self.now() {
+        if task.state == muster_core::TaskState::Queued && task.ready_at > task.updated_at {
             self.wake_dispatcher();
         }
     }
