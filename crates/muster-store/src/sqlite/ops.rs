@@ -2340,14 +2340,29 @@ pub fn incremental_vacuum(c: &Connection, pages: u64) -> Result<u64> {
     Ok(before.saturating_sub(free(c)?) as u64)
 }
 
+/// Tries a truncating checkpoint this many times, `CHECKPOINT_RETRY` apart.
+const CHECKPOINT_TRIES: u32 = 20;
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
+
 /// Folds the write-ahead log into the file and truncates it, unless a
-/// reader is in the way: then it gives up at once (the next checkpoint does
-/// it) rather than hold up every write while the reader finishes.
+/// reader is in the way: then it gives up (the next checkpoint does it)
+/// rather than hold up every write while the reader finishes. The
+/// background checkpointer holds the log for a few milliseconds at a time,
+/// so a busy log is tried again for up to a tenth of a second first.
 pub fn checkpoint(c: &Connection) -> Result<()> {
     c.busy_timeout(Duration::ZERO)?;
-    let result = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let mut result = Ok(0);
+    for _ in 0..CHECKPOINT_TRIES {
+        // The first column is 1 when the checkpoint could not finish.
+        result = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        match result {
+            Ok(1) => std::thread::sleep(CHECKPOINT_RETRY),
+            _ => break,
+        }
+    }
     c.busy_timeout(Duration::from_secs(10))?;
-    Ok(result?)
+    result?;
+    Ok(())
 }
 
 const LAST_COMPACTION_AT: &str = "compaction.last_at";
