@@ -469,7 +469,11 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
     // A claim that failed alone leaves the others standing, but what it
     // would have taken is missed all the same.
     let mut one_failed = false;
-    let mut failed = match pass {
+    let pass_failed = !matches!(pass, Ok(Ok(_)));
+    // Half-written without a savepoint: the batch is redone, and the pass
+    // with it, which says what failed then.
+    let half_written = !savepoints && pass_failed && conn.total_changes() != before;
+    match pass {
         Ok(Ok(results)) => {
             for (agent, result) in plan.agents.into_iter().zip(results) {
                 match result {
@@ -481,31 +485,21 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
                     }
                 }
             }
-            false
         }
-        // Half-written without a savepoint: the batch is redone, and the
-        // pass with it, which says what failed then.
-        Ok(Err(_)) | Err(_) if !savepoints && conn.total_changes() != before => true,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "a claim pass failed; the dispatch loop tries again");
-            true
-        }
-        Err(_) => {
-            tracing::error!("a claim pass panicked; it is rolled back");
-            true
-        }
-    };
+        _ if half_written => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "a claim pass failed; the dispatch loop tries again"),
+        Err(_) => tracing::error!("a claim pass panicked; it is rolled back"),
+    }
     if savepoints {
-        end_change(conn, !failed && !applied.claims.is_empty(), &mut applied.aborted);
+        end_change(conn, !pass_failed && !applied.claims.is_empty(), &mut applied.aborted);
     } else if conn.is_autocommit() {
         applied.aborted = true;
-    } else if failed && conn.total_changes() != before {
+    } else if half_written {
         applied.claims.clear();
         applied.redo = true;
-        // Not missed yet: the redo passes again.
-        failed = false;
     }
-    applied.missed = failed || one_failed;
+    // Not missed yet when redone: the redo passes again.
+    applied.missed = (pass_failed && !applied.redo) || one_failed;
 }
 
 /// Ends the savepoint a change ran in: undone alone unless it `stands`.
