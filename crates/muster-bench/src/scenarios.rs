@@ -37,7 +37,7 @@ const PATIENCE: Duration = Duration::from_secs(1800);
 /// A hub with `agents` simulated agents of `slots` slots, all connected.
 async fn hub_with_agents(dir: &Path, plan: &Plan, mode: Mode) -> anyhow::Result<(HubProc, Api, Fleet)> {
     let hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.heartbeat)).await?;
-    let api = Api::new(&hub.url, &hub.token);
+    let api = Api::new(hub.addr, &hub.token);
     let agents = api.add_agents("worker", plan.agents as usize, 32).await?;
     let fleet = Fleet::start(hub.addr, &agents, plan.slots, mode);
     let n = agents.len() as u64;
@@ -190,7 +190,7 @@ pub async fn agents(dir: &Path, plan: &Plan) -> anyhow::Result<AgentsRow> {
     let possible = limit.saturating_sub(256) as usize;
     let k = plan.idle_agents.min(possible);
     let hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.idle_heartbeat)).await?;
-    let api = Api::new(&hub.url, &hub.token);
+    let api = Api::new(hub.addr, &hub.token);
     let agents = api.add_agents("idle", k, 64).await?;
     let before = hub.rss_bytes()?;
     let fleet = Fleet::start(hub.addr, &agents, 1, Mode::Idle);
@@ -240,7 +240,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// dispatch, and a count that nothing was lost.
 pub async fn recovery(dir: &Path, plan: &Plan) -> anyhow::Result<RecoveryRow> {
     let mut hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.heartbeat)).await?;
-    let api = Api::new(&hub.url, &hub.token);
+    let api = Api::new(hub.addr, &hub.token);
     let holders_n = plan.running.div_ceil(100).max(1) as usize;
     let per_holder = plan.running.div_ceil(holders_n as u64) as u32;
     let holders = api.add_agents("holder", holders_n, 16).await?;
@@ -278,7 +278,7 @@ pub async fn recovery(dir: &Path, plan: &Plan) -> anyhow::Result<RecoveryRow> {
             t.assigned.load(Ordering::Relaxed) > fresh_tally_before
         })
         .await?;
-    let api = Api::new(&hub.url, &hub.token);
+    let api = Api::new(hub.addr, &hub.token);
     // Every holder re-attaches its runs before the count is taken.
     let reattached = Instant::now();
     loop {
