@@ -233,7 +233,7 @@ async fn track(
     let started = std::time::Instant::now();
     let mut id = [0u8; 8];
     let _ = getrandom::fill(&mut id);
-    let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let request_id = crate::auth::hex(&id);
     let span = tracing::info_span!("request", request_id = %request_id, route = %route);
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     let m = hub.metrics();

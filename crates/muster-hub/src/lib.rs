@@ -391,7 +391,6 @@ fn task_token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     }
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    write_secret_file(&path, &hex).with_context(|| format!("cannot write {}", path.display()))?;
+    write_secret_file(&path, &auth::hex(&key)).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
 }

@@ -140,7 +140,7 @@ pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: By
     };
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("no randomness available: {e}")))?;
-    let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::auth::hex(&raw);
     let expires = hub.now().plus(SESSION_IDLE);
     hub.shared
         .ui_sessions

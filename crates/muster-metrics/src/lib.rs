@@ -5,7 +5,6 @@
 //! families. Label values must come from bounded sets (a route template, an
 //! outcome name), never from ids or user input.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,21 +86,28 @@ impl Histogram {
 pub struct Family<T> {
     labels: &'static [&'static str],
     make: fn() -> T,
-    /// Short critical sections only; values are read by snapshot.
-    members: Mutex<BTreeMap<Vec<String>, std::sync::Arc<T>>>,
+    /// Sorted by label values, so a lookup (every request makes some)
+    /// allocates nothing; short critical sections only.
+    members: Mutex<Vec<(Vec<String>, std::sync::Arc<T>)>>,
 }
 
 impl<T> Family<T> {
     pub fn new(labels: &'static [&'static str], make: fn() -> T) -> Family<T> {
-        Family { labels, make, members: Mutex::new(BTreeMap::new()) }
+        Family { labels, make, members: Mutex::new(Vec::new()) }
     }
 
     /// The member for these label values (in the order of `labels`).
     pub fn with(&self, values: &[&str]) -> std::sync::Arc<T> {
         debug_assert_eq!(values.len(), self.labels.len());
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let mut members = self.members.lock().expect("metrics lock poisoned");
-        members.entry(key).or_insert_with(|| std::sync::Arc::new((self.make)())).clone()
+        match members.binary_search_by(|(key, _)| key.iter().map(String::as_str).cmp(values.iter().copied())) {
+            Ok(i) => members[i].1.clone(),
+            Err(i) => {
+                let member = std::sync::Arc::new((self.make)());
+                members.insert(i, (values.iter().map(|v| v.to_string()).collect(), member.clone()));
+                member
+            }
+        }
     }
 
     fn each(&self, mut f: impl FnMut(Vec<(&'static str, String)>, &T)) {
@@ -217,6 +223,20 @@ mod tests {
         assert_eq!(s.buckets, vec![(1.0, 3), (5.0, 4), (f64::INFINITY, 5)]);
         assert_eq!(s.count, 5);
         assert_eq!(s.sum, 13.5);
+    }
+
+    #[test]
+    fn a_family_finds_each_member_again_and_lists_them_in_order() {
+        let f: Family<Counter> = Family::new(&["route", "status"], Counter::default);
+        f.with(&["/b", "200"]).inc();
+        f.with(&["/a", "500"]).inc();
+        f.with(&["/a", "200"]).inc();
+        f.with(&["/b", "200"]).add(2);
+        f.with(&["/a", "20"]).inc();
+        let mut seen = Vec::new();
+        f.each(|labels, c| seen.push((labels.into_iter().map(|(_, v)| v).collect::<Vec<_>>().join(" "), c.get())));
+        let want = [("/a 20", 1), ("/a 200", 1), ("/a 500", 1), ("/b 200", 3)];
+        assert_eq!(seen, want.map(|(l, n)| (l.to_owned(), n)));
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl std::fmt::Display for FieldError {
 /// A body that is not well-formed JSON (including anything after the value)
 /// names no field: the body as a whole is wrong.
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    // Most bodies fit; only one that does not is read again, keeping track
+    // of where it is, to say which field is at fault.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let malformed = |e: serde_json::Error| FieldError { field: String::new(), reason: format!("malformed JSON: {e}") };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
