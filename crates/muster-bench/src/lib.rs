@@ -9,6 +9,7 @@
 //! prints a table and writes JSON; `docs/benchmarks.md` explains each figure.
 
 mod ceiling;
+mod host;
 mod hub;
 mod peers;
 mod report;
@@ -171,6 +172,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
     let mut results = Results { smoke: plan.smoke, machine: machine(), ..Default::default() };
     let step = |name: &str| eprintln!("muster bench: {name} …");
+    step("the disk's fsync");
+    let span = if plan.smoke { Duration::from_millis(200) } else { Duration::from_secs(2) };
+    results.disk = Some(host::probe_fsync(&work, span)?);
     for scenario in &wanted {
         match scenario {
             Scenario::Throughput => {

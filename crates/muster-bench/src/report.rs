@@ -88,6 +88,25 @@ pub fn targets(r: &Results) -> Vec<Target> {
     out
 }
 
+/// How much CPU time the host took back during each measured scenario.
+fn steal_line(r: &Results) -> Option<String> {
+    let pct = |p: Option<f64>| p.map_or("-".to_owned(), |p| format!("{p:.0}%"));
+    let mut parts = Vec::new();
+    if r.throughput.iter().any(|t| t.steal_pct.is_some()) {
+        let each: Vec<String> =
+            r.throughput.iter().map(|t| format!("{} queued {}", t.queued, pct(t.steal_pct))).collect();
+        parts.push(format!("throughput ({})", each.join(", ")));
+    }
+    if r.latency.iter().any(|l| l.steal_pct.is_some()) {
+        let each: Vec<String> = r.latency.iter().map(|l| format!("{} {}", l.label, pct(l.steal_pct))).collect();
+        parts.push(format!("latency ({})", each.join(", ")));
+    }
+    if let Some(c) = r.ceiling.as_ref().filter(|c| c.steal_pct.is_some()) {
+        parts.push(format!("ceiling {}", pct(c.steal_pct)));
+    }
+    (!parts.is_empty()).then(|| format!("host steal (CPU time the host took back): {}", parts.join("; ")))
+}
+
 /// The results as a table for a terminal or a Markdown page.
 pub fn table(r: &Results, plan: &Plan) -> String {
     let mut s = String::new();
@@ -98,7 +117,18 @@ pub fn table(r: &Results, plan: &Plan) -> String {
         if r.smoke { " — SMOKE RUN: figures mean nothing" } else { "" }
     );
     let _ =
-        writeln!(s, "hub: SQLite WAL, synchronous=FULL; {} agents x {} slots; no-op runner\n", plan.agents, plan.slots);
+        writeln!(s, "hub: SQLite WAL, synchronous=FULL; {} agents x {} slots; no-op runner", plan.agents, plan.slots);
+    if let Some(d) = &r.disk {
+        let _ = writeln!(
+            s,
+            "disk: fsync after a {} KiB append p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} fsyncs)",
+            d.write_kib, d.p50_ms, d.p99_ms, d.p999_ms, d.max_ms, d.fsyncs
+        );
+    }
+    if let Some(line) = steal_line(r) {
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s);
     let muster = r.throughput.iter().find(|t| t.queued == 0);
     if !r.throughput.is_empty() || !r.peers.is_empty() {
         let _ =

@@ -13,6 +13,9 @@ pub struct ThroughputRow {
     /// Tasks that finished (acknowledged durable) per second while submissions went on.
     pub finished_per_sec: f64,
     pub seconds: f64,
+    /// Share of the machine's CPU time its host took back meanwhile, in percent.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,9 @@ pub struct LatencyRow {
     /// long after that acknowledgement the assignment arrived.
     #[serde(default)]
     pub parts: Option<LatencyParts>,
+    /// Share of the machine's CPU time its host took back meanwhile, in percent.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +97,22 @@ pub struct CeilingRow {
     pub batch: u64,
     pub lives_per_sec: f64,
     pub seconds: f64,
+    /// Share of the machine's CPU time its host took back meanwhile, in percent.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
+}
+
+/// How long the disk took to make a small append durable, measured on the
+/// work directory before the scenarios ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskProbe {
+    /// Bytes appended before each fsync, in KiB.
+    pub write_kib: u64,
+    pub fsyncs: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +144,8 @@ pub struct Target {
 pub struct Results {
     pub smoke: bool,
     pub machine: String,
+    #[serde(default)]
+    pub disk: Option<DiskProbe>,
     pub throughput: Vec<ThroughputRow>,
     pub latency: Vec<LatencyRow>,
     pub agents: Option<AgentsRow>,

@@ -1,5 +1,6 @@
 //! The scenarios that run a real hub: throughput, latency, agents, recovery.
 
+use crate::host;
 use crate::hub::HubProc;
 use crate::sim::{Api, Fleet, Mode, Seen};
 use crate::{Plan, results::*};
@@ -68,7 +69,9 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<
         api.seed(queued, 4).await?;
         api.call(reqwest::Method::POST, "/admin/resume", None).await?;
     }
+    let cpu = host::cpu_ticks();
     let (began, submitted) = submit_closed(&api, plan.tasks, plan.submitters).await?;
+    let steal_pct = host::steal_since(cpu);
     let total = plan.tasks + queued;
     // The figure is what finished while submissions went on. With an empty
     // queue every task then ends; a deep one is left as it is.
@@ -93,6 +96,7 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<
         submitted_per_sec: plan.tasks as f64 / window,
         finished_per_sec: finished_in_window as f64 / window,
         seconds: window,
+        steal_pct,
     })
 }
 
@@ -101,6 +105,7 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<
 pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow::Result<LatencyRow> {
     let (mut hub, api, fleet) = hub_with_agents(dir, plan, Mode::Finish).await?;
     let n = (rate * plan.latency_duration.as_secs_f64()).ceil().max(1.0) as u64;
+    let cpu = host::cpu_ticks();
     let t0 = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let api = Arc::new(api);
@@ -128,6 +133,7 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
         stamps.push(s.await.context("a submission panicked")??);
     }
     fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
+    let steal_pct = host::steal_since(cpu);
     let seen = fleet.stop().await;
     hub.stop().await;
     let mut whole = Spans::new()?;
@@ -160,6 +166,7 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
             submit: submit.spread(),
             after_ack: after_ack.spread(),
         }),
+        steal_pct,
     })
 }
 

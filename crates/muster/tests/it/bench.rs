@@ -28,6 +28,15 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
     assert!(stdout.contains("SMOKE RUN: figures mean nothing"), "{stdout}");
     assert!(stdout.contains("| target | wanted | measured | met |"), "{stdout}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the results file")).expect("JSON");
+    let disk = &r["disk"];
+    assert!(disk["fsyncs"].as_u64().unwrap() > 0 && disk["p50_ms"].as_f64().unwrap() > 0.0, "{disk}");
+    assert!(stdout.contains("disk: fsync after a 16 KiB append"), "{stdout}");
+    // Each measured scenario says how much CPU time the host took back.
+    for row in r["throughput"].as_array().unwrap().iter().chain(r["latency"].as_array().unwrap()) {
+        let steal = row["steal_pct"].as_f64().expect("steal while it ran");
+        assert!((0.0..=100.0).contains(&steal), "{row}");
+    }
+    assert!(stdout.contains("host steal (CPU time the host took back): throughput (0 queued "), "{stdout}");
 
     let throughput = r["throughput"].as_array().expect("throughput rows");
     assert_eq!(throughput.iter().map(|t| t["queued"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1000]);
