@@ -186,6 +186,13 @@ pub fn table(r: &Results, plan: &Plan) -> String {
                 part("after it", &p.after_ack)
             );
         }
+        if let Some(c) = &l.commits {
+            let _ = writeln!(
+                s,
+                "  hub commits meanwhile (log write and fsync): {}, of which {} over 5 ms, {} over 50 ms, {} over 500 ms; the slowest at most {:.0} ms",
+                c.commits, c.over_5ms, c.over_50ms, c.over_500ms, c.slowest_at_most_ms
+            );
+        }
     }
     if let Some(a) = &r.agents {
         let _ = writeln!(

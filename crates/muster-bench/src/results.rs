@@ -36,6 +36,21 @@ pub struct LatencyRow {
     /// Share of the machine's CPU time its host took back meanwhile, in percent.
     #[serde(default)]
     pub steal_pct: Option<f64>,
+    /// How long the hub's commits took meanwhile, from its own histogram.
+    #[serde(default)]
+    pub commits: Option<CommitTail>,
+}
+
+/// The slow end of the hub's commits (each a write of the log and its
+/// fsync): what of a latency tail the disk put there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitTail {
+    pub commits: u64,
+    pub over_5ms: u64,
+    pub over_50ms: u64,
+    pub over_500ms: u64,
+    /// The upper bound of the histogram bucket the slowest commit fell in.
+    pub slowest_at_most_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -112,7 +112,9 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
     // Paced from a thread of its own: the runtime's timers tick in whole
     // milliseconds, which would add up to one to every submission.
     let runtime = tokio::runtime::Handle::current();
+    let pacer_api = api.clone();
     let sends = tokio::task::spawn_blocking(move || {
+        let api = pacer_api;
         let mut sends = Vec::with_capacity(n as usize);
         for i in 0..n {
             let intended = t0 + interval.mul_f64(i as f64);
@@ -134,6 +136,7 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
     }
     fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
     let steal_pct = host::steal_since(cpu);
+    let commits = commit_tail(&api.metrics().await?)?;
     let seen = fleet.stop().await;
     hub.stop().await;
     let mut whole = Spans::new()?;
@@ -167,6 +170,33 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
             after_ack: after_ack.spread(),
         }),
         steal_pct,
+        commits: Some(commits),
+    })
+}
+
+/// The slow end of `muster_db_commit_duration_seconds` in a metrics text.
+fn commit_tail(metrics: &str) -> anyhow::Result<CommitTail> {
+    const BUCKET: &str = "muster_db_commit_duration_seconds_bucket{le=\"";
+    // Cumulative counts by upper bound, in the order the text gives them.
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(BUCKET) else { continue };
+        let (le, count) = rest.split_once("\"} ").with_context(|| format!("a bucket line without a count: {line}"))?;
+        let le =
+            if le == "+Inf" { f64::INFINITY } else { le.parse().with_context(|| format!("bucket bound {le:?}"))? };
+        buckets.push((le, count.trim().parse().with_context(|| format!("bucket count in {line}"))?));
+    }
+    let Some(&(_, commits)) = buckets.last() else {
+        bail!("the hub's metrics have no muster_db_commit_duration_seconds histogram");
+    };
+    let within = |limit: f64| buckets.iter().filter(|(le, _)| *le <= limit).map(|(_, n)| *n).max().unwrap_or(0);
+    let slowest = buckets.iter().find(|(_, n)| *n == commits).map_or(f64::INFINITY, |(le, _)| *le);
+    Ok(CommitTail {
+        commits,
+        over_5ms: commits - within(0.005),
+        over_50ms: commits - within(0.05),
+        over_500ms: commits - within(0.5),
+        slowest_at_most_ms: slowest * 1000.0,
     })
 }
 
@@ -315,4 +345,34 @@ pub async fn recovery(dir: &Path, plan: &Plan) -> anyhow::Result<RecoveryRow> {
         runs_dropped: dropped,
         lost: total.saturating_sub(total_after) + dropped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_tail_is_read_from_the_hubs_histogram() {
+        let text = "# TYPE muster_db_commit_duration_seconds histogram\n\
+            muster_db_commit_duration_seconds_bucket{le=\"0.001\"} 50\n\
+            muster_db_commit_duration_seconds_bucket{le=\"0.005\"} 90\n\
+            muster_db_commit_duration_seconds_bucket{le=\"0.05\"} 97\n\
+            muster_db_commit_duration_seconds_bucket{le=\"0.5\"} 99\n\
+            muster_db_commit_duration_seconds_bucket{le=\"1\"} 100\n\
+            muster_db_commit_duration_seconds_bucket{le=\"2.5\"} 100\n\
+            muster_db_commit_duration_seconds_bucket{le=\"+Inf\"} 100\n\
+            muster_db_commit_duration_seconds_sum 3.2\n\
+            muster_db_batch_size_bucket{le=\"1\"} 7\n";
+        let tail = commit_tail(text).unwrap();
+        let want = CommitTail { commits: 100, over_5ms: 10, over_50ms: 3, over_500ms: 1, slowest_at_most_ms: 1000.0 };
+        assert_eq!(tail, want);
+    }
+
+    #[test]
+    fn metrics_without_the_histogram_or_with_a_garbled_bucket_are_an_error() {
+        let none = commit_tail("muster_up 1\n").unwrap_err().to_string();
+        assert!(none.contains("no muster_db_commit_duration_seconds histogram"), "{none}");
+        let garbled = commit_tail("muster_db_commit_duration_seconds_bucket{le=\"x\"} 3\n").unwrap_err().to_string();
+        assert!(garbled.contains("bucket bound \"x\""), "{garbled}");
+    }
 }

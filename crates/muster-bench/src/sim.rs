@@ -101,6 +101,17 @@ impl Api {
         Ok(())
     }
 
+    /// The hub's metrics, as Prometheus text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let resp = self.http.get(format!("{}/metrics", self.url)).bearer_auth(&self.token).send().await?;
+        let status = resp.status();
+        let text = resp.text().await.context("/metrics: no body")?;
+        if !status.is_success() {
+            bail!("/metrics: {status}: {text}");
+        }
+        Ok(text)
+    }
+
     /// Task counts by state.
     pub async fn counts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let status = self.call(reqwest::Method::GET, "/status", None).await?;

@@ -37,6 +37,7 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
         assert!((0.0..=100.0).contains(&steal), "{row}");
     }
     assert!(stdout.contains("host steal (CPU time the host took back): throughput (0 queued "), "{stdout}");
+    assert!(stdout.contains("  hub commits meanwhile (log write and fsync): "), "{stdout}");
 
     let throughput = r["throughput"].as_array().expect("throughput rows");
     assert_eq!(throughput.iter().map(|t| t["queued"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1000]);
@@ -50,6 +51,8 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
         let (p50, p99, max) =
             (l["p50_ms"].as_f64().unwrap(), l["p99_ms"].as_f64().unwrap(), l["max_ms"].as_f64().unwrap());
         assert!(l["tasks"].as_u64().unwrap() >= 1 && p50 > 0.0 && p50 <= p99 && p99 <= max, "{l}");
+        // Every task's creation was committed, so the hub counted commits.
+        assert!(l["commits"]["commits"].as_u64().unwrap() >= 1, "{l}");
     }
     let agents = &r["agents"];
     assert_eq!(agents["agents"], 50, "{agents}");
