@@ -147,11 +147,20 @@ impl Submitter {
         request.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
         request.extend_from_slice(body.as_bytes());
         let idle = self.idle.lock().expect("submitter lock poisoned").pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => HttpConn::open(self.addr).await?,
+        let (mut conn, kept) = match idle {
+            Some(conn) => (conn, true),
+            None => (HttpConn::open(self.addr).await?, false),
         };
-        let answer = conn.exchange(&request).await.context("POST /tasks")?;
+        let answer = match conn.exchange(&request).await {
+            Ok(answer) => answer,
+            // A kept connection the hub closed while it sat idle took
+            // nothing of the request: it goes again on a new one.
+            Err(e) if kept && e.is::<Unanswered>() => {
+                conn = HttpConn::open(self.addr).await?;
+                conn.exchange(&request).await.context("POST /tasks")?
+            }
+            Err(e) => return Err(e.context("POST /tasks")),
+        };
         if !(200..300).contains(&answer.status) {
             bail!("POST /tasks: {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
         }
@@ -171,6 +180,7 @@ struct HttpConn {
 
 struct Answer {
     status: u16,
+    /// Kept only when the status is not a success.
     body: Vec<u8>,
     /// False when the hub said it closes the connection.
     reusable: bool,
@@ -184,9 +194,13 @@ impl HttpConn {
     }
 
     /// Writes `request` and reads its answer, which must give its length.
+    /// Fails with `Unanswered` when the connection broke before any of the
+    /// answer came.
     async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<Answer> {
         use tokio::io::AsyncWriteExt;
-        self.stream.write_all(request).await?;
+        if let Err(e) = self.stream.write_all(request).await {
+            return Err(anyhow::Error::new(Unanswered).context(e));
+        }
         let (head_len, status, length, reusable) = loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = std::str::from_utf8(&self.buf[..end]).context("an answer head that is not UTF-8")?;
@@ -198,19 +212,36 @@ impl HttpConn {
         while self.buf.len() < head_len + length {
             self.fill().await?;
         }
-        let body = self.buf[head_len..head_len + length].to_vec();
+        let body = match status {
+            200..300 => Vec::new(),
+            _ => self.buf[head_len..head_len + length].to_vec(),
+        };
         self.buf.drain(..head_len + length);
         Ok(Answer { status, body, reusable })
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
         use tokio::io::AsyncReadExt;
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
-            bail!("the hub closed the connection mid-answer");
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) if self.buf.is_empty() => Err(anyhow::Error::new(Unanswered)),
+            Ok(0) => bail!("the hub closed the connection mid-answer"),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 }
+
+/// The connection broke before any of the answer came.
+#[derive(Debug)]
+struct Unanswered;
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the hub closed the connection before answering")
+    }
+}
+
+impl std::error::Error for Unanswered {}
 
 /// An answer's status, body length and whether the connection stays open.
 fn parse_head(head: &str) -> anyhow::Result<(u16, usize, bool)> {
@@ -575,5 +606,35 @@ mod tests {
         assert!(seen[0].contains("authorization: Bearer tok\r\n"), "{}", seen[0]);
         assert!(seen[0].ends_with(r#"{"prompt":"noop","runner":"bench","priority":"high","metadata":{"i":7}}"#));
         assert!(seen[1].contains(r#""metadata":{"i":8}"#), "{}", seen[1]);
+    }
+
+    /// A kept connection the server closed while it sat idle is replaced,
+    /// and the submission goes through once, on the new one.
+    #[tokio::test]
+    async fn a_kept_connection_closed_while_idle_is_replaced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let answer = b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}";
+            let (mut first, _) = listener.accept().await.unwrap();
+            let n = first.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).contains(r#""metadata":{"i":1}"#));
+            first.write_all(answer).await.unwrap();
+            drop(first);
+            closed_tx.send(()).unwrap();
+            let (mut second, _) = listener.accept().await.unwrap();
+            let n = second.read(&mut buf).await.unwrap();
+            second.write_all(answer).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let submitter = Submitter::new(addr, "tok");
+        submitter.submit(1, "normal").await.unwrap();
+        closed_rx.await.unwrap();
+        submitter.submit(2, "normal").await.unwrap();
+        let second = server.await.unwrap();
+        assert!(second.contains(r#""metadata":{"i":2}"#), "{second}");
     }
 }
