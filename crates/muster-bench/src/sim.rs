@@ -44,17 +44,24 @@ impl Api {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.url));
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.with_context(|| format!("{path}: no answer"))?;
+        let text = self.text(req, path).await?;
+        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+    }
+
+    /// Sends `req` as the admin; the answer's body, or an error naming
+    /// `path` when the status is not a success.
+    async fn text(&self, req: reqwest::RequestBuilder, path: &str) -> anyhow::Result<String> {
+        let resp = req.bearer_auth(&self.token).send().await.with_context(|| format!("{path}: no answer"))?;
         let status = resp.status();
         let text = resp.text().await.with_context(|| format!("{path}: no body"))?;
         if !status.is_success() {
             bail!("{path}: {status}: {text}");
         }
-        Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+        Ok(text)
     }
 
     /// Registers an agent; returns its token.
@@ -103,13 +110,7 @@ impl Api {
 
     /// The hub's metrics, as Prometheus text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        let resp = self.http.get(format!("{}/metrics", self.url)).bearer_auth(&self.token).send().await?;
-        let status = resp.status();
-        let text = resp.text().await.context("/metrics: no body")?;
-        if !status.is_success() {
-            bail!("/metrics: {status}: {text}");
-        }
-        Ok(text)
+        self.text(self.http.get(format!("{}/metrics", self.url)), "/metrics").await
     }
 
     /// Task counts by state.
