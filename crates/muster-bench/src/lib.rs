@@ -62,6 +62,18 @@ pub struct BenchArgs {
     /// Idle agents to connect [default: 100000, or as many as the open-file limit allows; smoke 50].
     #[arg(long)]
     pub idle_agents: Option<usize>,
+    /// Pace the latency runs from this peak (tasks/s) instead of measuring
+    /// it: two builds, or two machines, compared at the same rates.
+    #[arg(long, value_parser = positive_rate)]
+    pub peak: Option<f64>,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        Ok(_) => Err(format!("{s} is not a rate: a peak is at least 1 task a second")),
+        Err(e) => Err(format!("{s} is not a number: {e}")),
+    }
 }
 
 /// Sizes and durations of one run.
@@ -185,8 +197,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             Scenario::Latency => {
-                let peak = match results.throughput.iter().find(|r| r.queued == 0) {
-                    Some(row) => row.finished_per_sec,
+                let measured = results.throughput.iter().find(|r| r.queued == 0).map(|row| row.finished_per_sec);
+                let peak = match args.peak.or(measured) {
+                    Some(peak) => peak,
                     None => {
                         step("throughput, to find the peak the latency runs are paced from");
                         scenarios::throughput(&work.join("peak"), &Plan { depths: vec![0], ..plan.clone() }, 0)
@@ -194,7 +207,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                             .finished_per_sec
                     }
                 };
-                for (share, label) in [(0.5, "half of peak"), (0.1, "10% of peak")] {
+                // A given peak is not this run's: its rows are named apart,
+                // so no target is judged on them.
+                let shares = match args.peak {
+                    Some(_) => [(0.5, "half of the given peak"), (0.1, "10% of the given peak")],
+                    None => [(0.5, "half of peak"), (0.1, "10% of peak")],
+                };
+                for (share, label) in shares {
                     step(&format!("latency at {label}"));
                     let dir = work.join(format!("latency-{}", (share * 100.0) as u32));
                     results.latency.push(scenarios::latency(&dir, &plan, (peak * share).max(1.0), label).await?);

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
@@ -77,6 +77,21 @@ fn start_logging(
         .with_context(|| format!("cannot open the log directory {}", data_dir.join("logs").display()))
 }
 
+/// Connections the kernel queues for the hub before it accepts them
+/// (capped by `net.core.somaxconn`, 4096 by default). The usual 128
+/// overflows when a fleet reconnects at once after a restart, or a burst of
+/// clients each opens a connection, and every connection dropped that way
+/// waits a whole second for its handshake to be sent again.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restarted hub takes its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Console) -> anyhow::Result<Opened> {
     let lock = lock_data_dir(&config.data_dir)?;
     let levels = start_logging(args, &config.data_dir, console)?;
@@ -89,7 +104,7 @@ async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Co
     let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
     hub.set_log_control(move |level| levels.set(level));
     // Bind before showing a new admin token: a start that fails must not use up its only display.
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = listen_on(listen).with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(token) = hub.ensure_admin_token(&data_dir).await? {
         let saved = data_dir.join("admin.token");
         // Shown to a person at a terminal only: piped or under a supervisor,
@@ -376,4 +391,30 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
     hub_task.await.context("the hub panicked")??;
     let _lock = opened._lock;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More clients than the usual backlog of 128 connect before the hub
+    /// accepts any: every handshake completes at once. With a short queue
+    /// the kernel drops the handshakes past it, and they never complete
+    /// while nothing accepts.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue_rather_than_being_dropped() {
+        let listener = listen_on("127.0.0.1:0".parse().unwrap()).expect("a listener on the loopback");
+        let addr = listener.local_addr().unwrap();
+        let connects: Vec<_> = (0..600)
+            .map(|_| tokio::spawn(tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))))
+            .collect();
+        let mut connected = 0;
+        for c in connects {
+            if matches!(c.await, Ok(Ok(Ok(_)))) {
+                connected += 1;
+            }
+        }
+        assert_eq!(connected, 600, "handshakes were dropped: the accept queue is shorter than a burst");
+        drop(listener);
+    }
 }

@@ -76,6 +76,35 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn latency_paced_from_a_given_peak_is_named_apart_and_judges_no_target() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("results.json");
+    let work = dir.path().join("run");
+    let (work_arg, out_arg) = (path_str(&work), path_str(&out));
+    let base = ["bench", "--smoke", "--scenario", "latency", "--work-dir", &work_arg, "--out", &out_arg];
+    let with_peak = |peak: &'static str| base.iter().copied().chain(["--peak", peak]).collect::<Vec<_>>();
+    let (code, stdout, stderr) = run_to_end(&mut muster_command(&with_peak("0.5")), Duration::from_secs(60)).await;
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("--peak") && stderr.contains("at least 1 task a second"), "{stderr}");
+    assert!(!out.exists(), "a refused run writes no results");
+
+    let (code, stdout, stderr) = run_to_end(&mut muster_command(&with_peak("400")), Duration::from_secs(300)).await;
+    assert_eq!(code, 0, "muster bench failed:\n{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the results file")).expect("JSON");
+    let rows: Vec<(&str, f64)> = r["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["label"].as_str().unwrap(), l["rate"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(rows, [("half of the given peak", 200.0), ("10% of the given peak", 40.0)]);
+    assert!(stdout.contains("latency at half of the given peak (200/s"), "{stdout}");
+    // No throughput run measured a peak, and none was asked for.
+    assert!(r["throughput"].as_array().unwrap().is_empty(), "{}", r["throughput"]);
+    assert!(!stdout.contains("dispatch latency p99"), "a given peak judges no target:\n{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_batch_of_tasks_is_created_whole_or_not_at_all() {
     let hub = Hub::start().await;
     let task = |prompt: &str| json!({ "prompt": prompt, "runner": "shell" });
