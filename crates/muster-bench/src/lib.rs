@@ -166,6 +166,46 @@ impl Plan {
     }
 }
 
+/// One step of a run.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Throughput at these queue depths, each with its place in `Plan::depths`.
+    Throughput(Vec<(usize, u64)>),
+    Latency,
+    Agents,
+    Recovery,
+    Ceiling,
+    Peers,
+}
+
+/// The order the scenarios asked for run in. Latency runs straight after
+/// the empty-queue throughput that gives its peak, before the deep queues:
+/// those write gigabytes the machine goes on digesting for minutes after
+/// (benchmarks.md, finding 23), which would otherwise land in the latency
+/// runs. The table lists throughput by depth all the same.
+fn steps(wanted: &[Scenario], depths: &[u64]) -> Vec<Step> {
+    let both = wanted.contains(&Scenario::Throughput) && wanted.contains(&Scenario::Latency);
+    let at = |empty: bool| depths.iter().copied().enumerate().filter(|(_, d)| (*d == 0) == empty).collect();
+    let mut out = Vec::new();
+    for scenario in wanted {
+        match scenario {
+            Scenario::Throughput if both => out.push(Step::Throughput(at(true))),
+            Scenario::Throughput => out.push(Step::Throughput(depths.iter().copied().enumerate().collect())),
+            Scenario::Latency => {
+                out.push(Step::Latency);
+                if both {
+                    out.push(Step::Throughput(at(false)));
+                }
+            }
+            Scenario::Agents => out.push(Step::Agents),
+            Scenario::Recovery => out.push(Step::Recovery),
+            Scenario::Ceiling => out.push(Step::Ceiling),
+            Scenario::Peers => out.push(Step::Peers),
+        }
+    }
+    out
+}
+
 /// Runs the scenarios asked for, prints the table and writes the JSON.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args);
@@ -187,16 +227,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     step("the disk's fsync");
     let span = if plan.smoke { Duration::from_millis(200) } else { Duration::from_secs(2) };
     results.disk = Some(host::probe_fsync(&work, span)?);
-    for scenario in &wanted {
-        match scenario {
-            Scenario::Throughput => {
-                for (i, depth) in plan.depths.iter().enumerate() {
+    for next in steps(&wanted, &plan.depths) {
+        match next {
+            Step::Throughput(depths) => {
+                for (i, depth) in depths {
                     step(&format!("throughput with {depth} queued"));
-                    let row = scenarios::throughput(&work.join(format!("throughput-{i}")), &plan, *depth).await?;
+                    let row = scenarios::throughput(&work.join(format!("throughput-{i}")), &plan, depth).await?;
                     results.throughput.push(row);
                 }
             }
-            Scenario::Latency => {
+            Step::Latency => {
                 let measured = results.throughput.iter().find(|r| r.queued == 0).map(|row| row.finished_per_sec);
                 let peak = match args.peak.or(measured) {
                     Some(peak) => peak,
@@ -219,19 +259,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     results.latency.push(scenarios::latency(&dir, &plan, (peak * share).max(1.0), label).await?);
                 }
             }
-            Scenario::Agents => {
+            Step::Agents => {
                 step("idle agents");
                 results.agents = Some(scenarios::agents(&work.join("agents"), &plan).await?);
             }
-            Scenario::Recovery => {
+            Step::Recovery => {
                 step("recovery after SIGKILL");
                 results.recovery = Some(scenarios::recovery(&work.join("recovery"), &plan).await?);
             }
-            Scenario::Ceiling => {
+            Step::Ceiling => {
                 step("the write ceiling");
                 results.ceiling = Some(ceiling::run(&work.join("ceiling"), &plan).await?);
             }
-            Scenario::Peers => {
+            Step::Peers => {
                 step("peer queues");
                 results.peers = peers::run(&work.join("peers"), &plan).await;
             }
@@ -296,4 +336,39 @@ async fn connected_agents(api: &sim::Api) -> anyhow::Result<u64> {
 fn scripts_dir() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.join("../../bench")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_runs_between_the_empty_queue_and_the_deep_ones() {
+        let every = Scenario::value_variants().to_vec();
+        let depths = [0, 100_000, 1_000_000];
+        assert_eq!(
+            steps(&every, &depths),
+            [
+                Step::Throughput(vec![(0, 0)]),
+                Step::Latency,
+                Step::Throughput(vec![(1, 100_000), (2, 1_000_000)]),
+                Step::Agents,
+                Step::Recovery,
+                Step::Ceiling,
+                Step::Peers,
+            ]
+        );
+        // Throughput alone keeps every depth in one step; latency alone
+        // measures its own peak.
+        assert_eq!(
+            steps(&[Scenario::Throughput], &depths),
+            [Step::Throughput(vec![(0, 0), (1, 100_000), (2, 1_000_000)])]
+        );
+        assert_eq!(steps(&[Scenario::Latency, Scenario::Ceiling], &depths), [Step::Latency, Step::Ceiling]);
+        // No empty queue asked for: latency finds its peak itself, first.
+        assert_eq!(
+            steps(&[Scenario::Throughput, Scenario::Latency], &[5000]),
+            [Step::Throughput(vec![]), Step::Latency, Step::Throughput(vec![(0, 5000)])]
+        );
+    }
 }
