@@ -185,16 +185,17 @@ enum Step {
 /// runs. The table lists throughput by depth all the same.
 fn steps(wanted: &[Scenario], depths: &[u64]) -> Vec<Step> {
     let both = wanted.contains(&Scenario::Throughput) && wanted.contains(&Scenario::Latency);
-    let at = |empty: bool| depths.iter().copied().enumerate().filter(|(_, d)| (*d == 0) == empty).collect();
+    // Each depth with its place in `depths`, those that `keep` takes.
+    let at = |keep: fn(u64) -> bool| depths.iter().copied().enumerate().filter(|(_, d)| keep(*d)).collect();
     let mut out = Vec::new();
     for scenario in wanted {
         match scenario {
-            Scenario::Throughput if both => out.push(Step::Throughput(at(true))),
-            Scenario::Throughput => out.push(Step::Throughput(depths.iter().copied().enumerate().collect())),
+            Scenario::Throughput if both => out.push(Step::Throughput(at(|d| d == 0))),
+            Scenario::Throughput => out.push(Step::Throughput(at(|_| true))),
             Scenario::Latency => {
                 out.push(Step::Latency);
                 if both {
-                    out.push(Step::Throughput(at(false)));
+                    out.push(Step::Throughput(at(|d| d != 0)));
                 }
             }
             Scenario::Agents => out.push(Step::Agents),
