@@ -1,7 +1,7 @@
 //! The write ceiling: the rows and changes of a task's whole life (created,
 //! claimed, started, finished, with their events and attempt), written
 //! straight into a fresh database with the hub's own settings (WAL,
-//! `synchronous=FULL`), many lives to a transaction. No hub, no sockets, no
+//! `synchronous=FULL`, the store's VFS), many lives to a transaction. No hub, no sockets, no
 //! writer queue: what this reaches is the most the disk and SQLite allow for
 //! exactly what the hub writes, and the benchmark reports the hub as a
 //! fraction of it.
@@ -11,7 +11,6 @@ use crate::{Announce, NewAgent, NewToken, Result, RunDetails, Scope, StoreError}
 use muster_core::backoff::Retry;
 use muster_core::breaker::Policy;
 use muster_core::{AgentName, Millis, RunOutcome, RunnerName, TaskId, TaskSpec, TokenId};
-use rusqlite::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 /// (at most 1024) per transaction; returns how long the writing took.
 pub fn task_lives(path: &Path, n: u64, batch: u32) -> Result<Duration> {
     let batch = batch.clamp(1, 1024);
-    let mut conn = Connection::open(path)?;
+    let mut conn = super::connect(path, rusqlite::OpenFlags::default())?;
     configure(&conn)?;
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;

@@ -18,6 +18,7 @@ pub mod backup;
 pub mod ceiling;
 mod ops;
 pub mod schema;
+mod vfs;
 
 use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision, NewPipeline, PipelineRecord};
 use crate::{
@@ -160,6 +161,14 @@ struct WriterStats {
 /// none is compiled twice (rusqlite keeps 16 unless told).
 const STATEMENT_CACHE: usize = 512;
 
+/// Opens a connection to the store's database through the store's VFS
+/// (see `vfs`), which every connection to it uses.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    vfs::register().map_err(StoreError::Database)?;
+    Connection::open_with_flags_and_vfs(path, flags, vfs::NAME)
+        .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Plans do not depend on the values bound. Without this, a statement
@@ -176,8 +185,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies
     /// migrations and starts the writer thread.
     pub fn open(path: &Path, limits: Limits) -> Result<SqliteStore> {
-        let mut conn =
-            Connection::open(path).map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn = connect(path, OpenFlags::default())?;
         configure(&conn)?;
         // A new database gives freed pages back a step at a time (see
         // `compact`); this can only be chosen before the first table exists.
@@ -296,10 +304,8 @@ impl SqliteStore {
             let conn = match pooled {
                 Some(conn) => conn,
                 None => {
-                    let conn = Connection::open_with_flags(
-                        &shared.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
+                    let conn =
+                        connect(&shared.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
                     configure(&conn)?;
                     conn
                 }
@@ -350,13 +356,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// allows, so the writer still checkpoints itself when the log reaches
 /// `WRITER_CHECKPOINT_PAGES`: by then nearly all of it is copied already.
 fn checkpoint_loop(path: &Path, stop: &std::sync::mpsc::Receiver<()>) {
-    let conn = match Connection::open(path).and_then(|c| configure(&c).map(|()| c)) {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the checkpointer's connection; the writer checkpoints alone");
-            return;
-        }
-    };
+    let conn =
+        match connect(path, OpenFlags::default()).and_then(|c| configure(&c).map(|()| c).map_err(StoreError::from)) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the checkpointer's connection; the writer checkpoints alone");
+                return;
+            }
+        };
     let mut failing = false;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
