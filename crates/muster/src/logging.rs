@@ -33,28 +33,41 @@ impl RotatingFile {
 
     pub fn open(dir: &Path, max_bytes: u64, keep: usize) -> io::Result<RotatingFile> {
         std::fs::create_dir_all(dir)?;
+        // What a crash in the middle of compressing left behind; the live
+        // file it was made from is still whole.
+        let _ = std::fs::remove_file(Self::partial(dir));
         let file = OpenOptions::new().create(true).append(true).open(dir.join(Self::NAME))?;
         let size = file.metadata()?.len();
         Ok(RotatingFile { dir: dir.to_owned(), max_bytes: max_bytes.max(1024), keep: keep.max(1), file, size })
+    }
+
+    fn partial(dir: &Path) -> PathBuf {
+        dir.join(format!("{}.gz.partial", Self::NAME))
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
         self.dir.join(format!("{}.{n}.gz", Self::NAME))
     }
 
+    /// Compresses the live file under a temporary name first and only then
+    /// shifts the kept files up, each by a rename that replaces the one
+    /// above it: a failure or a crash while compressing leaves every kept
+    /// file where it was, and the set of rotated files is never short of one
+    /// for longer than a rename.
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        let _ = std::fs::remove_file(self.rotated(self.keep));
+        let current = self.dir.join(Self::NAME);
+        let fresh = Self::partial(&self.dir);
+        let mut gz = GzEncoder::new(File::create(&fresh)?, Compression::default());
+        io::copy(&mut File::open(&current)?, &mut gz)?;
+        gz.finish()?.sync_all()?;
         for n in (1..self.keep).rev() {
             let from = self.rotated(n);
             if from.exists() {
                 std::fs::rename(&from, self.rotated(n + 1))?;
             }
         }
-        let current = self.dir.join(Self::NAME);
-        let mut gz = GzEncoder::new(File::create(self.rotated(1))?, Compression::default());
-        io::copy(&mut File::open(&current)?, &mut gz)?;
-        gz.finish()?.sync_all()?;
+        std::fs::rename(&fresh, self.rotated(1))?;
         self.file = OpenOptions::new().create(true).write(true).truncate(true).open(&current)?;
         self.size = 0;
         Ok(())
@@ -214,5 +227,22 @@ mod tests {
         let mut f = RotatingFile::open(dir.path(), 2048, 2).unwrap();
         f.write_all(&[b'b'; 1000]).unwrap();
         assert!(dir.path().join("muster.log.1.gz").exists(), "the size on disk counts toward rotation");
+    }
+
+    #[test]
+    fn a_compression_cut_short_leaves_the_kept_files_alone_and_is_cleared_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = RotatingFile::open(dir.path(), 1024, 2).unwrap();
+        for _ in 0..3 {
+            f.write_all(&[b'a'; 1000]).unwrap();
+        }
+        drop(f);
+        let kept = std::fs::read(dir.path().join("muster.log.1.gz")).unwrap();
+        std::fs::write(RotatingFile::partial(dir.path()), b"half a gzip stream").unwrap();
+        let mut f = RotatingFile::open(dir.path(), 1024, 2).unwrap();
+        assert!(!RotatingFile::partial(dir.path()).exists(), "the leftover is removed");
+        assert_eq!(std::fs::read(dir.path().join("muster.log.1.gz")).unwrap(), kept);
+        f.write_all(&[b'b'; 1000]).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("muster.log.2.gz")).unwrap(), kept, "shifted up whole");
     }
 }

@@ -25,7 +25,7 @@ fn all_lines(hub: &Hub) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_are_json_lines_rotated_by_size_keeping_the_newest_and_never_a_token() {
-    let hub =
+    let mut hub =
         Hub::start_with(HubOpts { extra: &["--log-max-bytes", "1024", "--log-keep", "2"], ..HubOpts::default() }).await;
     let agent_token = hub.add_agent("w", &[]).await;
     let _agent = hub.spawn_agent(("w", &agent_token), 2, &[]);
@@ -34,6 +34,9 @@ async fn logs_are_json_lines_rotated_by_size_keeping_the_newest_and_never_a_toke
         let id = hub.shell_task("echo hi").await;
         hub.wait_state(&id, &["succeeded"]).await;
     }
+    // A live hub may be mid-rotation when the directory is listed: stop it
+    // first, so that its last line has been written.
+    hub.terminate().await;
     let dir = hub.dir.path().join("logs");
     let mut names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
