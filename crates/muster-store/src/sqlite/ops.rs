@@ -1490,7 +1490,8 @@ pub fn finish_task(
         return Ok((task, FinishResult::Duplicate));
     }
     let ran_with = effective_runner(&task);
-    if let Some(parked) = parked_by(c, &task, epoch)? {
+    let tied = has_ties(c, id)?;
+    if tied && let Some(parked) = parked_by(c, &task, epoch)? {
         // A conflict's pause stops the run; a run that finished on its own
         // before the stop reached it keeps its result.
         let by_conflict = parked.raised_by.starts_with("conflict #");
@@ -1521,8 +1522,10 @@ pub fn finish_task(
         (_, reason) => reason.clone(),
     };
     task_event(c, now, kind, &task, detail.as_deref())?;
-    release_task_locks(c, &task, now)?;
-    settle(c, &task, now)?;
+    if tied {
+        release_task_locks(c, &task, now)?;
+        settle(c, &task, now)?;
+    }
     Ok((task, FinishResult::Applied(finished)))
 }
 
@@ -3112,6 +3115,24 @@ fn withdraw_decisions(c: &Connection, task: &Task, now: Millis) -> Result<()> {
         .execute(params![now.0, d.id])?;
     }
     Ok(())
+}
+
+/// Whether any other record is tied to the task: a decision, a lock held or
+/// waited for, a file its run changes, a conflict, a task that depends on
+/// it. A run's end looks each of those up and settles it (`parked_by`,
+/// `release_task_locks`, `settle`), about ten statements; most tasks have
+/// none of them, and one statement says so.
+fn has_ties(c: &Connection, id: &TaskId) -> Result<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM decisions WHERE task_id = ?1) \
+             OR EXISTS (SELECT 1 FROM locks WHERE task_id = ?1) \
+             OR EXISTS (SELECT 1 FROM lock_waits WHERE task_id = ?1) \
+             OR EXISTS (SELECT 1 FROM task_files WHERE task_id = ?1) \
+             OR EXISTS (SELECT 1 FROM conflicts WHERE winner = ?1) \
+             OR EXISTS (SELECT 1 FROM conflicts WHERE loser = ?1) \
+             OR EXISTS (SELECT 1 FROM task_deps WHERE dep_id = ?1)",
+    )?
+    .query_row([id.as_str()], |r| r.get(0))?)
 }
 
 /// The decision that makes this run's end a park rather than a finish: one it
