@@ -3121,7 +3121,8 @@ fn withdraw_decisions(c: &Connection, task: &Task, now: Millis) -> Result<()> {
 /// waited for, a file its run changes, a conflict, a task that depends on
 /// it. A run's end looks each of those up and settles it (`parked_by`,
 /// `release_task_locks`, `settle`), about ten statements; most tasks have
-/// none of them, and one statement says so.
+/// none of them, and one statement says so. A new kind of record that a
+/// run's end must settle belongs in this probe too.
 fn has_ties(c: &Connection, id: &TaskId) -> Result<bool> {
     Ok(c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM decisions WHERE task_id = ?1) \
