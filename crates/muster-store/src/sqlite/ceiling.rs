@@ -1,10 +1,10 @@
 //! The write ceiling: the rows and changes of a task's whole life (created,
 //! claimed, started, finished, with their events and attempt), written
 //! straight into a fresh database with the hub's own settings (WAL,
-//! `synchronous=FULL`, the store's VFS), many lives to a transaction. No hub, no sockets, no
-//! writer queue: what this reaches is the most the disk and SQLite allow for
-//! exactly what the hub writes, and the benchmark reports the hub as a
-//! fraction of it.
+//! `synchronous=FULL`, the store's VFS), many lives to a transaction. No
+//! hub, no sockets, no writer queue: what this reaches is the most the disk
+//! and SQLite allow for exactly what the hub writes, and the benchmark
+//! reports the hub as a fraction of it.
 
 use super::{configure, ops, schema};
 use crate::{Announce, NewAgent, NewToken, Result, RunDetails, Scope, StoreError};
