@@ -6,14 +6,28 @@
 
 use crate::harness::{Hub, muster_command, path_str, run_to_end};
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Where a `muster bench` run keeps its hubs and writes its results.
+struct BenchDir {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    out: PathBuf,
+}
+
+impl BenchDir {
+    fn new() -> BenchDir {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (work, out) = (dir.path().join("run"), dir.path().join("results.json"));
+        BenchDir { _dir: dir, work, out }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let out = dir.path().join("results.json");
-    let work = dir.path().join("run");
-    let (work_arg, out_arg) = (path_str(&work), path_str(&out));
+    let run = BenchDir::new();
+    let (work_arg, out_arg) = (path_str(&run.work), path_str(&run.out));
     let mut args = vec!["bench", "--smoke", "--work-dir", &work_arg, "--out", &out_arg];
     // The peers come from the registries; .ci/run installs them once and says where.
     let peers = std::env::var("MUSTER_BENCH_PEERS").is_ok();
@@ -27,7 +41,7 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
     assert_eq!(code, 0, "muster bench failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("SMOKE RUN: figures mean nothing"), "{stdout}");
     assert!(stdout.contains("| target | wanted | measured | met |"), "{stdout}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the results file")).expect("JSON");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&run.out).expect("the results file")).expect("JSON");
     let disk = &r["disk"];
     assert!(disk["fsyncs"].as_u64().unwrap() > 0 && disk["p50_ms"].as_f64().unwrap() > 0.0, "{disk}");
     assert!(stdout.contains("disk: fsync after a 16 KiB append"), "{stdout}");
@@ -77,20 +91,18 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_paced_from_a_given_peak_is_named_apart_and_judges_no_target() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let out = dir.path().join("results.json");
-    let work = dir.path().join("run");
-    let (work_arg, out_arg) = (path_str(&work), path_str(&out));
+    let run = BenchDir::new();
+    let (work_arg, out_arg) = (path_str(&run.work), path_str(&run.out));
     let base = ["bench", "--smoke", "--scenario", "latency", "--work-dir", &work_arg, "--out", &out_arg];
     let with_peak = |peak: &'static str| base.iter().copied().chain(["--peak", peak]).collect::<Vec<_>>();
     let (code, stdout, stderr) = run_to_end(&mut muster_command(&with_peak("0.5")), Duration::from_secs(60)).await;
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("--peak") && stderr.contains("at least 1 task a second"), "{stderr}");
-    assert!(!out.exists(), "a refused run writes no results");
+    assert!(!run.out.exists(), "a refused run writes no results");
 
     let (code, stdout, stderr) = run_to_end(&mut muster_command(&with_peak("400")), Duration::from_secs(300)).await;
     assert_eq!(code, 0, "muster bench failed:\n{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("the results file")).expect("JSON");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&run.out).expect("the results file")).expect("JSON");
     let rows: Vec<(&str, f64)> = r["latency"]
         .as_array()
         .unwrap()
