@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Flags every bench hub runs with: nothing scheduled in the background
-/// (backups, compaction) competes with what is measured.
+/// (backups, compaction) competes with what is measured, and the one
+/// admin token that submits every task has no request rate.
 fn hub_flags(heartbeat: Duration) -> Vec<String> {
     let hb = format!("{}ms", heartbeat.as_millis());
     let lease = format!("{}ms", (heartbeat * 3).as_millis());
@@ -27,6 +28,8 @@ fn hub_flags(heartbeat: Duration) -> Vec<String> {
         "off",
         "--default-max-attempts",
         "1",
+        "--api-rate",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -105,6 +105,7 @@ impl Client {
             StatusCode::NOT_FOUND => exit::NOT_FOUND,
             StatusCode::CONFLICT => exit::CONFLICT,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => exit::AUTH,
+            StatusCode::TOO_MANY_REQUESTS => exit::RATE_LIMITED,
             _ => exit::FAILURE,
         };
         Err(CliError::new(code, detail))

@@ -33,4 +33,6 @@ pub mod exit {
     pub const DEADLOCK: i32 = 8;
     /// `ctl ask`: nobody answered in time and there was no default; the task fails.
     pub const DECISION_TIMEOUT: i32 = 9;
+    /// The hub refused the request for a rate limit (429); the message says when to try again.
+    pub const RATE_LIMITED: i32 = 10;
 }

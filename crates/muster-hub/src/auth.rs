@@ -116,25 +116,56 @@ pub fn check_task_token(key: &[u8], token: &str) -> Option<(muster_core::TaskId,
     bool::from(expected.as_bytes().ct_eq(token.as_bytes())).then_some((task, epoch)).filter(|_| !mac.is_empty())
 }
 
+/// Why a token or session was refused; counted by this name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Missing,
+    Malformed,
+    Invalid,
+    Revoked,
+    Expired,
+    Session,
+}
+
+impl Refusal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::Invalid => "invalid",
+            Refusal::Revoked => "revoked",
+            Refusal::Expired => "expired",
+            Refusal::Session => "session",
+        }
+    }
+}
+
 impl Hub {
+    /// A refused token or session: counted, logged (rate-limited), and answered 401.
+    pub(crate) fn refuse(&self, why: Refusal, detail: impl Into<String>) -> ApiError {
+        let detail = detail.into();
+        self.auth_failed(why, &detail);
+        ApiError::Unauthorized(detail)
+    }
+
     /// Checks a bearer token: 401 when missing, malformed, unknown or revoked.
     pub(crate) async fn authenticate(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let header =
-            header.ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer token is required".into()))?;
+            header.ok_or_else(|| self.refuse(Refusal::Missing, "an Authorization: Bearer token is required"))?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-        let invalid = || ApiError::Unauthorized("the token is not valid".into());
+            .ok_or_else(|| self.refuse(Refusal::Malformed, "the Authorization header must be `Bearer <token>`"))?;
+        let invalid = || self.refuse(Refusal::Invalid, "the token is not valid");
         if token.starts_with(TASK_PREFIX) {
             let (task, epoch) = check_task_token(&self.shared.task_key, token).ok_or_else(invalid)?;
             // Good only while the run it was given to holds the task.
             let current = self.shared.store.task(&task).await?;
             let live = current.is_some_and(|t| t.state.is_leased() && t.lease.is_some_and(|l| l.epoch == epoch));
             if !live {
-                return Err(ApiError::Unauthorized(format!(
-                    "the token of {task}'s run under epoch {epoch} has expired"
-                )));
+                return Err(
+                    self.refuse(Refusal::Expired, format!("the token of {task}'s run under epoch {epoch} has expired"))
+                );
             }
             return Ok(Caller::Task { task, epoch });
         }
@@ -149,7 +180,7 @@ impl Hub {
             return Err(invalid());
         }
         if record.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized("the token has been revoked".into()));
+            return Err(self.refuse(Refusal::Revoked, "the token has been revoked"));
         }
         let now = self.now();
         let stale = record.last_used_at.is_none_or(|t| now.0 - t.0 > 60_000);

@@ -37,6 +37,8 @@ pub struct HubConfig {
     /// Resolution of the one-hour metrics window (360 points).
     pub window_interval: Duration,
     pub slos: Vec<SloConfig>,
+    /// Connection limits and timeouts.
+    pub edge: crate::EdgeLimits,
 }
 
 /// A service level objective: `target` of `kind` events within `threshold`, over `window`.
@@ -118,6 +120,7 @@ impl Default for HubConfig {
             alert_interval: Duration::from_secs(30),
             window_interval: Duration::from_secs(10),
             slos: SloConfig::defaults(),
+            edge: crate::EdgeLimits::default(),
             live,
         }
     }

@@ -32,8 +32,16 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
-    Conflict { field: Option<String>, detail: String },
+    Conflict {
+        field: Option<String>,
+        detail: String,
+    },
     Unavailable(String),
+    /// Over a rate limit: try again after `retry_after`.
+    TooManyRequests {
+        detail: String,
+        retry_after: Duration,
+    },
     Internal(String),
 }
 
@@ -47,7 +55,7 @@ impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ApiError::BadRequest(e) => write!(f, "{e}"),
-            ApiError::Conflict { detail, .. } => f.write_str(detail),
+            ApiError::Conflict { detail, .. } | ApiError::TooManyRequests { detail, .. } => f.write_str(detail),
             ApiError::Unauthorized(d)
             | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
@@ -86,6 +94,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(crate::quota::retry_after_secs(*retry_after)),
+            _ => None,
+        };
         let (status, title, detail, field) = match self {
             ApiError::BadRequest(e) => {
                 let field = (!e.field.is_empty()).then(|| e.field.clone());
@@ -96,6 +108,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not found", d, None),
             ApiError::Conflict { field, detail } => (StatusCode::CONFLICT, "conflict", detail, field),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d, None),
+            ApiError::TooManyRequests { detail, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too many requests", detail, None)
+            }
             ApiError::Internal(d) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error", d, None),
         };
         let problem =
@@ -104,6 +119,9 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
@@ -672,14 +690,20 @@ impl Hub {
         let header = match headers.get(header::AUTHORIZATION) {
             // A browser signed in to the dashboard.
             None if let Some(id) = crate::ui::session_cookie(headers) => {
-                return Ok(Caller::Admin(self.session_token(&id).await?));
+                let caller = Caller::Admin(self.session_token(&id).await?);
+                let _ = crate::edge::CONN.try_with(|c| c.authenticated());
+                self.take_request(&caller)?;
+                return Ok(caller);
             }
             None => None,
             Some(v) => {
                 Some(v.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?)
             }
         };
-        self.authenticate(header).await
+        let caller = self.authenticate(header).await?;
+        let _ = crate::edge::CONN.try_with(|c| c.authenticated());
+        self.take_request(&caller)?;
+        Ok(caller)
     }
 
     /// Only the admin token may use operator routes.
@@ -1642,7 +1666,8 @@ async fn regressions(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
 }
 
 /// `POST /api/v1/ctl/tasks`: a run creates a follow-up task (at most 20 per
-/// task, 5 deep; no shadows).
+/// task, 5 deep, `limits.followups_per_tree` in its task tree, and
+/// `limits.followups_per_minute` from one agent's runs; no shadows).
 async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (parent, epoch) = hub.task_caller(&headers).await?;
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1672,8 +1697,25 @@ async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes
     if spec.runner != parent_task.spec.runner || !caps_within || !spec.checks.is_empty() {
         spec.requires_approval = true;
     }
+    if let Some(agent) = parent_task.lease.as_ref().map(|l| &l.agent) {
+        hub.take_followup(agent)?;
+    }
     let now = hub.now();
-    let created = hub.shared.store.create_followup(&parent, epoch, new_task_id(now)?, spec, now).await?;
+    let per_tree = hub.shared.runtime.borrow().followups_per_tree as u64;
+    let created = match hub.shared.store.create_followup(&parent, epoch, new_task_id(now)?, spec, per_tree, now).await?
+    {
+        muster_store::Followup::Created(created) => created,
+        muster_store::Followup::OverBudget { root, held } => {
+            tracing::warn!(parent = %parent, root = %root, held, "a run's follow-up task was refused: its tree is full");
+            return Err(ApiError::Conflict {
+                field: Some("followups".into()),
+                detail: format!(
+                    "the task tree of {root} already holds {held} follow-up tasks, the most it may \
+                     (limits.followups_per_tree); finish this work in the run, or ask a person to queue more"
+                ),
+            });
+        }
+    };
     tracing::info!(parent = %parent, task_id = %created.task.id, "a run created a follow-up task");
     hub.wake_dispatcher();
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };

@@ -14,12 +14,14 @@ mod compact;
 mod config;
 mod decisions;
 mod diagnose;
+mod edge;
 pub mod http;
 mod loops;
 mod messages;
 mod metrics;
 pub mod pipeline;
 mod pipelines;
+mod quota;
 mod runtime;
 mod schedules;
 mod shadow;
@@ -29,6 +31,7 @@ mod window;
 
 pub use auth::{hash_token, mint_token, parse_token};
 pub use config::{HubConfig, SloConfig};
+pub use edge::{EdgeLimits, connections_for_file_limit, raise_file_limit};
 pub use runtime::Runtime;
 
 use anyhow::Context;
@@ -136,6 +139,10 @@ pub(crate) struct Shared {
     pub tokens: cache::Cache<muster_core::TokenId, muster_store::TokenRecord>,
     /// The shadow policies, read at every task creation; cleared when one is set.
     pub shadow_policies: cache::Cache<(), Vec<muster_proto::api::ShadowPolicy>>,
+    /// Open connections and their limits.
+    pub edge: Arc<edge::Edge>,
+    /// Rate limits, and the log of refused authentication.
+    pub quotas: quota::Quotas,
 }
 
 impl Hub {
@@ -170,6 +177,9 @@ impl Hub {
         let task_key = task_token_key(&config.data_dir)?;
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
+        let max_connections =
+            config.edge.max_connections.unwrap_or_else(|| edge::connections_for_file_limit(edge::file_limit()));
+        let edge = edge::Edge::new(config.edge.clone(), max_connections);
         Ok(Hub {
             shared: Arc::new(Shared {
                 store,
@@ -198,6 +208,8 @@ impl Hub {
                 ui_sessions: std::sync::Mutex::new(HashMap::new()),
                 tokens: cache::Cache::new(),
                 shadow_policies: cache::Cache::new(),
+                edge,
+                quotas: quota::Quotas::default(),
             }),
         })
     }
@@ -276,18 +288,7 @@ impl Hub {
             tracing::info!("shutting down: closing agent sockets");
             hub.shared.stopping.send_replace(true);
         };
-        // No Nagle: an `assign` frame goes out at once instead of waiting
-        // for the agent to acknowledge the frame before it, which a delayed
-        // ACK holds back for up to 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(stop)
-            .await
-            .context("the HTTP server failed")?;
+        edge::serve(self.clone(), listener, app, stop).await.context("the HTTP server failed")?;
         // Upgraded sockets outlive the HTTP server: wait for them to close.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.shared.sockets_open.load(Ordering::SeqCst) > 0 {

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub tokens: Family<Counter>,
     /// What coding agents reported spending, by runner, in millionths of a dollar.
     pub cost_micro_usd: Family<Counter>,
+    /// Requests whose token or session was refused, by reason.
+    pub auth_failures: Family<Counter>,
+    /// Requests refused with 429, by limit: `api` (a token's requests) or `followups` (an agent's follow-up tasks).
+    pub rate_limited: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -40,6 +44,8 @@ impl Default for Metrics {
             http_duration: Family::new(&["route"], || Histogram::new(LATENCY_BUCKETS)),
             tokens: Family::new(&["runner", "kind"], Counter::default),
             cost_micro_usd: Family::new(&["runner"], Counter::default),
+            auth_failures: Family::new(&["reason"], Counter::default),
+            rate_limited: Family::new(&["limit"], Counter::default),
         }
     }
 }
@@ -149,6 +155,38 @@ impl Hub {
             "muster_http_request_duration_seconds",
             "HTTP request handling time by route.",
             &m.http_duration,
+        );
+        e.counter_family(
+            "muster_auth_failures_total",
+            "Requests refused for a missing, malformed, unknown, revoked or expired token, by reason.",
+            &m.auth_failures,
+        );
+        e.counter_family("muster_rate_limited_total", "Requests refused with 429, by limit.", &m.rate_limited);
+        let edge = &self.shared.edge;
+        e.gauge(
+            "muster_connections_open",
+            "HTTP and agent connections open now.",
+            &[(vec![], edge.open_gauge.load(Ordering::Relaxed) as f64)],
+        );
+        e.gauge(
+            "muster_connections_max",
+            "The most connections the hub holds at once (max_connections).",
+            &[(vec![], edge.max_connections() as f64)],
+        );
+        e.counter_family(
+            "muster_connections_shed_total",
+            "Anonymous connections closed to make room for a new one, by the cap that was reached.",
+            &edge.shed,
+        );
+        e.counter_family(
+            "muster_connections_refused_total",
+            "Connections answered 503 and closed because a cap was reached and none could be shed, by cap.",
+            &edge.refused,
+        );
+        e.counter(
+            "muster_accept_errors_total",
+            "Times the system refused the hub a new connection (out of file descriptors or memory).",
+            &[(vec![], edge.accept_errors.get())],
         );
 
         let firing: Vec<(Labels, f64)> = self

@@ -55,6 +55,14 @@ pub struct Runtime {
     /// Token names that may approve tasks and answer agents' permission
     /// prompts; empty: any admin token.
     pub approvers: std::collections::BTreeSet<String>,
+    /// API requests a second each token may make; 0 is no limit.
+    pub api_rate: usize,
+    /// Requests a token may make at once beyond its rate.
+    pub api_burst: usize,
+    /// Follow-up tasks the runs on one agent may create a minute; 0 is no limit.
+    pub followups_per_minute: usize,
+    /// Follow-up tasks one task tree (a root and all its descendants) may hold.
+    pub followups_per_tree: usize,
 }
 
 impl Default for Runtime {
@@ -76,6 +84,10 @@ impl Default for Runtime {
             budget_daily_per_runner: BTreeMap::new(),
             approval_runners: std::collections::BTreeSet::new(),
             approvers: std::collections::BTreeSet::new(),
+            api_rate: 200,
+            api_burst: 2000,
+            followups_per_minute: 60,
+            followups_per_tree: 100,
         }
     }
 }
@@ -363,6 +375,26 @@ const KEYS: &[Key] = &[
         description: "US dollars each runner may spend in a UTC day, as claude=20,codex=10; past it that runner rests",
     },
     Key {
+        name: "limits.api_rate",
+        kind: Kind::Count { min: 0, max: 1_000_000 },
+        description: "API requests a second each token (or agent, or run) may make; past it, 429; 0 is no limit",
+    },
+    Key {
+        name: "limits.api_burst",
+        kind: Kind::Count { min: 1, max: 1_000_000 },
+        description: "API requests a token may make at once before limits.api_rate applies",
+    },
+    Key {
+        name: "limits.followups_per_minute",
+        kind: Kind::Count { min: 0, max: 1_000_000 },
+        description: "follow-up tasks the runs on one agent may create a minute; past it, 429; 0 is no limit",
+    },
+    Key {
+        name: "limits.followups_per_tree",
+        kind: Kind::Count { min: 1, max: 1_000_000 },
+        description: "follow-up tasks one task and all its descendants may hold; past it a run's follow-up is refused",
+    },
+    Key {
         name: "breaker.cooldown",
         kind: Kind::Duration { min: Duration::from_millis(100), max: DAY },
         description: "how long an open circuit breaker waits before letting one task through",
@@ -396,6 +428,10 @@ impl Key {
         match self.name {
             "backup_keep" => r.backup_keep,
             "breaker.failures" => r.breaker_failures,
+            "limits.api_rate" => r.api_rate,
+            "limits.api_burst" => r.api_burst,
+            "limits.followups_per_minute" => r.followups_per_minute,
+            "limits.followups_per_tree" => r.followups_per_tree,
             other => unreachable!("{other} is not a count"),
         }
     }
@@ -404,6 +440,10 @@ impl Key {
         match self.name {
             "backup_keep" => &mut r.backup_keep,
             "breaker.failures" => &mut r.breaker_failures,
+            "limits.api_rate" => &mut r.api_rate,
+            "limits.api_burst" => &mut r.api_burst,
+            "limits.followups_per_minute" => &mut r.followups_per_minute,
+            "limits.followups_per_tree" => &mut r.followups_per_tree,
             other => unreachable!("{other} is not a count"),
         }
     }

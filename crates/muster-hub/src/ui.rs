@@ -94,7 +94,7 @@ impl Hub {
     /// The admin token a session cookie stands for, if the session is live
     /// and the token not revoked.
     pub(crate) async fn session_token(&self, id: &str) -> ApiResult<muster_store::TokenRecord> {
-        let expired = || ApiError::Unauthorized("the session has ended; sign in again".into());
+        let expired = || self.refuse(crate::auth::Refusal::Session, "the session has ended; sign in again");
         let key = hash_token(id);
         let now = self.now();
         let token = {
@@ -107,7 +107,9 @@ impl Hub {
         let record = self.shared.store.token(&token).await?.ok_or_else(expired)?;
         if record.revoked_at.is_some() {
             self.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&key);
-            return Err(ApiError::Unauthorized("the token this session signed in with has been revoked".into()));
+            return Err(
+                self.refuse(crate::auth::Refusal::Revoked, "the token this session signed in with has been revoked")
+            );
         }
         Ok(record)
     }

@@ -158,6 +158,7 @@ pub async fn window_loop(hub: Hub) {
         if let Err(e) = hub.sample().await {
             tracing::warn!(error = %e, "cannot sample the metrics window");
         }
+        hub.forget_idle_callers();
     }
 }
 

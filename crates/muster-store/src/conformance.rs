@@ -20,9 +20,9 @@
 
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Event, EventFilter,
-    FinishResult, Limits, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter, OutputRecord,
-    Result, RunDetails, RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord, Tokens,
-    WorkspaceRecord,
+    FinishResult, Followup, Limits, MAX_STEPS, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
+    OutputRecord, Result, RunDetails, RunReport, Scope, StepKind, Store, StoreError, Stream, TaskFilter, TokenRecord,
+    Tokens, WorkspaceRecord,
 };
 use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
@@ -91,6 +91,7 @@ cases!($
     start_with_a_stale_epoch_is_refused,
     release_returns_an_assignment_to_the_queue,
     finish_success_ends_the_task,
+    follow_ups_are_budgeted_per_task_tree,
     finish_failure_with_attempts_left_schedules_a_retry,
     finish_failure_without_attempts_dead_letters_then_retry_revives,
     retry_of_a_task_that_has_not_failed_is_refused,
@@ -1160,6 +1161,44 @@ pub async fn finish_success_ends_the_task(store: Arc<dyn Store>) {
         (Some(at(2)), Some("succeeded"), Some(0))
     );
     assert_eq!(get_agent(s, &a).await.status.used_slots, 0, "a finished task frees its slot");
+}
+
+/// Follow-ups count against the tree of the task no run created: a
+/// grandchild's follow-up is the root's too, a second root has its own
+/// budget, and a refusal writes nothing but its event.
+pub async fn follow_ups_are_budgeted_per_task_tree(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 4, at(0)).await;
+    let root = submit(s, 1, spec("root"), at(0)).await;
+    let e = start(s, &a, &root, at(0)).await;
+    let made = |f: Followup| match f {
+        Followup::Created(c) => c.task.id,
+        Followup::OverBudget { root, held } => panic!("refused: {root} holds {held}"),
+    };
+    let child = made(ok("create_followup", s.create_followup(&root, e, task_id(2), spec("child"), 3, at(1)).await));
+    let ce = start(s, &a, &child, at(1)).await;
+    made(ok("create_followup", s.create_followup(&child, ce, task_id(3), spec("grandchild"), 3, at(2)).await));
+    made(ok("create_followup", s.create_followup(&root, e, task_id(4), spec("second child"), 3, at(2)).await));
+
+    let before = snapshot(s).await;
+    let mark = last_seq(s).await;
+    match ok("create_followup", s.create_followup(&child, ce, task_id(5), spec("one too many"), 3, at(3)).await) {
+        Followup::OverBudget { root: r, held } => assert_eq!((r, held), (root.clone(), 3)),
+        Followup::Created(c) => panic!("the fourth follow-up of a tree of 3 was created: {}", c.task.id),
+    }
+    let events = assert_events(s, mark, &["task.followup_refused"], "a follow-up over the tree's budget").await;
+    assert_eq!(events[0].task.as_ref(), Some(&child), "the refusal is on the asking task's timeline");
+    assert!(events[0].detail.as_deref().is_some_and(|d| d.contains(root.as_str())), "{:?}", events[0].detail);
+    assert!(ok("task", s.task(&task_id(5)).await).is_none(), "nothing was created");
+    assert_eq!(snapshot(s).await.tasks, before.tasks, "a refusal changes no task");
+
+    // Another tree has a budget of its own; a larger budget makes room in this one.
+    let b = online(s, "b", 8, at(4)).await;
+    assert_eq!(claim(s, &b, at(4)).await.len(), 2, "the grandchild and the second child");
+    let other = submit(s, 10, spec("other root"), at(4)).await;
+    let oe = start(s, &a, &other, at(4)).await;
+    made(ok("create_followup", s.create_followup(&other, oe, task_id(11), spec("its child"), 3, at(5)).await));
+    made(ok("create_followup", s.create_followup(&child, ce, task_id(6), spec("room again"), 4, at(5)).await));
 }
 
 pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn Store>) {

@@ -386,15 +386,20 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_delivered(&self, agent: &AgentName, ids: Vec<i64>, now: Millis) -> Result<u64>;
     /// A run read these messages of its task's mailbox.
     async fn mark_read(&self, task: &TaskId, ids: Vec<i64>, now: Millis) -> Result<()>;
-    /// A run creates a follow-up task (within limits: 20 per task, 5 deep).
+    /// A run creates a follow-up task, within limits: 20 per task, 5 deep,
+    /// and `per_tree` in the tree of its root task (the task no run
+    /// created), counted in the same transaction as the insert. Over the
+    /// tree's budget nothing is created and `task.followup_refused` is
+    /// recorded on the parent's timeline.
     async fn create_followup(
         &self,
         parent: &TaskId,
         epoch: Epoch,
         id: TaskId,
         spec: TaskSpec,
+        per_tree: u64,
         now: Millis,
-    ) -> Result<Created>;
+    ) -> Result<Followup>;
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);

@@ -138,6 +138,17 @@ pub struct Created {
 
 use muster_core::Task;
 
+/// What became of a run's follow-up task.
+#[derive(Debug, Clone)]
+pub enum Followup {
+    Created(Box<Created>),
+    /// The tree of `root` already holds `held` follow-ups, its whole budget.
+    OverBudget {
+        root: muster_core::TaskId,
+        held: u64,
+    },
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub state: Option<TaskState>,

@@ -95,6 +95,8 @@ fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Console) -> anyhow::Result<Opened> {
     let lock = lock_data_dir(&config.data_dir)?;
     let levels = start_logging(args, &config.data_dir, console)?;
+    // Each connection and agent socket is a file descriptor; the soft limit is often 1,024.
+    muster_hub::raise_file_limit();
     let db = config.data_dir.join("muster.db");
     let limits = Limits { max_output_bytes_per_attempt: config.max_output_bytes_per_attempt, ..Limits::default() };
     let store = SqliteStore::open(&db, limits).with_context(|| format!("cannot open the database {}", db.display()))?;

@@ -87,6 +87,24 @@ pub struct HubArgs {
     /// Rotated log files kept, compressed [default: 5].
     #[arg(long, env = "MUSTER_LOG_KEEP")]
     pub log_keep: Option<usize>,
+    /// Connections held at once, all clients together [default: from the open-file limit].
+    #[arg(long, env = "MUSTER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections without a valid token held at once from one address [default: 256].
+    #[arg(long, env = "MUSTER_MAX_ANONYMOUS_PER_ADDRESS")]
+    pub max_anonymous_per_address: Option<usize>,
+    /// How long a client may take to send a request's headers; also how long an idle connection is kept [default: 10s].
+    #[arg(long, env = "MUSTER_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// How long a request body may go without sending anything [default: 30s].
+    #[arg(long, env = "MUSTER_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// API requests a second each token may make; 0 is no limit [default: 200].
+    #[arg(long, env = "MUSTER_API_RATE")]
+    pub api_rate: Option<usize>,
+    /// API requests a token may make at once before the rate applies [default: 2000].
+    #[arg(long, env = "MUSTER_API_BURST")]
+    pub api_burst: Option<usize>,
 }
 
 /// `muster.toml`; every key is optional.
@@ -177,6 +195,14 @@ struct FileHub {
     compact_interval: Option<String>,
     alert_interval: Option<String>,
     window_interval: Option<String>,
+    max_connections: Option<usize>,
+    max_anonymous_per_address: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    api_rate: Option<usize>,
+    api_burst: Option<usize>,
+    followups_per_minute: Option<usize>,
+    followups_per_tree: Option<usize>,
 }
 
 fn duration(name: &'static str, value: Option<&String>, default: Duration) -> anyhow::Result<Duration> {
@@ -225,6 +251,32 @@ fn health_thresholds(f: &FileHealth) -> anyhow::Result<muster_core::health::Thre
     Ok(t)
 }
 
+/// Connection limits and timeouts.
+fn edge_limits(args: &HubArgs, file: &FileHub) -> anyhow::Result<muster_hub::EdgeLimits> {
+    let d = muster_hub::EdgeLimits::default();
+    let max_connections = args.max_connections.or(file.max_connections);
+    if max_connections.is_some_and(|n| n < 16) {
+        bail!("max_connections must be at least 16 (agents, the CLI and /livez each need one)");
+    }
+    let per_address = args.max_anonymous_per_address.or(file.max_anonymous_per_address);
+    if per_address == Some(0) {
+        bail!("max_anonymous_per_address must be at least 1");
+    }
+    let timeout = |name: &'static str, flag: &Option<String>, file: &Option<String>, default: Duration| {
+        let d = duration(name, flag.as_ref().or(file.as_ref()), default)?;
+        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+            bail!("{name} must be between 100ms and 1h, got {}", muster_proto::setting_duration(d));
+        }
+        Ok(d)
+    };
+    Ok(muster_hub::EdgeLimits {
+        max_connections,
+        max_anonymous_per_address: per_address.unwrap_or(d.max_anonymous_per_address),
+        header_timeout: timeout("header_timeout", &args.header_timeout, &file.header_timeout, d.header_timeout)?,
+        body_timeout: timeout("body_timeout", &args.body_timeout, &file.body_timeout, d.body_timeout)?,
+    })
+}
+
 /// Resolves the hub's configuration. `data_dir` comes from the global flag.
 pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<HubConfig> {
     let FileSettings { hub: file, health: file_health, slo: file_slo } = load_file(args.config.as_deref())?;
@@ -251,6 +303,10 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     set(&mut live, "compact_interval", pick(&args.compact_interval, &file.compact_interval))?;
     set(&mut live, "backup_interval", pick(&args.backup_interval, &file.backup_interval))?;
     set(&mut live, "backup_keep", count(args.backup_keep, file.backup_keep))?;
+    set(&mut live, "limits.api_rate", count(args.api_rate, file.api_rate))?;
+    set(&mut live, "limits.api_burst", count(args.api_burst, file.api_burst))?;
+    set(&mut live, "limits.followups_per_minute", count(None, file.followups_per_minute))?;
+    set(&mut live, "limits.followups_per_tree", count(None, file.followups_per_tree))?;
     live.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let backoff = Backoff {
         base: duration(
@@ -273,6 +329,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         bail!("default_max_attempts must be between 1 and {}", muster_core::task::MAX_ATTEMPTS);
     }
     let health = health_thresholds(&file_health)?;
+    let edge = edge_limits(args, &file)?;
     let data_dir: PathBuf = data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir);
     let config = HubConfig {
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
@@ -313,6 +370,7 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         )?,
         health_window: duration("health.window", file_health.window.as_ref(), defaults.health_window)?,
         health,
+        edge,
         live,
     };
     config.fits(&config.live).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -350,6 +408,12 @@ mod tests {
             log_format: None,
             log_max_bytes: None,
             log_keep: None,
+            max_connections: None,
+            max_anonymous_per_address: None,
+            header_timeout: None,
+            body_timeout: None,
+            api_rate: None,
+            api_burst: None,
         }
     }
 
@@ -403,6 +467,12 @@ mod tests {
             ("[hub]\ndefault_max_attempts = 0\n", "default_max_attempts"),
             ("[hub]\nretention_tasks = \"a while\"\n", "retention.tasks"),
             ("[hub]\nbackup_keep = 0\n", "backup_keep"),
+            ("[hub]\nmax_connections = 3\n", "max_connections must be at least 16"),
+            ("[hub]\nmax_anonymous_per_address = 0\n", "max_anonymous_per_address"),
+            ("[hub]\nheader_timeout = \"2h\"\n", "header_timeout must be between"),
+            ("[hub]\nbody_timeout = \"soon\"\n", "body_timeout"),
+            ("[hub]\napi_burst = 0\n", "limits.api_burst"),
+            ("[hub]\nfollowups_per_tree = 0\n", "limits.followups_per_tree"),
             ("[hub]\nretention_tasks = \"7d\"\n", "objective runs-within-30m looks back (30d)"),
             ("[health]\nhealthy_success_rate = 1.5\n", "healthy_success_rate"),
             ("[health]\nhealthy_success_rate = 0.5\n", "degraded_success_rate"),

@@ -1161,10 +1161,11 @@ impl Store for SqliteStore {
         epoch: Epoch,
         id: TaskId,
         spec: TaskSpec,
+        per_tree: u64,
         now: Millis,
-    ) -> Result<Created> {
+    ) -> Result<crate::Followup> {
         let parent = parent.clone();
-        self.write(move |c| ops::create_followup(c, &parent, epoch, id.clone(), spec.clone(), now)).await
+        self.write(move |c| ops::create_followup(c, &parent, epoch, id.clone(), spec.clone(), per_tree, now)).await
     }
 
     fn set_breaker_policy(&self, policy: Policy) {

@@ -429,6 +429,17 @@ CREATE TABLE followups (
 ) WITHOUT ROWID;
 CREATE INDEX followups_parent ON followups (parent);
 "#,
+    // 28: the task tree each follow-up belongs to, for the budget per tree.
+    r#"
+ALTER TABLE followups ADD COLUMN root TEXT NOT NULL DEFAULT '';
+WITH RECURSIVE tree(child, root) AS (
+    SELECT child, parent FROM followups WHERE parent NOT IN (SELECT child FROM followups)
+    UNION ALL
+    SELECT f.child, tree.root FROM followups f JOIN tree ON f.parent = tree.child
+)
+UPDATE followups SET root = (SELECT root FROM tree WHERE tree.child = followups.child);
+CREATE INDEX followups_root ON followups (root);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -451,4 +462,34 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, crate::StoreError> {
         tracing::info!(version = i + 1, "applied migration");
     }
     Ok(CURRENT - applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Follow-ups made before the tree budget learn the root of their tree.
+    #[test]
+    fn follow_ups_from_before_the_budget_are_given_their_roots() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..27] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 27).unwrap();
+        conn.execute_batch(
+            "INSERT INTO followups (child, parent, depth) VALUES
+                 ('a', 'r', 1), ('b', 'a', 2), ('c', 'b', 3), ('d', 'r', 1), ('e', 's', 1);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), CURRENT - 27);
+        let roots: Vec<(String, String)> = conn
+            .prepare("SELECT child, root FROM followups ORDER BY child")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = [("a", "r"), ("b", "r"), ("c", "r"), ("d", "r"), ("e", "s")];
+        assert_eq!(roots, want.map(|(c, r)| (c.to_owned(), r.to_owned())));
+    }
 }

@@ -29,6 +29,8 @@ pub struct HubOpts {
     pub alert_interval: &'static str,
     /// More `muster hub` flags.
     pub extra: &'static [&'static str],
+    /// The hub's open-file limit, soft and hard (so it cannot raise it).
+    pub file_limit: Option<u64>,
 }
 
 impl Default for HubOpts {
@@ -42,6 +44,7 @@ impl Default for HubOpts {
             restart_grace: "3s",
             alert_interval: "1h",
             extra: &[],
+            file_limit: None,
         }
     }
 }
@@ -125,6 +128,18 @@ impl Hub {
         cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0", "--alert-interval", o.alert_interval])
             .args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        if let Some(limit) = o.file_limit {
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
         let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");
         let line =

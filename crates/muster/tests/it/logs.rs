@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::io::Read;
 
 /// Every log line the hub has written, oldest file first.
-fn all_lines(hub: &Hub) -> Vec<String> {
+pub(crate) fn all_lines(hub: &Hub) -> Vec<String> {
     let dir = hub.dir.path().join("logs");
     let mut texts = Vec::new();
     for n in (1..=9).rev() {

@@ -18,6 +18,7 @@ mod crash;
 mod decisions;
 mod dispatch;
 mod docs;
+mod edges;
 mod lifecycle;
 mod liveness;
 mod logs;

@@ -78,6 +78,66 @@ async fn a_run_reads_its_mailbox_and_posts_to_a_channel_with_threads() {
     assert_eq!((status, &body["field"]), (400, &json!("body")), "{body}");
 }
 
+/// On main a run's tree of follow-ups grew 364 tasks in seconds. A tree (a
+/// root and every descendant) holds at most `limits.followups_per_tree`,
+/// counted atomically while two children race to fill it; the runs on one
+/// agent create at most `limits.followups_per_minute`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_tree_stops_at_its_follow_up_budget_and_an_agent_at_its_rate() {
+    let hub = Hub::start().await;
+    let (status, body) =
+        hub.request(reqwest::Method::PUT, "/config", Some(json!({ "limits.followups_per_tree": 6 }))).await;
+    assert_eq!(status, 200, "{body}");
+    let _agent = hub.agent("w", 3, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let child = format!(
+        "for i in $(seq 10); do msg=$({bin} ctl task add --runner shell 'echo leaf' 2>&1 >/dev/null); \
+         code=$?; if [ $code -ne 0 ]; then echo \"refused with $code: $msg\"; fi; done"
+    );
+    let root_script = format!(
+        "{bin} ctl task add --runner shell {c} && {bin} ctl task add --runner shell {c}",
+        c = shlex::try_quote(&child).unwrap()
+    );
+    let root = hub.shell_task(&root_script).await;
+    assert_eq!(hub.wait_state(&root, &["succeeded", "failed"]).await["state"], "succeeded");
+    let children: Vec<String> = hub.output(&root).await.lines().map(str::to_owned).collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+    let mut refusals = 0;
+    let mut created = 0;
+    for child in &children {
+        assert_eq!(hub.wait_state(child, &["succeeded", "failed"]).await["state"], "succeeded");
+        let out = hub.output(child).await;
+        for line in out.lines() {
+            assert!(line.starts_with("refused with 4: ") && line.contains("limits.followups_per_tree"), "{line}");
+            refusals += 1;
+        }
+        created += hub.events(&format!("task={child}")).await.iter().filter(|e| e["kind"] == "task.followup").count();
+        let refused_events =
+            hub.events(&format!("task={child}")).await.iter().filter(|e| e["kind"] == "task.followup_refused").count();
+        assert_eq!(refused_events, out.lines().count(), "each refusal is on the timeline");
+    }
+    assert_eq!((created, refusals), (4, 16), "two children and four grandchildren fill a tree of 6");
+
+    // An agent's runs create at most two follow-ups a minute.
+    let (status, body) = hub
+        .request(
+            reqwest::Method::PUT,
+            "/config",
+            Some(json!({ "limits.followups_per_tree": 100, "limits.followups_per_minute": 2 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let burst = hub
+        .shell_task(&format!(
+            "for i in 1 2 3; do msg=$({bin} ctl task add --runner shell 'echo x' 2>&1 >/dev/null) || echo \"exit $? $msg\"; done"
+        ))
+        .await;
+    assert_eq!(hub.wait_state(&burst, &["succeeded", "failed"]).await["state"], "succeeded");
+    let out = hub.output(&burst).await;
+    assert!(out.starts_with("exit 10 ") && out.contains("limits.followups_per_minute"), "{out}");
+    assert_eq!(out.lines().count(), 1, "the first two were created: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_queues_follow_up_tasks_within_limits() {
     let hub = Hub::start().await;
