@@ -10,6 +10,17 @@ use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+/// The file-creation mask children start with, when it differs from this
+/// process's own (`u32::MAX`: the same).
+static CHILD_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Children start with `mask` as their umask. The hub makes its own files
+/// private with umask 077; the runs of an agent in the same process (`muster
+/// up`) keep the umask the operator started it with.
+pub fn set_child_umask(mask: u32) {
+    CHILD_UMASK.store(mask, std::sync::atomic::Ordering::SeqCst);
+}
+
 pub struct ProcessGroup {
     child: Child,
     pgid: i32,
@@ -19,12 +30,16 @@ impl ProcessGroup {
     /// Spawns `cmd` as the leader of a new process group.
     pub fn spawn(cmd: &mut Command) -> io::Result<ProcessGroup> {
         cmd.process_group(0).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        let umask = CHILD_UMASK.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: prctl and umask are async-signal-safe and touch only the child's own state.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // If the agent dies without cleaning up, the kernel kills the leader.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(io::Error::last_os_error());
+                }
+                if umask != u32::MAX {
+                    libc::umask(umask as libc::mode_t);
                 }
                 Ok(())
             });

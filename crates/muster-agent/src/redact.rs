@@ -26,6 +26,7 @@ fn shapes() -> &'static [Regex] {
             r"sk-ant-[A-Za-z0-9_\-]{10,}",
             r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}",
             r"mst_[A-Za-z0-9_\-]{20,}",
+            r"mtt_[A-Za-z0-9]+_[0-9]+_[0-9a-f]{16,}",
             r"gh[pousr]_[A-Za-z0-9]{30,}",
             r"github_pat_[A-Za-z0-9_]{20,}",
             r"glpat-[A-Za-z0-9_\-]{20,}",
@@ -82,6 +83,83 @@ impl Redactor {
     }
 }
 
+/// How credentials of a known shape begin; a piece of output that ends in
+/// the middle of one waits for the rest.
+const SHAPE_STARTS: &[&str] = &[
+    "sk-",
+    "mst_",
+    "mtt_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "AKIA",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxr-",
+    "xoxs-",
+    "AIza",
+];
+
+/// Words after which the next word is a secret (`Bearer …`, `password=…`).
+const SECRET_KEYS: &[&str] =
+    &["bearer", "api_key", "api-key", "apikey", "secret", "password", "passwd", "token", "auth"];
+
+/// Bytes that no credential contains: a secret never spans one.
+fn delimiter(b: u8) -> bool {
+    b.is_ascii_whitespace() || b"\"',;<>()[]{}`".contains(&b)
+}
+
+impl Redactor {
+    /// How many bytes at the end of `text` must wait for what follows
+    /// before they are sent, because they could be the start of a secret
+    /// that the next piece completes: the longest end of `text` that begins
+    /// one of the run's secrets, or a last word that begins a credential's
+    /// shape or follows a word such as `Bearer` or `password=`. Nothing else
+    /// is held, so a prompt that waits for input is shown whole.
+    pub fn held_back(&self, text: &str) -> usize {
+        let mut held = 0;
+        for secret in &self.secrets {
+            let longest = secret.len().saturating_sub(1).min(text.len());
+            if let Some(k) = (1..=longest).rev().find(|&k| secret.is_char_boundary(k) && text.ends_with(&secret[..k])) {
+                held = held.max(k);
+            }
+        }
+        let bytes = text.as_bytes();
+        let word_start = bytes.iter().rposition(|&b| delimiter(b)).map_or(0, |i| i + 1);
+        let word = &text[word_start..];
+        if word.is_empty() {
+            return held;
+        }
+        // A shape may start inside the word (`KEY=sk-…`).
+        let shaped = (0..word.len()).filter(|&i| word.is_char_boundary(i)).find(|&i| {
+            let rest = &word[i..];
+            SHAPE_STARTS.iter().any(|start| rest.starts_with(start) || start.starts_with(rest))
+        });
+        if let Some(i) = shaped {
+            held = held.max(word.len() - i);
+        }
+        let before = text[..word_start].trim_end_matches(|c: char| c.is_whitespace() || "\"':=".contains(c));
+        let before = before.to_ascii_lowercase();
+        // `password=hunt…`: the value after the key.
+        if let Some(i) = word.find(['=', ':']) {
+            let key = word[..i].trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase();
+            if SECRET_KEYS.iter().any(|k| key.ends_with(k)) {
+                held = held.max(word.len() - i - 1);
+            }
+        }
+        // `Bearer abc…`: the word after the key.
+        if SECRET_KEYS.iter().any(|k| before.ends_with(k)) {
+            held = held.max(word.len());
+        }
+        held
+    }
+}
+
 fn secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|w| upper.contains(w))
@@ -113,6 +191,48 @@ mod tests {
         }
         assert_eq!(r.redact("/home/someone is not a secret"), "/home/someone is not a secret");
         assert!(matches!(r.redact("nothing to see here"), Cow::Borrowed(_)), "clean text is not copied");
+    }
+
+    #[test]
+    fn a_piece_that_ends_where_a_secret_may_begin_holds_back_only_that() {
+        let r = Redactor::new([("MUSTER_TASK_TOKEN", "mtt_01abc_3_0123456789abcdef0123456789abcdef")]);
+        for (text, held) in [
+            ("progress 50%\n", 0),
+            ("Enter a name: ", 0),
+            ("continue? [y/N]", 0),
+            ("the token is mtt_01", 6),
+            ("the token is m", 1),
+            ("export OPENAI_API_KEY=sk-pr", 5),
+            ("Authorization: Bearer abcd", 4),
+            ("password=hunt", 4),
+            ("ghp_0123", 8),
+            ("plain words here", 0),
+        ] {
+            assert_eq!(r.held_back(text), held, "{text:?}");
+        }
+    }
+
+    /// A secret split across two pieces is never sent in part, wherever the cut falls.
+    #[test]
+    fn a_secret_cut_anywhere_is_redacted_whole_when_pieces_hold_back_their_ends() {
+        let token = "mtt_01hf7yat000000000000000003_7_5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let r = Redactor::new([("MUSTER_TASK_TOKEN", token)]);
+        for line in [
+            format!("my token is {token} ok\n"),
+            format!("curl -H 'Authorization: Bearer {token}'\n"),
+            "key sk-ant-api03-ABCDEFGHIJKLMNOPQRSTUVWXYZ done\n".to_owned(),
+        ] {
+            for cut in (1..line.len()).filter(|&c| line.is_char_boundary(c)) {
+                let mut sent = String::new();
+                let first = &line[..cut];
+                let hold = r.held_back(first);
+                sent.push_str(&r.redact(&first[..first.len() - hold]));
+                let rest = format!("{}{}", &first[first.len() - hold..], &line[cut..]);
+                sent.push_str(&r.redact(&rest));
+                assert!(!sent.contains("ABCDEFGH") && !sent.contains("5bdcc146"), "cut at {cut}: {sent:?}");
+                assert!(sent.contains(REDACTED), "cut at {cut}: {sent:?}");
+            }
+        }
     }
 
     #[test]

@@ -768,15 +768,26 @@ async fn pump(
     // Output not sent yet: an unfinished line (so a secret split across
     // reads is still redacted whole), or part of a UTF-8 character.
     let mut pending: Vec<u8> = Vec::new();
+    // All of `pending` may be the start of a secret: it waits for more output.
+    let mut held = false;
     loop {
-        let read = if pending.is_empty() {
+        let read = if pending.is_empty() || held {
             pipe.read(&mut buf).await
         } else {
             // A partial line (a prompt, a progress bar) goes out once the pipe is idle.
             match tokio::time::timeout(FLUSH_PARTIAL_AFTER, pipe.read(&mut buf)).await {
                 Ok(read) => read,
                 Err(_) => {
+                    // All but what could be the start of a secret that the next read completes.
                     let cut = utf8_boundary(&pending);
+                    let text = String::from_utf8_lossy(&pending[..cut]);
+                    // (Bytes that are not UTF-8 are replaced when sent; then nothing is held.)
+                    let cut = cut - if text.len() == cut { sink.redactor.held_back(&text) } else { 0 };
+                    if cut == 0 {
+                        // Nothing can go until more comes: wait for it without a timer.
+                        held = true;
+                        continue;
+                    }
                     let rest = pending.split_off(cut);
                     sink.send(stream, &String::from_utf8_lossy(&pending));
                     pending = rest;
@@ -788,6 +799,7 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        held = false;
         sink.touch();
         if keep_tail {
             tail.extend_from_slice(&buf[..n]);

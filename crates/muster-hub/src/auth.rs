@@ -116,6 +116,23 @@ pub fn check_task_token(key: &[u8], token: &str) -> Option<(muster_core::TaskId,
     bool::from(expected.as_bytes().ct_eq(token.as_bytes())).then_some((task, epoch)).filter(|_| !mac.is_empty())
 }
 
+/// Muster's own tokens (admin, agent and task tokens) wherever they appear
+/// in `text`, replaced with `[REDACTED]`. The hub applies it to everything a
+/// run sends it (notes, messages, questions, follow-up prompts, output,
+/// steps), after the agent's own redaction: a run holds its task token, and
+/// `muster ctl note "$MUSTER_TASK_TOKEN"` must not put it on the timeline.
+pub(crate) fn redact_tokens(text: &str) -> std::borrow::Cow<'_, str> {
+    static SHAPE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    if !text.contains("mst_") && !text.contains("mtt_") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let shape = SHAPE.get_or_init(|| {
+        regex::Regex::new(r"mst_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}|mtt_[0-9A-Za-z]+_[0-9]+_[0-9a-f]{64}")
+            .expect("a valid pattern")
+    });
+    shape.replace_all(text, "[REDACTED]")
+}
+
 /// Why a token or session was refused; counted by this name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {

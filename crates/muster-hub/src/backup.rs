@@ -79,7 +79,8 @@ impl Hub {
     }
 
     async fn make_backup(&self, dir: &Path) -> Result<BackupView, StoreError> {
-        std::fs::create_dir_all(dir)
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
             .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         let now = self.now();
         let dest = dir.join(file_name(now));

@@ -180,11 +180,12 @@ pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: By
     } else {
         (req.options, Vec::new())
     };
+    let redact = |text: String| crate::auth::redact_tokens(&text).into_owned();
     let new = NewDecision {
         task: task.clone(),
-        question: req.question,
-        options,
-        default: req.default,
+        question: redact(req.question),
+        options: options.into_iter().map(redact).collect(),
+        default: req.default.map(redact),
         timeout: timeout(req.timeout.as_ref())?,
         answerers,
         raised_by: format!("the run of {task}"),

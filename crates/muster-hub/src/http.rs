@@ -871,6 +871,7 @@ async fn ctl_note(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> Ap
     if text.is_empty() || text.len() > 2_000 {
         return Err(ApiError::bad("text", "must be 1 to 2000 bytes"));
     }
+    let text = crate::auth::redact_tokens(text);
     let agent = hub.shared.store.task(&task).await?.and_then(|t| t.agent);
     let event = muster_store::NewEvent {
         kind: "task.note",
@@ -878,7 +879,7 @@ async fn ctl_note(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> Ap
         agent,
         epoch: Some(epoch),
         state: None,
-        detail: Some(text.to_owned()),
+        detail: Some(text.into_owned()),
     };
     hub.shared.store.record_event(event, hub.now()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -1677,6 +1678,7 @@ async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes
     if !submit.shadow.is_empty() {
         return Err(ApiError::bad("shadow", "a follow-up task has no shadows"));
     }
+    submit.prompt = crate::auth::redact_tokens(&submit.prompt).into_owned();
     if submit.idempotency_key.is_some() {
         return Err(ApiError::bad("idempotency_key", "a follow-up task takes no idempotency key"));
     }

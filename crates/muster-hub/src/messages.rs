@@ -158,7 +158,8 @@ pub(crate) async fn channels(State(hub): State<Hub>, headers: HeaderMap) -> ApiR
 pub(crate) async fn ctl_send(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let (task, _) = hub.task_caller(&headers).await?;
     let req: MessageSend = from_json(&body)?;
-    let m = hub.send_message(&recipient(&req.to)?, &format!("task:{task}"), &req.body, req.reply_to).await?;
+    let text = crate::auth::redact_tokens(&req.body);
+    let m = hub.send_message(&recipient(&req.to)?, &format!("task:{task}"), &text, req.reply_to).await?;
     Ok(json(StatusCode::CREATED, &view(&m)))
 }
 

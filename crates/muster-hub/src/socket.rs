@@ -511,6 +511,11 @@ impl Conn {
                     self.reply(HubMsg::Error { message: format!("unknown stream {stream:?}") });
                     return;
                 };
+                // The agent redacted it; the hub also takes out any Muster token a run printed.
+                let data = match crate::auth::redact_tokens(&data) {
+                    std::borrow::Cow::Borrowed(_) => data,
+                    std::borrow::Cow::Owned(clean) => clean,
+                };
                 let chunk = OutputChunk { stream, data: data.into_bytes() };
                 match store.append_output(&self.name, &id, epoch, vec![chunk], now).await {
                     Ok(_) => {
@@ -554,6 +559,7 @@ impl Conn {
                     });
                     return;
                 }
+                let detail = detail.map(|d| crate::auth::redact_tokens(&d).into_owned());
                 if let Err(e) = store.set_live(&self.name, &id, epoch, &status, detail.as_deref(), now).await {
                     self.refused(&id, epoch, "live", e).await;
                 }
@@ -729,7 +735,11 @@ fn new_steps(steps: Vec<StepMsg>) -> Result<Vec<NewStep>, String> {
         .into_iter()
         .map(|s| {
             let kind = StepKind::parse(&s.kind).ok_or_else(|| format!("unknown step kind {:?}", s.kind))?;
-            Ok(NewStep { kind, name: s.name, summary: s.summary, is_error: s.is_error, duration_ms: s.duration_ms })
+            let summary = match crate::auth::redact_tokens(&s.summary) {
+                std::borrow::Cow::Borrowed(_) => s.summary,
+                std::borrow::Cow::Owned(clean) => clean,
+            };
+            Ok(NewStep { kind, name: s.name, summary, is_error: s.is_error, duration_ms: s.duration_ms })
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
@@ -32,11 +33,11 @@ impl RotatingFile {
     pub const NAME: &'static str = "muster.log";
 
     pub fn open(dir: &Path, max_bytes: u64, keep: usize) -> io::Result<RotatingFile> {
-        std::fs::create_dir_all(dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir)?;
         // What a crash in the middle of compressing left behind; the live
         // file it was made from is still whole.
         let _ = std::fs::remove_file(Self::partial(dir));
-        let file = OpenOptions::new().create(true).append(true).open(dir.join(Self::NAME))?;
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(Self::NAME))?;
         let size = file.metadata()?.len();
         Ok(RotatingFile { dir: dir.to_owned(), max_bytes: max_bytes.max(1024), keep: keep.max(1), file, size })
     }
@@ -58,7 +59,10 @@ impl RotatingFile {
         self.file.flush()?;
         let current = self.dir.join(Self::NAME);
         let fresh = Self::partial(&self.dir);
-        let mut gz = GzEncoder::new(File::create(&fresh)?, Compression::default());
+        let mut gz = GzEncoder::new(
+            OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&fresh)?,
+            Compression::default(),
+        );
         io::copy(&mut File::open(&current)?, &mut gz)?;
         gz.finish()?.sync_all()?;
         for n in (1..self.keep).rev() {
@@ -68,7 +72,7 @@ impl RotatingFile {
             }
         }
         std::fs::rename(&fresh, self.rotated(1))?;
-        self.file = OpenOptions::new().create(true).write(true).truncate(true).open(&current)?;
+        self.file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&current)?;
         self.size = 0;
         Ok(())
     }

@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod doc_commands;
 mod logging;
+mod private;
 mod serve;
 mod settings;
 

@@ -95,6 +95,18 @@ fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Console) -> anyhow::Result<Opened> {
     let lock = lock_data_dir(&config.data_dir)?;
     let levels = start_logging(args, &config.data_dir, console)?;
+    for dir in [&config.data_dir, &config.backup_dir] {
+        match crate::private::tighten(dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                dir = %dir.display(),
+                tightened = n,
+                "other users could read files here; they are now the hub's owner's alone (files 0600, directories 0700)"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("cannot make {} private: {e}", dir.display()),
+        }
+    }
     // Each connection and agent socket is a file descriptor; the soft limit is often 1,024.
     muster_hub::raise_file_limit();
     let db = config.data_dir.join("muster.db");
@@ -131,6 +143,7 @@ async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Co
 /// can be running on it.
 pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
     let dir = conn.data_dir.clone().unwrap_or_else(|| PathBuf::from(muster_cli::DEFAULT_DATA_DIR));
+    crate::private::private_umask();
     let _lock = lock_data_dir(&dir).map_err(|e| anyhow::anyhow!("{e:#}; stop the hub before restoring"))?;
     let stamp = muster_proto::timestamp(muster_hub::Clock::now(&SystemClock)).replace(['-', ':', '.'], "");
     let db = dir.join("muster.db");
@@ -154,6 +167,7 @@ pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
 
 pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args, conn.data_dir.as_deref())?;
+    crate::private::private_umask();
     let data_dir = config.data_dir.clone();
     let opened = open_hub(config, &args, crate::logging::Console::Json).await?;
     let addr = opened.listener.local_addr()?;
@@ -350,6 +364,8 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
         hub_args.default_runner = Some("shell".into());
     }
     let config = hub_config(&hub_args, conn.data_dir.as_deref())?;
+    // The hub's files are private; the local agent's runs keep the operator's umask.
+    muster_agent::process::set_child_umask(crate::private::private_umask());
     let data_dir = config.data_dir.clone();
     let opened = open_hub(config, &args.hub, crate::logging::Console::Text).await?;
     let addr = opened.listener.local_addr()?;

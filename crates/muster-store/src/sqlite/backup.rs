@@ -31,6 +31,9 @@ pub fn backup(conn: &Connection, dest: &Path) -> Result<BackupInfo> {
             return Err(e);
         }
     };
+    // A backup holds everything the database does: its owner's alone, whatever the umask.
+    std::fs::set_permissions(&partial, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .map_err(io("make the backup private"))?;
     std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io("sync the backup"))?;
     std::fs::rename(&partial, dest).map_err(io("name the backup"))?;
     sync_dir(dest)?;

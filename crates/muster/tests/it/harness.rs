@@ -31,6 +31,8 @@ pub struct HubOpts {
     pub extra: &'static [&'static str],
     /// The hub's open-file limit, soft and hard (so it cannot raise it).
     pub file_limit: Option<u64>,
+    /// The umask the hub is started with.
+    pub umask: Option<u32>,
 }
 
 impl Default for HubOpts {
@@ -45,6 +47,7 @@ impl Default for HubOpts {
             alert_interval: "1h",
             extra: &[],
             file_limit: None,
+            umask: None,
         }
     }
 }
@@ -91,7 +94,11 @@ impl Hub {
     }
 
     pub async fn start_with(opts: HubOpts) -> Hub {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        Hub::start_in(tempfile::tempdir().expect("a temporary directory"), opts).await
+    }
+
+    /// A hub whose data directory is `dir`, as the test left it.
+    pub async fn start_in(dir: tempfile::TempDir, opts: HubOpts) -> Hub {
         let (process, addr) = Hub::spawn(dir.path(), "127.0.0.1:0", &opts).await;
         let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("the hub wrote admin.token");
         Hub {
@@ -128,6 +135,15 @@ impl Hub {
         cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0", "--alert-interval", o.alert_interval])
             .args(o.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        if let Some(mask) = o.umask {
+            // SAFETY: umask is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         if let Some(limit) = o.file_limit {
             // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
             unsafe {

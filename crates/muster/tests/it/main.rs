@@ -26,6 +26,7 @@ mod mcp;
 mod messages;
 mod operate;
 mod pipelines;
+mod private;
 mod regressions;
 mod shadows;
 mod stale_epoch;
