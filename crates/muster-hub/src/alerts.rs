@@ -35,7 +35,7 @@ impl QueueTrend {
 }
 
 /// Share of the filesystem holding `path` that is free to unprivileged users.
-fn disk_free(path: &Path) -> Option<f64> {
+pub(crate) fn disk_free(path: &Path) -> Option<f64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };

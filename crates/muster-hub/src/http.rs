@@ -37,6 +37,8 @@ pub enum ApiError {
         detail: String,
     },
     Unavailable(String),
+    /// The disk has no room for the change (507); nothing was written.
+    InsufficientStorage(String),
     /// Over a rate limit: try again after `retry_after`.
     TooManyRequests {
         detail: String,
@@ -60,6 +62,7 @@ impl std::fmt::Display for ApiError {
             | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
             | ApiError::Unavailable(d)
+            | ApiError::InsufficientStorage(d)
             | ApiError::Internal(d) => f.write_str(d),
         }
     }
@@ -87,6 +90,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(r) => ApiError::Conflict { field: Some("state".into()), detail: r.to_string() },
             StoreError::Invalid(i) => ApiError::BadRequest(i.into()),
             StoreError::Closed => ApiError::Unavailable("the hub is shutting down".into()),
+            StoreError::NoSpace(detail) => ApiError::InsufficientStorage(detail),
             StoreError::Database(detail) => ApiError::Internal(detail),
         }
     }
@@ -108,6 +112,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not found", d, None),
             ApiError::Conflict { field, detail } => (StatusCode::CONFLICT, "conflict", detail, field),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d, None),
+            ApiError::InsufficientStorage(d) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient storage", d, None),
             ApiError::TooManyRequests { detail, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too many requests", detail, None)
             }
@@ -260,12 +265,14 @@ async fn track(
     response
 }
 
-/// Ready to take work: the database answers and the hub is not draining.
-/// `?verbose` lists each check.
+/// Ready to take work: the database answers and commits, the data disk has
+/// room, and the hub is not draining. `?verbose` lists each check.
 async fn readyz(State(hub): State<Hub>, RawQuery(q): RawQuery) -> Response {
     let verbose = q.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
     let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
     checks.push(("database", hub.shared.store.ping().await.map_err(|e| e.to_string())));
+    checks.push(("commits", hub.commits().await));
+    checks.push(("disk", hub.disk_room().await));
     let draining = hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst);
     checks.push(("draining", if draining { Err("the hub is shutting down".into()) } else { Ok(()) }));
     let ready = checks.iter().all(|(_, r)| r.is_ok());
@@ -1722,4 +1729,37 @@ async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes
     hub.wake_dispatcher();
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &TaskCreated { created: created.created, task: TaskView::from_task(&created.task) }))
+}
+
+impl Hub {
+    /// Whether a commit reaches the disk: when the latest one failed, a
+    /// probe write says whether they do again.
+    async fn commits(&self) -> Result<(), String> {
+        let Some(why) = self.shared.store.write_stats().failing else { return Ok(()) };
+        match self.shared.store.probe_write(self.now()).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("the last commit failed ({why}), and so does a probe write: {e}")),
+        }
+    }
+
+    /// Whether the disk holding the data directory has more room than the
+    /// `disk_low` alert's threshold.
+    async fn disk_room(&self) -> Result<(), String> {
+        let dir = &self.config().data_dir;
+        let Some(free) = crate::alerts::disk_free(dir) else { return Ok(()) };
+        let threshold = self
+            .rule_configs()
+            .await
+            .map(|c| c[&muster_core::alert::Rule::DiskLow].threshold)
+            .unwrap_or_else(|_| muster_core::alert::Rule::DiskLow.default_config().threshold);
+        if free < threshold {
+            return Err(format!(
+                "{:.1}% of the disk holding {} is free, below the disk_low threshold of {:.1}%",
+                free * 100.0,
+                dir.display(),
+                threshold * 100.0
+            ));
+        }
+        Ok(())
+    }
 }

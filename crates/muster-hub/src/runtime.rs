@@ -84,8 +84,8 @@ impl Default for Runtime {
             budget_daily_per_runner: BTreeMap::new(),
             approval_runners: std::collections::BTreeSet::new(),
             approvers: std::collections::BTreeSet::new(),
-            api_rate: 200,
-            api_burst: 2000,
+            api_rate: 1000,
+            api_burst: 5000,
             followups_per_minute: 60,
             followups_per_tree: 100,
         }

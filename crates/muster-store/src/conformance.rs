@@ -69,6 +69,7 @@ macro_rules! cases {
 
 cases!($
     fresh_store_is_empty,
+    a_probe_write_commits_and_changes_nothing_else,
     tokens_are_created_listed_and_revoked,
     touch_token_records_use_at_most_once_a_minute,
     register_agent_refuses_a_taken_name,
@@ -465,6 +466,17 @@ pub async fn fresh_store_is_empty(store: Arc<dyn Store>) {
     assert_eq!(ok("task", s.task(&task_id(1)).await), None);
     assert_eq!(ok("agent", s.agent(&name("nobody")).await), None);
     assert_eq!(ok("token", s.token(&token_id(1)).await), None);
+}
+
+pub async fn a_probe_write_commits_and_changes_nothing_else(store: Arc<dyn Store>) {
+    let s = &*store;
+    let task = submit(s, 1, spec("work"), at(0)).await;
+    let before = snapshot(s).await;
+    ok("probe_write", s.probe_write(at(1)).await);
+    ok("probe_write", s.probe_write(at(2)).await);
+    assert_unchanged(s, &before, "a probe write").await;
+    assert_eq!(get(s, &task).await.state, TaskState::Queued);
+    assert!(s.write_stats().failing.is_none(), "no commit has failed");
 }
 
 pub async fn writes_after_close_are_refused(store: Arc<dyn Store>) {

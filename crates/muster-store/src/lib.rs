@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is shutting down and takes no more writes.
     #[error("the store is closed")]
     Closed,
+    /// The disk has no room for the change; nothing was written. The text
+    /// names where the database is.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl StoreError {
@@ -102,6 +106,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers a query.
     async fn ping(&self) -> Result<()>;
+
+    /// Commits a change that touches nothing else (a row of its own), to
+    /// learn whether a commit reaches the disk now.
+    async fn probe_write(&self, now: Millis) -> Result<()>;
 
     /// Runs the database's own integrity check and Muster's invariants; with
     /// `repair`, fixes what can be fixed (in one change) and says what it did.
@@ -538,6 +546,8 @@ pub struct WriteStats {
     /// Batches applied a second time, each change in a savepoint of its
     /// own, because one of their changes failed after writing.
     pub redone_batches: u64,
+    /// Why the latest commit failed, when it did (no commit has succeeded since).
+    pub failing: Option<String>,
 }
 
 /// What `finish_task` did.

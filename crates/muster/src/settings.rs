@@ -99,10 +99,10 @@ pub struct HubArgs {
     /// How long a request body may go without sending anything [default: 30s].
     #[arg(long, env = "MUSTER_BODY_TIMEOUT")]
     pub body_timeout: Option<String>,
-    /// API requests a second each token may make; 0 is no limit [default: 200].
+    /// API requests a second each token may make; 0 is no limit [default: 1000].
     #[arg(long, env = "MUSTER_API_RATE")]
     pub api_rate: Option<usize>,
-    /// API requests a token may make at once before the rate applies [default: 2000].
+    /// API requests a token may make at once before the rate applies [default: 5000].
     #[arg(long, env = "MUSTER_API_BURST")]
     pub api_burst: Option<usize>,
 }

@@ -43,7 +43,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        StoreError::Database(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::NoSpace(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -56,6 +59,8 @@ trait Change: Send {
     fn apply(&mut self, conn: Option<&Connection>) -> bool;
     /// Answers the caller once the commit's fate is known.
     fn answer(self: Box<Self>, commit: Result<()>);
+    /// Why its last application failed, if it did.
+    fn failure(&self) -> Option<StoreError>;
 }
 
 type Job = Box<dyn Change>;
@@ -89,6 +94,10 @@ where
     fn answer(self: Box<Self>, commit: Result<()>) {
         let result = self.result.unwrap_or_else(|| Err(StoreError::Database("the change was never applied".into())));
         let _ = self.reply.send(commit.and(result));
+    }
+
+    fn failure(&self) -> Option<StoreError> {
+        self.result.as_ref().and_then(|r| r.as_ref().err().cloned())
     }
 }
 
@@ -155,6 +164,8 @@ struct WriterStats {
     failed: muster_metrics::Counter,
     /// Batches applied a second time, with savepoints, after a change failed half-way.
     redone: muster_metrics::Counter,
+    /// Why the latest commit failed; `None` once one succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 /// Prepared statements kept per connection: more than the store has, so
@@ -220,6 +231,7 @@ impl SqliteStore {
             batch: muster_metrics::Histogram::new(muster_metrics::SIZE_BUCKETS),
             failed: muster_metrics::Counter::default(),
             redone: muster_metrics::Counter::default(),
+            failing: Mutex::new(None),
         });
         let writer_stats = stats.clone();
         let hooks = Arc::new(Hooks::default());
@@ -270,7 +282,17 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(Pending { change: f, result: None, reply });
         sender.send(Work::Change(job)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Database("the store stopped before the change was committed".into()))?
+        let answer =
+            rx.await.map_err(|_| StoreError::Database("the store stopped before the change was committed".into()))?;
+        answer.map_err(|e| match e {
+            StoreError::NoSpace(why) => {
+                let dir = self.shared.path.parent().map_or_else(|| ".".into(), |d| d.display().to_string());
+                StoreError::NoSpace(format!(
+                    "no space left on the disk holding {dir} ({why}); nothing was written: free space there and try again"
+                ))
+            }
+            other => other,
+        })
     }
 
     /// Runs `f` on the writer's connection between batches, outside any
@@ -399,6 +421,8 @@ struct Applied {
     /// The transaction is gone (SQLite rolls it back by itself on errors
     /// such as a full disk): nothing in the batch may be reported committed.
     aborted: bool,
+    /// The error of the change that aborted it, when one did.
+    abort_cause: Option<StoreError>,
     /// A change failed after writing, with no savepoint to undo it alone.
     redo: bool,
     /// The dispatcher planned a claim pass that failed.
@@ -429,6 +453,7 @@ fn apply_batch(
                 let ok = job.apply(Some(conn));
                 if conn.is_autocommit() {
                     applied.aborted = true;
+                    applied.abort_cause = job.failure();
                 } else if !ok && conn.total_changes() != before {
                     applied.redo = true;
                     return applied;
@@ -584,15 +609,30 @@ fn writer_loop(
         let committing = std::time::Instant::now();
         let commit = match (began, applied.aborted) {
             (Ok(()), false) => run(&conn, "COMMIT").map_err(StoreError::from),
-            (Ok(()), true) => Err(StoreError::Database("the write transaction was aborted".into())),
+            (Ok(()), true) => Err(match applied.abort_cause.take() {
+                Some(e @ StoreError::NoSpace(_)) => e,
+                _ => StoreError::Database("the write transaction was aborted".into()),
+            }),
             (Err(e), _) => Err(StoreError::from(e)),
         };
         match &commit {
             Ok(()) => {
                 stats.commit.observe(committing.elapsed().as_secs_f64());
                 stats.batch.observe(batch.len() as f64);
+                if stats.failing.lock().expect("stats lock poisoned").is_some() {
+                    *stats.failing.lock().expect("stats lock poisoned") = None;
+                    tracing::info!("the database commits again");
+                }
             }
-            Err(_) => stats.failed.inc(),
+            Err(e) => {
+                stats.failed.inc();
+                *stats.failing.lock().expect("stats lock poisoned") = Some(e.to_string());
+            }
+        }
+        // A change the disk had no room for counts too, though the batch's
+        // commit (of the others) went through: readiness probes again.
+        if let Some(full) = batch.iter().filter_map(|j| j.failure()).find(|e| matches!(e, StoreError::NoSpace(_))) {
+            *stats.failing.lock().expect("stats lock poisoned") = Some(full.to_string());
         }
         if let Err(e) = &commit {
             tracing::error!(error = %e, batch = batch.len(), "write batch failed; every change in it is rolled back");
@@ -660,6 +700,14 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn probe_write(&self, now: Millis) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("UPDATE probe SET at = ? WHERE id = 1")?.execute([now.0])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn check(&self, repair: bool, now: Millis) -> Result<crate::CheckReport> {
@@ -1285,6 +1333,7 @@ impl Store for SqliteStore {
             batch_size: s.batch.snapshot(),
             failed_batches: s.failed.get(),
             redone_batches: s.redone.get(),
+            failing: s.failing.lock().expect("stats lock poisoned").clone(),
         }
     }
 }

@@ -440,6 +440,11 @@ WITH RECURSIVE tree(child, root) AS (
 UPDATE followups SET root = (SELECT root FROM tree WHERE tree.child = followups.child);
 CREATE INDEX followups_root ON followups (root);
 "#,
+    // 29: a row readiness rewrites to learn whether a commit reaches the disk.
+    r#"
+CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
+INSERT INTO probe (id, at) VALUES (1, 0);
+"#,
 ];
 
 /// The schema version this build writes.

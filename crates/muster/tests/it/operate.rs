@@ -80,9 +80,13 @@ async fn metrics_from_a_hub_that_has_run_tasks_pass_promtool() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_answers_503_while_the_hub_drains() {
     let mut hub = Hub::start_with(HubOpts { extra: &["--drain-delay", "30s"], ..HubOpts::default() }).await;
+    // Whatever room this machine's disk has left (the disk check has a test of its own).
+    let (status, body) =
+        hub.request(reqwest::Method::PUT, "/config/alerts", Some(json!({ "disk_low": { "threshold": 0.0 } }))).await;
+    assert_eq!(status, 200, "{body}");
     let ready = reqwest::get(format!("{}/readyz?verbose", hub.url)).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.text().await.unwrap(), "[+] database ok\n[+] draining ok\nready\n");
+    assert_eq!(ready.text().await.unwrap(), "[+] database ok\n[+] commits ok\n[+] disk ok\n[+] draining ok\nready\n");
 
     let mark = hub.last_event().await;
     let pid = hub.process.as_ref().unwrap().pgid();
@@ -96,7 +100,7 @@ async fn readyz_answers_503_while_the_hub_drains() {
     assert_eq!(draining.status(), 503);
     assert_eq!(
         draining.text().await.unwrap(),
-        "[+] database ok\n[-] draining failed: the hub is shutting down\nnot ready\n"
+        "[+] database ok\n[+] commits ok\n[+] disk ok\n[-] draining failed: the hub is shutting down\nnot ready\n"
     );
     let plain = reqwest::get(format!("{}/readyz", hub.url)).await.unwrap();
     assert_eq!((plain.status().as_u16(), plain.text().await.unwrap()), (503, "not ready\n".to_owned()));
@@ -221,4 +225,81 @@ async fn slos_report_the_budget_left_from_the_runs_recorded() {
     assert_eq!(code, 0);
     let line = out.lines().find(|l| l.starts_with("fast-runs (run within 1s)")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("2/4") && line.contains("50.000%") && line.ends_with("exhausted"), "{line}");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    /// A tmpfs of `size` (`16m`), or why the kernel refused one.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", &path_str(&path)])
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(path, dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// On main a full disk failed every write with 500 `database or disk is
+/// full` while `/readyz` said ready. Now readiness names the disk, a write
+/// refused for space answers 507 naming the data directory, and both
+/// recover once there is room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_full_disk_readiness_fails_and_writes_answer_507_until_there_is_room() {
+    let disk = match Tmpfs::mount("24m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED on_a_full_disk_readiness_fails…: cannot mount a tmpfs here ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::Builder::new().tempdir_in(&disk.0).expect("a data directory on the tmpfs");
+    let hub = Hub::start_in(dir, HubOpts::default()).await;
+    let ready = reqwest::get(format!("{}/readyz", hub.url)).await.unwrap();
+    assert_eq!(ready.status(), 200, "an empty disk is ready");
+
+    // Fill the disk to the last block.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let ready = reqwest::get(format!("{}/readyz?verbose", hub.url)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let text = ready.text().await.unwrap();
+    assert!(text.contains("[-] disk failed: 0.0% of the disk holding") && text.ends_with("not ready\n"), "{text}");
+
+    let big = "x".repeat(900_000);
+    let (status, body) = hub.post("/tasks", json!({ "prompt": big, "runner": "shell" })).await;
+    assert_eq!(status, 507, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("no space left on the disk holding") && detail.contains(&path_str(hub.dir.path())),
+        "{detail}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let ready = reqwest::get(format!("{}/readyz?verbose", hub.url)).await.unwrap();
+    let text = ready.text().await.unwrap();
+    assert_eq!(text, "[+] database ok\n[+] commits ok\n[+] disk ok\n[+] draining ok\nready\n");
+    let id = hub.add_task(json!({ "prompt": "echo room again", "runner": "shell" })).await;
+    assert_eq!(hub.task(&id).await["state"], "queued");
 }
