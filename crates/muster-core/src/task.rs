@@ -598,22 +598,42 @@ impl Task {
         if !lease.is_expired(now) {
             return Err(Refused::WrongState { state: self.state, wanted: "the lease has not expired" });
         }
+        Ok(self.take_back(now, "not accepted in time", "lease_expired"))
+    }
+
+    /// The holder connected again and did not list this task among the runs
+    /// it holds: the assignment never reached it (the hub stopped between
+    /// committing and sending it), or the run died with the agent. Taken back
+    /// at once, as an expired lease would be after `restart_grace`: an
+    /// assignment is queued again without using an attempt; a run's attempt
+    /// ends and the task retries if it has attempts left. The next
+    /// assignment is under a new epoch, so the old one is fenced off.
+    pub fn disown(&mut self, agent: &AgentName, epoch: Epoch, now: Millis) -> Result<Reclaimed, Refused> {
+        self.check_lease(agent, epoch)?;
+        if !self.state.is_leased() {
+            return Err(Refused::WrongState { state: self.state, wanted: "only a leased task can be disowned" });
+        }
+        Ok(self.take_back(now, "its agent connected again without it", "its agent connected again without this run"))
+    }
+
+    /// Ends the lease: an assignment goes back to the queue, a run ends its attempt.
+    fn take_back(&mut self, now: Millis, unaccepted: &str, lost: &str) -> Reclaimed {
         let was_running = self.state == TaskState::Running;
         self.lease = None;
         self.updated_at = now;
         if !was_running {
             self.state = TaskState::Queued;
             self.ready_at = now;
-            self.reason = Some("not accepted in time".to_owned());
-            return Ok(Reclaimed::Requeued);
+            self.reason = Some(unaccepted.to_owned());
+            return Reclaimed::Requeued;
         }
         self.exit_code = None;
-        self.reason = Some("lease_expired".to_owned());
-        Ok(match self.after_failed_attempt(now, Duration::ZERO, false) {
+        self.reason = Some(lost.to_owned());
+        match self.after_failed_attempt(now, Duration::ZERO, false) {
             Finished::Cancelled => Reclaimed::Cancelled,
             Finished::Failed => Reclaimed::Failed,
             Finished::RetryScheduled { .. } | Finished::Succeeded => Reclaimed::Requeued,
-        })
+        }
     }
 
     /// Cancels the task: at once unless a run is under way.

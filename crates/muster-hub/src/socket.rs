@@ -146,11 +146,15 @@ fn parse_hello(msg: AgentMsg) -> Result<Hello, FieldError> {
         slots,
         version,
         doctor: doctor.as_ref().map(to_json),
+        holds: None,
     };
     for c in &channels {
         muster_store::check_channel_name(c)?;
     }
-    Ok((announce, all, parse_runs(&runs)?, draining, channels))
+    let runs = parse_runs(&runs)?;
+    // What it holds, so that what it was handed and never got goes back to the queue now.
+    let announce = Announce { holds: Some(runs.clone()), ..announce };
+    Ok((announce, all, runs, draining, channels))
 }
 
 async fn session(hub: Hub, name: AgentName, socket: WebSocket) {

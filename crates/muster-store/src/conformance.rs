@@ -115,6 +115,7 @@ cases!($
     reclaim_fails_or_cancels_when_nothing_is_left,
     reclaim_honours_its_limit,
     hub_started_disconnects_agents_and_extends_leases,
+    a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold,
     append_output_stops_at_the_cap,
     steps_are_kept_in_order_up_to_the_limit_with_the_latest_live,
     append_steps_and_set_live_with_a_stale_epoch_are_refused,
@@ -288,6 +289,7 @@ async fn connect(s: &dyn Store, agent: &AgentName, with: &[&str], announced: &[&
         slots,
         version: "1.0.0".to_owned(),
         doctor: None,
+        holds: None,
     };
     ok("agent_connected", s.agent_connected(agent, hello, now).await).1
 }
@@ -617,6 +619,7 @@ pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {
         slots: 2,
         version: "1.2.3".to_owned(),
         doctor: Some(r#"{"runners":[]}"#.to_owned()),
+        holds: None,
     };
     let mark = last_seq(s).await;
     let (record, first) = ok("agent_connected", s.agent_connected(&a, hello, at(1)).await);
@@ -1635,6 +1638,54 @@ pub async fn hub_started_disconnects_agents_and_extends_leases(store: Arc<dyn St
 }
 
 // -- output --------------------------------------------------------------------------
+
+/// On main an assignment committed just before a hub crash, and never
+/// delivered, held one of its agent's slots until `restart_grace` after the
+/// last restart. Now the agent's `hello` says what it holds, and the rest is
+/// taken back in the same transaction that records the connection.
+pub async fn a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let running = submit(s, 1, TaskSpec { max_attempts: 2, ..spec("running") }, at(0)).await;
+    let e1 = start(s, &a, &running, at(0)).await;
+    let lost = submit(s, 2, spec("assigned, never delivered"), at(1)).await;
+    let e2 = assign(s, &a, &lost, at(1)).await;
+    let hub_restart = ok("hub_started", s.hub_started(at(2), Duration::from_secs(600)).await);
+    drop(hub_restart);
+
+    let hello = |holds: Vec<(TaskId, Epoch)>| Announce {
+        runners: runners(&["shell"]),
+        slots: 2,
+        version: "1.0.0".to_owned(),
+        holds: Some(holds),
+        ..Announce::default()
+    };
+    let mark = last_seq(s).await;
+    let (record, _) = ok("agent_connected", s.agent_connected(&a, hello(vec![(running.clone(), e1)]), at(3)).await);
+    assert_events(s, mark, &["agent.connected", "task.reclaimed"], "a reconnect without the assignment").await;
+    let back = get(s, &lost).await;
+    assert_eq!((back.state, back.lease.as_ref(), back.ready_at, back.attempts), (TaskState::Queued, None, at(3), 0));
+    assert_eq!(back.reason.as_deref(), Some("its agent connected again without it"));
+    assert_eq!(get(s, &running).await.state, TaskState::Running, "what it holds goes on");
+    assert_eq!(record.status.used_slots, 1, "the slot is free again");
+    let again = assign(s, &a, &lost, at(4)).await;
+    assert!(again > e2, "handed out again under a new epoch ({again} after {e2})");
+    let refused = s.start_task(&a, &lost, e2, at(4), LEASE).await;
+    assert!(matches!(refused, Err(StoreError::Refused(Refused::StaleEpoch { .. }))), "{refused:?}");
+
+    // A run that died with its agent ends its attempt and retries.
+    let mark = last_seq(s).await;
+    ok("agent_connected", s.agent_connected(&a, hello(vec![(lost.clone(), again)]), at(5)).await);
+    assert_events(s, mark, &["agent.connected", "task.reclaimed"], "a reconnect without the run").await;
+    let retried = get(s, &running).await;
+    assert_eq!((retried.state, retried.attempts), (TaskState::Queued, 1));
+    assert_eq!(retried.reason.as_deref(), Some("its agent connected again without this run"));
+    assert_eq!(attempts(s, &running).await[0].outcome.as_deref(), Some("lease_expired"));
+    assert_eq!(get(s, &lost).await.state, TaskState::Assigned, "the new assignment it holds stays");
+    // Without a list (an older agent, a store client), nothing is taken back.
+    ok("agent_connected", s.agent_connected(&a, Announce { holds: None, ..hello(Vec::new()) }, at(6)).await);
+    assert_eq!(get(s, &lost).await.state, TaskState::Assigned);
+}
 
 pub async fn append_output_stops_at_the_cap(store: Arc<dyn Store>) {
     let s = &*store;

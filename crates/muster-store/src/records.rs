@@ -78,6 +78,9 @@ pub struct Announce {
     pub version: String,
     /// The agent's doctor report as the hub received it (JSON), if it sent one.
     pub doctor: Option<String>,
+    /// The runs the agent says it holds, when it said (its `hello`). Every
+    /// other task leased to it is taken back at once (`Task::disown`).
+    pub holds: Option<Vec<(muster_core::TaskId, muster_core::Epoch)>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

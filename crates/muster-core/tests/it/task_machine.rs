@@ -50,6 +50,7 @@ enum Event {
     Release { agent: usize, epoch: EpochPick },
     Finish { agent: usize, epoch: EpochPick, outcome: RunOutcome, backoff_ms: u64 },
     Reclaim,
+    Disown { agent: usize, epoch: EpochPick },
     Cancel,
     Retry,
     Skip,
@@ -74,6 +75,7 @@ impl Event {
             Event::Release { .. } => "release",
             Event::Finish { .. } => "finish",
             Event::Reclaim => "reclaim",
+            Event::Disown { .. } => "disown",
             Event::Cancel => "cancel",
             Event::Retry => "retry",
             Event::Skip => "skip",
@@ -96,6 +98,7 @@ impl Event {
             | Event::Renew { agent, epoch, .. }
             | Event::Release { agent, epoch }
             | Event::Park { agent, epoch }
+            | Event::Disown { agent, epoch }
             | Event::Finish { agent, epoch, .. } => Some((agent, epoch)),
             _ => None,
         }
@@ -136,6 +139,7 @@ fn event() -> impl Strategy<Value = Event> {
             Event::Finish { agent, epoch, outcome, backoff_ms }
         }),
         3 => Just(Event::Reclaim),
+        1 => (0..AGENTS, epoch_pick()).prop_map(|(agent, epoch)| Event::Disown { agent, epoch }),
         1 => Just(Event::Cancel),
         2 => Just(Event::Retry),
         1 => Just(Event::Skip),
@@ -277,6 +281,10 @@ impl World {
                 self.task.finish(&self.agents[*agent], epoch, outcome, now, ms(*backoff_ms)).map(Effect::Finished)
             }
             Event::Reclaim => self.task.reclaim(now).map(Effect::Reclaimed),
+            Event::Disown { agent, epoch } => {
+                let epoch = self.epoch_of(*agent, *epoch);
+                self.task.disown(&self.agents[*agent], epoch, now).map(Effect::Reclaimed)
+            }
             Event::Cancel => self.task.cancel(now).map(Effect::Cancel),
             Event::Retry => self.task.retry(now).map(|()| Effect::Retried),
             Event::Skip => self.task.skip("by an operator", now).map(|()| Effect::Skipped),
@@ -368,6 +376,11 @@ fn expected(w: &World, event: &Event) -> Verdict {
         Event::Start { .. } | Event::Renew { .. } | Event::Release { .. } | Event::Finish { .. } => {
             Verdict::WrongState(state)
         }
+        // It held the lease (checked above): taken back at once, expired or not.
+        Event::Disown { .. } => Verdict::Reached(match state {
+            TaskState::Running => after_failure(),
+            _ => TaskState::Queued,
+        }),
         Event::Reclaim => match &t.lease {
             Some(lease) if lease.expires_at <= w.now => Verdict::Reached(match state {
                 TaskState::Running => after_failure(),
@@ -593,7 +606,7 @@ fn check_effect(
             }
             prop_assert_eq!(a.attempts, b.attempts, "finishing uses no attempt");
         }
-        (Event::Reclaim, Effect::Reclaimed(reclaimed)) => {
+        (Event::Reclaim | Event::Disown { .. }, Effect::Reclaimed(reclaimed)) => {
             let want = match a.state {
                 TaskState::Queued => Reclaimed::Requeued,
                 TaskState::Failed => Reclaimed::Failed,
@@ -765,7 +778,7 @@ fn random_runs_reach_every_state_and_every_kind_of_refusal() {
     for state in TaskState::ALL {
         assert!(coverage.states.contains(&state), "no run reached {state:?}");
     }
-    for kind in ["assign", "start", "renew", "release", "finish", "reclaim", "cancel", "retry"] {
+    for kind in ["assign", "start", "renew", "release", "finish", "reclaim", "disown", "cancel", "retry"] {
         assert!(coverage.verdicts.contains(&(kind, "ok")), "no {kind} succeeded: {:?}", coverage.verdicts);
     }
     for (kind, refusal) in [
@@ -773,6 +786,7 @@ fn random_runs_reach_every_state_and_every_kind_of_refusal() {
         ("renew", "Stale"),
         ("release", "Stale"),
         ("finish", "Stale"),
+        ("disown", "Stale"),
         ("start", "WrongState"),
         ("renew", "WrongState"),
         ("finish", "WrongState"),

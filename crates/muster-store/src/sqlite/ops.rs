@@ -279,9 +279,24 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
         hello.doctor,
         name.as_str()
     ])?;
-    let after = load_agent(c, name)?;
     let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };
-    agent_event(c, now, "agent.connected", Some(name), Some(after.status.state().as_str()), Some(detail))?;
+    let state = load_agent(c, name)?.status.state();
+    agent_event(c, now, "agent.connected", Some(name), Some(state.as_str()), Some(detail))?;
+    if let Some(holds) = &hello.holds {
+        let leased: Vec<(String, i64)> = c
+            .prepare_cached("SELECT id, lease_epoch FROM tasks WHERE lease_agent = ?")?
+            .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, epoch) in leased {
+            let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
+            let epoch = Epoch(epoch as u64);
+            if !holds.iter().any(|(t, e)| *t == id && *e == epoch) {
+                take_back(c, &id, now, None, Some((name, epoch)))?;
+            }
+        }
+    }
+    // Read again: taking tasks back frees its slots.
+    let after = load_agent(c, name)?;
     let session = after.session;
     Ok((after, session))
 }
@@ -1540,20 +1555,31 @@ pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize, policy: Policy
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
-        out.push(reclaim_one(c, &id, now, Some(policy))?);
+        out.push(take_back(c, &id, now, Some(policy), None)?);
     }
     Ok(out)
 }
 
-/// Takes back one task whose lease expired, by the core's rules.
-fn reclaim_one(c: &Connection, id: &TaskId, now: Millis, policy: Option<Policy>) -> Result<(Task, Reclaimed)> {
+/// Takes back one task, by the core's rules: its lease expired, or
+/// (`disowned`) its holder connected again without it.
+fn take_back(
+    c: &Connection,
+    id: &TaskId,
+    now: Millis,
+    policy: Option<Policy>,
+    disowned: Option<(&AgentName, Epoch)>,
+) -> Result<(Task, Reclaimed)> {
     {
         let mut task = load_task(c, id)?;
         let epoch = task.epoch;
         let was_running = task.state == TaskState::Running;
         let holder = task.lease.as_ref().map(|l| l.agent.clone());
         let ran_with = effective_runner(&task);
-        let reclaimed = task.reclaim(now).map_err(refused)?;
+        let reclaimed = match disowned {
+            Some((agent, epoch)) => task.disown(agent, epoch, now),
+            None => task.reclaim(now),
+        }
+        .map_err(refused)?;
         save_task(c, &task)?;
         if was_running {
             end_attempt(c, &task, epoch, "lease_expired", now)?;
@@ -2148,7 +2174,7 @@ pub fn check(c: &Connection, repair: bool, now: Millis) -> Result<crate::CheckRe
             )?;
             let id = TaskId::parse(id).map_err(|e| corrupt("task id", e))?;
             // A repair says nothing about any agent or runner: no breaker moves.
-            let (task, outcome) = reclaim_one(c, &id, now, None)?;
+            let (task, outcome) = take_back(c, &id, now, None, None)?;
             report.repaired.push(format!("{}: reclaimed ({outcome:?}), now {}", task.id, task.state.as_str()));
         }
         for (id, epoch) in &stray {

@@ -81,6 +81,7 @@ async fn online(s: &dyn Store, name: &str, slots: u32) -> AgentName {
         slots,
         version: "1.0.0".to_owned(),
         doctor: None,
+        holds: None,
     };
     s.agent_connected(&agent, hello, at(0)).await.unwrap();
     agent
