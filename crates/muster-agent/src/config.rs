@@ -286,8 +286,9 @@ impl AgentConfig {
         }
         if self.runners.is_empty() {
             bail!(
-                "this agent offers no runners: install claude or codex, enable the shell runner with \
-                 `--runner shell`, or define runners in the config file"
+                "this agent offers no runners: neither claude nor codex is on PATH (install Claude Code with \
+                 `npm install -g @anthropic-ai/claude-code`, or Codex with `npm install -g @openai/codex`), \
+                 or enable the shell runner with `--runner shell`, or define runners in the config file"
             );
         }
         for (name, profile) in &self.runners {

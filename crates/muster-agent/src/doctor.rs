@@ -39,6 +39,15 @@ async fn version(program: &str) -> Result<String, String> {
     }
 }
 
+/// How to install a built-in runner's program.
+pub fn install_hint(runner: &str, program: &str) -> Option<&'static str> {
+    match (runner, program) {
+        ("claude", "claude") => Some("install Claude Code with `npm install -g @anthropic-ai/claude-code`"),
+        ("codex", "codex") => Some("install Codex with `npm install -g @openai/codex`"),
+        _ => None,
+    }
+}
+
 fn writable(dir: &Path) -> bool {
     tempfile::Builder::new().prefix(".muster-doctor-").tempfile_in(dir).is_ok()
 }
@@ -48,7 +57,10 @@ pub async fn runner(name: &str, profile: &RunnerProfile) -> RunnerDoctor {
     let mut problems = Vec::new();
     let mut found_version = None;
     if !on_path(&program) {
-        problems.push(format!("{program} is not on PATH"));
+        problems.push(match install_hint(name, &program) {
+            Some(hint) => format!("{program} is not on PATH: {hint}"),
+            None => format!("{program} is not on PATH"),
+        });
     } else if RunnerProfile::builtin(name).is_some_and(|b| b.argv.first() == Some(&program)) {
         match version(&program).await {
             Ok(v) => found_version = Some(v),

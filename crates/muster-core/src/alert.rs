@@ -9,6 +9,7 @@ use crate::Invalid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
     QueueGrowing,
+    QueueWait,
     HighFailureRate,
     StuckTasks,
     NoAgentsOnline,
@@ -21,8 +22,9 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::QueueGrowing,
+        Rule::QueueWait,
         Rule::HighFailureRate,
         Rule::StuckTasks,
         Rule::NoAgentsOnline,
@@ -37,6 +39,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::QueueGrowing => "queue_growing",
+            Rule::QueueWait => "queue_wait",
             Rule::HighFailureRate => "high_failure_rate",
             Rule::StuckTasks => "stuck_tasks",
             Rule::NoAgentsOnline => "no_agents_online",
@@ -60,6 +63,7 @@ impl Rule {
     pub fn threshold_meaning(self) -> &'static str {
         match self {
             Rule::QueueGrowing => "evaluations in a row the queue grew",
+            Rule::QueueWait => "seconds the oldest due task may wait in the queue",
             Rule::HighFailureRate => "share of runs failing in the last hour (0 to 1)",
             Rule::StuckTasks => "seconds a running task may go without output",
             Rule::NoAgentsOnline => "unused (fires when work waits and no agent is connected)",
@@ -75,7 +79,7 @@ impl Rule {
     /// What an operator does first when it fires.
     pub fn next_step(self) -> &'static str {
         match self {
-            Rule::QueueGrowing => {
+            Rule::QueueGrowing | Rule::QueueWait => {
                 "muster agent list: agents offline, paused, or missing the runner or capability the queue needs? add agents or slots"
             }
             Rule::HighFailureRate | Rule::HighErrorRate => {
@@ -102,6 +106,7 @@ impl Rule {
     pub fn default_config(self) -> RuleConfig {
         let (severity, threshold) = match self {
             Rule::QueueGrowing => (Severity::Warning, 5.0),
+            Rule::QueueWait => (Severity::Warning, 600.0),
             Rule::HighFailureRate => (Severity::Critical, 0.5),
             Rule::StuckTasks => (Severity::Warning, 1800.0),
             Rule::NoAgentsOnline => (Severity::Critical, 0.0),
@@ -162,6 +167,8 @@ pub struct Observation {
     /// Evaluations in a row at which the queue was deeper than at the one before.
     pub queue_rises: u32,
     pub queued: u64,
+    /// Seconds the oldest queued task has been due; `None` when none is due.
+    pub oldest_wait_secs: Option<f64>,
     /// Runs that ended in the last hour.
     pub succeeded: u64,
     pub failed: u64,
@@ -182,43 +189,84 @@ pub struct Observation {
     pub deadlock: Option<(f64, String)>,
 }
 
-/// Whether `rule`'s condition holds, and why.
+/// Whether `rule`'s condition holds, and why (as `describe` says it).
 pub fn check(rule: Rule, cfg: &RuleConfig, o: &Observation) -> Option<String> {
-    if !cfg.enabled {
-        return None;
-    }
-    let t = cfg.threshold;
+    (cfg.enabled && holds(rule, cfg.threshold, o)).then(|| describe(rule, cfg, o))
+}
+
+fn holds(rule: Rule, t: f64, o: &Observation) -> bool {
     match rule {
-        Rule::QueueGrowing => (f64::from(o.queue_rises) >= t.max(1.0))
-            .then(|| format!("the queue grew {} evaluations in a row; {} tasks queued", o.queue_rises, o.queued)),
+        Rule::QueueGrowing => f64::from(o.queue_rises) >= t.max(1.0),
+        Rule::QueueWait => o.oldest_wait_secs.is_some_and(|w| w > t),
         Rule::HighFailureRate => {
             let finished = o.succeeded + o.failed;
             // A rate over one or two runs says little.
-            let rate = if finished >= 4 { o.failed as f64 / finished as f64 } else { 0.0 };
-            (finished >= 4 && rate >= t)
-                .then(|| format!("{:.0}% of runs failed in the last hour ({} of {finished})", rate * 100.0, o.failed))
+            finished >= 4 && o.failed as f64 / finished as f64 >= t
         }
-        Rule::StuckTasks => {
-            (o.stuck > 0).then(|| format!("{} running tasks have printed nothing for over {t:.0} s", o.stuck))
-        }
-        Rule::NoAgentsOnline => (o.agents_online == 0 && (o.agents_registered > 0 || o.queued > 0))
-            .then(|| format!("no agent is connected ({} registered, {} tasks queued)", o.agents_registered, o.queued)),
-        Rule::HighErrorRate => ((o.failed as f64) >= t.max(1.0))
-            .then(|| format!("{} runs failed in the last hour (threshold {t:.0})", o.failed)),
+        Rule::StuckTasks => o.stuck > 0,
+        Rule::NoAgentsOnline => o.agents_online == 0 && (o.agents_registered > 0 || o.queued > 0),
+        Rule::HighErrorRate => (o.failed as f64) >= t.max(1.0),
         Rule::BackupStale => match o.backup_age_secs {
-            Some(age) => (age > t).then(|| format!("the newest backup is {:.0} s old (threshold {t:.0} s)", age)),
-            None => (o.uptime_secs > t).then(|| format!("no backup in {:.0} s of running", o.uptime_secs)),
+            Some(age) => age > t,
+            None => o.uptime_secs > t,
         },
-        Rule::BudgetReached => (!o.over_budget.is_empty())
-            .then(|| format!("{} runners rest until midnight UTC: {}", o.over_budget.len(), o.over_budget.join("; "))),
-        Rule::Deadlock => o.deadlock.as_ref().and_then(|(age, cycle)| {
-            (*age <= t).then(|| format!("a lock acquire was refused as a deadlock {age:.0} s ago: {cycle}"))
-        }),
-        Rule::CircuitOpen => (!o.open_circuits.is_empty())
-            .then(|| format!("{} circuit breakers open: {}", o.open_circuits.len(), o.open_circuits.join(", "))),
-        Rule::DiskLow => o.disk_free.and_then(|free| {
-            (free < t).then(|| format!("{:.1}% of the data disk is free (threshold {:.1}%)", free * 100.0, t * 100.0))
-        }),
+        Rule::BudgetReached => !o.over_budget.is_empty(),
+        Rule::Deadlock => o.deadlock.as_ref().is_some_and(|(age, _)| *age <= t),
+        Rule::CircuitOpen => !o.open_circuits.is_empty(),
+        Rule::DiskLow => o.disk_free.is_some_and(|free| free < t),
+    }
+}
+
+/// What `rule` watches, as it stands in `o`, whether or not the condition
+/// holds: the detail of a firing alert is refreshed with it at every
+/// evaluation, and a resolved one says where things stand.
+pub fn describe(rule: Rule, cfg: &RuleConfig, o: &Observation) -> String {
+    let t = cfg.threshold;
+    match rule {
+        Rule::QueueGrowing => {
+            format!("the queue grew {} evaluations in a row; {} tasks queued", o.queue_rises, o.queued)
+        }
+        Rule::QueueWait => match o.oldest_wait_secs {
+            Some(w) => format!(
+                "the oldest due task has waited {w:.0} s in the queue (threshold {t:.0} s); {} tasks queued",
+                o.queued
+            ),
+            None => format!("no task waits in the queue; {} tasks queued", o.queued),
+        },
+        Rule::HighFailureRate => {
+            let finished = o.succeeded + o.failed;
+            let rate = if finished > 0 { o.failed as f64 / finished as f64 } else { 0.0 };
+            format!("{:.0}% of runs failed in the last hour ({} of {finished})", rate * 100.0, o.failed)
+        }
+        Rule::StuckTasks => format!("{} running tasks have printed nothing for over {t:.0} s", o.stuck),
+        Rule::NoAgentsOnline if o.agents_online == 0 => {
+            format!("no agent is connected ({} registered, {} tasks queued)", o.agents_registered, o.queued)
+        }
+        Rule::NoAgentsOnline => format!(
+            "{} agents connected ({} registered, {} tasks queued)",
+            o.agents_online, o.agents_registered, o.queued
+        ),
+        Rule::HighErrorRate => format!("{} runs failed in the last hour (threshold {t:.0})", o.failed),
+        Rule::BackupStale => match o.backup_age_secs {
+            Some(age) => format!("the newest backup is {age:.0} s old (threshold {t:.0} s)"),
+            None => format!("no backup in {:.0} s of running", o.uptime_secs),
+        },
+        Rule::BudgetReached if o.over_budget.is_empty() => "no runner rests for its daily budget".to_owned(),
+        Rule::BudgetReached => {
+            format!("{} runners rest until midnight UTC: {}", o.over_budget.len(), o.over_budget.join("; "))
+        }
+        Rule::Deadlock => match &o.deadlock {
+            Some((age, cycle)) => format!("a lock acquire was refused as a deadlock {age:.0} s ago: {cycle}"),
+            None => "no lock acquire has been refused as a deadlock".to_owned(),
+        },
+        Rule::CircuitOpen if o.open_circuits.is_empty() => "no circuit breaker is open".to_owned(),
+        Rule::CircuitOpen => {
+            format!("{} circuit breakers open: {}", o.open_circuits.len(), o.open_circuits.join(", "))
+        }
+        Rule::DiskLow => match o.disk_free {
+            Some(free) => format!("{:.1}% of the data disk is free (threshold {:.1}%)", free * 100.0, t * 100.0),
+            None => "the data disk's free space is unknown".to_owned(),
+        },
     }
 }
 
@@ -288,6 +336,24 @@ mod tests {
     }
 
     #[test]
+    fn the_detail_says_where_things_stand_whether_or_not_the_rule_holds() {
+        let cfg = Rule::HighFailureRate.default_config();
+        let bad = Observation { succeeded: 0, failed: 5, ..Observation::default() };
+        assert_eq!(
+            check(Rule::HighFailureRate, &cfg, &bad).as_deref(),
+            Some("100% of runs failed in the last hour (5 of 5)")
+        );
+        let better = Observation { succeeded: 15, failed: 5, ..Observation::default() };
+        assert_eq!(check(Rule::HighFailureRate, &cfg, &better), None);
+        assert_eq!(describe(Rule::HighFailureRate, &cfg, &better), "25% of runs failed in the last hour (5 of 20)");
+        let wait = Rule::QueueWait.default_config();
+        assert_eq!(
+            describe(Rule::QueueWait, &wait, &Observation { queued: 3, ..Observation::default() }),
+            "no task waits in the queue; 3 tasks queued"
+        );
+    }
+
+    #[test]
     fn each_rule_fires_on_its_condition_only() {
         let calm = Observation {
             agents_registered: 2,
@@ -303,6 +369,7 @@ mod tests {
         }
         let cases = [
             (Rule::QueueGrowing, Observation { queue_rises: 5, queued: 40, ..calm.clone() }),
+            (Rule::QueueWait, Observation { oldest_wait_secs: Some(601.0), queued: 2000, ..calm.clone() }),
             (Rule::HighFailureRate, Observation { succeeded: 4, failed: 4, ..calm.clone() }),
             (Rule::StuckTasks, Observation { stuck: 1, ..calm.clone() }),
             (Rule::NoAgentsOnline, Observation { agents_online: 0, ..calm.clone() }),
@@ -323,6 +390,8 @@ mod tests {
         ));
         // Too few runs for a rate.
         assert!(!holds(Rule::HighFailureRate, &Observation { failed: 3, ..calm.clone() }));
+        // A deep queue whose oldest task has not waited long is busy, not stuck.
+        assert!(!holds(Rule::QueueWait, &Observation { oldest_wait_secs: Some(30.0), queued: 2000, ..calm.clone() }));
         let off = RuleConfig { enabled: false, ..Rule::StuckTasks.default_config() };
         assert_eq!(check(Rule::StuckTasks, &off, &Observation { stuck: 3, ..calm }), None);
     }

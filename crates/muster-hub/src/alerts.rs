@@ -99,9 +99,12 @@ impl Hub {
         };
         let agents = store.list_agents().await?;
         let quiet_since = Millis(now.0 - stuck_after.as_millis() as i64);
+        // The earliest `ready_at` of a queued task is the one that has waited longest, once it is due.
+        let oldest_wait_secs = store.next_ready().await?.filter(|r| *r <= now).map(|r| now.since(r).as_secs_f64());
         Ok(Observation {
             queue_rises: trend.observe(queued),
             queued,
+            oldest_wait_secs,
             succeeded: count(&["succeeded"]),
             failed: count(&["failed", "timeout", "lease_expired"]),
             stuck: store.count_quiet_running(quiet_since).await?,
@@ -141,7 +144,17 @@ impl Hub {
             let current = stored.get(rule);
             let state = current.map_or(AlertState::Resolved, |a| a.state);
             let (next, change) = alert::step(state, holds.is_some());
-            let Some(change) = change else { continue };
+            let Some(change) = change else {
+                // Still firing: its detail follows the condition as it changes.
+                if let (Some(current), Some(detail)) = (current, holds)
+                    && current.state.is_active()
+                    && current.detail.as_deref() != Some(detail.as_str())
+                {
+                    let record = AlertRecord { detail: Some(detail), updated_at: now, ..current.clone() };
+                    self.shared.store.save_alert(record, None, now).await?;
+                }
+                continue;
+            };
             let record = match change {
                 Change::Fired => AlertRecord {
                     rule: *rule,
@@ -153,8 +166,10 @@ impl Hub {
                     acknowledged_at: None,
                     updated_at: now,
                 },
+                // Where things stand now, not the figure it fired with.
                 Change::Resolved => AlertRecord {
                     state: next,
+                    detail: Some(alert::describe(*rule, cfg, &observation)),
                     updated_at: now,
                     ..current.cloned().expect("only a stored alert can resolve")
                 },

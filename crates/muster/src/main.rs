@@ -1,5 +1,14 @@
 //! `muster`: the hub, the agent worker and the operator CLI in one binary.
 
+/// A line on stderr. A closed stderr (`muster hub 2>&1 | head -1`) is not
+/// worth a panic: a long-running command goes on without it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(test)]
 mod doc_commands;
 mod logging;
@@ -272,18 +281,29 @@ enum AgentCmd {
 
 fn main() {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so a write to a closed pipe (`muster task list |
+    // head -1`) fails, and `println!` panics. A command that only prints
+    // ends at once instead, quietly, as Unix tools do. The hub, an agent and
+    // `up` keep ignoring it: an agent writes prompts to its runs' pipes, and
+    // none of them may die because a reader of its logs went away.
+    if !matches!(cli.command, Command::Up(_) | Command::Hub(_) | Command::Agent(AgentCmd::Run(_))) {
+        // SAFETY: restores the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The hub and `up` set up their logs once their data directory is known.
     if !matches!(cli.command, Command::Up(_) | Command::Hub(_)) {
         let level = if matches!(cli.command, Command::Agent(AgentCmd::Run(_))) { "info" } else { "warn" };
         let logs = logging::Logs { console: logging::Console::Text, file: None, default_level: level };
         if let Err(e) = logging::init(logs) {
-            eprintln!("muster: cannot set up logging: {e}");
+            say!("muster: cannot set up logging: {e}");
         }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("muster: cannot start the async runtime: {e}");
+            say!("muster: cannot start the async runtime: {e}");
             std::process::exit(exit::FAILURE);
         }
     };
@@ -348,7 +368,7 @@ async fn run(cli: Cli) -> i32 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("muster: {}", e.message);
+            say!("muster: {}", e.message);
             e.code
         }
     }
@@ -358,7 +378,7 @@ fn report(result: anyhow::Result<()>) -> i32 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("muster: {e:#}");
+            say!("muster: {e:#}");
             match e.downcast_ref::<muster_cli::CliError>() {
                 Some(cli) => cli.code,
                 None => exit::FAILURE,

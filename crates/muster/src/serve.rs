@@ -124,13 +124,13 @@ async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Co
         // Shown to a person at a terminal only: piped or under a supervisor,
         // stderr ends up in log files, where a token must never go.
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprintln!("{token}");
-            eprintln!(
+            say!("{token}");
+            say!(
                 "muster: created the admin token above; it is shown only once and saved to {} (mode 0600)",
                 saved.display()
             );
         } else {
-            eprintln!(
+            say!(
                 "muster: created an admin token and saved it to {} (mode 0600); it is not shown because stderr is not a terminal",
                 saved.display()
             );
@@ -150,7 +150,7 @@ pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
     let restored = muster_store::sqlite::backup::restore(file, &db, &stamp)
         .map_err(|e| anyhow::anyhow!("restore refused: {e}"))?;
     println!("{}", db.display());
-    eprintln!(
+    say!(
         "restored {} ({} bytes, {} tasks, integrity ok) into {}",
         file.display(),
         restored.from.bytes,
@@ -158,10 +158,10 @@ pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
         db.display()
     );
     match restored.previous {
-        Some(kept) => eprintln!("the database it replaced is kept as {}", kept.display()),
-        None => eprintln!("there was no database to replace"),
+        Some(kept) => say!("the database it replaced is kept as {}", kept.display()),
+        None => say!("there was no database to replace"),
     }
-    eprintln!("start the hub to use it; agents re-attach to their runs as after any restart");
+    say!("start the hub to use it; agents re-attach to their runs as after any restart");
     Ok(())
 }
 
@@ -171,7 +171,7 @@ pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let opened = open_hub(config, &args, crate::logging::Console::Json).await?;
     let addr = opened.listener.local_addr()?;
-    eprintln!("muster hub listening on http://{addr} (data in {})", data_dir.display());
+    say!("muster hub listening on http://{addr} (data in {})", data_dir.display());
     opened.hub.serve(opened.listener, shutdown_signal()).await
 }
 
@@ -304,11 +304,22 @@ pub struct DoctorArgs {
 
 /// `muster doctor`: the checks an agent makes at every connect, here and now.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => Some(AgentFile::load(path)?),
+        None => None,
+    };
+    let mut runners = args.runners;
+    // Asked about nothing in particular: the runners an agent offers when
+    // their programs are installed, so a missing one is named, not skipped.
+    if runners.is_empty() && file.as_ref().is_none_or(|f| f.enable.is_empty() && f.runners.is_empty()) {
+        runners =
+            ["claude", "codex"].iter().filter(|r| !muster_agent::config::on_path(r)).map(|r| r.to_string()).collect();
+    }
     let run_args = AgentRunArgs {
         slots: None,
         config: args.config,
         caps: Vec::new(),
-        runners: args.runners,
+        runners,
         workdir: args.workdir,
         drain_timeout: "30s".into(),
     };
@@ -390,13 +401,10 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
     let agent_task = tokio::spawn(muster_agent::run(agent_config, async move {
         let _ = agent_stopped.await;
     }));
-    eprintln!(
-        "muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}",
-        data_dir.display()
-    );
-    eprintln!("dashboard: open {url}/ and sign in with the admin token ({})", data_dir.join("admin.token").display());
-    eprintln!("try, from another terminal:  muster task add --runner shell 'echo hello'   then   muster task list");
-    eprintln!("stop with Ctrl-C");
+    say!("muster is up: hub {url} (data in {}), agent \"{LOCAL_AGENT}\" with runners {runners}", data_dir.display());
+    say!("dashboard: open {url}/ and sign in with the admin token ({})", data_dir.join("admin.token").display());
+    say!("try, from another terminal:  muster task add --runner shell 'echo hello'   then   muster task list");
+    say!("stop with Ctrl-C");
     shutdown_signal().await;
     // The agent drains first so its last reports reach the hub.
     let _ = stop_agent.send(());

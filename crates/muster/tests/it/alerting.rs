@@ -11,7 +11,7 @@ fn fast_alerts() -> HubOpts {
 /// Waits for an alert event of `kind` about `rule` after `mark`.
 async fn wait_alert_event(hub: &Hub, mark: i64, kind: &str, rule: &str) -> Value {
     hub.wait_until(&format!("{kind} for {rule}"), || async {
-        let events = hub.get(&format!("/events?after={mark}")).await;
+        let events = hub.get(&format!("/events?after={mark}&limit=10000")).await;
         events["events"]
             .as_array()
             .expect("events")
@@ -94,4 +94,48 @@ async fn a_threshold_change_applies_at_the_next_evaluation_and_survives_a_restar
         hub.request(reqwest::Method::PUT, "/config/alerts", Some(json!({ "disk_low": { "colour": "red" } }))).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["field"], "disk_low.colour");
+}
+
+/// On main, 2,000 tasks queued behind one slot never fired an alert
+/// (`queue_growing` needs growth at several evaluations in a row), and a
+/// firing alert kept the figure it fired with. Now `queue_wait` fires on the
+/// oldest due task's wait, its detail follows the queue, and the resolved
+/// event says where things stand.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_behind_one_slot_fires_queue_wait_whose_detail_follows_the_queue() {
+    let hub = Hub::start_with(fast_alerts()).await;
+    let (status, body) =
+        hub.request(reqwest::Method::PUT, "/config/alerts", Some(json!({ "queue_wait": { "threshold": 1 } }))).await;
+    assert_eq!(status, 200, "{body}");
+    let _agent = hub.agent("w", 1, &[]).await;
+    let mark = hub.last_event().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let tasks: Vec<Value> = (0..1000).map(|_| json!({ "prompt": "sleep 60", "runner": "shell" })).collect();
+        let (status, body) = hub.post("/tasks/batch", json!({ "tasks": tasks })).await;
+        assert_eq!(status, 201, "{body}");
+        ids.extend(body["tasks"].as_array().unwrap().iter().map(|t| t["task"]["id"].as_str().unwrap().to_owned()));
+    }
+    let fired = wait_alert_event(&hub, mark, "alert.firing", "queue_wait").await;
+    let first = fired["detail"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("queue_wait (warning): the oldest due task has waited"), "{first}");
+    assert!(first.contains("(threshold 1 s); 1999 tasks queued"), "{first}");
+
+    // While it fires, its detail is the queue as it is now.
+    let refreshed = hub
+        .wait_until("the queue_wait detail to change", || async {
+            let alerts = hub.get("/alerts").await;
+            let alert = alerts.as_array().unwrap().iter().find(|a| a["rule"] == "queue_wait").cloned().unwrap();
+            let detail = alert["detail"].as_str().unwrap_or("").to_owned();
+            (alert["state"] == "firing" && !first.ends_with(&detail)).then_some(detail)
+        })
+        .await;
+    assert!(refreshed.starts_with("the oldest due task has waited"), "{refreshed}");
+
+    for id in ids.iter().rev() {
+        let (status, body) = hub.post(&format!("/tasks/{id}/cancel"), json!({})).await;
+        assert!(status == 200 || status == 409, "{body}");
+    }
+    let resolved = wait_alert_event(&hub, mark, "alert.resolved", "queue_wait").await;
+    assert_eq!(resolved["detail"], "queue_wait (warning): no task waits in the queue; 0 tasks queued");
 }

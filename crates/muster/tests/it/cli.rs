@@ -218,3 +218,59 @@ async fn muster_up_runs_a_shell_task_with_the_admin_token_from_its_data_dir() {
     let status = tokio::time::timeout(PATIENCE, up.wait()).await.expect("up stops in time").unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// On main `muster status | head -1` panicked with exit 101 ("failed
+/// printing to stdout: Broken pipe"). Every command that prints ends
+/// quietly when its reader has gone, as `head` expects.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_end_quietly_when_their_reader_closes_the_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let hub = Hub::start().await;
+    let _agent = hub.agent("w", 1, &[]).await;
+    let id = hub.shell_task("seq 1 2000").await;
+    hub.wait_state(&id, &["succeeded"]).await;
+    for args in [
+        vec!["status"],
+        vec!["task", "list"],
+        vec!["task", "logs", &id],
+        vec!["task", "show", &id, "--json"],
+        vec!["events"],
+        vec!["agent", "list"],
+        vec!["config"],
+        vec!["--help"],
+    ] {
+        let mut cmd = muster_command(&args);
+        cmd.env("MUSTER_URL", &hub.url).env("MUSTER_TOKEN", &hub.token);
+        let mut group = ProcessGroup::spawn(&mut cmd).expect("muster starts");
+        // The reader is gone before the first line is written.
+        drop(group.child_mut().stdout.take());
+        let mut err = String::new();
+        let mut stderr = group.child_mut().stderr.take().expect("stderr");
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await.expect("stderr read");
+        let status = tokio::time::timeout(PATIENCE, group.wait()).await.expect("it ends").expect("a status");
+        let quiet = status.signal() == Some(libc::SIGPIPE) || status.code() == Some(0);
+        assert!(quiet, "muster {}: {status:?}, stderr {err:?}", args.join(" "));
+        assert!(!err.contains("panicked"), "muster {}: {err}", args.join(" "));
+    }
+}
+
+/// On main, `muster doctor` with no flags on a machine without Claude Code
+/// said only "this agent offers no runners".
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_with_no_flags_names_the_coding_agents_that_are_missing_and_how_to_install_them() {
+    let bare = tempfile::tempdir().expect("a directory");
+    // Only git on PATH: no claude, no codex.
+    let git = String::from_utf8(std::process::Command::new("which").arg("git").output().unwrap().stdout).unwrap();
+    std::os::unix::fs::symlink(git.trim(), bare.path().join("git")).unwrap();
+    let mut cmd = muster_command(&["doctor", "--workdir", &path_str(bare.path())]);
+    cmd.env("PATH", bare.path());
+    let (code, out, err) = run_to_end(&mut cmd, PROMPTLY).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("offers no runners"), "{err}");
+    assert!(out.contains("FAIL runner claude: claude"), "{out}");
+    assert!(
+        out.contains("claude is not on PATH: install Claude Code with `npm install -g @anthropic-ai/claude-code`"),
+        "{out}"
+    );
+    assert!(out.contains("codex is not on PATH: install Codex with `npm install -g @openai/codex`"), "{out}");
+}
