@@ -2,7 +2,7 @@
 //! `status`, `events`.
 
 use crate::client::{CliResult, segment};
-use crate::table::{Table, clip, dash};
+use crate::table::{Table, attempts_used, clip, dash};
 use crate::{CliError, Client, exit};
 use clap::{Args, Subcommand};
 use muster_proto::api::{
@@ -283,7 +283,7 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
                     task.state.clone(),
                     task.priority.clone(),
                     task.runner.clone(),
-                    format!("{}/{}", task.attempts, task.max_attempts),
+                    attempts_used(task),
                     dash(task.agent.as_ref()),
                     dash(task.exit_code),
                     task.created_at.clone(),
@@ -555,7 +555,7 @@ fn render_task(d: &TaskDetail) -> String {
         },
     );
     field("capabilities", if t.capabilities.is_empty() { "-".into() } else { t.capabilities.join(", ") });
-    field("attempts", format!("{}/{}", t.attempts, t.max_attempts));
+    field("attempts", attempts_used(t));
     field("agent", dash(t.agent.as_ref()));
     field("exit code", dash(t.exit_code));
     field("reason", dash(t.reason.as_ref()));

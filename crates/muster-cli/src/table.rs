@@ -59,3 +59,14 @@ pub fn dash(v: Option<impl ToString>) -> String {
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+/// A task's attempts as the attempts table numbers them: `1/3` from its
+/// budget, and after a retry or a handed-back attempt `1/3 (run 4)`, so the
+/// latest attempt's number is never a surprise.
+pub fn attempts_used(t: &muster_proto::api::TaskView) -> String {
+    if t.runs > t.attempts {
+        format!("{}/{} (run {})", t.attempts, t.max_attempts, t.runs)
+    } else {
+        format!("{}/{}", t.attempts, t.max_attempts)
+    }
+}

@@ -372,8 +372,11 @@ pub struct Task {
     pub id: TaskId,
     pub spec: TaskSpec,
     pub state: TaskState,
-    /// Attempts started so far, at most `spec.max_attempts`.
+    /// Attempts started so far, at most `spec.max_attempts`; a retry starts
+    /// it again at 0, and a run that hands its attempt back takes one off.
     pub attempts: u32,
+    /// Runs started in all, across retries: the number of its latest attempt.
+    pub runs: u32,
     /// The epoch of the latest lease; grows with every hand-out.
     pub epoch: Epoch,
     /// Present exactly when the state is assigned or running.
@@ -404,6 +407,7 @@ impl Task {
                 TaskState::Queued
             },
             attempts: 0,
+            runs: 0,
             epoch: Epoch(0),
             lease: None,
             ready_at: now,
@@ -459,6 +463,7 @@ impl Task {
             return Err(Refused::WrongState { state: self.state, wanted: "only an assigned task can start" });
         }
         self.attempts += 1;
+        self.runs += 1;
         self.state = TaskState::Running;
         self.started_at = Some(now);
         self.exit_code = None;

@@ -244,9 +244,12 @@ pub struct TaskView {
     pub priority: String,
     pub runner: String,
     pub capabilities: Vec<String>,
-    /// Attempts used from the current budget.
+    /// Attempts used from the current budget (a retry starts a new one).
     pub attempts: u32,
     pub max_attempts: u32,
+    /// Runs started in all, across retries: the number of the latest attempt.
+    #[serde(default)]
+    pub runs: u32,
     /// The agent of the latest attempt.
     pub agent: Option<String>,
     pub exit_code: Option<i32>,
@@ -299,6 +302,7 @@ impl TaskView {
             runner: t.spec.runner.to_string(),
             capabilities: t.spec.capabilities.iter().map(|c| c.to_string()).collect(),
             attempts: t.attempts,
+            runs: t.runs,
             max_attempts: t.spec.max_attempts,
             agent: t.agent.as_ref().map(|a| a.to_string()),
             exit_code: t.exit_code,

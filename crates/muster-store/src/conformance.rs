@@ -1274,10 +1274,13 @@ pub async fn finish_failure_without_attempts_dead_letters_then_retry_revives(sto
     assert_eq!(get(s, &task).await, revived);
     assert_events(s, mark, &["task.retried"], "retry_task").await;
 
+    assert_eq!(revived.runs, 1, "a retry keeps the count of runs");
     let e2 = start(s, &a, &task, at(201)).await;
     assert_eq!(e2, Epoch(2));
     let numbers: Vec<u32> = attempts(s, &task).await.iter().map(|t| t.number).collect();
     assert_eq!(numbers, [1, 2], "attempts are numbered over the task's whole life");
+    let again = get(s, &task).await;
+    assert_eq!((again.attempts, again.runs), (1, 2), "one of the new budget; the second run, as numbered");
 }
 
 pub async fn retry_of_a_task_that_has_not_failed_is_refused(store: Arc<dyn Store>) {

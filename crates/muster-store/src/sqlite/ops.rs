@@ -407,7 +407,7 @@ macro_rules! task_cols {
          metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
          exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
          keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval, \
-         depends_on, on_dependency_failure, checks"
+         depends_on, on_dependency_failure, checks, runs"
     };
 }
 const TASK_COLS: &str = task_cols!();
@@ -482,6 +482,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         },
         state: TaskState::parse(&state).map_err(|e| corrupt("task state", e))?,
         attempts: r.get(10)?,
+        runs: r.get(38)?,
         epoch: Epoch(r.get::<_, i64>(11)? as u64),
         lease,
         ready_at: Millis(r.get(15)?),
@@ -508,13 +509,14 @@ fn load_task(c: &Connection, id: &TaskId) -> Result<Task> {
 fn save_task(c: &Connection, t: &Task) -> Result<()> {
     let lease = t.lease.as_ref();
     c.prepare_cached(
-        "UPDATE tasks SET state = ?, attempts = ?, epoch = ?, lease_agent = ?, lease_epoch = ?, \
+        "UPDATE tasks SET state = ?, attempts = ?, runs = ?, epoch = ?, lease_agent = ?, lease_epoch = ?, \
          lease_expires_at = ?, lease_runner = ?, ready_at = ?, cancel_requested = ?, exit_code = ?, reason = ?, \
          agent = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
     )?
     .execute(params![
         t.state.as_str(),
         t.attempts,
+        t.runs,
         t.epoch.0 as i64,
         lease.map(|l| l.agent.as_str()),
         lease.map(|l| l.epoch.0 as i64),

@@ -445,6 +445,12 @@ CREATE INDEX followups_root ON followups (root);
 CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);
 INSERT INTO probe (id, at) VALUES (1, 0);
 "#,
+    // 30: runs started in all, across retries (the number of the latest attempt).
+    r#"
+ALTER TABLE tasks ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET runs = (SELECT COUNT(*) FROM attempts WHERE attempts.task_id = tasks.id)
+    WHERE EXISTS (SELECT 1 FROM attempts WHERE attempts.task_id = tasks.id);
+"#,
 ];
 
 /// The schema version this build writes.

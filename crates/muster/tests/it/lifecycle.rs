@@ -52,6 +52,13 @@ async fn failures_retry_with_growing_backoff_then_dead_letter_then_manual_retry_
     assert_eq!(attempts.len(), 4, "the history keeps every attempt");
     assert_eq!(attempts[3]["number"], 4);
     assert_eq!(attempts[3]["outcome"], "succeeded");
+    // On main `task list` and `task show` said 1/3 beside attempt 4: now they name the run too.
+    assert_eq!(task["runs"], 4);
+    let (_, list, _) = hub.cli(&["task", "list"]).await;
+    let row = list.lines().find(|l| l.starts_with(&id)).expect("the task is listed");
+    assert!(row.contains("1/3 (run 4)"), "{row}");
+    let (_, show, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(show.lines().any(|l| l.starts_with("attempts") && l.ends_with("1/3 (run 4)")), "{show}");
 
     // A succeeded task cannot be retried; the answer names the reason.
     let (status, body) = hub.post(&format!("/tasks/{id}/retry"), json!({})).await;
