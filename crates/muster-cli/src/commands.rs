@@ -1363,6 +1363,24 @@ pub async fn agent_drain(conn: &ConnArgs, name: &str) -> CliResult {
     Ok(())
 }
 
+/// `muster agent remove NAME [--force]`.
+pub async fn agent_remove(conn: &ConnArgs, name: &str, force: bool, json: bool) -> CliResult {
+    let client = conn.client()?;
+    let path = format!("/agents/{}{}", segment(name), if force { "?force=true" } else { "" });
+    let removed: muster_proto::api::AgentRemoved = client.delete(&path).await?;
+    if json {
+        return print_json(&removed);
+    }
+    eprintln!("agent {} removed: its token is revoked; its history keeps its name", removed.name);
+    for id in &removed.requeued {
+        println!("{id}");
+    }
+    if !removed.requeued.is_empty() {
+        eprintln!("the {} tasks above, which it held, are queued again", removed.requeued.len());
+    }
+    Ok(())
+}
+
 /// A line of block characters, one per value, scaled to the largest.
 fn sparkline(values: &[f64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -1433,6 +1451,13 @@ pub async fn diagnose(conn: &ConnArgs, json: bool) -> CliResult {
             for p in &d.problems {
                 println!("- [{}] {}", p.area, p.what);
                 println!("    next: {}", p.next_step);
+            }
+        }
+        if !d.notes.is_empty() {
+            println!("\nnotes:");
+            for n in &d.notes {
+                println!("- [{}] {}", n.area, n.what);
+                println!("    next: {}", n.next_step);
             }
         }
         if !d.recent_log.is_empty() {

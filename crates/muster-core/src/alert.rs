@@ -66,7 +66,9 @@ impl Rule {
             Rule::QueueWait => "seconds the oldest due task may wait in the queue",
             Rule::HighFailureRate => "share of runs failing in the last hour (0 to 1)",
             Rule::StuckTasks => "seconds a running task may go without output",
-            Rule::NoAgentsOnline => "unused (fires when work waits and no agent is connected)",
+            Rule::NoAgentsOnline => {
+                "unused (fires when no agent is connected while work waits or agents that connected before are registered)"
+            }
             Rule::HighErrorRate => "failed runs in the last hour",
             Rule::BackupStale => "seconds since the newest backup",
             Rule::DiskLow => "share of the data disk that must stay free (0 to 1)",
@@ -174,6 +176,7 @@ pub struct Observation {
     pub failed: u64,
     /// Running tasks with no output for longer than the stuck threshold.
     pub stuck: u64,
+    /// Registered agents that have connected at least once.
     pub agents_registered: u64,
     pub agents_online: u64,
     /// Seconds since the newest backup; `None` when there is none.

@@ -345,6 +345,27 @@ pub enum Finished {
     Cancelled,
 }
 
+/// Why a task is taken back from the agent that holds its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disowned {
+    /// It connected again and did not list the task among its runs.
+    Reconnected,
+    /// An operator removed the agent (`agent remove --force`).
+    Removed,
+}
+
+impl Disowned {
+    /// The reason an assignment, and a run, are given.
+    fn reasons(self) -> (&'static str, &'static str) {
+        match self {
+            Disowned::Reconnected => {
+                ("its agent connected again without it", "its agent connected again without this run")
+            }
+            Disowned::Removed => ("its agent was removed", "its agent was removed during the run"),
+        }
+    }
+}
+
 /// What a reclaim of an expired lease did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reclaimed {
@@ -613,12 +634,19 @@ impl Task {
     /// assignment is queued again without using an attempt; a run's attempt
     /// ends and the task retries if it has attempts left. The next
     /// assignment is under a new epoch, so the old one is fenced off.
-    pub fn disown(&mut self, agent: &AgentName, epoch: Epoch, now: Millis) -> Result<Reclaimed, Refused> {
+    pub fn disown(
+        &mut self,
+        agent: &AgentName,
+        epoch: Epoch,
+        why: Disowned,
+        now: Millis,
+    ) -> Result<Reclaimed, Refused> {
         self.check_lease(agent, epoch)?;
         if !self.state.is_leased() {
             return Err(Refused::WrongState { state: self.state, wanted: "only a leased task can be disowned" });
         }
-        Ok(self.take_back(now, "its agent connected again without it", "its agent connected again without this run"))
+        let (unaccepted, lost) = why.reasons();
+        Ok(self.take_back(now, unaccepted, lost))
     }
 
     /// Ends the lease: an assignment goes back to the queue, a run ends its attempt.

@@ -108,7 +108,8 @@ impl Hub {
             succeeded: count(&["succeeded"]),
             failed: count(&["failed", "timeout", "lease_expired"]),
             stuck: store.count_quiet_running(quiet_since).await?,
-            agents_registered: agents.len() as u64,
+            // One registered and never started is not a fleet gone quiet.
+            agents_registered: agents.iter().filter(|a| a.last_seen_at.is_some()).count() as u64,
             agents_online: agents.iter().filter(|a| a.status.connected).count() as u64,
             backup_age_secs: self.last_backup_age().map(|a| a.as_secs_f64()),
             uptime_secs: now.since(self.shared.started_at).as_secs_f64(),

@@ -50,6 +50,15 @@ impl Hub {
         if draining {
             problems.push(problem("readiness", "the hub is shutting down", "start it again once it has stopped"));
         }
+        let commits = self.commits().await;
+        let room = self.disk_room().await;
+        for why in [&commits, &room].into_iter().filter_map(|r| r.as_ref().err()) {
+            problems.push(problem(
+                "readiness",
+                why.clone(),
+                "make room on the data disk (troubleshooting.md, \"/readyz answers 503\")",
+            ));
+        }
         if self.shared.dispatch_paused.load(Ordering::SeqCst) {
             problems.push(problem("dispatch", "dispatch is paused: no task is handed out", "muster resume"));
         }
@@ -76,11 +85,28 @@ impl Hub {
         }
 
         let agents = store.list_agents().await?;
-        for a in agents.iter().filter(|a| !a.status.connected) {
+        let mut notes = Vec::new();
+        // Registered and never started is a note, not a problem: it may be on its way.
+        for a in agents.iter().filter(|a| a.last_seen_at.is_none()) {
+            notes.push(problem(
+                "agent",
+                format!(
+                    "agent {} was registered {} and has never connected",
+                    a.name,
+                    muster_proto::timestamp(a.created_at)
+                ),
+                format!("start it with its token (muster agent run --token …), or muster agent remove {}", a.name),
+            ));
+        }
+        for a in agents.iter().filter(|a| !a.status.connected && a.last_seen_at.is_some()) {
             problems.push(problem(
                 "agent",
                 format!("agent {} is offline", a.name),
-                format!("on its machine, check the agent's service and log; muster events --agent {}", a.name),
+                format!(
+                    "on its machine, check the agent's service and log; muster events --agent {}; \
+                     if it is gone for good, muster agent remove {}",
+                    a.name, a.name
+                ),
             ));
         }
         for a in &agents {
@@ -143,13 +169,14 @@ impl Hub {
         let count = |s: TaskState| crate::tasks_in(&counts, s);
         Ok(DiagnoseView {
             health,
-            ready: database.is_ok() && !draining,
+            ready: database.is_ok() && !draining && commits.is_ok() && room.is_ok(),
             agents_online: agents.iter().filter(|a| a.status.connected).count() as u64,
             agents_registered: agents.len() as u64,
             queued: count(TaskState::Queued),
             running: count(TaskState::Running) + count(TaskState::Assigned),
             last_backup_age_secs: backup_age.map(|a| a.as_secs()),
             problems,
+            notes,
             recent_log: recent_log(self),
         })
     }

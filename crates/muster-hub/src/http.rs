@@ -156,7 +156,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/tasks/{id}/steps", get(task_steps))
         .route("/tasks/{id}/diff", get(task_diff))
         .route("/agents", post(add_agent).get(list_agents))
-        .route("/agents/{name}", get(show_agent))
+        .route("/agents/{name}", get(show_agent).delete(remove_agent))
         .route("/agents/{name}/pause", post(pause_agent))
         .route("/agents/{name}/resume", post(resume_agent))
         .route("/agents/{name}/token", post(reissue_token))
@@ -1457,6 +1457,35 @@ impl Hub {
     }
 }
 
+/// `DELETE /api/v1/agents/{name}[?force=true]`: revokes the agent's token,
+/// disconnects it and deletes its record; its history keeps its name.
+/// Refused (409) while it holds runs, unless forced, which queues them again.
+async fn remove_agent(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let by = hub.admin(&headers).await?;
+    let p = Params::parse(q, &["force"])?;
+    let force = match p.get("force") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad("force", format!("{other:?} is not true or false"))),
+    };
+    let agent = load_agent(&hub, &name).await?;
+    let taken = hub.shared.store.remove_agent(&agent.name, force, &by.name, hub.now()).await?;
+    hub.shared.tokens.clear();
+    hub.close_agent(&agent.name, "token revoked");
+    hub.wake_dispatcher();
+    tracing::info!(agent = %agent.name, by = %by.name, requeued = taken.len(), "agent removed");
+    let view = muster_proto::api::AgentRemoved {
+        name: agent.name.to_string(),
+        requeued: taken.iter().map(|t| t.to_string()).collect(),
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
 async fn reissue_token(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     hub.admin(&headers).await?;
     let agent = load_agent(&hub, &name).await?;
@@ -1734,7 +1763,7 @@ async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes
 impl Hub {
     /// Whether a commit reaches the disk: when the latest one failed, a
     /// probe write says whether they do again.
-    async fn commits(&self) -> Result<(), String> {
+    pub(crate) async fn commits(&self) -> Result<(), String> {
         let Some(why) = self.shared.store.write_stats().failing else { return Ok(()) };
         match self.shared.store.probe_write(self.now()).await {
             Ok(()) => Ok(()),
@@ -1744,7 +1773,7 @@ impl Hub {
 
     /// Whether the disk holding the data directory has more room than the
     /// `disk_low` alert's threshold.
-    async fn disk_room(&self) -> Result<(), String> {
+    pub(crate) async fn disk_room(&self) -> Result<(), String> {
         let dir = &self.config().data_dir;
         let Some(free) = crate::alerts::disk_free(dir) else { return Ok(()) };
         let threshold = self

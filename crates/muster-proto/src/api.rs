@@ -236,6 +236,13 @@ impl TaskSubmit {
     }
 }
 
+/// `DELETE /api/v1/agents/{name}`: the agent removed, and the tasks it held, queued again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRemoved {
+    pub name: String,
+    pub requeued: Vec<String>,
+}
+
 /// A task as the API and `--json` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
@@ -798,6 +805,9 @@ pub struct DiagnoseView {
     pub running: u64,
     pub last_backup_age_secs: Option<u64>,
     pub problems: Vec<DiagnosedProblem>,
+    /// Worth knowing, but nothing is wrong: `diagnose` still exits 0.
+    #[serde(default)]
+    pub notes: Vec<DiagnosedProblem>,
     /// The newest warning and error lines of the hub's log, oldest first.
     pub recent_log: Vec<String>,
 }

@@ -74,6 +74,7 @@ cases!($
     touch_token_records_use_at_most_once_a_minute,
     register_agent_refuses_a_taken_name,
     replace_agent_token_revokes_the_old_token,
+    removing_an_agent_revokes_its_token_and_keeps_its_history,
     agent_sessions_ignore_a_stale_disconnect,
     agent_flags_pause_and_drain,
     heartbeat_renews_running_leases_and_reports_stale_runs,
@@ -608,6 +609,45 @@ pub async fn replace_agent_token_revokes_the_old_token(store: Arc<dyn Store>) {
     let r = s.replace_agent_token(&ghost, new_token(21, Scope::Agent, Some(&ghost)), at(6)).await;
     assert_eq!(not_found("replace_agent_token of an unknown agent", r), "agent");
     assert_unchanged(s, &before, "replace_agent_token of an unknown agent").await;
+}
+
+pub async fn removing_an_agent_revokes_its_token_and_keeps_its_history(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let done = submit(s, 1, spec("done"), at(0)).await;
+    let e = start(s, &a, &done, at(0)).await;
+    finish(s, &a, &done, e, &SUCCEEDED, at(1)).await;
+    let running = submit(s, 2, spec("running"), at(2)).await;
+    start(s, &a, &running, at(2)).await;
+    let token = get_agent(s, &a).await.token_id;
+
+    let before = snapshot(s).await;
+    let refused = s.remove_agent(&a, false, "admin", at(3)).await;
+    match refused {
+        Err(StoreError::Conflict(why)) => {
+            assert!(why.contains(running.as_str()) && why.contains("--force"), "{why}")
+        }
+        other => panic!("removing an agent with a run must be refused: {other:?}"),
+    }
+    assert_unchanged(s, &before, "a refused removal").await;
+
+    let mark = last_seq(s).await;
+    let taken = ok("remove_agent", s.remove_agent(&a, true, "admin", at(4)).await);
+    assert_eq!(taken, std::slice::from_ref(&running));
+    assert_events(s, mark, &["task.reclaimed", "token.revoked", "agent.removed"], "a forced removal").await;
+    assert!(ok("agent", s.agent(&a).await).is_none(), "the agent is gone");
+    assert!(ok("list_agents", s.list_agents().await).is_empty());
+    let revoked = ok("token", s.token(&token).await).expect("the token is kept, revoked");
+    assert_eq!(revoked.revoked_at, Some(at(4)));
+    let back = get(s, &running).await;
+    assert_eq!((back.state, back.reason.as_deref()), (TaskState::Queued, Some("its agent was removed during the run")));
+    // Its history stays, under its name.
+    assert_eq!(attempts(s, &done).await[0].agent, a);
+    let missing = s.remove_agent(&a, false, "admin", at(5)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    // The name can be registered again, with a token of its own.
+    let again = NewAgent { name: a.clone(), capabilities: Vec::new() };
+    ok("register_agent", s.register_agent(again, new_token(99, Scope::Agent, Some(&a)), at(6)).await);
 }
 
 pub async fn agent_sessions_ignore_a_stale_disconnect(store: Arc<dyn Store>) {

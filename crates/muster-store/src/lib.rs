@@ -145,6 +145,11 @@ pub trait Store: Send + Sync + 'static {
     async fn register_agent(&self, agent: NewAgent, token: NewToken, now: Millis) -> Result<AgentRecord>;
     /// Revokes the agent's current token and gives it `token` instead.
     async fn replace_agent_token(&self, name: &AgentName, token: NewToken, now: Millis) -> Result<AgentRecord>;
+    /// Removes an agent: revokes its token and deletes its record, keeping
+    /// what its runs left (attempts, events, messages under its name).
+    /// Refused (`Conflict`) while it holds leases, unless `force`, which
+    /// takes them back; returns those tasks.
+    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>>;
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     /// A socket for this agent is up. Returns the new session number; a later

@@ -271,6 +271,15 @@ enum AgentCmd {
     Resume { name: String },
     /// Finish the agent's runs, take no new ones, then stop the agent.
     Drain { name: String },
+    /// Remove an agent: revoke its token and forget it; its tasks' history keeps its name.
+    /// Refused while it holds runs, unless --force, which queues them again.
+    Remove {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke the agent's token and print a new one (shown once).
     Token {
         name: String,
@@ -325,6 +334,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Agent(AgentCmd::Pause { name }) => muster_cli::agent_pause(&conn, &name, true).await,
         Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
         Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
+        Command::Agent(AgentCmd::Remove { name, force, json }) => {
+            muster_cli::agent_remove(&conn, &name, force, json).await
+        }
         Command::Doctor(args) => return report(serve::doctor(args).await),
         Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
         Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,

@@ -10,7 +10,7 @@
 //! model of the rules, and every report that does not come from the lease
 //! holder is probed to be refused as stale.
 
-use muster_core::task::{Cancel, Finished, Reclaimed};
+use muster_core::task::{Cancel, Disowned, Finished, Reclaimed};
 use muster_core::{
     AgentName, Epoch, Lease, Millis, Priority, Refused, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState,
 };
@@ -283,7 +283,7 @@ impl World {
             Event::Reclaim => self.task.reclaim(now).map(Effect::Reclaimed),
             Event::Disown { agent, epoch } => {
                 let epoch = self.epoch_of(*agent, *epoch);
-                self.task.disown(&self.agents[*agent], epoch, now).map(Effect::Reclaimed)
+                self.task.disown(&self.agents[*agent], epoch, Disowned::Reconnected, now).map(Effect::Reclaimed)
             }
             Event::Cancel => self.task.cancel(now).map(Effect::Cancel),
             Event::Retry => self.task.retry(now).map(|()| Effect::Retried),

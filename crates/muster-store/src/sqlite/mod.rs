@@ -794,6 +794,11 @@ impl Store for SqliteStore {
         self.write(move |c| ops::replace_agent_token(c, &name, &token, now)).await
     }
 
+    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>> {
+        let (name, by) = (name.clone(), by.to_owned());
+        self.write(move |c| ops::remove_agent(c, &name, force, &by, now)).await
+    }
+
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>> {
         let name = name.clone();
         self.read(move |c| ops::agent(c, &name)).await

@@ -16,7 +16,7 @@ use crate::{CheckRecord, ConflictRecord, NewConflict, NewPipeline, PipelineRecor
 use crate::{Firing, NewSchedule, ScheduleRecord};
 use muster_core::backoff::Retry;
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
-use muster_core::task::{Cancel, DependencyPolicy, Finished, Reclaimed};
+use muster_core::task::{Cancel, DependencyPolicy, Disowned, Finished, Reclaimed};
 use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
     TaskId, TaskSpec, TaskState, TokenId, Workspace,
@@ -262,6 +262,41 @@ pub fn replace_agent_token(c: &Connection, name: &AgentName, t: &NewToken, now: 
     load_agent(c, name)
 }
 
+/// Removes an agent: refused while it holds leases, unless `force`, which
+/// takes them back. Its token is revoked and its record and circuit
+/// breaker deleted; its attempts, events and messages keep its name.
+pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>> {
+    let agent = load_agent(c, name)?;
+    let leased: Vec<(String, i64)> = c
+        .prepare_cached("SELECT id, lease_epoch FROM tasks WHERE lease_agent = ? ORDER BY id")?
+        .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !leased.is_empty() && !force {
+        let ids: Vec<&str> = leased.iter().map(|(id, _)| id.as_str()).collect();
+        return Err(StoreError::Conflict(format!(
+            "agent {name} holds {} ({}); let them end (muster agent drain {name}), or remove it with --force, \
+             which queues them again",
+            if ids.len() == 1 { "a run".to_owned() } else { format!("{} runs", ids.len()) },
+            ids.join(", ")
+        )));
+    }
+    let mut taken = Vec::with_capacity(leased.len());
+    for (id, epoch) in leased {
+        let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
+        take_back(c, &id, now, None, Some((name, Epoch(epoch as u64), Disowned::Removed)))?;
+        taken.push(id);
+    }
+    revoke_token(c, &agent.token_id, now)?;
+    c.prepare_cached("DELETE FROM breakers WHERE scope = 'agent' AND name = ?")?.execute([name.as_str()])?;
+    c.prepare_cached("DELETE FROM agents WHERE name = ?")?.execute([name.as_str()])?;
+    let detail = match taken.len() {
+        0 => format!("by {by}"),
+        n => format!("by {by}; {n} of its tasks taken back"),
+    };
+    agent_event(c, now, "agent.removed", Some(name), None, Some(&detail))?;
+    Ok(taken)
+}
+
 pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: Millis) -> Result<(AgentRecord, u64)> {
     let before = load_agent(c, name)?;
     let caps: Vec<&str> = hello.capabilities.iter().map(|c| c.as_str()).collect();
@@ -291,7 +326,7 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
             let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
             let epoch = Epoch(epoch as u64);
             if !holds.iter().any(|(t, e)| *t == id && *e == epoch) {
-                take_back(c, &id, now, None, Some((name, epoch)))?;
+                take_back(c, &id, now, None, Some((name, epoch, Disowned::Reconnected)))?;
             }
         }
     }
@@ -1569,7 +1604,7 @@ fn take_back(
     id: &TaskId,
     now: Millis,
     policy: Option<Policy>,
-    disowned: Option<(&AgentName, Epoch)>,
+    disowned: Option<(&AgentName, Epoch, Disowned)>,
 ) -> Result<(Task, Reclaimed)> {
     {
         let mut task = load_task(c, id)?;
@@ -1578,7 +1613,7 @@ fn take_back(
         let holder = task.lease.as_ref().map(|l| l.agent.clone());
         let ran_with = effective_runner(&task);
         let reclaimed = match disowned {
-            Some((agent, epoch)) => task.disown(agent, epoch, now),
+            Some((agent, epoch, why)) => task.disown(agent, epoch, why, now),
             None => task.reclaim(now),
         }
         .map_err(refused)?;

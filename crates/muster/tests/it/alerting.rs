@@ -25,9 +25,15 @@ async fn wait_alert_event(hub: &Hub, mark: i64, kind: &str, rule: &str) -> Value
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_fires_is_acknowledged_and_resolves_when_its_condition_clears() {
     let hub = Hub::start_with(fast_alerts()).await;
-    let mark = hub.last_event().await;
-    // Registered, never connected: no agent is online.
+    // One registered and never started is not a fleet gone quiet.
+    let idle = hub.add_agent("never", &[]).await;
+    assert!(!idle.is_empty());
     let token = hub.add_agent("w", &[]).await;
+    let mut agent = hub.spawn_agent(("w", &token), 1, &[]);
+    hub.wait_connected("w").await;
+    let mark = hub.last_event().await;
+    agent.kill9().await;
+    // Connected once, gone now: no agent is online.
     let fired = wait_alert_event(&hub, mark, "alert.firing", "no_agents_online").await;
     assert_eq!(fired["detail"], "no_agents_online (critical): no agent is connected (1 registered, 0 tasks queued)");
 

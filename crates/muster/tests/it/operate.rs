@@ -303,3 +303,50 @@ async fn on_a_full_disk_readiness_fails_and_writes_answer_507_until_there_is_roo
     let id = hub.add_task(json!({ "prompt": "echo room again", "runner": "shell" })).await;
     assert_eq!(hub.task(&id).await["state"], "queued");
 }
+
+/// On main there was no way to remove an agent, and one registered but never
+/// started made `diagnose` fail for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_is_removed_with_its_token_and_one_never_started_is_only_a_note() {
+    let hub = Hub::start().await;
+    let (status, body) = hub.post("/admin/backups", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    hub.add_agent("ghost", &[]).await;
+    let (code, out, err) = hub.cli(&["diagnose"]).await;
+    assert_eq!(code, 0, "a never-started agent is not a problem: {out}{err}");
+    assert!(out.contains("notes:") && out.contains("agent ghost was registered"), "{out}");
+    assert!(out.contains("muster agent remove ghost"), "{out}");
+
+    let mut agent = hub.agent("w", 1, &[]).await;
+    let id = hub.shell_task("sleep 300").await;
+    hub.wait_state(&id, &["running"]).await;
+    let (code, _, err) = hub.cli(&["agent", "remove", "w"]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains(&id) && err.contains("--force"), "{err}");
+
+    let (code, out, err) = hub.cli(&["agent", "remove", "w", "--force"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), id, "the task it held is listed");
+    assert!(err.contains("agent w removed") && err.contains("queued again"), "{err}");
+    // Cut off: its token is refused, and it stops rather than retry for ever.
+    let process = agent.process.as_mut().expect("the agent runs");
+    let status = tokio::time::timeout(PATIENCE, process.wait()).await.expect("the agent exits").expect("a status");
+    assert_eq!(status.code(), Some(5), "{status:?}");
+    let task = hub.wait_state(&id, &["queued"]).await;
+    assert_eq!(task["reason"], "its agent was removed during the run");
+    assert_eq!(task["attempts_detail"][0]["agent"], "w", "its history keeps its name");
+    let (_, list, _) = hub.cli(&["agent", "list"]).await;
+    assert!(!list.lines().any(|l| l.starts_with("w ")), "{list}");
+    let tokens = hub.get("/tokens").await;
+    let token = tokens.as_array().unwrap().iter().find(|t| t["agent"] == "w").expect("its token is kept");
+    assert!(token["revoked_at"].is_string(), "{token}");
+    let events = hub.events("agent=w").await;
+    assert!(events.iter().any(|e| e["kind"] == "agent.removed"), "{events:?}");
+
+    let (code, _, err) = hub.cli(&["agent", "remove", "ghost"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = hub.cli(&["agent", "remove", "ghost"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (_, out, _) = hub.cli(&["diagnose"]).await;
+    assert!(!out.contains("agent ghost was registered"), "{out}");
+}
