@@ -582,6 +582,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
         exit_code: f.exit_code,
         reason: f.reason.clone(),
         output_truncated: f.output_truncated,
+        output_chunks: f.output_chunks,
         report: f.report.clone(),
         workspace: f.workspace.clone().map(Box::new),
         limit: f.limit.clone(),

@@ -62,6 +62,8 @@ pub struct Finished {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub output_truncated: bool,
+    /// `output` messages sent for the run (`None`: it never started).
+    pub output_chunks: Option<u64>,
     /// The coding agent's account, for runners whose stream is read.
     pub report: Option<RunReport>,
     /// The run's worktree and what changed in it.
@@ -172,6 +174,7 @@ pub async fn execute(
         exit_code,
         reason,
         output_truncated: truncated,
+        output_chunks: None,
         report: None,
         workspace: None,
         limit: None,
@@ -277,6 +280,7 @@ pub async fn execute(
         events: events.clone(),
         budget: Arc::new(AtomicI64::new(spec.max_output_bytes as i64)),
         truncated: Arc::new(AtomicBool::new(false)),
+        sent: Arc::new(AtomicU64::new(0)),
         started,
         active_at_ms: Arc::new(AtomicU64::new(0)),
         waiting: Arc::new(AtomicBool::new(false)),
@@ -403,6 +407,9 @@ pub async fn execute(
     }
     let truncated = output.truncated.load(Ordering::SeqCst);
     let mut result = verdict(end, summary.as_ref(), &spec.timeout, truncated, finished);
+    if let Some(f) = result.as_mut() {
+        f.output_chunks = Some(output.sent.load(Ordering::SeqCst));
+    }
     if let (Some(f), Some(s)) = (result.as_mut(), summary.as_ref()) {
         let mut report = crate::stream::run_report(s);
         report.result = report.result.map(|text| redactor.redact(&text).into_owned());
@@ -642,6 +649,8 @@ struct OutputSink {
     /// Bytes still to forward, across stdout and stderr.
     budget: Arc<AtomicI64>,
     truncated: Arc<AtomicBool>,
+    /// `output` messages sent so far.
+    sent: Arc<AtomicU64>,
     started: Instant,
     /// When output last arrived, in milliseconds since `started`.
     active_at_ms: Arc<AtomicU64>,
@@ -709,6 +718,7 @@ impl OutputSink {
             return;
         }
         let data = self.redactor.redact(data).into_owned();
+        self.sent.fetch_add(1, Ordering::SeqCst);
         let _ = self.events.send(RunEvent::Output { task: self.task.clone(), epoch: self.epoch, stream, data });
     }
 
@@ -868,6 +878,7 @@ mod tests {
             events,
             budget: Arc::new(AtomicI64::new(1 << 30)),
             truncated: Arc::new(AtomicBool::new(false)),
+            sent: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
             active_at_ms: Arc::new(AtomicU64::new(0)),
             waiting: Arc::new(AtomicBool::new(false)),

@@ -503,6 +503,7 @@ fn finished(task: String, epoch: u64) -> AgentMsg {
         exit_code: Some(0),
         reason: None,
         output_truncated: false,
+        output_chunks: None,
         report: None,
         workspace: None,
         limit: None,

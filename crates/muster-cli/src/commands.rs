@@ -319,7 +319,11 @@ pub async fn task(conn: &ConnArgs, cmd: TaskCmd) -> CliResult {
                 "# attempt {number} of {}: {} bytes{}",
                 detail.task.id,
                 a.output_bytes,
-                if a.output_truncated { " (cut off at the hub's max_output_bytes)" } else { "" }
+                match (a.output_truncated, a.output_incomplete) {
+                    (true, _) => " (cut off at the hub's max_output_bytes)",
+                    (false, true) => " (incomplete: some output never reached the hub)",
+                    (false, false) => "",
+                }
             );
             let mut after = 0i64;
             let mut out = std::io::stdout().lock();
@@ -639,10 +643,11 @@ fn render_task(d: &TaskDetail) -> String {
                 format!(
                     "{} B{}",
                     a.output_bytes,
-                    match (a.output_pruned, a.output_truncated) {
-                        (true, _) => " (pruned)",
-                        (false, true) => " (truncated)",
-                        (false, false) => "",
+                    match (a.output_pruned, a.output_truncated, a.output_incomplete) {
+                        (true, _, _) => " (pruned)",
+                        (false, true, _) => " (truncated)",
+                        (false, false, true) => " (incomplete)",
+                        (false, false, false) => "",
                     }
                 ),
                 a.started_at.clone(),

@@ -1087,6 +1087,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 reason: a.reason.clone(),
                 output_bytes: a.output_bytes,
                 output_truncated: a.output_truncated,
+                output_incomplete: a.output_incomplete,
                 output_pruned: a.output_pruned,
                 steps: a.steps,
                 latest_step: a.latest_step.clone(),

@@ -589,6 +589,7 @@ impl Conn {
                 exit_code,
                 reason,
                 output_truncated,
+                output_chunks,
                 report,
                 workspace,
                 limit,
@@ -624,6 +625,7 @@ impl Conn {
                     report: report.map(|r| run_report(&r)),
                     workspace: workspace.map(|w| workspace_record(*w)),
                     summary,
+                    output_chunks,
                     checks: checks
                         .into_iter()
                         .map(|c| muster_store::CheckRecord {

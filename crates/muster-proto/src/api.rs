@@ -380,6 +380,10 @@ pub struct AttemptView {
     pub reason: Option<String>,
     pub output_bytes: u64,
     pub output_truncated: bool,
+    /// Some of what the run printed never reached the hub (it stopped while
+    /// the output was on its way): the transcript may have gaps.
+    #[serde(default)]
+    pub output_incomplete: bool,
     /// Retention removed this attempt's output.
     #[serde(default)]
     pub output_pruned: bool,

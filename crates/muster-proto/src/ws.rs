@@ -124,6 +124,11 @@ pub enum AgentMsg {
         exit_code: Option<i32>,
         reason: Option<String>,
         output_truncated: bool,
+        /// `output` messages the agent sent for this run, counting any it had
+        /// to drop while away from the hub: the hub compares it with what it
+        /// stored and marks the attempt's output incomplete when some is missing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_chunks: Option<u64>,
         /// The coding agent's own account of the run, for runners that read one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         report: Option<RunReport>,

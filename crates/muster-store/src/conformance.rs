@@ -121,6 +121,7 @@ cases!($
     steps_are_kept_in_order_up_to_the_limit_with_the_latest_live,
     append_steps_and_set_live_with_a_stale_epoch_are_refused,
     finish_keeps_the_agents_report_of_the_run,
+    an_attempt_missing_output_its_agent_sent_says_its_output_is_incomplete,
     costs_are_summed_by_task_agent_runner_and_day,
     breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
     a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
@@ -1145,6 +1146,7 @@ pub async fn start_with_a_stale_epoch_is_refused(store: Arc<dyn Store>) {
             reason: None,
             output_bytes: 0,
             output_truncated: false,
+            output_incomplete: false,
             output_pruned: false,
             report: None,
             steps: 0,
@@ -1877,6 +1879,35 @@ pub async fn append_steps_and_set_live_with_a_stale_epoch_are_refused(store: Arc
 
 fn details(report: RunReport) -> RunDetails {
     RunDetails { report: Some(report), ..RunDetails::default() }
+}
+
+/// On main a run whose output was lost on its way (the hub died while it
+/// was sent) succeeded with no sign of the gap.
+pub async fn an_attempt_missing_output_its_agent_sent_says_its_output_is_incomplete(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 2, at(0)).await;
+    let whole = submit(s, 1, spec("whole"), at(0)).await;
+    let gap = submit(s, 2, spec("gap"), at(0)).await;
+    let claimed = claim(s, &a, at(0)).await;
+    assert_eq!(claimed, [whole.clone(), gap.clone()]);
+    let mut epochs = Vec::new();
+    for id in [&whole, &gap] {
+        let e = get(s, id).await.epoch;
+        ok("start_task", s.start_task(&a, id, e, at(0), LEASE).await);
+        epochs.push(e);
+    }
+    let (e1, e2) = (epochs[0], epochs[1]);
+    for (id, e) in [(&whole, e1), (&gap, e2)] {
+        for line in [b"one\n".as_slice(), b"two\n"] {
+            ok("append_output", s.append_output(&a, id, e, vec![stdout(line)], at(1)).await);
+        }
+    }
+    let sent = |n: u64| RunDetails { output_chunks: Some(n), ..RunDetails::default() };
+    ok("finish_task", s.finish_task(&a, &whole, e1, &SUCCEEDED, sent(2), at(2), Retry::fixed(BACKOFF)).await);
+    ok("finish_task", s.finish_task(&a, &gap, e2, &SUCCEEDED, sent(3), at(2), Retry::fixed(BACKOFF)).await);
+    assert!(!attempts(s, &whole).await[0].output_incomplete, "all it sent is there");
+    let lost = &attempts(s, &gap).await[0];
+    assert!(lost.output_incomplete && lost.outcome.as_deref() == Some("succeeded"), "{lost:?}");
 }
 
 pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {

@@ -242,6 +242,8 @@ pub struct AttemptRecord {
     pub reason: Option<String>,
     pub output_bytes: u64,
     pub output_truncated: bool,
+    /// Fewer output chunks reached the store than the agent sent.
+    pub output_incomplete: bool,
     /// Retention removed this attempt's output; `output_bytes` says how much there was.
     pub output_pruned: bool,
     /// What the coding agent reported of its run, when the runner reads one.
@@ -292,6 +294,9 @@ pub struct RunDetails {
     pub summary: Option<String>,
     /// The task's checks, run after the agent succeeded.
     pub checks: Vec<CheckRecord>,
+    /// `output` messages the agent says it sent for the run; fewer stored
+    /// marks the attempt's output incomplete.
+    pub output_chunks: Option<u64>,
 }
 
 /// A run's git worktree and what changed in it.

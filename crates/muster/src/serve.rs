@@ -271,6 +271,8 @@ pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let hub_url = conn.url.clone().or(file_hub).unwrap_or_else(|| muster_cli::DEFAULT_URL.to_owned());
+    // A URL it can never connect to is a mistake to say now, not a reason to retry for ever.
+    muster_agent::connect_url(&hub_url).map_err(|e| CliError::new(exit::USAGE, format!("{e:#}")))?;
     let Some(token) = conn.token.clone().filter(|t| !t.trim().is_empty()) else {
         bail!("`agent run` needs the agent's token: --token or MUSTER_TOKEN (from `muster agent add NAME`)");
     };

@@ -1515,6 +1515,20 @@ fn save_details(c: &Connection, id: &TaskId, epoch: Epoch, details: &RunDetails,
         save_workspace(c, id, epoch, w)?;
     }
     save_checks(c, id, epoch, details, now)?;
+    // Output sent while the hub went down (or dropped by an agent away too
+    // long) is lost; the attempt says so. Output cut at the cap is already marked.
+    if let Some(sent) = details.output_chunks {
+        let (stored, truncated): (i64, bool) = c
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM output WHERE task_id = ?1 AND epoch = ?2), \
+                 COALESCE((SELECT output_truncated FROM attempts WHERE task_id = ?1 AND epoch = ?2), 0)",
+            )?
+            .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if !truncated && (stored as u64) < sent {
+            c.prepare_cached("UPDATE attempts SET output_incomplete = 1 WHERE task_id = ? AND epoch = ?")?
+                .execute(params![id.as_str(), epoch.0 as i64])?;
+        }
+    }
     if let Some(summary) = &details.summary {
         c.prepare_cached("UPDATE attempts SET summary = ? WHERE task_id = ? AND epoch = ?")?.execute(params![
             clip(summary, 2_000),
@@ -2028,8 +2042,8 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
          output_truncated, output_pruned, steps, latest_step, reported, session_id, model, turns, input_tokens, \
          output_tokens, cache_read_tokens, cache_write_tokens, cost_micro_usd, result, tool_uses, tool_errors, \
          ws_repo, ws_branch, ws_base, ws_head, ws_commits, ws_files, ws_stat, NULL, ws_diff_truncated, \
-         ws_kept_at, ws_error, live, live_detail, ws_snapshot, runner, summary FROM attempts WHERE task_id = ? \
-         ORDER BY number",
+         ws_kept_at, ws_error, live, live_detail, ws_snapshot, runner, summary, output_incomplete FROM attempts \
+         WHERE task_id = ? ORDER BY number",
     )?;
     let rows = stmt.query_map([id.as_str()], |r| {
         let agent: String = r.get(2)?;
@@ -2060,6 +2074,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             reason: r.get(7)?,
             output_bytes: r.get::<_, i64>(8)? as u64,
             output_truncated: r.get(9)?,
+            output_incomplete: r.get(41)?,
             output_pruned: r.get(10)?,
             steps: n(11)?,
             latest_step: r.get(12)?,

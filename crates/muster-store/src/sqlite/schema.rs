@@ -451,6 +451,10 @@ ALTER TABLE tasks ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
 UPDATE tasks SET runs = (SELECT COUNT(*) FROM attempts WHERE attempts.task_id = tasks.id)
     WHERE EXISTS (SELECT 1 FROM attempts WHERE attempts.task_id = tasks.id);
 "#,
+    // 31: output the agent sent that never reached the store.
+    r#"
+ALTER TABLE attempts ADD COLUMN output_incomplete INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

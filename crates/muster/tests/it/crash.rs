@@ -137,3 +137,40 @@ async fn an_assignment_lost_with_the_hub_is_queued_again_when_its_agent_reconnec
     assert_eq!(reclaimed["detail"], "its agent connected again without it");
     assert_eq!(hub.task(&id).await["attempts"], 0, "no attempt was used");
 }
+
+/// On main a succeeded task whose output was lost on its way to a hub that
+/// died showed no sign of it. The agent now says how many `output`
+/// messages it sent; fewer stored marks the attempt's output incomplete.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_whose_output_never_all_arrived_says_so() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = Hub::start().await;
+    let token = hub.add_agent("raw", &[]).await;
+    let mut socket = crate::harness::agent_socket(&hub, &token).await;
+    let id = hub.shell_task("echo one; echo two; echo three").await;
+    let assign = loop {
+        let frame = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await.expect("in time");
+        if let Some(Ok(Message::Text(t))) = frame {
+            let msg: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+            if msg["type"] == "assign" {
+                break msg;
+            }
+        }
+    };
+    let epoch = &assign["epoch"];
+    // The second of three lines was lost with the hub that received it.
+    for frame in [
+        json!({ "type": "accept", "task": id, "epoch": epoch }),
+        json!({ "type": "output", "task": id, "epoch": epoch, "stream": "stdout", "data": "one\n" }),
+        json!({ "type": "output", "task": id, "epoch": epoch, "stream": "stdout", "data": "three\n" }),
+        json!({ "type": "finished", "task": id, "epoch": epoch, "outcome": "succeeded", "exit_code": 0,
+                "reason": null, "output_truncated": false, "output_chunks": 3 }),
+    ] {
+        socket.send(Message::text(frame.to_string())).await.expect("sent");
+    }
+    let task = hub.wait_state(&id, &["succeeded"]).await;
+    assert_eq!(task["attempts_detail"][0]["output_incomplete"], true, "{task}");
+    let (_, show, _) = hub.cli(&["task", "show", &id]).await;
+    assert!(show.contains("(incomplete)"), "{show}");
+}

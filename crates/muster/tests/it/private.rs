@@ -76,6 +76,7 @@ async fn a_task_token_split_across_writes_or_sent_through_ctl_is_never_stored() 
     assert_eq!(task["state"], "succeeded", "{task}");
     let out = hub.output(&id).await;
     assert!(out.contains("the token is [REDACTED] and more"), "{out}");
+    assert_eq!(task["attempts_detail"][0]["output_incomplete"], false, "every piece held back was sent: {task}");
     let child = out.lines().last().expect("the follow-up's id").trim().to_owned();
     let child_task = hub.wait_state(&child, &["succeeded", "failed"]).await;
 
