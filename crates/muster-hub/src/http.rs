@@ -423,11 +423,7 @@ async fn diagnose(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let by = hub.admin(&headers).await?;
     let p = Params::parse(q, &["repair"])?;
-    let repair = match p.get("repair") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => return Err(ApiError::bad("repair", format!("{other:?} is not true or false"))),
-    };
+    let repair = p.flag("repair")?;
     let views = |findings: Vec<(String, String)>| -> Vec<muster_proto::api::FindingView> {
         findings.into_iter().map(|(kind, detail)| muster_proto::api::FindingView { kind, detail }).collect()
     };
@@ -920,6 +916,15 @@ impl Params {
         self.get(key)
             .map(|v| v.parse::<T>().map_err(|_| ApiError::bad(key, format!("{v:?} is not a valid number"))))
             .transpose()
+    }
+
+    /// `true` or `false`; absent is `false`.
+    pub(crate) fn flag(&self, key: &str) -> ApiResult<bool> {
+        match self.get(key) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::bad(key, format!("{other:?} is not true or false"))),
+        }
     }
 
     pub(crate) fn wait(&self) -> ApiResult<Duration> {
@@ -1469,11 +1474,7 @@ async fn remove_agent(
 ) -> ApiResult {
     let by = hub.admin(&headers).await?;
     let p = Params::parse(q, &["force"])?;
-    let force = match p.get("force") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => return Err(ApiError::bad("force", format!("{other:?} is not true or false"))),
-    };
+    let force = p.flag("force")?;
     let agent = load_agent(&hub, &name).await?;
     let taken = hub.shared.store.remove_agent(&agent.name, force, &by.name, hub.now()).await?;
     hub.shared.tokens.clear();
