@@ -116,11 +116,13 @@ fn delimiter(b: u8) -> bool {
 
 impl Redactor {
     /// How many bytes at the end of `text` must wait for what follows
-    /// before they are sent, because they could be the start of a secret
-    /// that the next piece completes: the longest end of `text` that begins
-    /// one of the run's secrets, or a last word that begins a credential's
-    /// shape or follows a word such as `Bearer` or `password=`. Nothing else
-    /// is held, so a prompt that waits for input is shown whole.
+    /// before they are sent, because the next piece could complete a secret
+    /// that begins there: the longest end of `text` that begins one of the
+    /// run's secrets; a last word that begins a credential's shape (`sk-…`,
+    /// `mtt_…`); or a key whose value may follow (`Bearer abc`, `password=`,
+    /// `"api_key": "`, or a bare `Bearer`), held from the key on because the
+    /// rules that find such a value need its key beside it. Anything else
+    /// goes: a prompt that ends in an ordinary word is shown whole.
     pub fn held_back(&self, text: &str) -> usize {
         let mut held = 0;
         for secret in &self.secrets {
@@ -129,35 +131,61 @@ impl Redactor {
                 held = held.max(k);
             }
         }
-        let bytes = text.as_bytes();
-        let word_start = bytes.iter().rposition(|&b| delimiter(b)).map_or(0, |i| i + 1);
+        let word_start = text.as_bytes().iter().rposition(|&b| delimiter(b)).map_or(0, |i| i + 1);
         let word = &text[word_start..];
-        if word.is_empty() {
-            return held;
-        }
-        // A shape may start inside the word (`KEY=sk-…`).
-        let shaped = (0..word.len()).filter(|&i| word.is_char_boundary(i)).find(|&i| {
-            let rest = &word[i..];
-            SHAPE_STARTS.iter().any(|start| rest.starts_with(start) || start.starts_with(rest))
-        });
+        // A shape starts a word, or follows what no credential has inside
+        // it (`KEY=sk-…`, `--token=ghp_…`); `items` does not begin `sk-`.
+        let shaped = (0..word.len())
+            .filter(|&i| word.is_char_boundary(i) && (i == 0 || !word.as_bytes()[i - 1].is_ascii_alphanumeric()))
+            .find(|&i| {
+                let rest = &word[i..];
+                SHAPE_STARTS.iter().any(|start| rest.starts_with(start) || start.starts_with(rest))
+            });
         if let Some(i) = shaped {
             held = held.max(word.len() - i);
         }
-        let before = text[..word_start].trim_end_matches(|c: char| c.is_whitespace() || "\"':=".contains(c));
-        let before = before.to_ascii_lowercase();
-        // `password=hunt…`: the value after the key.
-        if let Some(i) = word.find(['=', ':']) {
-            let key = word[..i].trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase();
-            if SECRET_KEYS.iter().any(|k| key.ends_with(k)) {
-                held = held.max(word.len() - i - 1);
-            }
-        }
-        // `Bearer abc…`: the word after the key.
-        if SECRET_KEYS.iter().any(|k| before.ends_with(k)) {
-            held = held.max(word.len());
+        if let Some(from) = key_start(text, word_start) {
+            held = held.max(text.len() - from);
         }
         held
     }
+}
+
+/// Where a key whose value may still come begins, when `text` ends with it:
+/// `password=hun` or `password=` (the key is in the last word), a bare key
+/// or the start of one (`Bearer`, `pass`), or a key and the separators
+/// before its value, perhaps with the value's first part (`Bearer abc`,
+/// `"api_key": "x`, `password: `).
+fn key_start(text: &str, word_start: usize) -> Option<usize> {
+    let word = text[word_start..].to_ascii_lowercase();
+    let is_key = |k: &str| SECRET_KEYS.iter().any(|key| k.ends_with(key));
+    // `Bearer abc`, `password: `: a key, then separators, then perhaps the
+    // value's start (a last word of only `:` or `=` is a separator too).
+    let only_seps = word.chars().all(|c| c == ':' || c == '=');
+    let head = if only_seps { text } else { &text[..word_start] };
+    let seps_at = head.trim_end_matches(|c: char| c.is_whitespace() || "\"':=\\".contains(c)).len();
+    let seps = &head[seps_at..];
+    let key_at =
+        head[..seps_at].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
+    let key = head[key_at..seps_at].to_ascii_lowercase();
+    let value_started = !only_seps;
+    let bearer = key.ends_with("bearer") && (!value_started || seps.chars().any(char::is_whitespace));
+    // Before the value starts, its `:` or `=` may still be on its way (`"api_key"`).
+    if bearer || (is_key(&key) && (!value_started || seps.contains([':', '=']))) {
+        return Some(key_at);
+    }
+    // `password=hun`, `password=`: the key is in the last word.
+    if let Some(i) = word.find(['=', ':'])
+        && is_key(word[..i].trim_matches(['"', '\'', '\\']))
+    {
+        return Some(word_start);
+    }
+    // The last word is a key, or may become one, at a word's boundary
+    // (`Bearer`, `OPENAI_API_KEY`, `pass`; not `OAuth`).
+    let bare = (0..word.len())
+        .filter(|&i| word.is_char_boundary(i) && (i == 0 || matches!(word.as_bytes()[i - 1], b'_' | b'-' | b'.')))
+        .any(|i| SECRET_KEYS.iter().any(|k| k.starts_with(&word[i..])));
+    (!word.is_empty() && bare).then_some(word_start)
 }
 
 fn secret_name(name: &str) -> bool {
@@ -200,36 +228,50 @@ mod tests {
             ("progress 50%\n", 0),
             ("Enter a name: ", 0),
             ("continue? [y/N]", 0),
+            ("copied 3 items", 0),
+            ("signed in with OAuth", 0),
+            ("plain words here", 0),
             ("the token is mtt_01", 6),
             ("the token is m", 1),
-            ("export OPENAI_API_KEY=sk-pr", 5),
-            ("Authorization: Bearer abcd", 4),
-            ("password=hunt", 4),
+            ("export OPENAI_API_KEY=sk-pr", 20),
+            ("export OPENAI_API_KEY=", 15),
+            ("Authorization: Bearer abcd", 11),
+            ("Authorization: Bearer ", 7),
+            ("Authorization: Bearer", 6),
+            ("password=hunt", 13),
+            ("password: ", 10),
+            ("your pass", 4),
+            (r#"{"api_key": "abc"#, 14),
             ("ghp_0123", 8),
-            ("plain words here", 0),
         ] {
             assert_eq!(r.held_back(text), held, "{text:?}");
         }
     }
 
-    /// A secret split across two pieces is never sent in part, wherever the cut falls.
+    /// A secret split across two pieces is never sent in part, wherever
+    /// the cut falls: the run's own token, and credentials found only by
+    /// their shape or their key.
     #[test]
     fn a_secret_cut_anywhere_is_redacted_whole_when_pieces_hold_back_their_ends() {
         let token = "mtt_01hf7yat000000000000000003_7_5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
         let r = Redactor::new([("MUSTER_TASK_TOKEN", token)]);
-        for line in [
-            format!("my token is {token} ok\n"),
-            format!("curl -H 'Authorization: Bearer {token}'\n"),
-            "key sk-ant-api03-ABCDEFGHIJKLMNOPQRSTUVWXYZ done\n".to_owned(),
-        ] {
+        let cases = [
+            (format!("my token is {token} ok\n"), "5bdcc146bf60"),
+            ("curl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345'\n".to_owned(), "ghijklmnop"),
+            ("password: hunter2hunter2 ok\n".to_owned(), "hunter2hun"),
+            (r#"{"api_key": "zyxwvutsrqponm"}"#.to_owned() + "\n", "utsrqpon"),
+            ("export OPENAI_API_KEY=sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX\n".to_owned(), "FGHIJKLMNO"),
+        ];
+        for (line, inside) in cases {
             for cut in (1..line.len()).filter(|&c| line.is_char_boundary(c)) {
-                let mut sent = String::new();
                 let first = &line[..cut];
                 let hold = r.held_back(first);
-                sent.push_str(&r.redact(&first[..first.len() - hold]));
-                let rest = format!("{}{}", &first[first.len() - hold..], &line[cut..]);
-                sent.push_str(&r.redact(&rest));
-                assert!(!sent.contains("ABCDEFGH") && !sent.contains("5bdcc146"), "cut at {cut}: {sent:?}");
+                let mut sent = r.redact(&first[..first.len() - hold]).into_owned();
+                sent.push_str(&r.redact(&format!("{}{}", &first[first.len() - hold..], &line[cut..])));
+                let windows = (0..inside.len() - 5).map(|i| &inside[i..i + 6]);
+                for w in windows {
+                    assert!(!sent.contains(w), "cut at {cut} of {line:?} sent {w:?}: {sent:?}");
+                }
                 assert!(sent.contains(REDACTED), "cut at {cut}: {sent:?}");
             }
         }

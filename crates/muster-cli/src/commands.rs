@@ -1377,11 +1377,14 @@ pub async fn agent_remove(conn: &ConnArgs, name: &str, force: bool, json: bool) 
         return print_json(&removed);
     }
     eprintln!("agent {} removed: its token is revoked; its history keeps its name", removed.name);
-    for id in &removed.requeued {
-        println!("{id}");
-    }
-    if !removed.requeued.is_empty() {
-        eprintln!("the {} tasks above, which it held, are queued again", removed.requeued.len());
+    for t in &removed.tasks {
+        let became = match t.state.as_str() {
+            "queued" => "queued again",
+            "failed" => "failed: it had no attempt left",
+            "cancelled" => "cancelled, as it had been asked",
+            other => other,
+        };
+        println!("{}\t{became}", t.task);
     }
     Ok(())
 }

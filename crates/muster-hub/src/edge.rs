@@ -4,12 +4,14 @@
 //! Every accepted connection is registered until its socket closes (an
 //! upgraded agent socket too: the registration travels with the socket).
 //! A connection is *anonymous* until one of its requests presents a valid
-//! token or dashboard session (`Hub::caller` says so through `CONN`).
-//! Anonymous connections are capped per client address and all connections
-//! together; a new connection over a cap makes room by closing the
-//! anonymous connection that has waited longest without a request under
-//! way (idle, or still sending its headers) or whose request has run past
-//! `SLOW_ANONYMOUS` (a body trickled in). When nothing can be shed the new
+//! admin or agent token, or a dashboard session (`Hub::caller` says so
+//! through `CONN`); a run's task token does not count, since the code of a
+//! run is not trusted with the hub's capacity. Anonymous connections are
+//! capped per client address and all connections together; a new
+//! connection over a cap makes room by closing the anonymous connection
+//! that has waited longest without a request under way (idle, or still
+//! sending its headers) or whose request has run longer than
+//! `header_timeout` (a body trickled in). When nothing can be shed the new
 //! connection is answered `503` at once and closed. Authenticated
 //! connections, agent sockets among them, are never shed, so an agent and
 //! `/livez` get through a flood that holds thousands of sockets.
@@ -33,10 +35,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-/// An anonymous request running longer than this may be shed: no request
-/// that needs no token (`/livez`, `/readyz`, `/metrics`, the dashboard's
-/// files, signing in) takes so long, but a body sent a byte at a time does.
-const SLOW_ANONYMOUS: Duration = Duration::from_secs(5);
+/// How long a stopping hub waits for its connections' requests under way
+/// before it lets them go: a client trickling a body must not hold it up.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The longest the accept loop waits after the system refused it a socket
 /// (out of file descriptors or memory); it starts at 5 ms and doubles.
@@ -150,12 +151,17 @@ impl Conn {
         Busy(self.clone())
     }
 
-    /// Can be closed to make room: no request under way, or one that has
-    /// taken longer than any anonymous request should.
+    /// Can be closed to make room: anonymous, and with no request under
+    /// way or one that has taken longer than `header_timeout` (no request
+    /// that needs no token, such as `/livez`, `/metrics`, the dashboard's
+    /// files or signing in, takes so long; a body sent a byte at a time does).
     fn sheddable(&self) -> bool {
+        if self.authenticated.load(Ordering::SeqCst) {
+            return false;
+        }
         self.in_flight.load(Ordering::SeqCst) == 0 || {
             let since = Duration::from_millis(self.busy_since_ms.load(Ordering::SeqCst).max(0) as u64);
-            self.opened.elapsed().saturating_sub(since) > SLOW_ANONYMOUS
+            self.opened.elapsed().saturating_sub(since) > self.edge.limits.header_timeout
         }
     }
 }
@@ -480,14 +486,20 @@ pub(crate) async fn serve(
     drop(listener);
     let _ = stopping_tx.send(true);
     drop(close_rx);
-    close_tx.closed().await;
+    if tokio::time::timeout(STOP_GRACE, close_tx.closed()).await.is_err() {
+        tracing::warn!(
+            grace_s = STOP_GRACE.as_secs(),
+            "connections still had requests under way; stopping without them"
+        );
+    }
     Ok(())
 }
 
 /// Answers a connection over the caps and closes it, giving it a second to
-/// take the answer.
+/// take the answer. What it sent meanwhile is read and dropped: closing a
+/// socket with unread data resets it, and the reset can overtake the answer.
 async fn refuse(mut tcp: TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = muster_proto::to_json(&muster_proto::api::Problem {
         kind: "about:blank".into(),
         title: "unavailable".into(),
@@ -502,7 +514,10 @@ async fn refuse(mut tcp: TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         tcp.write_all(answer.as_bytes()).await?;
-        tcp.shutdown().await
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }

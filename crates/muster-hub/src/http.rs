@@ -704,7 +704,11 @@ impl Hub {
             }
         };
         let caller = self.authenticate(header).await?;
-        let _ = crate::edge::CONN.try_with(|c| c.authenticated());
+        // A run's task token speaks for code the hub does not trust with its
+        // capacity: its connections stay sheddable.
+        if !matches!(caller, Caller::Task { .. }) {
+            let _ = crate::edge::CONN.try_with(|c| c.authenticated());
+        }
         self.take_request(&caller)?;
         Ok(caller)
     }
@@ -1480,10 +1484,13 @@ async fn remove_agent(
     hub.shared.tokens.clear();
     hub.close_agent(&agent.name, "token revoked");
     hub.wake_dispatcher();
-    tracing::info!(agent = %agent.name, by = %by.name, requeued = taken.len(), "agent removed");
+    tracing::info!(agent = %agent.name, by = %by.name, taken_back = taken.len(), "agent removed");
     let view = muster_proto::api::AgentRemoved {
         name: agent.name.to_string(),
-        requeued: taken.iter().map(|t| t.to_string()).collect(),
+        tasks: taken
+            .iter()
+            .map(|t| muster_proto::api::TakenBack { task: t.id.to_string(), state: t.state.as_str().to_owned() })
+            .collect(),
     };
     Ok(json(StatusCode::OK, &view))
 }
@@ -1766,11 +1773,23 @@ impl Hub {
     /// Whether a commit reaches the disk: when the latest one failed, a
     /// probe write says whether they do again.
     pub(crate) async fn commits(&self) -> Result<(), String> {
+        if self.shared.store.write_stats().failing.is_none() {
+            return Ok(());
+        }
+        // Anyone may ask /readyz: probe at most once a second, one at a time.
+        let mut last = self.shared.probe.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return result.clone();
+        }
         let Some(why) = self.shared.store.write_stats().failing else { return Ok(()) };
-        match self.shared.store.probe_write(self.now()).await {
+        let result = match self.shared.store.probe_write(self.now()).await {
             Ok(()) => Ok(()),
             Err(e) => Err(format!("the last commit failed ({why}), and so does a probe write: {e}")),
-        }
+        };
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 
     /// Whether the disk holding the data directory has more room than the

@@ -143,6 +143,10 @@ pub(crate) struct Shared {
     pub edge: Arc<edge::Edge>,
     /// Rate limits, and the log of refused authentication.
     pub quotas: quota::Quotas,
+    /// The latest probe write readiness made, and when: one at a time, at
+    /// most one a second, however often `/readyz` is asked. Held across the
+    /// probe's `.await`, hence tokio's mutex.
+    pub probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl Hub {
@@ -210,6 +214,7 @@ impl Hub {
                 shadow_policies: cache::Cache::new(),
                 edge,
                 quotas: quota::Quotas::default(),
+                probe: tokio::sync::Mutex::new(None),
             }),
         })
     }

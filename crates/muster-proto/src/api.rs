@@ -236,11 +236,19 @@ impl TaskSubmit {
     }
 }
 
-/// `DELETE /api/v1/agents/{name}`: the agent removed, and the tasks it held, queued again.
+/// `DELETE /api/v1/agents/{name}`: the agent removed, and the tasks it
+/// held, taken back: each `queued` again, or `failed` or `cancelled` when it
+/// had no attempt left or a cancel was pending.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRemoved {
     pub name: String,
-    pub requeued: Vec<String>,
+    pub tasks: Vec<TakenBack>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakenBack {
+    pub task: String,
+    pub state: String,
 }
 
 /// A task as the API and `--json` show it.

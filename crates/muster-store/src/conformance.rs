@@ -634,7 +634,8 @@ pub async fn removing_an_agent_revokes_its_token_and_keeps_its_history(store: Ar
 
     let mark = last_seq(s).await;
     let taken = ok("remove_agent", s.remove_agent(&a, true, "admin", at(4)).await);
-    assert_eq!(taken, std::slice::from_ref(&running));
+    let taken: Vec<(TaskId, TaskState)> = taken.into_iter().map(|t| (t.id, t.state)).collect();
+    assert_eq!(taken, [(running.clone(), TaskState::Queued)]);
     assert_events(s, mark, &["task.reclaimed", "token.revoked", "agent.removed"], "a forced removal").await;
     assert!(ok("agent", s.agent(&a).await).is_none(), "the agent is gone");
     assert!(ok("list_agents", s.list_agents().await).is_empty());

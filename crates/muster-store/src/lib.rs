@@ -148,8 +148,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an agent: revokes its token and deletes its record, keeping
     /// what its runs left (attempts, events, messages under its name).
     /// Refused (`Conflict`) while it holds leases, unless `force`, which
-    /// takes them back; returns those tasks.
-    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>>;
+    /// takes them back (queued again, or failed or cancelled when that is
+    /// what their rules say); returns those tasks as they became.
+    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<Task>>;
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     /// A socket for this agent is up. Returns the new session number; a later

@@ -311,11 +311,15 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut runners = args.runners;
-    // Asked about nothing in particular: the runners an agent offers when
-    // their programs are installed, so a missing one is named, not skipped.
-    if runners.is_empty() && file.as_ref().is_none_or(|f| f.enable.is_empty() && f.runners.is_empty()) {
-        runners =
-            ["claude", "codex"].iter().filter(|r| !muster_agent::config::on_path(r)).map(|r| r.to_string()).collect();
+    // Asked about nothing in particular on a machine where `agent run` would
+    // offer no runner: check the coding agents it looks for, so the missing
+    // programs are named (and how to install them) rather than nothing.
+    let builtin = ["claude", "codex"];
+    if runners.is_empty()
+        && file.as_ref().is_none_or(|f| f.enable.is_empty() && f.runners.is_empty())
+        && !builtin.iter().any(|r| muster_agent::config::on_path(r))
+    {
+        runners = builtin.iter().map(|r| r.to_string()).collect();
     }
     let run_args = AgentRunArgs {
         slots: None,

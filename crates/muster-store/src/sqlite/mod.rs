@@ -794,7 +794,7 @@ impl Store for SqliteStore {
         self.write(move |c| ops::replace_agent_token(c, &name, &token, now)).await
     }
 
-    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>> {
+    async fn remove_agent(&self, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<Task>> {
         let (name, by) = (name.clone(), by.to_owned());
         self.write(move |c| ops::remove_agent(c, &name, force, &by, now)).await
     }

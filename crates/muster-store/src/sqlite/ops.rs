@@ -265,7 +265,7 @@ pub fn replace_agent_token(c: &Connection, name: &AgentName, t: &NewToken, now: 
 /// Removes an agent: refused while it holds leases, unless `force`, which
 /// takes them back. Its token is revoked and its record and circuit
 /// breaker deleted; its attempts, events and messages keep its name.
-pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<TaskId>> {
+pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now: Millis) -> Result<Vec<Task>> {
     let agent = load_agent(c, name)?;
     let leased: Vec<(String, i64)> = c
         .prepare_cached("SELECT id, lease_epoch FROM tasks WHERE lease_agent = ? ORDER BY id")?
@@ -283,8 +283,7 @@ pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now
     let mut taken = Vec::with_capacity(leased.len());
     for (id, epoch) in leased {
         let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
-        take_back(c, &id, now, None, Some((name, Epoch(epoch as u64), Disowned::Removed)))?;
-        taken.push(id);
+        taken.push(take_back(c, &id, now, None, Some((name, Epoch(epoch as u64), Disowned::Removed)))?.0);
     }
     revoke_token(c, &agent.token_id, now)?;
     c.prepare_cached("DELETE FROM breakers WHERE scope = 'agent' AND name = ?")?.execute([name.as_str()])?;
@@ -2322,7 +2321,9 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
             ] {
                 c.prepare_cached(&format!("DELETE FROM {table} WHERE task_id = ?"))?.execute([id])?;
             }
-            c.prepare_cached("DELETE FROM followups WHERE child = ?1 OR parent = ?1")?.execute([id])?;
+            // Only its own row: a follow-up it created that still lives keeps
+            // its tree (root, depth, budget) until it is pruned itself.
+            c.prepare_cached("DELETE FROM followups WHERE child = ?")?.execute([id])?;
             c.prepare_cached("DELETE FROM conflicts WHERE winner = ?1 OR loser = ?1")?.execute([id])?;
             c.prepare_cached("DELETE FROM task_deps WHERE dep_id = ?")?.execute([id])?;
             c.prepare_cached("DELETE FROM tasks WHERE id = ?")?.execute([id])?;

@@ -102,9 +102,10 @@ async fn diagnose_names_each_problem_with_its_next_step() {
     assert!(err.contains("problems found"), "{err}");
     for (line, next) in [
         ("- [dispatch] dispatch is paused: no task is handed out", "    next: muster resume"),
+        // Registered and never started: a note, with the way out.
         (
-            "- [agent] agent gone is offline",
-            "    next: on its machine, check the agent's service and log; muster events --agent gone",
+            "- [agent] agent gone was registered",
+            "    next: start it with its token (muster agent run --token …), or muster agent remove gone",
         ),
         (
             "- [agent] agent w cannot run ghost: no-such-program-for-muster is not on PATH",
