@@ -104,8 +104,9 @@ impl Hub {
             self.metrics().rate_limited.with(&["api"]).inc();
             ApiError::TooManyRequests {
                 detail: format!(
-                    "this token has made more than {rate} requests a second (bursts up to {burst}, limits.api_rate \
+                    "this token has made more than {rate} {} a second (bursts up to {burst}, limits.api_rate \
                      and limits.api_burst); try again in {} s",
+                    if rate == 1 { "request" } else { "requests" },
                     retry_after_secs(wait)
                 ),
                 retry_after: wait,

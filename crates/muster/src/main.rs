@@ -303,7 +303,12 @@ fn main() {
     }
     // The hub and `up` set up their logs once their data directory is known.
     if !matches!(cli.command, Command::Up(_) | Command::Hub(_)) {
-        let level = if matches!(cli.command, Command::Agent(AgentCmd::Run(_))) { "info" } else { "warn" };
+        let level = match cli.command {
+            Command::Agent(AgentCmd::Run(_)) => "info",
+            // Its report says what is missing; a warning line would say it twice.
+            Command::Doctor(_) => "error",
+            _ => "warn",
+        };
         let logs = logging::Logs { console: logging::Console::Text, file: None, default_level: level };
         if let Err(e) = logging::init(logs) {
             say!("muster: cannot set up logging: {e}");

@@ -337,7 +337,13 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     } else {
         print!("{text}");
     }
-    if ok { Ok(()) } else { bail!("some runners cannot run here; an agent does not offer them to the hub") }
+    match (ok, report.runners.iter().any(|r| r.ok)) {
+        (true, _) => Ok(()),
+        (false, true) => bail!("some runners cannot run here; an agent does not offer them to the hub"),
+        (false, false) => bail!(
+            "no runner can run here: install one of the programs above, or enable the shell runner with --runner shell"
+        ),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
