@@ -1,7 +1,8 @@
 //! The real Claude Code and Codex CLIs, run by a real agent, fully offline
 //! against the scripted model servers in `models.rs`. `.ci/run` installs
 //! the pinned CLIs into `target/agent-clis`; a machine without Node.js
-//! skips these tests and says so.
+//! skips these tests, says so and counts them (`harness::skip`); with `CI`
+//! set they fail instead.
 
 use crate::harness::{Hub, path_str};
 use crate::models::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Reply, ScriptedModel};
@@ -10,9 +11,9 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// The directory holding the installed `claude` and `codex`, or `None` on a
-/// machine without Node.js (said loudly). With Node.js the CLIs must be
-/// there: `.ci/run` installs them.
-fn clis() -> Option<PathBuf> {
+/// machine without Node.js (said loudly, counted, and a failure under `CI`).
+/// With Node.js the CLIs must be there: `.ci/run` installs them.
+fn clis(test: &str) -> Option<PathBuf> {
     let dir = match std::env::var_os("MUSTER_AGENT_CLIS") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/agent-clis/node_modules/.bin"),
@@ -22,9 +23,11 @@ fn clis() -> Option<PathBuf> {
     }
     let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if !node {
-        eprintln!(
-            "\n!!! SKIPPED: Node.js is not installed, so the Claude Code and Codex CLIs cannot run here; \
-             these end-to-end tests of the real agents did not run !!!\n"
+        crate::harness::skip(
+            test,
+            crate::harness::Missing::Dependency(
+                "Node.js is not installed, so the real Claude Code and Codex CLIs cannot run",
+            ),
         );
         return None;
     }
@@ -70,7 +73,11 @@ impl ClaudeFleet {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and_cost_are_recorded() {
-    let Some(bin) = clis() else { return };
+    let Some(bin) =
+        clis("agents::claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and_cost_are_recorded")
+    else {
+        return;
+    };
     let model = ScriptedModel::start(
         Api::Anthropic,
         vec![
@@ -133,7 +140,7 @@ async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and
 
 #[tokio::test(flavor = "multi_thread")]
 async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
-    let Some(bin) = clis() else { return };
+    let Some(bin) = clis("agents::codex_runs_offline_and_its_messages_and_tokens_are_recorded") else { return };
     let model = ScriptedModel::start(
         Api::OpenAi,
         vec![
@@ -220,7 +227,9 @@ async fn serve_a_scripted_claude_model() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run() {
-    let Some(bin) = clis() else { return };
+    let Some(bin) = clis("agents::claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run") else {
+        return;
+    };
     let model = ScriptedModel::start(
         Api::Anthropic,
         vec![
@@ -264,7 +273,9 @@ async fn claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_codes_permission_prompt_becomes_a_decision_and_the_answer_reaches_it() {
-    let Some(bin) = clis() else { return };
+    let Some(bin) = clis("agents::claude_codes_permission_prompt_becomes_a_decision_and_the_answer_reaches_it") else {
+        return;
+    };
     let model = ScriptedModel::start(
         Api::Anthropic,
         vec![

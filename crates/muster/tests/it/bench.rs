@@ -32,7 +32,12 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
     // The peers come from the registries; .ci/run installs them once and says where.
     let peers = std::env::var("MUSTER_BENCH_PEERS").is_ok();
     if !peers {
-        eprintln!("!!! MUSTER_BENCH_PEERS is not set: the peer queues are SKIPPED in this smoke run !!!");
+        crate::harness::skip(
+            "bench::peers",
+            crate::harness::Missing::Dependency(
+                "MUSTER_BENCH_PEERS is not set: the peer queues (graphile-worker, Celery) are left out of this smoke run",
+            ),
+        );
         for s in ["throughput", "latency", "agents", "recovery", "ceiling"] {
             args.extend(["--scenario", s]);
         }

@@ -524,3 +524,30 @@ pub async fn agent_socket_with_slots(hub: &Hub, token: &str, slots: u32) -> Agen
     socket.send(hello).await.expect("hello sent");
     socket
 }
+
+/// What keeps a test from running here.
+pub enum Missing<'a> {
+    /// A program or package the suite needs; `.ci/run` installs it. With
+    /// `CI` set this fails the test, naming it: a green CI run means that
+    /// everything ran.
+    Dependency(&'a str),
+    /// The kernel refused what the test needs (a mount in a container
+    /// without the privilege): the test is skipped, even in CI, and counted.
+    Kernel(&'a str),
+}
+
+/// Skips `test`, saying why on stderr and recording it in
+/// `target/test-skips/` for `.ci/run`'s count; under `CI` a missing
+/// dependency fails the test instead.
+pub fn skip(test: &str, missing: Missing<'_>) {
+    let (why, fatal) = match missing {
+        Missing::Dependency(what) => (what, std::env::var_os("CI").is_some()),
+        Missing::Kernel(what) => (what, false),
+    };
+    assert!(!fatal, "{test} cannot run: {why}. With CI set every test must run; .ci/run installs what they need");
+    eprintln!("\n!!! SKIPPED {test}: {why} !!!\n");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-skips");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(test.replace("::", "-")), format!("{why}\n"));
+    }
+}

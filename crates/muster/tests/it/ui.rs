@@ -1,19 +1,21 @@
 //! The dashboard in a real browser: Debian's Chromium, driven by
 //! playwright-core (`tests/ui/dashboard.mjs`). `.ci/run` installs both; a
-//! machine without them skips these tests and says so loudly.
+//! machine without them skips these tests, says so and counts them
+//! (`harness::skip`); with `CI` set they fail instead.
 
 use crate::harness::{Hub, HubOpts};
 use std::path::PathBuf;
 
 /// The playwright-core module, or `None` (said loudly) when Chromium or Node is missing.
-fn playwright() -> Option<PathBuf> {
+fn playwright(test: &str) -> Option<PathBuf> {
     let module =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-tests/node_modules/playwright-core/index.mjs");
     let chromium = std::path::Path::new("/usr/bin/chromium").exists();
     let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if !chromium || !node {
-        eprintln!(
-            "\n!!! SKIPPED: the dashboard's browser tests need /usr/bin/chromium and Node.js (.ci/run installs them) !!!\n"
+        crate::harness::skip(
+            test,
+            crate::harness::Missing::Dependency("the dashboard's browser tests need /usr/bin/chromium and Node.js"),
         );
         return None;
     }
@@ -52,7 +54,11 @@ async fn browse(module: &std::path::Path, hub: &Hub, script: &str, steps: &[&str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what_it_must() {
-    let Some(module) = playwright() else { return };
+    let Some(module) =
+        playwright("ui::the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what_it_must")
+    else {
+        return;
+    };
     let hub = Hub::start_with(HubOpts {
         alert_interval: "100ms",
         extra: &["--window-interval", "500ms"],
@@ -90,7 +96,7 @@ async fn the_dashboard_signs_in_follows_the_fleet_live_and_acts_and_refuses_what
 /// batched. What it measured is printed and saved, not judged.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_stays_usable_with_200_agents_and_50000_tasks() {
-    let Some(module) = playwright() else { return };
+    let Some(module) = playwright("ui::the_dashboard_stays_usable_with_200_agents_and_50000_tasks") else { return };
     // The seeding sends 50,000 requests with the admin token as fast as it
     // can: what is measured is the page, not the per-token request rate.
     let hub = Hub::start_with(HubOpts { extra: &["--api-rate", "0"], ..HubOpts::default() }).await;
