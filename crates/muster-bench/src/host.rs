@@ -60,7 +60,12 @@ pub fn cpu_ticks() -> Option<(u64, u64)> {
 
 /// The share of CPU time the host took (steal) since `before`, in percent.
 pub fn steal_since(before: Option<(u64, u64)>) -> Option<f64> {
-    let ((s0, t0), (s1, t1)) = (before?, cpu_ticks()?);
+    steal_between(before?, cpu_ticks()?)
+}
+
+/// The share of CPU time stolen between two readings, in percent; `None`
+/// when no time passed between them.
+fn steal_between((s0, t0): (u64, u64), (s1, t1): (u64, u64)) -> Option<f64> {
     let all = t1.checked_sub(t0).filter(|d| *d > 0)?;
     Some(s1.saturating_sub(s0) as f64 * 100.0 / all as f64)
 }
@@ -89,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_makes_writes_durable_and_leaves_nothing_behind() {
+    fn a_probe_times_each_fsync_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let probe = probe_fsync(dir.path(), Duration::from_millis(50)).unwrap();
         assert!(probe.fsyncs > 0);
@@ -99,9 +104,21 @@ mod tests {
 
     #[test]
     fn steal_is_a_share_of_the_time_between_two_readings() {
+        assert_eq!(steal_between((20, 1000), (30, 1100)), Some(10.0));
+        assert_eq!(steal_between((20, 1000), (20, 1200)), Some(0.0));
+        assert_eq!(steal_between((20, 1000), (20, 1000)), None, "no time passed");
+        assert_eq!(steal_since(None), None);
+        // On this machine: once the clock has ticked, a share of it.
         let before = cpu_ticks();
         assert!(before.is_some(), "this machine has a /proc/stat");
-        let _ = steal_since(before).map(|s| assert!((0.0..=100.0).contains(&s)));
-        assert_eq!(steal_since(None), None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let share = loop {
+            if let Some(share) = steal_since(before) {
+                break share;
+            }
+            assert!(Instant::now() < deadline, "/proc/stat did not move in 10 s");
+            std::hint::black_box((0..100_000u64).sum::<u64>());
+        };
+        assert!((0.0..=100.0).contains(&share), "{share}");
     }
 }

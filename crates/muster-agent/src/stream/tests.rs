@@ -158,9 +158,16 @@ proptest! {
             bytes[i] = byte;
             let _ = parse(Claude::default(), &[&bytes]);
             let _ = parse(Codex::default(), &[&bytes]);
+            // The final report is the last line: a cut into it (short of
+            // its closing newline alone) leaves no report to read, and the
+            // summary says why the run is incomplete.
             let cut = &bytes[..keep % bytes.len()];
-            let s = parse(Claude::default(), &[cut]).1;
-            prop_assert!(s.report.is_some() || s.ended.is_some());
+            if cut.len() < bytes.len() - 1 {
+                for s in [parse(Claude::default(), &[cut]).1, parse(Codex::default(), &[cut]).1] {
+                    prop_assert_eq!(&s.report, &None, "a cut run claimed a report");
+                    prop_assert!(s.ended.is_some(), "a cut run does not say it is incomplete");
+                }
+            }
         }
     }
 
@@ -173,10 +180,15 @@ proptest! {
     ) {
         let items: Vec<serde_json::Value> = content.iter().map(|c| json!({"type": c, "text": c, "name": c, "input": number, "id": number})).collect();
         let line = json!({"type": kind, "subtype": "init", "message": {"content": items}, "item": {"type": content.first().cloned().flatten(), "text": number},
-                          "usage": {"input_tokens": number}, "num_turns": number, "total_cost_usd": number, "session_id": content.first().cloned().flatten()});
+                          "usage": {"input_tokens": number}, "num_turns": number, "total_cost_usd": number,
+                          // What a session's first line must carry; everything else is of any shape.
+                          "session_id": "s-1", "thread_id": "t-1"});
         let text = format!("{line}\n");
-        let _ = parse(Claude::default(), &[text.as_bytes()]);
-        let _ = parse(Codex::default(), &[text.as_bytes()]);
+        for (steps, s) in [parse(Claude::default(), &[text.as_bytes()]), parse(Codex::default(), &[text.as_bytes()])] {
+            // Read or passed over: a JSON object with a type is never taken for damage.
+            prop_assert_eq!(s.unreadable, 0);
+            prop_assert!(!steps.iter().any(|st| matches!(st, Step::Unreadable { .. })), "{:?}", steps);
+        }
     }
 }
 

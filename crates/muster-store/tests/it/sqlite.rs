@@ -218,13 +218,18 @@ async fn acknowledged_changes_survive_dropping_the_store_without_close() {
 async fn every_write_answered_before_close_survives() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open(&dir));
+    // Some answered for certain before the close; the rest race it.
+    let mut acknowledged = BTreeSet::new();
+    for n in 1000..1020u128 {
+        assert!(store.create_task(task_id(n), spec("before close"), at(0)).await.unwrap().created);
+        acknowledged.insert(task_id(n));
+    }
     let mut writes = Vec::new();
     for n in 0..200u128 {
         let store = store.clone();
         writes.push(tokio::spawn(async move { (n, store.create_task(task_id(n), spec("racing close"), at(0)).await) }));
     }
     store.close().await;
-    let mut acknowledged = BTreeSet::new();
     for write in writes {
         match write.await.unwrap() {
             (n, Ok(created)) => {
@@ -240,6 +245,7 @@ async fn every_write_answered_before_close_survives() {
     let store = open(&dir);
     let listed = store.list_tasks(&TaskFilter { limit: 1_000, ..TaskFilter::default() }).await.unwrap();
     let present: BTreeSet<TaskId> = listed.items.into_iter().map(|t| t.id).collect();
+    assert!(acknowledged.len() >= 20, "the writes answered before the close are counted");
     assert_eq!(present, acknowledged, "exactly the acknowledged writes must be on disk");
     store.close().await;
 }

@@ -137,5 +137,16 @@ async fn every_jq_query_in_the_docs_finds_its_lines_in_real_output() {
         let (code, out, err) = jq(&args, input).await;
         assert_eq!(code, 0, "{}: jq {args:?} failed: {err}", q.place);
         assert!(!out.trim().is_empty(), "{}: jq {args:?} found nothing in real output", q.place);
+        // Found means real values: not `null`, and not an empty string or object.
+        for line in out.lines() {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_owned()));
+            let empty = match &value {
+                Value::Null => true,
+                Value::String(s) => s.trim().is_empty(),
+                Value::Object(o) => o.values().all(Value::is_null),
+                _ => false,
+            };
+            assert!(!empty, "{}: jq {args:?} printed {line:?}, not a real value", q.place);
+        }
     }
 }

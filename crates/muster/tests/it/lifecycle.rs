@@ -137,4 +137,18 @@ async fn the_same_idempotency_key_returns_the_same_task() {
     assert_eq!(out.trim(), first["task"]["id"].as_str().unwrap());
     let tasks = hub.get("/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
+
+    // Truly concurrent first submissions: many at once, none committed
+    // before the others are sent, make one task; exactly one says it created it.
+    let body = json!({ "prompt": "echo once", "runner": "shell", "idempotency_key": "deploy-43" });
+    let firsts = futures_util::future::join_all((0..32).map(|_| hub.post("/tasks", body.clone()))).await;
+    let ids: std::collections::BTreeSet<String> =
+        firsts.iter().map(|(_, b)| b["task"]["id"].as_str().expect("a task").to_owned()).collect();
+    assert_eq!(ids.len(), 1, "{firsts:?}");
+    let created: Vec<u16> = firsts.iter().filter(|(_, b)| b["created"] == true).map(|(s, _)| *s).collect();
+    assert_eq!(created, [201], "{firsts:?}");
+    assert!(firsts.iter().all(|(s, b)| (*s == 201) == (b["created"] == true)), "{firsts:?}");
+    let id = ids.into_iter().next().unwrap();
+    let events = hub.events(&format!("task={id}")).await;
+    assert_eq!(crate::harness::count_kind(&events, "task.created"), 1, "{events:?}");
 }
