@@ -236,6 +236,14 @@ async fn two_tasks_changing_the_same_file_raise_a_conflict_and_the_lower_priorit
     assert_eq!(hub.wait_state(&a, &["succeeded", "failed"]).await["state"], "succeeded");
     let task = hub.wait_state(&b, &["succeeded", "failed"]).await;
     assert_eq!(task["state"], "succeeded", "then it runs again: {task}");
+    // Waited for: its second run started after the first task had ended.
+    let seq_of = |events: &[serde_json::Value], kind: &str| -> Vec<i64> {
+        events.iter().filter(|e| e["kind"] == kind).map(|e| e["seq"].as_i64().expect("a seq")).collect()
+    };
+    let a_ended = seq_of(&hub.events(&format!("task={a}")).await, "task.succeeded");
+    let b_started = seq_of(&hub.events(&format!("task={b}")).await, "task.started");
+    assert_eq!((a_ended.len(), b_started.len()), (1, 2), "{a_ended:?} {b_started:?}");
+    assert!(b_started[1] > a_ended[0], "b ran again before a ended: {b_started:?} {a_ended:?}");
     let conflicts = hub.get("/conflicts").await;
     assert_eq!(conflicts.as_array().map(Vec::len), Some(1), "one conflict, decided once: {conflicts}");
     assert_eq!(conflicts[0]["resolution"], "wait");

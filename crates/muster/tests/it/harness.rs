@@ -60,6 +60,18 @@ pub struct Hub {
     pub token: String,
     pub opts: HubOpts,
     http: reqwest::Client,
+    /// The hub's port, bound (not listening: a connect is refused, as with
+    /// no hub) while it is stopped, so that a test running beside this one
+    /// cannot take it before `restart`.
+    held: Option<tokio::net::TcpSocket>,
+}
+
+/// Binds `addr` without listening on it.
+fn hold_port(addr: SocketAddr) -> Option<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(addr).ok()?;
+    Some(socket)
 }
 
 fn command(args: &[&str]) -> tokio::process::Command {
@@ -109,6 +121,7 @@ impl Hub {
             token: token.trim().to_owned(),
             opts,
             http: reqwest::Client::new(),
+            held: None,
         }
     }
 
@@ -169,12 +182,14 @@ impl Hub {
         let mut process = self.process.take().expect("the hub is running");
         process.signal(libc::SIGKILL);
         let _ = process.wait().await;
+        self.held = hold_port(self.addr);
     }
 
     /// Starts the hub again on the same data directory and the same port,
     /// so agents find it where they left it.
     pub async fn restart(&mut self) {
         assert!(self.process.is_none(), "stop the hub first");
+        drop(self.held.take());
         let (process, addr) = Hub::spawn(self.dir.path(), &self.addr.to_string(), &self.opts).await;
         assert_eq!(addr, self.addr);
         self.process = Some(process);
@@ -188,6 +203,7 @@ impl Hub {
             libc::kill(process.pgid(), libc::SIGTERM);
         }
         let status = tokio::time::timeout(PATIENCE, process.wait()).await.expect("the hub exits").expect("status");
+        self.held = hold_port(self.addr);
         status.code()
     }
 

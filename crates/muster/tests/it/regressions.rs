@@ -98,9 +98,10 @@ async fn a_run_being_killed_after_its_lease_was_lost_does_not_block_its_slot() {
     let hub = Hub::start().await;
     let agent = hub.agent("frozen", 1, &[]).await;
     // The first run ignores SIGTERM, so it lingers through the kill grace after being dropped.
-    let script = "if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then trap '' TERM; echo first; sleep 30; fi; echo second";
+    let script = "if [ \"$MUSTER_TASK_EPOCH\" = 1 ]; then trap '' TERM; echo \"first $$\"; sleep 30; fi; echo second";
     let id = hub.add_task(json!({ "prompt": script, "runner": "shell", "max_attempts": 3 })).await;
-    hub.wait_output(&id, "first").await;
+    let out = hub.wait_output(&id, "first").await;
+    let first: i32 = out.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("the first run's group");
 
     // Freeze the agent past its lease, as a VM pause or SIGSTOP would.
     let pid = agent.process.as_ref().unwrap().pgid();
@@ -119,4 +120,11 @@ async fn a_run_being_killed_after_its_lease_was_lost_does_not_block_its_slot() {
     assert_eq!(count_kind(&events, "task.released"), 0, "the agent turned the task down");
     assert_eq!(count_kind(&events, "task.assigned"), 2);
     assert!(hub.output(&id).await.ends_with("second\n"));
+    // "At once": the retry ran to its end while the dropped run, which
+    // ignores SIGTERM, was still alive inside its kill grace (10 s), so
+    // its slot was not held until it died.
+    assert!(
+        !crate::harness::live_members(first).is_empty(),
+        "the dropped run was already gone: the retry may have waited for its slot"
+    );
 }
