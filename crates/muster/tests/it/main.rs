@@ -31,5 +31,6 @@ mod regressions;
 mod shadows;
 mod stale_epoch;
 mod streams;
+mod surface;
 mod ui;
 mod workspaces;
