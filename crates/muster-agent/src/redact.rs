@@ -165,8 +165,12 @@ fn key_start(text: &str, word_start: usize) -> Option<usize> {
     let head = if only_seps { text } else { &text[..word_start] };
     let seps_at = head.trim_end_matches(|c: char| c.is_whitespace() || "\"':=\\".contains(c)).len();
     let seps = &head[seps_at..];
-    let key_at =
-        head[..seps_at].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
+    // After the last character no key holds (which may be wider than a byte).
+    let key_at = head[..seps_at]
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let key = head[key_at..seps_at].to_ascii_lowercase();
     let value_started = !only_seps;
     let bearer = key.ends_with("bearer") && (!value_started || seps.chars().any(char::is_whitespace));
@@ -275,6 +279,15 @@ mod tests {
                 assert!(sent.contains(REDACTED), "cut at {cut}: {sent:?}");
             }
         }
+    }
+
+    /// Found by the `redaction` fuzz target: a key after a character wider
+    /// than a byte.
+    #[test]
+    fn a_key_after_a_wide_character_is_found_on_a_character_boundary() {
+        let r = Redactor::default();
+        assert_eq!(r.held_back("skӋrt "), 0);
+        assert_eq!(r.held_back("Ӌpassword: "), "password: ".len());
     }
 
     #[test]

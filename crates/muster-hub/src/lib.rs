@@ -33,6 +33,7 @@ pub use auth::{hash_token, mint_token, parse_token};
 pub use config::{HubConfig, SloConfig};
 pub use edge::{EdgeLimits, connections_for_file_limit, raise_file_limit};
 pub use runtime::Runtime;
+pub use schedules::next_firing;
 
 use anyhow::Context;
 use muster_core::{AgentName, Millis, RunnerName, TaskId};

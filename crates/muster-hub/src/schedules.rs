@@ -70,6 +70,12 @@ impl When {
     }
 }
 
+/// When a pattern read in a time zone fires first after `after`, or why
+/// it cannot be read: the same reading `muster schedule add` gives it.
+pub fn next_firing(cron: &str, tz: &str, after: Millis) -> Result<Option<Millis>, String> {
+    Ok(When::parse(cron, tz).map_err(|e| e.to_string())?.next_after(after))
+}
+
 fn defaults(hub: &Hub) -> TaskDefaults {
     let config = &hub.shared.config;
     TaskDefaults {
