@@ -145,6 +145,9 @@ impl RunnerProfile {
                     "ANTHROPIC_MODEL",
                     "CLAUDE_CONFIG_DIR",
                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+                    // How patient Claude Code is with a failing model API.
+                    "CLAUDE_CODE_MAX_RETRIES",
+                    "API_TIMEOUT_MS",
                 ]),
                 cwd: None,
                 format: Some(Format::Claude),
@@ -233,11 +236,11 @@ pub struct AgentFile {
     /// Repository names tasks may give (`--repo NAME`), mapped to paths.
     #[serde(default)]
     pub repos: BTreeMap<String, PathBuf>,
-    /// Where a task's repository path (`--repo team/web`) is looked up;
-    /// defaults to `workdir`. A path never leads outside it.
     /// Channels whose posts the agent wants as they happen (logged as they arrive).
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Where a task's repository path (`--repo team/web`) is looked up;
+    /// defaults to `workdir`. A path never leads outside it.
     pub repos_root: Option<PathBuf>,
     /// No output for this long makes a run `quiet` (default 1m).
     pub quiet_after: Option<String>,

@@ -81,7 +81,7 @@ pub fn render(detail: &TaskDetail, attempt: &AttemptView, steps: &[StepView]) ->
         );
     }
     let errors: Vec<&StepView> =
-        steps.iter().filter(|s| matches!(s.step.kind.as_str(), "error" | "unreadable")).collect();
+        steps.iter().filter(|s| matches!(s.step.kind.as_str(), "error" | "retry" | "unreadable")).collect();
     if !errors.is_empty() {
         let _ = writeln!(out, "\nerrors: {}", errors.len());
         for e in errors.iter().take(20) {

@@ -433,6 +433,9 @@ pub enum StepKind {
     ToolResult,
     /// The agent reported an error.
     Error,
+    /// A model request failed and the agent tries again (name: the status
+    /// or failure, such as `401` or `overloaded`).
+    Retry,
     /// The agent's final report.
     Result,
     /// A line of the stream could not be read.
@@ -440,12 +443,13 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 7] = [
+    pub const ALL: [StepKind; 8] = [
         StepKind::Session,
         StepKind::Text,
         StepKind::ToolUse,
         StepKind::ToolResult,
         StepKind::Error,
+        StepKind::Retry,
         StepKind::Result,
         StepKind::Unreadable,
     ];
@@ -457,6 +461,7 @@ impl StepKind {
             StepKind::ToolUse => "tool_use",
             StepKind::ToolResult => "tool_result",
             StepKind::Error => "error",
+            StepKind::Retry => "retry",
             StepKind::Result => "result",
             StepKind::Unreadable => "unreadable",
         }

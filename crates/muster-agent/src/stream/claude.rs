@@ -30,6 +30,7 @@ impl Dialect for Claude {
                     None => vec![unreadable("an init line without a session_id")],
                 }
             }
+            Some("system") if v.get("subtype").and_then(Value::as_str) == Some("api_retry") => vec![retry(&v)],
             Some("assistant") => {
                 let mut steps: Vec<Step> = blocks(&v).iter().filter_map(assistant_block).collect();
                 if let Some(usage) = self.usage_once(&v) {
@@ -55,6 +56,30 @@ impl Claude {
             return None;
         }
         Some(usage(u))
+    }
+}
+
+/// `{"subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":567,
+/// "error_status":401,"error":"authentication_failed"}`: a failed model
+/// request Claude Code is about to try again.
+fn retry(v: &Value) -> Step {
+    let error = text_of(v.get("error"), 100).unwrap_or_else(|| "unknown".to_owned());
+    let status = v.get("error_status").and_then(Value::as_u64);
+    let what = status.map_or_else(|| error.clone(), |s| s.to_string());
+    let attempt = |key: &str| v.get(key).and_then(Value::as_u64).map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let delay = v.get("retry_delay_ms").and_then(Value::as_u64).unwrap_or(0);
+    let failed = match status {
+        Some(s) => format!("{s} {error}"),
+        None => error,
+    };
+    Step::Retry {
+        what,
+        message: format!(
+            "the model API failed ({failed}); try {} of {} in {}",
+            attempt("attempt"),
+            attempt("max_retries"),
+            muster_proto::setting_duration(std::time::Duration::from_millis(delay))
+        ),
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Codex {
     turns: u32,
     usage: Usage,
     last_message: Option<String>,
+    /// The last `error` line: Codex repeats it in `turn.failed`.
+    last_error: Option<String>,
 }
 
 impl Dialect for Codex {
@@ -48,10 +50,18 @@ impl Dialect for Codex {
                 if report.final_text.is_none() && !message.is_empty() {
                     report.final_text = Some(message.clone());
                 }
+                if self.last_error.as_ref() == Some(&message) {
+                    return vec![Step::Report(report)];
+                }
                 vec![Step::Error { message }, Step::Report(report)]
             }
             Some("error") => {
-                vec![Step::Error { message: text_of(v.get("message"), SUMMARY_CHARS).unwrap_or_default() }]
+                let message = text_of(v.get("message"), SUMMARY_CHARS).unwrap_or_default();
+                if let Some(retry) = retry(&message) {
+                    return vec![retry];
+                }
+                self.last_error = Some(message.clone());
+                vec![Step::Error { message }]
             }
             Some(_) => Vec::new(),
             None => vec![unreadable("a line without a type")],
@@ -97,6 +107,26 @@ impl Codex {
             _ => Vec::new(),
         }
     }
+}
+
+/// `Reconnecting... 2/5 (unexpected status 503 Service Unavailable: …)`:
+/// a failed model request Codex is about to try again.
+fn retry(message: &str) -> Option<Step> {
+    let rest = message.strip_prefix("Reconnecting...")?.trim_start();
+    let (count, why) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (attempt, of) = count.split_once('/')?;
+    let why = why.trim();
+    let why = why.strip_prefix('(').and_then(|w| w.strip_suffix(')')).unwrap_or(why);
+    // `unexpected status 401 …`, `last status: 429 …`; else the failure's first words.
+    let status = why.match_indices("status").find_map(|(i, word)| {
+        let code = why[i + word.len()..].trim_start_matches([':', ' ']).get(..3)?;
+        code.bytes().all(|b| b.is_ascii_digit()).then_some(code)
+    });
+    let what = status.map_or_else(|| why.split(':').next().unwrap_or(why).trim().to_owned(), str::to_owned);
+    Some(Step::Retry {
+        what: clip(&what, 100),
+        message: format!("the model API failed ({why}); try {attempt} of {of}"),
+    })
 }
 
 fn id(item: &Value) -> String {

@@ -90,6 +90,13 @@ pub enum Step {
     Error {
         message: String,
     },
+    /// The model API failed and the agent tries again: Claude Code's
+    /// `api_retry`, Codex's `Reconnecting…`. `what` is the failure in the
+    /// agent's words (`401`, `overloaded`).
+    Retry {
+        what: String,
+        message: String,
+    },
     Report(Report),
     /// A line that could not be read, and why.
     Unreadable {
@@ -134,7 +141,7 @@ impl Summary {
             }
             Step::ToolResult { is_error, .. } => self.tool_errors += u64::from(*is_error),
             Step::Usage(u) => self.usage.add(*u),
-            Step::Error { message } => self.last_error = Some(message.clone()),
+            Step::Error { message } | Step::Retry { message, .. } => self.last_error = Some(message.clone()),
             Step::Report(r) => {
                 if let Some(total) = r.usage {
                     self.usage = total;

@@ -91,6 +91,7 @@ impl Recorder {
             }
             Step::Usage(_) => return None,
             Step::Error { message } => msg("error", None, &message, true),
+            Step::Retry { what, message } => msg("retry", Some(what), &message, true),
             Step::Report(r) => msg("result", Some(r.subtype.clone()), r.final_text.as_deref().unwrap_or(""), !r.ok),
             Step::Unreadable { reason } => msg("unreadable", None, &reason, true),
         })
@@ -118,9 +119,13 @@ pub fn run_report(s: &Summary) -> RunReport {
 /// Why a run whose process exited with `code` failed in its agent's eyes,
 /// or `None` when both agree it succeeded.
 pub fn verdict(s: &Summary, code: i32) -> Option<String> {
-    let detail = |r: &super::Report| match &r.final_text {
-        Some(text) => format!("the agent reported {}: {}", r.subtype, clip(text, 200)),
-        None => format!("the agent reported {}", r.subtype),
+    let detail = |r: &super::Report| {
+        // Claude Code ends a run the model API failed as `success` marked `is_error`.
+        let said = if !r.ok && r.subtype == "success" { "an error" } else { r.subtype.as_str() };
+        match &r.final_text {
+            Some(text) => format!("the agent reported {said}: {}", clip(text, 200)),
+            None => format!("the agent reported {said}"),
+        }
     };
     match (&s.report, code) {
         (Some(r), 0) if r.ok => None,

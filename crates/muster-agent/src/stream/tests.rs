@@ -85,6 +85,75 @@ fn a_codex_run_is_read_into_the_same_shape() {
     assert_eq!(failed.last_error.as_deref(), Some("usage limit reached"));
 }
 
+/// The lines Claude Code 2.1.330 and Codex 0.169.0 print while they retry a
+/// failed model request, as they printed them against a model server that
+/// refused the key and one that was overloaded.
+#[test]
+fn the_agents_retries_of_a_failed_model_request_are_steps_that_name_the_failure() {
+    let claude = concat!(
+        r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":2,"retry_delay_ms":567,"error_status":401,"error":"authentication_failed","session_id":"b0","uuid":"b1"}"#,
+        "\n",
+        r#"{"type":"system","subtype":"api_retry","attempt":2,"max_retries":2,"retry_delay_ms":1226,"error_status":null,"error":"unknown","session_id":"b0","uuid":"b2"}"#,
+        "\n",
+    );
+    let (steps, s) = parse(Claude::default(), &[claude.as_bytes()]);
+    assert_eq!(
+        steps,
+        [
+            Step::Retry {
+                what: "401".into(),
+                message: "the model API failed (401 authentication_failed); try 1 of 2 in 567ms".into()
+            },
+            Step::Retry {
+                what: "unknown".into(),
+                message: "the model API failed (unknown); try 2 of 2 in 1s226ms".into()
+            },
+        ]
+    );
+    assert_eq!(s.last_error.as_deref(), Some("the model API failed (unknown); try 2 of 2 in 1s226ms"));
+
+    let codex = concat!(
+        r#"{"type":"error","message":"Reconnecting... 1/5 (unexpected status 503 Service Unavailable: Overloaded, url: http://127.0.0.1:9/v1/responses)"}"#,
+        "\n",
+        r#"{"type":"error","message":"Reconnecting... 2/5 (stream disconnected before completion: idle timeout waiting for SSE)"}"#,
+        "\n",
+        r#"{"type":"error","message":"Reconnecting... 1/1 (exceeded retry limit, last status: 429 Too Many Requests)"}"#,
+        "\n",
+        r#"{"type":"error","message":"unexpected status 503 Service Unavailable: Overloaded"}"#,
+        "\n",
+        r#"{"type":"turn.failed","error":{"message":"unexpected status 503 Service Unavailable: Overloaded"}}"#,
+        "\n",
+    );
+    let (mut steps, s) = parse(Codex::default(), &[codex.as_bytes()]);
+    assert!(matches!(steps.pop(), Some(Step::Report(_))), "{steps:?}");
+    assert_eq!(
+        steps,
+        [
+            Step::Retry {
+                what: "503".into(),
+                message: "the model API failed (unexpected status 503 Service Unavailable: Overloaded, url: \
+                          http://127.0.0.1:9/v1/responses); try 1 of 5"
+                    .into()
+            },
+            Step::Retry {
+                what: "stream disconnected before completion".into(),
+                message: "the model API failed (stream disconnected before completion: idle timeout waiting for SSE); \
+                          try 2 of 5"
+                    .into()
+            },
+            Step::Retry {
+                what: "429".into(),
+                message: "the model API failed (exceeded retry limit, last status: 429 Too Many Requests); try 1 of 1"
+                    .into()
+            },
+            // The failed turn repeats the error: one step, then the report.
+            Step::Error { message: "unexpected status 503 Service Unavailable: Overloaded".into() },
+        ]
+    );
+    let report = s.report.expect("the failed turn's report");
+    assert_eq!(report.final_text.as_deref(), Some("unexpected status 503 Service Unavailable: Overloaded"));
+}
+
 #[test]
 fn damage_is_reported_with_a_reason_and_reading_goes_on() {
     let mut text = String::from("{not json\n");

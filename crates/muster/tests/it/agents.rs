@@ -5,15 +5,15 @@
 //! set they fail instead.
 
 use crate::harness::{Hub, path_str};
-use crate::models::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Reply, ScriptedModel};
-use crate::workspaces::{agent_with_repo, git, repository};
+use crate::models::{Api, CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, OUTPUT_TOKENS, Reply, ScriptedModel};
+use crate::workspaces::{git, repository};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// The directory holding the installed `claude` and `codex`, or `None` on a
 /// machine without Node.js (said loudly, counted, and a failure under `CI`).
 /// With Node.js the CLIs must be there: `.ci/run` installs them.
-fn clis(test: &str) -> Option<PathBuf> {
+pub fn clis(test: &str) -> Option<PathBuf> {
     let dir = match std::env::var_os("MUSTER_AGENT_CLIS") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/agent-clis/node_modules/.bin"),
@@ -43,31 +43,102 @@ fn with_path(bin: &std::path::Path) -> String {
     format!("{}:{path}", path_str(bin))
 }
 
-/// A hub with one agent that runs the real Claude Code against `model`, in
-/// worktrees of a `web` repository; everything goes when it is dropped.
-struct ClaudeFleet {
-    hub: Hub,
-    repo: PathBuf,
+/// One of the real coding-agent CLIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cli {
+    Claude,
+    Codex,
+}
+
+impl Cli {
+    pub fn runner(self) -> &'static str {
+        match self {
+            Cli::Claude => "claude",
+            Cli::Codex => "codex",
+        }
+    }
+
+    pub fn api(self) -> Api {
+        match self {
+            Cli::Claude => Api::Anthropic,
+            Cli::Codex => Api::OpenAi,
+        }
+    }
+}
+
+/// How a fleet's CLIs and agent meet failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// As shipped.
+    Default,
+    /// The CLIs' own retries few and their timeouts short, and the agent's
+    /// quiet (2 s) and wedged (10 s) limits near, so that an error path ends
+    /// within a test's time.
+    Short,
+}
+
+/// A hub with one agent that runs a real CLI against `model`, in worktrees
+/// of a `web` repository; everything goes when it is dropped.
+pub struct Fleet {
+    pub hub: Hub,
+    pub repo: PathBuf,
     _agent: crate::harness::Agent,
     _home: tempfile::TempDir,
     _dir: tempfile::TempDir,
 }
 
-impl ClaudeFleet {
-    async fn start(bin: &std::path::Path, model: &ScriptedModel) -> ClaudeFleet {
+impl Fleet {
+    pub async fn start(cli: Cli, bin: &std::path::Path, model: &ScriptedModel, patience: Patience) -> Fleet {
         let hub = Hub::start().await;
         let home = tempfile::tempdir().expect("a home");
         let dir = tempfile::tempdir().expect("a directory");
         let repo = repository(dir.path());
-        let env = vec![
-            ("PATH".to_owned(), with_path(bin)),
-            ("HOME".to_owned(), path_str(home.path())),
-            ("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()),
-            ("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()),
-        ];
-        let agent = agent_with_repo(&hub, dir.path(), &repo, &["claude"], env).await;
-        ClaudeFleet { hub, repo, _agent: agent, _home: home, _dir: dir }
+        let short = patience == Patience::Short;
+        let mut env = vec![("PATH".to_owned(), with_path(bin)), ("HOME".to_owned(), path_str(home.path()))];
+        match cli {
+            Cli::Claude => {
+                env.push(("ANTHROPIC_BASE_URL".to_owned(), model.url.clone()));
+                env.push(("ANTHROPIC_API_KEY".to_owned(), "sk-ant-scripted-0000".to_owned()));
+                env.push(("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(), "1".to_owned()));
+                if short {
+                    env.push(("CLAUDE_CODE_MAX_RETRIES".to_owned(), "2".to_owned()));
+                    env.push(("API_TIMEOUT_MS".to_owned(), "3000".to_owned()));
+                }
+            }
+            Cli::Codex => {
+                let codex_home = home.path().join("codex");
+                std::fs::create_dir_all(&codex_home).expect("CODEX_HOME");
+                let retries = if short {
+                    "request_max_retries = 1\nstream_max_retries = 1\nstream_idle_timeout_ms = 3000\n"
+                } else {
+                    ""
+                };
+                std::fs::write(
+                    codex_home.join("config.toml"),
+                    format!(
+                        "model = \"scripted-model\"\nmodel_provider = \"scripted\"\n\n[model_providers.scripted]\n\
+                         name = \"scripted\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\n\
+                         env_key = \"OPENAI_API_KEY\"\n{retries}",
+                        model.url
+                    ),
+                )
+                .expect("the Codex config");
+                env.push(("CODEX_HOME".to_owned(), path_str(&codex_home)));
+                env.push(("OPENAI_API_KEY".to_owned(), "sk-scripted-0000".to_owned()));
+            }
+        }
+        let liveness = if short { "quiet_after = \"2s\"\nwedged_after = \"10s\"\n" } else { "" };
+        let toml =
+            format!("repos_root = {:?}\n{liveness}\n[repos]\nweb = {:?}\n", path_str(dir.path()), path_str(&repo));
+        let agent = hub
+            .agent_with_config(
+                "coder",
+                dir.path(),
+                &toml,
+                crate::harness::AgentOpts { runners: &[cli.runner()], env, ..Default::default() },
+            )
+            .await;
+        Fleet { hub, repo, _agent: agent, _home: home, _dir: dir }
     }
 }
 
@@ -86,7 +157,7 @@ async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and
         ],
     )
     .await;
-    let claude = ClaudeFleet::start(&bin, &model).await;
+    let claude = Fleet::start(Cli::Claude, &bin, &model, Patience::Default).await;
     let (hub, repo) = (&claude.hub, &claude.repo);
 
     let (code, id, err) = hub
@@ -111,10 +182,15 @@ async fn claude_code_runs_offline_in_a_worktree_and_its_tool_use_diff_tokens_and
     let result = steps.iter().find(|s| s["kind"] == "tool_result").expect("a tool result");
     assert_eq!((&result["name"], &result["is_error"]), (&json!("Bash"), &Value::Null), "{result}");
     assert!(steps.iter().any(|s| s["kind"] == "session"), "{steps:?}");
+    // The model's words beside its tool call are a step; its thinking is not.
+    let texts: Vec<&Value> = steps.iter().filter(|s| s["kind"] == "text").map(|s| &s["summary"]).collect();
+    assert_eq!(texts, [&json!("Running it now."), &json!("I wrote NOTES.md.")], "{steps:?}");
 
     let report = &task["attempts_detail"][0]["report"];
     assert_eq!(report["input_tokens"], 2 * INPUT_TOKENS, "{report}");
     assert_eq!(report["output_tokens"], 2 * OUTPUT_TOKENS, "{report}");
+    assert_eq!(report["cache_read_tokens"], 2 * CACHE_READ_TOKENS, "{report}");
+    assert_eq!(report["cache_write_tokens"], 2 * CACHE_WRITE_TOKENS, "{report}");
     assert_eq!(report["tool_uses"], 1);
     assert_eq!(report["result"], "I wrote NOTES.md.");
     let cost = report["cost_usd"].as_f64().expect("Claude Code reports a cost");
@@ -149,29 +225,8 @@ async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
         ],
     )
     .await;
-    let hub = Hub::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let codex_home = home.path().join("codex");
-    std::fs::create_dir_all(&codex_home).unwrap();
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!(
-            "model = \"scripted-model\"\nmodel_provider = \"scripted\"\n\n[model_providers.scripted]\n\
-             name = \"scripted\"\nbase_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"OPENAI_API_KEY\"\n",
-            model.url
-        ),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repository(dir.path());
-    let env = vec![
-        ("PATH".to_owned(), with_path(&bin)),
-        ("HOME".to_owned(), path_str(home.path())),
-        ("CODEX_HOME".to_owned(), path_str(&codex_home)),
-        ("OPENAI_API_KEY".to_owned(), "sk-scripted-0000".to_owned()),
-    ];
-    let _agent = agent_with_repo(&hub, dir.path(), &repo, &["codex"], env).await;
-
+    let codex = Fleet::start(Cli::Codex, &bin, &model, Patience::Default).await;
+    let (hub, repo) = (&codex.hub, &codex.repo);
     let id = hub
         .add_task(json!({ "prompt": "please write the notes", "runner": "codex", "max_attempts": 1, "repo": "web",
             "auto_commit": true }))
@@ -192,37 +247,16 @@ async fn codex_runs_offline_and_its_messages_and_tokens_are_recorded() {
     let report = &task["attempts_detail"][0]["report"];
     assert_eq!(report["input_tokens"], 2 * INPUT_TOKENS, "{report}");
     assert_eq!(report["output_tokens"], 2 * OUTPUT_TOKENS, "{report}");
+    // OpenAI counts cached input inside its input; Muster keeps the two apart.
+    assert_eq!(report["cache_read_tokens"], 2 * CACHE_READ_TOKENS, "{report}");
     assert_eq!((&report["turns"], &report["result"]), (&json!(1), &json!("Codex wrote NOTES.md.")));
     assert!(report["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{report}");
 
     // Codex wrote inside its worktree; the change is committed on the task's branch.
     let branch = format!("muster/{id}");
-    assert_eq!(git(&repo, &["show", &format!("{branch}:NOTES.md")]), "written by codex");
+    assert_eq!(git(repo, &["show", &format!("{branch}:NOTES.md")]), "written by codex");
     let w = &task["attempts_detail"][0]["workspace"];
     assert_eq!(w["commits"].as_array().map(Vec::len), Some(1), "{w}");
-}
-
-/// Not a test but a tool for trying Muster by hand, offline: serves a
-/// scripted Anthropic model (the model asks Claude Code to add a section to
-/// README.md with its Bash tool, then says so) until it is killed. Run with
-/// `cargo test -p muster --test it serve_a_scripted_claude_model -- --ignored --nocapture`
-/// and point an agent's `ANTHROPIC_BASE_URL` at the address it prints.
-#[tokio::test]
-#[ignore = "a tool, not a test: it serves until killed"]
-async fn serve_a_scripted_claude_model() {
-    let model = ScriptedModel::start(
-        Api::Anthropic,
-        vec![
-            Reply::Shell {
-                command: "printf '\\n## Usage\\n\\nRun `make` to build, `make test` to test.\\n' >> README.md".into(),
-                description: "add a Usage section",
-            },
-            Reply::Text("I added a Usage section to README.md."),
-        ],
-    )
-    .await;
-    println!("scripted Anthropic model at {}", model.url);
-    std::future::pending::<()>().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +273,7 @@ async fn claude_code_takes_a_muster_lock_through_the_mcp_server_inside_its_run()
         ],
     )
     .await;
-    let claude = ClaudeFleet::start(&bin, &model).await;
+    let claude = Fleet::start(Cli::Claude, &bin, &model, Patience::Default).await;
     let hub = &claude.hub;
     let id = hub
         .add_task(json!({ "prompt": "lock the README before editing it", "runner": "claude", "repo": "web", "max_attempts": 1 }))
@@ -285,7 +319,7 @@ async fn claude_codes_permission_prompt_becomes_a_decision_and_the_answer_reache
         ],
     )
     .await;
-    let claude = ClaudeFleet::start(&bin, &model).await;
+    let claude = Fleet::start(Cli::Claude, &bin, &model, Patience::Default).await;
     let hub = &claude.hub;
     let id = hub
         .add_task(json!({ "prompt": "read example.com", "runner": "claude", "repo": "web", "max_attempts": 1 }))

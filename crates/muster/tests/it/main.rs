@@ -24,6 +24,7 @@ mod liveness;
 mod logs;
 mod mcp;
 mod messages;
+mod model_faults;
 mod operate;
 mod pipelines;
 mod private;

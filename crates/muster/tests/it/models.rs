@@ -1,9 +1,15 @@
 //! Scripted stand-ins for the model APIs the real coding-agent CLIs call:
 //! Anthropic's Messages API (Claude Code) and OpenAI's Responses API
 //! (Codex), each a small HTTP/1.1 server on a loopback port that streams
-//! server-sent events. A script lists the replies by turn: the first
-//! request of a run gets the first reply, the request that carries the
-//! result of one tool call gets the second, and so on. Every request is
+//! server-sent events in the shapes the real APIs use: several content
+//! blocks per turn (thinking or reasoning first, text beside a tool call),
+//! deltas in pieces, `ping`s, cache-token counts and, for Responses,
+//! `sequence_number`s and `function_call_arguments.delta`s.
+//!
+//! A script lists the replies by turn: the first request of a run gets the
+//! first reply, the request that carries the result of one tool call gets
+//! the second, and so on. A test can make the server fail instead, the way
+//! the providers do (`Fault`), for as long as it likes. Every request is
 //! kept, so tests can check what the CLI sent.
 
 use serde_json::{Value, json};
@@ -28,18 +34,47 @@ pub enum Reply {
     /// The model asks to run a shell command (Claude Code's `Bash` tool,
     /// Codex's `exec_command`).
     Shell { command: String, description: &'static str },
-    /// The model calls a tool by name (Anthropic only): an MCP tool, say.
+    /// The model calls a tool by name: an MCP tool, say.
     Tool { name: &'static str, input: Value },
 }
 
-/// Tokens each scripted reply reports.
+/// How a model API fails, as the real ones do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The credentials are refused: `401` with the provider's error body.
+    Refused,
+    /// Rate limited: `429` with `retry-after` and the provider's reset
+    /// headers, the reset this many seconds away.
+    RateLimited { reset_s: u64 },
+    /// Overloaded: Anthropic's `529 overloaded_error`, OpenAI's `503`.
+    Overloaded,
+    /// The stream starts, then the connection is closed in the middle of it.
+    Cut,
+    /// The stream starts, then nothing more comes and the connection stays open.
+    Stall,
+    /// The request is read and never answered.
+    Silent,
+}
+
+/// Tokens each scripted reply reports: input outside the prompt cache, input
+/// read from and written to the cache, and output.
 pub const INPUT_TOKENS: u64 = 100;
+pub const CACHE_READ_TOKENS: u64 = 30;
+pub const CACHE_WRITE_TOKENS: u64 = 10;
 pub const OUTPUT_TOKENS: u64 = 20;
 
 pub struct ScriptedModel {
     pub url: String,
-    requests: Arc<Mutex<Vec<Value>>>,
+    state: Arc<State>,
     server: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    api: Api,
+    script: Vec<Reply>,
+    requests: Mutex<Vec<Value>>,
+    fault: Mutex<Option<Fault>>,
+    faulted: Mutex<Vec<Fault>>,
 }
 
 impl Drop for ScriptedModel {
@@ -53,36 +88,56 @@ impl ScriptedModel {
         assert!(!script.is_empty(), "a script needs a reply");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (script, seen) = (Arc::new(script), requests.clone());
+        let state = Arc::new(State {
+            api,
+            script,
+            requests: Mutex::new(Vec::new()),
+            fault: Mutex::new(None),
+            faulted: Mutex::new(Vec::new()),
+        });
+        let shared = state.clone();
         let server = tokio::spawn(async move {
+            // Held connections end with the server.
+            let mut conns = tokio::task::JoinSet::new();
             while let Ok((conn, _)) = listener.accept().await {
-                let (script, seen) = (script.clone(), seen.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = serve(conn, api, &script, &seen).await {
+                let state = shared.clone();
+                conns.spawn(async move {
+                    if let Err(e) = serve(conn, &state).await {
                         eprintln!("[model] connection ended: {e}");
                     }
                 });
+                while conns.try_join_next().is_some() {}
             }
         });
-        ScriptedModel { url, requests, server }
+        ScriptedModel { url, state, server }
     }
 
     /// The JSON bodies of the model requests received so far.
     pub fn requests(&self) -> Vec<Value> {
-        self.requests.lock().expect("the request log").clone()
+        self.state.requests.lock().expect("the request log").clone()
+    }
+
+    /// From now on every model request fails with `fault`; `None` answers
+    /// by the script again.
+    pub fn fail(&self, fault: Option<Fault>) {
+        *self.state.fault.lock().expect("the fault") = fault;
+    }
+
+    /// How many requests were answered with `fault`.
+    pub fn faulted(&self, fault: Fault) -> usize {
+        self.state.faulted.lock().expect("the fault log").iter().filter(|f| **f == fault).count()
     }
 }
 
 /// Answers requests on one connection until the client closes it.
-async fn serve(mut conn: TcpStream, api: Api, script: &[Reply], seen: &Mutex<Vec<Value>>) -> std::io::Result<()> {
+async fn serve(mut conn: TcpStream, state: &State) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
         let Some((head, body)) = read_request(&mut conn, &mut buf).await? else { return Ok(()) };
         let line = head.lines().next().unwrap_or_default().to_owned();
         let mut parts = line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let endpoint = match api {
+        let endpoint = match state.api {
             Api::Anthropic => "/v1/messages",
             Api::OpenAi => "/v1/responses",
         };
@@ -94,22 +149,115 @@ async fn serve(mut conn: TcpStream, api: Api, script: &[Reply], seen: &Mutex<Vec
             continue;
         }
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        seen.lock().expect("the request log").push(request.clone());
-        let turn = tool_results(api, &request).min(script.len() - 1);
-        let events = match api {
-            Api::Anthropic => anthropic_events(&script[turn], &request, turn),
-            Api::OpenAi => openai_events(&script[turn], turn),
-        };
-        let mut answer =
-            String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n");
-        answer.push_str("connection: close\r\n\r\n");
-        for (name, data) in events {
-            answer.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+        state.requests.lock().expect("the request log").push(request.clone());
+        let fault = *state.fault.lock().expect("the fault");
+        if let Some(fault) = fault {
+            state.faulted.lock().expect("the fault log").push(fault);
+            return fail(conn, state.api, fault, &request).await;
         }
-        conn.write_all(answer.as_bytes()).await?;
+        let turn = tool_results(state.api, &request);
+        let reply = &state.script[turn.min(state.script.len() - 1)];
+        if state.api == Api::Anthropic && request["stream"] != true {
+            // Claude Code's fallback when a stream fails: the whole message at once.
+            let message = anthropic_message(reply, &request, turn).to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{message}",
+                message.len()
+            );
+            conn.write_all(answer.as_bytes()).await?;
+            conn.shutdown().await?;
+            return Ok(());
+        }
+        let events = match state.api {
+            Api::Anthropic => anthropic_events(reply, &request, turn),
+            Api::OpenAi => openai_events(reply, turn),
+        };
+        conn.write_all(&sse(&events)).await?;
         conn.shutdown().await?;
         return Ok(());
     }
+}
+
+/// A `200` event stream holding `events`.
+fn sse(events: &[(&'static str, String)]) -> Vec<u8> {
+    let mut answer = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
+    );
+    for (name, data) in events {
+        answer.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+    }
+    answer.into_bytes()
+}
+
+/// Answers one request with `fault`.
+async fn fail(mut conn: TcpStream, api: Api, fault: Fault, request: &Value) -> std::io::Result<()> {
+    let error = |status: &str, headers: &str, body: Value| {
+        let body = body.to_string();
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let anthropic = |kind: &str, message: &str| json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_scripted"});
+    let openai = |kind: &str, code: Value, message: &str| json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    let answer = match (fault, api) {
+        (Fault::Refused, Api::Anthropic) => {
+            error("401 Unauthorized", "", anthropic("authentication_error", "invalid x-api-key"))
+        }
+        (Fault::Refused, Api::OpenAi) => error(
+            "401 Unauthorized",
+            "",
+            openai("invalid_request_error", json!("invalid_api_key"), "Incorrect API key provided: sk-scr****0000."),
+        ),
+        (Fault::RateLimited { reset_s }, _) => {
+            let reset = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() + std::time::Duration::from_secs(reset_s),
+            );
+            let headers = format!(
+                "retry-after: {reset_s}\r\nanthropic-ratelimit-requests-remaining: 0\r\n\
+                 anthropic-ratelimit-requests-reset: {reset}\r\nx-ratelimit-remaining-requests: 0\r\n\
+                 x-ratelimit-reset-requests: {reset_s}s\r\n"
+            );
+            let body = match api {
+                Api::Anthropic => anthropic(
+                    "rate_limit_error",
+                    "This request would exceed your organization's rate limit of 50 requests per minute.",
+                ),
+                Api::OpenAi => openai(
+                    "requests",
+                    json!("rate_limit_exceeded"),
+                    &format!("Rate limit reached for requests per min. Please try again in {reset_s}s."),
+                ),
+            };
+            error("429 Too Many Requests", &headers, body)
+        }
+        (Fault::Overloaded, Api::Anthropic) => error("529 Overloaded", "", anthropic("overloaded_error", "Overloaded")),
+        (Fault::Overloaded, Api::OpenAi) => error(
+            "503 Service Unavailable",
+            "",
+            openai("server_error", Value::Null, "The server is overloaded or not ready yet."),
+        ),
+        (Fault::Cut | Fault::Stall, _) => {
+            // The head of a real stream: its first events, then no more.
+            let reply = Reply::Text("This answer never ends.");
+            let events = match api {
+                Api::Anthropic => anthropic_events(&reply, request, 0),
+                Api::OpenAi => openai_events(&reply, 0),
+            };
+            let first_text = events.iter().position(|(name, data)| {
+                *name == "response.output_text.delta" || data.contains(r#""type":"text_delta""#)
+            });
+            let head = sse(&events[..first_text.map_or(events.len() / 2, |i| i + 1)]);
+            conn.write_all(&head).await?;
+            if fault == Fault::Cut {
+                return conn.shutdown().await;
+            }
+            return std::future::pending().await;
+        }
+        (Fault::Silent, _) => return std::future::pending().await,
+    };
+    conn.write_all(answer.as_bytes()).await?;
+    conn.shutdown().await
 }
 
 /// Reads one request: its head as text and its body (by `content-length`
@@ -194,71 +342,150 @@ fn tool_results(api: Api, request: &Value) -> usize {
     }
 }
 
+/// The content blocks of a reply: thinking first, as the real models do,
+/// then text, and the tool call beside its own words.
+fn anthropic_blocks(reply: &Reply, turn: usize) -> Vec<Value> {
+    let thinking = json!({"type": "thinking", "thinking": "The task is clear.", "signature": "c2NyaXB0ZWQ="});
+    let tool = |name: &str, input: &Value| {
+        vec![
+            thinking.clone(),
+            json!({"type": "text", "text": "Running it now."}),
+            json!({"type": "tool_use", "id": format!("toolu_scripted_{turn}"), "name": name, "input": input}),
+        ]
+    };
+    match reply {
+        Reply::Text(text) => vec![thinking.clone(), json!({"type": "text", "text": text})],
+        Reply::Shell { command, description } => tool("Bash", &json!({"command": command, "description": description})),
+        Reply::Tool { name, input } => tool(name, input),
+    }
+}
+
+fn stop_reason(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Text(_) => "end_turn",
+        Reply::Shell { .. } | Reply::Tool { .. } => "tool_use",
+    }
+}
+
+fn anthropic_usage(output_tokens: u64) -> Value {
+    json!({"input_tokens": INPUT_TOKENS, "cache_creation_input_tokens": CACHE_WRITE_TOKENS,
+        "cache_read_input_tokens": CACHE_READ_TOKENS, "output_tokens": output_tokens})
+}
+
+/// A whole message, as a request with `stream: false` gets it.
+fn anthropic_message(reply: &Reply, request: &Value, turn: usize) -> Value {
+    json!({"id": format!("msg_scripted_{turn}"), "type": "message", "role": "assistant",
+        "model": request["model"].as_str().unwrap_or("claude-scripted"), "content": anthropic_blocks(reply, turn),
+        "stop_reason": stop_reason(reply), "stop_sequence": null, "usage": anthropic_usage(OUTPUT_TOKENS)})
+}
+
+/// Splits `text` in two pieces, as a stream of deltas does.
+fn halves(text: &str) -> [&str; 2] {
+    let mid = (0..=text.len() / 2).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    [&text[..mid], &text[mid..]]
+}
+
 fn anthropic_events(reply: &Reply, request: &Value, turn: usize) -> Vec<(&'static str, String)> {
     let model = request["model"].as_str().unwrap_or("claude-scripted");
-    let start = json!({"type": "message_start", "message": {"id": "msg_scripted", "type": "message",
-        "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1}}});
-    let (block, delta, stop_reason) = match reply {
-        Reply::Text(text) => {
-            (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": text}), "end_turn")
-        }
-        Reply::Shell { command, description } => (
-            json!({"type": "tool_use", "id": format!("toolu_scripted_{turn}"), "name": "Bash", "input": {}}),
-            json!({"type": "input_json_delta",
-                "partial_json": json!({"command": command, "description": description}).to_string()}),
-            "tool_use",
-        ),
-        Reply::Tool { name, input } => (
-            json!({"type": "tool_use", "id": format!("toolu_scripted_{turn}"), "name": name, "input": {}}),
-            json!({"type": "input_json_delta", "partial_json": input.to_string()}),
-            "tool_use",
-        ),
-    };
-    [
-        ("message_start", start),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": block})),
-        ("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": delta})),
-        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+    let mut events = vec![
         (
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-                "usage": {"output_tokens": OUTPUT_TOKENS}}),
+            "message_start",
+            json!({"type": "message_start", "message": {"id": format!("msg_scripted_{turn}"), "type": "message",
+                "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": anthropic_usage(1)}}),
         ),
-        ("message_stop", json!({"type": "message_stop"})),
-    ]
-    .into_iter()
-    .map(|(name, data)| (name, data.to_string()))
-    .collect()
+        ("ping", json!({"type": "ping"})),
+    ];
+    for (index, block) in anthropic_blocks(reply, turn).into_iter().enumerate() {
+        let (empty, deltas) = match block["type"].as_str() {
+            Some("thinking") => (
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                halves(block["thinking"].as_str().unwrap_or_default())
+                    .map(|t| json!({"type": "thinking_delta", "thinking": t}))
+                    .into_iter()
+                    .chain([json!({"type": "signature_delta", "signature": block["signature"]})])
+                    .collect::<Vec<_>>(),
+            ),
+            Some("text") => (
+                json!({"type": "text", "text": ""}),
+                halves(block["text"].as_str().unwrap_or_default())
+                    .map(|t| json!({"type": "text_delta", "text": t}))
+                    .to_vec(),
+            ),
+            _ => {
+                let mut start = block.clone();
+                start["input"] = json!({});
+                let input = block["input"].to_string();
+                (start, halves(&input).map(|p| json!({"type": "input_json_delta", "partial_json": p})).to_vec())
+            }
+        };
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": empty}),
+        ));
+        for delta in deltas {
+            events
+                .push(("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": delta})));
+        }
+        events.push(("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        if index == 0 {
+            events.push(("ping", json!({"type": "ping"})));
+        }
+    }
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
+            "usage": anthropic_usage(OUTPUT_TOKENS)}),
+    ));
+    events.push(("message_stop", json!({"type": "message_stop"})));
+    events.into_iter().map(|(name, data)| (name, data.to_string())).collect()
 }
 
 fn openai_events(reply: &Reply, turn: usize) -> Vec<(&'static str, String)> {
     let id = format!("resp_scripted_{turn}");
-    let mut events = vec![(
-        "response.created",
-        json!({"type": "response.created",
-        "response": {"id": id, "status": "in_progress"}}),
-    )];
+    let response = |status: &str| json!({"id": id, "object": "response", "status": status, "model": "scripted-model", "output": []});
+    let mut events = vec![
+        ("response.created", json!({"type": "response.created", "response": response("in_progress")})),
+        ("response.in_progress", json!({"type": "response.in_progress", "response": response("in_progress")})),
+    ];
+    // Reasoning first, as the reasoning models give it.
+    let reasoning = json!({"type": "reasoning", "id": format!("rs_scripted_{turn}"), "summary": []});
+    events.push((
+        "response.output_item.added",
+        json!({"type": "response.output_item.added", "output_index": 0, "item": reasoning}),
+    ));
+    events.push((
+        "response.output_item.done",
+        json!({"type": "response.output_item.done", "output_index": 0, "item": reasoning}),
+    ));
     match reply {
         Reply::Text(text) => {
             let item_id = format!("msg_scripted_{turn}");
-            let done = json!({"type": "message", "id": item_id, "role": "assistant", "status": "completed",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]});
+            let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+            let at = |kind: &str| json!({"type": kind, "item_id": item_id, "output_index": 1, "content_index": 0});
             events.push((
                 "response.output_item.added",
-                json!({"type": "response.output_item.added",
-                "output_index": 0, "item": {"type": "message", "id": item_id, "role": "assistant",
-                "status": "in_progress", "content": []}}),
+                json!({"type": "response.output_item.added", "output_index": 1, "item": {"type": "message",
+                    "id": item_id, "role": "assistant", "status": "in_progress", "content": []}}),
             ));
-            events.push((
-                "response.output_text.delta",
-                json!({"type": "response.output_text.delta",
-                "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}),
-            ));
+            let mut added = at("response.content_part.added");
+            added["part"] = part("");
+            events.push(("response.content_part.added", added));
+            for piece in halves(text) {
+                let mut delta = at("response.output_text.delta");
+                delta["delta"] = json!(piece);
+                events.push(("response.output_text.delta", delta));
+            }
+            let mut done = at("response.output_text.done");
+            done["text"] = json!(text);
+            events.push(("response.output_text.done", done));
+            let mut part_done = at("response.content_part.done");
+            part_done["part"] = part(text);
+            events.push(("response.content_part.done", part_done));
             events.push((
                 "response.output_item.done",
-                json!({"type": "response.output_item.done",
-                "output_index": 0, "item": done}),
+                json!({"type": "response.output_item.done", "output_index": 1, "item": {"type": "message",
+                    "id": item_id, "role": "assistant", "status": "completed", "content": [part(text)]}}),
             ));
         }
         Reply::Shell { .. } | Reply::Tool { .. } => {
@@ -267,27 +494,47 @@ fn openai_events(reply: &Reply, turn: usize) -> Vec<(&'static str, String)> {
                 Reply::Tool { name, input } => (*name, input.clone()),
                 Reply::Text(_) => unreachable!("handled above"),
             };
-            let call = json!({"type": "function_call", "id": format!("fc_scripted_{turn}"),
-                "call_id": format!("call_scripted_{turn}"), "name": name,
-                "arguments": arguments.to_string(), "status": "completed"});
+            let arguments = arguments.to_string();
+            let item_id = format!("fc_scripted_{turn}");
+            let call = |arguments: &str, status: &str| {
+                json!({"type": "function_call", "id": item_id, "call_id": format!("call_scripted_{turn}"),
+                    "name": name, "arguments": arguments, "status": status})
+            };
             events.push((
                 "response.output_item.added",
-                json!({"type": "response.output_item.added",
-                "output_index": 0, "item": call}),
+                json!({"type": "response.output_item.added", "output_index": 1, "item": call("", "in_progress")}),
+            ));
+            for piece in halves(&arguments) {
+                events.push((
+                    "response.function_call_arguments.delta",
+                    json!({"type": "response.function_call_arguments.delta", "item_id": item_id,
+                        "output_index": 1, "delta": piece}),
+                ));
+            }
+            events.push((
+                "response.function_call_arguments.done",
+                json!({"type": "response.function_call_arguments.done", "item_id": item_id, "output_index": 1,
+                    "arguments": arguments}),
             ));
             events.push((
                 "response.output_item.done",
-                json!({"type": "response.output_item.done",
-                "output_index": 0, "item": call}),
+                json!({"type": "response.output_item.done", "output_index": 1, "item": call(&arguments, "completed")}),
             ));
         }
     }
-    events.push((
-        "response.completed",
-        json!({"type": "response.completed", "response": {"id": id,
-        "status": "completed", "usage": {"input_tokens": INPUT_TOKENS,
-        "input_tokens_details": {"cached_tokens": 0}, "output_tokens": OUTPUT_TOKENS,
-        "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS}}}),
-    ));
-    events.into_iter().map(|(name, data)| (name, data.to_string())).collect()
+    let mut completed = response("completed");
+    // OpenAI counts the cached input inside `input_tokens`.
+    completed["usage"] = json!({"input_tokens": INPUT_TOKENS + CACHE_READ_TOKENS,
+        "input_tokens_details": {"cached_tokens": CACHE_READ_TOKENS}, "output_tokens": OUTPUT_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": INPUT_TOKENS + CACHE_READ_TOKENS + OUTPUT_TOKENS});
+    events.push(("response.completed", json!({"type": "response.completed", "response": completed})));
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(sequence, (name, mut data))| {
+            data["sequence_number"] = json!(sequence);
+            (name, data.to_string())
+        })
+        .collect()
 }

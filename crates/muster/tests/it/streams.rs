@@ -275,12 +275,7 @@ async fn a_silent_run_turns_quiet_then_wedged_and_is_killed_and_retried() {
         })
         .await;
     // Quiet after 300 ms, and before the 3 s that make it wedged; seconds as counted then.
-    let secs: u64 = quiet["detail"]
-        .as_str()
-        .and_then(|d| d.strip_prefix("quiet: no output for "))
-        .and_then(|d| d.strip_suffix('s'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{quiet}"));
+    let secs = silent_for(quiet["detail"].as_str().unwrap_or_default(), "quiet: no output for ");
     assert!(secs < 3, "{quiet}");
     let (_, shown, _) = hub.cli(&["task", "show", &id]).await;
     assert!(shown.contains("live          quiet (no output for"), "{shown}");
@@ -288,17 +283,16 @@ async fn a_silent_run_turns_quiet_then_wedged_and_is_killed_and_retried() {
     let task = hub.wait_state(&id, &["succeeded", "failed"]).await;
     assert_eq!(task["state"], "succeeded", "the retry ran: {task}");
     let first = &task["attempts_detail"][0];
-    assert_eq!(
-        (&first["outcome"], &first["reason"]),
-        (&json!("failed"), &json!("wedged: no output for 3s")),
-        "{first}"
-    );
+    assert_eq!(first["outcome"], "failed", "{first}");
+    // Wedged once silent for 3 s, counted when the agent next looked.
+    let wedged = first["reason"].as_str().unwrap_or_default();
+    assert!((3..30).contains(&silent_for(wedged, "wedged: no output for ")), "{first}");
     assert_eq!(first["live"], "done");
     assert_eq!(task["attempts_detail"][1]["outcome"], "succeeded");
     let events = hub.events(&format!("task={id}")).await;
     assert!(
         events.iter().any(|e| e["kind"] == "task.retry_scheduled"
-            && e["detail"].as_str().is_some_and(|d| d.starts_with("wedged: no output for 3s"))),
+            && e["detail"].as_str().is_some_and(|d| d.starts_with(wedged))),
         "the wedged attempt is retried: {events:?}"
     );
 }
@@ -418,6 +412,15 @@ async fn a_provider_limit_requeues_the_task_without_spending_an_attempt_and_disp
     let kinds: Vec<String> =
         hub.events("").await.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect();
     assert!(kinds.iter().any(|k| k == "runner.limited"), "{kinds:?}");
+}
+
+/// The whole seconds in `PREFIX` followed by `Ns`, as the agent words silence.
+fn silent_for(text: &str, prefix: &str) -> u64 {
+    text.strip_prefix(prefix)
+        .and_then(|d| d.split_whitespace().next())
+        .and_then(|d| d.strip_suffix('s'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?} is not {prefix:?} and a number of seconds"))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp as the hub writes them.
