@@ -268,7 +268,7 @@ impl Agent {
             }
             RunEvent::Steps { task, epoch, steps } => Some(AgentMsg::Steps { task, epoch, steps }),
             RunEvent::Live { task, epoch, status, detail } => {
-                Some(AgentMsg::Live { task, epoch, status: status.to_owned(), detail })
+                Some(AgentMsg::Live { task, epoch, status: status.as_str().to_owned(), detail })
             }
             RunEvent::Files { task, epoch, files } => Some(AgentMsg::Files { task, epoch, files }),
             RunEvent::Finished(f) => {

@@ -6,6 +6,7 @@ use crate::process::ProcessGroup;
 use crate::redact::Redactor;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
+use muster_core::Live;
 use muster_proto::api::WorkspaceView;
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, ProviderLimit, RunBudget, RunReport, StepMsg, WorkspaceReport};
 use std::borrow::Cow;
@@ -31,7 +32,7 @@ pub enum RunEvent {
     Live {
         task: String,
         epoch: u64,
-        status: &'static str,
+        status: muster_core::Live,
         detail: Option<String>,
     },
     /// What the coding agent did, read from its stream.
@@ -324,7 +325,7 @@ pub async fn execute(
     let check_every = (spec.liveness.quiet / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
     let mut checks = tokio::time::interval(check_every);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut live = "working";
+    let mut live = Live::Working;
     let end = loop {
         tokio::select! {
             status = group.wait() => break End::Exited(status),
@@ -345,13 +346,13 @@ pub async fn execute(
                     break End::Wedged(idle);
                 }
                 let (now, detail) = if asking {
-                    ("waiting", Some("the run asked a person for a decision".to_owned()))
+                    (Live::Waiting, Some("the run asked a person for a decision".to_owned()))
                 } else if output.waiting.load(Ordering::SeqCst) {
-                    ("waiting", Some("the agent asked a person for input".to_owned()))
+                    (Live::Waiting, Some("the agent asked a person for input".to_owned()))
                 } else if idle >= spec.liveness.quiet {
-                    ("quiet", Some(format!("no output for {}", muster_proto::setting_duration(round_s(idle)))))
+                    (Live::Quiet, Some(format!("no output for {}", muster_proto::setting_duration(round_s(idle)))))
                 } else {
-                    ("working", None)
+                    (Live::Working, None)
                 };
                 if now != live {
                     live = now;

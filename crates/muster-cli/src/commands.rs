@@ -5,6 +5,7 @@ use crate::client::{CliResult, segment};
 use crate::table::{Table, attempts_used, clip, dash};
 use crate::{CliError, Client, exit};
 use clap::{Args, Subcommand};
+use muster_core::MicroUsd;
 use muster_proto::api::{
     AgentAdd, AgentCreated, AgentView, DiffView, DurationValue, EventPage, EventView, LogsPage, StatusView, StepsPage,
     TaskCreated, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
@@ -621,12 +622,9 @@ fn render_task(d: &TaskDetail) -> String {
     let spent: Vec<&RunReport> = d.attempts_detail.iter().filter_map(|a| a.report.as_ref()).collect();
     if !spent.is_empty() {
         let tokens = spent.iter().fold(0u64, |sum, r| sum.saturating_add(total_tokens(r)));
-        let cost: f64 = spent.iter().filter_map(|r| r.cost_usd).sum();
+        let cost: MicroUsd = spent.iter().filter_map(|r| r.cost_usd.and_then(MicroUsd::from_usd)).sum();
         let priced = spent.iter().all(|r| r.cost_usd.is_some());
-        field(
-            "spent",
-            format!("{tokens} tokens, {}{}", usd(cost), if priced { "" } else { " (some runs reported no cost)" }),
-        );
+        field("spent", format!("{tokens} tokens, {cost}{}", if priced { "" } else { " (some runs reported no cost)" }));
     }
     if !d.attempts_detail.is_empty() {
         let mut table = Table::new(&[
@@ -711,8 +709,9 @@ fn total_tokens(r: &RunReport) -> u64 {
         .saturating_add(r.cache_write_tokens)
 }
 
-fn usd(cost: f64) -> String {
-    format!("${cost:.6}")
+/// `$0.012300`, for dollars as the hub serves them.
+pub(crate) fn usd(cost: f64) -> String {
+    MicroUsd::from_usd(cost).map_or_else(|| format!("${cost}"), |m| m.to_string())
 }
 
 /// A coding agent's report of one attempt, in a few lines.
@@ -1540,10 +1539,10 @@ pub async fn costs(conn: &ConnArgs, by: &str, since: Option<String>, json: bool)
             r.output_tokens.to_string(),
             r.cache_read_tokens.to_string(),
             r.cache_write_tokens.to_string(),
-            if unpriced > 0 {
-                format!("{:.6} ({unpriced} unpriced)", r.cost_usd)
-            } else {
-                format!("{:.6}", r.cost_usd)
+            {
+                let cost = usd(r.cost_usd);
+                let cost = cost.trim_start_matches('$');
+                if unpriced > 0 { format!("{cost} ({unpriced} unpriced)") } else { cost.to_owned() }
             },
         ]);
     }

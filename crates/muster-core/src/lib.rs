@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod health;
 pub mod ids;
 pub mod lease;
+pub mod money;
 pub mod slo;
 pub mod task;
 pub mod time;
@@ -24,7 +25,8 @@ pub use check::Check;
 pub use dispatch::{Offer, Requirements};
 pub use ids::{AgentName, Capability, RunnerName, TaskId, TokenId};
 pub use lease::{Epoch, Lease};
-pub use task::{Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
+pub use money::MicroUsd;
+pub use task::{Live, Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
 pub use time::Millis;
 pub use workspace::{Keep, Workspace};
 

@@ -195,15 +195,14 @@ pub const MAX_DEPENDENCIES: usize = 100;
 /// Ceilings on what one run of a task may spend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Budget {
-    /// In millionths of a US dollar.
-    pub max_cost_micro_usd: Option<u64>,
+    pub max_cost: Option<crate::MicroUsd>,
     /// Input, output and cache tokens together.
     pub max_tokens: Option<u64>,
 }
 
 impl Budget {
     pub fn is_set(&self) -> bool {
-        self.max_cost_micro_usd.is_some() || self.max_tokens.is_some()
+        self.max_cost.is_some() || self.max_tokens.is_some()
     }
 }
 
@@ -261,7 +260,7 @@ impl TaskSpec {
         if let Some(w) = &self.workspace {
             w.validate()?;
         }
-        if self.budget.max_cost_micro_usd == Some(0) {
+        if self.budget.max_cost.is_some_and(crate::MicroUsd::is_zero) {
             return Err(Invalid::new("max_cost_usd", "must be more than 0"));
         }
         if self.budget.max_tokens == Some(0) {
@@ -301,6 +300,41 @@ pub enum RunOutcome {
     TimedOut,
     /// The run was killed because the task was cancelled.
     Cancelled,
+}
+
+/// What a running attempt is doing, as its agent sees it; an attempt that
+/// has ended is `Done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Printing output.
+    Working,
+    /// Waiting for a person: a decision, a permission, input.
+    Waiting,
+    /// No output for the runner's `quiet_after`.
+    Quiet,
+    /// The attempt has ended.
+    Done,
+}
+
+impl Live {
+    /// What an agent may report; `Done` is the store's to say.
+    pub const REPORTED: [Live; 3] = [Live::Working, Live::Waiting, Live::Quiet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Live::Working => "working",
+            Live::Waiting => "waiting",
+            Live::Quiet => "quiet",
+            Live::Done => "done",
+        }
+    }
+
+    /// A status an agent reported, or why it is not one.
+    pub fn reported(s: &str) -> Result<Live, Invalid> {
+        Live::REPORTED.into_iter().find(|l| l.as_str() == s).ok_or_else(|| {
+            Invalid::new("status", format!("unknown live status {s:?}; expected working, waiting or quiet"))
+        })
+    }
 }
 
 /// Why a transition was refused. The task is unchanged.
@@ -417,6 +451,12 @@ pub struct Task {
 }
 
 impl Task {
+    /// The runner the task runs on: the one its lease names (a fallback
+    /// chosen at claim time) while it has one, else the one it asked for.
+    pub fn runner_in_use(&self) -> &RunnerName {
+        self.lease.as_ref().and_then(|l| l.runner.as_ref()).unwrap_or(&self.spec.runner)
+    }
+
     pub fn new(id: TaskId, spec: TaskSpec, now: Millis) -> Task {
         Task {
             id,
@@ -947,6 +987,32 @@ mod operator_tests {
             checks: Vec::new(),
         };
         (Task::new(TaskId::from_parts(0, 1), spec, Millis(0)), AgentName::parse("a").unwrap())
+    }
+
+    #[test]
+    fn an_agent_reports_working_waiting_or_quiet_and_nothing_else() {
+        for live in Live::REPORTED {
+            assert_eq!(Live::reported(live.as_str()), Ok(live));
+        }
+        for bad in ["done", "Working", "", "asleep"] {
+            let e = Live::reported(bad).expect_err(bad);
+            assert_eq!(
+                e.to_string(),
+                format!("status: unknown live status {bad:?}; expected working, waiting or quiet")
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_runs_on_its_leases_fallback_while_it_has_one_and_on_its_own_runner_otherwise() {
+        let (mut t, agent) = task();
+        assert_eq!(t.runner_in_use().as_str(), "shell");
+        t.assign(&agent, Millis(1), Duration::from_secs(5)).expect("assigned");
+        assert_eq!(t.runner_in_use().as_str(), "shell", "a lease without a fallback");
+        t.lease.as_mut().expect("a lease").runner = Some(RunnerName::parse("codex").unwrap());
+        assert_eq!(t.runner_in_use().as_str(), "codex");
+        t.lease = None;
+        assert_eq!(t.runner_in_use().as_str(), "shell");
     }
 
     #[test]

@@ -9,17 +9,13 @@
 //! alert fires while any runner rests for its budget.
 
 use crate::Hub;
-use muster_core::{Millis, RunnerName};
+use muster_core::{MicroUsd, Millis, RunnerName};
 use muster_store::{CostGroup, StoreError};
 use std::collections::BTreeSet;
 
 /// Who limits a runner for its budget, as the runner list and events say.
 pub const BY: &str = "budget";
 const DAY_MS: i64 = 86_400_000;
-
-fn dollars(micro: u64) -> String {
-    format!("${:.2}", micro as f64 / 1e6)
-}
 
 impl Hub {
     /// Limits or frees runners by what was spent today.
@@ -36,20 +32,20 @@ impl Hub {
         if runtime.budget_daily.is_none() && runtime.budget_daily_per_runner.is_empty() && by_budget.is_empty() {
             return Ok(());
         }
-        let total = all.cost_micro_usd;
+        let total = all.cost;
         let mut runners: BTreeSet<RunnerName> =
             self.shared.known_runners.lock().expect("runners lock poisoned").iter().cloned().collect();
         runners.extend(spent.iter().filter_map(|r| RunnerName::parse(&r.key).ok()));
         for runner in runners {
-            let own = spent.iter().find(|r| r.key == runner.as_str()).map_or(0, |r| r.cost_micro_usd);
+            let own = spent.iter().find(|r| r.key == runner.as_str()).map_or(MicroUsd::ZERO, |r| r.cost);
             let over = match (runtime.budget_daily_per_runner.get(&runner), runtime.budget_daily) {
                 (Some(ceiling), _) if own >= *ceiling => Some(format!(
                     "daily budget reached: {} of {} spent today on {runner}",
-                    dollars(own),
-                    dollars(*ceiling)
+                    own.cents(),
+                    ceiling.cents()
                 )),
                 (_, Some(ceiling)) if total >= ceiling => {
-                    Some(format!("fleet daily budget reached: {} of {} spent today", dollars(total), dollars(ceiling)))
+                    Some(format!("fleet daily budget reached: {} of {} spent today", total.cents(), ceiling.cents()))
                 }
                 _ => None,
             };

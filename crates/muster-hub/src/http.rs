@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use muster_core::{AgentName, Capability, Millis, RunnerName, Task, TaskId, TaskState, TokenId};
+use muster_core::{AgentName, Capability, Live, MicroUsd, Millis, RunnerName, Task, TaskId, TaskState, TokenId};
 use muster_proto::api::{
     AgentAdd, AgentCreated, AgentView, AttemptView, EventPage, EventView, LogsPage, OutputView, Problem, StatusView,
     TaskBatch, TaskBatchCreated, TaskCreated, TaskDefaults, TaskDetail, TaskPage, TaskSubmit, TaskView, TokenView,
@@ -633,7 +633,7 @@ async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery
         output_tokens: r.tokens.output,
         cache_read_tokens: r.tokens.cache_read,
         cache_write_tokens: r.tokens.cache_write,
-        cost_usd: r.cost_micro_usd as f64 / 1e6,
+        cost_usd: r.cost.usd(),
     };
     let costs = CostsView {
         by: by.as_str().to_owned(),
@@ -1101,9 +1101,9 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 steps: a.steps,
                 latest_step: a.latest_step.clone(),
                 live: Some(if a.finished_at.is_some() {
-                    "done".to_owned()
+                    Live::Done.as_str().to_owned()
                 } else {
-                    a.live.clone().unwrap_or_else(|| "working".to_owned())
+                    a.live.clone().unwrap_or_else(|| Live::Working.as_str().to_owned())
                 }),
                 live_detail: a.live_detail.clone().filter(|_| a.finished_at.is_none()),
                 report: a.report.as_ref().map(report_view),
@@ -1136,7 +1136,7 @@ fn report_view(r: &muster_store::RunReport) -> muster_proto::ws::RunReport {
         output_tokens: r.tokens.output,
         cache_read_tokens: r.tokens.cache_read,
         cache_write_tokens: r.tokens.cache_write,
-        cost_usd: r.cost_micro_usd.map(|c| c as f64 / 1e6),
+        cost_usd: r.cost.map(MicroUsd::usd),
         result: r.result.clone(),
         tool_uses: r.tool_uses,
         tool_errors: r.tool_errors,

@@ -13,7 +13,7 @@
 
 use crate::Hub;
 use crate::http::ApiError;
-use muster_core::RunnerName;
+use muster_core::{MicroUsd, RunnerName};
 use muster_proto::api::{ConfigView, RuleConfigPatch, SettingView};
 use muster_proto::{FieldError, parse_duration, setting_duration};
 use muster_store::{Retention, StoreError};
@@ -47,9 +47,9 @@ pub struct Runtime {
     /// How long an open breaker waits before letting one task through.
     pub breaker_cooldown: Duration,
     /// What the whole fleet may spend in a UTC day, in millionths of a dollar.
-    pub budget_daily: Option<u64>,
+    pub budget_daily: Option<MicroUsd>,
     /// What each runner may spend in a UTC day, in millionths of a dollar.
-    pub budget_daily_per_runner: BTreeMap<RunnerName, u64>,
+    pub budget_daily_per_runner: BTreeMap<RunnerName, MicroUsd>,
     /// Runners whose tasks always wait for a person's approval.
     pub approval_runners: std::collections::BTreeSet<RunnerName>,
     /// Token names that may approve tasks and answer agents' permission
@@ -218,12 +218,12 @@ impl Runtime {
             Kind::Names => self.approvers.iter().cloned().collect::<Vec<_>>().join(","),
             Kind::Runners if self.approval_runners.is_empty() => "none".to_owned(),
             Kind::Runners => self.approval_runners.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
-            Kind::Money => self.budget_daily.map_or_else(|| "off".to_owned(), |m| format!("{}", m as f64 / 1e6)),
+            Kind::Money => self.budget_daily.map_or_else(|| "off".to_owned(), MicroUsd::decimal),
             Kind::RunnerMoney if self.budget_daily_per_runner.is_empty() => "off".to_owned(),
             Kind::RunnerMoney => self
                 .budget_daily_per_runner
                 .iter()
-                .map(|(r, m)| format!("{r}={}", *m as f64 / 1e6))
+                .map(|(r, m)| format!("{r}={}", m.decimal()))
                 .collect::<Vec<_>>()
                 .join(","),
         })
@@ -238,13 +238,9 @@ impl Runtime {
     }
 }
 
-/// A number of US dollars above 0, in millionths.
-fn dollars(text: &str) -> Result<u64, String> {
-    let text = text.trim().trim_start_matches('$');
-    match text.parse::<f64>() {
-        Ok(d) if d.is_finite() && d > 0.0 && d <= 1e9 => Ok((d * 1e6).round() as u64),
-        _ => Err(format!("{text:?} is not an amount of dollars above 0 (or off)")),
-    }
+/// A number of US dollars above 0.
+fn dollars(text: &str) -> Result<MicroUsd, String> {
+    MicroUsd::parse(text).ok_or_else(|| format!("{:?} is not an amount of dollars above 0 (or off)", text.trim()))
 }
 
 /// `off`, `0` or `none` for no duration, or a duration.

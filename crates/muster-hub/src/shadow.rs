@@ -168,11 +168,11 @@ impl Hub {
     }
 
     /// What a finished task printed or concluded, for comparison.
-    async fn result_of(&self, id: &TaskId) -> Result<(String, Option<u64>, Option<u64>), StoreError> {
+    async fn result_of(&self, id: &TaskId) -> Result<(String, Option<u64>, Option<muster_core::MicroUsd>), StoreError> {
         let attempts = self.shared.store.attempts(id).await?;
         let Some(last) = attempts.last() else { return Ok((String::new(), None, None)) };
         let took = last.finished_at.map(|f| f.since(last.started_at).as_millis() as u64);
-        let cost = last.report.as_ref().and_then(|r| r.cost_micro_usd);
+        let cost = last.report.as_ref().and_then(|r| r.cost);
         let text = match (last.report.as_ref().and_then(|r| r.result.clone()), &last.summary) {
             (Some(result), _) => result,
             (None, Some(summary)) => summary.clone(),
@@ -218,7 +218,7 @@ impl Hub {
                 duration_deltas.push(b as f64 - a as f64);
             }
             if let (Some(a), Some(b)) = (task_cost, shadow_cost) {
-                cost_deltas.push((b as f64 - a as f64) / 1e6);
+                cost_deltas.push(b.usd() - a.usd());
             }
             if !(same_outcome && same_output) && report.mismatches.len() < REPORT_MISMATCHES {
                 let why = match (same_outcome, same_output) {

@@ -557,14 +557,15 @@ impl Conn {
             AgentMsg::Live { task, epoch, status, detail } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
-                if !matches!(status.as_str(), "working" | "waiting" | "quiet") {
-                    self.reply(HubMsg::Error {
-                        message: format!("unknown live status {status:?}; expected working, waiting or quiet"),
-                    });
-                    return;
-                }
+                let status = match muster_core::Live::reported(&status) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.reply(HubMsg::Error { message: e.reason });
+                        return;
+                    }
+                };
                 let detail = detail.map(|d| crate::auth::redact_tokens(&d).into_owned());
-                if let Err(e) = store.set_live(&self.name, &id, epoch, &status, detail.as_deref(), now).await {
+                if let Err(e) = store.set_live(&self.name, &id, epoch, status, detail.as_deref(), now).await {
                     self.refused(&id, epoch, "live", e).await;
                 }
             }
@@ -615,9 +616,7 @@ impl Conn {
                 // The runner that ran it, for the token counts: a fallback,
                 // when its lease says so. Read only when there is a report.
                 let ran_with = match &report {
-                    Some(_) => store.task(&id).await.ok().flatten().map(|t| {
-                        t.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| t.spec.runner.clone())
-                    }),
+                    Some(_) => store.task(&id).await.ok().flatten().map(|t| t.runner_in_use().clone()),
                     None => None,
                 };
                 let retry = Retry { backoff: self.hub.config().backoff, jitter: jitter() };
@@ -637,7 +636,7 @@ impl Conn {
                         })
                         .collect(),
                 };
-                let spent = details.report.as_ref().map(|r| (r.tokens, r.cost_micro_usd));
+                let spent = details.report.as_ref().map(|r| (r.tokens, r.cost));
                 if let Some(limit) = limit {
                     // The provider said no: back to the queue until the reset, no attempt spent.
                     let until = match limit.reset_at_ms {
@@ -649,7 +648,7 @@ impl Conn {
                         Ok((task, result)) => {
                             if result != FinishResult::Duplicate {
                                 self.hub.metrics().outcomes.with(&["limited"]).inc();
-                                if spent.is_some_and(|(_, cost)| cost.unwrap_or(0) > 0)
+                                if spent.is_some_and(|(_, cost)| cost.is_some_and(|c| !c.is_zero()))
                                     && let Err(e) = self.hub.enforce_budgets().await
                                 {
                                     tracing::error!(error = %e, "cannot check the daily budgets");
@@ -683,14 +682,14 @@ impl Conn {
                                 ] {
                                     metrics.tokens.with(&[runner, kind]).add(n);
                                 }
-                                metrics.cost_micro_usd.with(&[runner]).add(cost.unwrap_or(0));
-                                if cost.unwrap_or(0) > 0
+                                metrics.cost_micro_usd.with(&[runner]).add(cost.map_or(0, |c| c.0));
+                                if cost.is_some_and(|c| !c.is_zero())
                                     && let Err(e) = self.hub.enforce_budgets().await
                                 {
                                     tracing::error!(error = %e, "cannot check the daily budgets");
                                 }
                             }
-                            let cost = spent.and_then(|(_, cost)| cost).unwrap_or(0);
+                            let cost = spent.and_then(|(_, cost)| cost).unwrap_or_default();
                             if outcome_name == "cancelled" {
                                 self.hub.shared.window.spent(cost);
                             } else {
@@ -752,7 +751,7 @@ fn new_steps(steps: Vec<StepMsg>) -> Result<Vec<NewStep>, String> {
 
 /// A run's report as the store keeps it: cost in millionths of a dollar.
 fn run_report(r: &muster_proto::ws::RunReport) -> RunReport {
-    let cost = r.cost_usd.filter(|c| c.is_finite() && *c >= 0.0).map(|c| (c * 1e6).round().min(u64::MAX as f64) as u64);
+    let cost = r.cost_usd.and_then(muster_core::MicroUsd::from_usd);
     RunReport {
         session_id: r.session_id.clone(),
         model: r.model.clone(),
@@ -763,7 +762,7 @@ fn run_report(r: &muster_proto::ws::RunReport) -> RunReport {
             cache_read: r.cache_read_tokens,
             cache_write: r.cache_write_tokens,
         },
-        cost_micro_usd: cost,
+        cost,
         result: r.result.clone(),
         tool_uses: r.tool_uses,
         tool_errors: r.tool_errors,

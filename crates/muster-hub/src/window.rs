@@ -6,7 +6,7 @@
 //! announced on `fresh`, which the dashboard's live socket forwards.
 
 use crate::Hub;
-use muster_core::TaskState;
+use muster_core::{MicroUsd, TaskState};
 use muster_proto::api::{MetricsPoint, MetricsWindow};
 use muster_proto::timestamp;
 use std::collections::VecDeque;
@@ -20,7 +20,7 @@ struct Pending {
     latencies: Vec<f64>,
     succeeded: u64,
     failed: u64,
-    cost_micro_usd: u64,
+    cost: MicroUsd,
 }
 
 pub struct Window {
@@ -42,20 +42,20 @@ impl Window {
         self.pending.lock().expect("window lock poisoned").latencies.push(queue_wait_secs);
     }
 
-    pub fn ended(&self, succeeded: bool, cost_micro_usd: u64) {
+    pub fn ended(&self, succeeded: bool, cost: MicroUsd) {
         let mut p = self.pending.lock().expect("window lock poisoned");
         if succeeded {
             p.succeeded += 1;
         } else {
             p.failed += 1;
         }
-        p.cost_micro_usd = p.cost_micro_usd.saturating_add(cost_micro_usd);
+        p.cost = p.cost.saturating_add(cost);
     }
 
     /// A run that ended without an outcome worth counting (cancelled) still spent.
-    pub fn spent(&self, cost_micro_usd: u64) {
+    pub fn spent(&self, cost: MicroUsd) {
         let mut p = self.pending.lock().expect("window lock poisoned");
-        p.cost_micro_usd = p.cost_micro_usd.saturating_add(cost_micro_usd);
+        p.cost = p.cost.saturating_add(cost);
     }
 
     /// The newest `n` points (fewer if fewer are kept), oldest first.
@@ -114,7 +114,7 @@ impl Hub {
             latency_p95: percentile(&latencies, 0.95),
             latency_p99: percentile(&latencies, 0.99),
             utilization: (slots > 0).then(|| f64::from(used) / f64::from(slots)),
-            cost_usd: pending.cost_micro_usd as f64 / 1e6,
+            cost_usd: pending.cost.usd(),
         };
         {
             let mut points = self.shared.window.points.lock().expect("window lock poisoned");

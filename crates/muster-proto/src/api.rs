@@ -191,17 +191,17 @@ impl TaskSubmit {
             None => None,
         };
         let fallback = self.fallback.iter().map(|r| RunnerName::parse(r)).collect::<Result<Vec<_>, _>>()?;
-        let max_cost_micro_usd = match self.max_cost_usd {
+        let max_cost = match self.max_cost_usd.map(|c| (c, muster_core::MicroUsd::from_usd(c))) {
             None => None,
-            Some(c) if c.is_finite() && c > 0.0 && c <= 1e9 => Some((c * 1e6).round() as u64),
-            Some(c) => {
+            Some((_, Some(m))) if !m.is_zero() => Some(m),
+            Some((c, _)) => {
                 return Err(FieldError {
                     field: "max_cost_usd".into(),
                     reason: format!("must be a number of dollars above 0, got {c}"),
                 });
             }
         };
-        let budget = muster_core::task::Budget { max_cost_micro_usd, max_tokens: self.max_tokens };
+        let budget = muster_core::task::Budget { max_cost, max_tokens: self.max_tokens };
         let spec = TaskSpec {
             prompt: self.prompt,
             runner,
@@ -330,7 +330,7 @@ impl TaskView {
             metadata: t.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             workspace: t.spec.workspace.as_ref().map(WorkspaceView::from_workspace),
             fallback: t.spec.fallback.iter().map(|r| r.to_string()).collect(),
-            max_cost_usd: t.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
+            max_cost_usd: t.spec.budget.max_cost.map(muster_core::MicroUsd::usd),
             max_tokens: t.spec.budget.max_tokens,
             shadow_of: t.spec.shadow_of.as_ref().map(|s| s.to_string()),
             requires_approval: t.spec.requires_approval,

@@ -371,13 +371,13 @@ impl HubMsg {
             task: task.id.to_string(),
             epoch: task.epoch.0,
             // A fallback, when the lease says so.
-            runner: task.lease.as_ref().and_then(|l| l.runner.as_ref()).unwrap_or(&task.spec.runner).to_string(),
+            runner: task.runner_in_use().to_string(),
             prompt: task.spec.prompt.clone(),
             timeout_ms: task.spec.timeout.as_millis() as u64,
             metadata: task.spec.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
             workspace: task.spec.workspace.as_ref().map(crate::api::WorkspaceView::from_workspace),
             budget: task.spec.budget.is_set().then_some(RunBudget {
-                max_cost_usd: task.spec.budget.max_cost_micro_usd.map(|c| c as f64 / 1e6),
+                max_cost_usd: task.spec.budget.max_cost.map(muster_core::MicroUsd::usd),
                 max_tokens: task.spec.budget.max_tokens,
             }),
             task_token: None,

@@ -27,8 +27,8 @@ use crate::{
 use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
-    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Millis, Priority, Refused, RunOutcome, RunnerName,
-    Task, TaskId, TaskSpec, TaskState, TokenId,
+    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Live, MicroUsd, Millis, Priority, Refused,
+    RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
 };
 use std::fmt::Debug;
 use std::future::Future;
@@ -1860,22 +1860,22 @@ pub async fn append_steps_and_set_live_with_a_stale_epoch_are_refused(store: Arc
     assert_stale("append_steps with a newer epoch", r, e, newer);
     assert_unchanged(s, &before, "a refused append_steps").await;
     assert!(steps(s, &task, None).await.is_empty());
-    let r = refusal("set_live by another agent", s.set_live(&b, &task, e, "quiet", None, at(1)).await);
+    let r = refusal("set_live by another agent", s.set_live(&b, &task, e, Live::Quiet, None, at(1)).await);
     assert_stale("set_live by another agent", r, e, e);
     assert_unchanged(s, &before, "a refused set_live").await;
 
     let mark = last_seq(s).await;
-    ok("set_live", s.set_live(&a, &task, e, "quiet", Some("no output for 1m"), at(1)).await);
+    ok("set_live", s.set_live(&a, &task, e, Live::Quiet, Some("no output for 1m"), at(1)).await);
     let events = assert_events(s, mark, &["task.live"], "set_live").await;
     assert_eq!(events[0].detail.as_deref(), Some("quiet: no output for 1m"));
     let attempt = &attempts(s, &task).await[0];
     assert_eq!((attempt.live.as_deref(), attempt.live_detail.as_deref()), (Some("quiet"), Some("no output for 1m")));
-    ok("set_live", s.set_live(&a, &task, e, "working", None, at(2)).await);
+    ok("set_live", s.set_live(&a, &task, e, Live::Working, None, at(2)).await);
     assert_eq!(attempts(s, &task).await[0].live_detail, None, "a new status replaces the old detail");
 
     finish(s, &a, &task, e, &SUCCEEDED, at(2)).await;
     refusal("append_steps after finish", s.append_steps(&a, &task, e, vec![tool_use("Bash", "late")], at(3)).await);
-    refusal("set_live after finish", s.set_live(&a, &task, e, "quiet", None, at(3)).await);
+    refusal("set_live after finish", s.set_live(&a, &task, e, Live::Quiet, None, at(3)).await);
     assert!(steps(s, &task, None).await.is_empty());
 }
 
@@ -1922,7 +1922,7 @@ pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
         model: Some("model-x".into()),
         turns: Some(3),
         tokens: Tokens { input: 125, output: 27, cache_read: 1_000, cache_write: 5 },
-        cost_micro_usd: Some(1_040),
+        cost: Some(MicroUsd(1_040)),
         result: Some("wrote NOTES.md".into()),
         tool_uses: 2,
         tool_errors: 1,
@@ -2730,7 +2730,7 @@ async fn spend(s: &dyn Store, agent: &AgentName, n: u128, runner: &str, cost: Op
     let e = start(s, agent, &id, when).await;
     let report = RunReport {
         tokens: Tokens { input: tokens, output: 1, cache_read: 0, cache_write: 0 },
-        cost_micro_usd: cost,
+        cost: cost.map(MicroUsd),
         ..RunReport::default()
     };
     ok("finish_task", s.finish_task(agent, &id, e, &SUCCEEDED, details(report), when, Retry::fixed(BACKOFF)).await);
@@ -2752,10 +2752,10 @@ pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>
     finish(s, &a, &plain, e, &SUCCEEDED, days(2)).await;
 
     let by = |rows: Vec<CostRow>| -> Vec<(String, u64, u64, u64, u64)> {
-        rows.into_iter().map(|r| (r.key, r.attempts, r.priced, r.tokens.input, r.cost_micro_usd)).collect()
+        rows.into_iter().map(|r| (r.key, r.attempts, r.priced, r.tokens.input, r.cost.0)).collect()
     };
     let (rows, total) = ok("costs", s.costs(CostGroup::Runner, days(0)).await);
-    assert_eq!((total.attempts, total.priced, total.tokens.input, total.cost_micro_usd), (4, 3, 230, 2_250_000));
+    assert_eq!((total.attempts, total.priced, total.tokens.input, total.cost.0), (4, 3, 230, 2_250_000));
     let runner = by(rows);
     assert_eq!(
         runner,

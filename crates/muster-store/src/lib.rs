@@ -453,7 +453,7 @@ pub trait Store: Send + Sync + 'static {
         agent: &AgentName,
         id: &TaskId,
         epoch: Epoch,
-        status: &str,
+        status: muster_core::Live,
         detail: Option<&str>,
         now: Millis,
     ) -> Result<()>;

@@ -1,6 +1,8 @@
 //! Records the store reads and writes, beside the core's `Task`.
 
-use muster_core::{AgentName, AgentStatus, Capability, Epoch, Millis, RunnerName, TaskId, TaskState, TokenId};
+use muster_core::{
+    AgentName, AgentStatus, Capability, Epoch, MicroUsd, Millis, RunnerName, TaskId, TaskState, TokenId,
+};
 
 /// An alert's current state.
 #[derive(Debug, Clone, PartialEq)]
@@ -350,8 +352,8 @@ pub struct RunReport {
     pub model: Option<String>,
     pub turns: Option<u32>,
     pub tokens: Tokens,
-    /// Cost in millionths of a US dollar, as the agent reported it.
-    pub cost_micro_usd: Option<u64>,
+    /// Cost as the agent reported it.
+    pub cost: Option<MicroUsd>,
     /// The agent's final message or result, clipped.
     pub result: Option<String>,
     pub tool_uses: u64,
@@ -409,7 +411,7 @@ pub struct CostRow {
     /// Of those, the ones that reported a cost.
     pub priced: u64,
     pub tokens: Tokens,
-    pub cost_micro_usd: u64,
+    pub cost: MicroUsd,
 }
 
 /// Rows `costs` returns at most (the costliest first).

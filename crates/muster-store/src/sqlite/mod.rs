@@ -1260,12 +1260,12 @@ impl Store for SqliteStore {
         agent: &AgentName,
         id: &TaskId,
         epoch: Epoch,
-        status: &str,
+        status: muster_core::Live,
         detail: Option<&str>,
         now: Millis,
     ) -> Result<()> {
-        let (agent, id, status, detail) = (agent.clone(), id.clone(), status.to_owned(), detail.map(str::to_owned));
-        self.write(move |c| ops::set_live(c, &agent, &id, epoch, &status, detail.as_deref(), now)).await
+        let (agent, id, detail) = (agent.clone(), id.clone(), detail.map(str::to_owned));
+        self.write(move |c| ops::set_live(c, &agent, &id, epoch, status, detail.as_deref(), now)).await
     }
 
     async fn shadow_pairs(&self, limit: usize) -> Result<Vec<(TaskId, TaskId)>> {

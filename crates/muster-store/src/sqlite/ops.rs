@@ -18,8 +18,8 @@ use muster_core::backoff::Retry;
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
 use muster_core::task::{Cancel, DependencyPolicy, Disowned, Finished, Reclaimed};
 use muster_core::{
-    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, Millis, Priority, RunOutcome, RunnerName, Task,
-    TaskId, TaskSpec, TaskState, TokenId, Workspace,
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Priority, RunOutcome,
+    RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId, Workspace,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::time::Duration;
@@ -494,7 +494,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
             },
             fallback: split(&r.get::<_, Option<String>>(29)?.unwrap_or_default(), RunnerName::parse)?,
             budget: muster_core::task::Budget {
-                max_cost_micro_usd: r.get::<_, Option<i64>>(31)?.map(|v| v.max(0) as u64),
+                max_cost: r.get::<_, Option<i64>>(31)?.map(MicroUsd::from_micros),
                 max_tokens: r.get::<_, Option<i64>>(32)?.map(|v| v.max(0) as u64),
             },
             shadow_of: r
@@ -624,7 +624,7 @@ pub fn create_task(c: &Connection, id: TaskId, spec: TaskSpec, now: Millis) -> R
             .map(RunnerName::as_str)
             .collect::<Vec<_>>()
             .join(" ")),
-        task.spec.budget.max_cost_micro_usd.map(|v| v.min(i64::MAX as u64) as i64),
+        task.spec.budget.max_cost.map(MicroUsd::micros_i64),
         task.spec.budget.max_tokens.map(|v| v.min(i64::MAX as u64) as i64),
         task.spec.shadow_of.as_ref().map(|t| t.as_str()),
         task.spec.requires_approval,
@@ -1099,11 +1099,6 @@ fn queued_for_fallback(
     Ok(c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The runner a task's current lease runs it with.
-fn effective_runner(task: &Task) -> RunnerName {
-    task.lease.as_ref().and_then(|l| l.runner.clone()).unwrap_or_else(|| task.spec.runner.clone())
-}
-
 // -- runners out of service ------------------------------------------------------------
 
 pub fn disabled_runners(c: &Connection) -> Result<Vec<DisabledRunner>> {
@@ -1158,7 +1153,7 @@ pub fn limit_task(
         return Ok((task, FinishResult::Duplicate));
     }
     let reason = clip(reason.trim(), 500);
-    let runner = effective_runner(&task);
+    let runner = task.runner_in_use().clone();
     let finished = task.limited(agent, epoch, &reason, until, now).map_err(refused)?;
     save_task(c, &task)?;
     end_attempt(c, &task, epoch, "limited", now)?;
@@ -1438,7 +1433,7 @@ pub fn start_task(
         agent.as_str(),
         now.0,
         waited,
-        effective_runner(&task).as_str()
+        task.runner_in_use().as_str()
     ])?;
     task_event(c, now, "task.started", &task, Some(&format!("attempt {number}")))?;
     Ok(task)
@@ -1554,7 +1549,7 @@ pub fn finish_task(
     if resent {
         return Ok((task, FinishResult::Duplicate));
     }
-    let ran_with = effective_runner(&task);
+    let ran_with = task.runner_in_use().clone();
     let tied = has_ties(c, id)?;
     if tied && let Some(parked) = parked_by(c, &task, epoch)? {
         // A conflict's pause stops the run; a run that finished on its own
@@ -1624,7 +1619,7 @@ fn take_back(
         let epoch = task.epoch;
         let was_running = task.state == TaskState::Running;
         let holder = task.lease.as_ref().map(|l| l.agent.clone());
-        let ran_with = effective_runner(&task);
+        let ran_with = task.runner_in_use().clone();
         let reclaimed = match disowned {
             Some((agent, epoch, why)) => task.disown(agent, epoch, why, now),
             None => task.reclaim(now),
@@ -1690,7 +1685,7 @@ fn save_report(c: &Connection, id: &TaskId, epoch: Epoch, r: &RunReport) -> Resu
         int(r.tokens.output),
         int(r.tokens.cache_read),
         int(r.tokens.cache_write),
-        r.cost_micro_usd.map(int),
+        r.cost.map(MicroUsd::micros_i64),
         r.result.as_deref().map(|s| clip(s, MAX_RESULT_CHARS)),
         int(r.tool_uses),
         int(r.tool_errors),
@@ -1828,11 +1823,12 @@ pub fn set_live(
     agent: &AgentName,
     id: &TaskId,
     epoch: Epoch,
-    status: &str,
+    status: muster_core::Live,
     detail: Option<&str>,
     now: Millis,
 ) -> Result<()> {
     let task = running_attempt(c, agent, id, epoch, now)?;
+    let status = status.as_str();
     let detail = detail.map(|d| clip(d, 300));
     c.prepare_cached("UPDATE attempts SET live = ?, live_detail = ? WHERE task_id = ? AND epoch = ?")?
         .execute(params![status, detail, id.as_str(), epoch.0 as i64])?;
@@ -1880,7 +1876,7 @@ pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<(Vec<CostRo
             attempts: n(1)?,
             priced: n(2)?,
             tokens: Tokens { input: n(3)?, output: n(4)?, cache_read: n(5)?, cache_write: n(6)? },
-            cost_micro_usd: n(7)?,
+            cost: MicroUsd(n(7)?),
         })
     };
     let rows = c
@@ -2053,7 +2049,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
                 model: r.get(15)?,
                 turns: r.get(16)?,
                 tokens: Tokens { input: n(17)?, output: n(18)?, cache_read: n(19)?, cache_write: n(20)? },
-                cost_micro_usd: r.get::<_, Option<i64>>(21)?.map(|v| v.max(0) as u64),
+                cost: r.get::<_, Option<i64>>(21)?.map(MicroUsd::from_micros),
                 result: r.get(22)?,
                 tool_uses: n(23)?,
                 tool_errors: n(24)?,
