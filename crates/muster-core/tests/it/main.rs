@@ -6,4 +6,5 @@
 
 mod agent_status;
 mod backoff;
+mod locks;
 mod task_machine;

@@ -16,6 +16,8 @@ use crate::{CheckRecord, ConflictRecord, NewConflict, NewPipeline, PipelineRecor
 use crate::{Firing, NewSchedule, ScheduleRecord};
 use muster_core::backoff::Retry;
 use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
+use muster_core::dispatch::{Claim, Unavailable};
+use muster_core::locks::Wait;
 use muster_core::task::{Cancel, DependencyPolicy, Disowned, Finished, Reclaimed};
 use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Priority, RunOutcome,
@@ -930,98 +932,75 @@ pub fn claim_tasks(
     policy: Policy,
 ) -> Result<Vec<Task>> {
     let agent = load_agent(c, name)?;
-    let mut free = agent.status.free_slots();
-    if free == 0 || agent.runners.is_empty() {
+    if agent.status.free_slots() == 0 || agent.runners.is_empty() {
         return Ok(Vec::new());
     }
-    // An open breaker on the agent hands it nothing; a cooled one, one probe.
+    // The core decides; this reads what it needs and writes what it chose.
     let mut agent_breaker = load_for_claim(c, BreakerScope::Agent, name.as_str())?;
     let agent_admits = agent_breaker.admits(now, policy);
-    match agent_admits {
-        Admit::No => return Ok(Vec::new()),
-        Admit::Probe => free = 1,
-        Admit::Yes => {}
+    let free = Claim::slots(agent.status.free_slots(), agent_admits);
+    if free == 0 {
+        return Ok(Vec::new());
     }
     let offer = agent.offer();
-    // Runners out of service (disabled, limited, or a breaker that hands out
-    // nothing) get no work; their tasks wait, or go to a fallback runner that
-    // can run now. So do the tasks of a runner whose breaker waits for a
-    // probe, except the one that goes through as the probe.
-    let mut out_of_service: Vec<(String, String)> = disabled_runners(c)?
+    let disabled: Vec<Unavailable> = disabled_runners(c)?
         .into_iter()
         .filter(|d| d.in_force(now))
-        .map(|d| match d.until {
-            Some(_) => (d.name.to_string(), format!("{} is limited: {}", d.name, d.reason)),
-            None => (d.name.to_string(), format!("{} is disabled: {}", d.name, d.reason)),
+        .map(|d| Unavailable {
+            why: match d.until {
+                Some(_) => format!("{} is limited: {}", d.name, d.reason),
+                None => format!("{} is disabled: {}", d.name, d.reason),
+            },
+            runner: d.name,
         })
         .collect();
-    let mut probing: Vec<(String, String)> = Vec::new();
+    let mut runner_breakers = Vec::new();
     for b in breakers(c)?.iter().filter(|b| b.scope == BreakerScope::Runner) {
-        if out_of_service.iter().any(|(n, _)| *n == b.name) {
-            continue;
-        }
-        let why = format!("runner {}'s circuit is open", b.name);
-        match load_for_claim(c, b.scope, &b.name)?.admits(now, policy) {
-            Admit::No => out_of_service.push((b.name.clone(), why)),
-            Admit::Probe => probing.push((b.name.clone(), why)),
-            Admit::Yes => {}
-        }
+        let Ok(runner) = RunnerName::parse(&b.name) else { continue };
+        runner_breakers.push((runner, load_for_claim(c, b.scope, &b.name)?.admits(now, policy)));
     }
-    let is_out = |r: &str| out_of_service.iter().any(|(n, _)| n == r);
-    let is_probing = |r: &str| probing.iter().any(|(n, _)| n == r);
-    let usable: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).filter(|r| !is_out(r) && !is_probing(r)).collect();
-    let probe_runners: Vec<&str> = offer.runners.iter().map(|r| r.as_str()).filter(|r| is_probing(r)).collect();
+    let mut claim = Claim::new(&offer.runners, disabled, &runner_breakers);
+    let names = |rs: &[RunnerName]| rs.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
+    let (usable, probing) = (names(claim.usable()), names(claim.probing()));
+    let usable: Vec<&str> = usable.iter().map(String::as_str).collect();
     let caps: Vec<&str> = offer.capabilities.iter().map(|c| c.as_str()).collect();
     let mut candidates = queued_for(c, &usable, &caps, now, free)?;
     // A runner whose breaker has cooled lets one task through, as its probe.
-    for runner in &probe_runners {
-        candidates.extend(queued_for(c, &[runner], &caps, now, 1)?);
+    for runner in &probing {
+        candidates.extend(queued_for(c, &[runner.as_str()], &caps, now, 1)?);
     }
-    let fall_from: Vec<&str> = out_of_service.iter().chain(&probing).map(|(n, _)| n.as_str()).collect();
+    let fall_from: Vec<String> = claim.fall_from().map(|r| r.as_str().to_owned()).collect();
+    let fall_from: Vec<&str> = fall_from.iter().map(String::as_str).collect();
     candidates.extend(queued_for_fallback(c, &fall_from, &usable, &caps, now, free)?);
-    candidates.sort_by_key(|t| (t.spec.priority.rank(), t.created_at, t.id.clone()));
-    candidates.dedup_by(|a, b| a.id == b.id);
-    let mut probes_taken: Vec<String> = Vec::new();
+    muster_core::dispatch::order(&mut candidates);
     let mut claimed = Vec::with_capacity(candidates.len());
     for mut task in candidates {
         if claimed.len() >= free as usize {
             break;
         }
-        let own = task.spec.runner.as_str().to_owned();
-        // Its own runner; or, as the probe, its own runner cooling down; or the
-        // first of its fallbacks this agent can run now.
-        let (runner, fallback) = if usable.contains(&own.as_str()) {
-            (task.spec.runner.clone(), None)
-        } else if probe_runners.contains(&own.as_str()) && !probes_taken.contains(&own) {
-            probes_taken.push(own.clone());
-            (task.spec.runner.clone(), None)
-        } else {
-            match task.spec.fallback.iter().find(|f| usable.contains(&f.as_str())).cloned() {
-                Some(f) => (f.clone(), Some(f)),
-                None => continue,
-            }
-        };
-        let req = muster_core::Requirements { runner: &runner, capabilities: &task.spec.capabilities };
+        let Some(pick) = claim.pick(&task) else { continue };
+        let req = muster_core::Requirements { runner: &pick.runner, capabilities: &task.spec.capabilities };
         if !offer.can_run(req) {
             // The query and the core must agree; never hand out a task the core refuses.
             tracing::error!(task_id = %task.id, agent = %name, "dispatch query returned a task the agent cannot run");
             continue;
         }
         task.assign(name, now, accept_within).map_err(refused)?;
+        let fallback = pick.fallback.then(|| pick.runner.clone());
         if let Some(lease) = task.lease.as_mut() {
             lease.runner = fallback.clone();
         }
         save_task(c, &task)?;
         task_event(c, now, "task.assigned", &task, fallback.as_ref().map(|f| format!("runner {f}")).as_deref())?;
         if let Some(f) = &fallback {
-            let why = out_of_service.iter().chain(&probing).find(|(n, _)| *n == own).map_or("", |(_, w)| w.as_str());
+            let why = claim.why(&task.spec.runner).unwrap_or("");
             task_event(c, now, "task.fallback", &task, Some(&format!("{why}; runs on {f}")))?;
         }
         if agent_admits == Admit::Probe {
             probe(c, &mut agent_breaker, &task, now)?;
         }
-        if fallback.is_none() && probe_runners.contains(&own.as_str()) {
-            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, &own)?;
+        if pick.probe {
+            let mut runner_breaker = load_breaker(c, BreakerScope::Runner, task.spec.runner.as_str())?;
             probe(c, &mut runner_breaker, &task, now)?;
         }
         claimed.push(task);
@@ -2772,8 +2751,7 @@ pub fn acquire_lock(
     Ok(Acquire::Busy { holders: blocking })
 }
 
-/// The cycle `task` waiting for `name` (held by `blocking`) would close, as
-/// (task, the lock it waits for), starting from `task`; `None` if there is none.
+/// The cycle `task` waiting for `name` (held by `blocking`) would close: the core's rule over the stored waits.
 fn cycle_through(
     c: &Connection,
     task: &TaskId,
@@ -2781,26 +2759,9 @@ fn cycle_through(
     blocking: &[TaskId],
 ) -> Result<Option<Vec<(TaskId, String)>>> {
     let waits = lock_waits(c)?;
-    // Depth-first from each holder, along "waits for a lock held by".
-    let mut stack: Vec<(TaskId, Vec<(TaskId, String)>)> =
-        blocking.iter().map(|b| (b.clone(), vec![(task.clone(), name.to_owned())])).collect();
-    let mut seen: std::collections::HashSet<TaskId> = std::collections::HashSet::new();
-    while let Some((at, path)) = stack.pop() {
-        if at == *task {
-            return Ok(Some(path));
-        }
-        if !seen.insert(at.clone()) {
-            continue;
-        }
-        for w in waits.iter().filter(|w| w.task == at) {
-            for holder in &w.holders {
-                let mut next = path.clone();
-                next.push((at.clone(), w.name.clone()));
-                stack.push((holder.clone(), next));
-            }
-        }
-    }
-    Ok(None)
+    let graph: Vec<Wait<'_>> =
+        waits.iter().map(|w| Wait { task: &w.task, name: &w.name, holders: &w.holders }).collect();
+    Ok(muster_core::locks::cycle_through(task, name, blocking, &graph))
 }
 
 pub fn release_lock(c: &Connection, name: &str, task: Option<&TaskId>, by: &str, now: Millis) -> Result<u64> {
@@ -3366,34 +3327,15 @@ fn render_stage(c: &Connection, task: &mut Task) -> Result<()> {
         .prepare_cached("SELECT name, task_id FROM pipeline_stages WHERE pipeline_id = ?")?
         .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut rendered = String::with_capacity(task.spec.prompt.len());
-    let mut rest = task.spec.prompt.as_str();
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open..].find("}}") else { break };
-        let inner = rest[open + 2..open + close].trim();
-        rendered.push_str(&rest[..open]);
-        let mut parts = inner.split('.');
-        let value = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("stages"), Some(name), Some(field), None) => match stages.iter().find(|(n, _)| n == name) {
-                Some((_, id)) => {
-                    let id = TaskId::parse(id).map_err(|e| corrupt("task id", e))?;
-                    match field {
-                        "result" => Some(stage_result(c, &id)?),
-                        "task" => Some(id.to_string()),
-                        _ => None,
-                    }
-                }
-                None => None,
-            },
+    let rendered = muster_core::pipeline::render(&task.spec.prompt, |name, field| -> Result<Option<String>> {
+        let Some((_, id)) = stages.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        let id = TaskId::parse(id).map_err(|e| corrupt("task id", e))?;
+        Ok(match field {
+            "result" => Some(stage_result(c, &id)?),
+            "task" => Some(id.to_string()),
             _ => None,
-        };
-        match value {
-            Some(v) => rendered.push_str(&v),
-            None => rendered.push_str(&rest[open..open + close + 2]),
-        }
-        rest = &rest[open + close + 2..];
-    }
-    rendered.push_str(rest);
+        })
+    })?;
     task.spec.prompt = clip(&rendered, muster_core::task::MAX_PROMPT_BYTES);
     c.prepare_cached("UPDATE tasks SET prompt = ? WHERE id = ?")?
         .execute(params![task.spec.prompt, task.id.as_str()])?;
