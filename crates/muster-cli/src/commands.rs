@@ -568,7 +568,9 @@ fn render_task(d: &TaskDetail) -> String {
     if t.max_cost_usd.is_some() || t.max_tokens.is_some() {
         let mut limits = Vec::new();
         if let Some(c) = t.max_cost_usd {
-            limits.push(format!("${c:.2}"));
+            // In cents, unless the ceiling is finer than a cent.
+            let cents = |m: MicroUsd| if m.0.is_multiple_of(10_000) { m.cents() } else { format!("${}", m.decimal()) };
+            limits.push(MicroUsd::from_usd(c).map_or_else(|| format!("${c}"), cents));
         }
         if let Some(n) = t.max_tokens {
             limits.push(format!("{n} tokens"));

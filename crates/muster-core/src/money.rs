@@ -2,8 +2,9 @@
 //! dollar so that sums are exact, never negative and never `-0`.
 //!
 //! Dollars cross the wire and the command line as decimal numbers; they
-//! become `MicroUsd` at the edge (`from_usd`), are added and compared as
-//! integers, and are shown by the two formats below.
+//! become `MicroUsd` at the edge (`from_usd`, `parse`), are added and
+//! compared as integers, and are shown by its formats: `$0.012300` for a
+//! cost, `cents()` for a budget, `decimal()` for a setting.
 
 /// An amount of money in millionths of a US dollar.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

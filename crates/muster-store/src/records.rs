@@ -435,8 +435,8 @@ pub enum StepKind {
     ToolResult,
     /// The agent reported an error.
     Error,
-    /// A model request failed and the agent tries again (name: the status
-    /// or failure, such as `401` or `overloaded`).
+    /// A model request failed and the agent tries again (name: the status,
+    /// such as `401`, or else the failure's words).
     Retry,
     /// The agent's final report.
     Result,

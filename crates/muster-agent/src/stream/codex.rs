@@ -56,10 +56,11 @@ impl Dialect for Codex {
                 vec![Step::Error { message }, Step::Report(report)]
             }
             Some("error") => {
-                let message = text_of(v.get("message"), SUMMARY_CHARS).unwrap_or_default();
-                if let Some(retry) = retry(&message) {
+                // Read whole: a long error body must not cut off what says it is a retry.
+                if let Some(retry) = v.get("message").and_then(Value::as_str).and_then(retry) {
                     return vec![retry];
                 }
+                let message = text_of(v.get("message"), SUMMARY_CHARS).unwrap_or_default();
                 self.last_error = Some(message.clone());
                 vec![Step::Error { message }]
             }
@@ -125,7 +126,7 @@ fn retry(message: &str) -> Option<Step> {
     let what = status.map_or_else(|| why.split(':').next().unwrap_or(why).trim().to_owned(), str::to_owned);
     Some(Step::Retry {
         what: clip(&what, 100),
-        message: format!("the model API failed ({why}); try {attempt} of {of}"),
+        message: format!("the model API failed ({}); try {attempt} of {of}", clip(why, SUMMARY_CHARS)),
     })
 }
 

@@ -91,8 +91,8 @@ pub enum Step {
         message: String,
     },
     /// The model API failed and the agent tries again: Claude Code's
-    /// `api_retry`, Codex's `Reconnecting…`. `what` is the failure in the
-    /// agent's words (`401`, `overloaded`).
+    /// `api_retry`, Codex's `Reconnecting…`. `what` is the status (`401`,
+    /// `529`), or else the failure in the agent's words (`unknown`).
     Retry {
         what: String,
         message: String,
@@ -141,7 +141,9 @@ impl Summary {
             }
             Step::ToolResult { is_error, .. } => self.tool_errors += u64::from(*is_error),
             Step::Usage(u) => self.usage.add(*u),
-            Step::Error { message } | Step::Retry { message, .. } => self.last_error = Some(message.clone()),
+            Step::Error { message } => self.last_error = Some(message.clone()),
+            // A retry the agent got past says nothing about how the run ended.
+            Step::Retry { .. } => {}
             Step::Report(r) => {
                 if let Some(total) = r.usage {
                     self.usage = total;

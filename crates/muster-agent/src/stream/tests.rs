@@ -110,7 +110,8 @@ fn the_agents_retries_of_a_failed_model_request_are_steps_that_name_the_failure(
             },
         ]
     );
-    assert_eq!(s.last_error.as_deref(), Some("the model API failed (unknown); try 2 of 2 in 1s226ms"));
+    // Retries are not the run's error: a run that got past them must not read as failed by them.
+    assert_eq!(s.last_error, None);
 
     let codex = concat!(
         r#"{"type":"error","message":"Reconnecting... 1/5 (unexpected status 503 Service Unavailable: Overloaded, url: http://127.0.0.1:9/v1/responses)"}"#,
@@ -151,6 +152,15 @@ fn the_agents_retries_of_a_failed_model_request_are_steps_that_name_the_failure(
         ]
     );
     let report = s.report.expect("the failed turn's report");
+    // A body long enough to be clipped is read whole first.
+    let long =
+        format!("Reconnecting... 3/5 (unexpected status 401 Unauthorized: {}, url: http://h/v1)", "x".repeat(400));
+    let line = format!("{}\n", json!({"type": "error", "message": long}));
+    let (steps, _) = parse(Codex::default(), &[line.as_bytes()]);
+    let [Step::Retry { what, message }] = steps.as_slice() else { panic!("{steps:?}") };
+    assert_eq!(what, "401");
+    assert!(message.starts_with("the model API failed (unexpected status 401 Unauthorized: xxx"), "{message}");
+    assert!(message.ends_with("; try 3 of 5") && !message.contains("(("), "{message}");
     assert_eq!(report.final_text.as_deref(), Some("unexpected status 503 Service Unavailable: Overloaded"));
 }
 
