@@ -11,7 +11,7 @@ use crate::http::{ApiError, ApiResult, json, new_task_id};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::TimeZone;
+use chrono::{Datelike, TimeZone};
 use muster_core::{Millis, RunnerName};
 use muster_proto::api::{ScheduleAdd, ScheduleView, TaskDefaults, TaskSubmit};
 use muster_proto::{from_json, timestamp};
@@ -51,8 +51,48 @@ impl When {
     /// The first time strictly after `after`, if the pattern has one.
     pub(crate) fn next_after(&self, after: Millis) -> Option<Millis> {
         let at = self.tz.timestamp_millis_opt(after.0).single()?;
+        // A pattern with no day left to fire on would make the search walk
+        // every day to the year 5000, which takes most of a second; this
+        // answers the same in microseconds.
+        self.first_year_from(at.year())?;
         let next = self.cron.find_next_occurrence(&at, false).ok()?;
         Some(Millis(next.timestamp_millis()))
+    }
+
+    /// The first year from `year` with a day and a time of day the pattern
+    /// fires on, if any. A year's calendar depends only on whether it is a
+    /// leap year and the weekday it starts on, so at most 14 kinds of year
+    /// are ever looked at day by day.
+    fn first_year_from(&self, year: i32) -> Option<i32> {
+        let p = &self.cron.pattern;
+        let any = |n: u32, matches: &dyn Fn(u32) -> Result<bool, croner::errors::CronError>| {
+            (0..n).any(|v| matches(v).unwrap_or(false))
+        };
+        if !any(24, &|h| p.hour_match(h)) || !any(60, &|m| p.minute_match(m)) || !any(60, &|s| p.second_match(s)) {
+            return None;
+        }
+        let mut seen = [false; 14];
+        for y in year..=croner::YEAR_UPPER_LIMIT {
+            if !p.year_match(y).unwrap_or(false) {
+                continue;
+            }
+            let jan1 = chrono::NaiveDate::from_ymd_opt(y, 1, 1)?;
+            let kind = usize::from(jan1.leap_year()) * 7 + jan1.weekday().num_days_from_sunday() as usize;
+            if std::mem::replace(&mut seen[kind], true) {
+                continue;
+            }
+            let fires = jan1.iter_days().take_while(|d| d.year() == y).any(|d| {
+                p.month_match(d.month()).unwrap_or(false)
+                    && p.day_match(y, d.month(), d.day(), weekday(d)).unwrap_or(false)
+            });
+            if fires {
+                return Some(y);
+            }
+            if seen.iter().all(|s| *s) {
+                return None;
+            }
+        }
+        None
     }
 
     /// How many times it fell in `[from, to]`, counting up to `cap`.
@@ -68,6 +108,10 @@ impl When {
         }
         n
     }
+}
+
+fn weekday(d: chrono::NaiveDate) -> croner::Weekday {
+    croner::Weekday::from_days_from_sunday(d.weekday().num_days_from_sunday())
 }
 
 /// When a pattern read in a time zone fires first after `after`, or why
@@ -312,6 +356,38 @@ mod tests {
         assert_eq!(hourly.count_between(Millis(START), Millis(START + 5 * 3_600_000), 100), 6);
         assert!(When::parse("61 * * * *", "UTC").is_err());
         assert!(When::parse("* * * * *", "Mars/Olympus").is_err());
+    }
+
+    /// Patterns with no time left to fire on are answered without walking
+    /// the calendar to the search's limit, and rare ones are still found.
+    #[test]
+    fn patterns_that_never_fire_are_known_at_once_and_rare_ones_are_found() {
+        for never in [
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "* 1 , 8 * 1 *",
+            " 0 ,, */5 */5 * * * ",
+            "0 0 0 1 1 * 2020",
+            "0 0 0 29 2 * 2100",
+            "0 0 0 29 2 +1 2101-2103",
+        ] {
+            let when = When::parse(never, "UTC").unwrap_or_else(|e| panic!("{never:?}: {e:?}"));
+            assert_eq!(when.next_after(Millis(START)), None, "{never:?}");
+        }
+        let at = |cron: &str| {
+            let when = When::parse(cron, "UTC").unwrap_or_else(|e| panic!("{cron:?}: {e:?}"));
+            let next = when.next_after(Millis(START)).unwrap_or_else(|| panic!("{cron:?} fires"));
+            chrono::DateTime::from_timestamp_millis(next.0).unwrap().format("%Y-%m-%d %a").to_string()
+        };
+        // Friday the 13th, with the day-of-week field's `+` meaning both.
+        assert_eq!(at("0 0 13 * +5"), "2027-08-13 Fri");
+        // Without it, either field: the 13th or any Friday.
+        assert_eq!(at("0 0 13 * 5"), "2026-11-27 Fri");
+        assert_eq!(at("0 0 29 2 +1"), "2044-02-29 Mon");
+        assert_eq!(at("0 0 L 2 *"), "2027-02-28 Sun");
+        assert_eq!(at("0 0 * * 5#5"), "2027-01-29 Fri");
+        assert_eq!(at("0 0 0 1 1 * 4999"), "4999-01-01 Tue");
+        assert_eq!(at("0 0 0 29 2 * 2100-2104"), "2104-02-29 Fri");
     }
 
     #[tokio::test]
