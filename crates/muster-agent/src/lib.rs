@@ -275,7 +275,7 @@ impl Agent {
                 if self.runs.get(&f.task).is_some_and(|r| r.epoch == f.epoch) {
                     self.runs.remove(&f.task);
                 }
-                tracing::info!(task_id = %f.task, outcome = f.outcome, exit_code = ?f.exit_code, "run finished");
+                tracing::info!(task_id = %f.task, outcome = %f.outcome, exit_code = ?f.exit_code, "run finished");
                 let msg = finished_msg(&f);
                 self.unacked.push(*f);
                 Some(msg)
@@ -578,7 +578,7 @@ fn finished_msg(f: &Finished) -> AgentMsg {
     AgentMsg::Finished {
         task: f.task.clone(),
         epoch: f.epoch,
-        outcome: f.outcome.to_owned(),
+        outcome: f.outcome.as_str().to_owned(),
         exit_code: f.exit_code,
         reason: f.reason.clone(),
         output_truncated: f.output_truncated,

@@ -6,7 +6,7 @@ use crate::process::ProcessGroup;
 use crate::redact::Redactor;
 use crate::stream::{Recorder, Summary};
 use crate::workspace::{self, Places};
-use muster_core::Live;
+use muster_core::{Live, Outcome};
 use muster_proto::api::WorkspaceView;
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, ProviderLimit, RunBudget, RunReport, StepMsg, WorkspaceReport};
 use std::borrow::Cow;
@@ -59,7 +59,7 @@ pub enum RunEvent {
 pub struct Finished {
     pub task: String,
     pub epoch: u64,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub output_truncated: bool,
@@ -168,7 +168,7 @@ pub async fn execute(
     events: mpsc::UnboundedSender<RunEvent>,
     mut stop: watch::Receiver<Option<Stop>>,
 ) -> Option<Finished> {
-    let finished = |outcome: &'static str, exit_code: Option<i32>, reason: Option<String>, truncated: bool| Finished {
+    let finished = |outcome: Outcome, exit_code: Option<i32>, reason: Option<String>, truncated: bool| Finished {
         task: spec.task.clone(),
         epoch: spec.epoch,
         outcome,
@@ -186,14 +186,19 @@ pub async fn execute(
     let scratch = match tempfile::Builder::new().prefix("muster-run-").tempdir() {
         Ok(d) => d,
         Err(e) => {
-            return Some(finished("failed", None, Some(format!("cannot create a scratch directory: {e}")), false));
+            return Some(finished(
+                Outcome::Failed,
+                None,
+                Some(format!("cannot create a scratch directory: {e}")),
+                false,
+            ));
         }
     };
     let prompt_file = scratch.path().join("prompt");
     if spec.profile.prompt == PromptMode::File
         && let Err(e) = write_private(&prompt_file, spec.prompt.as_bytes())
     {
-        return Some(finished("failed", None, Some(format!("cannot write the prompt file: {e}")), false));
+        return Some(finished(Outcome::Failed, None, Some(format!("cannot write the prompt file: {e}")), false));
     }
     // `{mcp_config}`: a file naming Muster's own MCP server for this run,
     // private to it like the prompt (it carries the run's task token).
@@ -209,13 +214,13 @@ pub async fn execute(
             write_private(&mcp_config, config.to_string().as_bytes())
         });
         if let Err(e) = written {
-            return Some(finished("failed", None, Some(format!("cannot write the MCP config: {e}")), false));
+            return Some(finished(Outcome::Failed, None, Some(format!("cannot write the MCP config: {e}")), false));
         }
     }
     let prepared = match &spec.workspace {
         Some(w) => match workspace::prepare(&spec.places, &spec.task, spec.epoch, w).await {
             Ok(p) => Some(p),
-            Err(e) => return Some(finished("failed", None, Some(format!("workspace: {e}")), false)),
+            Err(e) => return Some(finished(Outcome::Failed, None, Some(format!("workspace: {e}")), false)),
         },
         None => None,
     };
@@ -259,7 +264,7 @@ pub async fn execute(
     let mut group = match ProcessGroup::spawn(&mut cmd) {
         Ok(g) => g,
         Err(e) => {
-            let mut f = finished("failed", None, Some(format!("cannot start {:?}: {e}", argv[0])), false);
+            let mut f = finished(Outcome::Failed, None, Some(format!("cannot start {:?}: {e}", argv[0])), false);
             if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
                 f.workspace = Some(workspace::conclude(p, w, &spec.prompt, false).await);
             }
@@ -415,7 +420,7 @@ pub async fn execute(
         let mut report = crate::stream::run_report(s);
         report.result = report.result.map(|text| redactor.redact(&text).into_owned());
         f.report = Some(report);
-        if f.outcome == "failed" {
+        if f.outcome == Outcome::Failed {
             let now_ms =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             f.limit = crate::stream::provider_limit(s, now_ms).map(|mut l| {
@@ -432,7 +437,7 @@ pub async fn execute(
     let mut dropped = false;
     // The agent succeeded: its checks decide whether the attempt did.
     if let Some(f) = result.as_mut()
-        && f.outcome == "succeeded"
+        && f.outcome == Outcome::Succeeded
         && !spec.checks.is_empty()
     {
         let dir = prepared.as_ref().map(|p| &p.dir).or(spec.profile.cwd.as_ref()).unwrap_or(&spec.workdir).clone();
@@ -444,15 +449,15 @@ pub async fn execute(
             // Stopped while its checks ran: as if the run itself had been.
             Some(Stop::Drop) => dropped = true,
             Some(Stop::Cancel) => {
-                f.outcome = "cancelled";
+                f.outcome = Outcome::Cancelled;
                 f.reason = Some("cancelled".into());
             }
             Some(Stop::Shutdown) => {
-                f.outcome = "failed";
+                f.outcome = Outcome::Failed;
                 f.reason = Some("agent shut down".into());
             }
             None if !failed.is_empty() => {
-                f.outcome = "failed";
+                f.outcome = Outcome::Failed;
                 f.reason = Some(format!("checks_failed: {}", failed.join(", ")));
             }
             None => {}
@@ -463,7 +468,7 @@ pub async fn execute(
     }
     if let (Some(p), Some(w)) = (prepared.as_ref(), spec.workspace.as_ref()) {
         // A dropped run is cleaned up by the same policy, as a failure; nothing is reported.
-        let succeeded = result.as_ref().is_some_and(|f| f.outcome == "succeeded");
+        let succeeded = result.as_ref().is_some_and(|f| f.outcome == Outcome::Succeeded);
         let mut report = workspace::conclude(p, w, &spec.prompt, succeeded).await;
         // A diff can hold a secret as easily as output can (an `.env` written by the run).
         report.diff = redactor.redact(&report.diff).into_owned();
@@ -599,36 +604,42 @@ fn verdict(
     summary: Option<&Summary>,
     timeout: &Duration,
     truncated: bool,
-    finished: impl Fn(&'static str, Option<i32>, Option<String>, bool) -> Finished,
+    finished: impl Fn(Outcome, Option<i32>, Option<String>, bool) -> Finished,
 ) -> Option<Finished> {
     match end {
         End::Exited(Ok(status)) if status.code().is_some() && summary.is_some() => {
             let code = status.code().unwrap_or_default();
             match summary.and_then(|s| crate::stream::verdict(s, code)) {
-                None => Some(finished("succeeded", Some(0), None, truncated)),
-                Some(why) => Some(finished("failed", Some(code), Some(why), truncated)),
+                None => Some(finished(Outcome::Succeeded, Some(0), None, truncated)),
+                Some(why) => Some(finished(Outcome::Failed, Some(code), Some(why), truncated)),
             }
         }
         End::Exited(Ok(status)) => match status.code() {
-            Some(0) => Some(finished("succeeded", Some(0), None, truncated)),
-            Some(code) => Some(finished("failed", Some(code), Some(format!("exit code {code}")), truncated)),
+            Some(0) => Some(finished(Outcome::Succeeded, Some(0), None, truncated)),
+            Some(code) => Some(finished(Outcome::Failed, Some(code), Some(format!("exit code {code}")), truncated)),
             None => {
                 use std::os::unix::process::ExitStatusExt;
                 let signal = status.signal().unwrap_or(0);
-                Some(finished("failed", None, Some(format!("killed by signal {signal}")), truncated))
+                Some(finished(Outcome::Failed, None, Some(format!("killed by signal {signal}")), truncated))
             }
         },
-        End::Exited(Err(e)) => Some(finished("failed", None, Some(format!("cannot wait for the run: {e}")), truncated)),
-        End::TimedOut => Some(finished("timeout", None, Some(format!("timed out after {timeout:?}")), truncated)),
-        End::OverBudget(why) => Some(finished("failed", None, Some(format!("budget: {why}")), truncated)),
+        End::Exited(Err(e)) => {
+            Some(finished(Outcome::Failed, None, Some(format!("cannot wait for the run: {e}")), truncated))
+        }
+        End::TimedOut => {
+            Some(finished(Outcome::Timeout, None, Some(format!("timed out after {timeout:?}")), truncated))
+        }
+        End::OverBudget(why) => Some(finished(Outcome::Failed, None, Some(format!("budget: {why}")), truncated)),
         End::Wedged(idle) => Some(finished(
-            "failed",
+            Outcome::Failed,
             None,
             Some(format!("wedged: no output for {}", muster_proto::setting_duration(round_s(idle)))),
             truncated,
         )),
-        End::Stopped(Stop::Cancel) => Some(finished("cancelled", None, Some("cancelled".into()), truncated)),
-        End::Stopped(Stop::Shutdown) => Some(finished("failed", None, Some("agent shut down".into()), truncated)),
+        End::Stopped(Stop::Cancel) => Some(finished(Outcome::Cancelled, None, Some("cancelled".into()), truncated)),
+        End::Stopped(Stop::Shutdown) => {
+            Some(finished(Outcome::Failed, None, Some("agent shut down".into()), truncated))
+        }
         End::Stopped(Stop::Drop) => None,
     }
 }

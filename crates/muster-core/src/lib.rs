@@ -28,7 +28,7 @@ pub use dispatch::{Offer, Requirements};
 pub use ids::{AgentName, Capability, RunnerName, TaskId, TokenId};
 pub use lease::{Epoch, Lease};
 pub use money::MicroUsd;
-pub use task::{Live, Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
+pub use task::{Live, Outcome, Priority, Refused, RunOutcome, Task, TaskSpec, TaskState};
 pub use time::Millis;
 pub use workspace::{Keep, Workspace};
 

@@ -302,6 +302,115 @@ pub enum RunOutcome {
     Cancelled,
 }
 
+impl RunOutcome {
+    /// What the agent reported, or why it is not a run's end: `outcome` is
+    /// one of [`Outcome::REPORTED`]'s words.
+    pub fn reported(outcome: &str, exit_code: Option<i32>, reason: Option<String>) -> Result<RunOutcome, Invalid> {
+        Ok(match Outcome::parse(outcome).ok().filter(|o| Outcome::REPORTED.contains(o)) {
+            Some(Outcome::Succeeded) => RunOutcome::Succeeded { exit_code: exit_code.unwrap_or(0) },
+            Some(Outcome::Failed) => RunOutcome::Failed {
+                exit_code,
+                reason: reason.unwrap_or_else(|| match exit_code {
+                    Some(code) => format!("exit code {code}"),
+                    None => "failed".to_owned(),
+                }),
+            },
+            Some(Outcome::Timeout) => RunOutcome::TimedOut,
+            Some(Outcome::Cancelled) => RunOutcome::Cancelled,
+            _ => {
+                return Err(Invalid::new(
+                    "outcome",
+                    format!("unknown outcome {outcome:?}; expected succeeded, failed, timeout or cancelled"),
+                ));
+            }
+        })
+    }
+
+    /// The word its attempt ends with.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            RunOutcome::Succeeded { .. } => Outcome::Succeeded,
+            RunOutcome::Failed { .. } => Outcome::Failed,
+            RunOutcome::TimedOut => Outcome::Timeout,
+            RunOutcome::Cancelled => Outcome::Cancelled,
+        }
+    }
+}
+
+/// How an attempt ended: the word the store keeps, the API shows and
+/// metrics count. An agent reports only the first four; the hub decides
+/// the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Timeout,
+    Cancelled,
+    /// The lease ran out (its agent went silent) or a repair closed it.
+    LeaseExpired,
+    /// The provider's rate or usage limit stopped it; the attempt is given back.
+    Limited,
+    /// A decision the run waited on was not answered in time.
+    DecisionTimeout,
+    /// Set aside while the run waits for a person or a lock.
+    Parked,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+        Outcome::LeaseExpired,
+        Outcome::Limited,
+        Outcome::DecisionTimeout,
+        Outcome::Parked,
+    ];
+
+    /// What an agent may report of a run.
+    pub const REPORTED: [Outcome; 4] = [Outcome::Succeeded, Outcome::Failed, Outcome::Timeout, Outcome::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::LeaseExpired => "lease_expired",
+            Outcome::Limited => "limited",
+            Outcome::DecisionTimeout => "decision_timeout",
+            Outcome::Parked => "parked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Outcome, Invalid> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+            let words: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+            Invalid::new("outcome", format!("unknown outcome {s:?}; expected one of {}", words.join(", ")))
+        })
+    }
+
+    /// An attempt that ended so counts against the fleet's success rate:
+    /// the run itself went wrong, rather than being stopped or set aside.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Timeout | Outcome::LeaseExpired)
+    }
+
+    /// `(succeeded, failed)` of counts by outcome, failures as
+    /// [`Outcome::is_failure`] says.
+    pub fn tally(counts: &[(Outcome, u64)]) -> (u64, u64) {
+        let sum = |keep: &dyn Fn(Outcome) -> bool| counts.iter().filter(|(o, _)| keep(*o)).map(|(_, n)| n).sum();
+        (sum(&|o| o == Outcome::Succeeded), sum(&|o| o.is_failure()))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a running attempt is doing, as its agent sees it; an attempt that
 /// has ended is `Done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +518,16 @@ pub enum Reclaimed {
     Failed,
     /// The task had a cancel pending: now cancelled.
     Cancelled,
+}
+
+impl Reclaimed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reclaimed::Requeued => "requeued",
+            Reclaimed::Failed => "failed",
+            Reclaimed::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What a cancel did.
@@ -571,6 +690,22 @@ impl Task {
         Ok(())
     }
 
+    /// Whether a report that the run under `epoch` ended as `outcome` is
+    /// one already applied, sent again because its acknowledgement was lost:
+    /// the lease is gone, and the attempt under that epoch was `agent`'s and
+    /// ended the same way. A resend is answered, not refused. `recorded` is
+    /// that attempt's agent and outcome, if there is one.
+    pub fn is_resend(
+        &self,
+        agent: &AgentName,
+        epoch: Epoch,
+        outcome: Outcome,
+        recorded: Option<(&str, Option<Outcome>)>,
+    ) -> bool {
+        let held = self.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch));
+        !held && recorded == Some((agent.as_str(), Some(outcome)))
+    }
+
     /// Applies the outcome of the run held under `epoch`. `backoff` is the
     /// delay before a retry, used only if the task goes back to the queue.
     pub fn finish(
@@ -594,8 +729,7 @@ impl Task {
                 self.end(TaskState::Succeeded, now);
                 return Ok(Finished::Succeeded);
             }
-            RunOutcome::Cancelled => (None, "cancelled".to_owned()),
-            RunOutcome::TimedOut => (None, "timeout".to_owned()),
+            RunOutcome::Cancelled | RunOutcome::TimedOut => (None, outcome.outcome().as_str().to_owned()),
             RunOutcome::Failed { exit_code, reason } => (*exit_code, reason.clone()),
         };
         self.exit_code = exit_code;
@@ -1001,6 +1135,61 @@ mod operator_tests {
                 format!("status: unknown live status {bad:?}; expected working, waiting or quiet")
             );
         }
+    }
+
+    #[test]
+    fn outcomes_read_back_as_written_and_agents_report_only_the_four_run_ends() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Ok(o));
+            assert_eq!(o.to_string(), o.as_str());
+        }
+        assert_eq!(Outcome::parse("Failed").expect_err("case matters").field, "outcome");
+        for o in Outcome::REPORTED {
+            assert_eq!(RunOutcome::reported(o.as_str(), Some(3), Some("why".into())).map(|r| r.outcome()), Ok(o));
+        }
+        for o in Outcome::ALL.into_iter().filter(|o| !Outcome::REPORTED.contains(o)) {
+            let e = RunOutcome::reported(o.as_str(), None, None).expect_err(o.as_str());
+            assert_eq!(
+                e.to_string(),
+                format!("outcome: unknown outcome {:?}; expected succeeded, failed, timeout or cancelled", o.as_str())
+            );
+        }
+        assert_eq!(
+            RunOutcome::reported("failed", Some(2), None),
+            Ok(RunOutcome::Failed { exit_code: Some(2), reason: "exit code 2".into() }),
+            "a failure without a reason is named by its exit code"
+        );
+        assert_eq!(
+            RunOutcome::reported("succeeded", None, None),
+            Ok(RunOutcome::Succeeded { exit_code: 0 })
+        );
+        let counts = [
+            (Outcome::Succeeded, 5),
+            (Outcome::Failed, 2),
+            (Outcome::Timeout, 1),
+            (Outcome::LeaseExpired, 1),
+            (Outcome::Cancelled, 7),
+            (Outcome::Limited, 3),
+            (Outcome::Parked, 4),
+            (Outcome::DecisionTimeout, 6),
+        ];
+        assert_eq!(Outcome::tally(&counts), (5, 4), "cancelled, limited and set-aside runs are not failures");
+    }
+
+    #[test]
+    fn a_report_is_a_resend_only_after_its_lease_ended_the_same_way_for_the_same_agent() {
+        let (mut t, agent) = task();
+        let other = AgentName::parse("b").unwrap();
+        let epoch = t.assign(&agent, Millis(1), Duration::from_secs(10)).unwrap();
+        t.start(&agent, epoch, Millis(2), Duration::from_secs(30)).unwrap();
+        let ok = Outcome::Succeeded;
+        assert!(!t.is_resend(&agent, epoch, ok, Some(("a", None))), "the lease is still held: a first report");
+        t.finish(&agent, epoch, &RunOutcome::Succeeded { exit_code: 0 }, Millis(3), Duration::ZERO).unwrap();
+        assert!(t.is_resend(&agent, epoch, ok, Some(("a", Some(ok)))));
+        assert!(!t.is_resend(&agent, epoch, Outcome::Failed, Some(("a", Some(ok)))), "a different end is no resend");
+        assert!(!t.is_resend(&other, epoch, ok, Some(("a", Some(ok)))), "nor another agent's report");
+        assert!(!t.is_resend(&agent, epoch, ok, Some(("a", None))), "nor one for an attempt left open");
+        assert!(!t.is_resend(&agent, epoch, ok, None), "nor one for an attempt never made");
     }
 
     #[test]

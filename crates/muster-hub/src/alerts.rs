@@ -94,9 +94,7 @@ impl Hub {
         let counts = store.count_tasks().await?;
         let queued = crate::tasks_in(&counts, TaskState::Queued);
         let outcomes = store.outcomes_since(Millis(now.0 - 3_600_000)).await?;
-        let count = |names: &[&str]| -> u64 {
-            outcomes.iter().filter(|(o, _)| names.contains(&o.as_str())).map(|(_, n)| n).sum()
-        };
+        let (succeeded, failed) = muster_core::Outcome::tally(&outcomes);
         let agents = store.list_agents().await?;
         let quiet_since = Millis(now.0 - stuck_after.as_millis() as i64);
         // The earliest `ready_at` of a queued task is the one that has waited longest, once it is due.
@@ -105,8 +103,8 @@ impl Hub {
             queue_rises: trend.observe(queued),
             queued,
             oldest_wait_secs,
-            succeeded: count(&["succeeded"]),
-            failed: count(&["failed", "timeout", "lease_expired"]),
+            succeeded,
+            failed,
             stuck: store.count_quiet_running(quiet_since).await?,
             // One registered and never started is not a fleet gone quiet.
             agents_registered: agents.iter().filter(|a| a.last_seen_at.is_some()).count() as u64,

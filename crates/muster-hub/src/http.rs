@@ -317,11 +317,7 @@ impl Hub {
         let config = &self.shared.config;
         let since = muster_core::Millis(self.now().0 - config.health_window.as_millis() as i64);
         let outcomes = self.shared.store.outcomes_since(since).await?;
-        let count = |names: &[&str]| -> u64 {
-            outcomes.iter().filter(|(o, _)| names.contains(&o.as_str())).map(|(_, n)| n).sum()
-        };
-        let succeeded = count(&["succeeded"]);
-        let failed = count(&["failed", "timeout", "lease_expired"]);
+        let (succeeded, failed) = muster_core::Outcome::tally(&outcomes);
         let (level, reasons) = muster_core::health::assess(succeeded, failed, &config.health);
         Ok(muster_proto::api::HealthView {
             level: level.as_str().to_owned(),
@@ -1091,7 +1087,7 @@ async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<St
                 agent: a.agent.to_string(),
                 started_at: timestamp(a.started_at),
                 finished_at: a.finished_at.map(timestamp),
-                outcome: a.outcome.clone(),
+                outcome: a.outcome.map(|o| o.as_str().to_owned()),
                 exit_code: a.exit_code,
                 reason: a.reason.clone(),
                 output_bytes: a.output_bytes,

@@ -76,12 +76,7 @@ impl Hub {
         let reclaimed = self.shared.store.reclaim_expired(now, RECLAIM_BATCH).await?;
         for (task, outcome) in &reclaimed {
             tracing::info!(task_id = %task.id, ?outcome, "lease expired; task reclaimed");
-            let result = match outcome {
-                muster_core::task::Reclaimed::Requeued => "requeued",
-                muster_core::task::Reclaimed::Failed => "failed",
-                muster_core::task::Reclaimed::Cancelled => "cancelled",
-            };
-            self.metrics().lease_expirations.with(&[result]).inc();
+            self.metrics().lease_expirations.with(&[outcome.as_str()]).inc();
             // If the old holder is still connected it must let the run go.
             if let Some(agent) = &task.agent {
                 self.drop_run(agent, &task.id, task.epoch, "lease expired");

@@ -21,7 +21,7 @@ use axum::response::Response;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use muster_core::backoff::Retry;
-use muster_core::{AgentName, Capability, Epoch, RunnerName, TaskId};
+use muster_core::{AgentName, Capability, Epoch, Outcome, RunnerName, TaskId};
 use muster_proto::ws::{AgentMsg, HubMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunRef, parse_outcome};
 use muster_proto::ws::{MAX_STEPS_PER_MESSAGE, StepMsg};
 use muster_proto::{FieldError, from_json, to_json};
@@ -599,7 +599,6 @@ impl Conn {
             } => {
                 let Some(id) = self.task_id(&task) else { return };
                 let epoch = Epoch(epoch);
-                let outcome_name = outcome.clone();
                 let outcome = match parse_outcome(&outcome, exit_code, reason) {
                     Ok(o) => o,
                     Err(e) => {
@@ -647,7 +646,7 @@ impl Conn {
                     match store.limit_task(&self.name, &id, epoch, &limit.message, until, details, now).await {
                         Ok((task, result)) => {
                             if result != FinishResult::Duplicate {
-                                self.hub.metrics().outcomes.with(&["limited"]).inc();
+                                self.hub.metrics().outcomes.with(&[Outcome::Limited.as_str()]).inc();
                                 if spent.is_some_and(|(_, cost)| cost.is_some_and(|c| !c.is_zero()))
                                     && let Err(e) = self.hub.enforce_budgets().await
                                 {
@@ -671,7 +670,8 @@ impl Conn {
                             tracing::debug!(task_id = %id, epoch = epoch.0, "duplicate finished report acknowledged");
                         } else {
                             let metrics = self.hub.metrics();
-                            metrics.outcomes.with(&[&outcome_name]).inc();
+                            let ended = outcome.outcome();
+                            metrics.outcomes.with(&[ended.as_str()]).inc();
                             if let Some((tokens, cost)) = spent {
                                 let runner = ran_with.as_ref().unwrap_or(&task.spec.runner).as_str();
                                 for (kind, n) in [
@@ -690,13 +690,13 @@ impl Conn {
                                 }
                             }
                             let cost = spent.and_then(|(_, cost)| cost).unwrap_or_default();
-                            if outcome_name == "cancelled" {
+                            if ended == Outcome::Cancelled {
                                 self.hub.shared.window.spent(cost);
                             } else {
-                                self.hub.shared.window.ended(outcome_name == "succeeded", cost);
+                                self.hub.shared.window.ended(ended == Outcome::Succeeded, cost);
                             }
                             if let Some(started) = task.started_at {
-                                metrics.run_duration.with(&[&outcome_name]).observe(now.since(started).as_secs_f64());
+                                metrics.run_duration.with(&[ended.as_str()]).observe(now.since(started).as_secs_f64());
                             }
                         }
                         self.reply(HubMsg::Ack { task: id.to_string(), epoch: epoch.0 });

@@ -392,25 +392,7 @@ pub fn parse_outcome(
     exit_code: Option<i32>,
     reason: Option<String>,
 ) -> Result<muster_core::RunOutcome, crate::FieldError> {
-    use muster_core::RunOutcome;
-    Ok(match outcome {
-        "succeeded" => RunOutcome::Succeeded { exit_code: exit_code.unwrap_or(0) },
-        "failed" => RunOutcome::Failed {
-            exit_code,
-            reason: reason.unwrap_or_else(|| match exit_code {
-                Some(code) => format!("exit code {code}"),
-                None => "failed".to_owned(),
-            }),
-        },
-        "timeout" => RunOutcome::TimedOut,
-        "cancelled" => RunOutcome::Cancelled,
-        other => {
-            return Err(crate::FieldError {
-                field: "outcome".into(),
-                reason: format!("unknown outcome {other:?}; expected succeeded, failed, timeout or cancelled"),
-            });
-        }
-    })
+    muster_core::RunOutcome::reported(outcome, exit_code, reason).map_err(crate::FieldError::from)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::{
 use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, MAX_PROMPT_BYTES, Reclaimed};
 use muster_core::{
-    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Live, MicroUsd, Millis, Priority, Refused,
+    AgentName, AgentState, AgentStatus, Capability, Epoch, Invalid, Live, MicroUsd, Millis, Outcome, Priority, Refused,
     RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
 };
 use std::fmt::Debug;
@@ -1216,7 +1216,7 @@ pub async fn finish_success_ends_the_task(store: Arc<dyn Store>) {
     assert_eq!(events[0].agent.as_ref(), Some(&a));
     let attempt = &attempts(s, &task).await[0];
     assert_eq!(
-        (attempt.finished_at, attempt.outcome.as_deref(), attempt.exit_code),
+        (attempt.finished_at, attempt.outcome.map(Outcome::as_str), attempt.exit_code),
         (Some(at(2)), Some("succeeded"), Some(0))
     );
     assert_eq!(get_agent(s, &a).await.status.used_slots, 0, "a finished task frees its slot");
@@ -1280,7 +1280,7 @@ pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn 
     assert_eq!(events[0].state.as_deref(), Some("queued"));
     let attempt = &attempts(s, &task).await[0];
     assert_eq!(
-        (attempt.outcome.as_deref(), attempt.exit_code, attempt.reason.as_deref()),
+        (attempt.outcome.map(Outcome::as_str), attempt.exit_code, attempt.reason.as_deref()),
         (Some("failed"), Some(2), Some("boom"))
     );
 
@@ -1291,7 +1291,7 @@ pub async fn finish_failure_with_attempts_left_schedules_a_retry(store: Arc<dyn 
     assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at }));
     let tried = attempts(s, &task).await;
     assert_eq!(
-        tried.iter().map(|t| (t.number, t.epoch, t.outcome.as_deref())).collect::<Vec<_>>(),
+        tried.iter().map(|t| (t.number, t.epoch, t.outcome.map(Outcome::as_str))).collect::<Vec<_>>(),
         [(1, e, Some("failed")), (2, e2, Some("timeout"))]
     );
 }
@@ -1501,7 +1501,7 @@ pub async fn cancel_running_is_requested_then_finished(store: Arc<dyn Store>) {
     assert_eq!(result, FinishResult::Applied(Finished::Cancelled));
     assert_eq!((cancelled.state, cancelled.finished_at), (TaskState::Cancelled, Some(at(3))));
     assert_events(s, mark, &["task.cancelled"], "finishing a cancelled run").await;
-    assert_eq!(attempts(s, &task).await[0].outcome.as_deref(), Some("cancelled"));
+    assert_eq!(attempts(s, &task).await[0].outcome.map(Outcome::as_str), Some("cancelled"));
 
     // With a cancel pending, a failure is not retried.
     let other = submit(s, 2, spec("also long"), at(4)).await;
@@ -1543,7 +1543,7 @@ pub async fn reclaim_requeues_an_expired_running_task(store: Arc<dyn Store>) {
     assert_eq!(get(s, &task).await, *requeued);
     assert_events(s, mark, &["task.reclaimed"], "reclaiming an expired run").await;
     let attempt = &attempts(s, &task).await[0];
-    assert_eq!((attempt.outcome.as_deref(), attempt.finished_at), (Some("lease_expired"), Some(expires)));
+    assert_eq!((attempt.outcome.map(Outcome::as_str), attempt.finished_at), (Some("lease_expired"), Some(expires)));
 
     // The superseded holder's late report is refused.
     let before = snapshot(s).await;
@@ -1726,7 +1726,7 @@ pub async fn a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold(store
     let retried = get(s, &running).await;
     assert_eq!((retried.state, retried.attempts), (TaskState::Queued, 1));
     assert_eq!(retried.reason.as_deref(), Some("its agent connected again without this run"));
-    assert_eq!(attempts(s, &running).await[0].outcome.as_deref(), Some("lease_expired"));
+    assert_eq!(attempts(s, &running).await[0].outcome.map(Outcome::as_str), Some("lease_expired"));
     assert_eq!(get(s, &lost).await.state, TaskState::Assigned, "the new assignment it holds stays");
     // Without a list (an older agent, a store client), nothing is taken back.
     ok("agent_connected", s.agent_connected(&a, Announce { holds: None, ..hello(Vec::new()) }, at(6)).await);
@@ -1909,7 +1909,7 @@ pub async fn an_attempt_missing_output_its_agent_sent_says_its_output_is_incompl
     ok("finish_task", s.finish_task(&a, &gap, e2, &SUCCEEDED, sent(3), at(2), Retry::fixed(BACKOFF)).await);
     assert!(!attempts(s, &whole).await[0].output_incomplete, "all it sent is there");
     let lost = &attempts(s, &gap).await[0];
-    assert!(lost.output_incomplete && lost.outcome.as_deref() == Some("succeeded"), "{lost:?}");
+    assert!(lost.output_incomplete && lost.outcome.map(Outcome::as_str) == Some("succeeded"), "{lost:?}");
 }
 
 pub async fn finish_keeps_the_agents_report_of_the_run(store: Arc<dyn Store>) {
@@ -2358,9 +2358,9 @@ pub async fn outcomes_since_counts_recent_attempts_by_outcome(store: Arc<dyn Sto
     start(s, &a, &running, at(21)).await;
 
     let recent = ok("outcomes_since", s.outcomes_since(at(5)).await);
-    assert_eq!(recent, [("failed".to_owned(), 1), ("succeeded".to_owned(), 1)], "only attempts ended since then");
+    assert_eq!(recent, [(Outcome::Failed, 1), (Outcome::Succeeded, 1)], "only attempts ended since then");
     let all = ok("outcomes_since", s.outcomes_since(at(0)).await);
-    assert_eq!(all, [("failed".to_owned(), 1), ("succeeded".to_owned(), 2)]);
+    assert_eq!(all, [(Outcome::Failed, 1), (Outcome::Succeeded, 2)]);
     assert_eq!(ok("outcomes_since", s.outcomes_since(at(100)).await), []);
 }
 
@@ -2936,7 +2936,7 @@ pub async fn a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_
     assert_eq!((task.state, task.attempts, task.ready_at), (TaskState::Queued, 0, at(600)), "no attempt spent");
     let events = assert_events(s, mark, &["task.limited", "runner.limited"], "limit_task").await;
     assert!(events[1].detail.as_deref().is_some_and(|d| d.starts_with("claude until ")), "{events:?}");
-    assert_eq!(attempts(s, &limited).await[0].outcome.as_deref(), Some("limited"));
+    assert_eq!(attempts(s, &limited).await[0].outcome.map(Outcome::as_str), Some("limited"));
     let (_, again) = ok(
         "limit_task",
         s.limit_task(&a, &limited, e, "usage limit reached", at(600), RunDetails::default(), at(3)).await,
@@ -3295,7 +3295,7 @@ pub async fn a_run_that_asks_and_stops_gives_its_slot_and_attempt_back_until_the
     let (task, _) = finish(s, &a, &id, e, &SUCCEEDED, at(3)).await;
     assert_eq!((task.state, task.attempts), (TaskState::NeedsDecision, 0), "parked, the attempt given back");
     assert_events(s, mark, &["task.needs_decision"], "parking").await;
-    assert_eq!(attempts(s, &id).await[0].outcome.as_deref(), Some("parked"));
+    assert_eq!(attempts(s, &id).await[0].outcome.map(Outcome::as_str), Some("parked"));
     assert_eq!(get_agent(s, &a).await.status.free_slots(), 1, "the slot is free while a person thinks");
     let (_, task) = ok("answer", s.answer_decision(d.id, "wait", None, "admin", at(4)).await);
     assert_eq!(task.state, TaskState::Queued);
@@ -3555,15 +3555,15 @@ pub async fn concurrent_claims_reports_and_reclaims_keep_every_invariant(store: 
     let tasks = all_tasks(s, TaskFilter::default()).await;
     assert_eq!(tasks.len() as u128, TASKS + KEYS, "nothing lost, nothing doubled");
     let accepted = accepted.lock().expect("lock").clone();
-    let mut outcomes: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut outcomes: std::collections::BTreeMap<Option<Outcome>, usize> = std::collections::BTreeMap::new();
     for t in &tasks {
         for a in attempts(s, &t.id).await {
-            *outcomes.entry(a.outcome.unwrap_or_default()).or_default() += 1;
+            *outcomes.entry(a.outcome).or_default() += 1;
         }
     }
     // The race took every path: runs reclaimed under their agents, failures retried.
-    for seen in ["succeeded", "failed", "lease_expired"] {
-        assert!(outcomes.get(seen).is_some_and(|n| *n > 0), "no attempt ended {seen}: {outcomes:?}");
+    for seen in [Outcome::Succeeded, Outcome::Failed, Outcome::LeaseExpired] {
+        assert!(outcomes.get(&Some(seen)).is_some_and(|n| *n > 0), "no attempt ended {seen}: {outcomes:?}");
     }
     for t in &tasks {
         assert!(t.state.is_terminal() && t.lease.is_none(), "{} ended {:?} holding {:?}", t.id, t.state, t.lease);
@@ -3572,11 +3572,11 @@ pub async fn concurrent_claims_reports_and_reclaims_keep_every_invariant(store: 
         assert_eq!(epochs.len(), tries.len(), "{}: one attempt per lease", t.id);
         assert!(tries.iter().all(|a| a.outcome.is_some()), "{}: an attempt left open", t.id);
         assert!(t.attempts <= t.spec.max_attempts, "{}: {} attempts of {}", t.id, t.attempts, t.spec.max_attempts);
-        let won = tries.iter().filter(|a| a.outcome.as_deref() == Some("succeeded")).count();
+        let won = tries.iter().filter(|a| a.outcome.map(Outcome::as_str) == Some("succeeded")).count();
         assert_eq!(won, usize::from(t.state == TaskState::Succeeded), "{}: {won} successful attempts", t.id);
         for a in &tries {
             let reported = accepted.contains(&(t.id.clone(), a.epoch));
-            let by_report = matches!(a.outcome.as_deref(), Some("succeeded" | "failed"));
+            let by_report = matches!(a.outcome.map(Outcome::as_str), Some("succeeded" | "failed"));
             assert_eq!(reported, by_report, "{} attempt under {}: ended {:?}", t.id, a.epoch, a.outcome);
         }
     }

@@ -17,7 +17,7 @@ pub use records::*;
 use async_trait::async_trait;
 use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished, Reclaimed};
-use muster_core::{AgentName, Epoch, Millis, RunOutcome, Task, TaskId, TaskSpec, TokenId};
+use muster_core::{AgentName, Epoch, Millis, Outcome, RunOutcome, Task, TaskId, TaskSpec, TokenId};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -183,7 +183,7 @@ pub trait Store: Send + Sync + 'static {
     async fn count_tasks_by_priority(&self) -> Result<Vec<(muster_core::TaskState, muster_core::Priority, u64)>>;
     /// Attempts that ended at or after `since`, by outcome (`succeeded`,
     /// `failed`, `timeout`, `cancelled`, `lease_expired`).
-    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(String, u64)>>;
+    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(Outcome, u64)>>;
     async fn cancel_task(&self, id: &TaskId, now: Millis) -> Result<(Task, Cancel)>;
     async fn retry_task(&self, id: &TaskId, now: Millis) -> Result<Task>;
     /// Skips, resets or reprioritises one task on an operator's word, with an

@@ -1,7 +1,7 @@
 //! Records the store reads and writes, beside the core's `Task`.
 
 use muster_core::{
-    AgentName, AgentStatus, Capability, Epoch, MicroUsd, Millis, RunnerName, TaskId, TaskState, TokenId,
+    AgentName, AgentStatus, Capability, Epoch, MicroUsd, Millis, Outcome, RunnerName, TaskId, TaskState, TokenId,
 };
 
 /// An alert's current state.
@@ -238,8 +238,8 @@ pub struct AttemptRecord {
     pub agent: AgentName,
     pub started_at: Millis,
     pub finished_at: Option<Millis>,
-    /// succeeded, failed, timeout, cancelled or lease_expired; `None` while running.
-    pub outcome: Option<String>,
+    /// How it ended; `None` while running.
+    pub outcome: Option<Outcome>,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub output_bytes: u64,

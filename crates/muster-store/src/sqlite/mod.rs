@@ -34,7 +34,9 @@ use async_trait::async_trait;
 use muster_core::backoff::Retry;
 use muster_core::breaker::{Breaker, Policy, Scope as BreakerScope};
 use muster_core::task::{Cancel, Reclaimed};
-use muster_core::{AgentName, Epoch, Millis, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId};
+use muster_core::{
+    AgentName, Epoch, Millis, Outcome, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
+};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -860,7 +862,7 @@ impl Store for SqliteStore {
         self.read(ops::count_tasks_by_priority).await
     }
 
-    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(String, u64)>> {
+    async fn outcomes_since(&self, since: Millis) -> Result<Vec<(Outcome, u64)>> {
         self.read(move |c| ops::outcomes_since(c, since)).await
     }
 

@@ -20,7 +20,7 @@ use muster_core::dispatch::{Claim, Unavailable};
 use muster_core::locks::Wait;
 use muster_core::task::{Cancel, DependencyPolicy, Disowned, Finished, Reclaimed};
 use muster_core::{
-    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Priority, RunOutcome,
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Outcome, Priority, RunOutcome,
     RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId, Workspace,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -831,13 +831,17 @@ pub fn count_tasks_by_priority(c: &Connection) -> Result<Vec<(TaskState, Priorit
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(String, u64)>> {
+pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(Outcome, u64)>> {
     let mut stmt = c.prepare_cached(
         "SELECT outcome, COUNT(*) FROM attempts WHERE finished_at >= ? AND outcome IS NOT NULL \
          GROUP BY outcome ORDER BY outcome",
     )?;
     let rows = stmt.query_map([since.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.map(|row| {
+        let (word, n) = row?;
+        Ok((Outcome::parse(&word).map_err(|e| corrupt("attempt outcome", e))?, n))
+    })
+    .collect()
 }
 
 /// `(good, total)` attempts for a service level objective since `since`:
@@ -1127,7 +1131,7 @@ pub fn limit_task(
     details: &RunDetails,
     now: Millis,
 ) -> Result<(Task, FinishResult)> {
-    let (mut task, resent) = task_for_report(c, agent, id, epoch, "limited", now)?;
+    let (mut task, resent) = task_for_report(c, agent, id, epoch, Outcome::Limited, now)?;
     if resent {
         return Ok((task, FinishResult::Duplicate));
     }
@@ -1135,7 +1139,7 @@ pub fn limit_task(
     let runner = task.runner_in_use().clone();
     let finished = task.limited(agent, epoch, &reason, until, now).map_err(refused)?;
     save_task(c, &task)?;
-    end_attempt(c, &task, epoch, "limited", now)?;
+    end_attempt(c, &task, epoch, Outcome::Limited, now)?;
     // What the run used before it was stopped is still spent.
     save_details(c, id, epoch, details, now)?;
     // A limit says nothing about the agent or the runner working: no verdict.
@@ -1434,21 +1438,12 @@ pub fn release_task(
     Ok(task)
 }
 
-fn outcome_name(outcome: &RunOutcome) -> &'static str {
-    match outcome {
-        RunOutcome::Succeeded { .. } => "succeeded",
-        RunOutcome::Failed { .. } => "failed",
-        RunOutcome::TimedOut => "timeout",
-        RunOutcome::Cancelled => "cancelled",
-    }
-}
-
-fn end_attempt(c: &Connection, task: &Task, epoch: Epoch, outcome: &str, now: Millis) -> Result<()> {
+fn end_attempt(c: &Connection, task: &Task, epoch: Epoch, outcome: Outcome, now: Millis) -> Result<()> {
     c.prepare_cached(
         "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, reason = ? \
          WHERE task_id = ? AND epoch = ? AND finished_at IS NULL",
     )?
-    .execute(params![now.0, outcome, task.exit_code, task.reason, task.id.as_str(), epoch.0 as i64])?;
+    .execute(params![now.0, outcome.as_str(), task.exit_code, task.reason, task.id.as_str(), epoch.0 as i64])?;
     Ok(())
 }
 
@@ -1461,21 +1456,19 @@ fn task_for_report(
     agent: &AgentName,
     id: &TaskId,
     epoch: Epoch,
-    outcome: &str,
+    outcome: Outcome,
     now: Millis,
 ) -> Result<(Task, bool)> {
     let mut task = load_task(c, id)?;
     if adopt_lost_accept(c, agent, &task, epoch, now, Duration::ZERO)? {
         task = load_task(c, id)?;
     }
-    if task.lease.as_ref().is_some_and(|l| l.is_held_by(agent, epoch)) {
-        return Ok((task, false));
-    }
-    let applied: Option<(String, Option<String>)> = c
+    let recorded: Option<(String, Option<String>)> = c
         .prepare_cached("SELECT agent, outcome FROM attempts WHERE task_id = ? AND epoch = ?")?
         .query_row(params![id.as_str(), epoch.0 as i64], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let resent = matches!(applied, Some((by, Some(recorded))) if by == agent.as_str() && recorded == outcome);
+    let recorded = recorded.map(|(by, ended)| (by, ended.and_then(|o| Outcome::parse(&o).ok())));
+    let resent = task.is_resend(agent, epoch, outcome, recorded.as_ref().map(|(by, o)| (by.as_str(), *o)));
     Ok((task, resent))
 }
 
@@ -1524,7 +1517,7 @@ pub fn finish_task(
     retry: Retry,
     policy: Policy,
 ) -> Result<(Task, FinishResult)> {
-    let (mut task, resent) = task_for_report(c, agent, id, epoch, outcome_name(outcome), now)?;
+    let (mut task, resent) = task_for_report(c, agent, id, epoch, outcome.outcome(), now)?;
     if resent {
         return Ok((task, FinishResult::Duplicate));
     }
@@ -1540,7 +1533,7 @@ pub fn finish_task(
     }
     let finished = task.finish(agent, epoch, outcome, now, retry.after(task.attempts)).map_err(refused)?;
     save_task(c, &task)?;
-    end_attempt(c, &task, epoch, outcome_name(outcome), now)?;
+    end_attempt(c, &task, epoch, outcome.outcome(), now)?;
     save_details(c, id, epoch, details, now)?;
     let verdict = match outcome {
         RunOutcome::Succeeded { .. } => Some(true),
@@ -1606,7 +1599,7 @@ fn take_back(
         .map_err(refused)?;
         save_task(c, &task)?;
         if was_running {
-            end_attempt(c, &task, epoch, "lease_expired", now)?;
+            end_attempt(c, &task, epoch, Outcome::LeaseExpired, now)?;
         }
         if let (Some(holder), Some(policy)) = (&holder, policy) {
             // A run that went silent counts against its agent and runner; an
@@ -2043,7 +2036,11 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             agent: AgentName::parse(&agent).map_err(|e| corrupt("agent", e))?,
             started_at: Millis(r.get(3)?),
             finished_at: ms(r.get(4)?),
-            outcome: r.get(5)?,
+            outcome: r
+                .get::<_, Option<String>>(5)?
+                .map(|o| Outcome::parse(&o))
+                .transpose()
+                .map_err(|e| corrupt("attempt outcome", e))?,
             exit_code: r.get(6)?,
             reason: r.get(7)?,
             output_bytes: r.get::<_, i64>(8)? as u64,
@@ -3107,7 +3104,7 @@ pub fn expire_decisions(c: &Connection, now: Millis, limit: usize) -> Result<Vec
                 if task.decision_timed_out(now).is_ok() {
                     save_task(c, &task)?;
                     if was_running {
-                        end_attempt(c, &task, epoch, "decision_timeout", now)?;
+                        end_attempt(c, &task, epoch, Outcome::DecisionTimeout, now)?;
                     }
                     let kind = if task.state == TaskState::Failed { "task.failed" } else { "task.cancelled" };
                     task_event(c, now, kind, &task, task.reason.as_deref())?;
@@ -3201,14 +3198,14 @@ fn park_task(
 ) -> Result<(Task, FinishResult)> {
     let state = task.park(agent, epoch, now).map_err(refused)?;
     save_task(c, &task)?;
-    end_attempt(c, &task, epoch, "parked", now)?;
+    end_attempt(c, &task, epoch, Outcome::Parked, now)?;
     // Questions the run asked and waited for have nobody waiting any more.
     for mut d in open_decisions_of(c, &task.id)?.into_iter().filter(|d| d.epoch == Some(epoch) && !d.park) {
         close_decision(c, &mut d, DecisionState::Withdrawn, None, None, None, now)?;
         decision_event(c, now, "decision.withdrawn", &task, &d, "the run that asked stopped")?;
     }
     save_details(c, &task.id, epoch, details, now)?;
-    let ran = outcome_name(outcome);
+    let ran = outcome.outcome().as_str();
     let finished = if state == TaskState::Cancelled {
         task_event(c, now, "task.cancelled", &task, Some("cancelled while waiting for a decision"))?;
         Finished::Cancelled

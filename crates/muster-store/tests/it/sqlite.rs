@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use muster_core::backoff::Retry;
 use muster_core::task::{Cancel, Finished};
 use muster_core::{
-    AgentName, Epoch, Millis, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
+    AgentName, Epoch, Millis, Outcome, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
 };
 use muster_store::sqlite::{SqliteStore, schema};
 use muster_store::{
@@ -478,7 +478,7 @@ async fn check_finds_injected_damage_and_repair_hands_orphans_back_to_the_queue(
     );
     assert_eq!(store.task(&task_id(1)).await.unwrap().unwrap().state, TaskState::Queued);
     let attempt = &store.attempts(&task_id(1)).await.unwrap()[0];
-    assert_eq!((attempt.epoch, attempt.outcome.as_deref()), (e, Some("lease_expired")));
+    assert_eq!((attempt.epoch, attempt.outcome.map(Outcome::as_str)), (e, Some("lease_expired")));
     let after = store.check(false, at(4)).await.unwrap();
     let kinds: Vec<&str> = after.findings.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["events"], "only the lost event cannot be repaired");
