@@ -1159,10 +1159,7 @@ mod operator_tests {
             Ok(RunOutcome::Failed { exit_code: Some(2), reason: "exit code 2".into() }),
             "a failure without a reason is named by its exit code"
         );
-        assert_eq!(
-            RunOutcome::reported("succeeded", None, None),
-            Ok(RunOutcome::Succeeded { exit_code: 0 })
-        );
+        assert_eq!(RunOutcome::reported("succeeded", None, None), Ok(RunOutcome::Succeeded { exit_code: 0 }));
         let counts = [
             (Outcome::Succeeded, 5),
             (Outcome::Failed, 2),

@@ -1,0 +1,132 @@
+//! The store's operations as plain functions over one connection, one module
+//! per feature.
+//!
+//! Each write function runs inside the writer's transaction: it loads what
+//! it needs, asks `muster-core` whether the change is allowed, saves the
+//! result and appends the event, or returns an error and is rolled back.
+//! The modules share this one's imports and helpers (`use super::*`), and
+//! their functions are reached as `ops::name` whichever module holds them.
+
+use crate::{Acquire, DecisionRecord, DecisionState, LockMode, LockRecord, LockWait, NewDecision, check_lock_name};
+use crate::{
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
+    EventFilter, FinishResult, Heartbeat, MAX_COST_ROWS, MAX_STEP_SUMMARY, MAX_STEPS, NewAgent, NewEvent, NewStep,
+    NewToken, OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, RunReport, Scope, StepKind,
+    StepRecord, StoreError, Stream, TaskFilter, TaskOp, TokenRecord, Tokens, WorkspaceRecord,
+};
+use crate::{ChannelRecord, MAX_MESSAGE, MessageRecord, Recipient, check_channel_name};
+use crate::{CheckRecord, ConflictRecord, NewConflict, NewPipeline, PipelineRecord, RegressionRecord, StageRecord};
+use crate::{Firing, NewSchedule, ScheduleRecord};
+use muster_core::backoff::Retry;
+use muster_core::breaker::{Admit, Breaker, Change, Policy, Scope as BreakerScope, State as BreakerState};
+use muster_core::dispatch::{Claim, Unavailable};
+use muster_core::locks::Wait;
+use muster_core::task::{Cancel, DependencyPolicy, Disowned, Finished, Reclaimed};
+use muster_core::{
+    AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Outcome, Priority, RunOutcome,
+    RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId, Workspace,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use std::time::Duration;
+
+mod agents;
+mod alerts;
+mod attempts;
+mod breakers;
+mod checks;
+mod claims;
+mod conflicts;
+mod decisions;
+mod events;
+mod followups;
+mod integrity;
+mod leases;
+mod locks;
+mod messages;
+mod output;
+mod pipelines;
+mod runners;
+mod schedules;
+mod steps;
+mod tasks;
+mod tokens;
+mod upkeep;
+
+pub use agents::*;
+pub use alerts::*;
+pub use attempts::*;
+pub use breakers::*;
+pub use checks::*;
+pub use claims::*;
+pub use conflicts::*;
+pub use decisions::*;
+pub use events::*;
+pub use followups::*;
+pub use integrity::*;
+pub use leases::*;
+pub use locks::*;
+pub use messages::*;
+pub use output::*;
+pub use pipelines::*;
+pub use runners::*;
+pub use schedules::*;
+pub use steps::*;
+pub use tasks::*;
+pub use tokens::*;
+pub use upkeep::*;
+
+// -- encoding helpers --------------------------------------------------------
+
+fn join<T: AsRef<str>>(items: &[T]) -> String {
+    items.iter().map(|i| i.as_ref()).collect::<Vec<_>>().join(" ")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
+    let message = format!("corrupt {what} in the database: {e}");
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+}
+
+fn split<T>(s: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> rusqlite::Result<Vec<T>> {
+    s.split_whitespace().map(|p| parse(p).map_err(|e| corrupt("name list", e))).collect()
+}
+
+impl AsRef<str> for crate::records::Scope {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+fn ms(v: Option<i64>) -> Option<Millis> {
+    v.map(Millis)
+}
+
+/// A macro so that constant queries can be built from it with `concat!`.
+macro_rules! task_cols {
+    () => {
+        "id, prompt, runner, capabilities, priority, timeout_ms, max_attempts, idempotency_key, \
+         metadata, state, attempts, epoch, lease_agent, lease_epoch, lease_expires_at, ready_at, cancel_requested, \
+         exit_code, reason, agent, created_at, updated_at, started_at, finished_at, seq, repo, base_ref, auto_commit, \
+         keep_worktree, fallback, lease_runner, max_cost_micro_usd, max_tokens, shadow_of, requires_approval, \
+         depends_on, on_dependency_failure, checks, runs"
+    };
+}
+const TASK_COLS: &str = task_cols!();
+/// Loading a task by id is the commonest read of a change: its text is a
+/// constant rather than formatted again each time.
+const FIND_TASK: &str = concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_incremental_vacuum_step_gives_back_up_to_its_page_count() {
+        let c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
+        c.execute_batch("CREATE TABLE blobs (data BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) INSERT INTO blobs SELECT zeroblob(8000) FROM n; DELETE FROM blobs;").unwrap();
+        let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+        assert!(free > 500, "the delete freed pages: {free}");
+        assert_eq!(incremental_vacuum(&c, 100).unwrap(), 100, "a step gives back as many pages as asked");
+        assert_eq!(incremental_vacuum(&c, 100_000).unwrap() as i64, free - 100, "and no more than there are");
+    }
+}
