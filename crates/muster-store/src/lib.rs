@@ -284,8 +284,8 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<(Task, FinishResult)>;
     /// Takes a runner out of service until `until` (a provider's limit, a
-    /// daily budget), with a `runner.limited` event; an operator's disable
-    /// is left as it is.
+    /// daily budget), with a `runner.limited` event; an operator's disable,
+    /// and a limit that lasts longer (with who set it), are left as they are.
     async fn limit_runner(
         &self,
         name: &muster_core::RunnerName,

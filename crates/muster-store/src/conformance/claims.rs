@@ -441,3 +441,141 @@ pub async fn tasks_fall_back_while_their_runner_waits_for_a_probe_and_a_lost_age
         "cooled, waiting for a probe: it still falls back"
     );
 }
+
+/// A dispatch pass claims for each agent in turn, first served first, in
+/// one change; an agent whose claim fails fails alone, and the answers come
+/// in the order the agents were given.
+pub async fn claim_for_agents_serves_each_agent_in_turn_and_one_failure_fails_alone(store: Arc<dyn Store>) {
+    let s = &*store;
+    let low = submit(s, 1, with_priority(spec("low"), Priority::Low), at(0)).await;
+    let normal = submit(s, 2, spec("normal"), at(1)).await;
+    let high = submit(s, 3, with_priority(spec("high"), Priority::High), at(2)).await;
+    let urgent = submit(s, 4, with_priority(spec("urgent"), Priority::Urgent), at(3)).await;
+    let a = online(s, "a", 1, at(4)).await;
+    let b = online(s, "b", 2, at(4)).await;
+    let c = online(s, "c", 2, at(4)).await;
+    let ids = |r: &Result<Vec<Task>>| -> Vec<TaskId> {
+        match r {
+            Ok(tasks) => tasks.iter().map(|t| t.id.clone()).collect(),
+            Err(e) => panic!("claim_for_agents: a known agent's claim failed: {e:?}"),
+        }
+    };
+
+    let mark = last_seq(s).await;
+    let agents = [a.clone(), name("ghost"), b.clone(), c.clone()];
+    let answers = ok("claim_for_agents", s.claim_for_agents(&agents, at(10), ACCEPT).await);
+    assert_eq!(answers.len(), 4, "one answer per agent: {answers:?}");
+    assert_eq!(ids(&answers[0]), std::slice::from_ref(&urgent), "the first agent is served first");
+    match &answers[1] {
+        Err(StoreError::NotFound { what: "agent", .. }) => {}
+        other => panic!("claim_for_agents for an unknown agent: expected NotFound agent, got {other:?}"),
+    }
+    assert_eq!(ids(&answers[2]), [high.clone(), normal.clone()], "a failed claim undoes and stops nothing");
+    assert_eq!(ids(&answers[3]), std::slice::from_ref(&low));
+    for (agent, answer) in [(&a, &answers[0]), (&b, &answers[2]), (&c, &answers[3])] {
+        for task in answer.as_ref().expect("checked above") {
+            let lease = task.lease.as_ref().expect("a claimed task holds a lease");
+            assert_eq!((task.state, &lease.agent, lease.expires_at), (TaskState::Assigned, agent, at(10).plus(ACCEPT)));
+            assert_eq!(get(s, &task.id).await, *task, "the answer is the stored task");
+        }
+    }
+    let events = assert_events(s, mark, &["task.assigned"; 4], "a dispatch pass").await;
+    let who: Vec<(Option<&TaskId>, Option<&AgentName>)> =
+        events.iter().map(|e| (e.task.as_ref(), e.agent.as_ref())).collect();
+    assert_eq!(
+        who,
+        [(Some(&urgent), Some(&a)), (Some(&high), Some(&b)), (Some(&normal), Some(&b)), (Some(&low), Some(&c))]
+    );
+
+    // Nothing queued, or nothing due yet: every answer is empty and nothing is written.
+    let before = snapshot(s).await;
+    let answers = ok("claim_for_agents", s.claim_for_agents(&[c.clone(), b.clone()], at(11), ACCEPT).await);
+    assert!(answers.iter().all(|r| matches!(r, Ok(t) if t.is_empty())), "nothing is queued: {answers:?}");
+    assert_unchanged(s, &before, "a dispatch pass with nothing queued").await;
+    let e = get(s, &normal).await.epoch;
+    ok("release_task", s.release_task(&b, &normal, e, "not now", at(12), Duration::from_secs(60)).await);
+    let before = snapshot(s).await;
+    let answers = ok("claim_for_agents", s.claim_for_agents(&[c.clone(), b.clone()], at(13), ACCEPT).await);
+    assert!(answers.iter().all(|r| matches!(r, Ok(t) if t.is_empty())), "nothing is due: {answers:?}");
+    assert_unchanged(s, &before, "a dispatch pass with nothing due").await;
+    // Once the pause ends, the task goes to whichever free agent is asked first.
+    let answers = ok("claim_for_agents", s.claim_for_agents(&[c.clone(), b.clone()], at(72), ACCEPT).await);
+    assert_eq!((ids(&answers[0]), ids(&answers[1])), (vec![normal], vec![]));
+}
+
+/// A limit (a daily budget, a provider's reset) rests a runner until a time
+/// and then lifts by itself; a longer limit takes over, naming who set it;
+/// an operator's disable is left for the operator to lift.
+pub async fn limit_runner_rests_a_runner_until_its_time_and_leaves_an_operators_disable_alone(store: Arc<dyn Store>) {
+    use crate::DisabledRunner;
+    let s = &*store;
+    let claude = runners(&["claude"]).remove(0);
+    let codex = runners(&["codex"]).remove(0);
+    let a = register(s, "a", &[], at(0)).await;
+    connect(s, &a, &["claude", "codex"], &[], 4, at(0)).await;
+    let task = submit(s, 1, TaskSpec { runner: claude.clone(), ..spec("for claude") }, at(0)).await;
+
+    let mark = last_seq(s).await;
+    ok("limit_runner", s.limit_runner(&claude, "daily budget reached", "budget", at(100), at(1)).await);
+    let events = assert_events(s, mark, &["runner.limited"], "limit_runner").await;
+    assert!(events[0].detail.as_deref().is_some_and(|d| d.starts_with("claude until ")), "{events:?}");
+    let limited = DisabledRunner {
+        name: claude.clone(),
+        reason: "daily budget reached".into(),
+        by: "budget".into(),
+        at: at(1),
+        until: Some(at(100)),
+    };
+    assert_eq!(
+        ok("disabled_runners", s.disabled_runners().await),
+        std::slice::from_ref(&limited),
+        "who limited it is kept"
+    );
+    assert!(claim(s, &a, at(2)).await.is_empty(), "a limited runner gets no work");
+
+    // A longer limit takes over, with who set it.
+    let mark = last_seq(s).await;
+    ok("limit_runner", s.limit_runner(&claude, "usage limit", "agent a", at(200), at(4)).await);
+    assert_events(s, mark, &["runner.limited"], "a longer limit").await;
+    let longer = DisabledRunner {
+        reason: "usage limit".into(),
+        by: "agent a".into(),
+        at: at(4),
+        until: Some(at(200)),
+        ..limited
+    };
+    assert_eq!(ok("disabled_runners", s.disabled_runners().await), [longer], "a longer limit extends it");
+    assert!(claim(s, &a, just_before(at(200))).await.is_empty(), "the runner rests until the limit's end");
+    assert_eq!(claim(s, &a, at(200)).await, [task], "the limit lifts by itself");
+
+    // An operator's disable holds: a limit neither shortens nor records it.
+    ok("disable_runner", s.disable_runner(&codex, "maintenance", "ops", at(201)).await);
+    let mark = last_seq(s).await;
+    ok("limit_runner", s.limit_runner(&codex, "daily budget reached", "budget", at(300), at(202)).await);
+    assert_events(s, mark, &[], "a limit on a disabled runner").await;
+    let off = ok("disabled_runners", s.disabled_runners().await);
+    let disabled = off.iter().find(|d| d.name == codex).expect("codex is still disabled");
+    assert_eq!(
+        (disabled.reason.as_str(), disabled.by.as_str(), disabled.until),
+        ("maintenance", "ops", None),
+        "a limit must leave an operator's disable as it is"
+    );
+}
+
+/// A short provider limit during a budget's rest once replaced who had
+/// limited the runner while keeping the budget's end: the budget no longer
+/// saw its own rest, so raising the budget left the runner resting.
+pub async fn a_shorter_limit_leaves_the_longer_limit_and_who_set_it(store: Arc<dyn Store>) {
+    let s = &*store;
+    let claude = runners(&["claude"]).remove(0);
+    ok("limit_runner", s.limit_runner(&claude, "daily budget reached", "budget", at(100), at(1)).await);
+    let before = ok("disabled_runners", s.disabled_runners().await);
+    let mark = last_seq(s).await;
+    ok("limit_runner", s.limit_runner(&claude, "usage limit", "agent a", at(50), at(2)).await);
+    assert_eq!(
+        ok("disabled_runners", s.disabled_runners().await),
+        before,
+        "a shorter limit must change nothing: the longer one is in force"
+    );
+    assert_events(s, mark, &[], "a limit shorter than the one in force").await;
+}

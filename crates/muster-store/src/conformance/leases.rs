@@ -396,3 +396,35 @@ pub async fn next_due_is_the_earliest_backoff_or_lease(store: Arc<dyn Store>) {
     ok("cancel_task", s.cancel_task(&flaky, at(3)).await);
     assert_eq!(ok("next_due", s.next_due().await), Some(at(0).plus(LEASE)), "a finished task is never due");
 }
+
+/// The reclaimer sleeps until `next_lease_expiry`: it is the earliest lease
+/// of any assigned or running task, follows renewals, still names a lease
+/// that has expired but not been taken back, and is `None` once no task holds one.
+pub async fn next_lease_expiry_is_the_earliest_lease_held_expired_or_not(store: Arc<dyn Store>) {
+    let s = &*store;
+    let next = || async { ok("next_lease_expiry", s.next_lease_expiry().await) };
+    assert_eq!(next().await, None, "no task, no lease");
+    let a = online(s, "a", 2, at(0)).await;
+    let one = submit(s, 1, spec("one"), at(0)).await;
+    assert_eq!(next().await, None, "a queued task holds no lease");
+
+    let e1 = assign(s, &a, &one, at(1)).await;
+    assert_eq!(next().await, Some(at(1).plus(ACCEPT)), "an assignment's lease is the time to accept it");
+    let two = submit(s, 2, spec("two"), at(2)).await;
+    let e2 = start(s, &a, &two, at(2)).await;
+    assert_eq!(next().await, Some(at(1).plus(ACCEPT)), "the earlier of an assignment and a run");
+    ok("start_task", s.start_task(&a, &one, e1, at(3), LEASE).await);
+    assert_eq!(next().await, Some(at(2).plus(LEASE)), "an accepted assignment's lease runs from its start");
+
+    ok("heartbeat", s.heartbeat(&a, &[(one.clone(), e1), (two.clone(), e2)], at(10), LEASE).await);
+    assert_eq!(next().await, Some(at(10).plus(LEASE)), "a heartbeat moves every lease it renews");
+    ok("heartbeat", s.heartbeat(&a, &[(two.clone(), e2)], at(20), LEASE).await);
+    assert_eq!(next().await, Some(at(10).plus(LEASE)), "the lease not renewed is now the earliest");
+    assert_eq!(ok("reclaim_expired", s.reclaim_expired(at(39), 10).await), [], "nothing has expired yet");
+    assert_eq!(next().await, Some(at(40)), "an expired lease is still named until it is taken back");
+    let reclaimed = ok("reclaim_expired", s.reclaim_expired(at(45), 10).await);
+    assert_eq!(reclaimed.iter().map(|(t, _)| &t.id).collect::<Vec<_>>(), [&one]);
+    assert_eq!(next().await, Some(at(20).plus(LEASE)), "a lease taken back is gone");
+    finish(s, &a, &two, e2, &SUCCEEDED, at(46)).await;
+    assert_eq!(next().await, None, "no task holds a lease");
+}

@@ -45,8 +45,11 @@ mod events;
 mod health;
 mod leases;
 mod locks;
+mod messages;
 mod output;
+mod pipelines;
 mod reports;
+mod schedules;
 mod tasks;
 mod tokens;
 mod upkeep;
@@ -60,8 +63,11 @@ pub use events::*;
 pub use health::*;
 pub use leases::*;
 pub use locks::*;
+pub use messages::*;
 pub use output::*;
+pub use pipelines::*;
 pub use reports::*;
+pub use schedules::*;
 pub use tasks::*;
 pub use tokens::*;
 pub use upkeep::*;
@@ -112,6 +118,8 @@ cases!($
     heartbeat_carries_pending_cancels_and_spares_unacknowledged_outcomes,
     create_task_stores_the_validated_spec,
     idempotency_key_returns_the_same_task,
+    create_tasks_creates_the_whole_batch_or_none_naming_the_refused_place,
+    next_ready_is_when_the_earliest_queued_task_is_or_was_due,
     invalid_spec_is_refused_naming_the_field,
     claim_honours_priority_then_age,
     claim_routes_by_capability,
@@ -119,6 +127,7 @@ cases!($
     claim_fills_only_free_slots,
     claim_skips_agents_that_take_no_work,
     claim_waits_for_ready_at,
+    claim_for_agents_serves_each_agent_in_turn_and_one_failure_fails_alone,
     a_dispatcher_claims_in_the_batch_that_made_the_work_claimable,
     start_with_a_stale_epoch_is_refused,
     release_returns_an_assignment_to_the_queue,
@@ -132,9 +141,18 @@ cases!($
     dependencies_unblock_on_success_and_a_failure_fails_or_skips_down_the_chain,
     locks_are_shared_or_exclusive_and_go_with_the_run,
     a_wait_that_closes_a_cycle_is_refused_as_a_deadlock,
+    a_wait_given_up_leaves_the_graph_and_a_start_forgets_every_wait,
+    release_all_locks_forces_every_lock_with_one_event_each,
     an_operators_decision_holds_a_queued_task_until_a_person_answers,
     a_run_that_asks_and_stops_gives_its_slot_and_attempt_back_until_the_answer,
     an_unanswered_decision_takes_its_default_or_fails_the_task,
+    a_pipeline_queues_its_first_stage_and_fills_in_earlier_results_as_each_stage_becomes_ready,
+    a_pipeline_is_created_whole_or_not_at_all,
+    schedules_are_added_found_paused_resumed_and_deleted_with_who_on_the_timeline,
+    a_schedule_fires_once_for_each_due_time,
+    channels_are_created_once_and_count_their_messages,
+    messages_are_kept_by_mailbox_and_thread_and_read_in_order,
+    mail_is_marked_delivered_or_read_once_and_only_in_its_own_mailbox,
     a_conflict_pauses_the_lower_priority_run_and_ends_with_either_task,
     duplicate_finish_is_answered_and_changes_nothing,
     finish_with_a_stale_epoch_is_refused,
@@ -145,6 +163,7 @@ cases!($
     reclaim_requeues_an_unaccepted_assignment_without_using_an_attempt,
     reclaim_fails_or_cancels_when_nothing_is_left,
     reclaim_honours_its_limit,
+    next_lease_expiry_is_the_earliest_lease_held_expired_or_not,
     hub_started_disconnects_agents_and_extends_leases,
     a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold,
     concurrent_claims_reports_and_reclaims_keep_every_invariant,
@@ -154,11 +173,15 @@ cases!($
     finish_keeps_the_agents_report_of_the_run,
     an_attempt_missing_output_its_agent_sent_says_its_output_is_incomplete,
     costs_are_summed_by_task_agent_runner_and_day,
+    a_check_that_passed_before_and_fails_now_is_a_regression,
+    shadow_pairs_are_finished_pairs_most_recently_finished_first,
     breakers_open_on_failures_let_one_probe_through_after_the_cooldown_and_close_on_its_success,
     a_lost_probe_is_replaced_and_an_operator_can_reset_a_breaker,
     a_disabled_runner_gets_no_work_and_tasks_with_fallbacks_use_them,
     tasks_fall_back_while_their_runner_waits_for_a_probe_and_a_lost_agent_does_not_open_its_runner,
     a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_until_the_reset,
+    limit_runner_rests_a_runner_until_its_time_and_leaves_an_operators_disable_alone,
+    a_shorter_limit_leaves_the_longer_limit_and_who_set_it,
     append_output_with_a_stale_epoch_is_refused,
     mark_output_truncated_flags_only_the_holders_attempt,
     read_output_filters_by_attempt_and_after,

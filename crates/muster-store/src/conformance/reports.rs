@@ -124,3 +124,134 @@ pub async fn costs_are_summed_by_task_agent_runner_and_day(store: Arc<dyn Store>
     assert_eq!(tasks.len(), 4, "one row per task that reported: {tasks:?}");
     assert_eq!(tasks[0].key, task_id(1).to_string());
 }
+
+/// Runs `id` once on `agent` and finishes it with `checks` as `(name,
+/// passed, exit code)`, the worktree's head at `commit`.
+async fn run_checks(
+    s: &dyn Store,
+    agent: &AgentName,
+    id: &TaskId,
+    commit: &str,
+    checks: &[(&str, bool, Option<i32>)],
+    when: Millis,
+) {
+    let e = start(s, agent, id, when).await;
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    let outcome =
+        if failing.is_empty() { SUCCEEDED } else { failed(&format!("checks_failed: {}", failing.join(", "))) };
+    let details = RunDetails {
+        workspace: Some(WorkspaceRecord { head: Some(commit.to_owned()), ..WorkspaceRecord::default() }),
+        checks: checks
+            .iter()
+            .map(|(name, passed, exit_code)| crate::CheckRecord {
+                name: (*name).to_owned(),
+                passed: *passed,
+                exit_code: *exit_code,
+                duration_ms: 10,
+                output: String::new(),
+            })
+            .collect(),
+        ..RunDetails::default()
+    };
+    ok("finish_task", s.finish_task(agent, id, e, &outcome, details, when, Retry::fixed(BACKOFF)).await);
+}
+
+/// A check that passed for an earlier task on a repository and fails now is
+/// a regression, named once per task and check with the latest task that
+/// passed; a check that could not start, another repository or a task with
+/// no repository says nothing. Newest first.
+pub async fn a_check_that_passed_before_and_fails_now_is_a_regression(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 1, at(0)).await;
+    let in_repo = |repo: &str| TaskSpec {
+        workspace: Some(muster_core::Workspace {
+            repo: repo.into(),
+            base: None,
+            auto_commit: true,
+            keep: muster_core::Keep::Never,
+        }),
+        ..spec("change it")
+    };
+    let first = submit(s, 1, in_repo("web"), at(0)).await;
+    run_checks(s, &a, &first, "c1", &[("test", true, Some(0)), ("lint", true, Some(0))], at(1)).await;
+    let second = submit(s, 2, in_repo("web"), at(2)).await;
+    run_checks(s, &a, &second, "c2", &[("test", true, Some(0)), ("lint", true, Some(0))], at(3)).await;
+    let elsewhere = submit(s, 3, with_attempts(in_repo("api"), 1), at(4)).await;
+    run_checks(s, &a, &elsewhere, "c3", &[("test", false, Some(1))], at(5)).await;
+    let no_repo = submit(s, 4, with_attempts(spec("no repository"), 1), at(6)).await;
+    run_checks(s, &a, &no_repo, "c4", &[("test", false, Some(1))], at(7)).await;
+    assert_eq!(ok("regressions", s.regressions(10).await), [], "no earlier pass on that repository, no regression");
+    assert_eq!(attempts(s, &elsewhere).await[0].checks.len(), 1, "the checks are kept on the attempt");
+
+    let breaking = submit(s, 5, with_attempts(in_repo("web"), 2), at(8)).await;
+    let mark = last_seq(s).await;
+    run_checks(s, &a, &breaking, "c5", &[("test", false, Some(101)), ("lint", false, None)], at(9)).await;
+    let found = ok("regressions", s.regressions(10).await);
+    let expected = crate::RegressionRecord {
+        id: found.first().map_or(0, |r| r.id),
+        repo: "web".into(),
+        check: "test".into(),
+        task: breaking.clone(),
+        commit: Some("c5".into()),
+        last_passed_task: second.clone(),
+        last_passed_commit: Some("c2".into()),
+        at: at(9),
+    };
+    assert_eq!(found, std::slice::from_ref(&expected), "a lint that could not start is no regression");
+    let events = all_events(s, EventFilter { after: mark, ..EventFilter::default() }).await;
+    let detected: Vec<&Event> = events.iter().filter(|e| e.kind == "regression.detected").collect();
+    assert_eq!(detected.len(), 1, "{events:?}");
+    assert_eq!(detected[0].task.as_ref(), Some(&breaking), "the regression is on the breaking task's timeline");
+
+    // Its retry fails the same way: still one regression for that task.
+    run_checks(s, &a, &breaking, "c6", &[("test", false, Some(101))], at(10 + BACKOFF.as_secs() as i64)).await;
+    assert_eq!(
+        ok("regressions", s.regressions(10).await),
+        std::slice::from_ref(&expected),
+        "named once per task and check"
+    );
+
+    // Another task breaks it too: the latest pass is still the second task's.
+    let again = submit(s, 6, with_attempts(in_repo("web"), 1), at(20)).await;
+    run_checks(s, &a, &again, "c7", &[("test", false, Some(1))], at(21)).await;
+    let found = ok("regressions", s.regressions(10).await);
+    let tasks: Vec<(&TaskId, &TaskId)> = found.iter().map(|r| (&r.task, &r.last_passed_task)).collect();
+    assert_eq!(tasks, [(&again, &second), (&breaking, &second)], "newest first");
+    assert_eq!(ok("regressions", s.regressions(1).await).len(), 1, "the limit is honoured");
+}
+
+/// Shadow runs are compared with the tasks they shadow once both have
+/// ended, however they ended: the pairs come most recently finished first.
+pub async fn shadow_pairs_are_finished_pairs_most_recently_finished_first(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = online(s, "a", 8, at(0)).await;
+    // (task number, the task it shadows)
+    let plan: [(u128, Option<u128>); 7] =
+        [(1, None), (2, Some(1)), (3, None), (4, Some(3)), (5, None), (6, Some(5)), (7, None)];
+    let mut runs = Vec::new();
+    for (n, of) in plan {
+        let once = with_attempts(spec("compare me"), 1);
+        let id = submit(s, n, TaskSpec { shadow_of: of.map(task_id), ..once }, at(0)).await;
+        let e = start(s, &a, &id, at(0)).await;
+        runs.push((id, e));
+    }
+    let [task1, shadow1, task2, shadow2, task3, _shadow3, alone] = &runs[..] else { unreachable!("seven runs") };
+    let end = |(id, e): &(TaskId, Epoch), outcome: RunOutcome, when: i64| {
+        let (id, e, a) = (id.clone(), *e, a.clone());
+        async move { finish(s, &a, &id, e, &outcome, at(when)).await }
+    };
+    let pairs = || async { ok("shadow_pairs", s.shadow_pairs(10).await) };
+    assert_eq!(pairs().await, [], "nothing has finished");
+    end(task1, SUCCEEDED, 1).await;
+    end(shadow2, SUCCEEDED, 2).await;
+    assert_eq!(pairs().await, [], "a pair is compared only once both have finished");
+    end(task2, SUCCEEDED, 3).await;
+    end(task3, SUCCEEDED, 4).await;
+    end(alone, SUCCEEDED, 4).await;
+    let second = (task2.0.clone(), shadow2.0.clone());
+    assert_eq!(pairs().await, std::slice::from_ref(&second), "only pairs where both have finished");
+    end(shadow1, failed("differs"), 5).await;
+    let both = [(task1.0.clone(), shadow1.0.clone()), second];
+    assert_eq!(pairs().await, both, "a failed shadow has finished too; the latest to finish comes first");
+    assert_eq!(ok("shadow_pairs", s.shadow_pairs(1).await), both[..1], "the limit is honoured");
+}

@@ -470,3 +470,103 @@ pub async fn dependencies_unblock_on_success_and_a_failure_fails_or_skips_down_t
     let late = submit(s, 7, after(&[&other], DependencyPolicy::Fail, "late"), at(6)).await;
     assert_eq!(get(s, &late).await.state, TaskState::Queued);
 }
+
+/// A batch is one change: every task or none, answered in the batch's order,
+/// with an idempotency key answering inside the batch as it does across them.
+pub async fn create_tasks_creates_the_whole_batch_or_none_naming_the_refused_place(store: Arc<dyn Store>) {
+    let s = &*store;
+    let keyed = |key: &str, prompt: &str| TaskSpec { idempotency_key: Some(key.to_owned()), ..spec(prompt) };
+    let existing = submit(s, 1, keyed("nightly", "existing"), at(0)).await;
+
+    let mark = last_seq(s).await;
+    let batch = vec![
+        (task_id(2), with_priority(spec("first"), Priority::High)),
+        (task_id(3), TaskSpec { depends_on: vec![task_id(2)], ..spec("after the first") }),
+        (task_id(4), keyed("nightly", "a resend")),
+        (task_id(5), keyed("weekly", "new key")),
+        (task_id(6), keyed("weekly", "the same key twice in one batch")),
+    ];
+    let created = ok("create_tasks", s.create_tasks(batch, at(1)).await);
+    let summary: Vec<(TaskId, bool)> = created.iter().map(|c| (c.task.id.clone(), c.created)).collect();
+    assert_eq!(
+        summary,
+        [(task_id(2), true), (task_id(3), true), (existing.clone(), false), (task_id(5), true), (task_id(5), false)],
+        "create_tasks answers each task in the batch's order; a used key answers with its task"
+    );
+    assert_eq!(created[0].task, get(s, &task_id(2)).await, "the answer is the stored task");
+    assert_eq!((created[0].task.state, created[0].task.spec.priority), (TaskState::Queued, Priority::High));
+    assert_eq!(created[1].task.state, TaskState::Blocked, "a task may depend on one earlier in its batch");
+    assert_eq!(created[2].task, get(s, &existing).await, "a used key returns the original task, unchanged");
+    for id in [task_id(4), task_id(6)] {
+        assert_eq!(ok("task", s.task(&id).await), None, "a task answered by its key is not created: {id}");
+    }
+    let events = assert_events(s, mark, &["task.created", "task.created", "task.created"], "create_tasks").await;
+    let on: Vec<Option<&TaskId>> = events.iter().map(|e| e.task.as_ref()).collect();
+    assert_eq!(on, [Some(&task_id(2)), Some(&task_id(3)), Some(&task_id(5))]);
+
+    // One refusal refuses the whole batch, naming the field and the task's place.
+    let refused_batches = [
+        (
+            "an invalid spec second",
+            vec![(task_id(10), spec("fine")), (task_id(11), with_attempts(spec("no attempts"), 0))],
+            "max_attempts",
+            "task 1 ",
+        ),
+        (
+            "an unknown dependency third",
+            vec![
+                (task_id(12), spec("fine")),
+                (task_id(13), keyed("monthly", "fine too")),
+                (task_id(14), TaskSpec { depends_on: vec![task_id(99)], ..spec("waits on nothing") }),
+            ],
+            "depends_on",
+            "task 2 ",
+        ),
+    ];
+    for (what, batch, field, place) in refused_batches {
+        let ids: Vec<TaskId> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let before = snapshot(s).await;
+        let err = invalid(&format!("create_tasks with {what}"), s.create_tasks(batch, at(2)).await);
+        assert_eq!(err.field, field, "create_tasks with {what} must name the field");
+        assert!(err.reason.contains(place), "create_tasks with {what} must name the task's place: {err:?}");
+        assert_unchanged(s, &before, &format!("create_tasks with {what}")).await;
+        for id in &ids {
+            assert_eq!(ok("task", s.task(id).await), None, "a refused batch created {id}");
+        }
+    }
+    // The key of a refused batch was never used.
+    let fresh = ok("create_tasks", s.create_tasks(vec![(task_id(20), keyed("monthly", "now"))], at(3)).await);
+    assert!(fresh[0].created, "a key from a refused batch must still be free");
+}
+
+/// `next_ready` is when the queue's head is (or was) due: tasks that wait
+/// for something else (a dependency, a person) and tasks handed out or
+/// ended do not count; a backoff or a release puts a task's time ahead.
+pub async fn next_ready_is_when_the_earliest_queued_task_is_or_was_due(store: Arc<dyn Store>) {
+    let s = &*store;
+    let next = || async { ok("next_ready", s.next_ready().await) };
+    assert_eq!(next().await, None, "nothing queued, nothing ready");
+    let a = online(s, "a", 2, at(0)).await;
+    let one = submit(s, 1, spec("one"), at(1)).await;
+    let two = submit(s, 2, spec("two"), at(2)).await;
+    submit(s, 3, TaskSpec { depends_on: vec![one.clone()], ..spec("after one") }, at(2)).await;
+    submit(s, 4, TaskSpec { requires_approval: true, ..spec("gated") }, at(2)).await;
+    assert_eq!(next().await, Some(at(1)), "the oldest queued task, though its time has passed");
+
+    assert_eq!(claim(s, &a, at(3)).await, [one.clone(), two.clone()]);
+    assert_eq!(next().await, None, "assigned tasks are not queued; blocked and gated ones are not ready");
+
+    // A released assignment is ready again after the release's pause.
+    let e1 = get(s, &one).await.epoch;
+    ok("release_task", s.release_task(&a, &one, e1, "busy", at(4), RELEASE).await);
+    assert_eq!(next().await, Some(at(4).plus(RELEASE)), "a released task is ready after its pause");
+    // A failure with attempts left is ready after its backoff.
+    let e2 = get(s, &two).await.epoch;
+    ok("start_task", s.start_task(&a, &two, e2, at(5), LEASE).await);
+    finish(s, &a, &two, e2, &failed("flaky"), at(6)).await;
+    assert_eq!(next().await, Some(at(4).plus(RELEASE)), "the earlier of a release and a backoff");
+    ok("cancel_task", s.cancel_task(&one, at(7)).await);
+    assert_eq!(next().await, Some(at(6).plus(BACKOFF)), "the backoff, once the released task is gone");
+    ok("cancel_task", s.cancel_task(&two, at(8)).await);
+    assert_eq!(next().await, None, "ended tasks are never ready");
+}

@@ -36,7 +36,8 @@ pub fn disable_runner(c: &Connection, name: &RunnerName, reason: &str, by: &str,
 }
 
 /// Takes a runner out of service until `until`, with a `runner.limited`
-/// event; an operator's disable (no `until`) is left as it is.
+/// event; an operator's disable (no `until`) is left as it is, and so is a
+/// limit that lasts longer (its reason and who set it stay true).
 pub fn limit_runner(
     c: &Connection,
     runner: &RunnerName,
@@ -49,7 +50,7 @@ pub fn limit_runner(
         .prepare_cached(
             "INSERT INTO runners_disabled (name, reason, by, at, until) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, by = excluded.by, at = excluded.at, \
-             until = MAX(excluded.until, runners_disabled.until) WHERE runners_disabled.until IS NOT NULL",
+             until = excluded.until WHERE runners_disabled.until <= excluded.until",
         )?
         .execute(params![runner.as_str(), reason, by, now.0, until.0])?;
     if limited > 0 {
