@@ -1,11 +1,14 @@
 //! A small HTTP client for the hub's API that turns problem bodies into
-//! one clear line and an exit code.
+//! one clear line and an exit code, and the arguments that say how to
+//! reach the hub.
 
 use crate::exit;
+use clap::Args;
 use muster_proto::api::Problem;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -164,4 +167,57 @@ impl Client {
 /// Escapes a path segment.
 pub fn segment(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// How to reach the hub.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// The hub's base URL [default: http://127.0.0.1:4000].
+    #[arg(long = "url", visible_alias = "hub", env = "MUSTER_URL", global = true)]
+    pub url: Option<String>,
+    /// An API token; defaults to the admin token in the data directory.
+    #[arg(long, env = "MUSTER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The hub's data directory [default: .muster]; the CLI reads `admin.token` there.
+    #[arg(long, env = "MUSTER_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:4000";
+pub const DEFAULT_DATA_DIR: &str = ".muster";
+
+impl ConnArgs {
+    pub fn client(&self) -> CliResult<Client> {
+        let token = match &self.token {
+            Some(t) if !t.trim().is_empty() => t.clone(),
+            _ => {
+                let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let path = dir.join("admin.token");
+                std::fs::read_to_string(&path).map_err(|e| {
+                    CliError::new(
+                        exit::AUTH,
+                        format!(
+                            "no token: set MUSTER_TOKEN or --token, or run where {} is readable ({e})",
+                            path.display()
+                        ),
+                    )
+                })?
+            }
+        };
+        Client::new(self.url.as_deref().unwrap_or(DEFAULT_URL), &token)
+    }
+}
+
+/// A usage error (exit 2): the command line or the input was invalid.
+pub(crate) fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::new(exit::USAGE, e.to_string())
+}
+
+/// A query string from `pairs`, each escaped.
+pub(crate) fn encode(pairs: &[(&str, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
 }

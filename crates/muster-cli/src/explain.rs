@@ -50,7 +50,7 @@ pub fn render(detail: &TaskDetail, attempt: &AttemptView, steps: &[StepView]) ->
             "tokens    {} in, {} out, {} cache read, {} cache write",
             r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_tokens
         );
-        let _ = writeln!(out, "cost      {}", r.cost_usd.map_or_else(|| "not reported".into(), crate::commands::usd));
+        let _ = writeln!(out, "cost      {}", r.cost_usd.map_or_else(|| "not reported".into(), crate::output::usd));
     } else {
         let _ = writeln!(out, "agent     no report (the runner's output is not read as an agent's stream)");
     }

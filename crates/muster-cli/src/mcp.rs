@@ -193,7 +193,7 @@ impl Server {
                     park: false,
                     permission: false,
                 };
-                let d = crate::ask(c, &req).await.map_err(fail)?;
+                let d = crate::ctl::ask(c, &req).await.map_err(fail)?;
                 Ok(answer_text(&d))
             }
             "send_message" => {
@@ -249,7 +249,7 @@ impl Server {
             park: false,
             permission: true,
         };
-        let d = crate::ask(&self.client, &req).await.map_err(|e| e.message)?;
+        let d = crate::ctl::ask(&self.client, &req).await.map_err(|e| e.message)?;
         let by = d.answered_by.clone().unwrap_or_else(|| "a person".to_owned());
         let verdict = if d.answer.as_deref() == Some("allow") {
             json!({ "behavior": "allow", "updatedInput": input })
@@ -306,7 +306,7 @@ impl ServerHandler for Server {
 
 /// `muster mcp`: serves until the client closes stdin.
 pub async fn serve() -> crate::client::CliResult {
-    let client = crate::run_client()?;
+    let client = crate::ctl::run_client()?;
     let running = Server::new(client)
         .serve(rmcp::transport::stdio())
         .await

@@ -16,8 +16,8 @@ mod private;
 mod serve;
 mod settings;
 
-use clap::{Parser, Subcommand};
-use muster_cli::{AgentAddArgs, AlertsCmd, BackupCmd, ConfigCmd, ConnArgs, EventsArgs, TaskCmd, TokenCmd, exit};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use muster_cli::{ConnArgs, exit};
 use settings::HubArgs;
 
 /// Memory is often freed on another thread than the one that took it (a
@@ -36,6 +36,8 @@ struct Cli {
     command: Command,
 }
 
+/// The binary's own commands, which start a hub or an agent or work on this
+/// machine, around the operator commands of `muster_cli`.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start a hub and one local agent (shell runner enabled) in one process.
@@ -47,206 +49,11 @@ enum Command {
     /// Run an agent worker, or manage agents.
     #[command(subcommand)]
     Agent(AgentCmd),
-    /// Queue, inspect, cancel and retry tasks.
-    #[command(subcommand)]
-    Task(TaskCmd),
-    /// List and revoke API tokens.
-    #[command(subcommand)]
-    Token(TokenCmd),
-    /// The hub's state at a glance.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The timeline of task and agent changes.
-    Events(EventsArgs),
-    /// Back up the database now (online, verified), or list backups.
-    Backup {
-        #[command(subcommand)]
-        cmd: Option<BackupCmd>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Alert rules and their state; `alerts ack RULE` acknowledges one.
-    Alerts {
-        #[command(subcommand)]
-        cmd: Option<AlertsCmd>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Runtime settings: show them, or change them without a restart.
-    Config {
-        #[command(subcommand)]
-        cmd: Option<ConfigCmd>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Prune finished work past its retention and give the space back, now.
-    Compact {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The database: size, free space, rows, last backup and compaction.
-    Db {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The last hour: queue, throughput, latency, utilization, failures.
-    Metrics {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Stop handing out tasks, fleet-wide; runs under way go on.
-    Pause,
-    /// Hand out tasks again after `muster pause`.
-    Resume,
-    /// Service level objectives: error budget left and burn rate.
-    Slo {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Inside a run: act for its own task with the task token the agent gave it (`ctl note`, `ctl lock`, `ctl ask`, …).
-    Ctl {
-        #[command(subcommand)]
-        cmd: muster_cli::CtlCmd,
-    },
-    /// Decisions waiting for a person (`--all`: answered ones too).
-    Decisions {
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        task: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Answer a decision: `decide ID OPTION [--note TEXT]`.
-    Decide {
-        id: String,
-        option: String,
-        #[arg(long)]
-        note: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask a person about a queued task (`decision add`), or look one up (`decision show ID`).
-    Decision {
-        #[command(subcommand)]
-        cmd: muster_cli::DecisionCmd,
-    },
-    /// Pipelines of stages from a YAML file: `pipeline run FILE [--var K=V]`, `pipeline show ID`, `pipeline list`.
-    Pipeline {
-        #[command(subcommand)]
-        cmd: muster_cli::PipelineCmd,
-    },
-    /// Messages to an agent's or a task's mailbox: `msg send --to agent:NAME|task:ID TEXT`, `msg read --to …`.
-    Msg {
-        #[command(subcommand)]
-        cmd: muster_cli::MsgCmd,
-    },
-    /// Channels: named topics with history and threads (`channel create|list|post|tail`).
-    Channel {
-        #[command(subcommand)]
-        cmd: muster_cli::ChannelCmd,
-    },
-    /// Cron schedules that create tasks: `schedule add NAME --cron …`, `list`, `show`, `pause`, `resume`, `delete`.
-    Schedule {
-        #[command(subcommand)]
-        cmd: muster_cli::ScheduleCmd,
-    },
-    /// Checks that passed for an earlier task on a repository and fail now, with the task and commit that broke them.
-    Regressions {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Active tasks on one repository changing the same files, and what was decided.
-    Conflicts {
-        /// Only those not yet decided.
-        #[arg(long)]
-        open: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Named locks that tasks hold or wait for (`ctl lock` inside a run).
-    Locks {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Force a lock free (`unlock NAME`), or every one (`unlock --all --yes`); on the timeline with who did it.
-    Unlock {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        name: Option<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        yes: bool,
-    },
-    /// The wait-for graph: which task waits for which lock, held by whom.
-    Deadlocks {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Inside a run: a Model Context Protocol server over stdio whose tools act for the run's task
-    /// (note, lock, unlock, ask, send_message, read_messages, create_task, permission_prompt).
-    Mcp,
-    /// Approve a task pending approval: it joins the queue.
-    Approve {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Reject a task pending approval: it ends cancelled, with the reason.
-    Reject {
-        id: String,
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Runners fleet-wide: `runner list`, `runner disable NAME --reason TEXT`, `runner enable NAME`.
-    Runner {
-        #[command(subcommand)]
-        cmd: muster_cli::RunnerCmd,
-    },
-    /// Shadow mode: run tasks on another runner too and compare (`shadow set|clear|list|report`).
-    Shadow {
-        #[command(subcommand)]
-        cmd: muster_cli::ShadowCmd,
-    },
-    /// Circuit breakers of agents and runners: open after failures in a row, half-open after a cooldown.
-    Breakers {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Act on one circuit breaker: `breaker reset NAME`.
-    Breaker {
-        #[command(subcommand)]
-        cmd: muster_cli::BreakerCmd,
-    },
-    /// Tokens and cost that coding agents reported, summed by day, runner, agent or task.
-    Costs {
-        /// day (UTC), runner, agent or task.
-        #[arg(long, default_value = "day", value_parser = ["day", "runner", "agent", "task"])]
-        by: String,
-        /// Only attempts that ended this recently (e.g. 24h, 7d).
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Everything to look at first, in one report, with next steps. Exits 1 on problems.
-    Diagnose {
-        #[arg(long)]
-        json: bool,
-    },
+    // `task`, `status`, … `diagnose`, `check`: they speak to a hub over HTTP.
+    #[command(flatten)]
+    Operator(muster_cli::Command),
     /// On an agent's machine: can it run each of its runners? Exits 1 if not.
     Doctor(serve::DoctorArgs),
-    /// Check the database and Muster's invariants; --repair fixes what it can.
-    Check {
-        #[arg(long)]
-        repair: bool,
-        #[arg(long)]
-        json: bool,
-    },
     /// Put a backup in place of the database. The hub must be stopped.
     Restore {
         /// The backup file.
@@ -258,38 +65,28 @@ enum Command {
 enum AgentCmd {
     /// Connect to a hub and run tasks.
     Run(serve::AgentRunArgs),
-    /// Register an agent and print its token (shown once).
-    Add(AgentAddArgs),
-    /// List agents.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take no new tasks on this agent (its runs go on).
-    Pause { name: String },
-    /// Let a paused agent take tasks again.
-    Resume { name: String },
-    /// Finish the agent's runs, take no new ones, then stop the agent.
-    Drain { name: String },
-    /// Remove an agent: revoke its token and forget it; its tasks' history keeps its name.
-    /// Refused while it holds runs, unless --force, which queues them again.
-    Remove {
-        name: String,
-        #[arg(long)]
-        force: bool,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke the agent's token and print a new one (shown once).
-    Token {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    // `add`, `list`, `pause`, … : an operator's, over HTTP.
+    #[command(flatten)]
+    Manage(muster_cli::agent::AgentCmd),
+}
+
+/// The command line as [`Cli`] declares it, with `doctor`, which runs here,
+/// listed beside `diagnose`, which asks the hub: clap lists subcommands by
+/// declaration order, then by name, and `doctor` shares `diagnose`'s place.
+fn command() -> clap::Command {
+    let cli = Cli::command();
+    let diagnose = cli.find_subcommand("diagnose").map(clap::Command::get_display_order);
+    cli.mut_subcommand("doctor", |doctor| doctor.display_order(diagnose))
+}
+
+/// [`Cli::parse`], on [`command`].
+fn parse() -> Cli {
+    let mut matches = command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command()).exit())
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     // Rust ignores SIGPIPE, so a write to a closed pipe (`muster task list |
     // head -1`) fails, and `println!` panics. A command that only prints
     // ends at once instead, quietly, as Unix tools do. The hub, an agent and
@@ -329,59 +126,20 @@ fn main() {
 
 async fn run(cli: Cli) -> i32 {
     let conn = cli.conn;
-    let result: Result<(), muster_cli::CliError> = match cli.command {
-        Command::Up(args) => return report(serve::up(&conn, args).await),
-        Command::Hub(args) => return report(serve::hub(&conn, args).await),
-        Command::Bench(args) => return report(muster_bench::run(args).await),
-        Command::Agent(AgentCmd::Run(args)) => return report(serve::agent(&conn, args).await),
-        Command::Agent(AgentCmd::Add(args)) => muster_cli::agent_add(&conn, args).await,
-        Command::Agent(AgentCmd::List { json }) => muster_cli::agent_list(&conn, json).await,
-        Command::Agent(AgentCmd::Pause { name }) => muster_cli::agent_pause(&conn, &name, true).await,
-        Command::Agent(AgentCmd::Resume { name }) => muster_cli::agent_pause(&conn, &name, false).await,
-        Command::Agent(AgentCmd::Drain { name }) => muster_cli::agent_drain(&conn, &name).await,
-        Command::Agent(AgentCmd::Remove { name, force, json }) => {
-            muster_cli::agent_remove(&conn, &name, force, json).await
-        }
-        Command::Doctor(args) => return report(serve::doctor(args).await),
-        Command::Metrics { json } => muster_cli::metrics(&conn, json).await,
-        Command::Diagnose { json } => muster_cli::diagnose(&conn, json).await,
-        Command::Slo { json } => muster_cli::slo(&conn, json).await,
-        Command::Costs { by, since, json } => muster_cli::costs(&conn, &by, since, json).await,
-        Command::Breakers { json } => muster_cli::breakers(&conn, json).await,
-        Command::Runner { cmd } => muster_cli::runner(&conn, cmd).await,
-        Command::Decisions { all, task, json } => muster_cli::decisions(&conn, all, task, json).await,
-        Command::Decide { id, option, note, json } => muster_cli::decide(&conn, &id, option, note, json).await,
-        Command::Decision { cmd } => muster_cli::decision(&conn, cmd).await,
-        Command::Pipeline { cmd } => muster_cli::pipeline(&conn, cmd).await,
-        Command::Msg { cmd } => muster_cli::msg(&conn, cmd).await,
-        Command::Channel { cmd } => muster_cli::channel(&conn, cmd).await,
-        Command::Schedule { cmd } => muster_cli::schedule(&conn, cmd).await,
-        Command::Regressions { json } => muster_cli::regressions(&conn, json).await,
-        Command::Conflicts { open, json } => muster_cli::conflicts(&conn, open, json).await,
-        Command::Locks { json } => muster_cli::locks(&conn, json).await,
-        Command::Unlock { name, all, yes } => muster_cli::unlock(&conn, name, all, yes).await,
-        Command::Deadlocks { json } => muster_cli::deadlocks(&conn, json).await,
-        Command::Approve { id, json } => muster_cli::approve(&conn, &id, json).await,
-        Command::Ctl { cmd } => muster_cli::ctl(cmd).await,
-        Command::Mcp => muster_cli::mcp::serve().await,
-        Command::Reject { id, reason, json } => muster_cli::reject(&conn, &id, reason, json).await,
-        Command::Shadow { cmd } => muster_cli::shadow(&conn, cmd).await,
-        Command::Breaker { cmd } => muster_cli::breaker(&conn, cmd).await,
-        Command::Pause => muster_cli::dispatch(&conn, true).await,
-        Command::Resume => muster_cli::dispatch(&conn, false).await,
-        Command::Agent(AgentCmd::Token { name, json }) => muster_cli::agent_token(&conn, &name, json).await,
-        Command::Task(cmd) => muster_cli::task(&conn, cmd).await,
-        Command::Token(cmd) => muster_cli::token(&conn, cmd).await,
-        Command::Status { json } => muster_cli::status(&conn, json).await,
-        Command::Events(args) => muster_cli::events(&conn, args).await,
-        Command::Backup { cmd, json } => muster_cli::backup(&conn, cmd, json).await,
-        Command::Alerts { cmd, json } => muster_cli::alerts(&conn, cmd, json).await,
-        Command::Check { repair, json } => muster_cli::check(&conn, repair, json).await,
-        Command::Config { cmd, json } => muster_cli::config(&conn, cmd, json).await,
-        Command::Compact { json } => muster_cli::compact(&conn, json).await,
-        Command::Db { json } => muster_cli::db(&conn, json).await,
-        Command::Restore { file } => return report(serve::restore(&conn, &file)),
-    };
+    match cli.command {
+        Command::Up(args) => report(serve::up(&conn, args).await),
+        Command::Hub(args) => report(serve::hub(&conn, args).await),
+        Command::Bench(args) => report(muster_bench::run(args).await),
+        Command::Agent(AgentCmd::Run(args)) => report(serve::agent(&conn, args).await),
+        Command::Agent(AgentCmd::Manage(cmd)) => finish(muster_cli::agent::run(&conn, cmd).await),
+        Command::Operator(cmd) => finish(muster_cli::run(&conn, cmd).await),
+        Command::Doctor(args) => report(serve::doctor(args).await),
+        Command::Restore { file } => report(serve::restore(&conn, &file)),
+    }
+}
+
+/// An operator command's exit code, with its failure on stderr.
+fn finish(result: muster_cli::CliResult) -> i32 {
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
@@ -391,6 +149,7 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The exit code of one of the binary's own commands, with its failure on stderr.
 fn report(result: anyhow::Result<()>) -> i32 {
     match result {
         Ok(()) => exit::OK,
@@ -401,5 +160,15 @@ fn report(result: anyhow::Result<()>) -> i32 {
                 None => exit::FAILURE,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_lists_doctor_beside_diagnose_as_it_always_has() {
+        let help = super::command().render_help().to_string();
+        let at = |name: &str| help.find(&format!("\n  {name} ")).unwrap_or_else(|| panic!("no {name} in:\n{help}"));
+        assert!(at("diagnose") < at("doctor") && at("doctor") < at("check") && at("check") < at("restore"), "{help}");
     }
 }
