@@ -6,13 +6,12 @@
 //! deadlines from the dispatch loop.
 
 use crate::Hub;
-use crate::http::{ApiError, ApiResult, Params, json};
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::http::Path;
+use crate::http::{Admin, ApiError, ApiResult, Body, Params, TaskCaller, json};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use muster_core::TaskId;
 use muster_proto::api::{CtlAsk, DecisionAdd, DecisionAnswer, DecisionView};
-use muster_proto::from_json;
 use muster_proto::timestamp;
 use muster_store::{DecisionRecord, DecisionState, NewDecision};
 use std::time::Duration;
@@ -98,9 +97,18 @@ impl Hub {
 }
 
 /// `POST /api/v1/decisions`: an operator asks about a queued task.
-pub(crate) async fn add(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let req: DecisionAdd = from_json(&body)?;
+#[utoipa::path(
+    post,
+    operation_id = "add_decision",
+    path = "/decisions",
+    tag = "decisions",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::DecisionAdd,
+    responses(
+        (status = 201, description = "Asked; the task waits for it", body = muster_proto::api::DecisionView),
+    ),
+)]
+pub(crate) async fn add(State(hub): State<Hub>, Admin(by): Admin, Body(req): Body<DecisionAdd>) -> ApiResult {
     let new = NewDecision {
         task: TaskId::parse(&req.task).map_err(|e| ApiError::bad("task", e.to_string()))?,
         question: req.question,
@@ -119,8 +127,22 @@ pub(crate) async fn add(State(hub): State<Hub>, headers: HeaderMap, body: Bytes)
 }
 
 /// `GET /api/v1/decisions?state=open|all&task=ID`.
-pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+#[utoipa::path(
+    get,
+    operation_id = "list_decisions",
+    path = "/decisions",
+    tag = "decisions",
+    security(("admin_token" = [])),
+    params(
+        ("state" = Option<String>, Query, description = "open, answered, timed_out, withdrawn or all"),
+        ("task" = Option<String>, Query, description = "Only this task's"),
+        ("limit" = Option<u32>, Query, description = "At most this many"),
+    ),
+    responses(
+        (status = 200, description = "Decisions, open ones by default", body = Vec<muster_proto::api::DecisionView>),
+    ),
+)]
+pub(crate) async fn list(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["state", "task", "limit"])?;
     let open_only = match p.get("state") {
         None | Some("open") => true,
@@ -133,23 +155,48 @@ pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q)
     Ok(json(StatusCode::OK, &all.iter().map(view).collect::<Vec<_>>()))
 }
 
-pub(crate) async fn show(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// One decision.
+#[utoipa::path(
+    get,
+    operation_id = "show_decision",
+    path = "/decisions/{id}",
+    tag = "decisions",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The decision's id"),
+    ),
+    responses(
+        (status = 200, description = "The decision", body = muster_proto::api::DecisionView),
+    ),
+)]
+pub(crate) async fn show(State(hub): State<Hub>, _: Admin, Path(id): Path<String>) -> ApiResult {
     let id = decision_id(&id)?;
     let d = hub.shared.store.decision(id).await?.ok_or_else(|| ApiError::NotFound(format!("no decision #{id}")))?;
     Ok(json(StatusCode::OK, &view(&d)))
 }
 
 /// `POST /api/v1/decisions/{id}/answer`: a person chooses.
+#[utoipa::path(
+    post,
+    operation_id = "answer_decision",
+    path = "/decisions/{id}/answer",
+    tag = "decisions",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The decision's id"),
+    ),
+    request_body = muster_proto::api::DecisionAnswer,
+    responses(
+        (status = 200, description = "Answered", body = muster_proto::api::DecisionView),
+    ),
+)]
 pub(crate) async fn answer(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    Admin(by): Admin,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(req): Body<DecisionAnswer>,
 ) -> ApiResult {
-    let by = hub.admin(&headers).await?;
     let id = decision_id(&id)?;
-    let req: DecisionAnswer = from_json(&body)?;
     let d = hub.shared.store.decision(id).await?.ok_or_else(|| ApiError::NotFound(format!("no decision #{id}")))?;
     if !d.answerers.is_empty() && !d.answerers.contains(&by.name) {
         return Err(ApiError::Forbidden(format!(
@@ -168,9 +215,21 @@ pub(crate) async fn answer(
 }
 
 /// `POST /api/v1/ctl/decisions`: the run asks a person about its own task.
-pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (task, epoch) = hub.task_caller(&headers).await?;
-    let req: CtlAsk = from_json(&body)?;
+#[utoipa::path(
+    post,
+    path = "/ctl/decisions",
+    tag = "ctl",
+    security(("task_token" = [])),
+    request_body = muster_proto::api::CtlAsk,
+    responses(
+        (status = 201, description = "Asked", body = muster_proto::api::DecisionView),
+    ),
+)]
+pub(crate) async fn ctl_ask(
+    State(hub): State<Hub>,
+    TaskCaller(task, epoch): TaskCaller,
+    Body(req): Body<CtlAsk>,
+) -> ApiResult {
     let (options, answerers) = if req.permission {
         if req.park {
             return Err(ApiError::bad("park", "a permission prompt waits for its answer"));
@@ -201,21 +260,41 @@ pub(crate) async fn ctl_ask(State(hub): State<Hub>, headers: HeaderMap, body: By
 }
 
 /// `GET /api/v1/ctl/decisions`: the task's decisions, answered ones included.
-pub(crate) async fn ctl_list(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    let (task, _) = hub.task_caller(&headers).await?;
+#[utoipa::path(
+    get,
+    path = "/ctl/decisions",
+    tag = "ctl",
+    security(("task_token" = [])),
+    responses(
+        (status = 200, description = "The decisions its task asked", body = Vec<muster_proto::api::DecisionView>),
+    ),
+)]
+pub(crate) async fn ctl_list(State(hub): State<Hub>, TaskCaller(task, _): TaskCaller) -> ApiResult {
     let all = hub.shared.store.decisions(false, Some(&task), 1000).await?;
     Ok(json(StatusCode::OK, &all.iter().map(view).collect::<Vec<_>>()))
 }
 
 /// `GET /api/v1/ctl/decisions/{id}?wait=60s`: one of the task's decisions,
 /// held until it is closed or the wait runs out.
+#[utoipa::path(
+    get,
+    path = "/ctl/decisions/{id}",
+    tag = "ctl",
+    security(("task_token" = [])),
+    params(
+        ("id" = String, Path, description = "The decision's id"),
+        ("wait" = Option<String>, Query, description = "Long-poll up to this long for an answer"),
+    ),
+    responses(
+        (status = 200, description = "The decision", body = muster_proto::api::DecisionView),
+    ),
+)]
 pub(crate) async fn ctl_show(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    TaskCaller(task, _): TaskCaller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let (task, _) = hub.task_caller(&headers).await?;
     let id = decision_id(&id)?;
     let wait = Params::parse(q, &["wait"])?.wait()?;
     let deadline = tokio::time::Instant::now() + wait;
@@ -233,8 +312,21 @@ pub(crate) async fn ctl_show(
 }
 
 /// `GET /api/v1/conflicts?state=open|all`.
-pub(crate) async fn conflicts(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+#[utoipa::path(
+    get,
+    operation_id = "list_conflicts",
+    path = "/conflicts",
+    tag = "decisions",
+    security(("admin_token" = [])),
+    params(
+        ("state" = Option<String>, Query, description = "open or all"),
+        ("limit" = Option<u32>, Query, description = "At most this many"),
+    ),
+    responses(
+        (status = 200, description = "Conflicts between runs", body = Vec<muster_proto::api::ConflictView>),
+    ),
+)]
+pub(crate) async fn conflicts(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["state", "limit"])?;
     let open_only = match p.get("state") {
         None | Some("all") => false,

@@ -5,10 +5,9 @@ use crate::auth::{Caller, hash_token, mint_token};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::MatchedPath;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use muster_core::{AgentName, Capability, Live, MicroUsd, Millis, RunnerName, Task, TaskId, TaskState, TokenId};
 use muster_proto::api::{
     AgentAdd, AgentCreated, AgentView, AttemptView, EventPage, EventView, LogsPage, OutputView, Problem, StatusView,
@@ -18,6 +17,7 @@ use muster_proto::{FieldError, from_json, timestamp, to_json};
 use muster_store::{AgentRecord, EventFilter, NewAgent, NewToken, OutputFilter, Scope, StoreError, TaskFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Largest request body. Prompts are capped at 1 MiB by validation, which
 /// names the field; this only stops bodies far beyond any valid request.
@@ -37,6 +37,8 @@ pub enum ApiError {
         detail: String,
     },
     Unavailable(String),
+    /// The request body is larger than the hub takes (413).
+    TooLarge(String),
     /// The disk has no room for the change (507); nothing was written.
     InsufficientStorage(String),
     /// Over a rate limit: try again after `retry_after`.
@@ -61,6 +63,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Unauthorized(d)
             | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
+            | ApiError::TooLarge(d)
             | ApiError::Unavailable(d)
             | ApiError::InsufficientStorage(d)
             | ApiError::Internal(d) => f.write_str(d),
@@ -110,6 +113,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(d) => (StatusCode::UNAUTHORIZED, "unauthorized", d, None),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d, None),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not found", d, None),
+            ApiError::TooLarge(d) => (StatusCode::PAYLOAD_TOO_LARGE, "payload too large", d, None),
             ApiError::Conflict { field, detail } => (StatusCode::CONFLICT, "conflict", detail, field),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d, None),
             ApiError::InsufficientStorage(d) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient storage", d, None),
@@ -136,102 +140,238 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
+/// A request made with the admin token or a signed-in dashboard session:
+/// operator routes take this, so no handler checks a header itself.
+pub(crate) struct Admin(pub muster_store::TokenRecord);
+
+impl axum::extract::FromRequestParts<Hub> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, hub: &Hub) -> ApiResult<Admin> {
+        hub.admin(&parts.headers).await.map(Admin)
+    }
+}
+
+/// A run speaking for its own task with the task token it was given: the
+/// `ctl` routes take this.
+pub(crate) struct TaskCaller(pub TaskId, pub muster_core::Epoch);
+
+impl axum::extract::FromRequestParts<Hub> for TaskCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, hub: &Hub) -> ApiResult<TaskCaller> {
+        let (task, epoch) = hub.task_caller(&parts.headers).await?;
+        Ok(TaskCaller(task, epoch))
+    }
+}
+
+/// An agent with its own token: the agent socket takes this.
+pub(crate) struct AgentCaller(pub AgentName);
+
+impl axum::extract::FromRequestParts<Hub> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, hub: &Hub) -> ApiResult<AgentCaller> {
+        match hub.caller(&parts.headers).await? {
+            Caller::Agent(name) => Ok(AgentCaller(name)),
+            Caller::Admin(_) => {
+                Err(ApiError::Forbidden("an admin token cannot connect as an agent; use the agent's own token".into()))
+            }
+            Caller::Task { task, .. } => Err(ApiError::Forbidden(format!(
+                "{task}'s task token cannot connect as an agent; use the agent's own token"
+            ))),
+        }
+    }
+}
+
+/// A path parameter; one that cannot be read is a 400 problem like any
+/// other bad input.
+pub(crate) struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<Hub> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, hub: &Hub) -> ApiResult<Path<T>> {
+        match axum::extract::Path::<T>::from_request_parts(parts, hub).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) => Err(ApiError::bad("path", e.body_text())),
+        }
+    }
+}
+
+/// A WebSocket route asked without the upgrade: a 400 problem, or 426 when
+/// the connection cannot be upgraded at all.
+pub(crate) fn not_a_socket(e: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> ApiError {
+    ApiError::bad("", e.body_text())
+}
+
+/// A JSON request body, read as `muster_proto::from_json` reads it: a bad
+/// body is a 400 naming the field.
+pub(crate) struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Hub> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, hub: &Hub) -> Result<Body<T>, Response> {
+        let bytes = match Bytes::from_request(request, hub).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(
+                    ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes")).into_response()
+                );
+            }
+            Err(e) => return Err(ApiError::bad("", e.body_text()).into_response()),
+        };
+        from_json(&bytes).map(Body).map_err(|e| ApiError::from(e).into_response())
+    }
+}
+
 pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], (status, to_json(body))).into_response()
 }
 
-pub fn router(hub: Hub) -> Router {
-    let api = Router::new()
-        .route("/tasks", post(create_task).get(list_tasks))
-        .route("/tasks/batch", post(create_tasks))
-        .route("/tasks/{id}", get(show_task))
-        .route("/tasks/{id}/cancel", post(cancel_task))
-        .route("/tasks/{id}/retry", post(retry_task))
-        .route("/tasks/{id}/skip", post(skip_task))
-        .route("/tasks/{id}/approve", post(approve_task))
-        .route("/tasks/{id}/reject", post(reject_task))
-        .route("/tasks/{id}/reset", post(reset_task))
-        .route("/tasks/{id}/move", post(move_task))
-        .route("/tasks/{id}/logs", get(task_logs))
-        .route("/tasks/{id}/steps", get(task_steps))
-        .route("/tasks/{id}/diff", get(task_diff))
-        .route("/agents", post(add_agent).get(list_agents))
-        .route("/agents/{name}", get(show_agent).delete(remove_agent))
-        .route("/agents/{name}/pause", post(pause_agent))
-        .route("/agents/{name}/resume", post(resume_agent))
-        .route("/agents/{name}/token", post(reissue_token))
-        .route("/agents/{name}/drain", post(drain_agent))
-        .route("/agents/{name}/doctor", get(agent_doctor))
-        .route("/admin/pause", post(pause_dispatch))
-        .route("/admin/resume", post(resume_dispatch))
-        .route("/tokens", get(list_tokens))
-        .route("/tokens/{id}/revoke", post(revoke_token))
-        .route("/events", get(list_events))
-        .route("/status", get(status))
-        .route("/health", get(health))
-        .route("/slo", get(slo))
-        .route("/costs", get(costs))
-        .route("/ctl/note", post(ctl_note))
-        .route("/ctl/locks", post(ctl_lock))
-        .route("/ctl/decisions", post(crate::decisions::ctl_ask).get(crate::decisions::ctl_list))
-        .route("/ctl/decisions/{id}", get(crate::decisions::ctl_show))
-        .route("/decisions", post(crate::decisions::add).get(crate::decisions::list))
-        .route("/pipelines", post(crate::pipelines::run).get(crate::pipelines::list))
-        .route("/pipelines/{id}", get(crate::pipelines::show))
-        .route("/decisions/{id}", get(crate::decisions::show))
-        .route("/conflicts", get(crate::decisions::conflicts))
-        .route("/regressions", get(regressions))
-        .route("/messages", post(crate::messages::send).get(crate::messages::list))
-        .route("/channels", post(crate::messages::create_channel).get(crate::messages::channels))
-        .route("/ctl/messages", post(crate::messages::ctl_send).get(crate::messages::ctl_read))
-        .route("/ctl/tasks", post(ctl_create_task))
-        .route("/schedules", post(crate::schedules::add).get(crate::schedules::list))
-        .route("/schedules/{key}", get(crate::schedules::show).delete(crate::schedules::delete))
-        .route("/schedules/{key}/pause", post(crate::schedules::pause))
-        .route("/schedules/{key}/resume", post(crate::schedules::resume))
-        .route("/decisions/{id}/answer", post(crate::decisions::answer))
-        .route("/ctl/locks/release", post(ctl_unlock))
-        .route("/locks", get(locks))
-        .route("/locks/unlock", post(unlock))
-        .route("/shadow/policies", get(shadow_policies).put(put_shadow_policy))
-        .route("/shadow/report", get(shadow_report))
-        .route("/breakers", get(breakers))
-        .route("/runners", get(runners))
-        .route("/runners/{name}/disable", post(disable_runner))
-        .route("/runners/{name}/enable", post(enable_runner))
-        .route("/breakers/{scope}/{name}/reset", post(reset_breaker))
-        .route("/metrics", get(metrics_window))
-        .route("/admin/backups", post(create_backup).get(list_backups))
-        .route("/admin/check", post(check))
-        .route("/admin/db", get(db))
-        .route("/admin/compact", post(compact))
-        .route("/admin/diagnose", get(diagnose))
-        .route("/admin/log-level", axum::routing::put(put_log_level))
-        .route("/alerts", get(list_alerts))
-        .route("/alerts/{rule}/ack", post(ack_alert))
-        .route("/config", get(config).put(put_config))
-        .route("/config/alerts", get(alert_config).put(put_alert_config))
-        .route("/version", get(version))
-        .route("/agent/connect", get(crate::socket::connect))
-        .route("/ui/session", post(crate::ui::sign_in).get(crate::ui::whoami).delete(crate::ui::sign_out))
-        .route("/events/live", get(crate::ui::live))
+/// The hub's routes, and the OpenAPI document generated from the same
+/// handlers: a route without a description cannot be added, nor the reverse.
+pub(crate) fn routes() -> (Router<Hub>, utoipa::openapi::OpenApi) {
+    let api = OpenApiRouter::new()
+        .routes(routes!(create_task, list_tasks))
+        .routes(routes!(create_tasks))
+        .routes(routes!(show_task))
+        .routes(routes!(cancel_task))
+        .routes(routes!(retry_task))
+        .routes(routes!(skip_task))
+        .routes(routes!(approve_task))
+        .routes(routes!(reject_task))
+        .routes(routes!(reset_task))
+        .routes(routes!(move_task))
+        .routes(routes!(task_logs))
+        .routes(routes!(task_steps))
+        .routes(routes!(task_diff))
+        .routes(routes!(add_agent, list_agents))
+        .routes(routes!(show_agent, remove_agent))
+        .routes(routes!(pause_agent))
+        .routes(routes!(resume_agent))
+        .routes(routes!(reissue_token))
+        .routes(routes!(drain_agent))
+        .routes(routes!(agent_doctor))
+        .routes(routes!(pause_dispatch))
+        .routes(routes!(resume_dispatch))
+        .routes(routes!(list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_events))
+        .routes(routes!(status))
+        .routes(routes!(health))
+        .routes(routes!(slo))
+        .routes(routes!(costs))
+        .routes(routes!(ctl_note))
+        .routes(routes!(ctl_lock))
+        .routes(routes!(crate::decisions::ctl_ask, crate::decisions::ctl_list))
+        .routes(routes!(crate::decisions::ctl_show))
+        .routes(routes!(crate::decisions::add, crate::decisions::list))
+        .routes(routes!(crate::pipelines::run, crate::pipelines::list))
+        .routes(routes!(crate::pipelines::show))
+        .routes(routes!(crate::decisions::show))
+        .routes(routes!(crate::decisions::conflicts))
+        .routes(routes!(regressions))
+        .routes(routes!(crate::messages::send, crate::messages::list))
+        .routes(routes!(crate::messages::create_channel, crate::messages::channels))
+        .routes(routes!(crate::messages::ctl_send, crate::messages::ctl_read))
+        .routes(routes!(ctl_create_task))
+        .routes(routes!(crate::schedules::add, crate::schedules::list))
+        .routes(routes!(crate::schedules::show, crate::schedules::delete))
+        .routes(routes!(crate::schedules::pause))
+        .routes(routes!(crate::schedules::resume))
+        .routes(routes!(crate::decisions::answer))
+        .routes(routes!(ctl_unlock))
+        .routes(routes!(locks))
+        .routes(routes!(unlock))
+        .routes(routes!(shadow_policies, put_shadow_policy))
+        .routes(routes!(shadow_report))
+        .routes(routes!(breakers))
+        .routes(routes!(runners))
+        .routes(routes!(disable_runner))
+        .routes(routes!(enable_runner))
+        .routes(routes!(reset_breaker))
+        .routes(routes!(metrics_window))
+        .routes(routes!(create_backup, list_backups))
+        .routes(routes!(check))
+        .routes(routes!(db))
+        .routes(routes!(compact))
+        .routes(routes!(diagnose))
+        .routes(routes!(put_log_level))
+        .routes(routes!(list_alerts))
+        .routes(routes!(ack_alert))
+        .routes(routes!(config, put_config))
+        .routes(routes!(alert_config, put_alert_config))
+        .routes(routes!(version))
+        .routes(routes!(crate::socket::connect))
+        .routes(routes!(crate::ui::sign_in, crate::ui::whoami, crate::ui::sign_out))
+        .routes(routes!(crate::ui::live))
         .layer(axum::middleware::from_fn(crate::ui::guard_origin));
-    Router::new()
-        .route("/", get(crate::ui::index))
-        .route("/ui/{name}", get(crate::ui::asset))
-        .route("/livez", get(livez))
-        .route("/healthz", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(crate::ui::index))
+        .routes(routes!(crate::ui::asset))
+        .routes(routes!(livez))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
         .nest(muster_proto::API_PREFIX, api)
+        .split_for_parts()
+}
+
+pub fn router(hub: Hub) -> Router {
+    let (routes, _) = routes();
+    routes
         .route_layer(axum::middleware::from_fn_with_state(hub.clone(), track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(hub)
 }
 
+/// The OpenAPI 3.1 document of this API, made once.
+static OPENAPI: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+    let mut doc = routes().1;
+    crate::openapi::finish(&mut doc);
+    Bytes::from(doc.to_json().expect("the OpenAPI document serializes"))
+});
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "probes",
+    responses(
+        (status = 200, description = "This document", body = Object, content_type = "application/json"),
+    ),
+)]
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI.clone()).into_response()
+}
+
+/// Liveness: `ok`.
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "probes",
+    responses(
+        (status = 200, description = "The process answers", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn livez() -> &'static str {
     "ok\n"
+}
+
+/// Same as `/livez`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "The process answers (livez by another name)", body = String, content_type = "text/plain"),
+    ),
+)]
+async fn healthz() -> &'static str {
+    livez().await
 }
 
 /// Counts every routed request by its route template (never the raw path,
@@ -267,6 +407,18 @@ async fn track(
 
 /// Ready to take work: the database answers and commits, the data disk has
 /// room, and the hub is not draining. `?verbose` lists each check.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    params(
+        ("verbose" = Option<String>, Query, description = "List each check"),
+    ),
+    responses(
+        (status = 200, description = "Ready to take work", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready; ?verbose says which check failed", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn readyz(State(hub): State<Hub>, RawQuery(q): RawQuery) -> Response {
     let verbose = q.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
     let mut checks: Vec<(&str, Result<(), String>)> = Vec::new();
@@ -297,11 +449,28 @@ async fn readyz(State(hub): State<Hub>, RawQuery(q): RawQuery) -> Response {
 
 /// Prometheus metrics. Unauthenticated like `/livez`: it carries counts
 /// only, no ids, names of tasks or secrets.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn metrics(State(hub): State<Hub>) -> ApiResult {
     let text = hub.render_metrics().await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
+/// Version, API version, agent protocol.
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "fleet",
+    responses(
+        (status = 200, description = "The hub's version and protocol", body = muster_proto::api::VersionView),
+    ),
+)]
 async fn version() -> Response {
     let view = muster_proto::api::VersionView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -329,13 +498,34 @@ impl Hub {
     }
 }
 
-async fn list_alerts(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Every alert rule with its state and settings.
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    tag = "alerts",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Alert rules and their state", body = Vec<muster_proto::api::AlertView>),
+    ),
+)]
+async fn list_alerts(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.alert_views().await?))
 }
 
-async fn ack_alert(State(hub): State<Hub>, headers: HeaderMap, Path(rule): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Acknowledge a firing alert (409 if it is not firing).
+#[utoipa::path(
+    post,
+    path = "/alerts/{rule}/ack",
+    tag = "alerts",
+    security(("admin_token" = [])),
+    params(
+        ("rule" = String, Path, description = "The alert rule"),
+    ),
+    responses(
+        (status = 200, description = "Acknowledged", body = muster_proto::api::AlertView),
+    ),
+)]
+async fn ack_alert(State(hub): State<Hub>, Admin(by): Admin, Path(rule): Path<String>) -> ApiResult {
     let rule = muster_core::alert::Rule::parse(&rule)?;
     match hub.shared.store.acknowledge_alert(rule, &by.name, hub.now()).await {
         Ok(_) => {}
@@ -357,14 +547,38 @@ async fn ack_alert(State(hub): State<Hub>, headers: HeaderMap, Path(rule): Path<
     Ok(json(StatusCode::OK, &view))
 }
 
-async fn config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Every runtime setting with its value, startup value and source; PUT changes the keys given
+/// (`null` resets), all or nothing.
+#[utoipa::path(
+    get,
+    path = "/config",
+    tag = "config",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Runtime settings", body = muster_proto::api::ConfigView),
+    ),
+)]
+async fn config(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.config_view().await?))
 }
 
-async fn put_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let patch: BTreeMap<String, serde_json::Value> = from_json(&body)?;
+/// Every runtime setting with its value, startup value and source; PUT changes the keys given
+/// (`null` resets), all or nothing.
+#[utoipa::path(
+    put,
+    path = "/config",
+    tag = "config",
+    security(("admin_token" = [])),
+    request_body = std::collections::BTreeMap<String, serde_json::Value>,
+    responses(
+        (status = 200, description = "Runtime settings after the change", body = muster_proto::api::ConfigView),
+    ),
+)]
+async fn put_config(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Body(patch): Body<BTreeMap<String, serde_json::Value>>,
+) -> ApiResult {
     // Once approvers are named, only they may change who they are.
     if patch.contains_key("approval.approvers") {
         check_approver(&hub, &by.name)?;
@@ -373,51 +587,119 @@ async fn put_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> 
     Ok(json(StatusCode::OK, &hub.config_view().await?))
 }
 
-async fn db(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Database size, free pages, rows, last backup, last compaction, retention.
+#[utoipa::path(
+    get,
+    path = "/admin/db",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The database", body = muster_proto::api::DbView),
+    ),
+)]
+async fn db(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.db_view().await?))
 }
 
-async fn compact(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Apply retention and give free space back now (409 while one runs).
+#[utoipa::path(
+    post,
+    path = "/admin/compact",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Pruned and compacted", body = muster_proto::api::CompactView),
+    ),
+)]
+async fn compact(State(hub): State<Hub>, Admin(by): Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.compact_now(&by.name, true).await?))
 }
 
-async fn alert_config(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Alert rules' settings; PUT changes the fields given.
+#[utoipa::path(
+    get,
+    path = "/config/alerts",
+    tag = "config",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Alert rule settings", body = std::collections::BTreeMap<String, muster_proto::api::RuleConfigView>),
+    ),
+)]
+async fn alert_config(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
 }
 
-async fn put_alert_config(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let patch: BTreeMap<String, muster_proto::api::RuleConfigPatch> = from_json(&body)?;
+/// Alert rules' settings; PUT changes the fields given.
+#[utoipa::path(
+    put,
+    path = "/config/alerts",
+    tag = "config",
+    security(("admin_token" = [])),
+    request_body = std::collections::BTreeMap<String, muster_proto::api::RuleConfigPatch>,
+    responses(
+        (status = 200, description = "Alert rule settings after the change", body = std::collections::BTreeMap<String, muster_proto::api::RuleConfigView>),
+    ),
+)]
+async fn put_alert_config(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Body(patch): Body<BTreeMap<String, muster_proto::api::RuleConfigPatch>>,
+) -> ApiResult {
     hub.update_alert_config(patch, &by.name).await?;
     Ok(json(StatusCode::OK, &hub.alert_config_views().await?))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogLevel {
-    level: String,
-}
-
-async fn put_log_level(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let LogLevel { level } = from_json(&body)?;
+#[utoipa::path(
+    put,
+    path = "/admin/log-level",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::LogLevel,
+    responses(
+        (status = 200, description = "The level now", body = muster_proto::api::LogLevel),
+    ),
+)]
+async fn put_log_level(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Body(muster_proto::api::LogLevel { level }): Body<muster_proto::api::LogLevel>,
+) -> ApiResult {
     let set =
         hub.shared.log_level.get().ok_or_else(|| ApiError::Unavailable("this hub's log level is fixed".into()))?;
     set(&level).map_err(|reason| ApiError::BadRequest(FieldError { field: "level".into(), reason }))?;
     tracing::warn!(level = %level, by = %by.name, "log level changed until the next restart");
-    Ok(json(StatusCode::OK, &serde_json::json!({ "level": level })))
+    Ok(json(StatusCode::OK, &muster_proto::api::LogLevel { level }))
 }
 
-async fn diagnose(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// What `muster diagnose` prints: problems with next steps, notes (agents never started), recent
+/// log warnings.
+#[utoipa::path(
+    get,
+    path = "/admin/diagnose",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "What is wrong, with the next step for each", body = muster_proto::api::DiagnoseView),
+    ),
+)]
+async fn diagnose(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.diagnose().await?))
 }
 
-async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Integrity check and invariants; `?repair=true` repairs.
+#[utoipa::path(
+    post,
+    path = "/admin/check",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(
+        ("repair" = Option<bool>, Query, description = "Repair what it finds"),
+    ),
+    responses(
+        (status = 200, description = "What the check found", body = muster_proto::api::CheckView),
+    ),
+)]
+async fn check(State(hub): State<Hub>, Admin(by): Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["repair"])?;
     let repair = p.flag("repair")?;
     let views = |findings: Vec<(String, String)>| -> Vec<muster_proto::api::FindingView> {
@@ -440,23 +722,50 @@ async fn check(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery
     Ok(json(StatusCode::OK, &view))
 }
 
-async fn create_backup(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Make a verified backup now; list backups.
+#[utoipa::path(
+    post,
+    path = "/admin/backups",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Backed up and verified", body = muster_proto::api::BackupView),
+    ),
+)]
+async fn create_backup(State(hub): State<Hub>, Admin(by): Admin) -> ApiResult {
     tracing::info!(by = %by.name, "backup requested");
     let backup = hub.backup_now().await?;
     Ok(json(StatusCode::CREATED, &backup))
 }
 
-async fn list_backups(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Make a verified backup now; list backups.
+#[utoipa::path(
+    get,
+    path = "/admin/backups",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Backups, newest first", body = Vec<muster_proto::api::BackupView>),
+    ),
+)]
+async fn list_backups(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let dir = &hub.config().backup_dir;
     let backups = crate::backup::list(dir)
         .map_err(|e| ApiError::Internal(format!("cannot list backups in {}: {e}", dir.display())))?;
     Ok(json(StatusCode::OK, &backups))
 }
 
-async fn metrics_window(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// The last hour: 360 points and the queue's trend.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The last hour, point by point", body = muster_proto::api::MetricsWindow),
+    ),
+)]
+async fn metrics_window(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.metrics_window()))
 }
 
@@ -475,20 +784,42 @@ fn breaker_view(
     }
 }
 
-async fn breakers(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Every circuit breaker that has seen a failure.
+#[utoipa::path(
+    get,
+    path = "/breakers",
+    tag = "runners",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Circuit breakers", body = Vec<muster_proto::api::BreakerView>),
+    ),
+)]
+async fn breakers(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let policy = hub.shared.runtime.borrow().breaker_policy();
     let all = hub.shared.store.breakers().await?;
     let views: Vec<_> = all.iter().map(|b| breaker_view(b, policy)).collect();
     Ok(json(StatusCode::OK, &views))
 }
 
+/// Close one now; `scope` is `agent` or `runner`.
+#[utoipa::path(
+    post,
+    path = "/breakers/{scope}/{name}/reset",
+    tag = "runners",
+    security(("admin_token" = [])),
+    params(
+        ("scope" = String, Path, description = "runner or agent"),
+        ("name" = String, Path, description = "The runner's or agent's name"),
+    ),
+    responses(
+        (status = 200, description = "Closed", body = muster_proto::api::BreakerView),
+    ),
+)]
 async fn reset_breaker(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    Admin(by): Admin,
     Path((scope, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let by = hub.admin(&headers).await?;
     let scope = muster_core::breaker::Scope::parse(&scope)?;
     let b = hub.shared.store.reset_breaker(scope, &name, &by.name, hub.now()).await?;
     tracing::info!(scope = scope.as_str(), name = %name, by = %by.name, "circuit breaker reset");
@@ -497,8 +828,17 @@ async fn reset_breaker(
     Ok(json(StatusCode::OK, &breaker_view(&b, policy)))
 }
 
-async fn runners(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Every known runner: status, agents offering it, why it is disabled.
+#[utoipa::path(
+    get,
+    path = "/runners",
+    tag = "runners",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Runners", body = Vec<muster_proto::api::RunnerView>),
+    ),
+)]
+async fn runners(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &runner_views(&hub).await?))
 }
 
@@ -555,15 +895,27 @@ async fn runner_view(hub: &Hub, name: &RunnerName) -> ApiResult {
     Ok(json(StatusCode::OK, &view))
 }
 
+/// Body `{"reason": "..."}`. Nothing more is dispatched to it.
+#[utoipa::path(
+    post,
+    path = "/runners/{name}/disable",
+    tag = "runners",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The runner's name"),
+    ),
+    request_body = muster_proto::api::RunnerDisable,
+    responses(
+        (status = 200, description = "Out of service", body = muster_proto::api::RunnerView),
+    ),
+)]
 async fn disable_runner(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    Admin(by): Admin,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body<muster_proto::api::RunnerDisable>,
 ) -> ApiResult {
-    let by = hub.admin(&headers).await?;
     let name = RunnerName::parse(&name)?;
-    let body: muster_proto::api::RunnerDisable = from_json(&body)?;
     if !hub.shared.known_runners.lock().expect("runners lock poisoned").contains(&name) {
         return Err(ApiError::NotFound(format!("no runner {name:?} is known to this hub")));
     }
@@ -573,8 +925,20 @@ async fn disable_runner(
     runner_view(&hub, &name).await
 }
 
-async fn enable_runner(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Back in service; 404 if it was not disabled.
+#[utoipa::path(
+    post,
+    path = "/runners/{name}/enable",
+    tag = "runners",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The runner's name"),
+    ),
+    responses(
+        (status = 200, description = "In service", body = muster_proto::api::RunnerView),
+    ),
+)]
+async fn enable_runner(State(hub): State<Hub>, Admin(by): Admin, Path(name): Path<String>) -> ApiResult {
     let name = RunnerName::parse(&name)?;
     hub.shared.store.enable_runner(&name, &by.name, hub.now()).await?;
     tracing::info!(runner = %name, by = %by.name, "runner enabled");
@@ -582,26 +946,72 @@ async fn enable_runner(State(hub): State<Hub>, headers: HeaderMap, Path(name): P
     runner_view(&hub, &name).await
 }
 
-async fn shadow_policies(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// The shadow policies in force.
+#[utoipa::path(
+    get,
+    path = "/shadow/policies",
+    tag = "runners",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Shadow policies", body = Vec<muster_proto::api::ShadowPolicy>),
+    ),
+)]
+async fn shadow_policies(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.shadow_policies().await?))
 }
 
-async fn put_shadow_policy(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let policy: muster_proto::api::ShadowPolicy = from_json(&body)?;
+/// Body `{"runner": "codex", "percent": 10, "filters": ["cap=rust"]}`; `percent` 0 removes it.
+#[utoipa::path(
+    put,
+    path = "/shadow/policies",
+    tag = "runners",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::ShadowPolicy,
+    responses(
+        (status = 200, description = "Shadow policies after the change", body = Vec<muster_proto::api::ShadowPolicy>),
+    ),
+)]
+async fn put_shadow_policy(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Body(policy): Body<muster_proto::api::ShadowPolicy>,
+) -> ApiResult {
     hub.set_shadow_policy(policy, &by.name).await?;
     Ok(json(StatusCode::OK, &hub.shadow_policies().await?))
 }
 
-async fn shadow_report(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Finished task and shadow pairs compared: outcome and output agreement, run time and cost deltas,
+/// mismatches.
+#[utoipa::path(
+    get,
+    path = "/shadow/report",
+    tag = "runners",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "How shadow runs compare", body = muster_proto::api::ShadowReport),
+    ),
+)]
+async fn shadow_report(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.shadow_report().await?))
 }
 
-async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
+/// Tokens and cost summed. Query: `by` (`day` (default), `runner`, `agent`, `task`), `since` (a
+/// duration back from now).
+#[utoipa::path(
+    get,
+    path = "/costs",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    params(
+        ("by" = Option<String>, Query, description = "task, agent, runner or day"),
+        ("since" = Option<String>, Query, description = "How far back, e.g. 7d"),
+    ),
+    responses(
+        (status = 200, description = "Tokens and cost summed by a key", body = muster_proto::api::CostsView),
+    ),
+)]
+async fn costs(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     use muster_proto::api::{CostRowView, CostsView};
-    hub.admin(&headers).await?;
     let p = Params::parse(q, &["by", "since"])?;
     let by = match p.get("by") {
         None => muster_store::CostGroup::Day,
@@ -640,8 +1050,17 @@ async fn costs(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery
     Ok(json(StatusCode::OK, &costs))
 }
 
-async fn slo(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Each objective with its error budget left and burn rate.
+#[utoipa::path(
+    get,
+    path = "/slo",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Each objective with its error budget", body = Vec<muster_proto::api::SloView>),
+    ),
+)]
+async fn slo(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let now = hub.now();
     let mut views = Vec::new();
     for o in &hub.config().slos {
@@ -675,8 +1094,17 @@ async fn slo(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     Ok(json(StatusCode::OK, &views))
 }
 
-async fn health(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// The health level, its reasons and counts.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The health level over recent runs", body = muster_proto::api::HealthView),
+    ),
+)]
+async fn health(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.health().await?))
 }
 
@@ -736,9 +1164,21 @@ impl Hub {
 /// `POST /api/v1/ctl/locks`: the run takes a lock for its task, waiting up to
 /// `wait` for it. 200 when held; 409 naming the holders when it is still
 /// busy, or naming the cycle when waiting would deadlock.
-async fn ctl_lock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (task, epoch) = hub.task_caller(&headers).await?;
-    let req: muster_proto::api::LockRequest = from_json(&body)?;
+#[utoipa::path(
+    post,
+    path = "/ctl/locks",
+    tag = "ctl",
+    security(("task_token" = [])),
+    request_body = muster_proto::api::LockRequest,
+    responses(
+        (status = 200, description = "Held", body = muster_proto::api::LockTaken),
+    ),
+)]
+async fn ctl_lock(
+    State(hub): State<Hub>,
+    TaskCaller(task, epoch): TaskCaller,
+    Body(req): Body<muster_proto::api::LockRequest>,
+) -> ApiResult {
     let mode = match req.mode.as_deref() {
         None | Some("exclusive") => muster_store::LockMode::Exclusive,
         Some("shared") => muster_store::LockMode::Shared,
@@ -763,7 +1203,10 @@ async fn ctl_lock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> Ap
         match got {
             muster_store::Acquire::Acquired => {
                 waiting.armed = false; // taking it ended the wait
-                return Ok(json(StatusCode::OK, &serde_json::json!({ "name": req.name, "mode": mode.as_str() })));
+                return Ok(json(
+                    StatusCode::OK,
+                    &muster_proto::api::LockTaken { name: req.name, mode: mode.as_str().into() },
+                ));
             }
             muster_store::Acquire::Deadlock { cycle } => {
                 let text = cycle.iter().map(|(t, n)| format!("{t} waits for {n}")).collect::<Vec<_>>().join(", ");
@@ -812,9 +1255,21 @@ impl Drop for StopWaiting {
 }
 
 /// `POST /api/v1/ctl/locks/release`: the run gives a lock up (or stops waiting for it).
-async fn ctl_unlock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (task, _) = hub.task_caller(&headers).await?;
-    let req: muster_proto::api::LockName = from_json(&body)?;
+#[utoipa::path(
+    post,
+    path = "/ctl/locks/release",
+    tag = "ctl",
+    security(("task_token" = [])),
+    request_body = muster_proto::api::LockName,
+    responses(
+        (status = 204, description = "Released"),
+    ),
+)]
+async fn ctl_unlock(
+    State(hub): State<Hub>,
+    TaskCaller(task, _): TaskCaller,
+    Body(req): Body<muster_proto::api::LockName>,
+) -> ApiResult {
     let gone = hub.shared.store.release_lock(&req.name, Some(&task), &task.to_string(), hub.now()).await?;
     if gone == 0 {
         return Err(ApiError::NotFound(format!("{task} holds no lock {}", req.name)));
@@ -822,9 +1277,19 @@ async fn ctl_unlock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn locks(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
+/// `{"held": [...], "waiting": [...]}`; each `{name, task, mode, since}`, a wait with `waits_for`
+/// (the holders).
+#[utoipa::path(
+    get,
+    path = "/locks",
+    tag = "locks",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Held locks and waits", body = muster_proto::api::LocksView),
+    ),
+)]
+async fn locks(State(hub): State<Hub>, _: Admin) -> ApiResult {
     use muster_proto::api::{LockView, LocksView};
-    hub.admin(&headers).await?;
     let held = hub.shared.store.locks().await?;
     let waits = hub.shared.store.lock_waits().await?;
     let view = LocksView {
@@ -853,23 +1318,42 @@ async fn locks(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 }
 
 /// `POST /api/v1/locks/unlock`: an operator forces one lock, or `{"all": true}` every one.
-async fn unlock(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let req: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad("", format!("not JSON: {e}")))?;
-    let released = match (req.get("name").and_then(|n| n.as_str()), req.get("all")) {
-        (Some(name), None) => hub.shared.store.release_lock(name, None, &by.name, hub.now()).await?,
-        (None, Some(serde_json::Value::Bool(true))) => hub.shared.store.release_all_locks(&by.name, hub.now()).await?,
+#[utoipa::path(
+    post,
+    path = "/locks/unlock",
+    tag = "locks",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::LockForce,
+    responses(
+        (status = 200, description = "Released", body = muster_proto::api::Unlocked),
+    ),
+)]
+async fn unlock(State(hub): State<Hub>, Admin(by): Admin, Body(req): Body<muster_proto::api::LockForce>) -> ApiResult {
+    let released = match (req.name, req.all) {
+        (Some(name), None | Some(false)) => hub.shared.store.release_lock(&name, None, &by.name, hub.now()).await?,
+        (None, Some(true)) => hub.shared.store.release_all_locks(&by.name, hub.now()).await?,
         _ => return Err(ApiError::bad("name", r#"give {"name": "LOCK"} or {"all": true}"#)),
     };
     tracing::warn!(by = %by.name, released, "locks forced");
-    Ok(json(StatusCode::OK, &serde_json::json!({ "released": released })))
+    Ok(json(StatusCode::OK, &muster_proto::api::Unlocked { released }))
 }
 
 /// `POST /api/v1/ctl/note`: a run says how it is getting on.
-async fn ctl_note(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (task, epoch) = hub.task_caller(&headers).await?;
-    let note: muster_proto::api::CtlNote = from_json(&body)?;
+#[utoipa::path(
+    post,
+    path = "/ctl/note",
+    tag = "ctl",
+    security(("task_token" = [])),
+    request_body = muster_proto::api::CtlNote,
+    responses(
+        (status = 204, description = "Noted on the run's timeline"),
+    ),
+)]
+async fn ctl_note(
+    State(hub): State<Hub>,
+    TaskCaller(task, epoch): TaskCaller,
+    Body(note): Body<muster_proto::api::CtlNote>,
+) -> ApiResult {
     let text = note.text.trim();
     if text.is_empty() || text.len() > 2_000 {
         return Err(ApiError::bad("text", "must be 1 to 2000 bytes"));
@@ -987,12 +1471,23 @@ fn checked_spec(hub: &Hub, submit: TaskSubmit) -> ApiResult<(muster_core::TaskSp
     Ok((spec, shadows))
 }
 
-async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Queue a task. 201 with `{"created": true, "task": …}`, or 200 with `"created": false` for a
+/// known idempotency key.
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::TaskSubmit,
+    responses(
+        (status = 201, description = "Queued", body = muster_proto::api::TaskCreated),
+        (status = 200, description = "An existing task with the same idempotency key", body = muster_proto::api::TaskCreated),
+    ),
+)]
+async fn create_task(State(hub): State<Hub>, _: Admin, Body(submit): Body<TaskSubmit>) -> ApiResult {
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
-    let submit: TaskSubmit = from_json(&body)?;
     let (spec, shadows) = checked_spec(&hub, submit)?;
     let now = hub.now();
     let created = hub.shared.store.create_task(new_task_id(now)?, spec, now).await?;
@@ -1011,12 +1506,20 @@ async fn create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) ->
 pub const MAX_BATCH_TASKS: usize = 1000;
 
 /// Creates up to `MAX_BATCH_TASKS` tasks in one durable change, all or none.
-async fn create_tasks(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    hub.admin(&headers).await?;
+#[utoipa::path(
+    post,
+    path = "/tasks/batch",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::TaskBatch,
+    responses(
+        (status = 201, description = "All queued, in one commit", body = muster_proto::api::TaskBatchCreated),
+    ),
+)]
+async fn create_tasks(State(hub): State<Hub>, _: Admin, Body(batch): Body<TaskBatch>) -> ApiResult {
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
-    let batch: TaskBatch = from_json(&body)?;
     if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH_TASKS {
         return Err(ApiError::bad(
             "tasks",
@@ -1051,8 +1554,29 @@ async fn create_tasks(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -
     Ok(json(StatusCode::CREATED, &TaskBatchCreated { tasks }))
 }
 
-async fn list_tasks(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+/// List tasks, newest first. Query: `state`, `agent`, `priority`, `runner`, `capability` (tasks
+/// requiring it), `q` (id, prompt or reason contains it, ignoring case), `limit` (default 100, at
+/// most 1000), `before` (the `next` of the previous page).
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("state" = Option<String>, Query, description = "Only tasks in this state"),
+        ("agent" = Option<String>, Query, description = "Only tasks an agent ran"),
+        ("priority" = Option<String>, Query, description = "Only this priority"),
+        ("runner" = Option<String>, Query, description = "Only this runner"),
+        ("capability" = Option<String>, Query, description = "Only tasks that need this capability"),
+        ("q" = Option<String>, Query, description = "Text in the prompt or metadata"),
+        ("limit" = Option<u32>, Query, description = "At most this many (1 to 1000; 50 by default)"),
+        ("before" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks, newest first", body = muster_proto::api::TaskPage),
+    ),
+)]
+async fn list_tasks(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["state", "agent", "priority", "runner", "capability", "q", "limit", "before"])?;
     let filter = TaskFilter {
         state: p.get("state").map(TaskState::parse).transpose()?,
@@ -1073,8 +1597,20 @@ async fn load_task(hub: &Hub, raw: &str) -> ApiResult<Task> {
     hub.shared.store.task(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
 }
 
-async fn show_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// A task with its `attempts_detail`.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    responses(
+        (status = 200, description = "The task with its attempts", body = muster_proto::api::TaskDetail),
+    ),
+)]
+async fn show_task(State(hub): State<Hub>, _: Admin, Path(id): Path<String>) -> ApiResult {
     let task = load_task(&hub, &id).await?;
     let attempts = hub.shared.store.attempts(&task.id).await?;
     let detail = TaskDetail {
@@ -1160,13 +1696,20 @@ fn workspace_summary(w: &muster_store::WorkspaceRecord) -> muster_proto::api::Wo
 }
 
 /// One attempt's change: the one asked for, or the latest that ran in a worktree.
-async fn task_diff(
-    State(hub): State<Hub>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    hub.admin(&headers).await?;
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/diff",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+        ("attempt" = Option<u32>, Query, description = "One attempt (1-based); the latest by default"),
+    ),
+    responses(
+        (status = 200, description = "The diff its run made", body = muster_proto::api::DiffView),
+    ),
+)]
+async fn task_diff(State(hub): State<Hub>, _: Admin, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["attempt"])?;
     let id = task_id(&id)?;
     let wanted: Option<u32> = p.number("attempt")?;
@@ -1194,13 +1737,21 @@ async fn task_diff(
     Ok(json(StatusCode::OK, &view))
 }
 
-async fn task_steps(
-    State(hub): State<Hub>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    hub.admin(&headers).await?;
+/// A coding agent's steps in order. Query: `attempt`.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/steps",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+        ("attempt" = Option<u32>, Query, description = "One attempt (1-based); the latest by default"),
+    ),
+    responses(
+        (status = 200, description = "The steps of an attempt", body = muster_proto::api::StepsPage),
+    ),
+)]
+async fn task_steps(State(hub): State<Hub>, _: Admin, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["attempt"])?;
     let id = task_id(&id)?;
     let attempt = p.number("attempt")?;
@@ -1228,8 +1779,20 @@ async fn task_steps(
     Ok(json(StatusCode::OK, &page))
 }
 
-async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Cancel a task.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/cancel",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled, or cancel requested of its run", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn cancel_task(State(hub): State<Hub>, Admin(by): Admin, Path(id): Path<String>) -> ApiResult {
     let id = task_id(&id)?;
     tracing::info!(task_id = %id, by = %by.name, "cancel");
     let (task, outcome) = hub.shared.store.cancel_task(&id, hub.now()).await?;
@@ -1246,8 +1809,20 @@ async fn cancel_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
 }
 
-async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Revive a failed task.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/retry",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    responses(
+        (status = 200, description = "Queued again", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn retry_task(State(hub): State<Hub>, Admin(by): Admin, Path(id): Path<String>) -> ApiResult {
     let id = task_id(&id)?;
     tracing::info!(task_id = %id, by = %by.name, "retry");
     let task = hub.shared.store.retry_task(&id, hub.now()).await?;
@@ -1255,10 +1830,27 @@ async fn retry_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<S
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
 }
 
-async fn skip_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Body `{"reason": "..."}`; the task ends `skipped`.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/skip",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    request_body = muster_proto::api::TaskSkip,
+    responses(
+        (status = 200, description = "Skipped", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn skip_task(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Path(id): Path<String>,
+    Body(body): Body<muster_proto::api::TaskSkip>,
+) -> ApiResult {
     let id = task_id(&id)?;
-    let body: muster_proto::api::TaskSkip = from_json(&body)?;
     operate(&hub, &id, muster_store::TaskOp::Skip { reason: body.reason }, &by.name).await
 }
 
@@ -1275,31 +1867,89 @@ pub(crate) fn check_approver(hub: &Hub, by: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn approve_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// A task pending approval joins the queue.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/approve",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    responses(
+        (status = 200, description = "Approved and queued", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn approve_task(State(hub): State<Hub>, Admin(by): Admin, Path(id): Path<String>) -> ApiResult {
     check_approver(&hub, &by.name)?;
     let id = task_id(&id)?;
     operate(&hub, &id, muster_store::TaskOp::Approve, &by.name).await
 }
 
-async fn reject_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Body `{"reason": "..."}`; it ends `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/reject",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    request_body = muster_proto::api::TaskReject,
+    responses(
+        (status = 200, description = "Rejected", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn reject_task(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Path(id): Path<String>,
+    Body(body): Body<muster_proto::api::TaskReject>,
+) -> ApiResult {
     check_approver(&hub, &by.name)?;
     let id = task_id(&id)?;
-    let body: muster_proto::api::TaskReject = from_json(&body)?;
     operate(&hub, &id, muster_store::TaskOp::Reject { reason: body.reason }, &by.name).await
 }
 
-async fn reset_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Back to the queue, attempts cleared.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/reset",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    responses(
+        (status = 200, description = "Queued afresh with its attempts reset", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn reset_task(State(hub): State<Hub>, Admin(by): Admin, Path(id): Path<String>) -> ApiResult {
     let id = task_id(&id)?;
     operate(&hub, &id, muster_store::TaskOp::Reset, &by.name).await
 }
 
-async fn move_task(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Body `{"priority": "urgent"}`.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/move",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+    ),
+    request_body = muster_proto::api::TaskMove,
+    responses(
+        (status = 200, description = "Moved to another priority", body = muster_proto::api::TaskView),
+    ),
+)]
+async fn move_task(
+    State(hub): State<Hub>,
+    Admin(by): Admin,
+    Path(id): Path<String>,
+    Body(body): Body<muster_proto::api::TaskMove>,
+) -> ApiResult {
     let id = task_id(&id)?;
-    let body: muster_proto::api::TaskMove = from_json(&body)?;
     let priority = muster_core::Priority::parse(&body.priority)?;
     operate(&hub, &id, muster_store::TaskOp::Move { priority }, &by.name).await
 }
@@ -1312,13 +1962,25 @@ async fn operate(hub: &Hub, id: &TaskId, op: muster_store::TaskOp, by: &str) -> 
     Ok(json(StatusCode::OK, &TaskView::from_task(&task)))
 }
 
-async fn task_logs(
-    State(hub): State<Hub>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Output chunks. Query: `attempt`, `after` (a chunk `seq`), `limit` (default 1000, at most 10000),
+/// `wait` (long-poll, at most 60s).
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/logs",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The task's id"),
+        ("attempt" = Option<u32>, Query, description = "One attempt (1-based); the latest by default"),
+        ("after" = Option<i64>, Query, description = "Output after this sequence number"),
+        ("limit" = Option<u32>, Query, description = "At most this many chunks"),
+        ("wait" = Option<String>, Query, description = "Long-poll up to this long (e.g. 30s, at most 60s) for new output"),
+    ),
+    responses(
+        (status = 200, description = "Output after `after`", body = muster_proto::api::LogsPage),
+    ),
+)]
+async fn task_logs(State(hub): State<Hub>, _: Admin, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["attempt", "after", "limit", "wait"])?;
     let id = task_id(&id)?;
     let filter = OutputFilter {
@@ -1387,8 +2049,20 @@ pub(crate) fn doctor_of(a: &AgentRecord) -> Option<muster_proto::ws::DoctorRepor
     a.doctor.as_deref().and_then(|d| from_json(d.as_bytes()).ok())
 }
 
-async fn agent_doctor(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// The agent's latest doctor report.
+#[utoipa::path(
+    get,
+    path = "/agents/{name}/doctor",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 200, description = "What the agent checked of its runners", body = muster_proto::ws::DoctorReport),
+    ),
+)]
+async fn agent_doctor(State(hub): State<Hub>, _: Admin, Path(name): Path<String>) -> ApiResult {
     let agent = load_agent(&hub, &name).await?;
     let report = doctor_of(&agent)
         .ok_or_else(|| ApiError::NotFound(format!("agent {} has not sent a doctor report", agent.name)))?;
@@ -1418,9 +2092,18 @@ fn agent_view(a: &AgentRecord) -> AgentView {
     }
 }
 
-async fn add_agent(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    hub.admin(&headers).await?;
-    let add: AgentAdd = from_json(&body)?;
+/// Register an agent: `{"name": …, "capabilities": [...]}`. 201 with `name`, `token`, `token_id`.
+#[utoipa::path(
+    post,
+    path = "/agents",
+    tag = "agents",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::AgentAdd,
+    responses(
+        (status = 201, description = "Registered; the token is shown once", body = muster_proto::api::AgentCreated),
+    ),
+)]
+async fn add_agent(State(hub): State<Hub>, _: Admin, Body(add): Body<AgentAdd>) -> ApiResult {
     let name = AgentName::parse(&add.name)?;
     let capabilities = add.capabilities.iter().map(|c| Capability::parse(c)).collect::<Result<Vec<_>, _>>()?;
     let (minted, token) = agent_token(&name)?;
@@ -1466,13 +2149,25 @@ impl Hub {
 /// `DELETE /api/v1/agents/{name}[?force=true]`: revokes the agent's token,
 /// disconnects it and deletes its record; its history keeps its name.
 /// Refused (409) while it holds runs, unless forced, which queues them again.
+#[utoipa::path(
+    delete,
+    path = "/agents/{name}",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+        ("force" = Option<bool>, Query, description = "Remove even while it holds tasks (they go back to the queue)"),
+    ),
+    responses(
+        (status = 200, description = "Removed; its token revoked", body = muster_proto::api::AgentRemoved),
+    ),
+)]
 async fn remove_agent(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    Admin(by): Admin,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let by = hub.admin(&headers).await?;
     let p = Params::parse(q, &["force"])?;
     let force = p.flag("force")?;
     let agent = load_agent(&hub, &name).await?;
@@ -1491,15 +2186,39 @@ async fn remove_agent(
     Ok(json(StatusCode::OK, &view))
 }
 
-async fn reissue_token(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Revoke the agent's token and issue a new one (201).
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/token",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 201, description = "A new token; the old one is revoked", body = muster_proto::api::AgentCreated),
+    ),
+)]
+async fn reissue_token(State(hub): State<Hub>, _: Admin, Path(name): Path<String>) -> ApiResult {
     let agent = load_agent(&hub, &name).await?;
     let (token, token_id) = hub.reissue_agent_token(&agent.name).await?;
     Ok(json(StatusCode::CREATED, &AgentCreated { name: agent.name.to_string(), token, token_id }))
 }
 
-async fn drain_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Tell a connected agent to finish its runs and stop.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/drain",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 200, description = "Finishes its runs, then disconnects", body = muster_proto::api::AgentView),
+    ),
+)]
+async fn drain_agent(State(hub): State<Hub>, Admin(by): Admin, Path(name): Path<String>) -> ApiResult {
     let agent = load_agent(&hub, &name).await?;
     let reason = format!("drain requested by {}", by.name);
     if !hub.send_to(&agent.name, muster_proto::ws::HubMsg::Drain { reason: reason.clone() }) {
@@ -1515,26 +2234,54 @@ async fn drain_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Pat
     Ok(json(StatusCode::OK, &agent_view(&agent)))
 }
 
-async fn set_dispatch(hub: Hub, headers: HeaderMap, paused: bool) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+async fn set_dispatch(hub: Hub, Admin(by): Admin, paused: bool) -> ApiResult {
     let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), Some(paused.to_string()))];
     hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
     hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
     tracing::warn!(paused, by = %by.name, "dispatch {}", if paused { "paused" } else { "resumed" });
     hub.wake_dispatcher();
-    status(State(hub), headers).await
+    status(State(hub.clone()), Admin(by)).await
 }
 
-async fn pause_dispatch(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    set_dispatch(hub, headers, true).await
+/// Stop or restart all dispatch; answers with the status.
+#[utoipa::path(
+    post,
+    path = "/admin/pause",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Dispatch paused", body = muster_proto::api::StatusView),
+    ),
+)]
+async fn pause_dispatch(State(hub): State<Hub>, admin: Admin) -> ApiResult {
+    set_dispatch(hub, admin, true).await
 }
 
-async fn resume_dispatch(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    set_dispatch(hub, headers, false).await
+/// Stop or restart all dispatch; answers with the status.
+#[utoipa::path(
+    post,
+    path = "/admin/resume",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Dispatch resumed", body = muster_proto::api::StatusView),
+    ),
+)]
+async fn resume_dispatch(State(hub): State<Hub>, admin: Admin) -> ApiResult {
+    set_dispatch(hub, admin, false).await
 }
 
-async fn list_agents(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// List agents.
+#[utoipa::path(
+    get,
+    path = "/agents",
+    tag = "agents",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every agent", body = Vec<muster_proto::api::AgentView>),
+    ),
+)]
+async fn list_agents(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let agents = hub.shared.store.list_agents().await?;
     Ok(json(StatusCode::OK, &agents.iter().map(agent_view).collect::<Vec<_>>()))
 }
@@ -1544,13 +2291,24 @@ async fn load_agent(hub: &Hub, raw: &str) -> ApiResult<AgentRecord> {
     hub.shared.store.agent(&name).await?.ok_or_else(|| ApiError::NotFound(format!("no agent named {name}")))
 }
 
-async fn show_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/agents/{name}",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 200, description = "The agent", body = muster_proto::api::AgentView),
+    ),
+)]
+async fn show_agent(State(hub): State<Hub>, _: Admin, Path(name): Path<String>) -> ApiResult {
     Ok(json(StatusCode::OK, &agent_view(&load_agent(&hub, &name).await?)))
 }
 
-async fn set_paused(hub: Hub, headers: HeaderMap, name: String, paused: bool) -> ApiResult {
-    hub.admin(&headers).await?;
+async fn set_paused(hub: Hub, name: String, paused: bool) -> ApiResult {
     let agent = load_agent(&hub, &name).await?;
     let flags = muster_store::AgentFlags { paused: Some(paused), draining: None };
     let agent = hub.shared.store.set_agent_flags(&agent.name, flags, hub.now()).await?;
@@ -1558,12 +2316,38 @@ async fn set_paused(hub: Hub, headers: HeaderMap, name: String, paused: bool) ->
     Ok(json(StatusCode::OK, &agent_view(&agent)))
 }
 
-async fn pause_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    set_paused(hub, headers, name, true).await
+/// Pause an agent.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/pause",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 200, description = "Takes no new work", body = muster_proto::api::AgentView),
+    ),
+)]
+async fn pause_agent(State(hub): State<Hub>, _: Admin, Path(name): Path<String>) -> ApiResult {
+    set_paused(hub, name, true).await
 }
 
-async fn resume_agent(State(hub): State<Hub>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    set_paused(hub, headers, name, false).await
+/// Resume an agent.
+#[utoipa::path(
+    post,
+    path = "/agents/{name}/resume",
+    tag = "agents",
+    security(("admin_token" = [])),
+    params(
+        ("name" = String, Path, description = "The agent's name"),
+    ),
+    responses(
+        (status = 200, description = "Takes work again", body = muster_proto::api::AgentView),
+    ),
+)]
+async fn resume_agent(State(hub): State<Hub>, _: Admin, Path(name): Path<String>) -> ApiResult {
+    set_paused(hub, name, false).await
 }
 
 fn token_view(t: &muster_store::TokenRecord) -> TokenView {
@@ -1578,14 +2362,35 @@ fn token_view(t: &muster_store::TokenRecord) -> TokenView {
     }
 }
 
-async fn list_tokens(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// List tokens (never secrets).
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every token, never its secret", body = Vec<muster_proto::api::TokenView>),
+    ),
+)]
+async fn list_tokens(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let tokens = hub.shared.store.list_tokens().await?;
     Ok(json(StatusCode::OK, &tokens.iter().map(token_view).collect::<Vec<_>>()))
 }
 
-async fn revoke_token(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// Revoke a token.
+#[utoipa::path(
+    post,
+    path = "/tokens/{id}/revoke",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 200, description = "Revoked", body = muster_proto::api::TokenView),
+    ),
+)]
+async fn revoke_token(State(hub): State<Hub>, Admin(by): Admin, Path(id): Path<String>) -> ApiResult {
     let id = TokenId::parse(&id)?;
     tracing::info!(token = %id, by = %by.name, "revoke token");
     let token = hub.shared.store.revoke_token(&id, hub.now()).await?;
@@ -1621,8 +2426,28 @@ pub(crate) fn output_view(c: muster_store::OutputRecord) -> OutputView {
     }
 }
 
-async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Events, oldest first. Query: `after`, `before` (the newest `limit` events below it, to read
+/// backwards), `task`, `agent`, `kind` (`task.failed`, or a family: `task`, `lock`), `limit`
+/// (default 1000, at most 10000), `wait` (long-poll, at most 60s).
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    security(("admin_token" = [])),
+    params(
+        ("after" = Option<i64>, Query, description = "Events after this sequence number"),
+        ("before" = Option<i64>, Query, description = "Events before this sequence number, newest first"),
+        ("task" = Option<String>, Query, description = "Only this task's"),
+        ("agent" = Option<String>, Query, description = "Only this agent's"),
+        ("kind" = Option<String>, Query, description = "Only this kind, or a family such as task.*"),
+        ("limit" = Option<u32>, Query, description = "At most this many"),
+        ("wait" = Option<String>, Query, description = "Long-poll up to this long for new events"),
+    ),
+    responses(
+        (status = 200, description = "Events in order", body = muster_proto::api::EventPage),
+    ),
+)]
+async fn list_events(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["after", "before", "task", "agent", "kind", "limit", "wait"])?;
     let filter = EventFilter {
         after: p.number("after")?.unwrap_or(0),
@@ -1658,8 +2483,17 @@ async fn list_events(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
     }
 }
 
-async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Counts and uptime.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "fleet",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The hub at a glance", body = muster_proto::api::StatusView),
+    ),
+)]
+async fn status(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let counts = hub.shared.store.count_tasks().await?;
     let agents = hub.shared.store.list_agents().await?;
     let mut by_state: BTreeMap<String, u64> =
@@ -1686,8 +2520,19 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
 }
 
 /// `GET /api/v1/regressions`: newest first.
-async fn regressions(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+#[utoipa::path(
+    get,
+    path = "/regressions",
+    tag = "tasks",
+    security(("admin_token" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "At most this many"),
+    ),
+    responses(
+        (status = 200, description = "Checks that passed before and fail now", body = Vec<muster_proto::api::RegressionView>),
+    ),
+)]
+async fn regressions(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["limit"])?;
     let limit = p.number::<usize>("limit")?.unwrap_or(200).clamp(1, 1000);
     let all = hub.shared.store.regressions(limit).await?;
@@ -1710,12 +2555,25 @@ async fn regressions(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): Ra
 /// `POST /api/v1/ctl/tasks`: a run creates a follow-up task (at most 20 per
 /// task, 5 deep, `limits.followups_per_tree` in its task tree, and
 /// `limits.followups_per_minute` from one agent's runs; no shadows).
-async fn ctl_create_task(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let (parent, epoch) = hub.task_caller(&headers).await?;
+#[utoipa::path(
+    post,
+    path = "/ctl/tasks",
+    tag = "ctl",
+    security(("task_token" = [])),
+    request_body = muster_proto::api::TaskSubmit,
+    responses(
+        (status = 201, description = "A follow-up task queued", body = muster_proto::api::TaskCreated),
+        (status = 200, description = "An existing task with the same idempotency key", body = muster_proto::api::TaskCreated),
+    ),
+)]
+async fn ctl_create_task(
+    State(hub): State<Hub>,
+    TaskCaller(parent, epoch): TaskCaller,
+    Body(mut submit): Body<TaskSubmit>,
+) -> ApiResult {
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
-    let mut submit: TaskSubmit = from_json(&body)?;
     if !submit.shadow.is_empty() {
         return Err(ApiError::bad("shadow", "a follow-up task has no shadows"));
     }

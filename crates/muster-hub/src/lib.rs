@@ -19,6 +19,7 @@ pub mod http;
 mod loops;
 mod messages;
 mod metrics;
+mod openapi;
 pub mod pipeline;
 mod pipelines;
 mod quota;

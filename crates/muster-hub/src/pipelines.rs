@@ -2,13 +2,13 @@
 //! far each pipeline has got.
 
 use crate::Hub;
-use crate::http::{ApiError, ApiResult, Params, json, new_task_id};
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::http::Path;
+use crate::http::{Admin, ApiError, ApiResult, Body, Params, json, new_task_id};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use muster_core::TaskState;
 use muster_proto::api::{PipelineRun, PipelineView, StageView, TaskDefaults};
-use muster_proto::{from_json, timestamp};
+use muster_proto::timestamp;
 use muster_store::{NewPipeline, PipelineRecord};
 
 async fn view(hub: &Hub, p: &PipelineRecord) -> ApiResult<PipelineView> {
@@ -59,12 +59,21 @@ async fn view(hub: &Hub, p: &PipelineRecord) -> ApiResult<PipelineView> {
 
 /// `POST /api/v1/pipelines`: 201 with the pipeline, or 400 listing every
 /// problem in the file, one `line N: …` per line of `detail`.
-pub(crate) async fn run(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+#[utoipa::path(
+    post,
+    operation_id = "run_pipeline",
+    path = "/pipelines",
+    tag = "pipelines",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::PipelineRun,
+    responses(
+        (status = 201, description = "Its stages queued", body = muster_proto::api::PipelineView),
+    ),
+)]
+pub(crate) async fn run(State(hub): State<Hub>, Admin(by): Admin, Body(req): Body<PipelineRun>) -> ApiResult {
     if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down and takes no new tasks".into()));
     }
-    let req: PipelineRun = from_json(&body)?;
     let config = &hub.shared.config;
     let defaults = TaskDefaults {
         runner: hub.runtime().default_runner,
@@ -104,8 +113,21 @@ pub(crate) async fn run(State(hub): State<Hub>, headers: HeaderMap, body: Bytes)
     Ok(json(StatusCode::CREATED, &view(&hub, &p).await?))
 }
 
-pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Newest first; query `limit` (default 50).
+#[utoipa::path(
+    get,
+    operation_id = "list_pipelines",
+    path = "/pipelines",
+    tag = "pipelines",
+    security(("admin_token" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "At most this many"),
+    ),
+    responses(
+        (status = 200, description = "Pipelines, newest first", body = Vec<muster_proto::api::PipelineView>),
+    ),
+)]
+pub(crate) async fn list(State(hub): State<Hub>, _: Admin, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q, &["limit"])?;
     let limit = p.number::<usize>("limit")?.unwrap_or(50).clamp(1, 1000);
     let mut out = Vec::new();
@@ -115,8 +137,22 @@ pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap, RawQuery(q)
     Ok(json(StatusCode::OK, &out))
 }
 
-pub(crate) async fn show(State(hub): State<Hub>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// `{id, name, state, created_by, created_at, stages: [{name, task, state, attempts, reason,
+/// started_at, finished_at}]}`.
+#[utoipa::path(
+    get,
+    operation_id = "show_pipeline",
+    path = "/pipelines/{id}",
+    tag = "pipelines",
+    security(("admin_token" = [])),
+    params(
+        ("id" = String, Path, description = "The pipeline's id"),
+    ),
+    responses(
+        (status = 200, description = "The pipeline with its stages", body = muster_proto::api::PipelineView),
+    ),
+)]
+pub(crate) async fn show(State(hub): State<Hub>, _: Admin, Path(id): Path<String>) -> ApiResult {
     let id: i64 = id
         .parse()
         .ok()

@@ -7,14 +7,14 @@
 //! in the same transaction as the task it creates.
 
 use crate::Hub;
-use crate::http::{ApiError, ApiResult, json, new_task_id};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::http::Path;
+use crate::http::{Admin, ApiError, ApiResult, Body, json, new_task_id};
+use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{Datelike, TimeZone};
 use muster_core::{Millis, RunnerName};
 use muster_proto::api::{ScheduleAdd, ScheduleView, TaskDefaults, TaskSubmit};
-use muster_proto::{from_json, timestamp};
+use muster_proto::timestamp;
 use muster_store::{Firing, NewSchedule, ScheduleRecord};
 use std::time::Duration;
 
@@ -233,9 +233,20 @@ impl Hub {
     }
 }
 
-pub(crate) async fn add(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    let by = hub.admin(&headers).await?;
-    let req: ScheduleAdd = from_json(&body)?;
+/// Body `{"name": "…", "cron": "0 * * * *", "tz": "UTC", "missed": "skip"\|"run_once", "task": {the
+/// body of POST /api/v1/tasks}}`; 201 with the schedule.
+#[utoipa::path(
+    post,
+    operation_id = "add_schedule",
+    path = "/schedules",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    request_body = muster_proto::api::ScheduleAdd,
+    responses(
+        (status = 201, description = "Added", body = muster_proto::api::ScheduleView),
+    ),
+)]
+pub(crate) async fn add(State(hub): State<Hub>, Admin(by): Admin, Body(req): Body<ScheduleAdd>) -> ApiResult {
     let tz = req.tz.unwrap_or_else(|| "UTC".to_owned());
     let when = When::parse(&req.cron, &tz)?;
     let missed = match req.missed.as_deref().unwrap_or("skip") {
@@ -264,27 +275,77 @@ pub(crate) async fn add(State(hub): State<Hub>, headers: HeaderMap, body: Bytes)
     Ok(json(StatusCode::CREATED, &view(&s)))
 }
 
-pub(crate) async fn list(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Each `{id, name, cron, tz, missed, paused, next_at, last_at, last_task, task, created_by,
+/// created_at}`.
+#[utoipa::path(
+    get,
+    operation_id = "list_schedules",
+    path = "/schedules",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every schedule", body = Vec<muster_proto::api::ScheduleView>),
+    ),
+)]
+pub(crate) async fn list(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let all = hub.shared.store.schedules().await?;
     Ok(json(StatusCode::OK, &all.iter().map(view).collect::<Vec<_>>()))
 }
 
-pub(crate) async fn show(State(hub): State<Hub>, headers: HeaderMap, Path(key): Path<String>) -> ApiResult {
-    hub.admin(&headers).await?;
+/// Each `{id, name, cron, tz, missed, paused, next_at, last_at, last_task, task, created_by,
+/// created_at}`.
+#[utoipa::path(
+    get,
+    operation_id = "show_schedule",
+    path = "/schedules/{key}",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    params(
+        ("key" = String, Path, description = "The schedule's id or name"),
+    ),
+    responses(
+        (status = 200, description = "The schedule", body = muster_proto::api::ScheduleView),
+    ),
+)]
+pub(crate) async fn show(State(hub): State<Hub>, _: Admin, Path(key): Path<String>) -> ApiResult {
     let s = hub.shared.store.schedule(&key).await?.ok_or_else(|| ApiError::NotFound(format!("no schedule {key}")))?;
     Ok(json(StatusCode::OK, &view(&s)))
 }
 
-pub(crate) async fn pause(State(hub): State<Hub>, headers: HeaderMap, Path(key): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// 409 when it already is.
+#[utoipa::path(
+    post,
+    operation_id = "pause_schedule",
+    path = "/schedules/{key}/pause",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    params(
+        ("key" = String, Path, description = "The schedule's id or name"),
+    ),
+    responses(
+        (status = 200, description = "Paused", body = muster_proto::api::ScheduleView),
+    ),
+)]
+pub(crate) async fn pause(State(hub): State<Hub>, Admin(by): Admin, Path(key): Path<String>) -> ApiResult {
     let s = hub.shared.store.set_schedule_paused(&key, true, None, &by.name, hub.now()).await?;
     Ok(json(StatusCode::OK, &view(&s)))
 }
 
 /// Resumes from now: what fell due while paused is not run.
-pub(crate) async fn resume(State(hub): State<Hub>, headers: HeaderMap, Path(key): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+#[utoipa::path(
+    post,
+    operation_id = "resume_schedule",
+    path = "/schedules/{key}/resume",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    params(
+        ("key" = String, Path, description = "The schedule's id or name"),
+    ),
+    responses(
+        (status = 200, description = "Resumed from now", body = muster_proto::api::ScheduleView),
+    ),
+)]
+pub(crate) async fn resume(State(hub): State<Hub>, Admin(by): Admin, Path(key): Path<String>) -> ApiResult {
     let s = hub.shared.store.schedule(&key).await?.ok_or_else(|| ApiError::NotFound(format!("no schedule {key}")))?;
     let next_at = When::parse(&s.cron, &s.tz)?.next_after(hub.now());
     let s = hub.shared.store.set_schedule_paused(&key, false, next_at, &by.name, hub.now()).await?;
@@ -292,8 +353,21 @@ pub(crate) async fn resume(State(hub): State<Hub>, headers: HeaderMap, Path(key)
     Ok(json(StatusCode::OK, &view(&s)))
 }
 
-pub(crate) async fn delete(State(hub): State<Hub>, headers: HeaderMap, Path(key): Path<String>) -> ApiResult {
-    let by = hub.admin(&headers).await?;
+/// The schedule as it was.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_schedule",
+    path = "/schedules/{key}",
+    tag = "schedules",
+    security(("admin_token" = [])),
+    params(
+        ("key" = String, Path, description = "The schedule's id or name"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = muster_proto::api::ScheduleView),
+    ),
+)]
+pub(crate) async fn delete(State(hub): State<Hub>, Admin(by): Admin, Path(key): Path<String>) -> ApiResult {
     let s = hub.shared.store.delete_schedule(&key, &by.name, hub.now()).await?;
     Ok(json(StatusCode::OK, &view(&s)))
 }

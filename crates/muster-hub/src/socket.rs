@@ -10,13 +10,11 @@
 //! identity comes from its token, never from what it says, and every report
 //! about a task is checked against the task's current lease epoch.
 
-use crate::auth::Caller;
-use crate::http::ApiError;
+use crate::http::{AgentCaller, ApiError};
 use crate::{Hub, Outbound, Session};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -55,28 +53,26 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// reads no more frames until some are, so a flood waits in the socket.
 const MAX_PENDING: usize = 256;
 
+/// The agent's WebSocket.
+#[utoipa::path(
+    get,
+    operation_id = "connect_agent",
+    path = "/agent/connect",
+    tag = "agents",
+    security(("agent_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the agent WebSocket protocol"),
+    ),
+)]
 pub async fn connect(
     State(hub): State<Hub>,
-    headers: HeaderMap,
+    AgentCaller(name): AgentCaller,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let name = match hub.caller(&headers).await? {
-        Caller::Agent(name) => name,
-        Caller::Admin(_) => {
-            return Err(ApiError::Forbidden(
-                "an admin token cannot connect as an agent; use the agent's own token".into(),
-            ));
-        }
-        Caller::Task { task, .. } => {
-            return Err(ApiError::Forbidden(format!(
-                "{task}'s task token cannot connect as an agent; use the agent's own token"
-            )));
-        }
-    };
     if hub.shared.draining.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
-    let ws = ws.map_err(|e| ApiError::BadRequest(FieldError { field: String::new(), reason: e.to_string() }))?;
+    let ws = ws.map_err(crate::http::not_a_socket)?;
     // Small buffers, grown only by the frames that need it: an idle agent's
     // socket should cost the hub a few kilobytes, not the default 256 KiB.
     Ok(ws

@@ -11,10 +11,12 @@
 
 use crate::Hub;
 use crate::auth::hash_token;
-use crate::http::{ApiError, ApiResult, json};
+use crate::http::Path;
+use crate::http::{Admin, ApiError, ApiResult, json};
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_core::{Millis, TokenId};
@@ -53,15 +55,39 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "dashboard",
+    path = "/",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard", body = String, content_type = "text/html"),
+    ),
+)]
 pub(crate) async fn index() -> Response {
     page("text/html; charset=utf-8", INDEX)
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "dashboard_asset",
+    path = "/ui/{name}",
+    tag = "dashboard",
+    params(
+        ("name" = String, Path, description = "The asset's file name"),
+    ),
+    responses(
+        (status = 200, description = "A dashboard asset: app.js or app.css", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
+    ),
+)]
 pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => page("text/javascript; charset=utf-8", APP_JS),
         "app.css" => page("text/css; charset=utf-8", APP_CSS),
-        _ => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+        _ => ApiError::NotFound(format!("no dashboard asset {name:?}")).into_response(),
     }
 }
 
@@ -130,6 +156,18 @@ pub(crate) async fn guard_origin(request: axum::extract::Request, next: axum::mi
 }
 
 /// `POST /api/v1/ui/session`: signs a browser in with an admin token.
+#[utoipa::path(
+    post,
+    operation_id = "sign_in",
+    path = "/ui/session",
+    tag = "dashboard",
+    request_body = muster_proto::api::SessionStart,
+    responses(
+        (status = 403, description = "Not from the hub's own page, or not an admin token", body = muster_proto::api::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The token is not valid", body = muster_proto::api::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Signed in; the session cookie is set", body = muster_proto::api::SessionView),
+    ),
+)]
 pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: Bytes) -> ApiResult {
     if !same_origin(&headers) {
         return Err(ApiError::Forbidden("sign in from the hub's own page".into()));
@@ -150,19 +188,37 @@ pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: By
         .expect("sessions lock poisoned")
         .insert(hash_token(&id), UiSession { token: token.id.clone(), expires });
     tracing::info!(token = %token.name, "signed in to the dashboard");
-    let mut r = json(StatusCode::OK, &serde_json::json!({ "name": token.name }));
+    let mut r = json(StatusCode::OK, &muster_proto::api::SessionView { name: token.name.clone() });
     let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_IDLE.as_secs());
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a cookie is ASCII"));
     Ok(r)
 }
 
 /// `GET /api/v1/ui/session`: who the browser is signed in as.
-pub(crate) async fn whoami(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
-    let token = hub.admin(&headers).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "name": token.name })))
+#[utoipa::path(
+    get,
+    operation_id = "show_session",
+    path = "/ui/session",
+    tag = "dashboard",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Who is signed in", body = muster_proto::api::SessionView),
+    ),
+)]
+pub(crate) async fn whoami(Admin(token): Admin) -> ApiResult {
+    Ok(json(StatusCode::OK, &muster_proto::api::SessionView { name: token.name.clone() }))
 }
 
 /// `DELETE /api/v1/ui/session`: signs the browser out.
+#[utoipa::path(
+    delete,
+    operation_id = "sign_out",
+    path = "/ui/session",
+    tag = "dashboard",
+    responses(
+        (status = 204, description = "Signed out"),
+    ),
+)]
 pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     if let Some(id) = session_cookie(&headers) {
         hub.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&hash_token(&id));
@@ -177,16 +233,30 @@ pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiR
 /// WebSocket: first every event after `N` (a reconnect catches up), then
 /// new ones in batches as they are written, and each new point of the
 /// metrics window as it is taken.
+#[utoipa::path(
+    get,
+    operation_id = "live_events",
+    path = "/events/live",
+    tag = "events",
+    security(("admin_token" = [])),
+    params(
+        ("after" = Option<i64>, Query, description = "Events after this sequence number first"),
+    ),
+    responses(
+        (status = 101, description = "Switching to a WebSocket of events"),
+    ),
+)]
 pub(crate) async fn live(
     State(hub): State<Hub>,
+    _: Admin,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
     if headers.get(header::ORIGIN).is_some() && !same_origin(&headers) {
         return Err(ApiError::Forbidden("a socket from another origin is refused".into()));
     }
-    hub.admin(&headers).await?;
+    let upgrade = upgrade.map_err(crate::http::not_a_socket)?;
     let p = crate::http::Params::parse(q, &["after"])?;
     let after = p.number::<i64>("after")?.unwrap_or(0);
     Ok(upgrade.on_upgrade(move |socket| stream_events(hub, socket, after)))

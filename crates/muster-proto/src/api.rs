@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `POST /api/v1/tasks`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmit {
     pub prompt: String,
@@ -70,7 +70,7 @@ pub struct TaskSubmit {
 }
 
 /// A task's workspace, as the API shows it and an assignment carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceView {
     pub repo: String,
@@ -103,7 +103,7 @@ impl WorkspaceView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum DurationValue {
     Seconds(f64),
@@ -239,20 +239,20 @@ impl TaskSubmit {
 /// `DELETE /api/v1/agents/{name}`: the agent removed, and the tasks it
 /// held, taken back: each `queued` again, or `failed` or `cancelled` when it
 /// had no attempt left or a cancel was pending.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentRemoved {
     pub name: String,
     pub tasks: Vec<TakenBack>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TakenBack {
     pub task: String,
     pub state: String,
 }
 
 /// A task as the API and `--json` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub id: String,
     pub state: String,
@@ -350,33 +350,33 @@ impl TaskView {
 
 /// `POST /api/v1/tasks` answer: 201 with `created: true`, or 200 with the
 /// existing task for a repeated idempotency key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskCreated {
     pub created: bool,
     pub task: TaskView,
 }
 
 /// `POST /api/v1/tasks/batch`: many tasks in one durable change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskBatch {
     pub tasks: Vec<TaskSubmit>,
 }
 
 /// What a batch created, in the order submitted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskBatchCreated {
     pub tasks: Vec<TaskCreated>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskPage {
     pub tasks: Vec<TaskView>,
     /// Pass as `?before=` for the next page.
     pub next: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptView {
     pub number: u32,
     pub epoch: u64,
@@ -425,7 +425,7 @@ pub struct AttemptView {
 }
 
 /// One runner, from `GET /api/v1/runners`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunnerView {
     pub name: String,
     /// `available`, `disabled`, `limited`, `circuit open`, `half-open` or `no agent`.
@@ -443,14 +443,14 @@ pub struct RunnerView {
 }
 
 /// `POST /api/v1/runners/{name}/disable`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerDisable {
     pub reason: String,
 }
 
 /// A run's worktree without its diff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkspaceSummary {
     pub repo: String,
     pub branch: String,
@@ -466,13 +466,13 @@ pub struct WorkspaceSummary {
     pub snapshot: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommitView {
     pub sha: String,
     pub subject: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileView {
     /// git's status letter: A, M, D, R, ...
     pub status: String,
@@ -480,7 +480,7 @@ pub struct FileView {
 }
 
 /// `GET /api/v1/tasks/{id}/diff`: one attempt's change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiffView {
     pub attempt: u32,
     #[serde(flatten)]
@@ -490,12 +490,12 @@ pub struct DiffView {
 }
 
 /// `GET /api/v1/tasks/{id}/steps`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepsPage {
     pub steps: Vec<StepView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepView {
     pub attempt: u32,
     pub seq: u64,
@@ -505,14 +505,14 @@ pub struct StepView {
 }
 
 /// `GET /api/v1/tasks/{id}`: the task with its attempts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskDetail {
     #[serde(flatten)]
     pub task: TaskView,
     pub attempts_detail: Vec<AttemptView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputView {
     pub seq: i64,
     pub attempt: u32,
@@ -523,7 +523,7 @@ pub struct OutputView {
 }
 
 /// `GET /api/v1/tasks/{id}/logs`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogsPage {
     pub chunks: Vec<OutputView>,
     /// Pass as `?after=` to continue.
@@ -537,7 +537,7 @@ pub struct LogsPage {
 }
 
 /// `POST /api/v1/agents`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentAdd {
     pub name: String,
@@ -546,14 +546,14 @@ pub struct AgentAdd {
 }
 
 /// The answer to `POST /api/v1/agents`: the only time the token is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentCreated {
     pub name: String,
     pub token: String,
     pub token_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub name: String,
     pub state: String,
@@ -573,7 +573,7 @@ pub struct AgentView {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -584,7 +584,7 @@ pub struct TokenView {
     pub last_used_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     pub seq: i64,
     pub at: String,
@@ -596,7 +596,7 @@ pub struct EventView {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventView>,
     /// Pass as `?after=` to continue.
@@ -604,7 +604,7 @@ pub struct EventPage {
 }
 
 /// The health level and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthView {
     /// `HEALTHY`, `DEGRADED` or `UNHEALTHY`.
     pub level: String,
@@ -617,7 +617,7 @@ pub struct HealthView {
 }
 
 /// A backup file, from `POST` or `GET /api/v1/admin/backups`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupView {
     pub file: String,
     pub path: String,
@@ -629,13 +629,13 @@ pub struct BackupView {
 }
 
 /// Every runtime setting, from `GET/PUT /api/v1/config`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigView {
     pub settings: Vec<SettingView>,
 }
 
 /// One runtime setting.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SettingView {
     /// `heartbeat_interval`, `retention.tasks`, `alerts.stuck_tasks.threshold`, ...
     pub key: String,
@@ -651,7 +651,7 @@ pub struct SettingView {
 }
 
 /// The database's size and care, from `GET /api/v1/admin/db`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DbView {
     pub backend: String,
     pub path: Option<String>,
@@ -675,21 +675,21 @@ pub struct DbView {
     pub compact_interval: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetentionView {
     pub tasks: String,
     pub output: String,
     pub events: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompactionView {
     pub at: String,
     pub summary: String,
 }
 
 /// What `POST /api/v1/admin/compact` did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompactView {
     pub tasks_pruned: u64,
     pub outputs_pruned: u64,
@@ -708,7 +708,7 @@ pub struct CompactView {
 }
 
 /// One alert rule and its state, from `GET /api/v1/alerts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertView {
     pub rule: String,
     /// `resolved`, `firing` or `acknowledged`.
@@ -723,7 +723,7 @@ pub struct AlertView {
 }
 
 /// A rule's settings, in `GET/PUT /api/v1/config/alerts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleConfigView {
     pub enabled: bool,
     pub severity: String,
@@ -733,7 +733,7 @@ pub struct RuleConfigView {
 }
 
 /// A change to one rule's settings: only the fields given change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfigPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -744,7 +744,7 @@ pub struct RuleConfigPatch {
     pub threshold: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FindingView {
     /// `integrity`, `orphan`, `lease`, `attempt`, `attempts` or `events`.
     pub kind: String,
@@ -752,7 +752,7 @@ pub struct FindingView {
 }
 
 /// `POST /api/v1/admin/check`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckView {
     pub findings: Vec<FindingView>,
     /// What `?repair=true` changed.
@@ -762,7 +762,7 @@ pub struct CheckView {
 }
 
 /// One point of the metrics window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsPoint {
     pub at: String,
     pub queued: u64,
@@ -786,7 +786,7 @@ pub struct MetricsPoint {
 }
 
 /// `GET /api/v1/metrics`: the last hour for people.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsWindow {
     pub interval_secs: f64,
     /// Oldest first; at most 360.
@@ -798,7 +798,7 @@ pub struct MetricsWindow {
 }
 
 /// One problem `muster diagnose` found, and what to do about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiagnosedProblem {
     /// `readiness`, `health`, `alert`, `agent`, `queue`, `dispatch`, `database`, `backup`.
     pub area: String,
@@ -807,7 +807,7 @@ pub struct DiagnosedProblem {
 }
 
 /// `GET /api/v1/admin/diagnose`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiagnoseView {
     pub health: HealthView,
     pub ready: bool,
@@ -825,7 +825,7 @@ pub struct DiagnoseView {
 }
 
 /// A shadow policy: run a share of the tasks that match on another runner too.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowPolicy {
     /// The runner the shadows run on.
@@ -838,7 +838,7 @@ pub struct ShadowPolicy {
 }
 
 /// `GET /api/v1/shadow/report`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowReport {
     /// Finished pairs compared (the most recent, up to the limit).
     pub pairs: u64,
@@ -856,7 +856,7 @@ pub struct ShadowReport {
     pub mismatches: Vec<ShadowMismatch>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowRunnerRow {
     /// `claude -> codex`
     pub runners: String,
@@ -864,7 +864,7 @@ pub struct ShadowRunnerRow {
     pub match_rate: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowMismatch {
     pub task: String,
     pub shadow: String,
@@ -877,14 +877,14 @@ pub struct ShadowMismatch {
 }
 
 /// `POST /api/v1/tasks/{id}/skip`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSkip {
     pub reason: String,
 }
 
 /// `POST /api/v1/ctl/locks`: take a lock for the run's task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockRequest {
     pub name: String,
@@ -896,15 +896,41 @@ pub struct LockRequest {
     pub wait: Option<DurationValue>,
 }
 
-/// `POST /api/v1/ctl/locks/release`, and an operator's `POST /api/v1/locks/unlock`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /api/v1/ctl/locks/release`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockName {
     pub name: String,
 }
 
+/// `POST /api/v1/locks/unlock`: an operator forces one lock free by name,
+/// or every lock with `all: true`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockForce {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+}
+
+/// What `POST /api/v1/locks/unlock` released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Unlocked {
+    /// How many holds and waits it ended.
+    pub released: u64,
+}
+
+/// A lock a run now holds (`POST /api/v1/ctl/locks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LockTaken {
+    pub name: String,
+    /// exclusive or shared.
+    pub mode: String,
+}
+
 /// A lock held, or waited for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LockView {
     pub name: String,
     pub task: String,
@@ -916,28 +942,28 @@ pub struct LockView {
 }
 
 /// `GET /api/v1/locks`: who holds what, and who waits for whom.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocksView {
     pub held: Vec<LockView>,
     pub waiting: Vec<LockView>,
 }
 
 /// `POST /api/v1/ctl/note`, with a run's task token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CtlNote {
     pub text: String,
 }
 
 /// `POST /api/v1/tasks/{id}/reject`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskReject {
     pub reason: String,
 }
 
 /// `POST /api/v1/tasks/{id}/move`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskMove {
     /// urgent, high, normal or low.
@@ -945,7 +971,7 @@ pub struct TaskMove {
 }
 
 /// One circuit breaker, from `GET /api/v1/breakers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BreakerView {
     /// `agent` or `runner`.
     pub scope: String,
@@ -962,7 +988,7 @@ pub struct BreakerView {
 }
 
 /// `GET /api/v1/costs`: tokens and cost summed by task, agent, runner or day.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostsView {
     /// `task`, `agent`, `runner` or `day` (UTC).
     pub by: String,
@@ -974,7 +1000,7 @@ pub struct CostsView {
     pub total: CostRowView,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostRowView {
     pub key: String,
     /// Attempts whose agent reported what it used.
@@ -989,7 +1015,7 @@ pub struct CostRowView {
 }
 
 /// One service level objective and how it is doing, from `GET /api/v1/slo`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SloView {
     pub name: String,
     /// `dispatch` (queue wait) or `run` (run time).
@@ -1010,7 +1036,7 @@ pub struct SloView {
 }
 
 /// `GET /api/v1/version`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: String,
     pub api: String,
@@ -1018,7 +1044,7 @@ pub struct VersionView {
 }
 
 /// `GET /api/v1/status`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
     pub version: String,
     pub started_at: String,
@@ -1035,7 +1061,7 @@ pub struct StatusView {
 }
 
 /// An RFC 9457 problem body, with `field` naming what was wrong.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -1094,7 +1120,7 @@ mod tests {
 }
 
 /// `POST /api/v1/decisions`: an operator asks a person about a queued task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionAdd {
     pub task: String,
@@ -1113,7 +1139,7 @@ pub struct DecisionAdd {
 }
 
 /// `POST /api/v1/ctl/decisions`: a run asks a person.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CtlAsk {
     pub question: String,
@@ -1134,7 +1160,7 @@ pub struct CtlAsk {
 }
 
 /// `POST /api/v1/decisions/{id}/answer`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionAnswer {
     pub option: String,
@@ -1143,7 +1169,7 @@ pub struct DecisionAnswer {
 }
 
 /// A decision as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DecisionView {
     pub id: i64,
     pub task: String,
@@ -1171,7 +1197,7 @@ pub struct DecisionView {
 }
 
 /// `POST /api/v1/pipelines`: a pipeline file to check and run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineRun {
     /// The YAML file's text.
@@ -1182,7 +1208,7 @@ pub struct PipelineRun {
 }
 
 /// One stage of a pipeline and where its task stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageView {
     pub name: String,
     pub task: String,
@@ -1198,7 +1224,7 @@ pub struct StageView {
 
 /// A pipeline: `state` is `succeeded` when every stage did, `failed` when
 /// one ended otherwise, `running` while one runs, else `waiting`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineView {
     pub id: i64,
     pub name: String,
@@ -1209,7 +1235,7 @@ pub struct PipelineView {
 }
 
 /// `GET /api/v1/conflicts`: two active tasks changing the same files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConflictView {
     pub id: i64,
     pub repo: String,
@@ -1230,7 +1256,7 @@ pub struct ConflictView {
 
 /// `GET /api/v1/regressions`: a check that passed for an earlier task on a
 /// repository and fails now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegressionView {
     pub id: i64,
     pub repo: String,
@@ -1246,7 +1272,7 @@ pub struct RegressionView {
 }
 
 /// `POST /api/v1/schedules`: a cron schedule that creates tasks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleAdd {
     pub name: String,
@@ -1262,7 +1288,7 @@ pub struct ScheduleAdd {
     pub task: TaskSubmit,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub id: i64,
     pub name: String,
@@ -1282,7 +1308,7 @@ pub struct ScheduleView {
 }
 
 /// `POST /api/v1/messages` (and `/ctl/messages` from a run).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageSend {
     /// `agent:NAME`, `task:ID` or `channel:NAME`.
@@ -1293,7 +1319,7 @@ pub struct MessageSend {
     pub reply_to: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub id: i64,
     pub to: String,
@@ -1310,7 +1336,7 @@ pub struct MessageView {
 }
 
 /// `POST /api/v1/channels`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelAdd {
     pub name: String,
@@ -1318,7 +1344,7 @@ pub struct ChannelAdd {
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelView {
     pub name: String,
     pub description: String,
@@ -1328,8 +1354,23 @@ pub struct ChannelView {
 }
 
 /// `POST /api/v1/ui/session`: sign the dashboard in with an admin token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionStart {
     pub token: String,
+}
+
+/// Who a dashboard session is signed in as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// The admin token's name.
+    pub name: String,
+}
+
+/// `PUT /api/v1/admin/log-level`: a tracing filter such as `info` or
+/// `muster_hub=debug,info`; the answer is the level now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevel {
+    pub level: String,
 }

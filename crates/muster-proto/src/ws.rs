@@ -19,14 +19,14 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// byte six (`\u0001`): this leaves room for the worst case.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRef {
     pub task: String,
     pub epoch: u64,
 }
 
 /// One runner's health on its agent's machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunnerDoctor {
     pub name: String,
     /// Whether the hub may hand this runner work.
@@ -42,7 +42,7 @@ pub struct RunnerDoctor {
 }
 
 /// What an agent's doctor found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DoctorReport {
     pub runners: Vec<RunnerDoctor>,
     pub workdir: String,
@@ -52,7 +52,7 @@ pub struct DoctorReport {
 }
 
 /// Agent → hub.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AgentMsg {
     Hello {
@@ -165,14 +165,14 @@ impl AgentMsg {
 }
 
 /// One check a task declared, to run after its agent succeeds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckSpec {
     pub name: String,
     pub argv: Vec<String>,
 }
 
 /// How one check went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckResult {
     pub name: String,
     pub passed: bool,
@@ -188,7 +188,7 @@ pub struct CheckResult {
 pub const MAX_STEPS_PER_MESSAGE: usize = 1_000;
 
 /// One thing a coding agent did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepMsg {
     /// `session`, `text`, `tool_use`, `tool_result`, `error`, `result` or `unreadable`.
@@ -205,7 +205,7 @@ pub struct StepMsg {
 }
 
 /// A run's worktree and what changed in it, against its base.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceReport {
     pub repo: String,
@@ -235,7 +235,7 @@ pub struct WorkspaceReport {
 }
 
 /// What one run may spend.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBudget {
     #[serde(default)]
@@ -245,7 +245,7 @@ pub struct RunBudget {
 }
 
 /// A provider's rate or usage limit, as a run reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderLimit {
     /// The agent's own words.
@@ -256,7 +256,7 @@ pub struct ProviderLimit {
 }
 
 /// A coding agent's account of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunReport {
     #[serde(default)]
@@ -292,7 +292,7 @@ pub const CLOSE_REPLACED: &str = "replaced by a newer connection";
 // `Assign` is the common message and lives only until it is sent; boxing its
 // fields would add an allocation to every one for no gain.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HubMsg {
     Welcome {

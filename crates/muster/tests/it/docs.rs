@@ -1,5 +1,5 @@
-//! The `jq` queries the docs give for reading logs and events, run against
-//! what a real hub writes: each must run cleanly and find the lines it is
+//! The `jq` queries the docs give for reading logs, events and the OpenAPI
+//! document, run against what a real hub writes and serves: each must run cleanly and find the lines it is
 //! meant to find. (That every quoted `muster` command parses is checked by
 //! the binary's own unit tests, which can reach its argument parser.)
 
@@ -15,8 +15,18 @@ struct Query {
     place: String,
     /// `jq`'s options and its filter, as written.
     args: Vec<String>,
-    /// Reads `muster events --json` rather than the log file.
-    events: bool,
+    /// What it reads.
+    input: Input,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Input {
+    /// The hub's log file.
+    Log,
+    /// `muster events --json`.
+    Events,
+    /// `/api/v1/openapi.json`.
+    OpenApi,
 }
 
 fn queries() -> Vec<Query> {
@@ -44,7 +54,13 @@ fn queries() -> Vec<Query> {
             found.push(Query {
                 place: format!("{name}:{}", n + 1),
                 args: words[1..=filter_at].to_vec(),
-                events: line[..at].contains("muster events --json"),
+                input: if line[..at].contains("muster events --json") {
+                    Input::Events
+                } else if line[..at].contains("/api/v1/openapi.json") {
+                    Input::OpenApi
+                } else {
+                    Input::Log
+                },
             });
         }
     }
@@ -128,12 +144,23 @@ async fn every_jq_query_in_the_docs_finds_its_lines_in_real_output() {
         .to_owned();
     let (code, events, err) = hub.cli(&["events", "--json"]).await;
     assert_eq!(code, 0, "{err}");
+    let openapi = reqwest::get(format!("{}/api/v1/openapi.json", hub.url))
+        .await
+        .expect("the OpenAPI document")
+        .text()
+        .await
+        .expect("its text");
+    assert!(queries.iter().any(|q| q.input == Input::OpenApi), "the docs read the OpenAPI document");
 
     for q in &queries {
         let mut args = q.args.clone();
         let filter = args.last_mut().expect("a filter");
         *filter = with_real_ids(filter, &done, &request);
-        let input = if q.events { &events } else { &log };
+        let input = match q.input {
+            Input::Log => &log,
+            Input::Events => &events,
+            Input::OpenApi => &openapi,
+        };
         let (code, out, err) = jq(&args, input).await;
         assert_eq!(code, 0, "{}: jq {args:?} failed: {err}", q.place);
         assert!(!out.trim().is_empty(), "{}: jq {args:?} found nothing in real output", q.place);

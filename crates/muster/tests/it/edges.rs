@@ -57,13 +57,15 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 }
 
 /// `n` connections that each started a request the hub is now reading the
-/// body of (it answered `100 Continue`): busy, and without a token.
+/// body of (it answered `100 Continue`): busy, and without a token. Signing
+/// in is the route that reads a body before any token: the others refuse a
+/// request without one before they read its body.
 async fn busy_anonymous(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();
     for _ in 0..n {
         let mut s = TcpStream::connect(addr).await.expect("a connection");
         s.write_all(
-            b"POST /api/v1/tasks HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n\
+            b"POST /api/v1/ui/session HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n\
               content-length: 100\r\nexpect: 100-continue\r\n\r\n",
         )
         .await

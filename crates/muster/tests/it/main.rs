@@ -25,6 +25,7 @@ mod logs;
 mod mcp;
 mod messages;
 mod model_faults;
+mod openapi;
 mod operate;
 mod pipelines;
 mod private;
