@@ -50,6 +50,15 @@ pub(crate) async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
     println!("sockets    {} connected", s.connected_agents);
     println!("events     {} recorded", s.last_event);
+    if !s.workers.is_empty() {
+        let states: Vec<String> = s.workers.iter().map(|w| format!("{} {}", w.name, w.state)).collect();
+        println!("workers    {}", states.join("  "));
+        for w in s.workers.iter().filter(|w| w.last_error.is_some()) {
+            let at = w.last_error_at.as_deref().unwrap_or("?");
+            let error = w.last_error.as_deref().unwrap_or_default();
+            println!("           - {} failing since {at} ({} failed passes): {error}", w.name, w.failures);
+        }
+    }
     Ok(())
 }
 

@@ -46,26 +46,30 @@ pub(crate) fn disk_free(path: &Path) -> Option<f64> {
     Some(s.f_bavail as f64 / s.f_blocks as f64)
 }
 
-pub async fn alert_loop(hub: Hub) {
-    let mut trend = QueueTrend::default();
-    let mut stopping = hub.shared.stopping.subscribe();
-    let mut last_error: Option<String> = None;
-    loop {
-        // The first evaluation waits an interval too: right at start, agents
-        // are still reconnecting and would all look offline.
-        tokio::select! {
-            _ = tokio::time::sleep(hub.config().alert_interval) => {}
-            _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
-        }
-        if let Err(e) = hub.evaluate_alerts(&mut trend).await {
-            let message = e.to_string();
-            if last_error.as_deref() != Some(&message) {
-                tracing::error!(error = %message, "alert evaluation failed; retrying");
-            }
-            last_error = Some(message);
-        } else {
-            last_error = None;
-        }
+/// Evaluates the alert rules every `alert_interval`. The first evaluation
+/// waits an interval too: right at start, agents are still reconnecting and
+/// would all look offline.
+#[derive(Default)]
+pub(crate) struct AlertWorker {
+    trend: QueueTrend,
+}
+
+impl crate::workers::Worker for AlertWorker {
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+
+    fn purpose(&self) -> &'static str {
+        "evaluates the alert rules every alert_interval"
+    }
+
+    async fn next(&mut self, hub: &Hub) {
+        tokio::time::sleep(hub.config().alert_interval).await;
+    }
+
+    async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
+        hub.evaluate_alerts(&mut self.trend).await.map_err(|e| e.to_string())?;
+        Ok(false)
     }
 }
 

@@ -118,14 +118,15 @@ impl Hub {
 
 /// Backs up every `backup_interval`, counting from the newest backup on
 /// disk, so a restart does not reset the schedule.
-pub async fn backup_loop(hub: Hub) {
-    crate::loops::on_schedule(
-        hub,
+/// Backs the database up every `backup_interval`.
+pub(crate) fn worker() -> crate::workers::Scheduled {
+    crate::workers::Scheduled::new(
+        "backups",
+        "backs the database up every backup_interval",
         |r| r.backup_interval,
-        |hub| async move { hub.last_backup_age() },
-        |hub| async move { hub.backup_now().await.is_ok() },
+        |hub| Box::pin(async move { hub.last_backup_age() }),
+        |hub| Box::pin(async move { hub.backup_now().await.map(drop).map_err(|e| e.to_string()) }),
     )
-    .await
 }
 
 #[cfg(test)]

@@ -9,14 +9,15 @@ use muster_proto::api::{CompactView, CompactionView, DbView, RetentionView};
 use muster_proto::timestamp;
 use std::time::Duration;
 
-pub async fn compact_loop(hub: Hub) {
-    crate::loops::on_schedule(
-        hub,
+/// Applies retention and compacts the file every `compact_interval`.
+pub(crate) fn worker() -> crate::workers::Scheduled {
+    crate::workers::Scheduled::new(
+        "compaction",
+        "prunes finished work past its retention and gives the space back every compact_interval",
         |r| r.compact_interval,
-        |hub| async move { hub.last_compaction_age().await },
-        |hub| async move { hub.compact_now("schedule", false).await.is_ok() },
+        |hub| Box::pin(async move { hub.last_compaction_age().await }),
+        |hub| Box::pin(async move { hub.compact_now("schedule", false).await.map(drop).map_err(|e| e.to_string()) }),
     )
-    .await
 }
 
 impl Hub {

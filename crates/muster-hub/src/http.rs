@@ -298,6 +298,7 @@ pub(crate) fn routes() -> (Router<Hub>, utoipa::openapi::OpenApi) {
         .routes(routes!(db))
         .routes(routes!(compact))
         .routes(routes!(diagnose))
+        .routes(routes!(workers))
         .routes(routes!(put_log_level))
         .routes(routes!(list_alerts))
         .routes(routes!(ack_alert))
@@ -669,6 +670,21 @@ async fn put_log_level(
     set(&level).map_err(|reason| ApiError::BadRequest(FieldError { field: "level".into(), reason }))?;
     tracing::warn!(level = %level, by = %by.name, "log level changed until the next restart");
     Ok(json(StatusCode::OK, &muster_proto::api::LogLevel { level }))
+}
+
+/// The hub's background workers: what each does, whether it is waiting or
+/// working, its passes, and its last error until a pass succeeds.
+#[utoipa::path(
+    get,
+    path = "/admin/workers",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every background worker", body = Vec<muster_proto::api::WorkerView>),
+    ),
+)]
+async fn workers(State(hub): State<Hub>, _: Admin) -> ApiResult {
+    Ok(json(StatusCode::OK, &hub.shared.workers.views()))
 }
 
 /// What `muster diagnose` prints: problems with next steps, notes (agents never started), recent
@@ -2515,6 +2531,7 @@ async fn status(State(hub): State<Hub>, _: Admin) -> ApiResult {
         last_event,
         health,
         dispatch_paused: hub.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst),
+        workers: hub.shared.workers.views(),
     };
     Ok(json(StatusCode::OK, &view))
 }

@@ -29,6 +29,7 @@ mod shadow;
 mod socket;
 mod ui;
 mod window;
+mod workers;
 
 pub use auth::{hash_token, mint_token, parse_token};
 pub use config::{HubConfig, SloConfig};
@@ -55,6 +56,9 @@ pub(crate) const DISPATCH_PAUSED: &str = "dispatch.paused";
 /// Runner names every hub accepts in a task, whether or not an agent offering
 /// them has connected yet.
 pub const BUILTIN_RUNNERS: [&str; 3] = ["claude", "codex", "shell"];
+
+/// How long shutdown waits for the background workers' passes under way.
+const WORKER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where "now" comes from: the system clock in production, a fixed one in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -143,6 +147,8 @@ pub(crate) struct Shared {
     pub shadow_policies: cache::Cache<(), Vec<muster_proto::api::ShadowPolicy>>,
     /// Open connections and their limits.
     pub edge: Arc<edge::Edge>,
+    /// The background workers, with what each has done.
+    pub workers: workers::Workers,
     /// Rate limits, and the log of refused authentication.
     pub quotas: quota::Quotas,
     /// The latest probe write readiness made, and when: one at a time, at
@@ -197,6 +203,7 @@ impl Hub {
                 wake: Notify::new(),
                 output,
                 stopping,
+                workers: workers::Workers::default(),
                 draining: AtomicBool::new(false),
                 dispatch_paused: AtomicBool::new(paused),
                 started_at: now,
@@ -270,11 +277,11 @@ impl Hub {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let dispatcher = tokio::spawn(loops::dispatch_loop(self.clone()));
-        let backups = tokio::spawn(backup::backup_loop(self.clone()));
-        let alerting = tokio::spawn(alerts::alert_loop(self.clone()));
-        let sampling = tokio::spawn(window::window_loop(self.clone()));
-        let compacting = tokio::spawn(compact::compact_loop(self.clone()));
+        workers::spawn(&self, loops::DispatchWorker::new(&self));
+        workers::spawn(&self, alerts::AlertWorker::default());
+        workers::spawn(&self, backup::worker());
+        workers::spawn(&self, compact::worker());
+        workers::spawn(&self, window::WindowWorker::default());
         let app = http::router(self.clone());
         let hub = self.clone();
         let stop = async move {
@@ -308,11 +315,9 @@ impl Hub {
                 break;
             }
         }
-        let _ = dispatcher.await;
-        let _ = backups.await;
-        let _ = alerting.await;
-        let _ = sampling.await;
-        let _ = compacting.await;
+        // A pass under way finishes (a backup, a compaction step); one that
+        // would outlast the deadline is cut, and the next start picks up.
+        self.shared.workers.stop(WORKER_DEADLINE).await;
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

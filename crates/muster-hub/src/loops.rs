@@ -1,6 +1,6 @@
-//! The hub's background loop: reclaim expired leases, then hand queued
-//! tasks to agents with free slots, then sleep until woken or until the
-//! next backoff or lease is due.
+//! The dispatch worker: reclaim expired leases, then hand queued tasks to
+//! agents with free slots, then sleep until woken or until the next backoff
+//! or lease is due.
 
 use crate::Hub;
 use muster_core::{AgentName, Millis, Task};
@@ -13,32 +13,30 @@ use std::time::Duration;
 /// Most leases reclaimed in one pass; the loop comes back at once for more.
 const RECLAIM_BATCH: usize = 500;
 
-pub async fn dispatch_loop(hub: Hub) {
-    let mut stopping = hub.shared.stopping.subscribe();
-    hub.shared.store.set_dispatcher(std::sync::Arc::new(BatchDispatch(std::sync::Arc::downgrade(&hub.shared))));
-    let mut last_error: Option<String> = None;
-    loop {
-        if *stopping.borrow() {
-            break;
-        }
-        let mut busy = false;
-        match hub.reclaim_once().await {
-            Ok(n) => busy |= n >= RECLAIM_BATCH,
-            Err(e) => note_error(&mut last_error, "reclaim", e),
-        }
-        if let Err(e) = hub.expire_decisions_once().await {
-            note_error(&mut last_error, "decision deadlines", e);
-        }
-        if let Err(e) = hub.fire_schedules_once().await {
-            note_error(&mut last_error, "schedules", e);
-        }
-        match hub.dispatch_once().await {
-            Ok(n) => busy |= n > 0,
-            Err(e) => note_error(&mut last_error, "dispatch", e),
-        }
-        if busy {
-            continue;
-        }
+/// Reclaims expired leases, closes decisions past their deadline, fires due
+/// schedules and hands queued tasks to agents; then sleeps until woken or
+/// until the next backoff or lease is due.
+pub(crate) struct DispatchWorker;
+
+impl DispatchWorker {
+    /// The worker, with the store told to hand claims to this hub in the
+    /// batch that makes work claimable.
+    pub(crate) fn new(hub: &Hub) -> DispatchWorker {
+        hub.shared.store.set_dispatcher(std::sync::Arc::new(BatchDispatch(std::sync::Arc::downgrade(&hub.shared))));
+        DispatchWorker
+    }
+}
+
+impl crate::workers::Worker for DispatchWorker {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+
+    fn purpose(&self) -> &'static str {
+        "reclaims expired leases, expires decisions, fires schedules and hands out queued tasks"
+    }
+
+    async fn next(&mut self, hub: &Hub) {
         let now = hub.now();
         // Wake at least this often even when nothing is due, to notice leases
         // that expire while no one is watching.
@@ -51,18 +49,28 @@ pub async fn dispatch_loop(hub: Hub) {
         tokio::select! {
             _ = hub.shared.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
-            _ = stopping.changed() => break,
         }
     }
-    tracing::info!("dispatch loop stopped");
-}
 
-fn note_error(last: &mut Option<String>, step: &str, e: muster_store::StoreError) {
-    let message = format!("{step}: {e}");
-    if last.as_deref() != Some(&message) {
-        tracing::error!(error = %message, "dispatch loop step failed; retrying");
+    async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
+        let mut busy = false;
+        let mut failed = Vec::new();
+        match hub.reclaim_once().await {
+            Ok(n) => busy |= n >= RECLAIM_BATCH,
+            Err(e) => failed.push(format!("reclaim: {e}")),
+        }
+        if let Err(e) = hub.expire_decisions_once().await {
+            failed.push(format!("decision deadlines: {e}"));
+        }
+        if let Err(e) = hub.fire_schedules_once().await {
+            failed.push(format!("schedules: {e}"));
+        }
+        match hub.dispatch_once().await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => failed.push(format!("dispatch: {e}")),
+        }
+        if failed.is_empty() { Ok(busy) } else { Err(failed.join("; ")) }
     }
-    *last = Some(message);
 }
 
 impl Hub {
@@ -181,63 +189,6 @@ impl Dispatcher for BatchDispatch {
     fn missed(&self) {
         if let Some(shared) = self.0.upgrade() {
             Hub { shared }.wake_dispatcher();
-        }
-    }
-}
-
-/// Runs `job` every `interval(settings)`, counting from `age` (how long ago
-/// it last ran, if known) so a restart does not reset the schedule. With no
-/// record of a run, the first comes soon after start rather than a whole
-/// interval later: a hub restarted daily would otherwise never run a daily
-/// job. A change of the interval applies at once; zero turns the job off.
-/// A failed run is tried again after a minute, then after twice as long
-/// each time it fails again, never later than the interval itself.
-pub async fn on_schedule<A, AgeFut, J, JobFut>(hub: Hub, interval: fn(&crate::Runtime) -> Duration, age: A, job: J)
-where
-    A: Fn(Hub) -> AgeFut,
-    AgeFut: std::future::Future<Output = Option<Duration>>,
-    J: Fn(Hub) -> JobFut,
-    JobFut: std::future::Future<Output = bool>,
-{
-    let mut stopping = hub.shared.stopping.subscribe();
-    let mut settings = hub.shared.runtime.subscribe();
-    let soon = Duration::from_secs(600);
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut failures: u32 = 0;
-    loop {
-        let every = interval(&settings.borrow_and_update());
-        let wait = match (every.is_zero(), retry_at) {
-            (true, _) => None,
-            (false, Some(at)) => Some(at.saturating_duration_since(tokio::time::Instant::now())),
-            (false, None) => Some(match age(hub.clone()).await {
-                Some(age) => every.saturating_sub(age),
-                None => every.min(soon),
-            }),
-        };
-        tokio::select! {
-            _ = async {
-                match wait {
-                    Some(wait) => tokio::time::sleep(wait).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            changed = settings.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                continue;
-            }
-            _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
-        }
-        if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        if job(hub.clone()).await {
-            (retry_at, failures) = (None, 0);
-        } else {
-            let backoff = Duration::from_secs(60).saturating_mul(1 << failures.min(16));
-            failures = failures.saturating_add(1);
-            retry_at = Some(tokio::time::Instant::now() + backoff.min(every));
         }
     }
 }

@@ -145,20 +145,39 @@ impl Hub {
     }
 }
 
-pub async fn window_loop(hub: Hub) {
-    let mut stopping = hub.shared.stopping.subscribe();
-    let mut ticker = tokio::time::interval(hub.config().window_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = async { drop(stopping.wait_for(|s| *s).await) } => return,
-        }
-        if let Err(e) = hub.sample().await {
-            tracing::warn!(error = %e, "cannot sample the metrics window");
-        }
+/// Takes a point of the one-hour window every `window_interval`, and
+/// forgets the rate limits of callers gone quiet.
+#[derive(Default)]
+pub(crate) struct WindowWorker {
+    ticker: Option<tokio::time::Interval>,
+}
+
+impl crate::workers::Worker for WindowWorker {
+    fn name(&self) -> &'static str {
+        "window"
+    }
+
+    fn purpose(&self) -> &'static str {
+        "samples the one-hour metrics window every window_interval"
+    }
+
+    async fn next(&mut self, hub: &Hub) {
+        let ticker = match &mut self.ticker {
+            Some(ticker) => ticker,
+            None => {
+                let mut ticker = tokio::time::interval(hub.config().window_interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                self.ticker.insert(ticker)
+            }
+        };
+        ticker.tick().await;
+    }
+
+    async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
+        let sampled = hub.sample().await.map_err(|e| format!("cannot sample the metrics window: {e}"));
         hub.forget_idle_callers();
+        sampled.map(|()| false)
     }
 }
 

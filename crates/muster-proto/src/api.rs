@@ -1043,6 +1043,27 @@ pub struct VersionView {
     pub agent_protocol: u32,
 }
 
+/// One of the hub's background workers (`GET /api/v1/admin/workers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerView {
+    /// `dispatch`, `alerts`, `backups`, `compaction` or `window`.
+    pub name: String,
+    pub purpose: String,
+    /// `waiting` for its next pass, `working` on one, or `stopped`.
+    pub state: String,
+    /// Passes made since the hub started.
+    pub passes: u64,
+    /// Passes that failed since the hub started.
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pass_at: Option<String>,
+    /// Why the latest pass failed; cleared by the next that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<String>,
+}
+
 /// `GET /api/v1/status`
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
@@ -1058,6 +1079,9 @@ pub struct StatusView {
     /// An operator paused all dispatch.
     #[serde(default)]
     pub dispatch_paused: bool,
+    /// The background workers and how they are doing.
+    #[serde(default)]
+    pub workers: Vec<WorkerView>,
 }
 
 /// An RFC 9457 problem body, with `field` naming what was wrong.

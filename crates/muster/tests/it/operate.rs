@@ -118,6 +118,23 @@ async fn status_shows_the_health_level_and_why() {
     assert_eq!(code, 0);
     assert!(out.contains("health     HEALTHY (runs ended in the last 1h)"), "{out}");
     assert!(out.contains("- no runs finished in the window"), "{out}");
+    // Every background worker, with its state.
+    let workers = out.lines().find(|l| l.starts_with("workers ")).unwrap_or_else(|| panic!("a workers line: {out}"));
+    for name in ["dispatch", "alerts", "backups", "compaction", "window"] {
+        assert!(workers.contains(&format!("{name} ")), "{name} in {workers:?}");
+    }
+    let dispatch = hub
+        .wait_until("the dispatch worker to make a pass", || async {
+            let listed = hub.get("/admin/workers").await;
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["name"] == "dispatch" && w["passes"].as_u64() > Some(0))
+                .cloned()
+        })
+        .await;
+    assert!(dispatch["last_error"].is_null() && dispatch["last_pass_at"].is_string(), "{dispatch}");
 
     let _agent = hub.agent("w", 2, &[]).await;
     let scratch = tempfile::tempdir().unwrap();
