@@ -84,7 +84,7 @@ impl Hub {
             .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         let now = self.now();
         let dest = dir.join(file_name(now));
-        let info = self.shared.store.backup(&dest).await?;
+        let info = self.shared.store.maintenance().backup(&dest).await?;
         Ok(BackupView {
             file: dest.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             path: info.path.display().to_string(),

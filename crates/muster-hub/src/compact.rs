@@ -32,7 +32,7 @@ impl Hub {
         let retention = self.runtime().retention;
         let began = std::time::Instant::now();
         tracing::info!(by, ?retention, "compaction started");
-        let report = match self.shared.store.compact(retention, rewrite, self.now()).await {
+        let report = match self.shared.store.maintenance().compact(retention, rewrite, self.now()).await {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, by, "compaction failed");
@@ -65,12 +65,12 @@ impl Hub {
     }
 
     async fn last_compaction_age(&self) -> Option<Duration> {
-        let last = self.shared.store.db_stats().await.ok()?.last_compaction?;
+        let last = self.shared.store.maintenance().db_stats().await.ok()?.last_compaction?;
         Some(self.now().since(last.at))
     }
 
     pub(crate) async fn db_view(&self) -> Result<DbView, ApiError> {
-        let stats = self.shared.store.db_stats().await?;
+        let stats = self.shared.store.maintenance().db_stats().await?;
         let live = self.runtime();
         let setting = |key: &str| live.get(key).unwrap_or_default();
         let last_backup = crate::backup::list(&self.config().backup_dir).ok().and_then(|b| b.into_iter().next());

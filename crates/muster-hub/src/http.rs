@@ -2644,7 +2644,7 @@ impl Hub {
     /// Whether a commit reaches the disk: when the latest one failed, a
     /// probe write says whether they do again.
     pub(crate) async fn commits(&self) -> Result<(), String> {
-        if self.shared.store.write_stats().failing.is_none() {
+        if self.shared.store.maintenance().write_stats().failing.is_none() {
             return Ok(());
         }
         // Anyone may ask /readyz: probe at most once a second, one at a time.
@@ -2654,7 +2654,7 @@ impl Hub {
         {
             return result.clone();
         }
-        let Some(why) = self.shared.store.write_stats().failing else { return Ok(()) };
+        let Some(why) = self.shared.store.maintenance().write_stats().failing else { return Ok(()) };
         let result = match self.shared.store.probe_write(self.now()).await {
             Ok(()) => Ok(()),
             Err(e) => Err(format!("the last commit failed ({why}), and so does a probe write: {e}")),

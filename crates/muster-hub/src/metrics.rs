@@ -202,7 +202,7 @@ impl Hub {
         let backup_age: Vec<(Labels, f64)> =
             self.last_backup_age().map(|a| (vec![], a.as_secs_f64())).into_iter().collect();
         e.gauge("muster_last_backup_age_seconds", "Age of the newest backup; absent when there is none.", &backup_age);
-        let w = store.write_stats();
+        let w = store.maintenance().write_stats();
         e.histogram(
             "muster_db_commit_duration_seconds",
             "Time each database commit (one fsync for a whole batch) took.",

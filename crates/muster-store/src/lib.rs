@@ -115,20 +115,8 @@ pub trait Store: Send + Sync + 'static {
     /// `repair`, fixes what can be fixed (in one change) and says what it did.
     async fn check(&self, repair: bool, now: Millis) -> Result<CheckReport>;
 
-    /// Writes a consistent copy of the whole database to `dest` (which must
-    /// not exist) while the store keeps running, then verifies the copy.
-    async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;
-
-    /// Prunes finished work older than `retention` allows (in small batches,
-    /// so other changes keep committing), gives the freed space back to the
-    /// file system, and records a `db.compacted` event with what it did.
-    /// With `rewrite`, a database that cannot give space back step by step
-    /// is rewritten once so that it can (every write waits meanwhile, and
-    /// live leases are extended by that wait).
-    async fn compact(&self, retention: Retention, rewrite: bool, now: Millis) -> Result<CompactReport>;
-
-    /// The database's size, free space and row counts, and the last compaction.
-    async fn db_stats(&self) -> Result<DbStats>;
+    /// The backend's upkeep: backups, compaction, its own statistics.
+    fn maintenance(&self) -> &dyn Maintenance;
 
     // -- tokens -----------------------------------------------------------
 
@@ -491,6 +479,27 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     /// The sequence number of the latest committed event, updated after each commit.
     fn subscribe(&self) -> watch::Receiver<i64>;
+}
+
+/// What a backend does to keep itself in shape, each in its own way (a
+/// file copy and an incremental vacuum for SQLite): not domain operations,
+/// so not on [`Store`]. Reached through [`Store::maintenance`].
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Writes a consistent copy of the whole database to `dest` (which must
+    /// not exist) while the store keeps running, then verifies the copy.
+    async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;
+
+    /// Prunes finished work older than `retention` allows (in small batches,
+    /// so other changes keep committing), gives the freed space back to the
+    /// file system, and records a `db.compacted` event with what it did.
+    /// With `rewrite`, a database that cannot give space back step by step
+    /// is rewritten once so that it can (every write waits meanwhile, and
+    /// live leases are extended by that wait).
+    async fn compact(&self, retention: Retention, rewrite: bool, now: Millis) -> Result<CompactReport>;
+
+    /// The database's size, free space and row counts, and the last compaction.
+    async fn db_stats(&self) -> Result<DbStats>;
 
     /// How the writer has been doing since the store opened.
     fn write_stats(&self) -> WriteStats;

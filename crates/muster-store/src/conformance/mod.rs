@@ -532,7 +532,7 @@ pub async fn a_probe_write_commits_and_changes_nothing_else(store: Arc<dyn Store
     ok("probe_write", s.probe_write(at(2)).await);
     assert_unchanged(s, &before, "a probe write").await;
     assert_eq!(get(s, &task).await.state, TaskState::Queued);
-    assert!(s.write_stats().failing.is_none(), "no commit has failed");
+    assert!(s.maintenance().write_stats().failing.is_none(), "no commit has failed");
 }
 
 pub async fn writes_after_close_are_refused(store: Arc<dyn Store>) {

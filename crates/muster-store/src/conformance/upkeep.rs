@@ -4,10 +4,10 @@ use super::*;
 
 pub async fn write_stats_count_committed_batches(store: Arc<dyn Store>) {
     let s = &*store;
-    let before = s.write_stats();
+    let before = s.maintenance().write_stats();
     submit(s, 1, spec("one"), at(0)).await;
     submit(s, 2, spec("two"), at(0)).await;
-    let after = s.write_stats();
+    let after = s.maintenance().write_stats();
     assert!(after.batch_size.count > before.batch_size.count, "{before:?} -> {after:?}");
     assert_eq!(after.commit_seconds.count, after.batch_size.count, "one commit per batch");
     assert!(after.batch_size.sum >= before.batch_size.sum + 2.0, "every change is counted in some batch");
@@ -43,7 +43,7 @@ async fn run_to(s: &dyn Store, agent: &AgentName, id: &TaskId, out: &[u8], outco
 
 async fn compact(s: &dyn Store, retention: crate::Retention, now: Millis) -> crate::CompactReport {
     let mark = last_seq(s).await;
-    let report = ok("compact", s.compact(retention, true, now).await);
+    let report = ok("compact", s.maintenance().compact(retention, true, now).await);
     let events = events_after(s, mark).await;
     assert_eq!(kinds(&events).last(), Some(&"db.compacted"), "a compaction ends with its event");
     assert_eq!(events.last().and_then(|e| e.detail.clone()), Some(report.summary()), "the event says what it did");
@@ -169,7 +169,7 @@ pub async fn db_stats_count_rows_and_remember_the_last_compaction(store: Arc<dyn
     let first = submit(s, 1, spec("one"), days(0)).await;
     run_to(s, &a, &first, b"12345", &SUCCEEDED, days(0)).await;
     submit(s, 2, spec("two"), days(0)).await;
-    let stats = ok("db_stats", s.db_stats().await);
+    let stats = ok("db_stats", s.maintenance().db_stats().await);
     assert_eq!((stats.tasks, stats.output_bytes), (2, 5), "{stats:?}");
     assert_eq!(stats.events as usize, events_after(s, 0).await.len());
     assert!(stats.pages > 0 && stats.free_pages <= stats.pages, "{stats:?}");
@@ -177,7 +177,7 @@ pub async fn db_stats_count_rows_and_remember_the_last_compaction(store: Arc<dyn
     assert_eq!(stats.last_compaction, None, "never compacted");
 
     let report = compact(s, crate::Retention { tasks: Some(DAY), ..Default::default() }, days(3)).await;
-    let stats = ok("db_stats", s.db_stats().await);
+    let stats = ok("db_stats", s.maintenance().db_stats().await);
     assert_eq!((stats.tasks, stats.output_bytes), (1, 0), "{stats:?}");
     let last = stats.last_compaction.expect("the compaction is remembered");
     assert_eq!((last.at, last.summary), (days(3), report.summary()));

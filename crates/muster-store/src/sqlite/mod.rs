@@ -720,48 +720,8 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
-        let dest = dest.to_owned();
-        self.read(move |c| backup::backup(c, &dest)).await
-    }
-
-    async fn compact(&self, retention: crate::Retention, rewrite: bool, now: Millis) -> Result<crate::CompactReport> {
-        let mut report = crate::CompactReport { bytes_before: file_bytes(&self.shared.path), ..Default::default() };
-        loop {
-            let pruned = self.write(move |c| ops::prune_batch(c, &retention, now, PRUNE_BATCH)).await?;
-            report.tasks_pruned += pruned.tasks;
-            report.outputs_pruned += pruned.outputs;
-            report.output_bytes_pruned += pruned.output_bytes;
-            report.events_pruned += pruned.events;
-            if !pruned.more {
-                break;
-            }
-        }
-        if self.alone(ops::gives_space_back).await? {
-            // A few megabytes at a time, so waiting changes commit in between.
-            while self.alone(|c| ops::incremental_vacuum(c, VACUUM_PAGES)).await? > 0 {}
-        } else if rewrite {
-            let waited = self.alone(ops::rewrite_for_incremental_vacuum).await?;
-            // Every heartbeat waited too: leases must not expire for it.
-            self.write(move |c| ops::extend_leases(c, waited)).await?;
-            report.rewritten = true;
-        } else {
-            report.needs_rewrite = true;
-        }
-        self.alone(ops::checkpoint).await?;
-        report.bytes_after = file_bytes(&self.shared.path);
-        let done = report.clone();
-        self.write(move |c| ops::record_compaction(c, &done, now)).await?;
-        Ok(report)
-    }
-
-    async fn db_stats(&self) -> Result<crate::DbStats> {
-        let path = self.shared.path.clone();
-        let mut stats = self.read(ops::db_stats).await?;
-        stats.bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-        stats.wal_bytes = std::fs::metadata(wal_path(&path)).map_or(0, |m| m.len());
-        stats.path = Some(path);
-        Ok(stats)
+    fn maintenance(&self) -> &dyn crate::Maintenance {
+        self
     }
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord> {
@@ -1331,6 +1291,53 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> watch::Receiver<i64> {
         self.shared.last_event.clone()
+    }
+}
+
+#[async_trait]
+impl crate::Maintenance for SqliteStore {
+    async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
+        let dest = dest.to_owned();
+        self.read(move |c| backup::backup(c, &dest)).await
+    }
+
+    async fn compact(&self, retention: crate::Retention, rewrite: bool, now: Millis) -> Result<crate::CompactReport> {
+        let mut report = crate::CompactReport { bytes_before: file_bytes(&self.shared.path), ..Default::default() };
+        loop {
+            let pruned = self.write(move |c| ops::prune_batch(c, &retention, now, PRUNE_BATCH)).await?;
+            report.tasks_pruned += pruned.tasks;
+            report.outputs_pruned += pruned.outputs;
+            report.output_bytes_pruned += pruned.output_bytes;
+            report.events_pruned += pruned.events;
+            if !pruned.more {
+                break;
+            }
+        }
+        if self.alone(ops::gives_space_back).await? {
+            // A few megabytes at a time, so waiting changes commit in between.
+            while self.alone(|c| ops::incremental_vacuum(c, VACUUM_PAGES)).await? > 0 {}
+        } else if rewrite {
+            let waited = self.alone(ops::rewrite_for_incremental_vacuum).await?;
+            // Every heartbeat waited too: leases must not expire for it.
+            self.write(move |c| ops::extend_leases(c, waited)).await?;
+            report.rewritten = true;
+        } else {
+            report.needs_rewrite = true;
+        }
+        self.alone(ops::checkpoint).await?;
+        report.bytes_after = file_bytes(&self.shared.path);
+        let done = report.clone();
+        self.write(move |c| ops::record_compaction(c, &done, now)).await?;
+        Ok(report)
+    }
+
+    async fn db_stats(&self) -> Result<crate::DbStats> {
+        let path = self.shared.path.clone();
+        let mut stats = self.read(ops::db_stats).await?;
+        stats.bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        stats.wal_bytes = std::fs::metadata(wal_path(&path)).map_or(0, |m| m.len());
+        stats.path = Some(path);
+        Ok(stats)
     }
 
     fn write_stats(&self) -> crate::WriteStats {

@@ -10,6 +10,7 @@ use muster_core::task::{Cancel, Finished};
 use muster_core::{
     AgentName, Epoch, Millis, Outcome, Priority, RunOutcome, RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId,
 };
+use muster_store::Maintenance;
 use muster_store::sqlite::{SqliteStore, schema};
 use muster_store::{
     AgentRecord, Announce, AttemptRecord, Event, EventFilter, FinishResult, Limits, NewAgent, NewToken, OutputChunk,
@@ -328,7 +329,11 @@ async fn a_failing_change_does_not_undo_the_rest_of_its_batch() {
         events.iter().filter(|e| e.kind == "task.created").map(|e| e.task.clone()).collect();
     assert_eq!(created, [0, 1, 2, 3].map(|n| Some(task_id(n))), "events of failed changes must be undone too");
     assert!(events.iter().all(|e| e.kind != "task.retried"));
-    assert_eq!(store.write_stats().redone_batches, 1, "only the batch with the half-written change is redone");
+    assert_eq!(
+        store.maintenance().write_stats().redone_batches,
+        1,
+        "only the batch with the half-written change is redone"
+    );
     store.close().await;
 }
 
@@ -351,7 +356,7 @@ async fn a_change_refused_before_writing_does_not_redo_its_batch() {
     assert!(s1.unwrap().created && s2.unwrap().created);
     assert!(matches!(refused, Err(StoreError::Refused(_))), "retry of a queued task: {refused:?}");
     assert_eq!(store.task(&task_id(0)).await.unwrap(), Some(queued));
-    let stats = store.write_stats();
+    let stats = store.maintenance().write_stats();
     assert_eq!(stats.redone_batches, 0, "{stats:?}");
     assert_eq!(stats.failed_batches, 0, "{stats:?}");
     store.close().await;
