@@ -19,3 +19,9 @@ impl Millis {
         Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 }
+
+/// Where "now" comes from: the system clock in production, one a test moves
+/// by hand. The core never reads one; those that hold one pass its readings.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Millis;
+}

@@ -2254,6 +2254,7 @@ async fn set_dispatch(hub: Hub, Admin(by): Admin, paused: bool) -> ApiResult {
     let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), Some(paused.to_string()))];
     hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
     hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+    hub.publish_roster();
     tracing::warn!(paused, by = %by.name, "dispatch {}", if paused { "paused" } else { "resumed" });
     hub.wake_dispatcher();
     status(State(hub.clone()), Admin(by)).await

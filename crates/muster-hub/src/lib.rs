@@ -60,10 +60,7 @@ pub const BUILTIN_RUNNERS: [&str; 3] = ["claude", "codex", "shell"];
 /// How long shutdown waits for the background workers' passes under way.
 const WORKER_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Where "now" comes from: the system clock in production, a fixed one in tests.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Millis;
-}
+pub use muster_core::time::Clock;
 
 pub struct SystemClock;
 
@@ -149,6 +146,8 @@ pub(crate) struct Shared {
     pub edge: Arc<edge::Edge>,
     /// The background workers, with what each has done.
     pub workers: workers::Workers,
+    /// Whom the store claims for at the end of each batch (see `publish_roster`).
+    pub roster: watch::Sender<Option<muster_store::Roster>>,
     /// Rate limits, and the log of refused authentication.
     pub quotas: quota::Quotas,
     /// The latest probe write readiness made, and when: one at a time, at
@@ -204,6 +203,7 @@ impl Hub {
                 output,
                 stopping,
                 workers: workers::Workers::default(),
+                roster: watch::channel(None).0,
                 draining: AtomicBool::new(false),
                 dispatch_paused: AtomicBool::new(paused),
                 started_at: now,
@@ -277,7 +277,9 @@ impl Hub {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        workers::spawn(&self, loops::DispatchWorker::new(&self));
+        let (dispatch, handout) = loops::DispatchWorker::new(&self);
+        workers::spawn(&self, dispatch);
+        workers::spawn(&self, handout);
         workers::spawn(&self, alerts::AlertWorker::default());
         workers::spawn(&self, backup::worker());
         workers::spawn(&self, compact::worker());
@@ -287,6 +289,7 @@ impl Hub {
         let stop = async move {
             shutdown.await;
             hub.shared.draining.store(true, Ordering::SeqCst);
+            hub.publish_roster();
             let delay = hub.shared.config.drain_delay;
             tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz answers 503, no new work is taken");
             let event = muster_store::NewEvent {
@@ -339,7 +342,7 @@ impl Hub {
     /// change that wrote it (its `updated_at`, which the pass's own clock
     /// reading is no earlier than), such as a retry in backoff, needs the
     /// loop to wait for it. A pass that failed wakes the loop itself
-    /// (`BatchDispatch::missed`).
+    /// (`Handout::Missed`).
     pub(crate) fn wake_for(&self, task: &muster_core::Task) {
         if task.state == muster_core::TaskState::Queued && task.ready_at > task.updated_at {
             self.wake_dispatcher();

@@ -3,10 +3,9 @@
 //! or lease is due.
 
 use crate::Hub;
-use muster_core::{AgentName, Millis, Task};
+use muster_core::{AgentName, Task};
 use muster_proto::ws::HubMsg;
-use muster_store::{ClaimPlan, Dispatcher};
-use std::sync::Weak;
+use muster_store::{BatchClaims, Handout, Roster};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -19,11 +18,59 @@ const RECLAIM_BATCH: usize = 500;
 pub(crate) struct DispatchWorker;
 
 impl DispatchWorker {
-    /// The worker, with the store told to hand claims to this hub in the
-    /// batch that makes work claimable.
-    pub(crate) fn new(hub: &Hub) -> DispatchWorker {
-        hub.shared.store.set_dispatcher(std::sync::Arc::new(BatchDispatch(std::sync::Arc::downgrade(&hub.shared))));
-        DispatchWorker
+    /// The worker, and the one that sends out what the store claims at the
+    /// end of each batch of changes for the roster this hub publishes: a
+    /// task created goes out with its creation's commit rather than after a
+    /// second commit of its own claim, which halves the commits between a
+    /// submission and its agent. Data flows one way each: the roster to the
+    /// store, its handouts back.
+    pub(crate) fn new(hub: &Hub) -> (DispatchWorker, HandoutWorker) {
+        let (handout, handouts) = tokio::sync::mpsc::unbounded_channel();
+        hub.publish_roster();
+        hub.shared.store.claim_in_batches(BatchClaims {
+            roster: hub.shared.roster.subscribe(),
+            clock: hub.shared.clock.clone(),
+            handout,
+        });
+        (DispatchWorker, HandoutWorker { handouts, next: None })
+    }
+}
+
+/// Sends out what the store claimed at the end of a batch, or wakes the
+/// dispatch worker when a claim pass missed.
+pub(crate) struct HandoutWorker {
+    handouts: tokio::sync::mpsc::UnboundedReceiver<Handout>,
+    next: Option<Handout>,
+}
+
+impl crate::workers::Worker for HandoutWorker {
+    fn name(&self) -> &'static str {
+        "handout"
+    }
+
+    fn purpose(&self) -> &'static str {
+        "sends agents the tasks claimed in the commit that made them claimable"
+    }
+
+    async fn next(&mut self, _: &Hub) {
+        match self.handouts.recv().await {
+            Some(handout) => self.next = Some(handout),
+            // The store is gone: nothing more comes.
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
+        match self.next.take() {
+            Some(Handout::Claimed(claims)) => {
+                for (agent, tasks) in &claims {
+                    hub.send_assignments(agent, tasks);
+                }
+            }
+            Some(Handout::Missed) => hub.wake_dispatcher(),
+            None => {}
+        }
+        Ok(false)
     }
 }
 
@@ -95,21 +142,28 @@ impl Hub {
 
     /// Hands due tasks to connected agents; returns how many were assigned.
     /// Most tasks go out with the commit that made them claimable (see
-    /// [`BatchDispatch`]); this pass serves the rest: tasks whose backoff
-    /// ended, slots a reclaim freed, a batch whose claims failed.
+    /// [`DispatchWorker::new`]); this pass serves the rest: tasks whose
+    /// backoff ended, slots a reclaim freed, a batch whose claims failed.
     pub(crate) async fn dispatch_once(&self) -> Result<usize, muster_store::StoreError> {
         if self.shared.sessions.lock().expect("sessions lock poisoned").is_empty() {
             return Ok(0);
         }
         // Nothing due: no claims, so a fleet of idle agents costs no writes.
         let Some(ready) = self.shared.store.next_ready().await? else { return Ok(0) };
-        let Some(plan) = self.claim_plan(ready) else { return Ok(0) };
+        // The roster as it is now; published too, should a change have
+        // missed publishing it.
+        self.publish_roster();
+        let now = self.now();
+        let Some(roster) = self.roster().filter(|_| ready <= now) else { return Ok(0) };
         // One change for the whole pass, claiming for each agent in the
         // rotation's order, so whoever is first is served first.
-        let results = self.shared.store.claim_for_agents(&plan.agents, plan.now, plan.accept_within).await?;
+        let mut agents = roster.agents;
+        let start = self.shared.rotation.fetch_add(1, Ordering::Relaxed) % agents.len();
+        agents.rotate_left(start);
+        let results = self.shared.store.claim_for_agents(&agents, now, roster.accept_within).await?;
         let mut assigned = 0;
         let mut failure = None;
-        for (agent, result) in plan.agents.iter().zip(results) {
+        for (agent, result) in agents.iter().zip(results) {
             // Other agents' claims committed; their tasks must still go out.
             match result {
                 Ok(tasks) => assigned += self.send_assignments(agent, &tasks),
@@ -126,14 +180,11 @@ impl Hub {
         }
     }
 
-    /// The agents a claim pass serves, in its order, or `None` when nothing
-    /// may be handed out now. `ready` is when the first queued task is due.
-    fn claim_plan(&self, ready: Millis) -> Option<ClaimPlan> {
-        let now = self.now();
-        if ready > now
-            || self.shared.draining.load(Ordering::SeqCst)
-            || self.shared.dispatch_paused.load(Ordering::SeqCst)
-        {
+    /// Whom claims are for now: the connected agents, by name, and how long
+    /// each has to accept; `None` when nothing may be handed out (no agent,
+    /// dispatch paused, the hub draining).
+    pub(crate) fn roster(&self) -> Option<Roster> {
+        if self.shared.draining.load(Ordering::SeqCst) || self.shared.dispatch_paused.load(Ordering::SeqCst) {
             return None;
         }
         let mut agents: Vec<AgentName> =
@@ -141,12 +192,20 @@ impl Hub {
         if agents.is_empty() {
             return None;
         }
-        // Start with a different agent each pass so no agent is always served first.
         agents.sort();
-        let start = self.shared.rotation.fetch_add(1, Ordering::Relaxed) % agents.len();
-        agents.rotate_left(start);
-        let accept_within = self.shared.runtime.borrow().accept_timeout;
-        Some(ClaimPlan { agents, now, accept_within })
+        Some(Roster { agents, accept_within: self.shared.runtime.borrow().accept_timeout })
+    }
+
+    /// Tells the store the roster, when it changed: called wherever what it
+    /// is made of changes (an agent connects or leaves, dispatch is paused
+    /// or resumed, the hub drains, the accept timeout changes).
+    pub(crate) fn publish_roster(&self) {
+        let roster = self.roster();
+        self.shared.roster.send_if_modified(|current| {
+            let changed = *current != roster;
+            *current = roster;
+            changed
+        });
     }
 
     /// Sends claimed tasks to `agent`; returns how many.
@@ -163,32 +222,5 @@ impl Hub {
             }
         }
         tasks.len()
-    }
-}
-
-/// The store's claim pass at the end of each batch of changes, for this
-/// hub's agents. A task created goes out with its creation's commit rather
-/// than after a second commit of its own claim, which halves the commits
-/// between a submission and its agent. Holds the hub weakly: the store it
-/// is set on belongs to the hub.
-pub struct BatchDispatch(pub(crate) Weak<crate::Shared>);
-
-impl Dispatcher for BatchDispatch {
-    fn plan(&self, ready: Millis) -> Option<ClaimPlan> {
-        Hub { shared: self.0.upgrade()? }.claim_plan(ready)
-    }
-
-    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>) {
-        let Some(shared) = self.0.upgrade() else { return };
-        let hub = Hub { shared };
-        for (agent, tasks) in &claims {
-            hub.send_assignments(agent, tasks);
-        }
-    }
-
-    fn missed(&self) {
-        if let Some(shared) = self.0.upgrade() {
-            Hub { shared }.wake_dispatcher();
-        }
     }
 }

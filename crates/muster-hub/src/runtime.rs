@@ -647,6 +647,7 @@ impl Hub {
         self.shared.store.put_settings(pairs, by, self.now()).await?;
         self.shared.store.set_breaker_policy(next.breaker_policy());
         self.shared.runtime.send_replace(next.clone());
+        self.publish_roster();
         if (&next.budget_daily, &next.budget_daily_per_runner)
             != (&before.budget_daily, &before.budget_daily_per_runner)
         {

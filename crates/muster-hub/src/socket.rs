@@ -205,6 +205,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             }
         }
     }
+    hub.publish_roster();
     tracing::info!(agent = %name, session = session_id, runs = runs.len(), "agent connected");
     let mut runtime = hub.shared.runtime.subscribe();
     let live = runtime.borrow_and_update().clone();
@@ -332,6 +333,7 @@ async fn session(hub: Hub, name: AgentName, socket: WebSocket) {
             sessions.remove(&name);
         }
     }
+    hub.publish_roster();
     tracing::info!(agent = %name, session = session_id, reason = %reason, "agent disconnected");
     if let Err(e) = hub.shared.store.agent_disconnected(&name, session_id, &reason, hub.now()).await {
         tracing::error!(agent = %name, error = %e, "cannot record the agent's disconnection");

@@ -68,27 +68,32 @@ impl Default for Limits {
     }
 }
 
-/// Who work is handed to, asked by the store at the end of each batch of
-/// changes (see [`Store::set_dispatcher`]). Both calls are made on the
-/// store's writer thread, so they must return at once.
-pub trait Dispatcher: Send + Sync + 'static {
-    /// The agents to claim for, first served first, given that the first
-    /// queued task is due at `ready`; `None` when nothing may be handed out
-    /// now (nothing due yet, no agent connected, dispatch paused, draining).
-    fn plan(&self, ready: Millis) -> Option<ClaimPlan>;
-    /// What was claimed, once it is committed. Claims that did not commit
-    /// are never passed here; their tasks are still queued.
-    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>);
-    /// A planned pass failed, or its batch did not commit: what it would
-    /// have handed out is still queued, for the dispatcher to claim itself.
-    fn missed(&self);
+/// Whom the store claims for at the end of each batch of changes: the
+/// agents connected to the hub, in order, and how long each has to accept.
+/// The hub publishes it as it changes; `None` hands nothing out (no agent,
+/// dispatch paused, the hub draining). See [`Store::claim_in_batches`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    pub agents: Vec<AgentName>,
+    pub accept_within: Duration,
 }
 
-/// One claim pass: whom for, when, and how long each agent has to accept.
-pub struct ClaimPlan {
-    pub agents: Vec<AgentName>,
-    pub now: Millis,
-    pub accept_within: Duration,
+/// What the store's claims at the end of a batch came to, once committed.
+#[derive(Debug)]
+pub enum Handout {
+    /// Tasks now leased to each agent: the hub sends them out.
+    Claimed(Vec<(AgentName, Vec<Task>)>),
+    /// A pass failed, or its batch did not commit: what it would have
+    /// handed out is still queued, for the hub's dispatch to claim itself.
+    Missed,
+}
+
+/// The in-batch dispatch, as data: the roster comes in, handouts go out.
+pub struct BatchClaims {
+    pub roster: watch::Receiver<Option<Roster>>,
+    /// The hub's clock: nothing is handed out before its time.
+    pub clock: std::sync::Arc<dyn muster_core::time::Clock>,
+    pub handout: tokio::sync::mpsc::UnboundedSender<Handout>,
 }
 
 #[async_trait]
@@ -405,12 +410,13 @@ pub trait Store: Send + Sync + 'static {
     /// When circuit breakers open and how long they stay open; applied to
     /// every finish, reclaim and claim from now on.
     fn set_breaker_policy(&self, policy: muster_core::breaker::Policy);
-    /// Claims for `dispatcher`'s agents at the end of every batch of
-    /// changes, inside that batch's transaction, and hands it what was
-    /// claimed once the batch commits: a task created, or a slot freed, goes
-    /// out with the commit that made it possible instead of waiting for a
-    /// claim of its own in the batch after.
-    fn set_dispatcher(&self, dispatcher: std::sync::Arc<dyn Dispatcher>);
+    /// Claims for the roster's agents at the end of every batch of changes,
+    /// inside that batch's transaction, each pass starting with the next
+    /// agent, and sends what was claimed once the batch commits: a task
+    /// created, or a slot freed, goes out with the commit that made it
+    /// possible instead of waiting for a claim of its own in the batch after.
+    /// The store reads the roster and writes handouts; it never calls the hub.
+    fn claim_in_batches(&self, claims: BatchClaims);
     /// Every breaker that has seen a failure or been reset, agents first.
     async fn breakers(&self) -> Result<Vec<muster_core::breaker::Breaker>>;
     /// Closes a breaker on an operator's word, with a `breaker.closed` event.

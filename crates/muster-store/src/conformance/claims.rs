@@ -120,78 +120,78 @@ pub async fn claim_waits_for_ready_at(store: Arc<dyn Store>) {
     assert_eq!((&claimed[0].id, claimed[0].epoch), (&task, Epoch(2)), "every hand-out raises the epoch");
 }
 
-/// A dispatcher that records what it was handed; it claims for `agents`
-/// once the first queued task is due, unless paused, as a hub does.
+/// A clock the case moves by hand.
+struct Hand(std::sync::atomic::AtomicI64);
+
+impl muster_core::time::Clock for Hand {
+    fn now(&self) -> Millis {
+        Millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// The hub's side of the in-batch claims: the roster it publishes, the
+/// clock it lends, and what it was handed.
 struct Recorder {
-    agents: Vec<AgentName>,
-    now: std::sync::Mutex<Millis>,
-    paused: std::sync::atomic::AtomicBool,
-    handed: std::sync::Mutex<Vec<(AgentName, Vec<TaskId>)>>,
-    missed: std::sync::atomic::AtomicUsize,
+    roster: tokio::sync::watch::Sender<Option<crate::Roster>>,
+    clock: Arc<Hand>,
+    handouts: std::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<crate::Handout>>,
+    missed: usize,
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<(AgentName, Vec<TaskId>)> {
-        std::mem::take(&mut *self.handed.lock().expect("recorder lock"))
+    /// What was handed out since the last look, already sent when the
+    /// change that made it returned.
+    fn take(&mut self) -> Vec<(AgentName, Vec<TaskId>)> {
+        let mut handed = Vec::new();
+        let mut rx = self.handouts.lock().expect("recorder lock");
+        while let Ok(h) = rx.try_recv() {
+            match h {
+                crate::Handout::Claimed(claims) => {
+                    for (agent, tasks) in claims {
+                        for task in &tasks {
+                            assert_eq!(task.state, TaskState::Assigned, "{} was handed out unassigned", task.id);
+                        }
+                        handed.push((agent, tasks.into_iter().map(|t| t.id).collect()));
+                    }
+                }
+                crate::Handout::Missed => self.missed += 1,
+            }
+        }
+        handed
     }
 
     fn set_now(&self, now: Millis) {
-        *self.now.lock().expect("recorder lock") = now;
-    }
-}
-
-impl crate::Dispatcher for Recorder {
-    fn plan(&self, ready: Millis) -> Option<crate::ClaimPlan> {
-        let now = *self.now.lock().expect("recorder lock");
-        if ready > now || self.paused.load(std::sync::atomic::Ordering::SeqCst) {
-            return None;
-        }
-        Some(crate::ClaimPlan { agents: self.agents.clone(), now, accept_within: ACCEPT })
-    }
-
-    fn claimed(&self, claims: Vec<(AgentName, Vec<Task>)>) {
-        for (agent, tasks) in claims {
-            for task in &tasks {
-                assert_eq!(task.state, TaskState::Assigned, "the dispatcher was handed {} unassigned", task.id);
-            }
-            self.handed.lock().expect("recorder lock").push((agent, tasks.into_iter().map(|t| t.id).collect()));
-        }
-    }
-
-    fn missed(&self) {
-        self.missed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.clock.0.store(now.0, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Arc<dyn Store>) {
     let a = online(&*s, "agent-a", 2, T0).await;
-    let rec = Arc::new(Recorder {
-        agents: vec![name("agent-ghost"), a.clone()],
-        now: std::sync::Mutex::new(T0),
-        paused: std::sync::atomic::AtomicBool::new(false),
-        handed: std::sync::Mutex::new(Vec::new()),
-        missed: std::sync::atomic::AtomicUsize::new(0),
-    });
-    s.set_dispatcher(rec.clone());
+    let roster = crate::Roster { agents: vec![name("agent-ghost"), a.clone()], accept_within: ACCEPT };
+    let (roster_tx, roster_rx) = tokio::sync::watch::channel(Some(roster.clone()));
+    let (handout, handouts) = tokio::sync::mpsc::unbounded_channel();
+    let clock = Arc::new(Hand(std::sync::atomic::AtomicI64::new(T0.0)));
+    s.claim_in_batches(crate::BatchClaims { roster: roster_rx, clock: clock.clone(), handout });
+    let mut rec = Recorder { roster: roster_tx, clock, handouts: std::sync::Mutex::new(handouts), missed: 0 };
 
     // Handed over before the creation returns: the claim rode in its batch.
     // An agent the store does not know is skipped; the others are served.
     let t1 = submit(&*s, 1, spec("one"), T0).await;
     assert_eq!(rec.take(), [(a.clone(), vec![t1.clone()])], "the creation of {t1} was not claimed with it");
-    // The skipped agent's claim failed: the dispatcher hears that it missed.
-    assert!(rec.missed.load(std::sync::atomic::Ordering::SeqCst) > 0, "a failed claim went unreported");
+    // The skipped agent's claim failed: the hub hears that it missed.
+    assert!(rec.missed > 0, "a failed claim went unreported");
     let held = get(&*s, &t1).await;
     assert_eq!(held.state, TaskState::Assigned, "{t1} after its creation's claim");
     assert_eq!(held.lease.as_ref().map(|l| (&l.agent, l.expires_at)), Some((&a, T0.plus(ACCEPT))), "lease of {t1}");
 
-    // Nothing goes out while the dispatcher says no.
-    rec.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Nothing goes out while the roster is empty (dispatch paused).
+    rec.roster.send_replace(None);
     let t2 = submit(&*s, 2, spec("two"), at(1)).await;
     assert!(rec.take().is_empty(), "a paused dispatcher was handed work");
     assert_eq!(get(&*s, &t2).await.state, TaskState::Queued, "{t2} while paused");
 
     // Any later change claims what waits, oldest first, into free slots only.
-    rec.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    rec.roster.send_replace(Some(roster));
     rec.set_now(at(2));
     let t3 = submit(&*s, 3, spec("three"), at(2)).await;
     assert_eq!(rec.take(), [(a.clone(), vec![t2.clone()])], "one slot was free and {t2} is the oldest");
@@ -204,7 +204,7 @@ pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Ar
     finish(&*s, &a, &t1, epoch, &RunOutcome::Succeeded { exit_code: 0 }, at(4)).await;
     assert_eq!(rec.take(), [(a.clone(), vec![t3.clone()])], "the slot {t1} freed was not filled with {t3}");
 
-    // A retry in backoff waits for its time, as the dispatcher's plan says;
+    // A retry in backoff waits for its time, by the hub's clock;
     // then any change hands it out.
     let epoch = get(&*s, &t2).await.epoch;
     ok("start_task", s.start_task(&a, &t2, epoch, at(5), LEASE).await);

@@ -22,10 +22,9 @@ mod vfs;
 
 use crate::{Acquire, DecisionRecord, LockMode, LockRecord, LockWait, NewDecision, NewPipeline, PipelineRecord};
 use crate::{
-    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner,
-    Dispatcher, Event, EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken,
-    OutputChunk, OutputFilter, OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter,
-    TaskOp, TokenRecord,
+    AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
+    EventFilter, FinishResult, Heartbeat, Limits, NewAgent, NewEvent, NewStep, NewToken, OutputChunk, OutputFilter,
+    OutputRecord, Page, Result, RunDetails, StepRecord, Store, StoreError, TaskFilter, TaskOp, TokenRecord,
 };
 use crate::{ChannelRecord, MessageRecord, Recipient};
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
@@ -146,7 +145,35 @@ struct Shared {
 struct Hooks {
     /// When circuit breakers open, as the hub last set it.
     breaker_policy: Mutex<Policy>,
-    dispatcher: Mutex<Option<Arc<dyn Dispatcher>>>,
+    /// Whom to claim for at the end of a batch, and where claims go.
+    claims: Mutex<Option<Arc<InBatch>>>,
+}
+
+/// The in-batch dispatch the hub asked for, with the turn of its rotation.
+struct InBatch {
+    claims: crate::BatchClaims,
+    /// Each pass starts with the next agent, so none is always served first.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl InBatch {
+    /// The agents to claim for now, in this pass's order, and the accept
+    /// deadline; `None` when nothing may be handed out (no roster, or the
+    /// first queued task not due yet).
+    fn plan(&self, ready: Millis) -> Option<(Vec<AgentName>, Millis, Duration)> {
+        let now = self.claims.clock.now();
+        if ready > now {
+            return None;
+        }
+        let roster = self.claims.roster.borrow().clone()?;
+        let mut agents = roster.agents;
+        if agents.is_empty() {
+            return None;
+        }
+        let start = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % agents.len();
+        agents.rotate_left(start);
+        Some((agents, now, roster.accept_within))
+    }
 }
 
 impl Hooks {
@@ -154,8 +181,8 @@ impl Hooks {
         *self.breaker_policy.lock().expect("breaker policy lock poisoned")
     }
 
-    fn dispatcher(&self) -> Option<Arc<dyn Dispatcher>> {
-        self.dispatcher.lock().expect("dispatcher lock poisoned").clone()
+    fn in_batch(&self) -> Option<Arc<InBatch>> {
+        self.claims.lock().expect("claims lock poisoned").clone()
     }
 }
 
@@ -440,7 +467,7 @@ fn apply_batch(
     batch: &mut [Job],
     began: bool,
     isolation: Isolation,
-    dispatcher: Option<&dyn Dispatcher>,
+    in_batch: Option<&InBatch>,
     policy: Policy,
 ) -> Applied {
     let mut applied = Applied { aborted: !began, ..Applied::default() };
@@ -474,7 +501,7 @@ fn apply_batch(
             }
         }
     }
-    if let Some(d) = dispatcher.filter(|_| applied.changed && !applied.aborted) {
+    if let Some(d) = in_batch.filter(|_| applied.changed && !applied.aborted) {
         claim_in_batch(conn, d, policy, isolation, &mut applied);
     }
     applied
@@ -484,13 +511,9 @@ fn apply_batch(
 /// batch's own changes made claimable (a task created, a slot freed) goes
 /// out with its commit. A failed pass is undone; the dispatch loop tries
 /// again.
-fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolation: Isolation, applied: &mut Applied) {
+fn claim_in_batch(conn: &Connection, d: &InBatch, policy: Policy, isolation: Isolation, applied: &mut Applied) {
     let Some(ready) = ops::next_ready(conn).ok().flatten() else { return };
-    let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.plan(ready))).unwrap_or_else(|_| {
-        tracing::error!("the dispatcher panicked while planning a claim pass");
-        None
-    });
-    let Some(plan) = plan.filter(|p| !p.agents.is_empty()) else { return };
+    let Some((agents, now, accept_within)) = d.plan(ready) else { return };
     let savepoints = isolation == Isolation::Savepoints;
     if savepoints && run(conn, "SAVEPOINT job").is_err() {
         applied.aborted = true;
@@ -498,7 +521,7 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
     }
     let before = conn.total_changes();
     let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ops::claim_for_agents(conn, &plan.agents, plan.now, plan.accept_within, policy, savepoints)
+        ops::claim_for_agents(conn, &agents, now, accept_within, policy, savepoints)
     }));
     // A claim that failed alone leaves the others standing, but what it
     // would have taken is missed all the same.
@@ -509,7 +532,7 @@ fn claim_in_batch(conn: &Connection, d: &dyn Dispatcher, policy: Policy, isolati
     let half_written = !savepoints && pass_failed && conn.total_changes() != before;
     match pass {
         Ok(Ok(results)) => {
-            for (agent, result) in plan.agents.into_iter().zip(results) {
+            for (agent, result) in agents.into_iter().zip(results) {
                 match result {
                     Ok(tasks) if !tasks.is_empty() => applied.claims.push((agent, tasks)),
                     Ok(_) => {}
@@ -592,11 +615,11 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let dispatcher = hooks.dispatcher();
+        let in_batch = hooks.in_batch();
         let policy = hooks.policy();
         let mut began = begin(&conn);
         let mut applied =
-            apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Trusting, dispatcher.as_deref(), policy);
+            apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Trusting, in_batch.as_deref(), policy);
         if applied.redo {
             stats.redone.inc();
             tracing::debug!(
@@ -605,8 +628,7 @@ fn writer_loop(
             );
             let _ = conn.execute_batch("ROLLBACK");
             began = begin(&conn);
-            applied =
-                apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Savepoints, dispatcher.as_deref(), policy);
+            applied = apply_batch(&conn, &mut batch, began.is_ok(), Isolation::Savepoints, in_batch.as_deref(), policy);
         }
         let committing = std::time::Instant::now();
         let commit = match (began, applied.aborted) {
@@ -654,18 +676,14 @@ fn writer_loop(
             });
         }
         // The agents first: their work is what the dispatch latency measures.
-        if let Some(d) = &dispatcher {
+        if let Some(d) = &in_batch {
             let missed = applied.missed || (commit.is_err() && !applied.claims.is_empty());
-            let handed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if commit.is_ok() && !applied.claims.is_empty() {
-                    d.claimed(applied.claims);
-                }
-                if missed {
-                    d.missed();
-                }
-            }));
-            if handed.is_err() {
-                tracing::error!("the dispatcher panicked handing out claims; the accept deadline reclaims them");
+            // A hub that went away takes nothing; its leases expire unaccepted.
+            if commit.is_ok() && !applied.claims.is_empty() {
+                let _ = d.claims.handout.send(crate::Handout::Claimed(applied.claims));
+            }
+            if missed {
+                let _ = d.claims.handout.send(crate::Handout::Missed);
             }
         }
         for job in batch.drain(..) {
@@ -1187,8 +1205,9 @@ impl Store for SqliteStore {
         *self.shared.hooks.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
     }
 
-    fn set_dispatcher(&self, dispatcher: Arc<dyn Dispatcher>) {
-        *self.shared.hooks.dispatcher.lock().expect("dispatcher lock poisoned") = Some(dispatcher);
+    fn claim_in_batches(&self, claims: crate::BatchClaims) {
+        let in_batch = InBatch { claims, turn: std::sync::atomic::AtomicUsize::new(0) };
+        *self.shared.hooks.claims.lock().expect("claims lock poisoned") = Some(Arc::new(in_batch));
     }
 
     async fn breakers(&self) -> Result<Vec<Breaker>> {
