@@ -4,7 +4,7 @@
 //! and acknowledgement on the timeline.
 
 use crate::Hub;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use muster_core::alert::{self, AlertState, Change, Observation, Rule, RuleConfig, Severity};
 use muster_core::{Millis, TaskState};
 use muster_proto::api::{AlertView, RuleConfigPatch, RuleConfigView};

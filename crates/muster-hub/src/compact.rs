@@ -4,7 +4,7 @@
 //! how big the database is and when it was last backed up and compacted.
 
 use crate::Hub;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use muster_proto::api::{CompactView, CompactionView, DbView, RetentionView};
 use muster_proto::timestamp;
 use std::time::Duration;

@@ -6,8 +6,9 @@
 //! deadlines from the dispatch loop.
 
 use crate::Hub;
-use crate::http::Path;
-use crate::http::{Admin, ApiError, ApiResult, Body, Params, TaskCaller, json};
+use crate::error::{ApiError, ApiResult, json};
+use crate::extract::Path;
+use crate::extract::{Admin, Body, Params, TaskCaller};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use muster_core::TaskId;

@@ -2,7 +2,7 @@
 //! with the next step for each problem found.
 
 use crate::Hub;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use muster_core::alert::Rule;
 use muster_core::{Offer, Requirements, TaskState};
 use muster_proto::api::{DiagnoseView, DiagnosedProblem};
@@ -110,7 +110,7 @@ impl Hub {
             ));
         }
         for a in &agents {
-            if let Some(report) = crate::http::doctor_of(a) {
+            if let Some(report) = crate::views::doctor_of(a) {
                 for r in report.runners.iter().filter(|r| !r.ok) {
                     problems.push(problem(
                         "agent",

@@ -6,6 +6,7 @@
 //! fact that must survive a crash is in the store before it is acknowledged.
 
 mod alerts;
+pub mod api;
 mod auth;
 mod backup;
 mod budget;
@@ -15,7 +16,8 @@ mod config;
 mod decisions;
 mod diagnose;
 mod edge;
-pub mod http;
+mod error;
+mod extract;
 mod loops;
 mod messages;
 mod metrics;
@@ -28,6 +30,7 @@ mod schedules;
 mod shadow;
 mod socket;
 mod ui;
+mod views;
 mod window;
 mod workers;
 
@@ -137,7 +140,7 @@ pub(crate) struct Shared {
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
     /// Dashboard sessions, by the hash of their cookie.
-    pub ui_sessions: std::sync::Mutex<HashMap<String, ui::UiSession>>,
+    pub ui_sessions: std::sync::Mutex<HashMap<String, auth::UiSession>>,
     /// API tokens as last read, so a request costs no store read; cleared on revocation.
     pub tokens: cache::Cache<muster_core::TokenId, muster_store::TokenRecord>,
     /// The shadow policies, read at every task creation; cleared when one is set.
@@ -284,7 +287,7 @@ impl Hub {
         workers::spawn(&self, backup::worker());
         workers::spawn(&self, compact::worker());
         workers::spawn(&self, window::WindowWorker::default());
-        let app = http::router(self.clone());
+        let app = api::router(self.clone());
         let hub = self.clone();
         let stop = async move {
             shutdown.await;
@@ -409,4 +412,81 @@ fn task_token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
     write_secret_file(&path, &auth::hex(&key)).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
+}
+
+pub(crate) fn new_task_id(now: Millis) -> crate::error::ApiResult<TaskId> {
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf).map_err(|e| crate::error::ApiError::Internal(format!("no randomness available: {e}")))?;
+    Ok(TaskId::from_parts(now.0, u128::from_le_bytes(buf)))
+}
+
+#[cfg(test)]
+mod layering {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Each module of this crate and the modules it names (`crate::NAME`);
+    /// `api/` counts as one module.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+        for dir in [src.clone(), src.join("api")] {
+            for entry in std::fs::read_dir(&dir).expect("the sources") {
+                let path = entry.expect("an entry").path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    let module = if dir.ends_with("api") {
+                        "api".to_owned()
+                    } else {
+                        path.file_stem().expect("a name").to_string_lossy().into_owned()
+                    };
+                    files.push((module, path));
+                }
+            }
+        }
+        let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).filter(|m| m != "lib").collect();
+        let named = regex::Regex::new(r"crate::([a-z_]+)\b").expect("a pattern");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (module, path) in files.into_iter().filter(|(m, _)| m != "lib") {
+            let text = std::fs::read_to_string(&path).expect("a source");
+            let uses = graph.entry(module.clone()).or_default();
+            for m in named.captures_iter(&text).map(|c| c[1].to_owned()) {
+                if modules.contains(&m) && m != module {
+                    uses.insert(m);
+                }
+            }
+        }
+        graph
+    }
+
+    /// A cycle through `at`, if its imports lead back to it.
+    fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, at: &str) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|m| m == at) {
+            let mut found = path[i..].to_vec();
+            found.push(at.to_owned());
+            return Some(found);
+        }
+        path.push(at.to_owned());
+        for next in graph.get(at).into_iter().flatten() {
+            if let Some(found) = cycle(graph, path, next) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        None
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let graph = imports();
+        assert!(graph.len() > 20 && graph["api"].contains("decisions"), "the graph was read: {graph:?}");
+        for module in graph.keys() {
+            if let Some(found) = cycle(&graph, &mut Vec::new(), module) {
+                panic!("an import cycle: {}", found.join(" -> "));
+            }
+        }
+        // The leaves every other module may use name no module of the hub.
+        for leaf in ["error", "views", "workers", "cache", "metrics", "openapi", "pipeline", "budget", "edge"] {
+            assert_eq!(graph[leaf], BTreeSet::new(), "{leaf} names {:?}", graph[leaf]);
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! agents following it as they happen, and stay for `channel tail`.
 
 use crate::Hub;
-use crate::http::{Admin, ApiError, ApiResult, Body, Params, TaskCaller, json};
+use crate::error::{ApiError, ApiResult, json};
+use crate::extract::{Admin, Body, Params, TaskCaller};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use muster_core::AgentName;

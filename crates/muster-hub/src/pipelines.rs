@@ -2,8 +2,10 @@
 //! far each pipeline has got.
 
 use crate::Hub;
-use crate::http::Path;
-use crate::http::{Admin, ApiError, ApiResult, Body, Params, json, new_task_id};
+use crate::error::{ApiError, ApiResult, json};
+use crate::extract::Path;
+use crate::extract::{Admin, Body, Params};
+use crate::new_task_id;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use muster_core::TaskState;

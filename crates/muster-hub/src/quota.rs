@@ -6,7 +6,7 @@
 
 use crate::Hub;
 use crate::auth::Caller;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,11 +82,6 @@ impl Default for Quotas {
     }
 }
 
-/// Whole seconds to wait, at least one, as `Retry-After` says them.
-pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
 impl Hub {
     /// Takes one request from `caller`'s allowance (`limits.api_rate`
     /// requests a second, in bursts of up to `limits.api_burst`).
@@ -107,7 +102,7 @@ impl Hub {
                     "this token has made more than {rate} {} a second (bursts up to {burst}, limits.api_rate \
                      and limits.api_burst); try again in {} s",
                     if rate == 1 { "request" } else { "requests" },
-                    retry_after_secs(wait)
+                    crate::error::retry_after_secs(wait)
                 ),
                 retry_after: wait,
             }
@@ -124,7 +119,7 @@ impl Hub {
                     detail: format!(
                         "runs on agent {agent} have created more than {rate} follow-up tasks a minute \
                          (limits.followups_per_minute); try again in {} s",
-                        retry_after_secs(wait)
+                        crate::error::retry_after_secs(wait)
                     ),
                     retry_after: wait,
                 }
@@ -177,9 +172,9 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
-        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(crate::error::retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(crate::error::retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(crate::error::retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(crate::error::retry_after_secs(Duration::from_millis(2001)), 3);
     }
 }

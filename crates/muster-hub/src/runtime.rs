@@ -12,7 +12,7 @@
 //! reads them (see `alerts.rs`).
 
 use crate::Hub;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use muster_core::{MicroUsd, RunnerName};
 use muster_proto::api::{ConfigView, RuleConfigPatch, SettingView};
 use muster_proto::{FieldError, parse_duration, setting_duration};

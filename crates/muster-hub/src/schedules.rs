@@ -7,8 +7,10 @@
 //! in the same transaction as the task it creates.
 
 use crate::Hub;
-use crate::http::Path;
-use crate::http::{Admin, ApiError, ApiResult, Body, json, new_task_id};
+use crate::error::{ApiError, ApiResult, json};
+use crate::extract::Path;
+use crate::extract::{Admin, Body};
+use crate::new_task_id;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{Datelike, TimeZone};

@@ -5,7 +5,7 @@
 //! is pushed anywhere. The report compares finished pairs.
 
 use crate::Hub;
-use crate::http::ApiError;
+use crate::error::ApiError;
 use muster_core::{Priority, RunnerName, Task, TaskId, TaskSpec};
 use muster_proto::FieldError;
 use muster_proto::api::{ShadowMismatch, ShadowPolicy, ShadowReport, ShadowRunnerRow};
@@ -157,7 +157,7 @@ impl Hub {
                 w.keep = muster_core::Keep::Never;
             }
             let now = self.now();
-            let created = self.shared.store.create_task(crate::http::new_task_id(now)?, spec, now).await?;
+            let created = self.shared.store.create_task(crate::new_task_id(now)?, spec, now).await?;
             tracing::info!(task_id = %task.id, shadow = %created.task.id, runner = %runner, "shadow run queued");
             made.push(created.task.id);
         }

@@ -10,7 +10,8 @@
 //! identity comes from its token, never from what it says, and every report
 //! about a task is checked against the task's current lease epoch.
 
-use crate::http::{AgentCaller, ApiError};
+use crate::error::ApiError;
+use crate::extract::AgentCaller;
 use crate::{Hub, Outbound, Session};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -72,7 +73,7 @@ pub async fn connect(
     if hub.shared.draining.load(Ordering::SeqCst) {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
-    let ws = ws.map_err(crate::http::not_a_socket)?;
+    let ws = ws.map_err(crate::extract::not_a_socket)?;
     // Small buffers, grown only by the frames that need it: an idle agent's
     // socket should cost the hub a few kilobytes, not the default 256 KiB.
     Ok(ws

@@ -10,24 +10,19 @@
 //! script, and the script writes every value as text, never as markup.
 
 use crate::Hub;
-use crate::auth::hash_token;
-use crate::http::Path;
-use crate::http::{Admin, ApiError, ApiResult, json};
+use crate::auth::{COOKIE, SESSION_IDLE, UiSession, hash_token, session_cookie};
+use crate::error::{ApiError, ApiResult, json};
+use crate::extract::Admin;
+use crate::extract::Path;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use muster_core::{Millis, TokenId};
 use muster_proto::api::{EventView, SessionStart};
 use muster_proto::{from_json, to_json};
 use std::time::Duration;
-
-/// The cookie a session lives in.
-pub(crate) const COOKIE: &str = "muster_session";
-/// How long a session lasts without being used.
-const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
 
 const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
@@ -35,13 +30,6 @@ const APP_CSS: &str = include_str!("../ui/app.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// A signed-in browser: which admin token it stands for, until when.
-#[derive(Debug, Clone)]
-pub(crate) struct UiSession {
-    pub token: TokenId,
-    pub expires: Millis,
-}
 
 fn page(content_type: &'static str, body: &'static str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
@@ -91,18 +79,6 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// The session id in the request's cookies, if any.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
 /// Whether the request's `Origin` is the hub itself (the `Host` it was sent to).
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -113,31 +89,6 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
             authority == Some(host)
         }
         _ => false,
-    }
-}
-
-impl Hub {
-    /// The admin token a session cookie stands for, if the session is live
-    /// and the token not revoked.
-    pub(crate) async fn session_token(&self, id: &str) -> ApiResult<muster_store::TokenRecord> {
-        let expired = || self.refuse(crate::auth::Refusal::Session, "the session has ended; sign in again");
-        let key = hash_token(id);
-        let now = self.now();
-        let token = {
-            let mut sessions = self.shared.ui_sessions.lock().expect("sessions lock poisoned");
-            sessions.retain(|_, s| s.expires > now);
-            let s = sessions.get_mut(&key).ok_or_else(expired)?;
-            s.expires = now.plus(SESSION_IDLE);
-            s.token.clone()
-        };
-        let record = self.shared.store.token(&token).await?.ok_or_else(expired)?;
-        if record.revoked_at.is_some() {
-            self.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&key);
-            return Err(
-                self.refuse(crate::auth::Refusal::Revoked, "the token this session signed in with has been revoked")
-            );
-        }
-        Ok(record)
     }
 }
 
@@ -256,8 +207,8 @@ pub(crate) async fn live(
     if headers.get(header::ORIGIN).is_some() && !same_origin(&headers) {
         return Err(ApiError::Forbidden("a socket from another origin is refused".into()));
     }
-    let upgrade = upgrade.map_err(crate::http::not_a_socket)?;
-    let p = crate::http::Params::parse(q, &["after"])?;
+    let upgrade = upgrade.map_err(crate::extract::not_a_socket)?;
+    let p = crate::extract::Params::parse(q, &["after"])?;
     let after = p.number::<i64>("after")?.unwrap_or(0);
     Ok(upgrade.on_upgrade(move |socket| stream_events(hub, socket, after)))
 }
@@ -305,7 +256,7 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
         if let Some(last) = events.last() {
             after = last.seq;
             more |= events.len() == 500;
-            let batch: Vec<EventView> = events.into_iter().map(crate::http::event_view).collect();
+            let batch: Vec<EventView> = events.into_iter().map(crate::views::event_view).collect();
             let text = to_json(&serde_json::json!({ "type": "events", "events": batch }));
             if socket.send(Message::Text(text.into())).await.is_err() {
                 return;
@@ -319,7 +270,7 @@ async fn stream_events(hub: Hub, mut socket: WebSocket, mut after: i64) {
                 f.after = last.seq;
                 more |= chunks.len() == 1000;
                 let views: Vec<muster_proto::api::OutputView> =
-                    chunks.into_iter().map(crate::http::output_view).collect();
+                    chunks.into_iter().map(crate::views::output_view).collect();
                 let text =
                     to_json(&serde_json::json!({ "type": "output", "task": f.task.to_string(), "chunks": views }));
                 if socket.send(Message::Text(text.into())).await.is_err() {
