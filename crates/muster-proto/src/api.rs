@@ -19,6 +19,7 @@ pub struct TaskSubmit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::words::maybe_priority)]
     pub priority: Option<String>,
     /// Seconds as a number, or a duration string such as `"10m"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +249,7 @@ pub struct AgentRemoved {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TakenBack {
     pub task: String,
+    #[schema(schema_with = crate::words::task_state)]
     pub state: String,
 }
 
@@ -255,7 +257,9 @@ pub struct TakenBack {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub id: String,
+    #[schema(schema_with = crate::words::task_state)]
     pub state: String,
+    #[schema(schema_with = crate::words::priority)]
     pub priority: String,
     pub runner: String,
     pub capabilities: Vec<String>,
@@ -383,6 +387,7 @@ pub struct AttemptView {
     pub agent: String,
     pub started_at: String,
     pub finished_at: Option<String>,
+    #[schema(schema_with = crate::words::maybe_outcome)]
     pub outcome: Option<String>,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
@@ -403,6 +408,7 @@ pub struct AttemptView {
     pub latest_step: Option<String>,
     /// `working`, `waiting`, `quiet` while the attempt runs; `done` after.
     #[serde(default)]
+    #[schema(schema_with = crate::words::maybe_live)]
     pub live: Option<String>,
     /// What the agent said of its status (`no output for 2m`).
     #[serde(default)]
@@ -556,6 +562,7 @@ pub struct AgentCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub name: String,
+    #[schema(schema_with = crate::words::agent_state)]
     pub state: String,
     pub connected: bool,
     pub capabilities: Vec<String>,
@@ -967,6 +974,7 @@ pub struct TaskReject {
 #[serde(deny_unknown_fields)]
 pub struct TaskMove {
     /// urgent, high, normal or low.
+    #[schema(schema_with = crate::words::priority)]
     pub priority: String,
 }
 
@@ -1236,6 +1244,7 @@ pub struct PipelineRun {
 pub struct StageView {
     pub name: String,
     pub task: String,
+    #[schema(schema_with = crate::words::task_state)]
     pub state: String,
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 //! changes because a domain type did.
 
 pub mod api;
+mod words;
 pub mod ws;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
