@@ -54,9 +54,11 @@ pub(crate) async fn status(conn: &ConnArgs, json: bool) -> CliResult {
         let states: Vec<String> = s.workers.iter().map(|w| format!("{} {}", w.name, w.state)).collect();
         println!("workers    {}", states.join("  "));
         for w in s.workers.iter().filter(|w| w.last_error.is_some()) {
-            let at = w.last_error_at.as_deref().unwrap_or("?");
+            let since = w.failing_since.as_deref().unwrap_or("?");
             let error = w.last_error.as_deref().unwrap_or_default();
-            println!("           - {} failing since {at} ({} failed passes): {error}", w.name, w.failures);
+            let passes =
+                if w.failing_passes == 1 { "1 pass".to_owned() } else { format!("{} passes", w.failing_passes) };
+            println!("           - {} failing since {since} ({passes} in a row): {error}", w.name);
         }
     }
     Ok(())

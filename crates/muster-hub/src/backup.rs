@@ -118,7 +118,6 @@ impl Hub {
 
 /// Backs up every `backup_interval`, counting from the newest backup on
 /// disk, so a restart does not reset the schedule.
-/// Backs the database up every `backup_interval`.
 pub(crate) fn worker() -> crate::workers::Scheduled {
     crate::workers::Scheduled::new(
         "backups",

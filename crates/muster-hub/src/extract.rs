@@ -80,8 +80,8 @@ impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<Hub>
     }
 }
 
-/// A WebSocket route asked without the upgrade: a 400 problem, or 426 when
-/// the connection cannot be upgraded at all.
+/// A WebSocket route asked without what an upgrade needs: a 400 problem
+/// naming what was missing.
 pub(crate) fn not_a_socket(e: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> ApiError {
     ApiError::bad("", e.body_text())
 }
@@ -200,5 +200,34 @@ impl Params {
             None => Duration::ZERO,
             Some(w) => muster_proto::parse_duration("wait", w)?.min(MAX_WAIT),
         })
+    }
+}
+
+/// Whether the request's `Origin` is the hub itself (the `Host` it was sent to).
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            authority == Some(host)
+        }
+        _ => false,
+    }
+}
+
+/// A request not sent from another origin's page: a browser's socket
+/// carries the session cookie, so one opened from elsewhere is refused
+/// before its cookie is even read.
+pub(crate) struct NotCrossOrigin;
+
+impl axum::extract::FromRequestParts<Hub> for NotCrossOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &Hub) -> ApiResult<NotCrossOrigin> {
+        if parts.headers.get(header::ORIGIN).is_some() && !same_origin(&parts.headers) {
+            return Err(ApiError::Forbidden("a socket from another origin is refused".into()));
+        }
+        Ok(NotCrossOrigin)
     }
 }

@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     pub workers: workers::Workers,
     /// Whom the store claims for at the end of each batch (see `publish_roster`).
     pub roster: watch::Sender<Option<muster_store::Roster>>,
+    /// What the store claimed at the end of a batch, for `deliver_handouts`.
+    pub handouts: Arc<muster_store::Handouts>,
     /// Rate limits, and the log of refused authentication.
     pub quotas: quota::Quotas,
     /// The latest probe write readiness made, and when: one at a time, at
@@ -207,6 +209,7 @@ impl Hub {
                 stopping,
                 workers: workers::Workers::default(),
                 roster: watch::channel(None).0,
+                handouts: Arc::default(),
                 draining: AtomicBool::new(false),
                 dispatch_paused: AtomicBool::new(paused),
                 started_at: now,
@@ -353,7 +356,15 @@ impl Hub {
     }
 
     /// Sends a message to a connected agent; false if it is not connected.
+    /// Sends `msg` to `agent` after every handout already committed, so an
+    /// agent never hears of a change to a task before it heard of the task.
     pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
+        self.deliver_handouts();
+        self.push_to(agent, msg)
+    }
+
+    /// Sends `msg` to `agent` as it is; false when it is not connected.
+    pub(crate) fn push_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
         let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
         sessions.get(agent).is_some_and(|s| s.tx.unbounded_send(Outbound::Msg(Box::new(msg))).is_ok())
     }

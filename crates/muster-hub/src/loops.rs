@@ -14,8 +14,10 @@ const RECLAIM_BATCH: usize = 500;
 
 /// Reclaims expired leases, closes decisions past their deadline, fires due
 /// schedules and hands queued tasks to agents; then sleeps until woken or
-/// until the next backoff or lease is due.
-pub(crate) struct DispatchWorker;
+/// until the next backoff or lease is due. Its first pass runs at once.
+pub(crate) struct DispatchWorker {
+    started: bool,
+}
 
 impl DispatchWorker {
     /// The worker, and the one that sends out what the store claims at the
@@ -25,23 +27,20 @@ impl DispatchWorker {
     /// submission and its agent. Data flows one way each: the roster to the
     /// store, its handouts back.
     pub(crate) fn new(hub: &Hub) -> (DispatchWorker, HandoutWorker) {
-        let (handout, handouts) = tokio::sync::mpsc::unbounded_channel();
         hub.publish_roster();
         hub.shared.store.claim_in_batches(BatchClaims {
             roster: hub.shared.roster.subscribe(),
             clock: hub.shared.clock.clone(),
-            handout,
+            handouts: hub.shared.handouts.clone(),
         });
-        (DispatchWorker, HandoutWorker { handouts, next: None })
+        (DispatchWorker { started: false }, HandoutWorker)
     }
 }
 
 /// Sends out what the store claimed at the end of a batch, or wakes the
-/// dispatch worker when a claim pass missed.
-pub(crate) struct HandoutWorker {
-    handouts: tokio::sync::mpsc::UnboundedReceiver<Handout>,
-    next: Option<Handout>,
-}
+/// dispatch worker when a claim pass missed. Anything else sent to an agent
+/// takes what is queued first (`Hub::send_to`), so order holds either way.
+pub(crate) struct HandoutWorker;
 
 impl crate::workers::Worker for HandoutWorker {
     fn name(&self) -> &'static str {
@@ -52,24 +51,12 @@ impl crate::workers::Worker for HandoutWorker {
         "sends agents the tasks claimed in the commit that made them claimable"
     }
 
-    async fn next(&mut self, _: &Hub) {
-        match self.handouts.recv().await {
-            Some(handout) => self.next = Some(handout),
-            // The store is gone: nothing more comes.
-            None => std::future::pending().await,
-        }
+    async fn next(&mut self, hub: &Hub) {
+        hub.shared.handouts.ready().await;
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
-        match self.next.take() {
-            Some(Handout::Claimed(claims)) => {
-                for (agent, tasks) in &claims {
-                    hub.send_assignments(agent, tasks);
-                }
-            }
-            Some(Handout::Missed) => hub.wake_dispatcher(),
-            None => {}
-        }
+        hub.deliver_handouts();
         Ok(false)
     }
 }
@@ -84,6 +71,9 @@ impl crate::workers::Worker for DispatchWorker {
     }
 
     async fn next(&mut self, hub: &Hub) {
+        if !std::mem::replace(&mut self.started, true) {
+            return;
+        }
         let now = hub.now();
         // Wake at least this often even when nothing is due, to notice leases
         // that expire while no one is watching.
@@ -116,7 +106,15 @@ impl crate::workers::Worker for DispatchWorker {
             Ok(n) => busy |= n > 0,
             Err(e) => failed.push(format!("dispatch: {e}")),
         }
-        if failed.is_empty() { Ok(busy) } else { Err(failed.join("; ")) }
+        match failed.is_empty() {
+            true => Ok(busy),
+            // Work is still flowing: go again at once, and say what failed.
+            false if busy => {
+                tracing::error!(error = %failed.join("; "), "part of a dispatch pass failed; going on");
+                Ok(true)
+            }
+            false => Err(failed.join("; ")),
+        }
     }
 }
 
@@ -145,14 +143,14 @@ impl Hub {
     /// [`DispatchWorker::new`]); this pass serves the rest: tasks whose
     /// backoff ended, slots a reclaim freed, a batch whose claims failed.
     pub(crate) async fn dispatch_once(&self) -> Result<usize, muster_store::StoreError> {
+        // The roster as it is now, published too should a change have missed
+        // publishing it: each pass, whether or not it has work to hand out.
+        self.publish_roster();
         if self.shared.sessions.lock().expect("sessions lock poisoned").is_empty() {
             return Ok(0);
         }
         // Nothing due: no claims, so a fleet of idle agents costs no writes.
         let Some(ready) = self.shared.store.next_ready().await? else { return Ok(0) };
-        // The roster as it is now; published too, should a change have
-        // missed publishing it.
-        self.publish_roster();
         let now = self.now();
         let Some(roster) = self.roster().filter(|_| ready <= now) else { return Ok(0) };
         // One change for the whole pass, claiming for each agent in the
@@ -199,13 +197,29 @@ impl Hub {
     /// Tells the store the roster, when it changed: called wherever what it
     /// is made of changes (an agent connects or leaves, dispatch is paused
     /// or resumed, the hub drains, the accept timeout changes).
+    /// Reading what the roster is made of while holding the channel keeps
+    /// two publishers from crossing: the last to publish read last.
     pub(crate) fn publish_roster(&self) {
-        let roster = self.roster();
         self.shared.roster.send_if_modified(|current| {
+            let roster = self.roster();
             let changed = *current != roster;
             *current = roster;
             changed
         });
+    }
+
+    /// Sends out every handout the store has queued, oldest first.
+    pub(crate) fn deliver_handouts(&self) {
+        for handout in self.shared.handouts.take() {
+            match handout {
+                Handout::Claimed(claims) => {
+                    for (agent, tasks) in &claims {
+                        self.send_assignments(agent, tasks);
+                    }
+                }
+                Handout::Missed => self.wake_dispatcher(),
+            }
+        }
     }
 
     /// Sends claimed tasks to `agent`; returns how many.
@@ -216,11 +230,55 @@ impl Hub {
             if let HubMsg::Assign { task_token, .. } = &mut assign {
                 *task_token = Some(crate::auth::task_token(&self.shared.task_key, &task.id, task.epoch));
             }
-            if !self.send_to(agent, assign) {
+            if !self.push_to(agent, assign) {
                 // The socket went away after the claim; the accept deadline reclaims it.
                 tracing::warn!(task_id = %task.id, agent = %agent, "agent left before its assignment was sent");
             }
         }
         tasks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HubConfig, Outbound, Session};
+    use muster_proto::api::{TaskDefaults, TaskSubmit};
+    use muster_store::Store;
+    use muster_store::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    /// A cancel for a task the store has just handed out reaches its agent
+    /// after the assignment, however late the handout worker runs.
+    #[tokio::test]
+    async fn a_message_to_an_agent_follows_the_handouts_committed_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("muster.db"), Default::default()).expect("a store"));
+        let config = HubConfig { data_dir: dir.path().to_path_buf(), ..HubConfig::default() };
+        let hub = Hub::new(store, config, Arc::new(crate::SystemClock)).await.expect("a hub");
+        let agent = AgentName::parse("w").unwrap();
+        let (tx, mut rx) = futures_channel::mpsc::unbounded();
+        hub.shared.sessions.lock().unwrap().insert(agent.clone(), Session { id: 1, tx, channels: Vec::new() });
+
+        let defaults = TaskDefaults {
+            runner: Some(muster_core::RunnerName::parse("shell").unwrap()),
+            timeout: Duration::from_secs(60),
+            max_attempts: 1,
+        };
+        let submit = TaskSubmit { prompt: "echo".into(), runner: Some("shell".into()), ..TaskSubmit::default() };
+        let task = Task::new(crate::new_task_id(hub.now()).unwrap(), submit.into_spec(&defaults).unwrap(), hub.now());
+        hub.shared.handouts.push(Handout::Claimed(vec![(agent.clone(), vec![task.clone()])]));
+        hub.drop_run(&agent, &task.id, task.epoch, "cancelled");
+
+        let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                Outbound::Msg(m) if matches!(*m, HubMsg::Assign { .. }) => "assign",
+                Outbound::Msg(m) if matches!(*m, HubMsg::Drop { .. }) => "drop",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["assign", "drop"]);
+        assert!(hub.shared.handouts.take().is_empty(), "nothing is sent twice");
     }
 }

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document: its frame here, its paths from the handlers'
-//! `#[utoipa::path]` attributes (collected by the router in `http`), and
+//! `#[utoipa::path]` attributes (collected by the router in `api`), and
 //! the problem answers every operation may give, added here once rather
 //! than on each handler.
 

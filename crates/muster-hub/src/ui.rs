@@ -12,8 +12,8 @@
 use crate::Hub;
 use crate::auth::{COOKIE, SESSION_IDLE, UiSession, hash_token, session_cookie};
 use crate::error::{ApiError, ApiResult, json};
-use crate::extract::Admin;
 use crate::extract::Path;
+use crate::extract::{Admin, same_origin};
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -76,19 +76,6 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
         "app.js" => page("text/javascript; charset=utf-8", APP_JS),
         "app.css" => page("text/css; charset=utf-8", APP_CSS),
         _ => ApiError::NotFound(format!("no dashboard asset {name:?}")).into_response(),
-    }
-}
-
-/// Whether the request's `Origin` is the hub itself (the `Host` it was sent to).
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    match (origin, host) {
-        (Some(origin), Some(host)) => {
-            let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-            authority == Some(host)
-        }
-        _ => false,
     }
 }
 
@@ -199,14 +186,11 @@ pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiR
 )]
 pub(crate) async fn live(
     State(hub): State<Hub>,
+    _: crate::extract::NotCrossOrigin,
     _: Admin,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
-    if headers.get(header::ORIGIN).is_some() && !same_origin(&headers) {
-        return Err(ApiError::Forbidden("a socket from another origin is refused".into()));
-    }
     let upgrade = upgrade.map_err(crate::extract::not_a_socket)?;
     let p = crate::extract::Params::parse(q, &["after"])?;
     let after = p.number::<i64>("after")?.unwrap_or(0);

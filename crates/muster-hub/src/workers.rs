@@ -6,6 +6,7 @@
 //! no longer than a deadline.
 
 use crate::Hub;
+use futures_util::FutureExt;
 use muster_core::Millis;
 use muster_proto::api::WorkerView;
 use muster_proto::timestamp;
@@ -56,6 +57,8 @@ struct Record {
     last_pass_at: Option<Millis>,
     /// The last failure, kept until a pass succeeds.
     last_error: Option<(Millis, String)>,
+    /// Passes that failed in a row, and when the first of them did.
+    failing: Option<(Millis, u64)>,
 }
 
 type Shared = Arc<Mutex<Record>>;
@@ -91,6 +94,8 @@ impl Workers {
                     last_pass_at: r.last_pass_at.map(timestamp),
                     last_error: r.last_error.as_ref().map(|(_, e)| e.clone()),
                     last_error_at: r.last_error.as_ref().map(|(at, _)| timestamp(*at)),
+                    failing_since: r.failing.map(|(since, _)| timestamp(since)),
+                    failing_passes: r.failing.map_or(0, |(_, n)| n),
                 }
             })
             .collect()
@@ -119,6 +124,11 @@ impl Workers {
     }
 }
 
+/// What a panic said, when it said it in words.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
+}
+
 /// Runs `worker` until the hub stops.
 pub(crate) fn spawn<W: Worker>(hub: &Hub, mut worker: W) {
     let record: Shared = Arc::new(Mutex::new(Record {
@@ -129,6 +139,7 @@ pub(crate) fn spawn<W: Worker>(hub: &Hub, mut worker: W) {
         failures: 0,
         last_pass_at: None,
         last_error: None,
+        failing: None,
     }));
     let workers = hub.clone();
     let hub = hub.clone();
@@ -148,7 +159,11 @@ pub(crate) fn spawn<W: Worker>(hub: &Hub, mut worker: W) {
                 break;
             }
             mine.lock().expect("worker lock poisoned").phase = Phase::Working;
-            let result = worker.step(&hub).await;
+            // A pass that panics is a failed pass, not a worker gone quiet.
+            let result = std::panic::AssertUnwindSafe(worker.step(&hub))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(format!("the pass panicked: {}", panic_message(&*panic))));
             let now = hub.now();
             let mut r = mine.lock().expect("worker lock poisoned");
             r.phase = Phase::Waiting;
@@ -157,10 +172,12 @@ pub(crate) fn spawn<W: Worker>(hub: &Hub, mut worker: W) {
             again = match result {
                 Ok(more) => {
                     r.last_error = None;
+                    r.failing = None;
                     more
                 }
                 Err(e) => {
                     r.failures += 1;
+                    r.failing = Some(r.failing.map_or((now, 1), |(since, n)| (since, n + 1)));
                     // Said once, not once a pass while it keeps failing.
                     if r.last_error.as_ref().is_none_or(|(_, last)| *last != e) {
                         tracing::error!(worker = r.name, error = %e, "worker pass failed; it will try again");
@@ -221,6 +238,11 @@ impl Worker for Scheduled {
         let mut settings = hub.shared.runtime.subscribe();
         let soon = Duration::from_secs(600);
         loop {
+            // A hub on its way down starts no backup or compaction; shutdown
+            // ends the wait.
+            if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             let every = (self.interval)(&settings.borrow_and_update());
             let wait = match (every.is_zero(), self.retry_at) {
                 (true, _) => None,
@@ -247,9 +269,6 @@ impl Worker for Scheduled {
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
-        if hub.shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(false);
-        }
         let every = (self.interval)(&hub.runtime());
         match (self.job)(hub.clone()).await {
             Ok(()) => {
@@ -301,6 +320,7 @@ mod tests {
         async fn step(&mut self, _: &Hub) -> Result<bool, String> {
             self.started.notify_one();
             match self.results.pop_front() {
+                Some(Err(e)) if e == "panic" => panic!("boom"),
                 Some(result) => result,
                 None => std::future::pending().await,
             }
@@ -320,7 +340,8 @@ mod tests {
         let hub = Hub::new(store, config, Arc::new(crate::SystemClock)).await.expect("a hub");
         let mut recorded = hub.shared.workers.recorded();
         let poke = Arc::new(Notify::new());
-        let results = VecDeque::from([Err("the disk is full".to_owned()), Ok(true), Ok(false)]);
+        let results =
+            VecDeque::from([Err("the disk is full".to_owned()), Err("panic".to_owned()), Ok(true), Ok(false)]);
         spawn(&hub, Driven { name: "flaky", poke: poke.clone(), results, started: Arc::new(Notify::new()) });
         let (stuck, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         spawn(&hub, Driven { name: "stuck", poke: stuck.clone(), results: VecDeque::new(), started: started.clone() });
@@ -334,13 +355,27 @@ mod tests {
         assert_eq!((w.passes, w.failures), (1, 1), "{w:?}");
         assert_eq!(w.last_error.as_deref(), Some("the disk is full"));
         assert!(w.last_error_at.is_some() && w.last_pass_at.is_some(), "{w:?}");
+        assert_eq!((w.failing_passes, w.failing_since.is_some()), (1, true), "{w:?}");
+        let since = w.failing_since.clone();
+
+        // A pass that panics fails like any other, and the worker goes on.
+        poke.notify_one();
+        recorded.wait_for(|n| *n == 2).await.expect("a pass");
+        let w = view(&hub, "flaky");
+        assert_eq!((w.state.as_str(), w.failures, w.failing_passes), ("waiting", 2, 2), "{w:?}");
+        assert_eq!(w.last_error.as_deref(), Some("the pass panicked: boom"));
+        assert_eq!(w.failing_since, since, "failing since the first of the two");
 
         // A pass that asks for more is followed by one without a poke.
         poke.notify_one();
-        recorded.wait_for(|n| *n == 3).await.expect("two passes");
+        recorded.wait_for(|n| *n == 4).await.expect("two passes");
         let w = view(&hub, "flaky");
-        assert_eq!((w.state.as_str(), w.passes, w.failures), ("waiting", 3, 1), "{w:?}");
-        assert_eq!(w.last_error, None, "a pass that succeeds clears the error");
+        assert_eq!((w.state.as_str(), w.passes, w.failures), ("waiting", 4, 2), "{w:?}");
+        assert_eq!(
+            (w.last_error, w.failing_since, w.failing_passes),
+            (None, None, 0),
+            "a pass that succeeds clears it"
+        );
 
         // A pass that never ends: shutdown waits for it no longer than its deadline.
         stuck.notify_one();

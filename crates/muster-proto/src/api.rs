@@ -1054,7 +1054,7 @@ pub struct VersionView {
 /// One of the hub's background workers (`GET /api/v1/admin/workers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerView {
-    /// `dispatch`, `alerts`, `backups`, `compaction` or `window`.
+    /// `dispatch`, `handout`, `alerts`, `backups`, `compaction` or `window`.
     pub name: String,
     pub purpose: String,
     /// `waiting` for its next pass, `working` on one, or `stopped`.
@@ -1070,6 +1070,12 @@ pub struct WorkerView {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error_at: Option<String>,
+    /// When the passes failing now began to fail; absent while it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// How many passes in a row have failed.
+    #[serde(default)]
+    pub failing_passes: u64,
 }
 
 /// `GET /api/v1/status`

@@ -88,12 +88,39 @@ pub enum Handout {
     Missed,
 }
 
+/// Handouts committed and not yet sent. The store's writer pushes a batch's
+/// handout before it answers the batch's changes, so a hub that takes what
+/// is queued before it sends an agent anything else (a cancel that followed
+/// the claim, say) keeps every message in commit order.
+#[derive(Default)]
+pub struct Handouts {
+    queue: std::sync::Mutex<std::collections::VecDeque<Handout>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Handouts {
+    pub fn push(&self, handout: Handout) {
+        self.queue.lock().expect("handouts lock poisoned").push_back(handout);
+        self.ready.notify_one();
+    }
+
+    /// Everything queued, oldest first.
+    pub fn take(&self) -> Vec<Handout> {
+        self.queue.lock().expect("handouts lock poisoned").drain(..).collect()
+    }
+
+    /// Returns once something was pushed since the last call returned.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
 /// The in-batch dispatch, as data: the roster comes in, handouts go out.
 pub struct BatchClaims {
     pub roster: watch::Receiver<Option<Roster>>,
     /// The hub's clock: nothing is handed out before its time.
     pub clock: std::sync::Arc<dyn muster_core::time::Clock>,
-    pub handout: tokio::sync::mpsc::UnboundedSender<Handout>,
+    pub handouts: std::sync::Arc<Handouts>,
 }
 
 #[async_trait]

@@ -134,7 +134,7 @@ impl muster_core::time::Clock for Hand {
 struct Recorder {
     roster: tokio::sync::watch::Sender<Option<crate::Roster>>,
     clock: Arc<Hand>,
-    handouts: std::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<crate::Handout>>,
+    handouts: Arc<crate::Handouts>,
     missed: usize,
 }
 
@@ -143,8 +143,7 @@ impl Recorder {
     /// change that made it returned.
     fn take(&mut self) -> Vec<(AgentName, Vec<TaskId>)> {
         let mut handed = Vec::new();
-        let mut rx = self.handouts.lock().expect("recorder lock");
-        while let Ok(h) = rx.try_recv() {
+        for h in self.handouts.take() {
             match h {
                 crate::Handout::Claimed(claims) => {
                     for (agent, tasks) in claims {
@@ -169,10 +168,10 @@ pub async fn a_dispatcher_claims_in_the_batch_that_made_the_work_claimable(s: Ar
     let a = online(&*s, "agent-a", 2, T0).await;
     let roster = crate::Roster { agents: vec![name("agent-ghost"), a.clone()], accept_within: ACCEPT };
     let (roster_tx, roster_rx) = tokio::sync::watch::channel(Some(roster.clone()));
-    let (handout, handouts) = tokio::sync::mpsc::unbounded_channel();
+    let handouts = Arc::new(crate::Handouts::default());
     let clock = Arc::new(Hand(std::sync::atomic::AtomicI64::new(T0.0)));
-    s.claim_in_batches(crate::BatchClaims { roster: roster_rx, clock: clock.clone(), handout });
-    let mut rec = Recorder { roster: roster_tx, clock, handouts: std::sync::Mutex::new(handouts), missed: 0 };
+    s.claim_in_batches(crate::BatchClaims { roster: roster_rx, clock: clock.clone(), handouts: handouts.clone() });
+    let mut rec = Recorder { roster: roster_tx, clock, handouts, missed: 0 };
 
     // Handed over before the creation returns: the claim rode in its batch.
     // An agent the store does not know is skipped; the others are served.

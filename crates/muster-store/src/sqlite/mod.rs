@@ -678,12 +678,11 @@ fn writer_loop(
         // The agents first: their work is what the dispatch latency measures.
         if let Some(d) = &in_batch {
             let missed = applied.missed || (commit.is_err() && !applied.claims.is_empty());
-            // A hub that went away takes nothing; its leases expire unaccepted.
             if commit.is_ok() && !applied.claims.is_empty() {
-                let _ = d.claims.handout.send(crate::Handout::Claimed(applied.claims));
+                d.claims.handouts.push(crate::Handout::Claimed(applied.claims));
             }
             if missed {
-                let _ = d.claims.handout.send(crate::Handout::Missed);
+                d.claims.handouts.push(crate::Handout::Missed);
             }
         }
         for job in batch.drain(..) {

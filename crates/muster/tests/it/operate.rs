@@ -120,7 +120,7 @@ async fn status_shows_the_health_level_and_why() {
     assert!(out.contains("- no runs finished in the window"), "{out}");
     // Every background worker, with its state.
     let workers = out.lines().find(|l| l.starts_with("workers ")).unwrap_or_else(|| panic!("a workers line: {out}"));
-    for name in ["dispatch", "alerts", "backups", "compaction", "window"] {
+    for name in ["dispatch", "handout", "alerts", "backups", "compaction", "window"] {
         assert!(workers.contains(&format!("{name} ")), "{name} in {workers:?}");
     }
     let dispatch = hub

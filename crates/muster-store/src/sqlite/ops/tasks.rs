@@ -389,11 +389,19 @@ pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(Outcome, u64
          GROUP BY outcome ORDER BY outcome",
     )?;
     let rows = stmt.query_map([since.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-    rows.map(|row| {
+    let mut counts = Vec::new();
+    for row in rows {
         let (word, n) = row?;
-        Ok((Outcome::parse(&word).map_err(|e| corrupt("attempt outcome", e))?, n))
-    })
-    .collect()
+        // A word this build does not know (written by a newer one) is left
+        // out of the counts rather than failing the health of the whole hub.
+        match Outcome::parse(&word) {
+            Ok(outcome) => counts.push((outcome, n)),
+            Err(e) => {
+                tracing::warn!(error = %e, attempts = n, "attempts with an unknown outcome left out of the counts")
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// `(good, total)` attempts for a service level objective since `since`:
