@@ -31,11 +31,15 @@ mod agents;
 mod alerts;
 mod config;
 mod ctl;
+mod decisions;
 mod events;
 mod fleet;
 mod locks;
+mod messages;
+mod pipelines;
 mod probes;
 mod runners;
+mod schedules;
 mod tasks;
 mod tokens;
 
@@ -87,23 +91,23 @@ pub(crate) fn routes() -> (Router<Hub>, utoipa::openapi::OpenApi) {
         .routes(routes!(costs))
         .routes(routes!(ctl_note))
         .routes(routes!(ctl_lock))
-        .routes(routes!(crate::decisions::ctl_ask, crate::decisions::ctl_list))
-        .routes(routes!(crate::decisions::ctl_show))
-        .routes(routes!(crate::decisions::add, crate::decisions::list))
-        .routes(routes!(crate::pipelines::run, crate::pipelines::list))
-        .routes(routes!(crate::pipelines::show))
-        .routes(routes!(crate::decisions::show))
-        .routes(routes!(crate::decisions::conflicts))
+        .routes(routes!(decisions::ctl_ask, decisions::ctl_list))
+        .routes(routes!(decisions::ctl_show))
+        .routes(routes!(decisions::add, decisions::list))
+        .routes(routes!(pipelines::run, pipelines::list))
+        .routes(routes!(pipelines::show))
+        .routes(routes!(decisions::show))
+        .routes(routes!(decisions::conflicts))
         .routes(routes!(regressions))
-        .routes(routes!(crate::messages::send, crate::messages::list))
-        .routes(routes!(crate::messages::create_channel, crate::messages::channels))
-        .routes(routes!(crate::messages::ctl_send, crate::messages::ctl_read))
+        .routes(routes!(messages::send, messages::list))
+        .routes(routes!(messages::create_channel, messages::channels))
+        .routes(routes!(messages::ctl_send, messages::ctl_read))
         .routes(routes!(ctl_create_task))
-        .routes(routes!(crate::schedules::add, crate::schedules::list))
-        .routes(routes!(crate::schedules::show, crate::schedules::delete))
-        .routes(routes!(crate::schedules::pause))
-        .routes(routes!(crate::schedules::resume))
-        .routes(routes!(crate::decisions::answer))
+        .routes(routes!(schedules::add, schedules::list))
+        .routes(routes!(schedules::show, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(decisions::answer))
         .routes(routes!(ctl_unlock))
         .routes(routes!(locks))
         .routes(routes!(unlock))
