@@ -73,17 +73,12 @@ pub enum Caller {
 /// nothing is stored per token; the key is the hub's own.
 const TASK_PREFIX: &str = "mtt_";
 
-/// HMAC-SHA256 of `message` under `key`.
+/// HMAC-SHA256 of `message` under `key` (RFC 2104, by the `hmac` crate).
 fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| k.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
-    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Lower-case hexadecimal, two digits a byte. Every request hashes its
