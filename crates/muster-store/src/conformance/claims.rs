@@ -377,7 +377,12 @@ pub async fn a_provider_limit_requeues_without_an_attempt_and_pauses_the_runner_
     assert_eq!(result, FinishResult::Applied(Finished::RetryScheduled { ready_at: at(600) }));
     assert_eq!((task.state, task.attempts, task.ready_at), (TaskState::Queued, 0, at(600)), "no attempt spent");
     let events = assert_events(s, mark, &["task.limited", "runner.limited"], "limit_task").await;
-    assert!(events[1].detail.as_deref().is_some_and(|d| d.starts_with("claude until ")), "{events:?}");
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some("usage limit reached; back in the queue at 2023-11-14T22:23:20.000Z, no attempt spent"),
+        "the time is one people read"
+    );
+    assert!(events[1].detail.as_deref().is_some_and(|d| d.starts_with("claude until 2023-11-14T22:23:20.000Z")));
     assert_eq!(attempts(s, &limited).await[0].outcome.map(Outcome::as_str), Some("limited"));
     let (_, again) = ok(
         "limit_task",
@@ -517,7 +522,11 @@ pub async fn limit_runner_rests_a_runner_until_its_time_and_leaves_an_operators_
     let mark = last_seq(s).await;
     ok("limit_runner", s.limit_runner(&claude, "daily budget reached", "budget", at(100), at(1)).await);
     let events = assert_events(s, mark, &["runner.limited"], "limit_runner").await;
-    assert!(events[0].detail.as_deref().is_some_and(|d| d.starts_with("claude until ")), "{events:?}");
+    assert_eq!(
+        events[0].detail.as_deref(),
+        Some("claude until 2023-11-14T22:15:00.000Z: daily budget reached (budget)"),
+        "{events:?}"
+    );
     let limited = DisabledRunner {
         name: claude.clone(),
         reason: "daily budget reached".into(),

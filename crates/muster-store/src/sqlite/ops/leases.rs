@@ -67,7 +67,7 @@ pub fn limit_task(
     }
     let (kind, detail) = match finished {
         Finished::Cancelled => ("task.cancelled", format!("limited: {reason}")),
-        _ => ("task.limited", format!("{reason}; back in the queue at {} ms, no attempt spent", until.0)),
+        _ => ("task.limited", format!("{reason}; back in the queue at {}, no attempt spent", when(until))),
     };
     task_event(c, now, kind, &task, Some(&detail))?;
     limit_runner(c, &runner, &reason, &format!("agent {agent}"), until, now)?;

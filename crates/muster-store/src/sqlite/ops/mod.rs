@@ -77,6 +77,12 @@ pub use upkeep::*;
 
 // -- encoding helpers --------------------------------------------------------
 
+/// An instant as events say it to people: `2026-12-07T18:00:00.000Z`.
+fn when(at: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(at.0.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn join<T: AsRef<str>>(items: &[T]) -> String {
     items.iter().map(|i| i.as_ref()).collect::<Vec<_>>().join(" ")
 }

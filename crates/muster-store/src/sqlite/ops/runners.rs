@@ -54,7 +54,7 @@ pub fn limit_runner(
         )?
         .execute(params![runner.as_str(), reason, by, now.0, until.0])?;
     if limited > 0 {
-        runner_event(c, now, "runner.limited", &format!("{runner} until {} ms: {reason} ({by})", until.0))?;
+        runner_event(c, now, "runner.limited", &format!("{runner} until {}: {reason} ({by})", when(until)))?;
     }
     Ok(())
 }
