@@ -141,9 +141,9 @@ pub(super) async fn create_tasks(State(hub): State<Hub>, _: Admin, Body(batch): 
         ("priority" = Option<String>, Query, description = "Only this priority"),
         ("runner" = Option<String>, Query, description = "Only this runner"),
         ("capability" = Option<String>, Query, description = "Only tasks that need this capability"),
-        ("q" = Option<String>, Query, description = "Text in the prompt or metadata"),
-        ("limit" = Option<u32>, Query, description = "At most this many (1 to 1000; 50 by default)"),
-        ("before" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+        ("q" = Option<String>, Query, description = "Text the id, prompt or reason contains, ignoring case"),
+        ("limit" = Option<u32>, Query, description = "At most this many (1 to 1000; 100 by default)"),
+        ("before" = Option<i64>, Query, description = "The `next` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of tasks, newest first", body = muster_proto::api::TaskPage),
