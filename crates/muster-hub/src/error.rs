@@ -76,6 +76,9 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(r) => ApiError::Conflict { field: Some("state".into()), detail: r.to_string() },
             StoreError::Invalid(i) => ApiError::BadRequest(i.into()),
             StoreError::Closed => ApiError::Unavailable("the hub is shutting down".into()),
+            StoreError::Contended(detail) => ApiError::Unavailable(format!(
+                "the change collided with concurrent changes and was not applied; send it again ({detail})"
+            )),
             StoreError::NoSpace(detail) => ApiError::InsufficientStorage(detail),
             StoreError::Database(detail) => ApiError::Internal(detail),
         }

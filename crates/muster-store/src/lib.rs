@@ -9,9 +9,14 @@
 //! backend must tell the same way; a new backend runs it unchanged.
 
 pub mod conformance;
+mod engine;
+mod ops;
+pub mod postgres;
 mod records;
+pub mod sql;
 pub mod sqlite;
 
+pub use engine::Engine;
 pub use records::*;
 
 use async_trait::async_trait;
@@ -37,6 +42,10 @@ pub enum StoreError {
     Invalid(muster_core::Invalid),
     #[error("database error: {0}")]
     Database(String),
+    /// The change collided with concurrent ones (another hub's, on a shared
+    /// database) more times than it was retried; nothing was written.
+    #[error("the change collided with concurrent changes and was not applied; try again: {0}")]
+    Contended(String),
     /// The store is shutting down and takes no more writes.
     #[error("the store is closed")]
     Closed,

@@ -6,8 +6,9 @@
 //! and SQLite allow for exactly what the hub writes, and the benchmark
 //! reports the hub as a fraction of it.
 
-use super::{configure, ops, schema};
+use super::{configure, schema};
 use crate::{Announce, NewAgent, NewToken, Result, RunDetails, Scope, StoreError};
+use crate::{ops, sql};
 use muster_core::backoff::Retry;
 use muster_core::breaker::Policy;
 use muster_core::{AgentName, Millis, RunOutcome, RunnerName, TaskId, TaskSpec, TokenId};
@@ -24,6 +25,8 @@ pub fn task_lives(path: &Path, n: u64, batch: u32) -> Result<Duration> {
     let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     schema::migrate(&mut conn)?;
+    let raw = conn;
+    let conn = sql::Connection::Sqlite(&raw);
     let runner = RunnerName::parse("bench").map_err(StoreError::Invalid)?;
     let name = AgentName::parse("ceiling").map_err(StoreError::Invalid)?;
     let now = Millis(1_700_000_000_000);

@@ -7,9 +7,11 @@ pub fn create_pipeline(c: &Connection, p: NewPipeline, now: Millis) -> Result<Pi
     if p.stages.is_empty() {
         return Err(StoreError::Invalid(Invalid::new("stages", "a pipeline needs at least one stage")));
     }
-    c.prepare_cached("INSERT INTO pipelines (name, source, created_by, created_at) VALUES (?, ?, ?, ?)")?
-        .execute(params![p.name, p.source, p.created_by, now.0])?;
-    let id = c.last_insert_rowid();
+    let id: i64 = c
+        .prepare_cached(
+            "INSERT INTO pipelines (name, source, created_by, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )?
+        .query_row(params![p.name, p.source, p.created_by, now.0], |r| r.get(0))?;
     for (position, stage) in p.stages.into_iter().enumerate() {
         let created = create_task(c, stage.task.clone(), stage.spec, now)?;
         if !created.created {
@@ -43,11 +45,11 @@ pub fn pipeline(c: &Connection, id: i64) -> Result<Option<PipelineRecord>> {
     let rows: Vec<(String, String)> = c
         .prepare_cached("SELECT name, task_id FROM pipeline_stages WHERE pipeline_id = ? ORDER BY position")?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let stages = rows
         .into_iter()
         .map(|(name, task)| Ok(StageRecord { name, task: TaskId::parse(&task).map_err(|e| corrupt("task id", e))? }))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(PipelineRecord { id, name, created_by, created_at: Millis(created_at), stages }))
 }
 
@@ -56,7 +58,7 @@ pub fn pipelines(c: &Connection, limit: usize) -> Result<Vec<PipelineRecord>> {
     let ids: Vec<i64> = c
         .prepare_cached("SELECT id FROM pipelines ORDER BY id DESC LIMIT ?")?
         .query_map([limit.clamp(1, 1000) as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     ids.into_iter().map(|id| load_pipeline(c, id)).collect()
 }
 
@@ -98,7 +100,7 @@ pub(super) fn render_stage(c: &Connection, task: &mut Task) -> Result<()> {
     let stages: Vec<(String, String)> = c
         .prepare_cached("SELECT name, task_id FROM pipeline_stages WHERE pipeline_id = ?")?
         .query_map([pipeline_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let rendered = muster_core::pipeline::render(&task.spec.prompt, |name, field| -> Result<Option<String>> {
         let Some((_, id)) = stages.iter().find(|(n, _)| n == name) else { return Ok(None) };
         let id = TaskId::parse(id).map_err(|e| corrupt("task id", e))?;

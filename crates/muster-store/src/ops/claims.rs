@@ -115,12 +115,12 @@ pub fn claim_for_agents(
             }
             continue;
         }
-        crate::sqlite::run(c, "SAVEPOINT claim")?;
+        c.execute_batch("SAVEPOINT claim")?;
         let claimed = claim_tasks(c, agent, now, accept_within, policy);
         if claimed.is_err() {
-            crate::sqlite::run(c, "ROLLBACK TO claim")?;
+            c.execute_batch("ROLLBACK TO claim")?;
         }
-        crate::sqlite::run(c, "RELEASE claim")?;
+        c.execute_batch("RELEASE claim")?;
         out.push(claimed);
     }
     Ok(out)
@@ -138,8 +138,7 @@ fn queued_for_fallback(
     if blocked.is_empty() || usable.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
-    let placeholders = |n: usize| vec!["?"; n].join(", ");
-    let names = vec!["instr(' ' || t.fallback || ' ', ' ' || ? || ' ') > 0"; usable.len()].join(" OR ");
+    let names = vec![c.contains("' ' || t.fallback || ' '", "' ' || ? || ' '"); usable.len()].join(" OR ");
     let sql = format!(
         "SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_queue WHERE state = 'queued' AND ready_at <= ? \
          AND attempts < max_attempts \
@@ -149,10 +148,10 @@ fn queued_for_fallback(
         placeholders(blocked.len()),
         placeholders(caps.len()),
     );
-    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
-    args.extend(blocked.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
-    args.extend(usable.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
-    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
+    let mut args: Vec<Owned> = vec![now.0.into()];
+    args.extend(blocked.iter().map(|r| Owned::from(r.to_string())));
+    args.extend(usable.iter().map(|r| Owned::from(r.to_string())));
+    args.extend(caps.iter().map(|c| Owned::from(c.to_string())));
     args.push(i64::from(limit).into());
-    Ok(c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?)
+    c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<Result<_>>()
 }

@@ -72,7 +72,7 @@ pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<St
     let mut stmt = c.prepare_cached(
         "SELECT a.number, s.seq, s.at, s.kind, s.name, s.summary, s.is_error, s.duration_ms FROM steps s \
          JOIN attempts a ON a.task_id = s.task_id AND a.epoch = s.epoch \
-         WHERE s.task_id = ? AND (? IS NULL OR a.number = ?) ORDER BY a.number, s.seq",
+         WHERE s.task_id = ? AND (CAST(? AS BIGINT) IS NULL OR a.number = ?) ORDER BY a.number, s.seq",
     )?;
     let rows = stmt.query_map(params![id.as_str(), attempt, attempt], |r| {
         let kind: String = r.get(3)?;
@@ -89,5 +89,5 @@ pub fn steps(c: &Connection, id: &TaskId, attempt: Option<u32>) -> Result<Vec<St
             },
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }

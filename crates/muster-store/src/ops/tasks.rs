@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+pub(super) fn task_row(r: &Row<'_>) -> Result<Task> {
     let id: String = r.get(0)?;
     let runner: String = r.get(2)?;
     let caps: String = r.get(3)?;
@@ -86,7 +86,7 @@ pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 pub fn find_task(c: &Connection, id: &TaskId) -> Result<Option<Task>> {
-    Ok(c.prepare_cached(FIND_TASK)?.query_row([id.as_str()], task_row).optional()?)
+    c.prepare_cached(FIND_TASK)?.query_row([id.as_str()], task_row).optional()
 }
 
 pub(super) fn load_task(c: &Connection, id: &TaskId) -> Result<Task> {
@@ -277,7 +277,7 @@ fn settle_dependents(c: &Connection, task: &Task, now: Millis) -> Result<()> {
     let dependents: Vec<String> = c
         .prepare_cached("SELECT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.state = 'blocked'")?
         .query_map([task.id.as_str()], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     for id in dependents {
         let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
         let dependent = load_task(c, &id)?;
@@ -291,7 +291,7 @@ fn settle_dependents(c: &Connection, task: &Task, now: Millis) -> Result<()> {
 pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
     let limit = f.limit.clamp(1, 1000);
     let mut sql = format!("SELECT {TASK_COLS} FROM tasks WHERE 1 = 1");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut args: Vec<Owned> = Vec::new();
     if let Some(state) = f.state {
         sql.push_str(" AND state = ?");
         args.push(state.as_str().to_owned().into());
@@ -326,12 +326,13 @@ pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Page<Task>> {
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     args.push(((limit + 1) as i64).into());
     let mut stmt = c.prepare(&sql)?;
-    let mut rows = stmt.query(params_from_iter(args))?;
+    let rows = stmt.query_map(params_from_iter(args), |row| Ok((row.get::<_, i64>(24)?, task_row(row)?)))?;
     let mut items = Vec::new();
     let mut seqs = Vec::new();
-    while let Some(row) = rows.next()? {
-        seqs.push(row.get::<_, i64>(24)?);
-        items.push(task_row(row)?);
+    for row in rows {
+        let (seq, task) = row?;
+        seqs.push(seq);
+        items.push(task);
     }
     let next = if items.len() > limit {
         items.truncate(limit);
@@ -357,10 +358,8 @@ fn like_escaped(text: &str) -> String {
 pub fn count_tasks(c: &Connection) -> Result<Vec<(TaskState, u64)>> {
     let mut counts: Vec<(TaskState, u64)> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
     let mut stmt = c.prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let state: String = row.get(0)?;
-        let n: i64 = row.get(1)?;
+    for row in stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))? {
+        let (state, n) = row?;
         let state = TaskState::parse(&state).map_err(|e| corrupt("task state", e))?;
         if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
             slot.1 = n as u64;
@@ -380,7 +379,7 @@ pub fn count_tasks_by_priority(c: &Connection) -> Result<Vec<(TaskState, Priorit
             r.get::<_, i64>(2)? as u64,
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
 pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(Outcome, u64)>> {
@@ -411,10 +410,10 @@ pub fn outcomes_since(c: &Connection, since: Millis) -> Result<Vec<(Outcome, u64
 pub fn slo_counts(c: &Connection, kind: crate::SloKind, since: Millis, threshold_ms: i64) -> Result<(u64, u64)> {
     let sql = match kind {
         crate::SloKind::Dispatch => {
-            "SELECT COALESCE(SUM(waited_ms <= ?2), 0), COUNT(*) FROM attempts WHERE started_at >= ?1 AND waited_ms IS NOT NULL"
+            "SELECT COALESCE(SUM(CASE WHEN waited_ms <= ?2 THEN 1 ELSE 0 END), 0), COUNT(*) FROM attempts WHERE started_at >= ?1 AND waited_ms IS NOT NULL"
         }
         crate::SloKind::Run => {
-            "SELECT COALESCE(SUM(finished_at - started_at <= ?2), 0), COUNT(*) FROM attempts \
+            "SELECT COALESCE(SUM(CASE WHEN finished_at - started_at <= ?2 THEN 1 ELSE 0 END), 0), COUNT(*) FROM attempts \
              WHERE finished_at >= ?1 AND outcome IN ('succeeded', 'failed', 'timeout')"
         }
     };

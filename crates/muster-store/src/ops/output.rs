@@ -104,7 +104,7 @@ pub fn read_output(c: &Connection, id: &TaskId, f: &OutputFilter) -> Result<Vec<
     let mut stmt = c.prepare_cached(
         "SELECT o.seq, a.number, o.stream, o.at, o.data, o.encoding FROM output o \
          JOIN attempts a ON a.task_id = o.task_id AND a.epoch = o.epoch \
-         WHERE o.task_id = ? AND o.seq > ? AND (? IS NULL OR a.number = ?) ORDER BY o.seq LIMIT ?",
+         WHERE o.task_id = ? AND o.seq > ? AND (CAST(? AS BIGINT) IS NULL OR a.number = ?) ORDER BY o.seq LIMIT ?",
     )?;
     let rows = stmt.query_map(params![id.as_str(), f.after, f.attempt, f.attempt, limit], |r| {
         let stream: String = r.get(2)?;
@@ -116,5 +116,5 @@ pub fn read_output(c: &Connection, id: &TaskId, f: &OutputFilter) -> Result<Vec<
             data: decode(r.get(4)?, r.get(5)?).map_err(|e| corrupt("output", e))?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }

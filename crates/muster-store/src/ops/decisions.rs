@@ -6,7 +6,7 @@ use super::*;
 const DECISION_COLS: &str = "id, task_id, question, options, default_option, deadline, answerers, raised_by, epoch, \
      park, state, answer, note, answered_by, created_at, closed_at";
 
-fn decision_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
+fn decision_row(r: &Row<'_>) -> Result<DecisionRecord> {
     let task: String = r.get(1)?;
     let options: String = r.get(3)?;
     let answerers: String = r.get(6)?;
@@ -37,9 +37,9 @@ pub(super) fn lines(s: &str) -> Vec<String> {
 }
 
 pub fn decision(c: &Connection, id: i64) -> Result<Option<DecisionRecord>> {
-    Ok(c.prepare_cached(&format!("SELECT {DECISION_COLS} FROM decisions WHERE id = ?"))?
+    c.prepare_cached(&format!("SELECT {DECISION_COLS} FROM decisions WHERE id = ?"))?
         .query_row([id], decision_row)
-        .optional()?)
+        .optional()
 }
 
 pub(super) fn load_decision(c: &Connection, id: i64) -> Result<DecisionRecord> {
@@ -49,7 +49,7 @@ pub(super) fn load_decision(c: &Connection, id: i64) -> Result<DecisionRecord> {
 /// Open decisions first (oldest first), then the most recently closed; at most `limit`.
 pub fn decisions(c: &Connection, open_only: bool, task: Option<&TaskId>, limit: usize) -> Result<Vec<DecisionRecord>> {
     let mut sql = format!("SELECT {DECISION_COLS} FROM decisions WHERE 1 = 1");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut args: Vec<Owned> = Vec::new();
     if open_only {
         sql.push_str(" AND state = 'open'");
     }
@@ -59,8 +59,7 @@ pub fn decisions(c: &Connection, open_only: bool, task: Option<&TaskId>, limit: 
     }
     sql.push_str(" ORDER BY state != 'open', CASE WHEN state = 'open' THEN id ELSE -id END LIMIT ?");
     args.push((limit.clamp(1, 1000) as i64).into());
-    let rows =
-        c.prepare_cached(&sql)?.query_map(params_from_iter(args), decision_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows = c.prepare_cached(&sql)?.query_map(params_from_iter(args), decision_row)?.collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -107,7 +106,7 @@ pub(super) fn close_decision(
 /// the `decisions_task` index.
 fn open_decisions_of(c: &Connection, task: &TaskId) -> Result<Vec<DecisionRecord>> {
     let sql = format!("SELECT {DECISION_COLS} FROM decisions WHERE task_id = ? AND state = 'open' ORDER BY id");
-    let rows = c.prepare_cached(&sql)?.query_map([task.as_str()], decision_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows = c.prepare_cached(&sql)?.query_map([task.as_str()], decision_row)?.collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -126,23 +125,27 @@ pub fn open_decision(c: &Connection, new: NewDecision, now: Millis) -> Result<(D
         None => task.await_decision(now).map_err(refused)?,
     }
     let deadline = new.timeout.map(|t| now.plus(t));
-    c.prepare_cached(
-        "INSERT INTO decisions (task_id, question, options, default_option, deadline, answerers, raised_by, epoch, \
-         park, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)",
-    )?
-    .execute(params![
-        new.task.as_str(),
-        new.question,
-        new.options.join("\n"),
-        new.default,
-        deadline.map(|d| d.0),
-        new.answerers.join("\n"),
-        new.raised_by,
-        new.epoch.map(|e| e.0 as i64),
-        new.park,
-        now.0,
-    ])?;
-    let d = load_decision(c, c.last_insert_rowid())?;
+    let id: i64 = c
+        .prepare_cached(
+            "INSERT INTO decisions (task_id, question, options, default_option, deadline, answerers, raised_by, epoch, \
+         park, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?) RETURNING id",
+        )?
+        .query_row(
+            params![
+                new.task.as_str(),
+                new.question,
+                new.options.join("\n"),
+                new.default,
+                deadline.map(|d| d.0),
+                new.answerers.join("\n"),
+                new.raised_by,
+                new.epoch.map(|e| e.0 as i64),
+                new.park,
+                now.0,
+            ],
+            |r| r.get(0),
+        )?;
+    let d = load_decision(c, id)?;
     let was = load_task(c, &new.task)?.state;
     if task.state != was {
         save_task(c, &task)?;
@@ -222,7 +225,7 @@ pub fn expire_decisions(c: &Connection, now: Millis, limit: usize) -> Result<Vec
              ORDER BY deadline LIMIT ?"
         ))?
         .query_map(params![now.0, limit as i64], decision_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(due.len());
     for mut d in due {
         // An earlier one in this batch may have ended the task, withdrawing this one.
@@ -320,7 +323,7 @@ pub(super) fn withdraw_decisions(c: &Connection, task: &Task, now: Millis) -> Re
 /// none of them, and one statement says so. A new kind of record that a
 /// run's end must settle belongs in this probe too.
 pub(super) fn has_ties(c: &Connection, id: &TaskId) -> Result<bool> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM decisions WHERE task_id = ?1) \
              OR EXISTS (SELECT 1 FROM locks WHERE task_id = ?1) \
              OR EXISTS (SELECT 1 FROM lock_waits WHERE task_id = ?1) \
@@ -329,7 +332,7 @@ pub(super) fn has_ties(c: &Connection, id: &TaskId) -> Result<bool> {
              OR EXISTS (SELECT 1 FROM conflicts WHERE loser = ?1) \
              OR EXISTS (SELECT 1 FROM task_deps WHERE dep_id = ?1)",
     )?
-    .query_row([id.as_str()], |r| r.get(0))?)
+    .query_row([id.as_str()], |r| r.get(0))
 }
 
 /// The decision that makes this run's end a park rather than a finish: one it
@@ -337,12 +340,12 @@ pub(super) fn has_ties(c: &Connection, id: &TaskId) -> Result<bool> {
 pub(super) fn parked_by(c: &Connection, task: &Task, epoch: Epoch) -> Result<Option<DecisionRecord>> {
     // MIN rather than ORDER BY ... LIMIT 1: the same row without building a
     // sorter, which every finished run paid for though hardly any run parks.
-    Ok(c.prepare_cached(&format!(
+    c.prepare_cached(&format!(
         "SELECT {DECISION_COLS} FROM decisions WHERE id = (SELECT MIN(id) FROM decisions WHERE task_id = ? \
          AND epoch = ? AND park = 1 AND state IN ('open', 'answered', 'auto_resolved'))"
     ))?
     .query_row(params![task.id.as_str(), epoch.0 as i64], decision_row)
-    .optional()?)
+    .optional()
 }
 
 /// The run stopped after asking: its task waits in `needs_decision` (or is

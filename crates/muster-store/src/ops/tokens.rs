@@ -4,7 +4,7 @@ use super::*;
 
 const TOKEN_COLS: &str = "id, name, scope, agent, hash, created_at, revoked_at, last_used_at";
 
-fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn token_row(r: &Row<'_>) -> Result<TokenRecord> {
     let id: String = r.get(0)?;
     let scope: String = r.get(2)?;
     let agent: Option<String> = r.get(3)?;
@@ -30,15 +30,15 @@ pub fn create_token(c: &Connection, t: &NewToken, now: Millis) -> Result<TokenRe
 }
 
 pub fn token(c: &Connection, id: &TokenId) -> Result<Option<TokenRecord>> {
-    Ok(c.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?"))?
+    c.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = ?"))?
         .query_row([id.as_str()], token_row)
-        .optional()?)
+        .optional()
 }
 
 pub fn list_tokens(c: &Connection) -> Result<Vec<TokenRecord>> {
-    Ok(c.prepare(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id"))?
+    c.prepare(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY created_at, id"))?
         .query_map([], token_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<Result<_>>()
 }
 
 pub fn revoke_token(c: &Connection, id: &TokenId, now: Millis) -> Result<TokenRecord> {

@@ -4,7 +4,7 @@ use super::*;
 
 const MESSAGE_COLS: &str = "id, recipient, sender, body, thread, reply_to, created_at, delivered_at, read_at";
 
-fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+fn message_row(r: &Row<'_>) -> Result<MessageRecord> {
     let to: String = r.get(1)?;
     Ok(MessageRecord {
         id: r.get(0)?,
@@ -33,7 +33,8 @@ pub fn create_channel(c: &Connection, name: &str, description: &str, by: &str, n
     }
     let added = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO channels (name, description, created_by, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO channels (name, description, created_by, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![name, description, by, now.0])?;
     if added == 0 {
@@ -69,7 +70,7 @@ pub fn channels(c: &Connection) -> Result<Vec<ChannelRecord>> {
                 messages: r.get::<_, i64>(4)?.max(0) as u64,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -116,11 +117,12 @@ pub fn send_message(
         None => None,
     };
     let recipient = to.to_string();
-    c.prepare_cached(
-        "INSERT INTO messages (recipient, sender, body, thread, reply_to, created_at) VALUES (?, ?, ?, 0, ?, ?)",
-    )?
-    .execute(params![recipient, sender, body, reply_to, now.0])?;
-    let id = c.last_insert_rowid();
+    let id: i64 = c
+        .prepare_cached(
+            "INSERT INTO messages (recipient, sender, body, thread, reply_to, created_at) \
+             VALUES (?, ?, ?, 0, ?, ?) RETURNING id",
+        )?
+        .query_row(params![recipient, sender, body, reply_to, now.0], |r| r.get(0))?;
     c.prepare_cached("UPDATE messages SET thread = ? WHERE id = ?")?.execute(params![thread.unwrap_or(id), id])?;
     let row = EventRow {
         task: match to {
@@ -148,11 +150,11 @@ pub fn messages(
 ) -> Result<Vec<MessageRecord>> {
     let rows = c
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLS} FROM messages WHERE recipient = ?1 AND id > ?2 AND (?3 IS NULL OR thread = ?3) \
+            "SELECT {MESSAGE_COLS} FROM messages WHERE recipient = ?1 AND id > ?2 AND (CAST(?3 AS BIGINT) IS NULL OR thread = ?3) \
              ORDER BY id LIMIT ?4"
         ))?
         .query_map(params![to.to_string(), after, thread, limit.clamp(1, 1000) as i64], message_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -163,7 +165,7 @@ pub fn undelivered(c: &Connection, agent: &AgentName) -> Result<Vec<MessageRecor
             "SELECT {MESSAGE_COLS} FROM messages WHERE recipient = ? AND delivered_at IS NULL ORDER BY id LIMIT 1000"
         ))?
         .query_map([Recipient::Agent(agent.clone()).to_string()], message_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 

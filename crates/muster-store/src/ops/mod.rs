@@ -7,6 +7,7 @@
 //! The modules share this one's imports and helpers (`use super::*`), and
 //! their functions are reached as `ops::name` whichever module holds them.
 
+use crate::sql::{Connection, OptionalExtension, Owned, Row, params, params_from_iter};
 use crate::{Acquire, DecisionRecord, DecisionState, LockMode, LockRecord, LockWait, NewDecision, check_lock_name};
 use crate::{
     AgentFlags, AgentRecord, Announce, AppendOutput, AttemptRecord, CostGroup, CostRow, Created, DisabledRunner, Event,
@@ -26,7 +27,6 @@ use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, Invalid, Keep, Lease, MicroUsd, Millis, Outcome, Priority, RunOutcome,
     RunnerName, Task, TaskId, TaskSpec, TaskState, TokenId, Workspace,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use std::time::Duration;
 
 mod agents;
@@ -87,12 +87,11 @@ fn join<T: AsRef<str>>(items: &[T]) -> String {
     items.iter().map(|i| i.as_ref()).collect::<Vec<_>>().join(" ")
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> rusqlite::Error {
-    let message = format!("corrupt {what} in the database: {e}");
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("corrupt {what} in the database: {e}"))
 }
 
-fn split<T>(s: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> rusqlite::Result<Vec<T>> {
+fn split<T>(s: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> Result<Vec<T>> {
     s.split_whitespace().map(|p| parse(p).map_err(|e| corrupt("name list", e))).collect()
 }
 
@@ -100,6 +99,12 @@ impl AsRef<str> for crate::records::Scope {
     fn as_ref(&self) -> &str {
         self.as_str()
     }
+}
+
+/// `n` placeholders for an `IN (...)` list. An empty list is a query that
+/// returns nothing, which both databases accept (PostgreSQL refuses `IN ()`).
+fn placeholders(n: usize) -> String {
+    if n == 0 { "SELECT NULL WHERE 1 = 0".to_owned() } else { vec!["?"; n].join(", ") }
 }
 
 fn ms(v: Option<i64>) -> Option<Millis> {
@@ -120,19 +125,3 @@ const TASK_COLS: &str = task_cols!();
 /// Loading a task by id is the commonest read of a change: its text is a
 /// constant rather than formatted again each time.
 const FIND_TASK: &str = concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?");
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_incremental_vacuum_step_gives_back_up_to_its_page_count() {
-        let c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "auto_vacuum", "INCREMENTAL").unwrap();
-        c.execute_batch("CREATE TABLE blobs (data BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) INSERT INTO blobs SELECT zeroblob(8000) FROM n; DELETE FROM blobs;").unwrap();
-        let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
-        assert!(free > 500, "the delete freed pages: {free}");
-        assert_eq!(incremental_vacuum(&c, 100).unwrap(), 100, "a step gives back as many pages as asked");
-        assert_eq!(incremental_vacuum(&c, 100_000).unwrap() as i64, free - 100, "and no more than there are");
-    }
-}

@@ -14,7 +14,7 @@ pub fn disabled_runners(c: &Connection) -> Result<Vec<DisabledRunner>> {
             until: ms(r.get(4)?),
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
 fn runner_event(c: &Connection, now: Millis, kind: &str, detail: &str) -> Result<()> {
@@ -78,7 +78,6 @@ pub(super) fn queued_for(
     if runners.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
-    let placeholders = |n: usize| vec!["?"; n].join(", ");
     let sql = format!(
         "SELECT {TASK_COLS} FROM tasks t INDEXED BY tasks_queue WHERE state = 'queued' AND ready_at <= ? \
          AND attempts < max_attempts \
@@ -87,9 +86,9 @@ pub(super) fn queued_for(
         placeholders(runners.len()),
         placeholders(caps.len()),
     );
-    let mut args: Vec<rusqlite::types::Value> = vec![now.0.into()];
-    args.extend(runners.iter().map(|r| rusqlite::types::Value::from(r.to_string())));
-    args.extend(caps.iter().map(|c| rusqlite::types::Value::from(c.to_string())));
+    let mut args: Vec<Owned> = vec![now.0.into()];
+    args.extend(runners.iter().map(|r| Owned::from(r.to_string())));
+    args.extend(caps.iter().map(|c| Owned::from(c.to_string())));
     args.push(i64::from(limit).into());
-    Ok(c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<rusqlite::Result<_>>()?)
+    c.prepare_cached(&sql)?.query_map(params_from_iter(args), task_row)?.collect::<Result<_>>()
 }

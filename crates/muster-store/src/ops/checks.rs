@@ -17,7 +17,7 @@ pub(super) fn checks_of(c: &Connection, id: &TaskId, epoch: Epoch) -> Result<Vec
                 output: r.get(4)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -34,8 +34,12 @@ pub(super) fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &R
     for (position, check) in details.checks.iter().take(muster_core::check::MAX_CHECKS).enumerate() {
         let name = clip(&check.name, 64);
         c.prepare_cached(
-            "INSERT OR REPLACE INTO check_results (task_id, epoch, position, repo, commit_sha, name, passed, exit_code, \
-             duration_ms, output, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO check_results (task_id, epoch, position, repo, commit_sha, name, passed, exit_code, \
+             duration_ms, output, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (task_id, epoch, position) DO UPDATE SET repo = excluded.repo, \
+             commit_sha = excluded.commit_sha, name = excluded.name, passed = excluded.passed, \
+             exit_code = excluded.exit_code, duration_ms = excluded.duration_ms, output = excluded.output, \
+             at = excluded.at",
         )?
         .execute(params![
             id.as_str(),
@@ -65,8 +69,8 @@ pub(super) fn save_checks(c: &Connection, id: &TaskId, epoch: Epoch, details: &R
         let Some((good_task, good_commit)) = good else { continue };
         let added = c
             .prepare_cached(
-                "INSERT OR IGNORE INTO regressions (repo, name, task_id, commit_sha, passed_task_id, passed_commit_sha, at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO regressions (repo, name, task_id, commit_sha, passed_task_id, passed_commit_sha, at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )?
             .execute(params![repo, name, id.as_str(), commit, good_task, good_commit, now.0])?;
         if added > 0 {
@@ -107,6 +111,6 @@ pub fn regressions(c: &Connection, limit: usize) -> Result<Vec<RegressionRecord>
                 at: Millis(r.get(7)?),
             })
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }

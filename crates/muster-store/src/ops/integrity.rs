@@ -16,10 +16,13 @@ use super::*;
 pub fn check(c: &Connection, repair: bool, now: Millis) -> Result<crate::CheckReport> {
     let mut report = crate::CheckReport::default();
     let mut find = |kind: &str, detail: String| report.findings.push((kind.to_owned(), detail));
-    let integrity: Vec<String> =
-        c.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    if integrity != ["ok"] {
-        find("integrity", integrity.join("; "));
+    // PostgreSQL checks its own pages as it reads them (and with amcheck).
+    if c.dialect() == crate::sql::Dialect::Sqlite {
+        let integrity: Vec<String> =
+            c.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_>>()?;
+        if integrity != ["ok"] {
+            find("integrity", integrity.join("; "));
+        }
     }
 
     let mut orphans: Vec<String> = Vec::new();
@@ -87,7 +90,7 @@ pub fn check(c: &Connection, repair: bool, now: Millis) -> Result<crate::CheckRe
     let over: Vec<(String, i64, i64)> = c
         .prepare("SELECT id, attempts, max_attempts FROM tasks WHERE attempts > max_attempts")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     for (id, attempts, max) in over {
         find("attempts", format!("{id} used {attempts} attempts of {max}"));
     }

@@ -4,7 +4,7 @@ use super::*;
 
 const ALERT_COLS: &str = "rule, state, severity, detail, since, acknowledged_by, acknowledged_at, updated_at";
 
-fn alert_row(r: &Row<'_>) -> rusqlite::Result<crate::AlertRecord> {
+fn alert_row(r: &Row<'_>) -> Result<crate::AlertRecord> {
     use muster_core::alert::{AlertState, Rule, Severity};
     let rule: String = r.get(0)?;
     let state: String = r.get(1)?;
@@ -22,9 +22,9 @@ fn alert_row(r: &Row<'_>) -> rusqlite::Result<crate::AlertRecord> {
 }
 
 pub fn alerts(c: &Connection) -> Result<Vec<crate::AlertRecord>> {
-    Ok(c.prepare(&format!("SELECT {ALERT_COLS} FROM alerts ORDER BY rule"))?
+    c.prepare(&format!("SELECT {ALERT_COLS} FROM alerts ORDER BY rule"))?
         .query_map([], alert_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<Result<_>>()
 }
 
 fn alert_event(c: &Connection, now: Millis, kind: &str, a: &crate::AlertRecord) -> Result<()> {
@@ -86,7 +86,7 @@ pub fn settings(c: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
     let mut stmt =
         c.prepare_cached("SELECT key, value FROM settings WHERE substr(key, 1, length(?)) = ? ORDER BY key")?;
     let rows = stmt.query_map([prefix, prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
 /// Stores one setting, with no event: for the store's own bookkeeping.

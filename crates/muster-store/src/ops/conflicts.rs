@@ -4,7 +4,7 @@ use super::*;
 
 const CONFLICT_COLS: &str = "id, repo, files, winner, loser, decision_id, resolution, created_at, resolved_at";
 
-fn conflict_row(r: &Row<'_>) -> rusqlite::Result<ConflictRecord> {
+fn conflict_row(r: &Row<'_>) -> Result<ConflictRecord> {
     let (files, winner, loser): (String, String, String) = (r.get(2)?, r.get(3)?, r.get(4)?);
     Ok(ConflictRecord {
         id: r.get(0)?,
@@ -25,7 +25,7 @@ pub fn conflicts(c: &Connection, open_only: bool, limit: usize) -> Result<Vec<Co
     let rows = c
         .prepare(&format!("SELECT {CONFLICT_COLS} FROM conflicts {filter} ORDER BY id DESC LIMIT ?"))?
         .query_map([limit.clamp(1, 1000) as i64], conflict_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 
@@ -50,7 +50,7 @@ pub fn report_files(
         if path.is_empty() || path.len() > 4096 || path.contains('\n') {
             continue;
         }
-        c.prepare_cached("INSERT OR IGNORE INTO task_files (task_id, repo, path) VALUES (?, ?, ?)")?
+        c.prepare_cached("INSERT INTO task_files (task_id, repo, path) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?
             .execute(params![id.as_str(), repo, path])?;
     }
     // Other active tasks changing the same files, with the files.
@@ -62,7 +62,7 @@ pub fn report_files(
              AND t.state IN ('assigned', 'running') ORDER BY o.task_id, o.path",
         )?
         .query_map([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let mut by_task: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for (other, path) in rows {
         by_task.entry(other).or_default().push(path);
@@ -95,9 +95,11 @@ fn open_conflict(
     loser: Task,
     now: Millis,
 ) -> Result<NewConflict> {
-    c.prepare_cached("INSERT INTO conflicts (repo, files, winner, loser, created_at) VALUES (?, ?, ?, ?, ?)")?
-        .execute(params![repo, files.join("\n"), winner.id.as_str(), loser.id.as_str(), now.0])?;
-    let id = c.last_insert_rowid();
+    let id: i64 = c
+        .prepare_cached(
+            "INSERT INTO conflicts (repo, files, winner, loser, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )?
+        .query_row(params![repo, files.join("\n"), winner.id.as_str(), loser.id.as_str(), now.0], |r| r.get(0))?;
     let shown: Vec<&str> = files.iter().take(5).map(String::as_str).collect();
     let more = if files.len() > 5 { format!(" and {} more", files.len() - 5) } else { String::new() };
     let question = format!(
@@ -175,7 +177,7 @@ pub(super) fn release_conflicts(c: &Connection, task: &Task, now: Millis) -> Res
     let losers: Vec<String> = c
         .prepare_cached("SELECT loser FROM conflicts WHERE winner = ? AND resolution = 'wait'")?
         .query_map([task.id.as_str()], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     for loser in losers {
         // Retention may have removed it; then there is nothing to resume.
         if let Some(loser) = find_task(c, &TaskId::parse(&loser).map_err(|e| corrupt("task id", e))?)? {
@@ -188,7 +190,7 @@ pub(super) fn release_conflicts(c: &Connection, task: &Task, now: Millis) -> Res
             "SELECT decision_id FROM conflicts WHERE winner = ? AND resolution IS NULL AND decision_id IS NOT NULL",
         )?
         .query_map([task.id.as_str()], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     for id in undecided {
         let mut d = load_decision(c, id)?;
         if d.state == DecisionState::Open {

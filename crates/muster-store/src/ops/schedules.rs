@@ -5,7 +5,7 @@ use super::*;
 const SCHEDULE_COLS: &str =
     "id, name, cron, tz, template, missed, paused, next_at, last_at, last_task, created_by, created_at";
 
-fn schedule_row(r: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+fn schedule_row(r: &Row<'_>) -> Result<ScheduleRecord> {
     let last_task: Option<String> = r.get(9)?;
     Ok(ScheduleRecord {
         id: r.get(0)?,
@@ -27,18 +27,24 @@ pub fn schedules(c: &Connection) -> Result<Vec<ScheduleRecord>> {
     let rows = c
         .prepare_cached(&format!("SELECT {SCHEDULE_COLS} FROM schedules ORDER BY name"))?
         .query_map([], schedule_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 
 /// By id (all digits) or by name.
 pub fn schedule(c: &Connection, key: &str) -> Result<Option<ScheduleRecord>> {
-    let sql = if key.chars().all(|ch| ch.is_ascii_digit()) && !key.is_empty() {
-        format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE id = CAST(?1 AS INTEGER) OR name = ?1 ORDER BY id LIMIT 1")
-    } else {
-        format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE name = ?1")
-    };
-    Ok(c.prepare_cached(&sql)?.query_row([key], schedule_row).optional()?)
+    match key.parse::<i64>().ok().filter(|_| key.chars().all(|ch| ch.is_ascii_digit())) {
+        Some(id) => c
+            .prepare_cached(&format!(
+                "SELECT {SCHEDULE_COLS} FROM schedules WHERE id = ? OR name = ? ORDER BY id LIMIT 1"
+            ))?
+            .query_row(params![id, key], schedule_row)
+            .optional(),
+        None => c
+            .prepare_cached(&format!("SELECT {SCHEDULE_COLS} FROM schedules WHERE name = ?"))?
+            .query_row([key], schedule_row)
+            .optional(),
+    }
 }
 
 fn load_schedule(c: &Connection, key: &str) -> Result<ScheduleRecord> {
@@ -66,21 +72,16 @@ pub fn add_schedule(c: &Connection, new: NewSchedule, now: Millis) -> Result<Sch
             "a schedule named {name} exists; delete it first or pick another name"
         )));
     }
-    c.prepare_cached(
-        "INSERT INTO schedules (name, cron, tz, template, missed, next_at, created_by, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        name,
-        new.cron,
-        new.tz,
-        new.template,
-        new.missed,
-        new.next_at.map(|m| m.0),
-        new.created_by,
-        now.0
-    ])?;
-    let s = load_schedule(c, &c.last_insert_rowid().to_string())?;
+    let id: i64 = c
+        .prepare_cached(
+            "INSERT INTO schedules (name, cron, tz, template, missed, next_at, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )?
+        .query_row(
+            params![name, new.cron, new.tz, new.template, new.missed, new.next_at.map(|m| m.0), new.created_by, now.0],
+            |r| r.get(0),
+        )?;
+    let s = load_schedule(c, &id.to_string())?;
     schedule_event(c, now, "schedule.added", &format!("{} `{}` {} (by {})", s.name, s.cron, s.tz, s.created_by))?;
     Ok(s)
 }
@@ -126,7 +127,7 @@ pub fn due_schedules(c: &Connection, now: Millis) -> Result<Vec<ScheduleRecord>>
             "SELECT {SCHEDULE_COLS} FROM schedules WHERE paused = 0 AND next_at IS NOT NULL AND next_at <= ? ORDER BY next_at"
         ))?
         .query_map([now.0], schedule_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok(rows)
 }
 

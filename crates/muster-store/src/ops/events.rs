@@ -68,7 +68,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
     // Only the conditions asked for, so that SQLite can use the rowid range
     // and the task and agent indexes.
     let mut cond = String::from("seq > ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![f.after.into()];
+    let mut args: Vec<Owned> = vec![f.after.into()];
     if let Some(before) = f.before {
         cond.push_str(" AND seq < ?");
         args.push(before.into());
@@ -93,7 +93,9 @@ pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
     const COLS: &str = "seq, at, kind, task_id, agent, epoch, state, detail";
     // Reading backwards takes the newest below `before`, then puts them oldest first.
     let sql = if f.before.is_some() {
-        format!("SELECT * FROM (SELECT {COLS} FROM events WHERE {cond} ORDER BY seq DESC LIMIT ?) ORDER BY seq")
+        format!(
+            "SELECT * FROM (SELECT {COLS} FROM events WHERE {cond} ORDER BY seq DESC LIMIT ?) AS latest ORDER BY seq"
+        )
     } else {
         format!("SELECT {COLS} FROM events WHERE {cond} ORDER BY seq LIMIT ?")
     };
@@ -112,5 +114,5 @@ pub fn events(c: &Connection, f: &EventFilter) -> Result<Vec<Event>> {
             detail: r.get(7)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }

@@ -254,7 +254,7 @@ pub fn reclaim_expired(c: &Connection, now: Millis, limit: usize, policy: Policy
              ORDER BY lease_expires_at LIMIT ?",
         )?
         .query_map(params![now.0, limit as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;

@@ -14,8 +14,8 @@ fn lock_rows(c: &Connection, sql: &str, arg: Option<&str>) -> Result<Vec<LockRec
         })
     };
     let rows = match arg {
-        Some(a) => stmt.query_map([a], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
-        None => stmt.query_map([], map)?.collect::<rusqlite::Result<Vec<_>>>()?,
+        Some(a) => stmt.query_map([a], map)?.collect::<Result<Vec<_>>>()?,
+        None => stmt.query_map([], map)?.collect::<Result<Vec<_>>>()?,
     };
     Ok(rows)
 }
@@ -179,7 +179,7 @@ pub fn locks(c: &Connection) -> Result<Vec<LockRecord>> {
 pub fn lock_waits(c: &Connection) -> Result<Vec<LockWait>> {
     let mut stmt = c.prepare_cached("SELECT name, task_id, mode, since FROM lock_waits ORDER BY since")?;
     let rows: Vec<(String, String, String, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, task, mode, since) in rows {
         let task = TaskId::parse(&task).map_err(|e| corrupt("task id", e))?;

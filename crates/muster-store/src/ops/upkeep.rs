@@ -22,7 +22,7 @@ fn cutoff(now: Millis, age: Option<Duration>) -> Option<i64> {
 pub(super) fn ids(c: &Connection, sql: &str, from: i64, before: i64, limit: usize) -> Result<Vec<String>> {
     let mut stmt = c.prepare_cached(sql)?;
     let rows = stmt.query_map(params![from, before, limit as i64], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
 /// Output bytes one pruning change removes at most, beside its task count.
@@ -128,7 +128,7 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
             "SELECT seq, at FROM events WHERE seq < (SELECT MAX(seq) FROM events) ORDER BY seq LIMIT ?",
         )?;
         let rows: Vec<(i64, i64)> =
-            stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_>>()?;
         let expired: Vec<i64> = rows.iter().take_while(|(_, at)| *at < before).map(|(seq, _)| *seq).collect();
         if let Some(last) = expired.last() {
             c.prepare_cached("DELETE FROM events WHERE seq <= ?")?.execute([last])?;
@@ -146,67 +146,11 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
     Ok(p)
 }
 
-/// Whether the file gives free pages back on request (`auto_vacuum=INCREMENTAL`).
-pub fn gives_space_back(c: &Connection) -> Result<bool> {
-    Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
-}
-
-/// Rewrites the whole file so that it gives free pages back from now on.
-/// Returns how long every write waited for it.
-pub fn rewrite_for_incremental_vacuum(c: &Connection) -> Result<Duration> {
-    let began = std::time::Instant::now();
-    c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-    // The copy VACUUM builds goes to a temporary file, not memory: it is as
-    // large as the database.
-    c.pragma_update(None, "temp_store", "FILE")?;
-    let vacuumed = c.execute_batch("VACUUM");
-    c.pragma_update(None, "temp_store", "MEMORY")?;
-    vacuumed?;
-    Ok(began.elapsed())
-}
-
 /// Moves every live lease's expiry `by` later, rounded up to the millisecond:
 /// however short the wait, a heartbeat may have waited through it.
 pub fn extend_leases(c: &Connection, by: Duration) -> Result<()> {
     let ms = by.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
     c.execute("UPDATE tasks SET lease_expires_at = lease_expires_at + ? WHERE lease_expires_at IS NOT NULL", [ms])?;
-    Ok(())
-}
-
-/// Gives up to `pages` free pages back to the file system; returns how many it gave.
-pub fn incremental_vacuum(c: &Connection, pages: u64) -> Result<u64> {
-    let free = |c: &Connection| c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
-    let before = free(c)?;
-    // The pragma frees one page per step of its statement: run it to the end.
-    let mut stmt = c.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {}
-    drop(rows);
-    Ok(before.saturating_sub(free(c)?) as u64)
-}
-
-/// Tries a truncating checkpoint this many times, `CHECKPOINT_RETRY` apart.
-const CHECKPOINT_TRIES: u32 = 20;
-const CHECKPOINT_RETRY: Duration = Duration::from_millis(5);
-
-/// Folds the write-ahead log into the file and truncates it, unless a
-/// reader is in the way: then it gives up (the next checkpoint does it)
-/// rather than hold up every write while the reader finishes. The
-/// background checkpointer holds the log for a few milliseconds at a time,
-/// so a busy log is tried again for up to a tenth of a second first.
-pub fn checkpoint(c: &Connection) -> Result<()> {
-    c.busy_timeout(Duration::ZERO)?;
-    let mut result = Ok(0);
-    for _ in 0..CHECKPOINT_TRIES {
-        // The first column is 1 when the checkpoint could not finish.
-        result = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-        match result {
-            Ok(1) => std::thread::sleep(CHECKPOINT_RETRY),
-            _ => break,
-        }
-    }
-    c.busy_timeout(Duration::from_secs(10))?;
-    result?;
     Ok(())
 }
 
@@ -220,26 +164,20 @@ pub fn record_compaction(c: &Connection, report: &crate::CompactReport, now: Mil
     agent_event(c, now, "db.compacted", None, None, Some(&summary))
 }
 
-/// Everything in `DbStats` that comes from queries; file sizes are the caller's.
+/// What `DbStats` says of Muster's tables; the backend adds its own figures.
 pub fn db_stats(c: &Connection) -> Result<crate::DbStats> {
-    let pragma = |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
     let setting = |key: &str| -> Result<Option<String>> {
-        Ok(c.query_row("SELECT value FROM settings WHERE key = ?", [key], |r| r.get(0)).optional()?)
+        c.query_row("SELECT value FROM settings WHERE key = ?", [key], |r| r.get(0)).optional()
     };
     let last_compaction = match (setting(LAST_COMPACTION_AT)?, setting(LAST_COMPACTION)?) {
         (Some(at), Some(summary)) => at.parse().ok().map(|at| crate::LastCompaction { at: Millis(at), summary }),
         _ => None,
     };
     Ok(crate::DbStats {
-        backend: "sqlite",
-        page_size: pragma("page_size")? as u64,
-        pages: pragma("page_count")? as u64,
-        free_pages: pragma("freelist_count")? as u64,
-        auto_vacuum: match pragma("auto_vacuum")? {
-            1 => "full",
-            2 => "incremental",
-            _ => "none",
+        backend: match c.dialect() {
+            crate::sql::Dialect::Sqlite => "sqlite",
+            crate::sql::Dialect::Postgres => "postgres",
         },
         tasks: count("SELECT COUNT(*) FROM tasks")? as u64,
         events: count("SELECT COUNT(*) FROM events")? as u64,

@@ -155,7 +155,7 @@ pub fn breakers(c: &Connection) -> Result<Vec<Breaker>> {
     let keys: Vec<(String, String)> = c
         .prepare_cached("SELECT scope, name FROM breakers ORDER BY scope, name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     keys.iter()
         .map(|(scope, name)| {
             let scope = BreakerScope::parse(scope).map_err(|e| StoreError::Database(e.to_string()))?;

@@ -97,11 +97,11 @@ pub(super) fn clip(text: &str, max: usize) -> String {
 
 /// One attempt's diff, which `attempts` leaves out: (diff, truncated).
 pub fn attempt_diff(c: &Connection, id: &TaskId, number: u32) -> Result<Option<(String, bool)>> {
-    Ok(c.prepare_cached(
+    c.prepare_cached(
         "SELECT ws_diff, ws_diff_truncated FROM attempts WHERE task_id = ? AND number = ? AND ws_repo IS NOT NULL",
     )?
     .query_row(params![id.as_str(), number], |r| Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?)))
-    .optional()?)
+    .optional()
 }
 
 /// Shadow runs and the tasks they shadow, both finished, newest first.
@@ -109,7 +109,7 @@ pub fn shadow_pairs(c: &Connection, limit: usize) -> Result<Vec<(TaskId, TaskId)
     let mut stmt = c.prepare_cached(
         "SELECT p.id, s.id FROM tasks s JOIN tasks p ON p.id = s.shadow_of \
          WHERE s.finished_at IS NOT NULL AND p.finished_at IS NOT NULL \
-         ORDER BY MAX(s.finished_at, p.finished_at) DESC LIMIT ?",
+         ORDER BY CASE WHEN s.finished_at > p.finished_at THEN s.finished_at ELSE p.finished_at END DESC LIMIT ?",
     )?;
     let rows = stmt.query_map([limit as i64], |r| {
         let (p, s): (String, String) = (r.get(0)?, r.get(1)?);
@@ -118,18 +118,18 @@ pub fn shadow_pairs(c: &Connection, limit: usize) -> Result<Vec<(TaskId, TaskId)
             TaskId::parse(&s).map_err(|e| corrupt("task id", e))?,
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    rows.collect::<Result<_>>()
 }
 
 pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<(Vec<CostRow>, CostRow)> {
     let key = match by {
-        CostGroup::Task => "a.task_id",
-        CostGroup::Agent => "a.agent",
-        CostGroup::Runner => "COALESCE(a.runner, t.runner)",
-        CostGroup::Day => "strftime('%Y-%m-%d', a.finished_at / 1000, 'unixepoch')",
+        CostGroup::Task => "a.task_id".to_owned(),
+        CostGroup::Agent => "a.agent".to_owned(),
+        CostGroup::Runner => "COALESCE(a.runner, t.runner)".to_owned(),
+        CostGroup::Day => c.day_of("a.finished_at"),
     };
     let sql = format!(
-        "SELECT {key}, COUNT(*), SUM(a.cost_micro_usd IS NOT NULL), SUM(a.input_tokens), SUM(a.output_tokens), \
+        "SELECT {key}, COUNT(*), SUM(CASE WHEN a.cost_micro_usd IS NOT NULL THEN 1 ELSE 0 END), SUM(a.input_tokens), SUM(a.output_tokens), \
          SUM(a.cache_read_tokens), SUM(a.cache_write_tokens), COALESCE(SUM(a.cost_micro_usd), 0) \
          FROM attempts a JOIN tasks t ON t.id = a.task_id \
          WHERE a.reported = 1 AND a.finished_at >= ? GROUP BY 1 ORDER BY 8 DESC, 1 LIMIT ?"
@@ -144,14 +144,12 @@ pub fn costs(c: &Connection, by: CostGroup, since: Millis) -> Result<(Vec<CostRo
             cost: MicroUsd(n(7)?),
         })
     };
-    let rows = c
-        .prepare_cached(&sql)?
-        .query_map(params![since.0, MAX_COST_ROWS as i64], row)?
-        .collect::<rusqlite::Result<_>>()?;
+    let rows =
+        c.prepare_cached(&sql)?.query_map(params![since.0, MAX_COST_ROWS as i64], row)?.collect::<Result<_>>()?;
     // The total over every row, not only those listed.
     let total = c
         .prepare_cached(
-            "SELECT 'total', COUNT(*), SUM(cost_micro_usd IS NOT NULL), SUM(input_tokens), SUM(output_tokens), \
+            "SELECT 'total', COUNT(*), SUM(CASE WHEN cost_micro_usd IS NOT NULL THEN 1 ELSE 0 END), SUM(input_tokens), SUM(output_tokens), \
              SUM(cache_read_tokens), SUM(cache_write_tokens), COALESCE(SUM(cost_micro_usd), 0) \
              FROM attempts WHERE reported = 1 AND finished_at >= ?",
         )?
@@ -229,7 +227,7 @@ pub fn attempts(c: &Connection, id: &TaskId) -> Result<Vec<AttemptRecord>> {
             },
         })
     })?;
-    let mut out: Vec<AttemptRecord> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut out: Vec<AttemptRecord> = rows.collect::<Result<_>>()?;
     for a in &mut out {
         a.checks = checks_of(c, id, a.epoch)?;
     }

@@ -7,7 +7,7 @@ pub fn hub_started(c: &Connection, now: Millis, grace: Duration) -> Result<()> {
     let names: Vec<String> = c
         .prepare("SELECT name FROM agents WHERE connected = 1")?
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     c.execute("UPDATE agents SET connected = 0 WHERE connected = 1", [])?;
     for name in names {
         let agent = AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?;
@@ -26,7 +26,7 @@ const AGENT_COLS: &str = "a.name, a.token_id, a.capabilities, a.announced_capabi
      a.version, a.connected, a.session, a.paused, a.draining, a.last_seen_at, a.created_at, \
      (SELECT COUNT(*) FROM tasks t WHERE t.lease_agent = a.name), a.doctor";
 
-fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+fn agent_row(r: &Row<'_>) -> Result<AgentRecord> {
     let name: String = r.get(0)?;
     let token_id: String = r.get(1)?;
     let caps: String = r.get(2)?;
@@ -55,9 +55,9 @@ fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
 }
 
 pub fn agent(c: &Connection, name: &AgentName) -> Result<Option<AgentRecord>> {
-    Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents a WHERE a.name = ?"))?
+    c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents a WHERE a.name = ?"))?
         .query_row([name.as_str()], agent_row)
-        .optional()?)
+        .optional()
 }
 
 pub(super) fn load_agent(c: &Connection, name: &AgentName) -> Result<AgentRecord> {
@@ -65,9 +65,9 @@ pub(super) fn load_agent(c: &Connection, name: &AgentName) -> Result<AgentRecord
 }
 
 pub fn list_agents(c: &Connection) -> Result<Vec<AgentRecord>> {
-    Ok(c.prepare(&format!("SELECT {AGENT_COLS} FROM agents a ORDER BY a.name"))?
+    c.prepare(&format!("SELECT {AGENT_COLS} FROM agents a ORDER BY a.name"))?
         .query_map([], agent_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<Result<_>>()
 }
 
 pub fn register_agent(c: &Connection, a: &NewAgent, t: &NewToken, now: Millis) -> Result<AgentRecord> {
@@ -102,7 +102,7 @@ pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now
     let leased: Vec<(String, i64)> = c
         .prepare_cached("SELECT id, lease_epoch FROM tasks WHERE lease_agent = ? ORDER BY id")?
         .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<Result<_>>()?;
     if !leased.is_empty() && !force {
         let ids: Vec<&str> = leased.iter().map(|(id, _)| id.as_str()).collect();
         return Err(StoreError::Conflict(format!(
@@ -152,7 +152,7 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
         let leased: Vec<(String, i64)> = c
             .prepare_cached("SELECT id, lease_epoch FROM tasks WHERE lease_agent = ?")?
             .query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<Result<_>>()?;
         for (id, epoch) in leased {
             let id = TaskId::parse(&id).map_err(|e| corrupt("task id", e))?;
             let epoch = Epoch(epoch as u64);

@@ -1,0 +1,469 @@
+//! The PostgreSQL backend: the same operations as SQLite's (`ops`), for
+//! any number of hubs on one database.
+//!
+//! A few threads each own one session (`sql::pg::PgConn`) and run the
+//! store's changes and reads handed to them. Every change is one short
+//! `SERIALIZABLE` transaction: the rules in `ops` read and then write, as
+//! they do under SQLite's single writer, and serializable isolation makes
+//! that as safe with several hubs writing at once. A transaction that
+//! collides with another (SQLSTATE 40001 or 40P01) is rolled back and run
+//! again from the start, a few times, with a jittered pause; nothing is
+//! answered before `COMMIT` returns, with `synchronous_commit = on`.
+//! Reads run in `REPEATABLE READ READ ONLY` transactions, which see one
+//! snapshot and never block or abort a writer.
+
+pub mod schema;
+mod scratch;
+
+pub use scratch::{DEFAULT_ADMIN_URL, ScratchDb};
+
+use crate::Engine as _;
+use crate::engine::{Hooks, InBatch};
+use crate::sql::{Connection, pg::PgConn};
+use crate::{Limits, Result, StoreError, ops};
+use async_trait::async_trait;
+use muster_core::Millis;
+use muster_core::breaker::Policy;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// Sessions the store keeps open; changes and reads share them.
+pub const SESSIONS: usize = 6;
+/// How long a change that keeps colliding with other hubs' is run again
+/// before its caller is told (`StoreError::Contended`).
+const RETRY_FOR: Duration = Duration::from_secs(5);
+
+type Job = Box<dyn FnOnce(&PgConn) + Send>;
+
+#[derive(Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The URL with any password removed, for messages.
+    shown: String,
+    limits: Limits,
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    last_event: watch::Sender<i64>,
+    hooks: Arc<Hooks>,
+    stats: Stats,
+    /// Held (shared) by a change between its commit and its answer, and
+    /// (exclusive) by a claim pass between its commit and its handout, so
+    /// an agent hears of a claim before any change committed after it.
+    handout_gate: RwLock<()>,
+    /// One change at a time per hub, as with SQLite's writer: the changes
+    /// of one hub never collide with each other, only with other hubs'.
+    writing: Mutex<()>,
+    /// One claim pass at a time per hub; `again` asks the running one to
+    /// pass once more, for changes that committed while it ran.
+    claiming: Mutex<()>,
+    again: std::sync::atomic::AtomicBool,
+}
+
+struct Stats {
+    commit: muster_metrics::Histogram,
+    batch: muster_metrics::Histogram,
+    failed: muster_metrics::Counter,
+    retried: muster_metrics::Counter,
+    failing: Mutex<Option<String>>,
+}
+
+/// `postgres://user:secret@host/db` without `secret`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens one session and makes it keep the store's promises: a commit is
+/// on disk before it returns, and a transaction left open by accident does
+/// not hold back vacuum for long.
+fn connect(url: &str) -> Result<PgConn> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| StoreError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
+    client.batch_execute(
+        "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '60s'; \
+         SET application_name = 'muster'",
+    )?;
+    Ok(PgConn::new(client))
+}
+
+/// One session's thread: connects (the first also brings the schema up
+/// to date and reads the latest event), says so on `ready`, then runs jobs
+/// until the store closes.
+fn session(
+    k: usize,
+    url: &str,
+    jobs: &Mutex<std::sync::mpsc::Receiver<Job>>,
+    ready: &std::sync::mpsc::Sender<Result<Option<i64>>>,
+) {
+    let opened = connect(url).and_then(|conn| {
+        if k > 0 {
+            return Ok((conn, None));
+        }
+        schema::migrate(&conn)?;
+        let last = Connection::Pg(&conn).query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+        Ok((conn, Some(last)))
+    });
+    let mut conn = match opened {
+        Ok((conn, last)) => {
+            let _ = ready.send(Ok(last));
+            conn
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let job = match jobs.lock().expect("job queue lock poisoned").recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job(&conn);
+        // The server restarted or the network dropped the session: the
+        // next job gets a new one if it can.
+        if conn.is_closed() {
+            match connect(url) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => tracing::warn!(error = %e, "a database session is down; retrying with the next change"),
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, creates or updates Muster's
+    /// tables, and starts the sessions. Call it off the async runtime's
+    /// threads (the driver blocks); the hub calls it in `spawn_blocking`.
+    pub fn open(url: &str, limits: Limits) -> Result<PgStore> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (ready, sessions) = std::sync::mpsc::channel::<Result<Option<i64>>>();
+        let mut threads = Vec::new();
+        for k in 0..SESSIONS {
+            let (rx, url, ready) = (rx.clone(), url.to_owned(), ready.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("muster-pg-{k}"))
+                .spawn(move || session(k, &url, &rx, &ready))
+                .map_err(|e| StoreError::Database(format!("cannot start a database thread: {e}")))?;
+            threads.push(thread);
+        }
+        drop(ready);
+        let mut last = 0;
+        for _ in 0..SESSIONS {
+            match sessions.recv() {
+                Ok(Ok(seq)) => last = last.max(seq.unwrap_or(0)),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StoreError::Database("a database thread stopped while starting".into())),
+            }
+        }
+        Ok(PgStore {
+            shared: Arc::new(Shared {
+                shown: redact(url),
+                limits,
+                jobs: Mutex::new(Some(tx)),
+                threads: Mutex::new(threads),
+                last_event: watch::channel(last).0,
+                hooks: Arc::new(Hooks::default()),
+                stats: Stats {
+                    commit: muster_metrics::Histogram::new(muster_metrics::LATENCY_BUCKETS),
+                    batch: muster_metrics::Histogram::new(muster_metrics::SIZE_BUCKETS),
+                    failed: muster_metrics::Counter::default(),
+                    retried: muster_metrics::Counter::default(),
+                    failing: Mutex::new(None),
+                },
+                handout_gate: RwLock::new(()),
+                writing: Mutex::new(()),
+                claiming: Mutex::new(()),
+                again: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The database's URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.shared.shown
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.shared.jobs.lock().expect("jobs lock poisoned");
+        jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)
+    }
+
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PgConn, &Shared) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        self.submit(Box::new(move |conn| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn, &shared)))
+                .unwrap_or_else(|_| Err(StoreError::Database("a database call failed unexpectedly".into())));
+            let _ = tx.send(result);
+        }))?;
+        rx.await.map_err(|_| StoreError::Database("the store stopped before answering".into()))?
+    }
+}
+
+/// Runs `f` in one serializable transaction, again from the start while it
+/// collides with concurrent ones; `Ok` only once committed.
+fn transact<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
+    let c = Connection::Pg(conn);
+    let _one = shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut tries = 0u32;
+    let first = Instant::now();
+    loop {
+        tries += 1;
+        let began = c.execute_batch("BEGIN ISOLATION LEVEL SERIALIZABLE");
+        let applied = began.and_then(|()| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c))).unwrap_or_else(|_| {
+                Err(StoreError::Database("the change failed unexpectedly and was rolled back".into()))
+            })
+        });
+        let committing = Instant::now();
+        let outcome = match applied {
+            Ok(r) => c.execute_batch("COMMIT").map(|()| r),
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
+        match outcome {
+            Err(StoreError::Contended(_)) if first.elapsed() < RETRY_FOR => {
+                let _ = c.execute_batch("ROLLBACK");
+                shared.stats.retried.inc();
+                // Jittered, growing: colliding changes do not collide again in step.
+                let jitter = u64::from(getrandom::u32().unwrap_or(0) % 1000);
+                std::thread::sleep(Duration::from_micros((200 << tries.min(6)) + jitter * u64::from(tries.min(20))));
+            }
+            Err(StoreError::Database(why)) if conn.is_closed() => {
+                shared.stats.failed.inc();
+                *shared.stats.failing.lock().expect("stats lock poisoned") = Some(why.clone());
+                return Err(StoreError::Database(why));
+            }
+            Ok(r) => {
+                shared.stats.commit.observe(committing.elapsed().as_secs_f64());
+                shared.stats.batch.observe(1.0);
+                if shared.stats.failing.lock().expect("stats lock poisoned").take().is_some() {
+                    tracing::info!("the database commits again");
+                }
+                return Ok(r);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Tells watchers of the latest event after a commit.
+fn published(conn: &PgConn, shared: &Shared) {
+    if let Ok(seq) =
+        Connection::Pg(conn).query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))
+    {
+        shared.last_event.send_if_modified(|cur| {
+            let newer = seq > *cur;
+            if newer {
+                *cur = seq;
+            }
+            newer
+        });
+    }
+}
+
+/// The hub's claim pass after a change committed: what the change made
+/// claimable goes out now rather than at the dispatch loop's next pass.
+fn claim_after(conn: &PgConn, shared: &Shared, d: &InBatch, policy: Policy) {
+    let Ok(_one) = shared.claiming.try_lock() else {
+        shared.again.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    };
+    loop {
+        shared.again.store(false, std::sync::atomic::Ordering::SeqCst);
+        claim_pass(conn, shared, d, policy);
+        if !shared.again.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+fn claim_pass(conn: &PgConn, shared: &Shared, d: &InBatch, policy: Policy) {
+    let c = Connection::Pg(conn);
+    let Some(ready) = ops::next_ready(&c).ok().flatten() else { return };
+    let Some((agents, now, accept_within)) = d.plan(ready) else { return };
+    // Held from before the commit until the handout is queued.
+    let _exclusive = shared.handout_gate.write().expect("handout gate poisoned");
+    let pass = transact(conn, shared, |c| ops::claim_for_agents(c, &agents, now, accept_within, policy, true));
+    let mut claims = Vec::new();
+    let mut missed = false;
+    match pass {
+        Ok(results) => {
+            for (agent, result) in agents.into_iter().zip(results) {
+                match result {
+                    Ok(tasks) if !tasks.is_empty() => claims.push((agent, tasks)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        missed = true;
+                        tracing::error!(agent = %agent, error = %e, "a claim failed; the dispatch loop tries again");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            missed = true;
+            tracing::error!(error = %e, "a claim pass failed; the dispatch loop tries again");
+        }
+    }
+    if !claims.is_empty() {
+        d.claims.handouts.push(crate::Handout::Claimed(claims));
+    }
+    if missed {
+        d.claims.handouts.push(crate::Handout::Missed);
+    }
+}
+
+#[async_trait]
+impl crate::Engine for PgStore {
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
+    {
+        self.run(move |conn, shared| {
+            let result = transact(conn, shared, f);
+            if result.is_ok() {
+                published(conn, shared);
+                if let Some(d) = shared.hooks.in_batch() {
+                    claim_after(conn, shared, &d, shared.hooks.policy());
+                }
+            }
+            // A claim committed before this change must be handed out first.
+            drop(shared.handout_gate.read().expect("handout gate poisoned"));
+            result
+        })
+        .await
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection<'_>) -> Result<R> + Send + 'static,
+    {
+        self.run(move |conn, _| {
+            let c = Connection::Pg(conn);
+            c.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let result = f(&c);
+            let _ = c.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    fn policy(&self) -> Policy {
+        self.shared.hooks.policy()
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        self.shared.hooks.set_policy(policy);
+    }
+
+    fn hand_out(&self, claims: crate::BatchClaims) {
+        self.shared.hooks.hand_out(claims);
+    }
+
+    fn last_event(&self) -> watch::Receiver<i64> {
+        self.shared.last_event.subscribe()
+    }
+
+    async fn shut_down(&self) {
+        drop(self.shared.jobs.lock().expect("jobs lock poisoned").take());
+        let threads = std::mem::take(&mut *self.shared.threads.lock().expect("threads lock poisoned"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
+    fn upkeep(&self) -> &dyn crate::Maintenance {
+        self
+    }
+}
+
+/// Finished tasks, outputs or events removed per change while compacting.
+const PRUNE_BATCH: usize = 500;
+
+#[async_trait]
+impl crate::Maintenance for PgStore {
+    async fn backup(&self, _dest: &std::path::Path) -> Result<crate::BackupInfo> {
+        Err(StoreError::Conflict(format!(
+            "the store is PostgreSQL ({}): back it up with PostgreSQL's tools, pg_dump for a logical copy or \
+             pg_basebackup with WAL archiving for point-in-time recovery; `muster backup` copies SQLite databases",
+            self.shared.shown
+        )))
+    }
+
+    async fn compact(&self, retention: crate::Retention, _rewrite: bool, now: Millis) -> Result<crate::CompactReport> {
+        let size = |c: &Connection<'_>| c.query_row("SELECT pg_database_size(current_database())", [], |r| r.get(0));
+        let mut report =
+            crate::CompactReport { bytes_before: self.read(move |c| size(c)).await?, ..Default::default() };
+        loop {
+            let pruned = crate::Engine::write(self, move |c| ops::prune_batch(c, &retention, now, PRUNE_BATCH)).await?;
+            report.tasks_pruned += pruned.tasks;
+            report.outputs_pruned += pruned.outputs;
+            report.output_bytes_pruned += pruned.output_bytes;
+            report.events_pruned += pruned.events;
+            if !pruned.more {
+                break;
+            }
+        }
+        // Autovacuum reclaims the pruned rows' space for new rows; the
+        // database's files do not shrink without VACUUM FULL, which locks.
+        report.bytes_after = self.read(move |c| size(c)).await?;
+        let done = report.clone();
+        crate::Engine::write(self, move |c| ops::record_compaction(c, &done, now)).await?;
+        Ok(report)
+    }
+
+    async fn db_stats(&self) -> Result<crate::DbStats> {
+        self.read(|c| {
+            let mut stats = ops::db_stats(c)?;
+            let (bytes, block): (u64, u64) = c.query_row(
+                "SELECT pg_database_size(current_database()), current_setting('block_size')::bigint",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            // Space freed by pruning is reused by new rows, not given back:
+            // the database has no free list to report.
+            (stats.bytes, stats.page_size, stats.pages, stats.auto_vacuum) =
+                (bytes, block, bytes / block.max(1), "autovacuum");
+            Ok(stats)
+        })
+        .await
+    }
+
+    fn write_stats(&self) -> crate::WriteStats {
+        let s = &self.shared.stats;
+        crate::WriteStats {
+            commit_seconds: s.commit.snapshot(),
+            batch_size: s.batch.snapshot(),
+            failed_batches: s.failed.get(),
+            redone_batches: s.retried.get(),
+            failing: s.failing.lock().expect("stats lock poisoned").clone(),
+        }
+    }
+}
