@@ -181,6 +181,8 @@ pub struct Observation {
     pub agents_online: u64,
     /// Seconds since the newest backup; `None` when there is none.
     pub backup_age_secs: Option<f64>,
+    /// The database is backed up by its own tools (PostgreSQL), not by Muster.
+    pub backups_elsewhere: bool,
     pub uptime_secs: f64,
     /// Share of the data disk free; `None` when unknown.
     pub disk_free: Option<f64>,
@@ -209,6 +211,7 @@ fn holds(rule: Rule, t: f64, o: &Observation) -> bool {
         Rule::StuckTasks => o.stuck > 0,
         Rule::NoAgentsOnline => o.agents_online == 0 && (o.agents_registered > 0 || o.queued > 0),
         Rule::HighErrorRate => (o.failed as f64) >= t.max(1.0),
+        Rule::BackupStale if o.backups_elsewhere => false,
         Rule::BackupStale => match o.backup_age_secs {
             Some(age) => age > t,
             None => o.uptime_secs > t,
@@ -250,6 +253,9 @@ pub fn describe(rule: Rule, cfg: &RuleConfig, o: &Observation) -> String {
             o.agents_online, o.agents_registered, o.queued
         ),
         Rule::HighErrorRate => format!("{} runs failed in the last hour (threshold {t:.0})", o.failed),
+        Rule::BackupStale if o.backups_elsewhere => {
+            "the database is PostgreSQL, backed up by its own tools (pg_dump, base backups)".to_owned()
+        }
         Rule::BackupStale => match o.backup_age_secs {
             Some(age) => format!("the newest backup is {age:.0} s old (threshold {t:.0} s)"),
             None => format!("no backup in {:.0} s of running", o.uptime_secs),

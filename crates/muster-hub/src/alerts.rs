@@ -114,6 +114,7 @@ impl Hub {
             agents_registered: agents.iter().filter(|a| a.last_seen_at.is_some()).count() as u64,
             agents_online: agents.iter().filter(|a| a.status.connected).count() as u64,
             backup_age_secs: self.last_backup_age().map(|a| a.as_secs_f64()),
+            backups_elsewhere: store.maintenance().backend() == "postgres",
             uptime_secs: now.since(self.shared.started_at).as_secs_f64(),
             disk_free: disk_free(&self.config().data_dir),
             open_circuits: store

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct HubConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the store lives: the data directory's `muster.db`, or PostgreSQL.
+    pub database: muster_store::Location,
     /// Settings an operator can change at runtime, as they were at start
     /// (see `runtime.rs`); `Hub::runtime` has the ones in force.
     pub live: Runtime,
@@ -107,6 +109,7 @@ impl Default for HubConfig {
         HubConfig {
             listen: HubConfig::DEFAULT_LISTEN.parse().expect("a valid default address"),
             data_dir: PathBuf::from(".muster"),
+            database: muster_store::Location::Sqlite(PathBuf::from(".muster/muster.db")),
             restart_grace: live.lease_ttl + Duration::from_secs(30),
             backoff: Backoff::default(),
             default_timeout: Duration::from_secs(30 * 60),

@@ -287,7 +287,10 @@ impl Hub {
         workers::spawn(&self, dispatch);
         workers::spawn(&self, handout);
         workers::spawn(&self, alerts::AlertWorker::default());
-        workers::spawn(&self, backup::worker());
+        // PostgreSQL is backed up by its own tools, not by copying a file.
+        if self.shared.store.maintenance().backend() != "postgres" {
+            workers::spawn(&self, backup::worker());
+        }
         workers::spawn(&self, compact::worker());
         workers::spawn(&self, window::WindowWorker::default());
         let app = api::router(self.clone());

@@ -10,6 +10,7 @@
 
 pub mod conformance;
 mod engine;
+mod location;
 mod ops;
 pub mod postgres;
 mod records;
@@ -17,6 +18,7 @@ pub mod sql;
 pub mod sqlite;
 
 pub use engine::Engine;
+pub use location::Location;
 pub use records::*;
 
 use async_trait::async_trait;
@@ -528,6 +530,9 @@ pub trait Store: Send + Sync + 'static {
 /// so not on [`Store`]. Reached through [`Store::maintenance`].
 #[async_trait]
 pub trait Maintenance: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
     /// Writes a consistent copy of the whole database to `dest` (which must
     /// not exist) while the store keeps running, then verifies the copy.
     async fn backup(&self, dest: &std::path::Path) -> Result<BackupInfo>;

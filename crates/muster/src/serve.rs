@@ -7,8 +7,7 @@ use muster_agent::{AgentConfig, AgentFile, RunnerProfile};
 use muster_cli::{CliError, ConnArgs, exit};
 use muster_core::AgentName;
 use muster_hub::{Hub, HubConfig, SystemClock};
-use muster_store::sqlite::SqliteStore;
-use muster_store::{Limits, Store};
+use muster_store::Limits;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,10 +108,12 @@ async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Co
     }
     // Each connection and agent socket is a file descriptor; the soft limit is often 1,024.
     muster_hub::raise_file_limit();
-    let db = config.data_dir.join("muster.db");
     let limits = Limits { max_output_bytes_per_attempt: config.max_output_bytes_per_attempt, ..Limits::default() };
-    let store = SqliteStore::open(&db, limits).with_context(|| format!("cannot open the database {}", db.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let location = config.database.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        location.open(limits).with_context(|| format!("cannot open the database {location}"))
+    })
+    .await??;
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
@@ -169,9 +170,10 @@ pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args, conn.data_dir.as_deref())?;
     crate::private::private_umask();
     let data_dir = config.data_dir.clone();
+    let database = config.database.clone();
     let opened = open_hub(config, &args, crate::logging::Console::Json).await?;
     let addr = opened.listener.local_addr()?;
-    say!("muster hub listening on http://{addr} (data in {})", data_dir.display());
+    say!("muster hub listening on http://{addr} (data in {}, database {database})", data_dir.display());
     opened.hub.serve(opened.listener, shutdown_signal()).await
 }
 

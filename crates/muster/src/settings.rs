@@ -18,6 +18,9 @@ pub struct HubArgs {
     /// Settings file [default: ./muster.toml if it exists].
     #[arg(long, env = "MUSTER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The database: postgres://USER@HOST/DB (several hubs may share it) or sqlite:PATH [default: <data-dir>/muster.db].
+    #[arg(long, env = "MUSTER_DATABASE")]
+    pub database: Option<String>,
     /// How often agents send heartbeats [default: 10s].
     #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -173,6 +176,7 @@ struct FileHealth {
 struct FileHub {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    database: Option<String>,
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
     accept_timeout: Option<String>,
@@ -331,7 +335,10 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     let health = health_thresholds(&file_health)?;
     let edge = edge_limits(args, &file)?;
     let data_dir: PathBuf = data_dir.map(Path::to_owned).or(file.data_dir).unwrap_or(defaults.data_dir);
+    let database = args.database.clone().or(file.database);
+    let database = muster_store::Location::parse(database.as_deref(), &data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = HubConfig {
+        database,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         slos: slos(&file_slo)?,
@@ -385,6 +392,7 @@ mod tests {
         HubArgs {
             listen: None,
             config: Some(config.to_owned()),
+            database: None,
             heartbeat_interval: None,
             lease_ttl: None,
             accept_timeout: None,

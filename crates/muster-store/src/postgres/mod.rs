@@ -409,6 +409,10 @@ const PRUNE_BATCH: usize = 500;
 
 #[async_trait]
 impl crate::Maintenance for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn backup(&self, _dest: &std::path::Path) -> Result<crate::BackupInfo> {
         Err(StoreError::Conflict(format!(
             "the store is PostgreSQL ({}): back it up with PostgreSQL's tools, pg_dump for a logical copy or \

@@ -699,6 +699,10 @@ impl crate::Engine for SqliteStore {
 
 #[async_trait]
 impl crate::Maintenance for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn backup(&self, dest: &Path) -> Result<crate::BackupInfo> {
         let dest = dest.to_owned();
         self.read_raw(move |c| backup::backup(c, &dest)).await
