@@ -49,6 +49,21 @@ pub(crate) async fn status(conn: &ConnArgs, json: bool) -> CliResult {
     );
     println!("agents     {}", line(&s.agents, &["idle", "busy", "draining", "paused", "offline"]));
     println!("sockets    {} connected", s.connected_agents);
+    // One hub alone says nothing new; several are listed with their duties.
+    if s.hubs.len() > 1 || s.hubs.iter().any(|h| !h.leads.is_empty() && !h.this) {
+        for (i, h) in s.hubs.iter().enumerate() {
+            let state = if h.alive { "up" } else { "gone" };
+            let this = if h.this { " (this hub)" } else { "" };
+            let leads = if h.leads.is_empty() { "-".to_owned() } else { h.leads.join(",") };
+            println!(
+                "{}{} {state}{this}  {}  leads {leads}  agents {}",
+                if i == 0 { "hubs       " } else { "           " },
+                h.name,
+                h.url,
+                h.agents.len()
+            );
+        }
+    }
     println!("events     {} recorded", s.last_event);
     if !s.workers.is_empty() {
         let states: Vec<String> = s.workers.iter().map(|w| format!("{} {}", w.name, w.state)).collect();

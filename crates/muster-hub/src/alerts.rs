@@ -68,6 +68,9 @@ impl crate::workers::Worker for AlertWorker {
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
+        if !hub.lead(muster_store::Duty::Alerts).await.map_err(|e| e.to_string())? {
+            return Ok(false);
+        }
         hub.evaluate_alerts(&mut self.trend).await.map_err(|e| e.to_string())?;
         Ok(false)
     }

@@ -16,7 +16,15 @@ pub(crate) fn worker() -> crate::workers::Scheduled {
         "prunes finished work past its retention and gives the space back every compact_interval",
         |r| r.compact_interval,
         |hub| Box::pin(async move { hub.last_compaction_age().await }),
-        |hub| Box::pin(async move { hub.compact_now("schedule", false).await.map(drop).map_err(|e| e.to_string()) }),
+        |hub| {
+            Box::pin(async move {
+                // One hub compacts for all of them.
+                if !hub.lead(muster_store::Duty::Upkeep).await.map_err(|e| e.to_string())? {
+                    return Ok(());
+                }
+                hub.compact_now("schedule", false).await.map(drop).map_err(|e| e.to_string())
+            })
+        },
     )
 }
 

@@ -13,6 +13,10 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     /// Where the store lives: the data directory's `muster.db`, or PostgreSQL.
     pub database: muster_store::Location,
+    /// How this hub is named among the hubs on its database [default: host:port].
+    pub hub_name: Option<String>,
+    /// The URL agents and clients use for this hub, as listed to the others [default: http://LISTEN].
+    pub public_url: Option<String>,
     /// Settings an operator can change at runtime, as they were at start
     /// (see `runtime.rs`); `Hub::runtime` has the ones in force.
     pub live: Runtime,
@@ -110,6 +114,8 @@ impl Default for HubConfig {
             listen: HubConfig::DEFAULT_LISTEN.parse().expect("a valid default address"),
             data_dir: PathBuf::from(".muster"),
             database: muster_store::Location::Sqlite(PathBuf::from(".muster/muster.db")),
+            hub_name: None,
+            public_url: None,
             restart_grace: live.lease_ttl + Duration::from_secs(30),
             backoff: Backoff::default(),
             default_timeout: Duration::from_secs(30 * 60),

@@ -72,6 +72,9 @@ impl Hub {
             Some(due) if due <= now => {}
             _ => return Ok(0),
         }
+        if !self.lead(muster_store::Duty::Deadlines).await? {
+            return Ok(0);
+        }
         let expired = self.shared.store.expire_decisions(now, EXPIRE_BATCH).await?;
         for (d, task) in &expired {
             tracing::info!(decision = d.id, task_id = %task.id, state = d.state.as_str(), "decision deadline passed");

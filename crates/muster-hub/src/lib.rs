@@ -18,6 +18,7 @@ mod diagnose;
 mod edge;
 mod error;
 mod extract;
+mod hubs;
 mod loops;
 mod messages;
 mod metrics;
@@ -159,6 +160,10 @@ pub(crate) struct Shared {
     /// most one a second, however often `/readyz` is asked. Held across the
     /// probe's `.await`, hence tokio's mutex.
     pub probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// This hub among the others on its database.
+    pub me: muster_store::HubInfo,
+    /// The duties it leads.
+    pub duties: hubs::Duties,
 }
 
 impl Hub {
@@ -167,7 +172,10 @@ impl Hub {
     /// creates the first admin token if there is none.
     pub async fn new(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
         let now = clock.now();
-        store.hub_started(now, config.restart_grace).await.context("cannot start on the store")?;
+        let me = hubs::identity(&config);
+        store.hub_started(&me, now, config.restart_grace).await.context("cannot start on the store")?;
+        // Duty work is refused until this hub takes the duty (see `Hub::lead`).
+        store.hold_duties(Some(Vec::new()));
         // Lock waits belonged to requests that died with the last hub; runs that still want a lock ask again.
         store.clear_lock_waits().await.context("cannot clear lock waits")?;
         let mut known: BTreeSet<RunnerName> = BUILTIN_RUNNERS
@@ -230,6 +238,8 @@ impl Hub {
                 edge,
                 quotas: quota::Quotas::default(),
                 probe: tokio::sync::Mutex::new(None),
+                me,
+                duties: hubs::Duties::default(),
             }),
         })
     }
@@ -285,10 +295,14 @@ impl Hub {
     ) -> anyhow::Result<()> {
         let (dispatch, handout) = loops::DispatchWorker::new(&self);
         workers::spawn(&self, dispatch);
+        workers::spawn(&self, hubs::BeatWorker);
         workers::spawn(&self, handout);
         workers::spawn(&self, alerts::AlertWorker::default());
-        // PostgreSQL is backed up by its own tools, not by copying a file.
-        if self.shared.store.maintenance().backend() != "postgres" {
+        // PostgreSQL is backed up by its own tools, not by copying a file;
+        // other hubs may share it, and their commits wake this hub's dispatch.
+        if self.shared.store.maintenance().backend() == "postgres" {
+            workers::spawn(&self, hubs::ChangesWorker::new(&self));
+        } else {
             workers::spawn(&self, backup::worker());
         }
         workers::spawn(&self, compact::worker());
@@ -330,6 +344,10 @@ impl Hub {
         // A pass under way finishes (a backup, a compaction step); one that
         // would outlast the deadline is cut, and the next start picks up.
         self.shared.workers.stop(WORKER_DEADLINE).await;
+        // The other hubs take its duties at once rather than after their lease.
+        if let Err(e) = self.shared.store.hub_stopped(&self.shared.me.id, self.now()).await {
+            tracing::warn!(error = %e, "cannot record this hub's stop; its duties move when their leases run out");
+        }
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())

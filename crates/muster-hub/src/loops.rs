@@ -122,6 +122,9 @@ impl Hub {
     /// Reclaims expired leases; returns how many.
     pub(crate) async fn reclaim_once(&self) -> Result<usize, muster_store::StoreError> {
         let now = self.now();
+        if !self.lead(muster_store::Duty::Reaper).await? {
+            return Ok(0);
+        }
         // Nothing expired: no write, so a busy dispatch loop costs the writer nothing here.
         if self.shared.store.next_lease_expiry().await?.is_none_or(|expiry| expiry > now) {
             return Ok(0);

@@ -178,6 +178,9 @@ impl Hub {
             Some(next) if next <= now => {}
             _ => return Ok(0),
         }
+        if !self.lead(muster_store::Duty::Schedules).await? {
+            return Ok(0);
+        }
         let mut created = 0;
         for s in self.shared.store.due_schedules(now).await? {
             let Some(due) = s.next_at else { continue };

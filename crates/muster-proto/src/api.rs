@@ -1078,6 +1078,29 @@ pub struct WorkerView {
     pub failing_passes: u64,
 }
 
+/// A hub on the database (`GET /api/v1/admin/hubs`, and in `/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HubView {
+    /// New at every start (`h_…`).
+    pub id: String,
+    /// Stable across restarts (`host:port` unless set).
+    pub name: String,
+    pub url: String,
+    pub version: String,
+    pub started_at: String,
+    pub last_beat_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Beating and not stopped.
+    pub alive: bool,
+    /// The hub that answered.
+    pub this: bool,
+    /// Duties it leads: `reaper`, `schedules`, `deadlines`, `alerts`, `upkeep`.
+    pub leads: Vec<String>,
+    /// Agents whose sockets it holds.
+    pub agents: Vec<String>,
+}
+
 /// `GET /api/v1/status`
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusView {
@@ -1096,6 +1119,9 @@ pub struct StatusView {
     /// The background workers and how they are doing.
     #[serde(default)]
     pub workers: Vec<WorkerView>,
+    /// The hubs on the database, this one first.
+    #[serde(default)]
+    pub hubs: Vec<HubView>,
 }
 
 /// An RFC 9457 problem body, with `field` naming what was wrong.

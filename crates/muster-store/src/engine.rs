@@ -12,6 +12,7 @@ use crate::{
 };
 use crate::{ChannelRecord, MessageRecord, Recipient};
 use crate::{ConflictRecord, NewConflict, RegressionRecord};
+use crate::{Duty, Fence, HubInfo, HubRecord};
 use crate::{Firing, NewSchedule, ScheduleRecord};
 use async_trait::async_trait;
 use muster_core::backoff::Retry;
@@ -24,13 +25,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// What the hub sets and the backend's threads read.
+/// What the hub sets on a store and the backend's threads read; opaque
+/// outside the crate.
 #[derive(Default)]
-pub(crate) struct Hooks {
+pub struct Hooks {
     /// When circuit breakers open, as the hub last set it.
     pub(crate) breaker_policy: Mutex<Policy>,
     /// Whom to claim for at the end of a batch, and where claims go.
     pub(crate) claims: Mutex<Option<Arc<InBatch>>>,
+    /// The hub on this store, once started: agents that connect are its.
+    pub(crate) hub: Mutex<Option<String>>,
+    /// The duties the hub holds (see `Store::hold_duties`).
+    pub(crate) fences: Mutex<Option<Vec<crate::Fence>>>,
 }
 
 /// The in-batch dispatch the hub asked for, with the turn of its rotation.
@@ -75,6 +81,24 @@ impl Hooks {
         *self.breaker_policy.lock().expect("breaker policy lock poisoned") = policy;
     }
 
+    pub(crate) fn hub(&self) -> Option<String> {
+        self.hub.lock().expect("hub lock poisoned").clone()
+    }
+
+    /// The fence for acting as `duty`: `None` when duties are not fenced;
+    /// refused when they are and this hub does not hold it.
+    pub(crate) fn fence(&self, duty: crate::Duty) -> Result<Option<crate::Fence>> {
+        let fences = self.fences.lock().expect("fences lock poisoned");
+        let Some(held) = fences.as_ref() else { return Ok(None) };
+        match held.iter().find(|f| f.duty == duty) {
+            Some(f) => Ok(Some(f.clone())),
+            None => Err(crate::StoreError::Conflict(format!(
+                "this hub does not lead {}; the hub that leads it acts",
+                duty.as_str()
+            ))),
+        }
+    }
+
     pub(crate) fn hand_out(&self, claims: crate::BatchClaims) {
         let in_batch = InBatch { claims, turn: std::sync::atomic::AtomicUsize::new(0) };
         *self.claims.lock().expect("claims lock poisoned") = Some(Arc::new(in_batch));
@@ -101,11 +125,8 @@ pub trait Engine: Send + Sync + 'static {
         F: FnOnce(&Connection<'_>) -> Result<R> + Send + 'static;
 
     fn limits(&self) -> Limits;
-    /// When circuit breakers open, as the hub last set it.
-    fn policy(&self) -> Policy;
-    fn set_policy(&self, policy: Policy);
-    /// See [`Store::claim_in_batches`].
-    fn hand_out(&self, claims: crate::BatchClaims);
+    /// What the hub set on the store: breaker policy, roster, duties.
+    fn hooks(&self) -> &Hooks;
     /// See [`Store::subscribe`].
     fn last_event(&self) -> watch::Receiver<i64>;
     /// See [`Store::close`].
@@ -115,8 +136,46 @@ pub trait Engine: Send + Sync + 'static {
 
 #[async_trait]
 impl<E: Engine> Store for E {
-    async fn hub_started(&self, now: Millis, grace: Duration) -> Result<()> {
-        self.write(move |c| ops::hub_started(c, now, grace)).await
+    async fn hub_started(&self, hub: &HubInfo, now: Millis, grace: Duration) -> Result<()> {
+        *self.hooks().hub.lock().expect("hub lock poisoned") = Some(hub.id.clone());
+        let hub = hub.clone();
+        self.write(move |c| ops::hub_started(c, &hub, now, grace)).await
+    }
+
+    async fn hub_beat(&self, id: &str, now: Millis) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| ops::hub_beat(c, &id, now)).await
+    }
+
+    async fn hub_stopped(&self, id: &str, now: Millis) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| ops::hub_stopped(c, &id, now)).await
+    }
+
+    async fn hubs(&self, now: Millis) -> Result<Vec<HubRecord>> {
+        self.read(move |c| ops::hubs(c, now)).await
+    }
+
+    async fn reap_hubs(&self, now: Millis) -> Result<Vec<HubRecord>> {
+        let fence = self.hooks().fence(Duty::Reaper)?;
+        self.write(move |c| {
+            ops::check_fence(c, fence.as_ref(), now)?;
+            ops::reap_hubs(c, now)
+        })
+        .await
+    }
+
+    async fn take_duty(&self, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>> {
+        let hub = hub.to_owned();
+        self.write(move |c| ops::take_duty(c, duty, &hub, ttl, now)).await
+    }
+
+    async fn duties(&self) -> Result<Vec<Fence>> {
+        self.read(ops::duties).await
+    }
+
+    fn hold_duties(&self, held: Option<Vec<Fence>>) {
+        *self.hooks().fences.lock().expect("fences lock poisoned") = held;
     }
 
     async fn close(&self) {
@@ -194,8 +253,8 @@ impl<E: Engine> Store for E {
     }
 
     async fn agent_connected(&self, name: &AgentName, hello: Announce, now: Millis) -> Result<(AgentRecord, u64)> {
-        let name = name.clone();
-        self.write(move |c| ops::agent_connected(c, &name, &hello, now)).await
+        let (name, hub) = (name.clone(), self.hooks().hub());
+        self.write(move |c| ops::agent_connected(c, &name, &hello, hub.as_deref(), now)).await
     }
 
     async fn agent_disconnected(&self, name: &AgentName, session: u64, reason: &str, now: Millis) -> Result<()> {
@@ -266,7 +325,7 @@ impl<E: Engine> Store for E {
 
     async fn claim_tasks(&self, agent: &AgentName, now: Millis, accept_within: Duration) -> Result<Vec<Task>> {
         let agent = agent.clone();
-        let policy = self.policy();
+        let policy = self.hooks().policy();
         self.write(move |c| ops::claim_tasks(c, &agent, now, accept_within, policy)).await
     }
 
@@ -277,7 +336,7 @@ impl<E: Engine> Store for E {
         accept_within: Duration,
     ) -> Result<Vec<Result<Vec<Task>>>> {
         let agents = agents.to_vec();
-        let policy = self.policy();
+        let policy = self.hooks().policy();
         self.write(move |c| ops::claim_for_agents(c, &agents, now, accept_within, policy, true)).await
     }
 
@@ -317,13 +376,17 @@ impl<E: Engine> Store for E {
         retry: Retry,
     ) -> Result<(Task, FinishResult)> {
         let (agent, id, outcome) = (agent.clone(), id.clone(), outcome.clone());
-        let policy = self.policy();
+        let policy = self.hooks().policy();
         self.write(move |c| ops::finish_task(c, &agent, &id, epoch, &outcome, &details, now, retry, policy)).await
     }
 
     async fn reclaim_expired(&self, now: Millis, limit: usize) -> Result<Vec<(Task, Reclaimed)>> {
-        let policy = self.policy();
-        self.write(move |c| ops::reclaim_expired(c, now, limit, policy)).await
+        let (policy, fence) = (self.hooks().policy(), self.hooks().fence(Duty::Reaper)?);
+        self.write(move |c| {
+            ops::check_fence(c, fence.as_ref(), now)?;
+            ops::reclaim_expired(c, now, limit, policy)
+        })
+        .await
     }
 
     async fn next_due(&self) -> Result<Option<Millis>> {
@@ -456,7 +519,12 @@ impl<E: Engine> Store for E {
     }
 
     async fn expire_decisions(&self, now: Millis, limit: usize) -> Result<Vec<(DecisionRecord, Task)>> {
-        self.write(move |c| ops::expire_decisions(c, now, limit)).await
+        let fence = self.hooks().fence(Duty::Deadlines)?;
+        self.write(move |c| {
+            ops::check_fence(c, fence.as_ref(), now)?;
+            ops::expire_decisions(c, now, limit)
+        })
+        .await
     }
 
     async fn decision(&self, id: i64) -> Result<Option<DecisionRecord>> {
@@ -543,7 +611,12 @@ impl<E: Engine> Store for E {
     }
 
     async fn fire_schedule(&self, f: Firing, now: Millis) -> Result<Option<Option<Task>>> {
-        self.write(move |c| ops::fire_schedule(c, f.clone(), now)).await
+        let fence = self.hooks().fence(Duty::Schedules)?;
+        self.write(move |c| {
+            ops::check_fence(c, fence.as_ref(), now)?;
+            ops::fire_schedule(c, f.clone(), now)
+        })
+        .await
     }
 
     async fn create_channel(&self, name: &str, description: &str, by: &str, now: Millis) -> Result<ChannelRecord> {
@@ -607,11 +680,11 @@ impl<E: Engine> Store for E {
     }
 
     fn set_breaker_policy(&self, policy: Policy) {
-        self.set_policy(policy)
+        self.hooks().set_policy(policy)
     }
 
     fn claim_in_batches(&self, claims: crate::BatchClaims) {
-        self.hand_out(claims)
+        self.hooks().hand_out(claims)
     }
 
     async fn breakers(&self) -> Result<Vec<Breaker>> {

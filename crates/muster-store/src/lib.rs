@@ -142,7 +142,33 @@ pub trait Store: Send + Sync + 'static {
     /// disconnected (none can be connected to a hub that just started) and
     /// every live lease is extended to `now + grace`, so agents that were
     /// running tasks have time to reconnect and re-attach to them.
-    async fn hub_started(&self, now: Millis, grace: Duration) -> Result<()>;
+    /// `hub` is the hub starting on this store: an earlier run under its
+    /// name is over, and only agents whose socket a live hub holds stay
+    /// connected. Agents connected through this store from now on are
+    /// counted as `hub`'s.
+    async fn hub_started(&self, hub: &HubInfo, now: Millis, grace: Duration) -> Result<()>;
+
+    /// The hub (by id) is alive. `true` when it had been counted gone: its
+    /// agents were disconnected meanwhile, and it must drop their sockets.
+    async fn hub_beat(&self, id: &str, now: Millis) -> Result<bool>;
+    /// The hub stops on purpose; the duties it led are free at once.
+    async fn hub_stopped(&self, id: &str, now: Millis) -> Result<()>;
+    /// Hubs running, and those stopped in the last day, with their agents.
+    async fn hubs(&self, now: Millis) -> Result<Vec<HubRecord>>;
+    /// Counts gone the hubs whose beats stopped (`hub.lost`): their duties
+    /// are freed and their agents disconnected. Fenced by `Duty::Reaper`.
+    async fn reap_hubs(&self, now: Millis) -> Result<Vec<HubRecord>>;
+    /// Takes or renews a duty for hub `hub`; `None` while another holds it.
+    async fn take_duty(&self, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>>;
+    /// Who leads each duty.
+    async fn duties(&self) -> Result<Vec<Fence>>;
+    /// The duties this hub holds, as it last took them: from now on
+    /// `reclaim_expired` and `reap_hubs` (`Reaper`), `fire_schedule`
+    /// (`Schedules`) and `expire_decisions` (`Deadlines`) are refused
+    /// (`Conflict`) unless the database, in the transaction that would act,
+    /// still names this hub with the same epoch. `None` (the default) does
+    /// not fence.
+    fn hold_duties(&self, held: Option<Vec<Fence>>);
 
     /// Finishes the batch in flight and stops taking writes.
     async fn close(&self);

@@ -3,6 +3,7 @@
 use muster_core::{
     AgentName, AgentStatus, Capability, Epoch, MicroUsd, Millis, Outcome, RunnerName, TaskId, TaskState, TokenId,
 };
+use std::time::Duration;
 
 /// An alert's current state.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,90 @@ pub struct Announce {
 pub struct AgentFlags {
     pub paused: Option<bool>,
     pub draining: Option<bool>,
+}
+
+/// A hub process on the database, as it introduces itself at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubInfo {
+    /// New at every start (`h_…`).
+    pub id: String,
+    /// Stable across restarts (`host:port` unless set): a hub that starts
+    /// under the name of one that is still listed replaces it.
+    pub name: String,
+    /// Where agents and clients reach it.
+    pub url: String,
+    pub version: String,
+    /// How long it may go without a beat before the others count it gone.
+    pub ttl: Duration,
+    /// No other hub can be on this database (SQLite: the hub locks the
+    /// file): every other hub listed is an earlier run, over now.
+    pub exclusive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRecord {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub version: String,
+    pub ttl: Duration,
+    pub started_at: Millis,
+    pub seen_at: Millis,
+    pub stopped_at: Option<Millis>,
+    /// Agents whose socket it holds.
+    pub agents: Vec<AgentName>,
+}
+
+impl HubRecord {
+    /// Beating, and not stopped, as of `now`.
+    pub fn alive(&self, now: Millis) -> bool {
+        self.stopped_at.is_none() && self.seen_at.plus(self.ttl) >= now
+    }
+}
+
+/// Work that one hub at a time does for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Duty {
+    /// Takes back expired leases, and the agents of hubs that stopped beating.
+    Reaper,
+    /// Fires schedules.
+    Schedules,
+    /// Applies decision deadlines.
+    Deadlines,
+    /// Evaluates alert rules.
+    Alerts,
+    /// Retention and compaction.
+    Upkeep,
+}
+
+impl Duty {
+    pub const ALL: [Duty; 5] = [Duty::Reaper, Duty::Schedules, Duty::Deadlines, Duty::Alerts, Duty::Upkeep];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Duty::Reaper => "reaper",
+            Duty::Schedules => "schedules",
+            Duty::Deadlines => "deadlines",
+            Duty::Alerts => "alerts",
+            Duty::Upkeep => "upkeep",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Duty> {
+        Duty::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A duty's lease as the database holds it. `epoch` grows by one at each
+/// change of hands: a hub acts for the duty only while the row still names
+/// it with the epoch it took (checked in the transaction that acts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub duty: Duty,
+    pub hub: String,
+    pub epoch: u64,
+    pub taken_at: Millis,
+    pub expires_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

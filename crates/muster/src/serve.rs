@@ -116,10 +116,14 @@ async fn open_hub(config: HubConfig, args: &HubArgs, console: crate::logging::Co
     .await??;
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
+    // Bind before showing a new admin token: a start that fails must not use
+    // up its only display. And before the hub introduces itself to the
+    // others on its database, by the address it really has (port 0 picks one).
+    let listener = listen_on(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let mut config = config;
+    config.listen = listener.local_addr().with_context(|| format!("cannot read the address bound for {listen}"))?;
     let hub = Hub::new(store, config, Arc::new(SystemClock)).await?;
     hub.set_log_control(move |level| levels.set(level));
-    // Bind before showing a new admin token: a start that fails must not use up its only display.
-    let listener = listen_on(listen).with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(token) = hub.ensure_admin_token(&data_dir).await? {
         let saved = data_dir.join("admin.token");
         // Shown to a person at a terminal only: piped or under a supervisor,

@@ -21,6 +21,12 @@ pub struct HubArgs {
     /// The database: postgres://USER@HOST/DB (several hubs may share it) or sqlite:PATH [default: <data-dir>/muster.db].
     #[arg(long, env = "MUSTER_DATABASE")]
     pub database: Option<String>,
+    /// This hub's name among the hubs on its database [default: HOST:PORT].
+    #[arg(long, env = "MUSTER_HUB_NAME")]
+    pub hub_name: Option<String>,
+    /// The URL clients and agents use for this hub, as the other hubs list it [default: http://LISTEN].
+    #[arg(long, env = "MUSTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// How often agents send heartbeats [default: 10s].
     #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -177,6 +183,8 @@ struct FileHub {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
+    hub_name: Option<String>,
+    public_url: Option<String>,
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
     accept_timeout: Option<String>,
@@ -339,6 +347,8 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
     let database = muster_store::Location::parse(database.as_deref(), &data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config = HubConfig {
         database,
+        hub_name: args.hub_name.clone().or(file.hub_name),
+        public_url: args.public_url.clone().or(file.public_url),
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         slos: slos(&file_slo)?,
@@ -393,6 +403,8 @@ mod tests {
             listen: None,
             config: Some(config.to_owned()),
             database: None,
+            hub_name: None,
+            public_url: None,
             heartbeat_interval: None,
             lease_ttl: None,
             accept_timeout: None,

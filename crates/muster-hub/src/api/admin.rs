@@ -67,6 +67,21 @@ pub(super) async fn workers(State(hub): State<Hub>, _: Admin) -> ApiResult {
     Ok(json(StatusCode::OK, &hub.shared.workers.views()))
 }
 
+/// The hubs on the database (those running, and those stopped in the last
+/// day), with the duties each leads and the agents whose sockets it holds.
+#[utoipa::path(
+    get,
+    path = "/admin/hubs",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every hub, this one first", body = Vec<muster_proto::api::HubView>),
+    ),
+)]
+pub(super) async fn hubs(State(hub): State<Hub>, _: Admin) -> ApiResult {
+    Ok(json(StatusCode::OK, &hub.hub_views().await?))
+}
+
 /// What `muster diagnose` prints: problems with next steps, notes (agents never started), recent
 /// log warnings.
 #[utoipa::path(

@@ -206,6 +206,7 @@ pub(super) async fn status(State(hub): State<Hub>, _: Admin) -> ApiResult {
     let now = hub.now();
     let health = hub.health().await?;
     let last_event = *hub.shared.store.subscribe().borrow();
+    let hubs = hub.hub_views().await?;
     let view = StatusView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: timestamp(hub.shared.started_at),
@@ -218,6 +219,7 @@ pub(super) async fn status(State(hub): State<Hub>, _: Admin) -> ApiResult {
         health,
         dispatch_paused: hub.shared.dispatch_paused.load(std::sync::atomic::Ordering::SeqCst),
         workers: hub.shared.workers.views(),
+        hubs,
     };
     Ok(json(StatusCode::OK, &view))
 }

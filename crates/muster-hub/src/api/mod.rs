@@ -125,6 +125,7 @@ pub(crate) fn routes() -> (Router<Hub>, utoipa::openapi::OpenApi) {
         .routes(routes!(compact))
         .routes(routes!(diagnose))
         .routes(routes!(workers))
+        .routes(routes!(hubs))
         .routes(routes!(put_log_level))
         .routes(routes!(list_alerts))
         .routes(routes!(ack_alert))

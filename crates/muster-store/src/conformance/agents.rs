@@ -286,7 +286,7 @@ pub async fn hub_started_disconnects_agents_and_extends_leases(store: Arc<dyn St
 
     let mark = last_seq(s).await;
     let grace = Duration::from_secs(60);
-    ok("hub_started", s.hub_started(at(5), grace).await);
+    ok("hub_started", s.hub_started(&the_hub(), at(5), grace).await);
     for agent in [&a, &b] {
         let record = get_agent(s, agent).await;
         assert!(!record.status.connected, "hub_started must mark {agent} disconnected");
@@ -335,7 +335,7 @@ pub async fn a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold(store
     let e1 = start(s, &a, &running, at(0)).await;
     let lost = submit(s, 2, spec("assigned, never delivered"), at(1)).await;
     let e2 = assign(s, &a, &lost, at(1)).await;
-    ok("hub_started", s.hub_started(at(2), Duration::from_secs(600)).await);
+    ok("hub_started", s.hub_started(&the_hub(), at(2), Duration::from_secs(600)).await);
 
     let hello = |holds: Vec<(TaskId, Epoch)>| Announce {
         runners: runners(&["shell"]),

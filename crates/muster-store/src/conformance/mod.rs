@@ -43,6 +43,7 @@ mod conflicts;
 mod decisions;
 mod events;
 mod health;
+mod hubs;
 mod leases;
 mod locks;
 mod messages;
@@ -61,6 +62,7 @@ pub use conflicts::*;
 pub use decisions::*;
 pub use events::*;
 pub use health::*;
+pub use hubs::*;
 pub use leases::*;
 pub use locks::*;
 pub use messages::*;
@@ -165,6 +167,10 @@ cases!($
     reclaim_honours_its_limit,
     next_lease_expiry_is_the_earliest_lease_held_expired_or_not,
     hub_started_disconnects_agents_and_extends_leases,
+    hubs_are_listed_with_their_agents_and_a_restart_replaces_its_earlier_run,
+    a_hub_whose_beats_stop_is_reaped_its_agents_disconnected_and_its_duties_freed,
+    a_duty_is_led_by_one_hub_and_changes_hands_only_when_its_lease_runs_out,
+    a_fenced_store_acts_for_a_duty_only_while_the_database_still_names_it,
     a_reconnecting_agent_gives_back_at_once_what_it_does_not_hold,
     concurrent_claims_reports_and_reclaims_keep_every_invariant,
     append_output_stops_at_the_cap,
@@ -221,6 +227,18 @@ const RELEASE: Duration = Duration::from_secs(1);
 const WATCH_BOUND: Duration = Duration::from_secs(10);
 
 /// `secs` seconds after `T0`.
+/// The hub the cases start, when one must be started.
+fn the_hub() -> crate::HubInfo {
+    crate::HubInfo {
+        id: "h_conformance".to_owned(),
+        name: "conformance".to_owned(),
+        url: "http://127.0.0.1:4000".to_owned(),
+        version: "1.0.0".to_owned(),
+        ttl: Duration::from_secs(10),
+        exclusive: true,
+    }
+}
+
 fn at(secs: i64) -> Millis {
     Millis(T0.0 + secs * 1_000)
 }

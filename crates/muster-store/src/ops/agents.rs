@@ -3,25 +3,6 @@
 
 use super::*;
 
-pub fn hub_started(c: &Connection, now: Millis, grace: Duration) -> Result<()> {
-    let names: Vec<String> = c
-        .prepare("SELECT name FROM agents WHERE connected = 1")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_>>()?;
-    c.execute("UPDATE agents SET connected = 0 WHERE connected = 1", [])?;
-    for name in names {
-        let agent = AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?;
-        agent_event(c, now, "agent.disconnected", Some(&agent), Some("offline"), Some("hub restarted"))?;
-    }
-    let until = now.plus(grace).0;
-    let extended = c.execute(
-        "UPDATE tasks SET lease_expires_at = ? WHERE lease_expires_at IS NOT NULL AND lease_expires_at < ?",
-        params![until, until],
-    )?;
-    agent_event(c, now, "hub.started", None, None, Some(&format!("{extended} leases extended")))?;
-    Ok(())
-}
-
 const AGENT_COLS: &str = "a.name, a.token_id, a.capabilities, a.announced_capabilities, a.runners, a.slots, \
      a.version, a.connected, a.session, a.paused, a.draining, a.last_seen_at, a.created_at, \
      (SELECT COUNT(*) FROM tasks t WHERE t.lease_agent = a.name), a.doctor";
@@ -128,13 +109,20 @@ pub fn remove_agent(c: &Connection, name: &AgentName, force: bool, by: &str, now
     Ok(taken)
 }
 
-pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: Millis) -> Result<(AgentRecord, u64)> {
+/// `hub`: the hub that holds the socket, when the store knows it.
+pub fn agent_connected(
+    c: &Connection,
+    name: &AgentName,
+    hello: &Announce,
+    hub: Option<&str>,
+    now: Millis,
+) -> Result<(AgentRecord, u64)> {
     let before = load_agent(c, name)?;
     let caps: Vec<&str> = hello.capabilities.iter().map(|c| c.as_str()).collect();
     let runners: Vec<&str> = hello.runners.iter().map(|r| r.as_str()).collect();
     c.prepare_cached(
         "UPDATE agents SET announced_capabilities = ?, runners = ?, slots = ?, version = ?, connected = 1, \
-         session = session + 1, draining = 0, last_seen_at = ?, doctor = ? WHERE name = ?",
+         session = session + 1, draining = 0, last_seen_at = ?, doctor = ?, hub = ? WHERE name = ?",
     )?
     .execute(params![
         join(&caps),
@@ -143,6 +131,7 @@ pub fn agent_connected(c: &Connection, name: &AgentName, hello: &Announce, now: 
         hello.version,
         now.0,
         hello.doctor,
+        hub,
         name.as_str()
     ])?;
     let detail = if before.status.connected { "replaced an earlier connection" } else { "connected" };

@@ -24,12 +24,20 @@ use crate::{Limits, Result, StoreError, ops};
 use async_trait::async_trait;
 use muster_core::Millis;
 use muster_core::breaker::Policy;
+use postgres::fallible_iterator::FallibleIterator;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-/// Sessions the store keeps open; changes and reads share them.
+/// Sessions the store keeps open; changes and reads share them. One more
+/// listens for other hubs' commits.
 pub const SESSIONS: usize = 6;
+/// The channel every commit is announced on, so that every hub's watchers
+/// (dispatch, live events) hear of other hubs' changes at once.
+const CHANNEL: &str = "muster_changes";
+/// How often the listener reads the latest event anyway: the fallback when
+/// notifications do not arrive (a pooler in transaction mode drops LISTEN).
+const POLL: Duration = Duration::from_secs(1);
 /// How long a change that keeps colliding with other hubs' is run again
 /// before its caller is told (`StoreError::Contended`).
 const RETRY_FOR: Duration = Duration::from_secs(5);
@@ -54,6 +62,9 @@ struct Shared {
     /// (exclusive) by a claim pass between its commit and its handout, so
     /// an agent hears of a claim before any change committed after it.
     handout_gate: RwLock<()>,
+    /// Set when the store closes: the listener stops.
+    closed: std::sync::atomic::AtomicBool,
+    listener: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// One change at a time per hub, as with SQLite's writer: the changes
     /// of one hub never collide with each other, only with other hubs'.
     writing: Mutex<()>,
@@ -168,7 +179,7 @@ impl PgStore {
                 Err(_) => return Err(StoreError::Database("a database thread stopped while starting".into())),
             }
         }
-        Ok(PgStore {
+        let store = PgStore {
             shared: Arc::new(Shared {
                 shown: redact(url),
                 limits,
@@ -184,11 +195,20 @@ impl PgStore {
                     failing: Mutex::new(None),
                 },
                 handout_gate: RwLock::new(()),
+                closed: std::sync::atomic::AtomicBool::new(false),
+                listener: Mutex::new(None),
                 writing: Mutex::new(()),
                 claiming: Mutex::new(()),
                 again: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        };
+        let (url, shared) = (url.to_owned(), store.shared.clone());
+        let listener = std::thread::Builder::new()
+            .name("muster-pg-listen".into())
+            .spawn(move || listen(&url, &shared))
+            .map_err(|e| StoreError::Database(format!("cannot start the listener thread: {e}")))?;
+        *store.shared.listener.lock().expect("listener lock poisoned") = Some(listener);
+        Ok(store)
     }
 
     /// The database's URL, without its password.
@@ -215,6 +235,8 @@ impl PgStore {
         rx.await.map_err(|_| StoreError::Database("the store stopped before answering".into()))?
     }
 }
+
+const NOTIFY: &str = "NOTIFY muster_changes";
 
 /// Runs `f` in one serializable transaction, again from the start while it
 /// collides with concurrent ones; `Ok` only once committed.
@@ -261,6 +283,37 @@ fn transact<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>
                 return Ok(r);
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Hears other hubs' commits (and this one's) on `CHANNEL`, and reads the
+/// latest event at least every `POLL` in case notifications do not come:
+/// `subscribe()` moves on for changes any hub made. Reconnects when its
+/// session drops.
+fn listen(url: &str, shared: &Shared) {
+    let closed = || shared.closed.load(std::sync::atomic::Ordering::SeqCst);
+    while !closed() {
+        let conn = match connect(url) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "the change listener cannot connect; trying again");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if let Err(e) = conn.client().batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!(error = %e, "LISTEN failed; polling for changes instead");
+        }
+        while !closed() && !conn.is_closed() {
+            published(&conn, shared);
+            let mut client = conn.client();
+            let mut notes = client.notifications();
+            // One wake-up for however many commits arrived together.
+            let heard = notes.timeout_iter(POLL).next();
+            if let Ok(Some(_)) = heard {
+                while let Ok(Some(_)) = notes.iter().next() {}
+            }
         }
     }
 }
@@ -339,7 +392,13 @@ impl crate::Engine for PgStore {
         F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
     {
         self.run(move |conn, shared| {
-            let result = transact(conn, shared, f);
+            let mut f = f;
+            let result = transact(conn, shared, |c| {
+                let r = f(c)?;
+                // Delivered to every listening hub when the change commits.
+                c.execute_batch(NOTIFY)?;
+                Ok(r)
+            });
             if result.is_ok() {
                 published(conn, shared);
                 if let Some(d) = shared.hooks.in_batch() {
@@ -372,16 +431,8 @@ impl crate::Engine for PgStore {
         self.shared.limits
     }
 
-    fn policy(&self) -> Policy {
-        self.shared.hooks.policy()
-    }
-
-    fn set_policy(&self, policy: Policy) {
-        self.shared.hooks.set_policy(policy);
-    }
-
-    fn hand_out(&self, claims: crate::BatchClaims) {
-        self.shared.hooks.hand_out(claims);
+    fn hooks(&self) -> &Hooks {
+        &self.shared.hooks
     }
 
     fn last_event(&self) -> watch::Receiver<i64> {
@@ -389,10 +440,12 @@ impl crate::Engine for PgStore {
     }
 
     async fn shut_down(&self) {
+        self.shared.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let listener = self.shared.listener.lock().expect("listener lock poisoned").take();
         drop(self.shared.jobs.lock().expect("jobs lock poisoned").take());
         let threads = std::mem::take(&mut *self.shared.threads.lock().expect("threads lock poisoned"));
         let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
+            for t in threads.into_iter().chain(listener) {
                 let _ = t.join();
             }
         })

@@ -407,3 +407,25 @@ CREATE TABLE probe (
     at  BIGINT NOT NULL
 );
 INSERT INTO probe (id, at) VALUES (1, 0);
+
+-- Hubs on the database, the duties one of them leads, and which hub holds
+-- each agent's socket.
+CREATE TABLE hubs (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    name        TEXT COLLATE "C" NOT NULL,
+    url         TEXT COLLATE "C" NOT NULL,
+    version     TEXT COLLATE "C" NOT NULL,
+    ttl_ms      BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    seen_at     BIGINT NOT NULL,
+    stopped_at  BIGINT
+) WITH (fillfactor = 50);
+-- Renewed every few seconds by their leader: room for HOT updates.
+CREATE TABLE duties (
+    duty        TEXT COLLATE "C" PRIMARY KEY,
+    hub         TEXT COLLATE "C",
+    epoch       BIGINT NOT NULL,
+    taken_at    BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+) WITH (fillfactor = 50);
+ALTER TABLE agents ADD COLUMN hub TEXT COLLATE "C";

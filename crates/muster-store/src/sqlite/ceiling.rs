@@ -40,7 +40,7 @@ pub fn task_lives(path: &Path, n: u64, batch: u32) -> Result<Duration> {
     ops::register_agent(&conn, &NewAgent { name: name.clone(), capabilities: Vec::new() }, &token, now)?;
     let hello =
         Announce { runners: vec![runner.clone()], slots: batch, version: "ceiling".into(), ..Default::default() };
-    ops::agent_connected(&conn, &name, &hello, now)?;
+    ops::agent_connected(&conn, &name, &hello, None, now)?;
     let mut spec = TaskSpec::new("noop", runner, Duration::from_secs(1800), 1);
     spec.metadata = Some(r#"{"i":0}"#.into());
     let (accept, lease, backoff) = (Duration::from_secs(60), Duration::from_secs(30), Duration::from_secs(2));

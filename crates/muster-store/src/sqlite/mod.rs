@@ -662,16 +662,8 @@ impl crate::Engine for SqliteStore {
         self.shared.limits
     }
 
-    fn policy(&self) -> Policy {
-        self.shared.hooks.policy()
-    }
-
-    fn set_policy(&self, policy: Policy) {
-        self.shared.hooks.set_policy(policy);
-    }
-
-    fn hand_out(&self, claims: crate::BatchClaims) {
-        self.shared.hooks.hand_out(claims);
+    fn hooks(&self) -> &Hooks {
+        &self.shared.hooks
     }
 
     fn last_event(&self) -> watch::Receiver<i64> {

@@ -455,6 +455,28 @@ UPDATE tasks SET runs = (SELECT COUNT(*) FROM attempts WHERE attempts.task_id = 
     r#"
 ALTER TABLE attempts ADD COLUMN output_incomplete INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 32: hubs on the database, the duties one of them leads, and which
+    // hub holds each agent's socket.
+    r#"
+CREATE TABLE hubs (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    ttl_ms      INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    seen_at     INTEGER NOT NULL,
+    stopped_at  INTEGER
+);
+CREATE TABLE duties (
+    duty        TEXT PRIMARY KEY,
+    hub         TEXT,
+    epoch       INTEGER NOT NULL,
+    taken_at    INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+ALTER TABLE agents ADD COLUMN hub TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

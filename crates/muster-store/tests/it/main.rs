@@ -8,6 +8,7 @@
 )]
 
 mod conformance;
+mod postgres;
 mod sqlite;
 
 use muster_store::postgres::{PgStore, ScratchDb};

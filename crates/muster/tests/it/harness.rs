@@ -33,6 +33,8 @@ pub struct HubOpts {
     pub file_limit: Option<u64>,
     /// The umask the hub is started with.
     pub umask: Option<u32>,
+    /// `--database` (a PostgreSQL URL several hubs share); the data directory's SQLite file if none.
+    pub database: Option<String>,
 }
 
 impl Default for HubOpts {
@@ -48,6 +50,7 @@ impl Default for HubOpts {
             extra: &[],
             file_limit: None,
             umask: None,
+            database: None,
         }
     }
 }
@@ -125,6 +128,24 @@ impl Hub {
         }
     }
 
+    /// Another hub on `first`'s database (PostgreSQL), in a data directory
+    /// of its own; it uses the admin token `first` created.
+    pub async fn join(first: &Hub) -> Hub {
+        assert!(first.opts.database.is_some(), "hubs share a PostgreSQL database, not a data directory");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (process, addr) = Hub::spawn(dir.path(), "127.0.0.1:0", &first.opts).await;
+        Hub {
+            process: Some(process),
+            addr,
+            url: format!("http://{addr}"),
+            dir,
+            token: first.token.clone(),
+            opts: first.opts.clone(),
+            http: reqwest::Client::new(),
+            held: None,
+        }
+    }
+
     async fn spawn(dir: &Path, listen: &str, o: &HubOpts) -> (ProcessGroup, SocketAddr) {
         let dir = dir.to_str().expect("a UTF-8 path");
         let mut cmd = command(&[
@@ -147,6 +168,9 @@ impl Hub {
         // Scheduled backups off: a background backup would race tests that watch the timeline.
         cmd.args(["--restart-grace", o.restart_grace, "--backup-interval", "0", "--alert-interval", o.alert_interval])
             .args(o.extra);
+        if let Some(db) = &o.database {
+            cmd.args(["--database", db]);
+        }
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         if let Some(mask) = o.umask {
             // SAFETY: umask is async-signal-safe; it runs in the child before exec.

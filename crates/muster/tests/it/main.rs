@@ -19,6 +19,7 @@ mod decisions;
 mod dispatch;
 mod docs;
 mod edges;
+mod hubs;
 mod lifecycle;
 mod liveness;
 mod logs;

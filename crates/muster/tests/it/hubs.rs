@@ -1,0 +1,126 @@
+//! Several hubs on one PostgreSQL database, as equals: each serves the
+//! whole API and holds agent sockets; work submitted to any hub runs once,
+//! on an agent of any hub; one hub at a time leads each duty, and the
+//! duties move when their leader dies.
+
+use crate::harness::{Agent, Hub, HubOpts};
+use muster_store::postgres::ScratchDb;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+async fn scratch() -> ScratchDb {
+    tokio::task::spawn_blocking(ScratchDb::create).await.expect("the thread").expect("a scratch PostgreSQL database")
+}
+
+/// The hubs `hub` lists: (id, alive, leads, agents).
+async fn hubs(hub: &Hub) -> Vec<(String, bool, Vec<String>, Vec<String>)> {
+    let list = hub.get("/admin/hubs").await;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().expect("a list").iter().map(|s| s.as_str().expect("a string").to_owned()).collect()
+    };
+    list.as_array()
+        .expect("a list of hubs")
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().expect("id").to_owned(),
+                h["alive"].as_bool().expect("alive"),
+                strings(&h["leads"]),
+                strings(&h["agents"]),
+            )
+        })
+        .collect()
+}
+
+/// Every duty led by exactly one live hub; returns the leader of `reaper`.
+fn duties_led_once(list: &[(String, bool, Vec<String>, Vec<String>)]) -> Option<String> {
+    let mut led: Vec<&str> = list.iter().filter(|h| h.1).flat_map(|h| h.2.iter().map(String::as_str)).collect();
+    led.sort_unstable();
+    let all = ["alerts", "deadlines", "reaper", "schedules", "upkeep"];
+    (led == all).then(|| list.iter().find(|h| h.1 && h.2.iter().any(|d| d == "reaper")).map(|h| h.0.clone()))?
+}
+
+#[tokio::test]
+async fn three_hubs_on_one_database_run_every_task_once_and_move_duties_when_one_dies() {
+    let db = scratch().await;
+    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
+    let first = Hub::start_with(opts).await;
+    let mut all = vec![first];
+    for _ in 0..2 {
+        let next = Hub::join(&all[0]).await;
+        all.push(next);
+    }
+    let mut agents: Vec<Agent> = Vec::new();
+    for (i, hub) in all.iter().enumerate() {
+        let name = format!("w{i}");
+        let token = all[0].add_agent(&name, &[]).await;
+        agents.push(Agent::spawn(&hub.url, &name, &token, 2, &[]));
+        hub.wait_connected(&name).await;
+    }
+
+    // Every hub lists all three, each with its own agent, and each duty led once.
+    for hub in &all {
+        let list = hub
+            .wait_until("three hubs, each duty led once", || async {
+                let list = hubs(hub).await;
+                (list.len() == 3 && duties_led_once(&list).is_some()).then_some(list)
+            })
+            .await;
+        let mut agents_by_hub: Vec<Vec<String>> = list.iter().map(|h| h.3.clone()).collect();
+        agents_by_hub.sort();
+        assert_eq!(agents_by_hub, [vec!["w0".to_owned()], vec!["w1".to_owned()], vec!["w2".to_owned()]]);
+    }
+
+    // Tasks submitted to every hub in turn each run once.
+    let mut ids = Vec::new();
+    for k in 0..30 {
+        let hub = &all[k % 3];
+        ids.push(hub.add_task(json!({"prompt": format!("echo task {k}"), "runner": "shell"})).await);
+    }
+    let mut ran_on = BTreeSet::new();
+    for (k, id) in ids.iter().enumerate() {
+        // Ask a hub other than the one it was submitted to.
+        let task = all[(k + 1) % 3].wait_state(id, &["succeeded", "failed"]).await;
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert_eq!(task["attempts"], 1, "ran once: {task}");
+        ran_on.insert(task["agent"].as_str().expect("an agent").to_owned());
+        assert_eq!(all[0].output(id).await.trim(), format!("task {k}"));
+    }
+    assert!(ran_on.len() >= 2, "the work spread over the hubs' agents: {ran_on:?}");
+    let assigned = all[0].events("kind=task.assigned").await;
+    assert_eq!(assigned.len(), ids.len(), "each task was handed out once");
+
+    // kill -9 the hub that leads the reaper: its duties move to the others.
+    let leader = duties_led_once(&hubs(&all[0]).await).expect("a reaper");
+    let mut own_ids = Vec::new();
+    for hub in &all {
+        let list = hub.get("/admin/hubs").await;
+        let me = list.as_array().expect("hubs").iter().find(|h| h["this"] == true).expect("this hub is listed");
+        own_ids.push(me["id"].as_str().expect("an id").to_owned());
+    }
+    let dead = own_ids.iter().position(|id| *id == leader).expect("the leader is one of the three");
+    all[dead].kill9().await;
+    let survivor = &all[(dead + 1) % 3];
+    let list = survivor
+        .wait_until("the dead hub counted gone and its duties moved", || async {
+            let list = hubs(survivor).await;
+            let gone = list.iter().any(|h| h.0 == leader && !h.1);
+            match duties_led_once(&list) {
+                Some(reaper) if gone && reaper != leader => Some(list),
+                _ => None,
+            }
+        })
+        .await;
+    assert!(list.iter().all(|h| h.0 != leader || h.3.is_empty()), "the dead hub holds no agents: {list:?}");
+    assert_eq!(survivor.events("kind=hub.lost").await.len(), 1, "counted gone once");
+
+    // The survivors keep taking work, on their own agents.
+    let id = survivor.add_task(json!({"prompt": "echo after", "runner": "shell"})).await;
+    let task = all[(dead + 2) % 3].wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!((task["state"].as_str(), task["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{task}");
+    drop(agents);
+    for hub in all.iter_mut().filter(|h| h.process.is_some()) {
+        hub.terminate().await;
+    }
+    drop(db);
+}
