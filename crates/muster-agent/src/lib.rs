@@ -68,6 +68,8 @@ struct Agent {
     /// The latest doctor report and when it was made.
     doctor: Option<(Instant, muster_proto::ws::DoctorReport)>,
     places: std::sync::Arc<workspace::Places>,
+    /// Which of the hubs it connects to next (see `hub_urls`).
+    turn: usize,
 }
 
 /// A doctor report is reused across reconnects this close together.
@@ -105,6 +107,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         drain_deadline: None,
         name: None,
         doctor: None,
+        turn: 0,
     };
     let mut failures: u32 = 0;
     loop {
@@ -123,7 +126,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 match agent.session(socket, &mut shutdown_rx).await {
                     SessionEnd::Finished => return Ok(()),
                     SessionEnd::Refused(reason) => return Err(anyhow::Error::new(Refusal(reason))),
-                    SessionEnd::Lost(reason) => tracing::warn!(reason = %reason, "lost the hub; reconnecting"),
+                    SessionEnd::Lost(reason) => {
+                        tracing::warn!(reason = %reason, hub = %agent.hub(), "lost the hub; reconnecting");
+                        // Hubs on one database are equals: the next one may be up.
+                        agent.turn += 1;
+                    }
                 }
             }
             Err(e) if is_refusal(&e) => return Err(e),
@@ -131,6 +138,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 if failures.is_multiple_of(10) {
                     tracing::warn!(error = %format!("{e:#}"), "cannot reach the hub; retrying");
                 }
+                agent.turn += 1;
             }
         }
         failures = failures.saturating_add(1);
@@ -165,6 +173,25 @@ fn random_unit() -> f64 {
     (u64::from_le_bytes(buf) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The hubs an agent may connect to: `--hub` takes one URL or several,
+/// separated by commas (hubs on one database, as equals). It tries them in
+/// turn, moving on when one cannot be reached or drops it.
+pub fn hub_urls(list: &str) -> Vec<&str> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
+/// Checks every URL of a `--hub` list (see [`hub_urls`]).
+pub fn check_hub_urls(list: &str) -> anyhow::Result<()> {
+    let urls = hub_urls(list);
+    if urls.is_empty() {
+        bail!("no hub URL given");
+    }
+    for url in urls {
+        connect_url(url)?;
+    }
+    Ok(())
+}
+
 /// The WebSocket address for a hub's base URL.
 pub fn connect_url(hub: &str) -> anyhow::Result<String> {
     let hub = hub.trim_end_matches('/');
@@ -181,6 +208,12 @@ pub fn connect_url(hub: &str) -> anyhow::Result<String> {
 }
 
 impl Agent {
+    /// The hub it is connected to, or connects to next.
+    fn hub(&self) -> String {
+        let urls = hub_urls(&self.config.hub);
+        urls.get(self.turn % urls.len().max(1)).map_or_else(|| self.config.hub.clone(), |u| (*u).to_owned())
+    }
+
     fn reconnect_delay(&self, failures: u32) -> Duration {
         let ceiling = self.config.reconnect_min.saturating_mul(1 << failures.min(16)).min(self.config.reconnect_max);
         // Equal jitter: never less than half, so a fleet does not reconnect in lockstep.
@@ -188,7 +221,7 @@ impl Agent {
     }
 
     async fn connect(&self) -> anyhow::Result<Socket> {
-        let url = connect_url(&self.config.hub)?;
+        let url = connect_url(&self.hub())?;
         let mut request = url.as_str().into_client_request().with_context(|| format!("bad hub URL {url:?}"))?;
         let auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token))
             .context("the token is not valid header text")?;
@@ -348,7 +381,7 @@ impl Agent {
                     // The hub keeps this much per attempt; forwarding more would be dropped unseen.
                     self.config.max_output_bytes = max_output_bytes;
                     if self.name.as_deref() != Some(&agent) {
-                        tracing::info!(agent = %agent, hub = %self.config.hub, "connected");
+                        tracing::info!(agent = %agent, hub = %self.hub(), "connected");
                     }
                     self.name = Some(agent);
                     Duration::from_millis(heartbeat_ms.max(10))
@@ -506,7 +539,7 @@ impl Agent {
                     liveness,
                     budget,
                     task_token,
-                    hub_url: self.config.hub.clone(),
+                    hub_url: self.hub(),
                     asking,
                     checks,
                 };

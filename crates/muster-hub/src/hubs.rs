@@ -176,15 +176,27 @@ impl crate::workers::Worker for BeatWorker {
     }
 }
 
+/// How stale a kept token or shadow policy may be when other hubs share the
+/// database: a token revoked on one hub is refused by every hub within this.
+pub const CACHE_STALENESS: Duration = Duration::from_secs(1);
+
 /// Wakes the dispatch loop when another hub committed a change (a task
 /// submitted there, a slot freed), which this hub hears of through the
 /// store's `subscribe()`: agents connected here take work submitted
-/// anywhere at once, not at the next timed pass.
-pub(crate) struct ChangesWorker(tokio::sync::watch::Receiver<i64>);
+/// anywhere at once, not at the next timed pass. It also forgets the
+/// tokens and shadow policies kept in memory, at most once per
+/// `CACHE_STALENESS` (and at the latest that long after a change), since
+/// another hub may have changed them.
+pub(crate) struct ChangesWorker {
+    changes: tokio::sync::watch::Receiver<i64>,
+    cleared: tokio::time::Instant,
+    /// A change came since the caches were last cleared.
+    pending: bool,
+}
 
 impl ChangesWorker {
     pub(crate) fn new(hub: &Hub) -> ChangesWorker {
-        ChangesWorker(hub.shared.store.subscribe())
+        ChangesWorker { changes: hub.shared.store.subscribe(), cleared: tokio::time::Instant::now(), pending: false }
     }
 }
 
@@ -194,17 +206,30 @@ impl crate::workers::Worker for ChangesWorker {
     }
 
     fn purpose(&self) -> &'static str {
-        "wakes dispatch when any hub on the database commits a change"
+        "wakes dispatch when any hub on the database commits a change, and keeps caches at most 1 s stale"
     }
 
     async fn next(&mut self, _hub: &Hub) {
-        if self.0.changed().await.is_err() {
-            std::future::pending::<()>().await;
+        let due = self.cleared + CACHE_STALENESS;
+        tokio::select! {
+            changed = self.changes.changed() => {
+                if changed.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                self.pending = true;
+            }
+            _ = tokio::time::sleep_until(due), if self.pending => {}
         }
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
         hub.wake_dispatcher();
+        if self.pending && self.cleared.elapsed() >= CACHE_STALENESS {
+            hub.shared.tokens.clear();
+            hub.shared.shadow_policies.clear();
+            self.cleared = tokio::time::Instant::now();
+            self.pending = false;
+        }
         Ok(false)
     }
 }

@@ -11,6 +11,7 @@
 pub mod conformance;
 mod engine;
 mod location;
+pub mod migrate;
 mod ops;
 pub mod postgres;
 mod records;

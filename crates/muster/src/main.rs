@@ -59,6 +59,15 @@ enum Command {
         /// The backup file.
         file: std::path::PathBuf,
     },
+    /// Copy a SQLite hub's whole history into an empty PostgreSQL database, then check it. The hub must be stopped.
+    Migrate {
+        /// The hub's data directory (or its muster.db).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The PostgreSQL database: postgres://USER@HOST/DB.
+        #[arg(long, env = "MUSTER_DATABASE")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +144,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Operator(cmd) => finish(muster_cli::run(&conn, cmd).await),
         Command::Doctor(args) => report(serve::doctor(args).await),
         Command::Restore { file } => report(serve::restore(&conn, &file)),
+        Command::Migrate { from, to } => report(serve::migrate(&from, &to).await),
     }
 }
 

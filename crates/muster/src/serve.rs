@@ -170,6 +170,43 @@ pub fn restore(conn: &ConnArgs, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `muster migrate --from DIR --to postgres://…`: offline, with the data
+/// directory locked so no hub can be running on it.
+pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
+    let (dir, db) = if from.is_dir() {
+        (from.to_owned(), from.join("muster.db"))
+    } else {
+        (from.parent().map_or_else(|| PathBuf::from("."), Path::to_owned), from.to_owned())
+    };
+    let target = muster_store::Location::parse(Some(to), &dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let muster_store::Location::Postgres(url) = target.clone() else {
+        bail!("--to must be a PostgreSQL URL (postgres://USER@HOST/DB), not {target}");
+    };
+    crate::private::private_umask();
+    let _lock = lock_data_dir(&dir).map_err(|e| anyhow::anyhow!("{e:#}; stop the hub before migrating"))?;
+    let now = muster_hub::Clock::now(&SystemClock);
+    let source = db.clone();
+    let report = tokio::task::spawn_blocking(move || muster_store::migrate::sqlite_to_postgres(&source, &url, now))
+        .await?
+        .map_err(|e| anyhow::anyhow!("migration refused: {e}"))?;
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    say!("copied {rows} rows from {} into {target}, in one transaction:", db.display());
+    for (table, n) in report.tables.iter().filter(|(_, n)| *n > 0) {
+        say!("  {table:<20} {n}");
+    }
+    say!("counts: every table has as many rows in PostgreSQL as in SQLite");
+    if report.check.findings.is_empty() {
+        say!("check: ok, every invariant holds on the copy");
+    } else {
+        for (kind, detail) in &report.check.findings {
+            say!("check: {kind}: {detail}");
+        }
+        bail!("the copy has {} findings; the SQLite database is unchanged", report.check.findings.len());
+    }
+    say!("start hubs with --database {target}; {} is left as it was", db.display());
+    Ok(())
+}
+
 pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args, conn.data_dir.as_deref())?;
     crate::private::private_umask();
@@ -278,7 +315,7 @@ pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
     };
     let hub_url = conn.url.clone().or(file_hub).unwrap_or_else(|| muster_cli::DEFAULT_URL.to_owned());
     // A URL it can never connect to is a mistake to say now, not a reason to retry for ever.
-    muster_agent::connect_url(&hub_url).map_err(|e| CliError::new(exit::USAGE, format!("{e:#}")))?;
+    muster_agent::check_hub_urls(&hub_url).map_err(|e| CliError::new(exit::USAGE, format!("{e:#}")))?;
     let Some(token) = conn.token.clone().filter(|t| !t.trim().is_empty()) else {
         bail!("`agent run` needs the agent's token: --token or MUSTER_TOKEN (from `muster agent add NAME`)");
     };

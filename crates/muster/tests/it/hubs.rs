@@ -124,3 +124,96 @@ async fn three_hubs_on_one_database_run_every_task_once_and_move_duties_when_one
     }
     drop(db);
 }
+
+/// Whether `hub` holds `agent`'s socket, as it lists itself.
+async fn holds(hub: &Hub, agent: &str) -> bool {
+    let list = hub.get("/admin/hubs").await;
+    let this = list.as_array().expect("hubs").iter().find(|h| h["this"] == true).cloned();
+    this.is_some_and(|h| h["agents"].as_array().is_some_and(|a| a.iter().any(|n| n == agent)))
+}
+
+/// An agent given several hubs (`--hub URL1,URL2`) moves to another when its
+/// hub dies: its run goes on meanwhile, is re-attached on the new hub under
+/// its epoch, and finishes once.
+#[tokio::test]
+async fn an_agent_whose_hub_dies_moves_to_another_and_its_run_finishes_once() {
+    let db = scratch().await;
+    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
+    let mut a = Hub::start_with(opts).await;
+    let b = Hub::join(&a).await;
+    let token = a.add_agent("mover", &[]).await;
+    let _agent = Agent::spawn(&format!("{},{}", a.url, b.url), "mover", &token, 1, &[]);
+    a.wait_connected("mover").await;
+    assert!(holds(&a, "mover").await, "the agent is on the first hub it was given");
+
+    // A run that outlives its hub: it waits for the test's word.
+    let gate = tempfile::tempdir().expect("a directory");
+    let go = gate.path().join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done; echo finished", go.display());
+    let id = a.shell_task(&script).await;
+    a.wait_state(&id, &["running"]).await;
+    let epoch = a.task(&id).await["epoch"].clone();
+    a.kill9().await;
+
+    b.wait_until("the agent to reconnect to the other hub", || async { holds(&b, "mover").await.then_some(()) }).await;
+    std::fs::write(&go, "").expect("the word");
+    let task = b.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!((task["attempts"].as_u64(), &task["epoch"]), (Some(1), &epoch), "one attempt, its epoch kept: {task}");
+    assert_eq!(b.output(&id).await.trim(), "finished", "the run's output, once");
+    let started = b.events(&format!("task={id}&kind=task.started")).await;
+    assert_eq!(started.len(), 1, "started once: {started:?}");
+}
+
+/// `muster migrate` copies a SQLite hub's whole history into an empty
+/// PostgreSQL database, checks it, and refuses a database that is not empty;
+/// a hub started on the copy has every task, event and token.
+#[tokio::test]
+async fn a_sqlite_hub_migrates_to_postgres_with_its_whole_history() {
+    let mut old = Hub::start().await;
+    let token = old.add_agent("w", &[]).await;
+    let mut agent = Agent::spawn(&old.url, "w", &token, 2, &[]);
+    let mut ids = Vec::new();
+    for k in 0..5 {
+        ids.push(old.shell_task(&format!("echo migrated {k}")).await);
+    }
+    for id in &ids {
+        old.wait_state(id, &["succeeded"]).await;
+    }
+    let events = old.last_event().await;
+    agent.kill9().await;
+    old.terminate().await;
+
+    let db = scratch().await;
+    let dir = crate::harness::path_str(old.dir.path());
+    let migrate = |to: String| {
+        let dir = dir.clone();
+        async move {
+            let mut cmd = crate::harness::muster_command(&["migrate", "--from", &dir, "--to", &to]);
+            crate::harness::run_to_end(&mut cmd, crate::harness::PATIENCE).await
+        }
+    };
+    let (code, _, err) = migrate(db.url().to_owned()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("check: ok"), "{err}");
+    assert!(err.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["tasks", "5"]), "{err}");
+    let (code, _, err) = migrate(db.url().to_owned()).await;
+    assert_ne!(code, 0, "a second migration into the same database is refused");
+    assert!(err.contains("is not empty"), "{err}");
+
+    // A hub on the copy: the same history, the same admin token.
+    old.opts.database = Some(db.url().to_owned());
+    let mut copy = Hub::join(&old).await;
+    for (k, id) in ids.iter().enumerate() {
+        let task = copy.task(id).await;
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert_eq!(copy.output(id).await.trim(), format!("migrated {k}"));
+    }
+    assert!(copy.last_event().await > events, "the history carries on after the copied events");
+    let (code, out, err) = copy.cli(&["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = copy.shell_task("echo after").await;
+    let _agent = Agent::spawn(&copy.url, "w", &token, 1, &[]);
+    assert_eq!(copy.wait_state(&id, &["succeeded", "failed"]).await["state"], "succeeded");
+    copy.terminate().await;
+}
