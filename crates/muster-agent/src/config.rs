@@ -280,6 +280,8 @@ pub struct AgentConfig {
     pub liveness: Liveness,
     /// Channels it follows: their posts are sent to it as they happen.
     pub channels: Vec<String>,
+    /// A certificate authority (PEM) to trust for `wss://` beside the system's.
+    pub ca: Option<PathBuf>,
 }
 
 impl AgentConfig {

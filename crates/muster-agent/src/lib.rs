@@ -173,6 +173,29 @@ fn random_unit() -> f64 {
     (u64::from_le_bytes(buf) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// What `wss://` trusts: the system's roots and `ca` (PEM), if given.
+pub fn tls_config(ca: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read the CA file {}", ca.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{} holds no valid PEM certificate", ca.display()))?;
+        if certs.is_empty() {
+            bail!("{} holds no PEM certificate", ca.display());
+        }
+        for cert in certs {
+            roots.add(cert).with_context(|| format!("{} holds a certificate rustls refuses", ca.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The hubs an agent may connect to: `--hub` takes one URL or several,
 /// separated by commas (hubs on one database, as equals). It tries them in
 /// turn, moving on when one cannot be reached or drops it.
@@ -197,12 +220,12 @@ pub fn connect_url(hub: &str) -> anyhow::Result<String> {
     let hub = hub.trim_end_matches('/');
     let rest = if let Some(r) = hub.strip_prefix("http://") {
         format!("ws://{r}")
-    } else if hub.starts_with("ws://") {
+    } else if let Some(r) = hub.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else if hub.starts_with("ws://") || hub.starts_with("wss://") {
         hub.to_owned()
-    } else if hub.starts_with("https://") || hub.starts_with("wss://") {
-        bail!("hub URL {hub:?}: this build speaks plain http:// only; reach a remote hub through a tunnel or proxy");
     } else {
-        bail!("hub URL {hub:?} must start with http://");
+        bail!("hub URL {hub:?} must start with http:// or https://");
     };
     Ok(format!("{rest}{}/agent/connect", muster_proto::API_PREFIX))
 }
@@ -229,7 +252,11 @@ impl Agent {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(muster_proto::ws::MAX_FRAME_BYTES);
         ws_config.max_frame_size = Some(muster_proto::ws::MAX_FRAME_BYTES);
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+        let connector = match url.starts_with("wss://") {
+            true => Some(tokio_tungstenite::Connector::Rustls(tls_config(self.config.ca.as_deref())?)),
+            false => None,
+        };
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config), true, connector);
         let Ok(connected) = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await else {
             bail!("cannot connect to {url}: no answer within {CONNECT_TIMEOUT:?}");
         };
@@ -540,6 +567,7 @@ impl Agent {
                     budget,
                     task_token,
                     hub_url: self.hub(),
+                    hub_ca: self.config.ca.clone(),
                     asking,
                     checks,
                 };
@@ -643,7 +671,7 @@ mod tests {
     #[test]
     fn hub_urls_become_socket_urls() {
         assert_eq!(connect_url("http://127.0.0.1:4000/").unwrap(), "ws://127.0.0.1:4000/api/v1/agent/connect");
-        assert!(connect_url("https://hub.example").unwrap_err().to_string().contains("plain http"));
+        assert_eq!(connect_url("https://hub.example").unwrap(), "wss://hub.example/api/v1/agent/connect");
         assert!(connect_url("127.0.0.1:4000").is_err());
     }
 }

@@ -130,6 +130,8 @@ pub struct RunSpec {
     pub task_token: Option<String>,
     /// The hub, as the agent reaches it.
     pub hub_url: String,
+    /// The certificate authority the agent trusts for it, passed on as `MUSTER_CA`.
+    pub hub_ca: Option<std::path::PathBuf>,
     /// Set while the run waits for a person's answer to a decision it asked
     /// (`muster ctl ask`): silence then is not a wedge.
     pub asking: Arc<std::sync::atomic::AtomicU32>,
@@ -206,6 +208,9 @@ pub async fn execute(
     if spec.profile.argv.iter().any(|a| a.contains("{mcp_config}")) {
         let written = std::env::current_exe().and_then(|exe| {
             let mut env = serde_json::json!({ "MUSTER_URL": spec.hub_url });
+            if let Some(ca) = &spec.hub_ca {
+                env["MUSTER_CA"] = serde_json::Value::String(ca.display().to_string());
+            }
             if let Some(token) = &spec.task_token {
                 env["MUSTER_TASK_TOKEN"] = serde_json::Value::String(token.clone());
             }
@@ -256,6 +261,9 @@ pub async fn execute(
     if let Some(token) = &spec.task_token {
         // Good for this task only, and only while this run holds it.
         cmd.env("MUSTER_TASK_TOKEN", token).env("MUSTER_URL", &spec.hub_url);
+        if let Some(ca) = &spec.hub_ca {
+            cmd.env("MUSTER_CA", ca);
+        }
         passed.push(("MUSTER_TASK_TOKEN".to_owned(), token.clone()));
     }
     // The run's own secrets, and anything shaped like a credential, never leave the agent.

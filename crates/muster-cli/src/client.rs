@@ -40,24 +40,35 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The certificate authority to trust beside the system's, from `--ca`
+/// or `MUSTER_CA` (a PEM file).
+pub fn ca_from_env() -> Option<PathBuf> {
+    std::env::var_os("MUSTER_CA").filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 impl Client {
-    pub fn new(base: &str, token: &str) -> CliResult<Client> {
+    /// A client for the hub at `base` (`http://` on the loopback, or
+    /// `https://`), trusting the system's roots and `ca` (PEM) if given.
+    pub fn new(base: &str, token: &str, ca: Option<&std::path::Path>) -> CliResult<Client> {
         let base = base.trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            return Err(CliError::new(
-                exit::USAGE,
-                format!(
-                    "hub URL {base:?}: this build speaks plain http:// only; reach a remote hub through a tunnel or proxy"
-                ),
-            ));
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http:// or https://")));
         }
-        if !base.starts_with("http://") {
-            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http://")));
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).use_rustls_tls();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| CliError::new(exit::USAGE, format!("cannot read the CA file {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| CliError::new(exit::USAGE, format!("{} holds no PEM certificate: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(CliError::new(exit::USAGE, format!("{} holds no PEM certificate", ca.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| CliError::new(exit::FAILURE, format!("cannot build an HTTP client: {e}")))?;
+        let http =
+            builder.build().map_err(|e| CliError::new(exit::FAILURE, format!("cannot build an HTTP client: {e}")))?;
         Ok(Client { base, token: token.trim().to_owned(), http })
     }
 
@@ -78,6 +89,16 @@ impl Client {
             req = req.header("content-type", "application/json").body(body);
         }
         let resp = req.send().await.map_err(|e| {
+            let chain = error_chain(&e);
+            if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls handshake") {
+                return CliError::new(
+                    exit::UNREACHABLE,
+                    format!(
+                        "cannot reach the hub at {}: its TLS certificate was refused ({chain}); trust its CA with --ca FILE or MUSTER_CA",
+                        self.base
+                    ),
+                );
+            }
             let why = if e.is_connect() {
                 "connection refused or unreachable".to_owned()
             } else if e.is_timeout() {
@@ -181,6 +202,9 @@ pub struct ConnArgs {
     /// The hub's data directory [default: .muster]; the CLI reads `admin.token` there.
     #[arg(long, env = "MUSTER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// A certificate authority (PEM) to trust for https:// and wss:// beside the system's.
+    #[arg(long, env = "MUSTER_CA", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:4000";
@@ -204,8 +228,19 @@ impl ConnArgs {
                 })?
             }
         };
-        Client::new(self.url.as_deref().unwrap_or(DEFAULT_URL), &token)
+        Client::new(self.url.as_deref().unwrap_or(DEFAULT_URL), &token, self.ca.as_deref())
     }
+}
+
+/// An error with every cause it carries, for messages that must say why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 /// A usage error (exit 2): the command line or the input was invalid.

@@ -139,7 +139,7 @@ pub(crate) fn run_client() -> CliResult<Client> {
         )
     })?;
     let url = std::env::var("MUSTER_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_owned());
-    Client::new(&url, &token)
+    Client::new(&url, &token, crate::client::ca_from_env().as_deref())
 }
 
 /// `muster ctl ...`: what a run does for its own task, with the task token

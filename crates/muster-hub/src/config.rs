@@ -17,6 +17,10 @@ pub struct HubConfig {
     pub hub_name: Option<String>,
     /// The URL agents and clients use for this hub, as listed to the others [default: http://LISTEN].
     pub public_url: Option<String>,
+    /// Serve HTTPS and WSS from these files.
+    pub tls: Option<crate::TlsFiles>,
+    /// Listen off the loopback without TLS, on purpose.
+    pub insecure_listen: bool,
     /// Settings an operator can change at runtime, as they were at start
     /// (see `runtime.rs`); `Hub::runtime` has the ones in force.
     pub live: Runtime,
@@ -116,6 +120,8 @@ impl Default for HubConfig {
             database: muster_store::Location::Sqlite(PathBuf::from(".muster/muster.db")),
             hub_name: None,
             public_url: None,
+            tls: None,
+            insecure_listen: false,
             restart_grace: live.lease_ttl + Duration::from_secs(30),
             backoff: Backoff::default(),
             default_timeout: Duration::from_secs(30 * 60),

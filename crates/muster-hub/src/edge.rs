@@ -357,8 +357,64 @@ fn address_key(ip: IpAddr) -> IpAddr {
 
 /// A socket that stays registered while it is open, through an upgrade too.
 struct Tracked {
-    io: TcpStream,
+    io: Stream,
     _admitted: Admitted,
+}
+
+/// A connection as accepted, or once its TLS handshake is done.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -455,9 +511,13 @@ pub(crate) async fn serve(
             }
         };
         let conn = admitted.0.clone();
-        let io = TokioIo::new(Tracked { io: tcp, _admitted: admitted });
         let app = app.clone();
         let on_conn = conn.clone();
+        let tls = hub.shared.tls.as_ref().map(|t| t.acceptor());
+        let handshake_within = edge.limits.header_timeout;
+        let http = http.clone();
+        let mut stopping = stopping_rx.clone();
+        let close = close_rx.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
             let conn = on_conn.clone();
@@ -467,11 +527,23 @@ pub(crate) async fn serve(
                 CONN.scope(conn.clone(), tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new))).await
             }
         });
-        let served = http.serve_connection(io, service).with_upgrades();
-        let mut stopping = stopping_rx.clone();
-        let close = close_rx.clone();
         tokio::spawn(async move {
             let _close = close;
+            // The handshake runs here, not in the accept loop: a slow or
+            // silent client holds up only its own connection.
+            let io = match tls {
+                None => Stream::Plain(tcp),
+                Some(acceptor) => match tokio::time::timeout(handshake_within, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            };
+            let io = TokioIo::new(Tracked { io, _admitted: admitted });
+            let served = http.serve_connection(io, service).with_upgrades();
             tokio::pin!(served);
             tokio::select! {
                 _ = served.as_mut() => return,

@@ -30,6 +30,7 @@ mod runtime;
 mod schedules;
 mod shadow;
 mod socket;
+mod tls;
 mod ui;
 mod views;
 mod window;
@@ -40,6 +41,7 @@ pub use config::{HubConfig, SloConfig};
 pub use edge::{EdgeLimits, connections_for_file_limit, raise_file_limit};
 pub use runtime::Runtime;
 pub use schedules::next_firing;
+pub use tls::TlsFiles;
 
 use anyhow::Context;
 use muster_core::{AgentName, Millis, RunnerName, TaskId};
@@ -164,6 +166,8 @@ pub(crate) struct Shared {
     pub me: muster_store::HubInfo,
     /// The duties it leads.
     pub duties: hubs::Duties,
+    /// HTTPS and WSS, when the hub has a certificate.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Hub {
@@ -172,6 +176,7 @@ impl Hub {
     /// creates the first admin token if there is none.
     pub async fn new(store: Arc<dyn Store>, config: HubConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Hub> {
         let now = clock.now();
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let me = hubs::identity(&config);
         store.hub_started(&me, now, config.restart_grace).await.context("cannot start on the store")?;
         // Duty work is refused until this hub takes the duty (see `Hub::lead`).
@@ -240,6 +245,7 @@ impl Hub {
                 probe: tokio::sync::Mutex::new(None),
                 me,
                 duties: hubs::Duties::default(),
+                tls,
             }),
         })
     }
@@ -351,6 +357,25 @@ impl Hub {
         self.shared.store.close().await;
         tracing::info!("hub stopped");
         Ok(())
+    }
+
+    /// Reads the TLS certificate and key again (on SIGHUP); connections
+    /// already open keep theirs. `false` when the hub serves plain HTTP.
+    pub async fn reload_tls(&self) -> anyhow::Result<bool> {
+        let Some(tls) = &self.shared.tls else { return Ok(false) };
+        let reloaded = tls.reload();
+        let event = muster_store::NewEvent {
+            kind: if reloaded.is_ok() { "tls.reloaded" } else { "tls.reload_failed" },
+            detail: Some(match &reloaded {
+                Ok(()) => "new connections get the new certificate".to_owned(),
+                Err(e) => format!("{e:#}; the old certificate stays"),
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.shared.store.record_event(event, self.now()).await {
+            tracing::warn!(error = %e, "cannot record the certificate reload");
+        }
+        reloaded.map(|()| true)
     }
 
     pub(crate) fn now(&self) -> Millis {

@@ -127,7 +127,10 @@ pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: By
         .insert(hash_token(&id), UiSession { token: token.id.clone(), expires });
     tracing::info!(token = %token.name, "signed in to the dashboard");
     let mut r = json(StatusCode::OK, &muster_proto::api::SessionView { name: token.name.clone() });
-    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_IDLE.as_secs());
+    // Sent only over TLS when the hub serves it.
+    let secure = if hub.shared.tls.is_some() { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_IDLE.as_secs());
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a cookie is ASCII"));
     Ok(r)
 }

@@ -27,6 +27,28 @@ async fn shutdown_signal() {
     }
 }
 
+/// Reads the TLS certificate and key again on every SIGHUP: connections
+/// already open keep theirs, new ones get the new certificate.
+fn reload_tls_on_sighup(hub: &Hub) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; restart the hub to load a new certificate");
+        return;
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match hub.reload_tls().await {
+                Ok(true) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Ok(false) => tracing::info!("SIGHUP: the hub serves plain HTTP; nothing to reload"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: cannot reload the TLS certificate; the old one stays")
+                }
+            }
+        }
+    });
+}
+
 /// Holds an exclusive lock on the data directory so two hubs never share it.
 struct DirLock(#[allow(dead_code)] std::fs::File);
 
@@ -212,9 +234,12 @@ pub async fn hub(conn: &ConnArgs, args: HubArgs) -> anyhow::Result<()> {
     crate::private::private_umask();
     let data_dir = config.data_dir.clone();
     let database = config.database.clone();
+    let tls = config.tls.is_some();
     let opened = open_hub(config, &args, crate::logging::Console::Json).await?;
     let addr = opened.listener.local_addr()?;
-    say!("muster hub listening on http://{addr} (data in {}, database {database})", data_dir.display());
+    let scheme = if tls { "https" } else { "http" };
+    say!("muster hub listening on {scheme}://{addr} (data in {}, database {database})", data_dir.display());
+    reload_tls_on_sighup(&opened.hub);
     opened.hub.serve(opened.listener, shutdown_signal()).await
 }
 
@@ -303,6 +328,7 @@ fn agent_config(
         repos_root,
         liveness: muster_agent::Liveness::default().with(file.quiet_after.as_deref(), file.wedged_after.as_deref())?,
         channels: file.channels.clone(),
+        ca: None,
     };
     config.validate()?;
     Ok(config)
@@ -319,7 +345,8 @@ pub async fn agent(conn: &ConnArgs, args: AgentRunArgs) -> anyhow::Result<()> {
     let Some(token) = conn.token.clone().filter(|t| !t.trim().is_empty()) else {
         bail!("`agent run` needs the agent's token: --token or MUSTER_TOKEN (from `muster agent add NAME`)");
     };
-    let config = agent_config(hub_url, token.trim().to_owned(), &args, 1)?;
+    let mut config = agent_config(hub_url, token.trim().to_owned(), &args, 1)?;
+    config.ca = conn.ca.clone();
     tracing::info!(
         hub = %config.hub,
         slots = config.slots,

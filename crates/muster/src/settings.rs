@@ -27,6 +27,18 @@ pub struct HubArgs {
     /// The URL clients and agents use for this hub, as the other hubs list it [default: http://LISTEN].
     #[arg(long, env = "MUSTER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM); reloaded on SIGHUP.
+    #[arg(long, env = "MUSTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "MUSTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require agents and clients to present a certificate this authority (PEM) issued: mutual TLS.
+    #[arg(long, env = "MUSTER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS, on purpose (tokens then cross the network in the clear).
+    #[arg(long, env = "MUSTER_INSECURE_LISTEN")]
+    pub insecure_listen: bool,
     /// How often agents send heartbeats [default: 10s].
     #[arg(long, env = "MUSTER_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -185,6 +197,11 @@ struct FileHub {
     database: Option<String>,
     hub_name: Option<String>,
     public_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    insecure_listen: bool,
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
     accept_timeout: Option<String>,
@@ -349,6 +366,14 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         database,
         hub_name: args.hub_name.clone().or(file.hub_name),
         public_url: args.public_url.clone().or(file.public_url),
+        tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => {
+                Some(muster_hub::TlsFiles { cert, key, client_ca: args.tls_client_ca.clone().or(file.tls_client_ca) })
+            }
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: give both, or neither"),
+        },
+        insecure_listen: args.insecure_listen || file.insecure_listen,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         backup_dir: args.backup_dir.clone().or(file.backup_dir).unwrap_or_else(|| data_dir.join("backups")),
         slos: slos(&file_slo)?,
@@ -390,6 +415,13 @@ pub fn hub_config(args: &HubArgs, data_dir: Option<&Path>) -> anyhow::Result<Hub
         edge,
         live,
     };
+    if config.tls.is_none() && !config.listen.ip().is_loopback() && !config.insecure_listen {
+        bail!(
+            "refusing to listen on {} without TLS: tokens and task data would cross the network in the clear; \
+             give --tls-cert and --tls-key, or --insecure-listen to do it on purpose",
+            config.listen
+        );
+    }
     config.fits(&config.live).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)
 }
@@ -405,6 +437,10 @@ mod tests {
             database: None,
             hub_name: None,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            insecure_listen: false,
             heartbeat_interval: None,
             lease_ttl: None,
             accept_timeout: None,

@@ -280,15 +280,12 @@ async fn doctor_with_no_flags_names_the_coding_agents_that_are_missing_and_how_t
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_given_a_url_it_cannot_speak_exits_at_once_saying_why() {
     let token = format!("mst_AAAAAAAAAAAA_{}", "B".repeat(43));
-    for url in ["https://hub.example:4000", "ftp://hub.example"] {
+    for url in ["ftp://hub.example", "hub.example:4000"] {
         let mut cmd = muster_command(&["agent", "run", "--url", url, "--runner", "shell"]);
         cmd.env("MUSTER_TOKEN", &token);
         let (code, _, err) = run_to_end(&mut cmd, PROMPTLY).await;
         assert_eq!(code, 2, "{url}: {err}");
-        assert!(
-            err.contains(url) && (err.contains("plain http:// only") || err.contains("must start with http://")),
-            "{err}"
-        );
+        assert!(err.contains(url) && err.contains("must start with http:// or https://"), "{err}");
         let (cli_code, _, cli_err) = cli_with_input(url, &token, &["status"], None).await;
         assert_eq!(cli_code, 2, "the CLI says the same: {cli_err}");
     }

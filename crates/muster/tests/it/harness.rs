@@ -5,6 +5,7 @@ use muster_agent::process::ProcessGroup;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -35,6 +36,8 @@ pub struct HubOpts {
     pub umask: Option<u32>,
     /// `--database` (a PostgreSQL URL several hubs share); the data directory's SQLite file if none.
     pub database: Option<String>,
+    /// The CA (PEM) the test's client and CLI trust, for a hub serving TLS (`--tls-cert` in `extra`).
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for HubOpts {
@@ -51,6 +54,7 @@ impl Default for HubOpts {
             file_limit: None,
             umask: None,
             database: None,
+            ca: None,
         }
     }
 }
@@ -67,6 +71,16 @@ pub struct Hub {
     /// no hub) while it is stopped, so that a test running beside this one
     /// cannot take it before `restart`.
     held: Option<tokio::net::TcpSocket>,
+}
+
+/// An HTTP client that trusts `ca` (PEM) beside the system's roots.
+pub fn test_client(ca: Option<&Path>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().use_rustls_tls();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("the CA file");
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"));
+    }
+    builder.build().expect("an HTTP client")
 }
 
 /// Binds `addr` without listening on it.
@@ -119,11 +133,11 @@ impl Hub {
         Hub {
             process: Some(process),
             addr,
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", if opts.ca.is_some() { "https" } else { "http" }),
             dir,
             token: token.trim().to_owned(),
+            http: test_client(opts.ca.as_deref()),
             opts,
-            http: reqwest::Client::new(),
             held: None,
         }
     }
@@ -137,11 +151,11 @@ impl Hub {
         Hub {
             process: Some(process),
             addr,
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", if first.opts.ca.is_some() { "https" } else { "http" }),
             dir,
             token: first.token.clone(),
             opts: first.opts.clone(),
-            http: reqwest::Client::new(),
+            http: test_client(first.opts.ca.as_deref()),
             held: None,
         }
     }
@@ -194,10 +208,10 @@ impl Hub {
             }
         }
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the hub starts");
-        let listening = watch_stderr(&mut group, "hub".into(), "listening on http://");
+        let listening = watch_stderr(&mut group, "hub".into(), "listening on http");
         let line =
             tokio::time::timeout(PATIENCE, listening).await.expect("the hub listens in time").expect("the hub listens");
-        let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("an address");
+        let addr = line.split("://").nth(1).and_then(|s| s.split_whitespace().next()).expect("an address");
         (group, addr.parse().expect("a socket address"))
     }
 
@@ -365,7 +379,15 @@ impl Hub {
 
     /// Runs the CLI against this hub; returns (exit code, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        cli_with_input(&self.url, &self.token, args, None).await
+        match &self.opts.ca {
+            Some(ca) => {
+                let ca = path_str(ca);
+                let mut with_ca = vec!["--ca", &ca];
+                with_ca.extend_from_slice(args);
+                cli_with_input(&self.url, &self.token, &with_ca, None).await
+            }
+            None => cli_with_input(&self.url, &self.token, args, None).await,
+        }
     }
 
     pub fn spawn_agent(&self, name_token: (&str, &str), slots: u32, caps: &[&str]) -> Agent {

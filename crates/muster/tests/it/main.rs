@@ -35,5 +35,6 @@ mod shadows;
 mod stale_epoch;
 mod streams;
 mod surface;
+mod tls;
 mod ui;
 mod workspaces;

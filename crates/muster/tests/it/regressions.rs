@@ -74,10 +74,10 @@ async fn an_agent_with_a_missing_workdir_says_so_instead_of_blaming_its_runner()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn https_urls_are_refused_with_a_reason_not_a_connection_error() {
+async fn an_https_url_is_spoken_and_a_hub_not_there_is_unreachable_not_a_usage_error() {
     let (code, _, err) = crate::harness::cli_with_input("https://127.0.0.1:9", "mst_x", &["status"], None).await;
-    assert_eq!(code, 2);
-    assert!(err.contains("plain http:// only"), "{err}");
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("cannot reach the hub at https://127.0.0.1:9"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
