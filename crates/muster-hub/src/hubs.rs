@@ -25,7 +25,10 @@ pub(crate) fn identity(config: &crate::HubConfig) -> HubInfo {
     HubInfo {
         id,
         name: config.hub_name.clone().unwrap_or_else(|| format!("{host}:{}", config.listen.port())),
-        url: config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen)),
+        url: config.public_url.clone().unwrap_or_else(|| {
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", config.listen)
+        }),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ttl: HUB_TTL,
         exclusive: !config.database.is_postgres(),

@@ -7,7 +7,7 @@ use crate::{Limits, Result, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// The SQLite file.
     Sqlite(PathBuf),
@@ -60,6 +60,16 @@ impl Location {
     }
 }
 
+/// As `Display`: a URL's password never reaches a log, even through `{:?}`.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+            Location::Postgres(url) => write!(f, "Postgres({})", redact(url)),
+        }
+    }
+}
+
 impl std::fmt::Display for Location {
     /// Safe to log: a URL's password is left out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +92,9 @@ mod tests {
         let pg = Location::parse(Some("postgres://muster:s3cret@db.internal:5432/muster"), dir).unwrap();
         assert!(pg.is_postgres());
         assert_eq!(pg.to_string(), "postgres://muster:***@db.internal:5432/muster", "no password in logs");
+        assert!(!format!("{pg:?}").contains("s3cret"), "nor in debug output");
+        let query = Location::parse(Some("postgres://db.internal/muster?user=m&password=hunter2"), dir).unwrap();
+        assert_eq!(query.to_string(), "postgres://db.internal/muster?user=m&password=***");
         let err = Location::parse(Some("mysql://root:hunter2@x/db"), dir).unwrap_err().to_string();
         assert!(err.contains("neither postgres") && !err.contains("hunter2"), "{err}");
         assert!(Location::parse(Some("sqlite:"), dir).is_err());

@@ -50,8 +50,25 @@ pub fn sqlite_to_postgres(from: &Path, to: &str, now: Millis) -> Result<MigrateR
         let _ = dst.execute_batch("ROLLBACK");
     }
     copied?;
+    // Checked before the commit: a copy that breaks an invariant is not kept.
+    let check = match crate::ops::check(&dst, false, now) {
+        Ok(check) if check.findings.is_empty() => check,
+        Ok(check) => {
+            let _ = dst.execute_batch("ROLLBACK");
+            let findings: Vec<String> = check.findings.iter().map(|(k, d)| format!("{k}: {d}")).collect();
+            return Err(StoreError::Conflict(format!(
+                "the copy breaks {} invariants, so nothing was kept: {}; run `muster check --repair` on the SQLite hub first",
+                findings.len(),
+                findings.join("; ")
+            )));
+        }
+        Err(e) => {
+            let _ = dst.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    };
     dst.execute_batch("COMMIT")?;
-    let mut report = MigrateReport::default();
+    let mut report = MigrateReport { check, ..MigrateReport::default() };
     for (table, _) in &tables {
         let count = |c: &Connection<'_>| -> Result<u64> {
             c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
@@ -62,9 +79,6 @@ pub fn sqlite_to_postgres(from: &Path, to: &str, now: Millis) -> Result<MigrateR
         }
         report.tables.push((table.clone(), has));
     }
-    dst.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    report.check = crate::ops::check(&dst, false, now)?;
-    dst.execute_batch("COMMIT")?;
     Ok(report)
 }
 

@@ -460,9 +460,10 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
     // The hub's files are private; the local agent's runs keep the operator's umask.
     muster_agent::process::set_child_umask(crate::private::private_umask());
     let data_dir = config.data_dir.clone();
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let opened = open_hub(config, &args.hub, crate::logging::Console::Text).await?;
     let addr = opened.listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let url = format!("{scheme}://{addr}");
     let token = local_agent_token(&opened.hub, &data_dir).await?;
     let agent_args = AgentRunArgs {
         slots: args.slots,
@@ -472,7 +473,9 @@ pub async fn up(conn: &ConnArgs, args: UpArgs) -> anyhow::Result<()> {
         workdir: None,
         drain_timeout: "10s".into(),
     };
-    let agent_config = agent_config(url.clone(), token, &agent_args, 4)?;
+    let mut agent_config = agent_config(url.clone(), token, &agent_args, 4)?;
+    // The local agent trusts what the operator's CLI trusts (`--ca`).
+    agent_config.ca = conn.ca.clone();
     let runners = agent_config.runners.keys().cloned().collect::<Vec<_>>().join(", ");
 
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();

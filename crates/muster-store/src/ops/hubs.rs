@@ -24,8 +24,9 @@ fn hub_row(r: &Row<'_>) -> Result<HubRecord> {
 /// free), and so is every other hub when the database can have only one
 /// (`hub.exclusive`: SQLite, whose file one hub locks); then every agent whose
 /// socket no live hub holds is disconnected.
-/// Every live lease is extended to `now + grace`, so agents that were
-/// running tasks have time to reconnect and re-attach to them.
+/// The leases of the agents it disconnects (every live lease, when the hub
+/// is alone) are extended to `now + grace`, so agents that were running
+/// tasks have time to reconnect and re-attach to them.
 pub fn hub_started(c: &Connection, hub: &HubInfo, now: Millis, grace: Duration) -> Result<()> {
     c.execute(
         "UPDATE hubs SET stopped_at = ? WHERE (name = ? OR ?) AND id <> ? AND stopped_at IS NULL",
@@ -44,16 +45,27 @@ pub fn hub_started(c: &Connection, hub: &HubInfo, now: Millis, grace: Duration) 
         )?
         .query_map([now.0], |r| r.get(0))?
         .collect::<Result<_>>()?;
-    for name in names {
-        let agent = AgentName::parse(&name).map_err(|e| corrupt("agent name", e))?;
+    let until = now.plus(grace).0;
+    let mut extended = 0;
+    for name in &names {
+        let agent = AgentName::parse(name).map_err(|e| corrupt("agent name", e))?;
         c.execute("UPDATE agents SET connected = 0 WHERE name = ?", [agent.as_str()])?;
         agent_event(c, now, "agent.disconnected", Some(&agent), Some("offline"), Some("hub restarted"))?;
+        if !hub.exclusive {
+            // Its runs get the grace to be re-attached; other hubs' agents keep their leases as they are.
+            extended += c.execute(
+                "UPDATE tasks SET lease_expires_at = ? WHERE lease_agent = ? AND lease_expires_at < ?",
+                params![until, agent.as_str(), until],
+            )?;
+        }
     }
-    let until = now.plus(grace).0;
-    let extended = c.execute(
-        "UPDATE tasks SET lease_expires_at = ? WHERE lease_expires_at IS NOT NULL AND lease_expires_at < ?",
-        params![until, until],
-    )?;
+    if hub.exclusive {
+        // Alone on the database: every lease belongs to an agent that must reconnect.
+        extended = c.execute(
+            "UPDATE tasks SET lease_expires_at = ? WHERE lease_expires_at IS NOT NULL AND lease_expires_at < ?",
+            params![until, until],
+        )?;
+    }
     let detail = format!("{} ({}); {extended} leases extended", hub.name, hub.id);
     agent_event(c, now, "hub.started", None, None, Some(&detail))
 }
@@ -149,15 +161,19 @@ fn fence_row(r: &Row<'_>) -> Result<Option<Fence>> {
     })
 }
 
+/// Who leads `duty`, as the database says; `None` when no hub ever did.
+fn load_duty(c: &Connection, duty: Duty) -> Result<Option<Fence>> {
+    Ok(c.prepare_cached("SELECT duty, hub, epoch, taken_at, expires_at FROM duties WHERE duty = ?")?
+        .query_row([duty.as_str()], fence_row)
+        .optional()?
+        .flatten())
+}
+
 /// Takes `duty` for `hub`, or renews it when `hub` holds it: `None` while
 /// another hub's lease runs. A change of hands raises the epoch and is on
 /// the timeline (`duty.taken`).
 pub fn take_duty(c: &Connection, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>> {
-    let held = c
-        .prepare_cached("SELECT duty, hub, epoch, taken_at, expires_at FROM duties WHERE duty = ?")?
-        .query_row([duty.as_str()], fence_row)
-        .optional()?
-        .flatten();
+    let held = load_duty(c, duty)?;
     let until = now.plus(ttl);
     match held {
         Some(f) if f.hub == hub && f.expires_at > now => {
@@ -196,11 +212,7 @@ pub fn duties(c: &Connection) -> Result<Vec<Fence>> {
 /// to find the duty in other hands, does nothing.
 pub fn check_fence(c: &Connection, fence: Option<&Fence>, now: Millis) -> Result<()> {
     let Some(f) = fence else { return Ok(()) };
-    let held = c
-        .prepare_cached("SELECT duty, hub, epoch, taken_at, expires_at FROM duties WHERE duty = ?")?
-        .query_row([f.duty.as_str()], fence_row)
-        .optional()?
-        .flatten();
+    let held = load_duty(c, f.duty)?;
     match held {
         Some(h) if h.hub == f.hub && h.epoch == f.epoch && h.expires_at > now => Ok(()),
         _ => Err(StoreError::Conflict(format!(

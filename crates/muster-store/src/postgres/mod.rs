@@ -82,29 +82,54 @@ struct Stats {
     failing: Mutex<Option<String>>,
 }
 
-/// `postgres://user:secret@host/db` without `secret`.
+/// `postgres://user:secret@host/db?password=secret` without the secrets.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
     }
+    shown
 }
 
 /// Opens one session and makes it keep the store's promises: a commit is
 /// on disk before it returns, and a transaction left open by accident does
 /// not hold back vacuum for long.
 fn connect(url: &str) -> Result<PgConn> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls)
-        .map_err(|e| StoreError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
+    let unreachable =
+        |e: &dyn std::fmt::Display| StoreError::Database(format!("cannot connect to {}: {e}", redact(url)));
+    let mut config: postgres::Config = url.parse().map_err(|e| unreachable(&e))?;
+    // A server or network that goes silent (a partition, a failover that
+    // moves the address) fails the session within seconds instead of
+    // hanging the hub's writes until the kernel gives up.
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30));
+    let mut client = config.connect(postgres::NoTls).map_err(|e| unreachable(&e))?;
     client.batch_execute(
         "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '60s'; \
-         SET application_name = 'muster'",
+         SET statement_timeout = '60s'; SET application_name = 'muster'",
     )?;
     Ok(PgConn::new(client))
 }
@@ -305,24 +330,35 @@ fn listen(url: &str, shared: &Shared) {
         if let Err(e) = conn.client().batch_execute(&format!("LISTEN {CHANNEL}")) {
             tracing::warn!(error = %e, "LISTEN failed; polling for changes instead");
         }
+        let mut heard = false;
         while !closed() && !conn.is_closed() {
-            published(&conn, shared);
+            if heard {
+                // Watchers wake even when the latest event did not move: a
+                // commit on another hub may have taken a lower number.
+                if let Some(seq) = latest_event(&conn) {
+                    shared.last_event.send_modify(|cur| *cur = (*cur).max(seq));
+                }
+            } else {
+                published(&conn, shared);
+            }
             let mut client = conn.client();
             let mut notes = client.notifications();
             // One wake-up for however many commits arrived together.
-            let heard = notes.timeout_iter(POLL).next();
-            if let Ok(Some(_)) = heard {
+            heard = matches!(notes.timeout_iter(POLL).next(), Ok(Some(_)));
+            if heard {
                 while let Ok(Some(_)) = notes.iter().next() {}
             }
         }
     }
 }
 
+fn latest_event(conn: &PgConn) -> Option<i64> {
+    Connection::Pg(conn).query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)).ok()
+}
+
 /// Tells watchers of the latest event after a commit.
 fn published(conn: &PgConn, shared: &Shared) {
-    if let Ok(seq) =
-        Connection::Pg(conn).query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))
-    {
+    if let Some(seq) = latest_event(conn) {
         shared.last_event.send_if_modified(|cur| {
             let newer = seq > *cur;
             if newer {
@@ -340,13 +376,17 @@ fn claim_after(conn: &PgConn, shared: &Shared, d: &InBatch, policy: Policy) {
         shared.again.store(true, std::sync::atomic::Ordering::SeqCst);
         return;
     };
-    loop {
+    // Once more for changes that committed during the pass, and no more:
+    // the caller waits for its answer, so what comes after is the dispatch
+    // loop's.
+    for _ in 0..2 {
         shared.again.store(false, std::sync::atomic::Ordering::SeqCst);
         claim_pass(conn, shared, d, policy);
         if !shared.again.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
     }
+    d.claims.handouts.push(crate::Handout::Missed);
 }
 
 fn claim_pass(conn: &PgConn, shared: &Shared, d: &InBatch, policy: Policy) {
@@ -354,7 +394,7 @@ fn claim_pass(conn: &PgConn, shared: &Shared, d: &InBatch, policy: Policy) {
     let Some(ready) = ops::next_ready(&c).ok().flatten() else { return };
     let Some((agents, now, accept_within)) = d.plan(ready) else { return };
     // Held from before the commit until the handout is queued.
-    let _exclusive = shared.handout_gate.write().expect("handout gate poisoned");
+    let _exclusive = shared.handout_gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pass = transact(conn, shared, |c| ops::claim_for_agents(c, &agents, now, accept_within, policy, true));
     let mut claims = Vec::new();
     let mut missed = false;
@@ -406,7 +446,7 @@ impl crate::Engine for PgStore {
                 }
             }
             // A claim committed before this change must be handed out first.
-            drop(shared.handout_gate.read().expect("handout gate poisoned"));
+            drop(shared.handout_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner));
             result
         })
         .await
@@ -420,8 +460,10 @@ impl crate::Engine for PgStore {
         self.run(move |conn, _| {
             let c = Connection::Pg(conn);
             c.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-            let result = f(&c);
-            let _ = c.execute_batch("COMMIT");
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&c)))
+                .unwrap_or_else(|_| Err(StoreError::Database("a read failed unexpectedly".into())));
+            // Ended whatever happened, so the session's next job starts clean.
+            let _ = c.execute_batch("ROLLBACK");
             result
         })
         .await

@@ -163,7 +163,15 @@ impl ToSql for Value<'_> {
         out: &mut postgres::types::private::BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         let wrong = || -> Box<dyn std::error::Error + Sync + Send> {
-            format!("cannot bind {self:?} to a parameter of type {ty}").into()
+            // The value's kind only: it may be a prompt or a secret.
+            let kind = match self {
+                Value::Null => "null".to_owned(),
+                Value::Int(_) => "an integer".to_owned(),
+                Value::Real(_) => "a real".to_owned(),
+                Value::Text(t) => format!("text of {} bytes", t.len()),
+                Value::Blob(b) => format!("{} bytes", b.len()),
+            };
+            format!("cannot bind {kind} to a parameter of type {ty}").into()
         };
         match *self {
             Value::Null => Ok(IsNull::Yes),
