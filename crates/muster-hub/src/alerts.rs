@@ -68,9 +68,6 @@ impl crate::workers::Worker for AlertWorker {
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
-        if !hub.lead(muster_store::Duty::Alerts).await.map_err(|e| e.to_string())? {
-            return Ok(false);
-        }
         hub.evaluate_alerts(&mut self.trend).await.map_err(|e| e.to_string())?;
         Ok(false)
     }
@@ -138,8 +135,12 @@ impl Hub {
         })
     }
 
-    /// One evaluation of every rule.
+    /// One evaluation of every rule, by the hub that leads alerts (the
+    /// others leave it to that one).
     pub(crate) async fn evaluate_alerts(&self, trend: &mut QueueTrend) -> Result<(), StoreError> {
+        if !self.lead(muster_store::Duty::Alerts).await? {
+            return Ok(());
+        }
         let configs = self.rule_configs().await?;
         let stuck_after = Duration::from_secs_f64(configs[&Rule::StuckTasks].threshold.max(1.0));
         let observation = self.observe(trend, stuck_after).await?;

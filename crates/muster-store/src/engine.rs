@@ -744,7 +744,12 @@ impl<E: Engine> Store for E {
     }
 
     async fn save_alert(&self, alert: crate::AlertRecord, event: Option<&'static str>, now: Millis) -> Result<()> {
-        self.write(move |c| ops::save_alert(c, &alert, event, now)).await
+        let fence = self.hooks().fence(Duty::Alerts)?;
+        self.write(move |c| {
+            ops::check_fence(c, fence.as_ref(), now)?;
+            ops::save_alert(c, &alert, event, now)
+        })
+        .await
     }
 
     async fn acknowledge_alert(

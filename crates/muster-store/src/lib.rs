@@ -165,7 +165,8 @@ pub trait Store: Send + Sync + 'static {
     async fn duties(&self) -> Result<Vec<Fence>>;
     /// The duties this hub holds, as it last took them: from now on
     /// `reclaim_expired` and `reap_hubs` (`Reaper`), `fire_schedule`
-    /// (`Schedules`) and `expire_decisions` (`Deadlines`) are refused
+    /// (`Schedules`), `expire_decisions` (`Deadlines`) and `save_alert`
+    /// (`Alerts`) are refused
     /// (`Conflict`) unless the database, in the transaction that would act,
     /// still names this hub with the same epoch. `None` (the default) does
     /// not fence.
@@ -530,7 +531,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn alerts(&self) -> Result<Vec<AlertRecord>>;
     /// Stores an alert's new state; `event` (`alert.firing`, `alert.resolved`)
-    /// goes on the timeline with it.
+    /// goes on the timeline with it. Fenced by `Duty::Alerts`.
     async fn save_alert(&self, alert: AlertRecord, event: Option<&'static str>, now: Millis) -> Result<()>;
     /// A person takes a firing alert on. `Invalid` (field `state`) unless it is firing.
     async fn acknowledge_alert(&self, rule: muster_core::alert::Rule, by: &str, now: Millis) -> Result<AlertRecord>;

@@ -126,7 +126,18 @@ pub async fn a_fenced_store_acts_for_a_duty_only_while_the_database_still_names_
         take(Duty::Reaper, "h_a", at(0)).await,
         take(Duty::Schedules, "h_a", at(0)).await,
         take(Duty::Deadlines, "h_a", at(0)).await,
+        take(Duty::Alerts, "h_a", at(0)).await,
     ];
+    let alert = |at: Millis| crate::AlertRecord {
+        rule: muster_core::alert::Rule::DiskLow,
+        state: muster_core::alert::AlertState::Firing,
+        severity: muster_core::alert::Severity::Critical,
+        detail: Some("1% free".into()),
+        since: Some(at),
+        acknowledged_by: None,
+        acknowledged_at: None,
+        updated_at: at,
+    };
     s.hold_duties(Some(fences));
     let schedule = NewSchedule {
         name: "hourly".to_owned(),
@@ -149,9 +160,10 @@ pub async fn a_fenced_store_acts_for_a_duty_only_while_the_database_still_names_
     ok("reap_hubs while leading", s.reap_hubs(at(1)).await);
     ok("expire_decisions while leading", s.expire_decisions(at(1), 10).await);
     assert!(ok("fire_schedule while leading", s.fire_schedule(firing(at(5), at(20)), at(5)).await).is_some());
+    ok("save_alert while leading", s.save_alert(alert(at(5)), Some("alert.firing"), at(5)).await);
 
     // Paused past the lease; another hub took every duty meanwhile.
-    for duty in [Duty::Reaper, Duty::Schedules, Duty::Deadlines] {
+    for duty in [Duty::Reaper, Duty::Schedules, Duty::Deadlines, Duty::Alerts] {
         take(duty, "h_b", at(16)).await;
     }
     let stale = |what: &str, r: Result<()>| match r {
@@ -163,6 +175,7 @@ pub async fn a_fenced_store_acts_for_a_duty_only_while_the_database_still_names_
     stale("reap_hubs", s.reap_hubs(at(20)).await.map(drop));
     stale("expire_decisions", s.expire_decisions(at(20), 10).await.map(drop));
     stale("fire_schedule", s.fire_schedule(firing(at(20), at(35)), at(20)).await.map(drop));
+    stale("save_alert", s.save_alert(alert(at(20)), Some("alert.firing"), at(20)).await);
     assert!(events_after(s, mark).await.is_empty(), "a stale leader writes nothing");
     assert_eq!(ok("schedule", s.schedule("hourly").await).and_then(|s| s.next_at), Some(at(20)), "not fired");
 

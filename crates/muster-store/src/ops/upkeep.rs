@@ -142,6 +142,8 @@ pub fn prune_batch(c: &Connection, r: &crate::Retention, now: Millis, limit: usi
             )?
             .execute(params![before, limit as i64])?;
         p.more |= gone == limit;
+        // Hubs that stopped as long ago are no one's history either.
+        c.prepare_cached("DELETE FROM hubs WHERE stopped_at IS NOT NULL AND stopped_at < ?")?.execute([before])?;
     }
     Ok(p)
 }
