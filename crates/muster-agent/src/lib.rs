@@ -237,6 +237,15 @@ impl Agent {
         urls.get(self.turn % urls.len().max(1)).map_or_else(|| self.config.hub.clone(), |u| (*u).to_owned())
     }
 
+    /// The hubs a run's `muster ctl` may reach (`MUSTER_URL`): the one this
+    /// agent is connected to first, then the others it was given, so a run
+    /// outlives its hub as the agent does.
+    fn hubs_for_runs(&self) -> String {
+        let urls = hub_urls(&self.config.hub);
+        let n = urls.len().max(1);
+        (0..urls.len()).map(|k| urls[(self.turn + k) % n]).collect::<Vec<_>>().join(",")
+    }
+
     fn reconnect_delay(&self, failures: u32) -> Duration {
         let ceiling = self.config.reconnect_min.saturating_mul(1 << failures.min(16)).min(self.config.reconnect_max);
         // Equal jitter: never less than half, so a fleet does not reconnect in lockstep.
@@ -566,7 +575,7 @@ impl Agent {
                     liveness,
                     budget,
                     task_token,
-                    hub_url: self.hub(),
+                    hub_url: self.hubs_for_runs(),
                     hub_ca: self.config.ca.clone(),
                     asking,
                     checks,

@@ -35,7 +35,9 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// The hubs it may ask, as equals on one database; `current` answered last.
+    bases: std::sync::Arc<[String]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     http: reqwest::Client,
 }
@@ -49,10 +51,22 @@ pub fn ca_from_env() -> Option<PathBuf> {
 impl Client {
     /// A client for the hub at `base` (`http://` on the loopback, or
     /// `https://`), trusting the system's roots and `ca` (PEM) if given.
+    /// `base` may name several hubs on one database, separated by commas
+    /// (as agents give their runs in `MUSTER_URL`): a request that cannot
+    /// connect to one goes to the next.
     pub fn new(base: &str, token: &str, ca: Option<&std::path::Path>) -> CliResult<Client> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(CliError::new(exit::USAGE, format!("hub URL {base:?} must start with http:// or https://")));
+        let bases: Vec<String> =
+            base.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
+        if bases.is_empty() {
+            return Err(CliError::new(exit::USAGE, "no hub URL given"));
+        }
+        for base in &bases {
+            if !base.starts_with("http://") && !base.starts_with("https://") {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!("hub URL {base:?} must start with http:// or https://"),
+                ));
+            }
         }
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).use_rustls_tls();
         if let Some(ca) = ca {
@@ -69,11 +83,12 @@ impl Client {
         }
         let http =
             builder.build().map_err(|e| CliError::new(exit::FAILURE, format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client { base, token: token.trim().to_owned(), http })
+        Ok(Client { bases: bases.into(), current: Default::default(), token: token.trim().to_owned(), http })
     }
 
+    /// The hub that answered last (the first given, before any did).
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()]
     }
 
     async fn send(
@@ -83,34 +98,27 @@ impl Client {
         body: Option<String>,
         timeout: Duration,
     ) -> CliResult<(StatusCode, String)> {
-        let url = format!("{}{}{}", self.base, muster_proto::API_PREFIX, path);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token).timeout(timeout);
-        if let Some(body) = body {
-            req = req.header("content-type", "application/json").body(body);
-        }
-        let resp = req.send().await.map_err(|e| {
-            let chain = error_chain(&e);
-            if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls handshake") {
-                return CliError::new(
-                    exit::UNREACHABLE,
-                    format!(
-                        "cannot reach the hub at {}: its TLS certificate was refused ({chain}); trust its CA with --ca FILE or MUSTER_CA",
-                        self.base
-                    ),
-                );
+        let first = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut turn = 0;
+        let resp = loop {
+            let at = (first + turn) % self.bases.len();
+            let base = &self.bases[at];
+            let url = format!("{base}{}{path}", muster_proto::API_PREFIX);
+            let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).timeout(timeout);
+            if let Some(body) = &body {
+                req = req.header("content-type", "application/json").body(body.clone());
             }
-            let why = if e.is_connect() {
-                "connection refused or unreachable".to_owned()
-            } else if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                e.to_string()
-            };
-            CliError::new(
-                exit::UNREACHABLE,
-                format!("cannot reach the hub at {} ({why}); is `muster hub` running?", self.base),
-            )
-        })?;
+            match req.send().await {
+                Ok(resp) => {
+                    self.current.store(at, std::sync::atomic::Ordering::Relaxed);
+                    break resp;
+                }
+                // Never reached that hub: the next one may take it. A request
+                // that did reach one is not sent again, since it may have acted.
+                Err(e) if e.is_connect() && turn + 1 < self.bases.len() => turn += 1,
+                Err(e) => return Err(unreachable(base, &e)),
+            }
+        };
         let status = resp.status();
         let text = resp
             .text()
@@ -183,6 +191,27 @@ impl Client {
         let (_, text) = self.send(Method::POST, path, Some(body), timeout).await?;
         Self::decode(&text)
     }
+}
+
+/// Why the hub at `base` could not be reached, in words that say what to do.
+fn unreachable(base: &str, e: &reqwest::Error) -> CliError {
+    let chain = error_chain(e);
+    if chain.contains("certificate") || chain.contains("UnknownIssuer") || chain.contains("tls handshake") {
+        return CliError::new(
+            exit::UNREACHABLE,
+            format!(
+                "cannot reach the hub at {base}: its TLS certificate was refused ({chain}); trust its CA with --ca FILE or MUSTER_CA"
+            ),
+        );
+    }
+    let why = if e.is_connect() {
+        "connection refused or unreachable".to_owned()
+    } else if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    };
+    CliError::new(exit::UNREACHABLE, format!("cannot reach the hub at {base} ({why}); is `muster hub` running?"))
 }
 
 /// Escapes a path segment.

@@ -93,6 +93,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes lower-case or upper-case hexadecimal spells (surrounding white
+/// space ignored); `None` for anything else.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 /// The token a run of `task` under `epoch` uses to act for that task.
 pub fn task_token(key: &[u8], task: &muster_core::TaskId, epoch: muster_core::Epoch) -> String {
     let mac = hmac(key, format!("task:{task}:{epoch}").as_bytes());
@@ -260,6 +270,9 @@ mod tests {
     fn hex_writes_two_lower_case_digits_a_byte() {
         assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff, 0xa5]), "000ff0ffa5");
         assert_eq!(hex(&[]), "");
+        assert_eq!(unhex(" 000ff0ffA5\n"), Some(vec![0x00, 0x0f, 0xf0, 0xff, 0xa5]));
+        assert_eq!(unhex("abc"), None, "an odd count of digits");
+        assert_eq!(unhex("zz"), None);
     }
 }
 

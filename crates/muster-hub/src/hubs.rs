@@ -4,7 +4,9 @@
 //! a lease the store fences (see `Store::hold_duties`).
 
 use crate::Hub;
-use muster_store::{Duty, Fence, HubInfo, StoreError};
+use muster_core::AgentName;
+use muster_proto::ws::HubMsg;
+use muster_store::{Duty, Fence, HubInfo, RelayTo, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -135,7 +137,7 @@ impl Hub {
             tracing::warn!("this hub had been counted gone by the others; its agents reconnect");
             let names: Vec<_> = self.shared.sessions.lock().expect("sessions lock poisoned").keys().cloned().collect();
             for agent in names {
-                self.close_agent(&agent, "this hub had been counted gone; connect again");
+                self.close_local(&agent, "this hub had been counted gone; connect again");
             }
         }
         let mut failed = Vec::new();
@@ -181,25 +183,142 @@ impl crate::workers::Worker for BeatWorker {
 
 /// How stale a kept token or shadow policy may be when other hubs share the
 /// database: a token revoked on one hub is refused by every hub within this.
+/// Settings, pause and messages left by other hubs are taken up as often.
 pub const CACHE_STALENESS: Duration = Duration::from_secs(1);
 
-/// Wakes the dispatch loop when another hub committed a change (a task
-/// submitted there, a slot freed), which this hub hears of through the
-/// store's `subscribe()`: agents connected here take work submitted
-/// anywhere at once, not at the next timed pass. It also forgets the
-/// tokens and shadow policies kept in memory, at most once per
-/// `CACHE_STALENESS` (and at the latest that long after a change), since
-/// another hub may have changed them.
+/// What one hub leaves for another to do for the agents it holds (see
+/// `Store::relay`): a message for one agent, for the followers of a channel,
+/// or closing an agent's socket.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Relayed {
+    Send { agent: String, msg: HubMsg },
+    Channel { name: String, msg: HubMsg },
+    Close { agent: String, reason: String },
+}
+
+impl Hub {
+    /// Leaves `what` for the other hubs when the database is shared; a no-op
+    /// on SQLite, where this hub holds every agent. Returns how many hubs it
+    /// was left for.
+    pub(crate) async fn relay(&self, what: Relayed) -> usize {
+        if self.me().exclusive {
+            return 0;
+        }
+        let to = match &what {
+            Relayed::Send { agent, .. } | Relayed::Close { agent, .. } => match AgentName::parse(agent) {
+                Ok(agent) => RelayTo::Agent(agent),
+                Err(_) => return 0,
+            },
+            Relayed::Channel { .. } => RelayTo::Hubs,
+        };
+        let body = match serde_json::to_string(&what) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write a message for another hub");
+                return 0;
+            }
+        };
+        match self.shared.store.relay(to, body, self.now()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot leave a message for another hub");
+                0
+            }
+        }
+    }
+
+    /// `relay` from code that cannot wait for it.
+    pub(crate) fn relay_later(&self, what: Relayed) {
+        if self.me().exclusive {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let hub = self.clone();
+            rt.spawn(async move { hub.relay(what).await });
+        }
+    }
+
+    /// Sends `msg` to `agent` wherever it is connected: through this hub's
+    /// socket or the hub that holds it. False when no hub holds it.
+    pub(crate) async fn tell(&self, agent: &AgentName, msg: HubMsg) -> bool {
+        self.deliver_handouts();
+        match self.push_local(agent, Box::new(msg)) {
+            Ok(()) => true,
+            Err(msg) => self.relay(Relayed::Send { agent: agent.to_string(), msg: *msg }).await > 0,
+        }
+    }
+
+    /// Passes on what the other hubs left for this one, to its own agents
+    /// only: what is left for an agent that moved on meanwhile is dropped
+    /// (a run it concerns is set right by the agent's next heartbeat).
+    async fn take_relays(&self) -> Result<(), StoreError> {
+        for body in self.shared.store.take_relays().await? {
+            match serde_json::from_str::<Relayed>(&body) {
+                Ok(Relayed::Send { agent, msg }) => {
+                    self.deliver_handouts();
+                    let here = AgentName::parse(&agent).is_ok_and(|a| self.push_local(&a, Box::new(msg)).is_ok());
+                    if !here {
+                        tracing::debug!(agent, "a message relayed for an agent no longer here");
+                    }
+                }
+                Ok(Relayed::Channel { name, msg }) => {
+                    for agent in self.followers(&name) {
+                        let _ = self.push_local(&agent, Box::new(msg.clone()));
+                    }
+                }
+                Ok(Relayed::Close { agent, reason }) => {
+                    if let Ok(agent) = AgentName::parse(&agent) {
+                        self.close_local(&agent, &reason);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "a message left by another hub cannot be read"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts in force the settings and dispatch pause as stored, when another
+    /// hub changed them.
+    async fn follow_settings(&self) -> Result<(), StoreError> {
+        let store = &self.shared.store;
+        // Read and put in force with no change of this hub's in between.
+        let _one = self.shared.changing_config.lock().await;
+        let paused = store.settings(crate::DISPATCH_PAUSED).await?.iter().any(|(_, v)| v == "true");
+        if self.shared.dispatch_paused.swap(paused, std::sync::atomic::Ordering::SeqCst) != paused {
+            tracing::warn!(paused, "dispatch {} on another hub", if paused { "paused" } else { "resumed" });
+            self.publish_roster();
+            self.wake_dispatcher();
+        }
+        let stored = store.settings(crate::runtime::PREFIX).await?;
+        let config = self.config();
+        let next = crate::runtime::overlay_and_tell(&config.live, &stored, |r| config.fits(r), false);
+        let before = self.runtime();
+        if next != before {
+            tracing::info!("runtime settings changed on another hub");
+            self.apply_runtime(&before, next).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps this hub in step with the others on the database. It wakes the
+/// dispatch loop when another hub committed a change (a task submitted
+/// there, a slot freed), which this hub hears of through the store's
+/// `subscribe()`: agents connected here take work submitted anywhere at
+/// once, not at the next timed pass. At most once per `CACHE_STALENESS`
+/// (and at the latest that long after a change, or when nothing is heard)
+/// it forgets the tokens and shadow policies kept in memory, passes on the
+/// messages other hubs left for its agents, and puts in force the settings
+/// and pause another hub changed.
 pub(crate) struct ChangesWorker {
     changes: tokio::sync::watch::Receiver<i64>,
-    cleared: tokio::time::Instant,
-    /// A change came since the caches were last cleared.
-    pending: bool,
+    swept: tokio::time::Instant,
 }
 
 impl ChangesWorker {
     pub(crate) fn new(hub: &Hub) -> ChangesWorker {
-        ChangesWorker { changes: hub.shared.store.subscribe(), cleared: tokio::time::Instant::now(), pending: false }
+        ChangesWorker { changes: hub.shared.store.subscribe(), swept: tokio::time::Instant::now() }
     }
 }
 
@@ -209,30 +328,32 @@ impl crate::workers::Worker for ChangesWorker {
     }
 
     fn purpose(&self) -> &'static str {
-        "wakes dispatch when any hub on the database commits a change, and keeps caches at most 1 s stale"
+        "wakes dispatch when any hub on the database commits a change, passes on messages other hubs left \
+         for this hub's agents, and follows settings and caches changed elsewhere within 1 s"
     }
 
     async fn next(&mut self, _hub: &Hub) {
-        let due = self.cleared + CACHE_STALENESS;
+        let due = self.swept + CACHE_STALENESS;
         tokio::select! {
             changed = self.changes.changed() => {
                 if changed.is_err() {
-                    std::future::pending::<()>().await;
+                    tokio::time::sleep_until(due).await;
                 }
-                self.pending = true;
             }
-            _ = tokio::time::sleep_until(due), if self.pending => {}
+            _ = tokio::time::sleep_until(due) => {}
         }
     }
 
     async fn step(&mut self, hub: &Hub) -> Result<bool, String> {
         hub.wake_dispatcher();
-        if self.pending && self.cleared.elapsed() >= CACHE_STALENESS {
-            hub.shared.tokens.clear();
-            hub.shared.shadow_policies.clear();
-            self.cleared = tokio::time::Instant::now();
-            self.pending = false;
+        if self.swept.elapsed() < CACHE_STALENESS {
+            return Ok(false);
         }
+        self.swept = tokio::time::Instant::now();
+        hub.shared.tokens.clear();
+        hub.shared.shadow_policies.clear();
+        hub.take_relays().await.map_err(|e| format!("relays: {e}"))?;
+        hub.follow_settings().await.map_err(|e| format!("settings: {e}"))?;
         Ok(false)
     }
 }

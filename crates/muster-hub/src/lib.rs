@@ -203,7 +203,11 @@ impl Hub {
         let stored = store.settings("config.").await.context("cannot read settings")?;
         let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored, |r| config.fits(r)));
         store.set_breaker_policy(runtime.borrow().breaker_policy());
-        let task_key = task_token_key(&config.data_dir)?;
+        let task_key = if config.database.is_postgres() {
+            shared_task_token_key(store.as_ref(), clock.now()).await?
+        } else {
+            task_token_key(&config.data_dir)?
+        };
         let (output, _) = watch::channel(0);
         let (stopping, _) = watch::channel(false);
         let max_connections =
@@ -401,25 +405,55 @@ impl Hub {
         }
     }
 
-    /// Sends a message to a connected agent; false if it is not connected.
     /// Sends `msg` to `agent` after every handout already committed, so an
     /// agent never hears of a change to a task before it heard of the task.
+    /// True when this hub holds the agent's socket; otherwise the message is
+    /// left for the hub that does (see `Hub::tell` to learn whether one does).
     pub(crate) fn send_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
         self.deliver_handouts();
-        self.push_to(agent, msg)
-    }
-
-    /// Sends `msg` to `agent` as it is; false when it is not connected.
-    pub(crate) fn push_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
-        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
-        sessions.get(agent).is_some_and(|s| s.tx.unbounded_send(Outbound::Msg(Box::new(msg))).is_ok())
-    }
-
-    pub(crate) fn close_agent(&self, agent: &AgentName, reason: &str) {
-        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
-        if let Some(s) = sessions.get(agent) {
-            let _ = s.tx.unbounded_send(Outbound::Close(reason.to_owned()));
+        match self.push_local(agent, Box::new(msg)) {
+            Ok(()) => true,
+            Err(msg) => {
+                self.relay_later(hubs::Relayed::Send { agent: agent.to_string(), msg: *msg });
+                false
+            }
         }
+    }
+
+    /// Sends `msg` to `agent` as it is; false when it is not connected here.
+    pub(crate) fn push_to(&self, agent: &AgentName, msg: HubMsg) -> bool {
+        self.push_local(agent, Box::new(msg)).is_ok()
+    }
+
+    /// Sends `msg` through this hub's socket to `agent`, or gives it back.
+    pub(crate) fn push_local(&self, agent: &AgentName, msg: Box<HubMsg>) -> Result<(), Box<HubMsg>> {
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        match sessions.get(agent) {
+            Some(s) => s.tx.unbounded_send(Outbound::Msg(msg)).map_err(|e| match e.into_inner() {
+                Outbound::Msg(msg) => msg,
+                Outbound::Close(_) => unreachable!("a message was sent"),
+            }),
+            None => Err(msg),
+        }
+    }
+
+    /// Closes `agent`'s socket, here or on the hub that holds it.
+    pub(crate) fn close_agent(&self, agent: &AgentName, reason: &str) {
+        if !self.close_local(agent, reason) {
+            self.relay_later(hubs::Relayed::Close { agent: agent.to_string(), reason: reason.to_owned() });
+        }
+    }
+
+    /// Closes `agent`'s socket if this hub holds it.
+    pub(crate) fn close_local(&self, agent: &AgentName, reason: &str) -> bool {
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        sessions.get(agent).is_some_and(|s| s.tx.unbounded_send(Outbound::Close(reason.to_owned())).is_ok())
+    }
+
+    /// The agents connected here that follow channel `name`.
+    pub(crate) fn followers(&self, name: &str) -> Vec<AgentName> {
+        let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
+        sessions.iter().filter(|(_, s)| s.channels.iter().any(|c| c == name)).map(|(a, _)| a.clone()).collect()
     }
 
     pub(crate) fn drop_run(&self, agent: &AgentName, task: &TaskId, epoch: muster_core::Epoch, reason: &str) {
@@ -450,6 +484,24 @@ pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The setting every hub on one PostgreSQL database reads the task-token key
+/// from, so a run's token works on whichever hub its agent reaches.
+const SHARED_TASK_KEY: &str = "secret.task_token_key";
+
+/// The task-token key the hubs on a shared database use: the first hub to
+/// start stores one, and every other hub reads it.
+async fn shared_task_token_key(store: &dyn muster_store::Store, now: Millis) -> anyhow::Result<Vec<u8>> {
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    let stored = store
+        .setting_or_insert(SHARED_TASK_KEY, auth::hex(&fresh), now)
+        .await
+        .context("cannot read the shared task-token key")?;
+    auth::unhex(&stored)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| anyhow::anyhow!("the stored task-token key ({SHARED_TASK_KEY}) is not 64 hex digits"))
+}
+
 /// The hub's key for task tokens: made once, kept beside the database in
 /// `task-token.key` (mode 0600), never in the store, its backups or the
 /// timeline. A hub that loses it makes a new one; runs under way then need
@@ -457,10 +509,7 @@ pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
 fn task_token_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join("task-token.key");
     if let Ok(hex) = std::fs::read_to_string(&path)
-        && let Some(key) = (0..hex.trim().len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.trim().get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
+        && let Some(key) = auth::unhex(&hex)
         && key.len() == 32
     {
         return Ok(key);

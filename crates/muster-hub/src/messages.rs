@@ -57,13 +57,13 @@ impl Hub {
                 self.send_to(agent, HubMsg::Message(Box::new(view(&m))));
             }
             Recipient::Channel(name) => {
-                let followers: Vec<AgentName> = {
-                    let sessions = self.shared.sessions.lock().expect("sessions lock poisoned");
-                    sessions.iter().filter(|(_, s)| s.channels.contains(name)).map(|(a, _)| a.clone()).collect()
-                };
-                for agent in followers {
-                    self.send_to(&agent, HubMsg::Message(Box::new(view(&m))));
+                self.deliver_handouts();
+                for agent in self.followers(name) {
+                    let _ = self.push_local(&agent, Box::new(HubMsg::Message(Box::new(view(&m)))));
                 }
+                // Followers connected to other hubs hear it from theirs.
+                let msg = HubMsg::Message(Box::new(view(&m)));
+                self.relay(crate::hubs::Relayed::Channel { name: name.clone(), msg }).await;
             }
             Recipient::Task(_) => {}
         }

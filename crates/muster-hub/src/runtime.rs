@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const PREFIX: &str = "config.";
+pub(crate) const PREFIX: &str = "config.";
 
 /// The settings that can change while the hub runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -495,6 +495,17 @@ pub(crate) fn overlay(
     stored: &[(String, String)],
     fits: impl Fn(&Runtime) -> Result<(), FieldError>,
 ) -> Runtime {
+    overlay_and_tell(startup, stored, fits, true)
+}
+
+/// `overlay`, saying what it skipped and what overrides the startup value
+/// only when `tell` (a hub following the others' changes says it once).
+pub(crate) fn overlay_and_tell(
+    startup: &Runtime,
+    stored: &[(String, String)],
+    fits: impl Fn(&Runtime) -> Result<(), FieldError>,
+    tell: bool,
+) -> Runtime {
     let mut live = startup.clone();
     let mut left: Vec<(&str, &str)> =
         stored.iter().filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v.as_str()))).collect();
@@ -509,14 +520,14 @@ pub(crate) fn overlay(
             }
         }
         if refused.is_empty() || refused.len() == before {
-            for (name, text, e) in refused {
+            for (name, text, e) in refused.into_iter().filter(|_| tell) {
                 tracing::warn!(setting = name, value = text, error = %e, "ignoring a value set at runtime; the startup value applies");
             }
             break;
         }
         left = refused.into_iter().map(|(name, text, _)| (name, text)).collect();
     }
-    for (name, text) in stored.iter().filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v))) {
+    for (name, text) in stored.iter().filter(|_| tell).filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v))) {
         if live.get(name).ok().as_deref() == Some(text) && startup.get(name).ok().as_deref() != Some(text) {
             tracing::warn!(
                 setting = name,
@@ -645,15 +656,21 @@ impl Hub {
         }
         pairs.extend(self.alert_pairs(&alerts)?.into_iter().map(|(k, v)| (k, Some(v))));
         self.shared.store.put_settings(pairs, by, self.now()).await?;
+        tracing::info!(by, changed = ?patch.keys().collect::<Vec<_>>(), "runtime settings changed");
+        Ok(self.apply_runtime(&before, next).await?)
+    }
+
+    /// Puts `next` in force in place of `before`: on this hub's breakers,
+    /// roster, budgets and connected agents.
+    pub(crate) async fn apply_runtime(&self, before: &Runtime, next: Runtime) -> Result<(), StoreError> {
         self.shared.store.set_breaker_policy(next.breaker_policy());
         self.shared.runtime.send_replace(next.clone());
         self.publish_roster();
         if (&next.budget_daily, &next.budget_daily_per_runner)
             != (&before.budget_daily, &before.budget_daily_per_runner)
         {
-            self.enforce_budgets().await.map_err(ApiError::from)?;
+            self.enforce_budgets().await?;
         }
-        tracing::info!(by, changed = ?patch.keys().collect::<Vec<_>>(), "runtime settings changed");
         if (next.heartbeat_interval, next.lease_ttl) != (before.heartbeat_interval, before.lease_ttl) {
             self.broadcast_timings(&next);
         }

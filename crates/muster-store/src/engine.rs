@@ -165,6 +165,16 @@ impl<E: Engine> Store for E {
         .await
     }
 
+    async fn relay(&self, to: crate::RelayTo, body: String, now: Millis) -> Result<usize> {
+        let Some(from) = self.hooks().hub() else { return Ok(0) };
+        self.write(move |c| ops::relay(c, &from, &to, &body, now)).await
+    }
+
+    async fn take_relays(&self) -> Result<Vec<String>> {
+        let Some(hub) = self.hooks().hub() else { return Ok(Vec::new()) };
+        self.write(move |c| ops::take_relays(c, &hub)).await
+    }
+
     async fn take_duty(&self, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>> {
         let hub = hub.to_owned();
         self.write(move |c| ops::take_duty(c, duty, &hub, ttl, now)).await
@@ -765,6 +775,11 @@ impl<E: Engine> Store for E {
     async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let prefix = prefix.to_owned();
         self.read(move |c| ops::settings(c, &prefix)).await
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: String, now: Millis) -> Result<String> {
+        let key = key.to_owned();
+        self.write(move |c| ops::setting_or_insert(c, &key, &value, now)).await
     }
 
     async fn put_settings(&self, pairs: Vec<(String, Option<String>)>, by: &str, now: Millis) -> Result<()> {

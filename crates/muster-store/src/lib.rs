@@ -159,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
     /// Counts gone the hubs whose beats stopped (`hub.lost`): their duties
     /// are freed and their agents disconnected. Fenced by `Duty::Reaper`.
     async fn reap_hubs(&self, now: Millis) -> Result<Vec<HubRecord>>;
+    /// Leaves `body` for another hub to pass on (see [`RelayTo`]); returns
+    /// how many hubs it was left for: none when no other hub holds the agent.
+    async fn relay(&self, to: RelayTo, body: String, now: Millis) -> Result<usize>;
+    /// Takes the messages other hubs left for this one, oldest first.
+    async fn take_relays(&self) -> Result<Vec<String>>;
     /// Takes or renews a duty for hub `hub`; `None` while another holds it.
     async fn take_duty(&self, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>>;
     /// Who leads each duty.
@@ -537,6 +542,10 @@ pub trait Store: Send + Sync + 'static {
     async fn acknowledge_alert(&self, rule: muster_core::alert::Rule, by: &str, now: Millis) -> Result<AlertRecord>;
     /// Settings whose key starts with `prefix`, by key.
     async fn settings(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+    /// The value stored under `key`, storing `value` first when there is
+    /// none (no event: for values hubs share, such as the task-token key on
+    /// PostgreSQL). Every caller gets the first value stored.
+    async fn setting_or_insert(&self, key: &str, value: String, now: Millis) -> Result<String>;
     /// Stores settings in one change, with a `config.changed` event naming
     /// the keys. A `None` value removes the key.
     async fn put_settings(&self, pairs: Vec<(String, Option<String>)>, by: &str, now: Millis) -> Result<()>;

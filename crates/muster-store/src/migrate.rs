@@ -90,7 +90,7 @@ fn tables(src: &Connection<'_>) -> Result<Vec<(String, Vec<String>)>> {
     let names: Vec<String> = src
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-             AND name NOT IN ('hubs', 'duties') ORDER BY name",
+             AND name NOT IN ('hubs', 'duties', 'relays') ORDER BY name",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_>>()?;

@@ -176,6 +176,15 @@ pub struct Fence {
     pub expires_at: Millis,
 }
 
+/// Whom a hub leaves a message for, to pass on to agents it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayTo {
+    /// The hub holding this agent's socket.
+    Agent(AgentName),
+    /// Every other live hub.
+    Hubs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
     pub name: AgentName,

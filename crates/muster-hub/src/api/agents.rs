@@ -174,7 +174,7 @@ pub(super) async fn reissue_token(State(hub): State<Hub>, _: Admin, Path(name): 
 pub(super) async fn drain_agent(State(hub): State<Hub>, Admin(by): Admin, Path(name): Path<String>) -> ApiResult {
     let agent = load_agent(&hub, &name).await?;
     let reason = format!("drain requested by {}", by.name);
-    if !hub.send_to(&agent.name, muster_proto::ws::HubMsg::Drain { reason: reason.clone() }) {
+    if !hub.tell(&agent.name, muster_proto::ws::HubMsg::Drain { reason: reason.clone() }).await {
         return Err(ApiError::Conflict {
             field: Some("name".into()),
             detail: format!("agent {} is not connected; only a connected agent can drain", agent.name),

@@ -149,8 +149,12 @@ pub(super) async fn health(State(hub): State<Hub>, _: Admin) -> ApiResult {
 
 pub(super) async fn set_dispatch(hub: Hub, Admin(by): Admin, paused: bool) -> ApiResult {
     let setting = vec![(crate::DISPATCH_PAUSED.to_owned(), Some(paused.to_string()))];
-    hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
-    hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+    {
+        // Stored and in force with no other hub's change put in force between.
+        let _one = hub.shared.changing_config.lock().await;
+        hub.shared.store.put_settings(setting, &by.name, hub.now()).await?;
+        hub.shared.dispatch_paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
     hub.publish_roster();
     tracing::warn!(paused, by = %by.name, "dispatch {}", if paused { "paused" } else { "resumed" });
     hub.wake_dispatcher();

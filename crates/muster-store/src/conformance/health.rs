@@ -76,6 +76,17 @@ pub async fn settings_are_stored_by_key_with_an_event(store: Arc<dyn Store>) {
     assert_eq!(events[1].detail.as_deref(), Some("alerts.disk_low.threshold=0.2, gone.soon reset by admin"));
 }
 
+pub async fn a_shared_setting_is_decided_by_the_first_to_store_it(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mark = last_seq(s).await;
+    let first = ok("setting_or_insert", s.setting_or_insert("secret.k", "one".into(), at(1)).await);
+    assert_eq!(first, "one", "nothing was stored: the value given is stored");
+    let second = ok("setting_or_insert", s.setting_or_insert("secret.k", "two".into(), at(2)).await);
+    assert_eq!(second, "one", "the first value stays");
+    assert_eq!(ok("settings", s.settings("secret.").await), [("secret.k".to_owned(), "one".to_owned())]);
+    assert_events(s, mark, &[], "setting_or_insert").await;
+}
+
 pub async fn quiet_running_tasks_are_counted(store: Arc<dyn Store>) {
     let s = &*store;
     let a = online(s, "a", 3, at(0)).await;

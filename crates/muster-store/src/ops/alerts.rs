@@ -99,6 +99,14 @@ pub(super) fn put_setting(c: &Connection, key: &str, value: &str, now: Millis) -
     Ok(())
 }
 
+/// The value stored under `key`, storing `value` first when there is none:
+/// whoever comes first decides, every later caller reads the same value.
+pub fn setting_or_insert(c: &Connection, key: &str, value: &str, now: Millis) -> Result<String> {
+    c.prepare_cached("INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING")?
+        .execute(params![key, value, now.0])?;
+    c.query_row("SELECT value FROM settings WHERE key = ?", [key], |r| r.get(0))
+}
+
 pub fn put_settings(c: &Connection, pairs: &[(String, Option<String>)], by: &str, now: Millis) -> Result<()> {
     let mut remove = c.prepare_cached("DELETE FROM settings WHERE key = ?")?;
     for (k, v) in pairs {

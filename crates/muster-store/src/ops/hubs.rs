@@ -2,7 +2,7 @@
 //! and the duties one hub at a time leads under a lease with an epoch.
 
 use super::*;
-use crate::{Duty, Fence, HubInfo, HubRecord};
+use crate::{Duty, Fence, HubInfo, HubRecord, RelayTo};
 
 const HUB_COLS: &str = "id, name, url, version, ttl_ms, started_at, seen_at, stopped_at";
 
@@ -143,7 +143,43 @@ pub fn reap_hubs(c: &Connection, now: Millis) -> Result<Vec<HubRecord>> {
         }
     }
     free_duties_of_stopped(c, now)?;
+    // Left for hubs that are gone, or never taken: nobody passes them on.
+    c.prepare_cached("DELETE FROM relays WHERE at < ? OR hub NOT IN (SELECT id FROM hubs WHERE stopped_at IS NULL)")?
+        .execute([now.0 - RELAY_KEPT.as_millis() as i64])?;
     Ok(lost)
+}
+
+/// How long a message left for another hub waits to be passed on.
+const RELAY_KEPT: Duration = Duration::from_secs(600);
+
+/// Leaves `body` for the hubs that pass it on: the hub holding the agent's
+/// socket, or every other live hub. Returns how many hubs it was left for
+/// (none when the agent is not connected to another hub).
+pub fn relay(c: &Connection, from: &str, to: &RelayTo, body: &str, now: Millis) -> Result<usize> {
+    match to {
+        RelayTo::Agent(agent) => c
+            .prepare_cached(
+                "INSERT INTO relays (hub, body, at) SELECT hub, CAST(? AS TEXT), CAST(? AS BIGINT) FROM agents \
+                 WHERE name = ? AND connected = 1 AND hub IS NOT NULL AND hub <> ?",
+            )?
+            .execute(params![body, now.0, agent.as_str(), from]),
+        RelayTo::Hubs => c
+            .prepare_cached(
+                "INSERT INTO relays (hub, body, at) SELECT id, CAST(? AS TEXT), CAST(? AS BIGINT) FROM hubs \
+                 WHERE stopped_at IS NULL AND seen_at + ttl_ms >= ? AND id <> ?",
+            )?
+            .execute(params![body, now.0, now.0, from]),
+    }
+}
+
+/// Takes the messages left for hub `hub`, oldest first.
+pub fn take_relays(c: &Connection, hub: &str) -> Result<Vec<String>> {
+    let mut taken: Vec<(i64, String)> = c
+        .prepare_cached("DELETE FROM relays WHERE hub = ? RETURNING id, body")?
+        .query_map([hub], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_>>()?;
+    taken.sort_by_key(|t| t.0);
+    Ok(taken.into_iter().map(|t| t.1).collect())
 }
 
 fn fence_row(r: &Row<'_>) -> Result<Option<Fence>> {

@@ -261,7 +261,11 @@ impl PgStore {
     }
 }
 
-const NOTIFY: &str = "NOTIFY muster_changes";
+/// Tells the listening hubs of a change, and only of a change: a
+/// transaction that wrote nothing has no transaction id, and notifying for
+/// it would wake every hub into passes that write nothing either, back and
+/// forth for ever.
+const NOTIFY: &str = "SELECT pg_notify('muster_changes', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL";
 
 /// Runs `f` in one serializable transaction, again from the start while it
 /// collides with concurrent ones; `Ok` only once committed.

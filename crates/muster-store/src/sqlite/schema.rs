@@ -477,6 +477,16 @@ CREATE TABLE duties (
 );
 ALTER TABLE agents ADD COLUMN hub TEXT;
 "#,
+    // 33: messages one hub leaves for another to pass to an agent it holds.
+    r#"
+CREATE TABLE relays (
+    id          INTEGER PRIMARY KEY,
+    hub         TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX relays_hub ON relays (hub);
+"#,
 ];
 
 /// The schema version this build writes.

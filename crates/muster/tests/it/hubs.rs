@@ -149,7 +149,13 @@ async fn an_agent_whose_hub_dies_moves_to_another_and_its_run_finishes_once() {
     // A run that outlives its hub: it waits for the test's word.
     let gate = tempfile::tempdir().expect("a directory");
     let go = gate.path().join("go");
-    let script = format!("while [ ! -e {} ]; do sleep 0.05; done; echo finished", go.display());
+    // Then it speaks for its task through `muster ctl`, which reaches the
+    // other hub with the same task token.
+    let bin = env!("CARGO_BIN_EXE_muster");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; {bin} ctl note 'after the move' && echo finished",
+        go.display()
+    );
     let id = a.shell_task(&script).await;
     a.wait_state(&id, &["running"]).await;
     let epoch = a.task(&id).await["epoch"].clone();
@@ -163,6 +169,9 @@ async fn an_agent_whose_hub_dies_moves_to_another_and_its_run_finishes_once() {
     assert_eq!(b.output(&id).await.trim(), "finished", "the run's output, once");
     let started = b.events(&format!("task={id}&kind=task.started")).await;
     assert_eq!(started.len(), 1, "started once: {started:?}");
+    let notes = b.events(&format!("task={id}&kind=task.note")).await;
+    assert_eq!(notes.len(), 1, "the run's note reached the other hub: {notes:?}");
+    assert_eq!(notes[0]["detail"], "after the move", "{notes:?}");
 }
 
 /// `muster migrate` copies a SQLite hub's whole history into an empty
@@ -216,4 +225,83 @@ async fn a_sqlite_hub_migrates_to_postgres_with_its_whole_history() {
     let _agent = Agent::spawn(&copy.url, "w", &token, 1, &[]);
     assert_eq!(copy.wait_state(&id, &["succeeded", "failed"]).await["state"], "succeeded");
     copy.terminate().await;
+}
+
+/// What one hub is told reaches the agents and the hubs it concerns, wherever
+/// they are: mail, a cancel and a drain for an agent held by another hub,
+/// and settings and the dispatch pause changed on another hub, each within
+/// a second or so.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_given_to_one_hub_reach_agents_and_settings_on_the_others() {
+    let db = scratch().await;
+    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
+    let a = Hub::start_with(opts).await;
+    let b = Hub::join(&a).await;
+    let began = std::time::Instant::now();
+    let token = a.add_agent("w", &[]).await;
+    let mut agent = Agent::spawn(&a.url, "w", &token, 1, &[]);
+    a.wait_connected("w").await;
+    assert!(holds(&a, "w").await && !holds(&b, "w").await, "the agent is the first hub's");
+
+    // Mail sent through the other hub reaches the agent, which reads it.
+    let (code, sent) = b.post("/messages", json!({"to": "agent:w", "body": "hello from b"})).await;
+    assert_eq!(code, 201, "{sent}");
+    b.wait_until("the agent to take mail sent through the other hub", || async {
+        let mail = b.get("/messages?to=agent:w").await;
+        mail[0]["delivered_at"].is_string().then_some(())
+    })
+    .await;
+
+    // A cancel given to the other hub stops the run, all of its processes.
+    let id = b.shell_task("sleep 300 & echo \"pgid $$\"; wait").await;
+    let out = a.wait_output(&id, "pgid ").await;
+    let pgid: i32 = out.trim().strip_prefix("pgid ").expect("a group").parse().expect("a number");
+    let (code, body) = b.post(&format!("/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let task = b.wait_state(&id, &["cancelled"]).await;
+    assert_eq!(task["attempts_detail"][0]["outcome"], "cancelled", "{task}");
+    assert_eq!(crate::harness::live_members(pgid), Vec::<i32>::new(), "the cancelled run's processes ended");
+
+    // A setting changed on one hub is in force on the other.
+    let (code, body) = a.request(reqwest::Method::PUT, "/config", Some(json!({"retention.events": "12h"}))).await;
+    assert_eq!(code, 200, "{body}");
+    b.wait_until("the other hub to put the setting in force", || async {
+        let config = b.get("/config").await;
+        let settings = config["settings"].as_array().cloned().unwrap_or_default();
+        settings.iter().any(|s| s["key"] == "retention.events" && s["value"] == "12h").then_some(())
+    })
+    .await;
+
+    // Dispatch paused on one hub is paused on both; resumed on the other, on both.
+    let (code, body) = a.post("/admin/pause", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    b.wait_until("the other hub to pause", || async {
+        (b.get("/status").await["dispatch_paused"] == true).then_some(())
+    })
+    .await;
+    let held = b.shell_task("echo held").await;
+    let (code, body) = b.post("/admin/resume", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    a.wait_until("the first hub to resume", || async {
+        (a.get("/status").await["dispatch_paused"] == false).then_some(())
+    })
+    .await;
+    assert_eq!(a.wait_state(&held, &["succeeded", "failed"]).await["state"], "succeeded");
+    let started = a.events(&format!("task={held}&kind=task.assigned")).await;
+    assert!(!started.is_empty(), "handed out once dispatch resumed");
+
+    // A drain asked of the other hub reaches the agent, which finishes and leaves.
+    let (code, body) = b.post("/agents/w/drain", json!({})).await;
+    assert_eq!(code, 200, "a drain for an agent another hub holds: {body}");
+    let process = agent.process.as_mut().expect("the agent runs");
+    let status = tokio::time::timeout(crate::harness::PATIENCE, process.wait()).await.expect("the agent stops");
+    assert_eq!(status.expect("its status").code(), Some(0), "a drained agent exits cleanly");
+
+    // Hubs wake each other for changes only: a pass that wrote nothing
+    // wakes nobody, so idle hubs do not keep each other busy.
+    let workers = b.get("/status").await["workers"].clone();
+    let changes = workers.as_array().expect("workers").iter().find(|w| w["name"] == "changes").cloned();
+    let passes = changes.expect("the changes worker")["passes"].as_f64().expect("a count");
+    let secs = began.elapsed().as_secs_f64();
+    assert!(passes < 50.0 * secs.max(1.0), "{passes} passes of the changes worker in {secs:.1} s");
 }
