@@ -128,7 +128,7 @@ fn connect(url: &str) -> Result<PgConn> {
         .tcp_user_timeout(Duration::from_secs(30));
     let mut client = config.connect(postgres::NoTls).map_err(|e| unreachable(&e))?;
     client.batch_execute(
-        "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '60s'; \
+        "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '10s'; \
          SET statement_timeout = '60s'; SET application_name = 'muster'",
     )?;
     Ok(PgConn::new(client))

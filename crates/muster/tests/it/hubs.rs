@@ -305,3 +305,116 @@ async fn orders_given_to_one_hub_reach_agents_and_settings_on_the_others() {
     let secs = began.elapsed().as_secs_f64();
     assert!(passes < 50.0 * secs.max(1.0), "{passes} passes of the changes worker in {secs:.1} s");
 }
+
+/// The scheduled tasks `hub` lists, as the due time of each firing (from its idempotency key, `schedule:ID:DUE`), in order.
+async fn firings(hub: &Hub) -> Vec<i64> {
+    let list = hub.get("/tasks?limit=1000").await;
+    let items = list["tasks"].as_array().expect("a page of tasks").clone();
+    let mut dues: Vec<i64> = items
+        .iter()
+        .filter_map(|t| t["idempotency_key"].as_str()?.strip_prefix("schedule:")?.split(':').nth(1)?.parse().ok())
+        .collect();
+    dues.sort_unstable();
+    dues
+}
+
+/// Pauses schedule `name` through `hub`; from then on it fires no more.
+async fn stop_schedule(hub: &Hub, name: &str) {
+    let (code, body) = hub.post(&format!("/schedules/{name}/pause"), json!({})).await;
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Every tick of `dues` fired once, none skipped: two seconds apart.
+fn once_per_tick(dues: &[i64], fired: usize) {
+    assert_eq!(fired, dues.len(), "one schedule.fired event per task: {dues:?}");
+    for pair in dues.windows(2) {
+        assert_eq!(pair[1] - pair[0], 2000, "each tick once, none skipped: {dues:?}");
+    }
+}
+
+fn every_two_seconds() -> Value {
+    json!({"name": "tick", "cron": "*/2 * * * * *", "task": {"prompt": "echo tick", "runner": "shell"}})
+}
+
+/// Three hubs on one database, each free to fire the schedule, fire each
+/// of its ticks exactly once, over a run of ticks.
+#[tokio::test]
+async fn a_schedule_fires_exactly_once_per_tick_across_three_hubs() {
+    let db = scratch().await;
+    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
+    let first = Hub::start_with(opts).await;
+    let mut all = vec![first];
+    for _ in 0..2 {
+        let next = Hub::join(&all[0]).await;
+        all.push(next);
+    }
+    let (code, body) = all[1].post("/schedules", every_two_seconds()).await;
+    assert_eq!(code, 201, "{body}");
+    all[2].wait_until("eight ticks", || async { (firings(&all[2]).await.len() >= 8).then_some(()) }).await;
+    stop_schedule(&all[0], "tick").await;
+    let dues = firings(&all[1]).await;
+    let fired = all[2].events("kind=schedule.fired").await.len();
+    once_per_tick(&dues, fired);
+}
+
+/// A leader stopped with SIGSTOP loses its duties to another hub; woken
+/// after they moved, it fires no schedule and reclaims no lease: every tick
+/// still fired once, and a task running meanwhile finishes in one attempt.
+#[tokio::test]
+async fn a_stopped_leader_woken_after_its_duties_moved_acts_on_none_of_them() {
+    let db = scratch().await;
+    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
+    let mut a = Hub::start_with(opts).await;
+    let b = Hub::join(&a).await;
+    let a_id = a
+        .wait_until("the first hub to lead", || async {
+            hubs(&a).await.into_iter().find(|h| h.1 && h.2.iter().any(|d| d == "schedules")).map(|h| h.0)
+        })
+        .await;
+    let token = b.add_agent("w", &[]).await;
+    let _agent = Agent::spawn(&b.url, "w", &token, 2, &[]);
+    b.wait_connected("w").await;
+    let (code, body) = a.post("/schedules", every_two_seconds()).await;
+    assert_eq!(code, 201, "{body}");
+    a.wait_until("two ticks fired by the leader", || async { (firings(&a).await.len() >= 2).then_some(()) }).await;
+
+    // A run that spans the leader's pause: its lease must not be reclaimed.
+    let gate = tempfile::tempdir().expect("a directory");
+    let go = gate.path().join("go");
+    let id = b.shell_task(&format!("while [ ! -e {} ]; do sleep 0.05; done; echo done", go.display())).await;
+    b.wait_state(&id, &["running"]).await;
+
+    a.process.as_ref().expect("the first hub runs").signal(libc::SIGSTOP);
+    b.wait_until("the other hub to take every duty", || async {
+        let list = hubs(&b).await;
+        let moved = duties_led_once(&list).is_some() && list.iter().all(|h| h.0 != a_id || (!h.1 && h.2.is_empty()));
+        moved.then_some(())
+    })
+    .await;
+    let before = firings(&b).await.len();
+    b.wait_until("two ticks fired by the new leader", || async {
+        (firings(&b).await.len() >= before + 2).then_some(())
+    })
+    .await;
+
+    // Woken, the old leader finds its leases gone and acts on none of them.
+    a.process.as_ref().expect("the first hub runs").signal(libc::SIGCONT);
+    b.wait_until("the woken hub to beat again", || async {
+        hubs(&b).await.into_iter().any(|h| h.0 == a_id && h.1).then_some(())
+    })
+    .await;
+    let woke = firings(&b).await.len();
+    b.wait_until("two more ticks", || async { (firings(&b).await.len() >= woke + 2).then_some(()) }).await;
+    stop_schedule(&b, "tick").await;
+    std::fs::write(&go, "").expect("the word");
+    let task = b.wait_state(&id, &["succeeded", "failed"]).await;
+    assert_eq!((task["state"].as_str(), task["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{task}");
+    assert!(b.events("kind=task.reclaimed").await.is_empty(), "no lease was reclaimed");
+    let dues = firings(&b).await;
+    let fired = b.events("kind=schedule.fired").await.len();
+    assert_eq!(fired, dues.len(), "one schedule.fired event per task: {dues:?}");
+    let mut distinct = dues.clone();
+    distinct.dedup();
+    assert_eq!(distinct, dues, "no tick fired twice");
+    a.terminate().await;
+}
