@@ -38,6 +38,8 @@ pub struct HubOpts {
     pub database: Option<String>,
     /// The CA (PEM) the test's client and CLI trust, for a hub serving TLS (`--tls-cert` in `extra`).
     pub ca: Option<PathBuf>,
+    /// `--listen` (a port of 0 picks a free one).
+    pub listen: &'static str,
 }
 
 impl Default for HubOpts {
@@ -55,6 +57,7 @@ impl Default for HubOpts {
             umask: None,
             database: None,
             ca: None,
+            listen: "127.0.0.1:0",
         }
     }
 }
@@ -92,7 +95,19 @@ fn hold_port(addr: SocketAddr) -> Option<tokio::net::TcpSocket> {
 }
 
 fn command(args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
+    command_via(&[], args)
+}
+
+/// `muster ARGS`, started through `via` when given (`ip netns exec NS`).
+fn command_via(via: &[&str], args: &[&str]) -> tokio::process::Command {
+    let mut cmd = match via.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = tokio::process::Command::new(first);
+            cmd.args(rest).arg(BIN);
+            cmd
+        }
+        None => tokio::process::Command::new(BIN),
+    };
     cmd.args(args).env("MUSTER_LOG", "info,muster_hub=debug").env_remove("MUSTER_TOKEN").env_remove("MUSTER_URL");
     cmd
 }
@@ -128,7 +143,7 @@ impl Hub {
 
     /// A hub whose data directory is `dir`, as the test left it.
     pub async fn start_in(dir: tempfile::TempDir, opts: HubOpts) -> Hub {
-        let (process, addr) = Hub::spawn(dir.path(), "127.0.0.1:0", &opts).await;
+        let (process, addr) = Hub::spawn(dir.path(), opts.listen, &opts).await;
         let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("the hub wrote admin.token");
         Hub {
             process: Some(process),
@@ -147,7 +162,7 @@ impl Hub {
     pub async fn join(first: &Hub) -> Hub {
         assert!(first.opts.database.is_some(), "hubs share a PostgreSQL database, not a data directory");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (process, addr) = Hub::spawn(dir.path(), "127.0.0.1:0", &first.opts).await;
+        let (process, addr) = Hub::spawn(dir.path(), first.opts.listen, &first.opts).await;
         Hub {
             process: Some(process),
             addr,
@@ -453,11 +468,13 @@ pub struct AgentOpts<'a> {
     pub config: Option<&'a Path>,
     /// Variables set in the agent's environment (its runs see those their profile names).
     pub env: Vec<(String, String)>,
+    /// A network namespace to run it in (`ip netns exec`).
+    pub netns: Option<&'a str>,
 }
 
 impl Default for AgentOpts<'_> {
     fn default() -> Self {
-        AgentOpts { slots: 1, caps: &[], runners: &["shell"], config: None, env: Vec::new() }
+        AgentOpts { slots: 1, caps: &[], runners: &["shell"], config: None, env: Vec::new(), netns: None }
     }
 }
 
@@ -482,7 +499,10 @@ impl Agent {
         for cap in opts.caps {
             args.extend(["--cap", cap]);
         }
-        let mut cmd = command(&args);
+        let mut cmd = match opts.netns {
+            Some(ns) => command_via(&["ip", "netns", "exec", ns], &args),
+            None => command(&args),
+        };
         cmd.envs(opts.env);
         cmd.env("MUSTER_TOKEN", token).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut group = ProcessGroup::spawn(&mut cmd).expect("the agent starts");

@@ -3,7 +3,7 @@
 //! on an agent of any hub; one hub at a time leads each duty, and the
 //! duties move when their leader dies.
 
-use crate::harness::{Agent, Hub, HubOpts};
+use crate::harness::{Agent, AgentOpts, Hub, HubOpts};
 use muster_store::postgres::ScratchDb;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -417,4 +417,122 @@ async fn a_stopped_leader_woken_after_its_duties_moved_acts_on_none_of_them() {
     distinct.dedup();
     assert_eq!(distinct, dues, "no tick fired twice");
     a.terminate().await;
+}
+
+/// The test's network namespace and a new one, joined by a veth pair: the
+/// hubs listen on `hub_ip` here; agents run in `ns` and reach them over the
+/// pair as over a network. Removed on drop (the pair goes with the namespace).
+struct Veth {
+    ns: String,
+    hub_ip: String,
+}
+
+impl Veth {
+    /// Made with `ip`, as root; the error says which step the kernel refused.
+    async fn make() -> Result<Veth, String> {
+        let id = std::process::id();
+        let ns = format!("muster-{id}");
+        let (here, there) = (format!("mst{}a", id % 100_000), format!("mst{}b", id % 100_000));
+        let net = format!("10.231.{}", id % 250);
+        let veth = Veth { ns: ns.clone(), hub_ip: format!("{net}.1") };
+        let steps: Vec<Vec<String>> = [
+            vec!["netns", "add", &ns],
+            vec!["link", "add", &here, "type", "veth", "peer", "name", &there],
+            vec!["link", "set", &there, "netns", &ns],
+            vec!["addr", "add", &format!("{net}.1/24"), "dev", &here],
+            vec!["link", "set", &here, "up"],
+            vec!["netns", "exec", &ns, "ip", "addr", "add", &format!("{net}.2/24"), "dev", &there],
+            vec!["netns", "exec", &ns, "ip", "link", "set", &there, "up"],
+            vec!["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+        ]
+        .into_iter()
+        .map(|step| step.into_iter().map(str::to_owned).collect())
+        .collect();
+        for step in steps {
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(&step).stdin(std::process::Stdio::null());
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let (code, out, err) = crate::harness::run_to_end(&mut cmd, crate::harness::PATIENCE).await;
+            if code != 0 {
+                return Err(format!("`ip {}` failed ({code}): {}{}", step.join(" "), out.trim(), err.trim()));
+            }
+        }
+        Ok(veth)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// The deployment the docs describe, end to end: two hubs on PostgreSQL
+/// behind TLS, listening off the loopback; an agent on another network (a
+/// namespace joined by a veth pair) given both; one hub killed mid-run: the
+/// agent moves to the other and every task finishes once.
+#[tokio::test]
+async fn two_hubs_behind_tls_serve_an_agent_on_another_network_through_the_death_of_one() {
+    let test = "hubs::two_hubs_behind_tls_serve_an_agent_on_another_network_through_the_death_of_one";
+    let has_ip =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("ip").is_file()));
+    if !has_ip {
+        return crate::harness::skip(test, crate::harness::Missing::Dependency("ip (Debian iproute2)"));
+    }
+    let veth = match Veth::make().await {
+        Ok(v) => v,
+        Err(why) => {
+            let why = format!("cannot make a network namespace and veth pair: {why}");
+            return crate::harness::skip(test, crate::harness::Missing::Kernel(&why));
+        }
+    };
+    let certs = tempfile::tempdir().expect("a directory");
+    let (ca, cert, key) = crate::tls::issue_for(certs.path(), "net", &[&veth.hub_ip]);
+    let leak = crate::tls::leak;
+    let extra: &'static [&'static str] = Box::leak(
+        vec!["--tls-cert", leak(crate::harness::path_str(&cert)), "--tls-key", leak(crate::harness::path_str(&key))]
+            .into_boxed_slice(),
+    );
+    let db = scratch().await;
+    let opts = HubOpts {
+        database: Some(db.url().to_owned()),
+        ca: Some(ca.clone()),
+        extra,
+        listen: leak(format!("{}:0", veth.hub_ip)),
+        ..HubOpts::default()
+    };
+    let mut a = Hub::start_with(opts).await;
+    let b = Hub::join(&a).await;
+    assert!(a.url.starts_with(&format!("https://{}:", veth.hub_ip)), "{}", a.url);
+
+    let token = a.add_agent("far", &[]).await;
+    let env = vec![("MUSTER_CA".to_owned(), crate::harness::path_str(&ca))];
+    let agent_opts = AgentOpts { slots: 3, env, netns: Some(&veth.ns), ..AgentOpts::default() };
+    let _agent = Agent::spawn_with(&format!("{},{}", a.url, b.url), "far", &token, agent_opts);
+    a.wait_connected("far").await;
+    assert!(holds(&a, "far").await, "the agent reached the first hub over the veth pair");
+
+    // Work submitted to both hubs; three runs hold on until the test's word.
+    let gate = tempfile::tempdir().expect("a directory");
+    let go = gate.path().join("go");
+    let mut ids = Vec::new();
+    for k in 0..8 {
+        let hub = if k % 2 == 0 { &a } else { &b };
+        ids.push(hub.shell_task(&format!("while [ ! -e {} ]; do sleep 0.05; done; echo task {k}", go.display())).await);
+    }
+    b.wait_until("three runs under way", || async {
+        let list = b.get("/tasks?state=running").await;
+        (list["tasks"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    })
+    .await;
+    a.kill9().await;
+    b.wait_until("the agent to move to the other hub", || async { holds(&b, "far").await.then_some(()) }).await;
+    std::fs::write(&go, "").expect("the word");
+    for (k, id) in ids.iter().enumerate() {
+        let task = b.wait_state(id, &["succeeded", "failed"]).await;
+        assert_eq!((task["state"].as_str(), task["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{task}");
+        assert_eq!(b.output(id).await.trim(), format!("task {k}"), "its output, once");
+        let started = b.events(&format!("task={id}&kind=task.started")).await;
+        assert_eq!(started.len(), 1, "started once: {started:?}");
+    }
 }

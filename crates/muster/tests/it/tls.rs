@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 /// A certificate authority and a certificate it issued for 127.0.0.1 and
 /// localhost, as PEM files in `dir`: (ca, cert, key).
 fn issue(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
+    issue_for(dir, tag, &["localhost", "127.0.0.1"])
+}
+
+/// A certificate authority and a certificate it issued for `names` (host
+/// names or IP addresses), as PEM files in `dir`: (ca, cert, key).
+pub(crate) fn issue_for(dir: &Path, tag: &str, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = rcgen::KeyPair::generate().expect("a CA key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -16,7 +22,7 @@ fn issue(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     let ca_cert = ca.self_signed(&ca_key).expect("a CA certificate");
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().expect("a key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+    let leaf = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
         .expect("leaf params")
         .signed_by(&key, &issuer)
         .expect("a certificate");
@@ -28,7 +34,7 @@ fn issue(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (write("ca.pem", ca_cert.pem()), write("cert.pem", leaf.pem()), write("key.pem", key.serialize_pem()))
 }
 
-fn leak(s: String) -> &'static str {
+pub(crate) fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
