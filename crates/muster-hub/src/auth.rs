@@ -7,7 +7,7 @@
 use crate::Hub;
 use crate::error::{ApiError, ApiResult};
 use axum::http::{HeaderMap, header};
-use muster_core::{AgentName, Millis, TokenId};
+use muster_core::{AgentName, TokenId};
 use muster_store::{Scope, TokenRecord};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -223,6 +223,50 @@ impl Hub {
     }
 }
 
+// -- dashboard sessions -------------------------------------------------------
+
+/// The cookie a session lives in.
+pub(crate) const COOKIE: &str = "muster_session";
+/// How long a session lasts without being used.
+pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// A session's end moves forward when it is used, at most this often (one
+/// write an hour per browser, not one a request).
+const SESSION_RENEW: Duration = Duration::from_secs(3600);
+
+/// The session id in the request's cookies, if any.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+impl Hub {
+    /// The admin token a session cookie stands for, if the session is live
+    /// and the token not revoked.
+    pub(crate) async fn session_token(&self, id: &str) -> ApiResult<muster_store::TokenRecord> {
+        let expired = || self.refuse(Refusal::Session, "the session has ended; sign in again");
+        let key = hash_token(id);
+        let now = self.now();
+        let store = &self.shared.store;
+        let (token, expires) = store.session(key.clone(), now).await?.ok_or_else(expired)?;
+        if expires < now.plus(SESSION_IDLE - SESSION_RENEW) {
+            store.renew_session(key.clone(), now.plus(SESSION_IDLE)).await?;
+        }
+        let record = self.shared.store.token(&token).await?.ok_or_else(expired)?;
+        if record.revoked_at.is_some() {
+            store.end_session(key).await?;
+            return Err(self.refuse(Refusal::Revoked, "the token this session signed in with has been revoked"));
+        }
+        Ok(record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,54 +317,5 @@ mod tests {
         assert_eq!(unhex(" 000ff0ffA5\n"), Some(vec![0x00, 0x0f, 0xf0, 0xff, 0xa5]));
         assert_eq!(unhex("abc"), None, "an odd count of digits");
         assert_eq!(unhex("zz"), None);
-    }
-}
-
-// -- dashboard sessions -------------------------------------------------------
-
-/// The cookie a session lives in.
-pub(crate) const COOKIE: &str = "muster_session";
-/// How long a session lasts without being used.
-pub(crate) const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
-
-/// A signed-in browser: which admin token it stands for, until when.
-#[derive(Debug, Clone)]
-pub(crate) struct UiSession {
-    pub token: TokenId,
-    pub expires: Millis,
-}
-
-/// The session id in the request's cookies, if any.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
-}
-
-impl Hub {
-    /// The admin token a session cookie stands for, if the session is live
-    /// and the token not revoked.
-    pub(crate) async fn session_token(&self, id: &str) -> ApiResult<muster_store::TokenRecord> {
-        let expired = || self.refuse(Refusal::Session, "the session has ended; sign in again");
-        let key = hash_token(id);
-        let now = self.now();
-        let token = {
-            let mut sessions = self.shared.ui_sessions.lock().expect("sessions lock poisoned");
-            sessions.retain(|_, s| s.expires > now);
-            let s = sessions.get_mut(&key).ok_or_else(expired)?;
-            s.expires = now.plus(SESSION_IDLE);
-            s.token.clone()
-        };
-        let record = self.shared.store.token(&token).await?.ok_or_else(expired)?;
-        if record.revoked_at.is_some() {
-            self.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&key);
-            return Err(self.refuse(Refusal::Revoked, "the token this session signed in with has been revoked"));
-        }
-        Ok(record)
     }
 }

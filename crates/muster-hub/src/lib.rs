@@ -142,8 +142,6 @@ pub(crate) struct Shared {
     pub last_deadlock: std::sync::Mutex<Option<(Millis, String)>>,
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
-    /// Dashboard sessions, by the hash of their cookie.
-    pub ui_sessions: std::sync::Mutex<HashMap<String, auth::UiSession>>,
     /// API tokens as last read, so a request costs no store read; cleared on revocation.
     pub tokens: cache::Cache<muster_core::TokenId, muster_store::TokenRecord>,
     /// The shadow policies, read at every task creation; cleared when one is set.
@@ -241,7 +239,6 @@ impl Hub {
                 log_level: std::sync::OnceLock::new(),
                 task_key,
                 last_deadlock: std::sync::Mutex::new(None),
-                ui_sessions: std::sync::Mutex::new(HashMap::new()),
                 tokens: cache::Cache::new(),
                 shadow_policies: cache::Cache::new(),
                 edge,

@@ -10,7 +10,7 @@
 //! script, and the script writes every value as text, never as markup.
 
 use crate::Hub;
-use crate::auth::{COOKIE, SESSION_IDLE, UiSession, hash_token, session_cookie};
+use crate::auth::{COOKIE, SESSION_IDLE, hash_token, session_cookie};
 use crate::error::{ApiError, ApiResult, json};
 use crate::extract::Path;
 use crate::extract::{Admin, same_origin};
@@ -120,11 +120,7 @@ pub(crate) async fn sign_in(State(hub): State<Hub>, headers: HeaderMap, body: By
     getrandom::fill(&mut raw).map_err(|e| ApiError::Internal(format!("no randomness available: {e}")))?;
     let id = crate::auth::hex(&raw);
     let expires = hub.now().plus(SESSION_IDLE);
-    hub.shared
-        .ui_sessions
-        .lock()
-        .expect("sessions lock poisoned")
-        .insert(hash_token(&id), UiSession { token: token.id.clone(), expires });
+    hub.shared.store.start_session(hash_token(&id), token.id.clone(), expires, hub.now()).await?;
     tracing::info!(token = %token.name, "signed in to the dashboard");
     let mut r = json(StatusCode::OK, &muster_proto::api::SessionView { name: token.name.clone() });
     // Sent only over TLS when the hub serves it.
@@ -162,7 +158,7 @@ pub(crate) async fn whoami(Admin(token): Admin) -> ApiResult {
 )]
 pub(crate) async fn sign_out(State(hub): State<Hub>, headers: HeaderMap) -> ApiResult {
     if let Some(id) = session_cookie(&headers) {
-        hub.shared.ui_sessions.lock().expect("sessions lock poisoned").remove(&hash_token(&id));
+        hub.shared.store.end_session(hash_token(&id)).await?;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");

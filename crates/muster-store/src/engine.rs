@@ -220,6 +220,22 @@ impl<E: Engine> Store for E {
         self.write(move |c| ops::create_token(c, &token, now)).await
     }
 
+    async fn start_session(&self, key: String, token: TokenId, expires: Millis, now: Millis) -> Result<()> {
+        self.write(move |c| ops::start_session(c, &key, &token, expires, now)).await
+    }
+
+    async fn session(&self, key: String, now: Millis) -> Result<Option<(TokenId, Millis)>> {
+        self.read(move |c| ops::session(c, &key, now)).await
+    }
+
+    async fn renew_session(&self, key: String, expires: Millis) -> Result<()> {
+        self.write(move |c| ops::renew_session(c, &key, expires)).await
+    }
+
+    async fn end_session(&self, key: String) -> Result<()> {
+        self.write(move |c| ops::end_session(c, &key)).await
+    }
+
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>> {
         let id = id.clone();
         self.read(move |c| ops::token(c, &id)).await

@@ -198,6 +198,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: NewToken, now: Millis) -> Result<TokenRecord>;
     async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>>;
+    /// Starts a dashboard session for `token` until `expires`; `key` is the
+    /// hash of its cookie (the cookie itself is never stored). Sessions that
+    /// have ended are dropped.
+    async fn start_session(&self, key: String, token: TokenId, expires: Millis, now: Millis) -> Result<()>;
+    /// The token a live session stands for, and when it ends.
+    async fn session(&self, key: String, now: Millis) -> Result<Option<(TokenId, Millis)>>;
+    /// Moves a session's end.
+    async fn renew_session(&self, key: String, expires: Millis) -> Result<()>;
+    /// Ends a session (sign-out).
+    async fn end_session(&self, key: String) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn revoke_token(&self, id: &TokenId, now: Millis) -> Result<TokenRecord>;
     /// Records that a token was used, at most once a minute per token.

@@ -83,14 +83,14 @@ pub fn sqlite_to_postgres(from: &Path, to: &str, now: Millis) -> Result<MigrateR
 }
 
 /// Muster's tables in the SQLite file with their columns, tokens first
-/// (agents refer to them), the rest by name. The hubs that ran on it and
-/// the duties they led are not history: the hubs that start on the copy
-/// list themselves.
+/// (agents refer to them), the rest by name. The hubs that ran on it, the
+/// duties they led, what they left each other and dashboard sign-ins are
+/// not history: the hubs that start on the copy list themselves.
 fn tables(src: &Connection<'_>) -> Result<Vec<(String, Vec<String>)>> {
     let names: Vec<String> = src
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-             AND name NOT IN ('hubs', 'duties', 'relays') ORDER BY name",
+             AND name NOT IN ('hubs', 'duties', 'relays', 'ui_sessions') ORDER BY name",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_>>()?;

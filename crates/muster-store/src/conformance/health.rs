@@ -87,6 +87,29 @@ pub async fn a_shared_setting_is_decided_by_the_first_to_store_it(store: Arc<dyn
     assert_events(s, mark, &[], "setting_or_insert").await;
 }
 
+pub async fn dashboard_sessions_last_until_they_end(store: Arc<dyn Store>) {
+    let s = &*store;
+    let token = ok("create_token", s.create_token(new_token(77, Scope::Admin, None), at(0)).await);
+    let start = |key: &str, until: i64, now: i64| s.start_session(key.into(), token.id.clone(), at(until), at(now));
+    ok("start_session", start("k1", 10, 1).await);
+    ok("start_session", start("k2", 3, 1).await);
+    assert_eq!(ok("session", s.session("k1".into(), at(2)).await), Some((token.id.clone(), at(10))));
+    assert_eq!(ok("session", s.session("nope".into(), at(2)).await), None, "an unknown key");
+    assert_eq!(ok("session", s.session("k2".into(), at(3)).await), None, "ended at its expiry");
+    ok("renew_session", s.renew_session("k1".into(), at(20)).await);
+    assert_eq!(ok("session", s.session("k1".into(), at(15)).await), Some((token.id.clone(), at(20))));
+    ok("start_session", start("k3", 30, 4).await);
+    ok("start_session", start("k2", 30, 5).await);
+    assert_eq!(
+        ok("session", s.session("k2".into(), at(6)).await),
+        Some((token.id.clone(), at(30))),
+        "an ended session's key is free again"
+    );
+    ok("end_session", s.end_session("k1".into()).await);
+    assert_eq!(ok("session", s.session("k1".into(), at(6)).await), None, "signed out");
+    assert_eq!(ok("session", s.session("k3".into(), at(6)).await).map(|x| x.1), Some(at(30)), "the others stay");
+}
+
 pub async fn quiet_running_tasks_are_counted(store: Arc<dyn Store>) {
     let s = &*store;
     let a = online(s, "a", 3, at(0)).await;

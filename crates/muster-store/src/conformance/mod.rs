@@ -204,6 +204,7 @@ cases!($
     alerts_are_saved_acknowledged_and_on_the_timeline,
     settings_are_stored_by_key_with_an_event,
     a_shared_setting_is_decided_by_the_first_to_store_it,
+    dashboard_sessions_last_until_they_end,
     quiet_running_tasks_are_counted,
     slo_counts_judge_queue_waits_and_run_times,
     check_finds_nothing_wrong_with_a_store_used_normally,

@@ -56,3 +56,35 @@ pub fn touch_token(c: &Connection, id: &TokenId, now: Millis) -> Result<()> {
         .execute(params![now.0, id.as_str(), now.0 - 60_000])?;
     Ok(())
 }
+
+/// Starts a dashboard session (`key` is the hash of its cookie), and drops
+/// the sessions that have ended, so they do not pile up.
+pub fn start_session(c: &Connection, key: &str, token: &TokenId, expires: Millis, now: Millis) -> Result<()> {
+    c.prepare_cached("DELETE FROM ui_sessions WHERE expires_at <= ?")?.execute([now.0])?;
+    c.prepare_cached("INSERT INTO ui_sessions (key, token_id, expires_at) VALUES (?, ?, ?)")?.execute(params![
+        key,
+        token.as_str(),
+        expires.0
+    ])?;
+    Ok(())
+}
+
+/// The token a live session stands for, and until when it lasts.
+pub fn session(c: &Connection, key: &str, now: Millis) -> Result<Option<(TokenId, Millis)>> {
+    let row: Option<(String, i64)> = c
+        .prepare_cached("SELECT token_id, expires_at FROM ui_sessions WHERE key = ? AND expires_at > ?")?
+        .query_row(params![key, now.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(id, at)| Ok((TokenId::parse(&id).map_err(|e| corrupt("token id", e))?, Millis(at)))).transpose()
+}
+
+/// Moves a session's end to `expires`.
+pub fn renew_session(c: &Connection, key: &str, expires: Millis) -> Result<()> {
+    c.prepare_cached("UPDATE ui_sessions SET expires_at = ? WHERE key = ?")?.execute(params![expires.0, key])?;
+    Ok(())
+}
+
+pub fn end_session(c: &Connection, key: &str) -> Result<()> {
+    c.prepare_cached("DELETE FROM ui_sessions WHERE key = ?")?.execute([key])?;
+    Ok(())
+}

@@ -18,6 +18,12 @@ const MIGRATIONS: &[&str] = &[
         at          BIGINT NOT NULL
     );
     CREATE INDEX relays_hub ON relays (hub);",
+    // 3: dashboard sessions, so every hub on the database knows them.
+    "CREATE TABLE ui_sessions (
+        key         TEXT COLLATE \"C\" PRIMARY KEY,
+        token_id    TEXT COLLATE \"C\" NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );",
 ];
 
 pub const CURRENT: usize = MIGRATIONS.len();

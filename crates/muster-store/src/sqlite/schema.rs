@@ -487,6 +487,15 @@ CREATE TABLE relays (
 );
 CREATE INDEX relays_hub ON relays (hub);
 "#,
+    // 34: dashboard sessions, so every hub on the database knows them and
+    // they outlive a restart.
+    r#"
+CREATE TABLE ui_sessions (
+    key         TEXT PRIMARY KEY,
+    token_id    TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -536,3 +536,40 @@ async fn two_hubs_behind_tls_serve_an_agent_on_another_network_through_the_death
         assert_eq!(started.len(), 1, "started once: {started:?}");
     }
 }
+
+/// A dashboard session started on one hub is good on every hub on the
+/// database, and signing out on any of them ends it on all.
+#[tokio::test]
+async fn a_dashboard_session_is_good_on_every_hub_until_signed_out_on_any() {
+    let db = scratch().await;
+    let a = Hub::start_with(HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() }).await;
+    let b = Hub::join(&a).await;
+    let http = reqwest::Client::new();
+    let session = |hub: &Hub| format!("{}/api/v1/ui/session", hub.url);
+    let signed = http
+        .post(session(&a))
+        .header("origin", &a.url)
+        .header("host", a.addr.to_string())
+        .json(&json!({ "token": a.token }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(signed.status(), 200);
+    let cookie =
+        signed.headers()["set-cookie"].to_str().expect("ASCII").split(';').next().expect("a cookie").to_owned();
+    let whoami = |hub: &Hub| {
+        let (http, url, cookie) = (http.clone(), session(hub), cookie.clone());
+        async move { http.get(url).header("cookie", cookie).send().await.expect("an answer").status().as_u16() }
+    };
+    assert_eq!((whoami(&a).await, whoami(&b).await), (200, 200), "signed in on both hubs");
+    let out = http
+        .delete(session(&b))
+        .header("cookie", &cookie)
+        .header("origin", &b.url)
+        .header("host", b.addr.to_string())
+        .send()
+        .await
+        .expect("an answer");
+    assert!(out.status().is_success(), "{}", out.status());
+    assert_eq!((whoami(&a).await, whoami(&b).await), (401, 401), "signed out on both hubs");
+}

@@ -76,7 +76,7 @@ async fn rotating_an_agents_token_cuts_off_the_old_one_and_the_new_one_connects(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_out_of_the_dashboard_ends_the_session() {
-    let hub = Hub::start().await;
+    let mut hub = Hub::start().await;
     let http = reqwest::Client::new();
     let origin = hub.url.clone();
     let host = hub.addr.to_string();
@@ -90,12 +90,17 @@ async fn signing_out_of_the_dashboard_ends_the_session() {
         .expect("an answer");
     assert_eq!(signed.status(), 200);
     let cookie = signed.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let session_url = format!("{}/api/v1/ui/session", hub.url);
     let whoami = |cookie: String| {
         let http = http.clone();
-        let url = format!("{}/api/v1/ui/session", hub.url);
+        let url = session_url.clone();
         async move { http.get(url).header("cookie", cookie).send().await.expect("an answer").status().as_u16() }
     };
     assert_eq!(whoami(cookie.clone()).await, 200);
+    // A session outlives a restart of the hub.
+    hub.terminate().await;
+    hub.restart().await;
+    assert_eq!(whoami(cookie.clone()).await, 200, "still signed in after a restart");
     let out = http
         .delete(format!("{}/api/v1/ui/session", hub.url))
         .header("cookie", &cookie)
