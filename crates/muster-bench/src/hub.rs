@@ -24,10 +24,19 @@ pub struct HubProc {
 impl HubProc {
     /// Starts `muster hub` on `dir` with `extra` flags, listening on `listen`.
     pub async fn start(dir: &Path, listen: &str, extra: &[String]) -> anyhow::Result<HubProc> {
+        HubProc::start_as(dir, listen, extra, None).await
+    }
+
+    /// `start`, for a hub that joins others on a shared database: it uses
+    /// the admin token the first of them made (`token`), and writes none.
+    pub async fn start_as(dir: &Path, listen: &str, extra: &[String], token: Option<&str>) -> anyhow::Result<HubProc> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (group, addr, _) = spawn(dir, listen, extra).await?;
-        let token = std::fs::read_to_string(dir.join("admin.token"))
-            .with_context(|| format!("the hub wrote no admin token in {}", dir.display()))?;
+        let token = match token {
+            Some(token) => token.to_owned(),
+            None => std::fs::read_to_string(dir.join("admin.token"))
+                .with_context(|| format!("the hub wrote no admin token in {}", dir.display()))?,
+        };
         Ok(HubProc {
             pid: group.pgid(),
             group: Some(group),

@@ -20,6 +20,7 @@ mod sim;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use results::Results;
+use scenarios::Backend;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub enum Scenario {
     Recovery,
     Ceiling,
     Peers,
+    /// Muster on PostgreSQL (`--database`) with 1, 2 and 3 hubs, beside
+    /// graphile-worker at each of its concurrencies on the same server.
+    Hubs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +70,12 @@ pub struct BenchArgs {
     /// it: two builds, or two machines, compared at the same rates.
     #[arg(long, value_parser = positive_rate)]
     pub peak: Option<f64>,
+    /// A PostgreSQL server for the `hubs` scenario, as a URL naming a
+    /// database to connect to (`postgres://postgres@127.0.0.1:5432/postgres`):
+    /// each run makes a fresh database there and drops it. Given alone, only
+    /// `hubs` runs.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -176,6 +186,7 @@ enum Step {
     Recovery,
     Ceiling,
     Peers,
+    Hubs,
 }
 
 /// The order the scenarios asked for run in. Latency runs straight after
@@ -202,6 +213,7 @@ fn steps(wanted: &[Scenario], depths: &[u64]) -> Vec<Step> {
             Scenario::Recovery => out.push(Step::Recovery),
             Scenario::Ceiling => out.push(Step::Ceiling),
             Scenario::Peers => out.push(Step::Peers),
+            Scenario::Hubs => out.push(Step::Hubs),
         }
     }
     out
@@ -212,7 +224,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args);
     let mut wanted = args.scenarios.clone();
     if wanted.is_empty() {
-        wanted = Scenario::value_variants().to_vec();
+        wanted = match args.database {
+            Some(_) => vec![Scenario::Hubs],
+            None => Scenario::value_variants().iter().copied().filter(|s| *s != Scenario::Hubs).collect(),
+        };
+    }
+    if wanted.contains(&Scenario::Hubs) && args.database.is_none() {
+        anyhow::bail!("the hubs scenario runs on PostgreSQL: give --database postgres://USER@HOST:PORT/DB");
     }
     wanted.sort();
     wanted.dedup();
@@ -233,7 +251,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Step::Throughput(depths) => {
                 for (i, depth) in depths {
                     step(&format!("throughput with {depth} queued"));
-                    let row = scenarios::throughput(&work.join(format!("throughput-{i}")), &plan, depth).await?;
+                    let dir = work.join(format!("throughput-{i}"));
+                    let row = scenarios::throughput(&dir, &plan, depth, &Backend::Sqlite).await?;
                     results.throughput.push(row);
                 }
             }
@@ -243,9 +262,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     Some(peak) => peak,
                     None => {
                         step("throughput, to find the peak the latency runs are paced from");
-                        scenarios::throughput(&work.join("peak"), &Plan { depths: vec![0], ..plan.clone() }, 0)
-                            .await?
-                            .finished_per_sec
+                        let once = Plan { depths: vec![0], ..plan.clone() };
+                        scenarios::throughput(&work.join("peak"), &once, 0, &Backend::Sqlite).await?.finished_per_sec
                     }
                 };
                 // A given peak is not this run's: its rows are named apart,
@@ -257,7 +275,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 for (share, label) in shares {
                     step(&format!("latency at {label}"));
                     let dir = work.join(format!("latency-{}", (share * 100.0) as u32));
-                    results.latency.push(scenarios::latency(&dir, &plan, (peak * share).max(1.0), label).await?);
+                    let rate = (peak * share).max(1.0);
+                    results.latency.push(scenarios::latency(&dir, &plan, rate, label, &Backend::Sqlite).await?);
                 }
             }
             Step::Agents => {
@@ -275,6 +294,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Step::Peers => {
                 step("peer queues");
                 results.peers = peers::run(&work.join("peers"), &plan).await;
+            }
+            Step::Hubs => {
+                let server = args.database.clone().expect("checked above");
+                for hubs in 1..=3 {
+                    let backend = Backend::Postgres { server: server.clone(), hubs };
+                    step(&format!("throughput on PostgreSQL with {hubs} hub(s)"));
+                    let dir = work.join(format!("hubs-{hubs}"));
+                    let throughput = scenarios::throughput(&dir.join("throughput"), &plan, 0, &backend).await?;
+                    let rate = (throughput.finished_per_sec * 0.5).max(1.0);
+                    step(&format!("latency on PostgreSQL with {hubs} hub(s) at half of its peak"));
+                    let label = format!("half of peak, {hubs} hub(s) on PostgreSQL");
+                    let latency = scenarios::latency(&dir.join("latency"), &plan, rate, &label, &backend).await?;
+                    results.hubs.push(results::HubsRow { hubs, throughput, latency });
+                }
+                step("graphile-worker on the same PostgreSQL, at each concurrency");
+                results.graphile_sweep = peers::graphile_sweep(&work.join("graphile"), &plan, &server).await;
             }
         }
     }
@@ -357,6 +392,7 @@ mod tests {
                 Step::Recovery,
                 Step::Ceiling,
                 Step::Peers,
+                Step::Hubs,
             ]
         );
         // Throughput alone keeps every depth in one step; latency alone

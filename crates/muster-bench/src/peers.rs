@@ -11,38 +11,66 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// The local services the peers use, as this machine has them.
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const REDIS: &str = "redis://127.0.0.1:6379/15";
 const PEER_PATIENCE: Duration = Duration::from_secs(3600);
 
-pub async fn run(dir: &Path, plan: &Plan) -> Vec<PeerRow> {
-    let install = match std::env::var_os("MUSTER_BENCH_PEERS") {
+/// Where the peers are installed: shared by `.ci/run`, or under `dir`.
+fn install_dir(dir: &Path) -> std::path::PathBuf {
+    match std::env::var_os("MUSTER_BENCH_PEERS") {
         Some(shared) => std::path::PathBuf::from(shared),
         None => dir.join("install"),
-    };
+    }
+}
+
+pub async fn run(dir: &Path, plan: &Plan) -> Vec<PeerRow> {
+    let install = install_dir(dir);
+    let c = plan.concurrency();
     if let Err(e) = ensure_installed(&install).await {
-        return ["graphile-worker", "celery"].iter().map(|n| failed(n, plan, &format!("{e:#}"))).collect();
+        return ["graphile-worker", "celery"].iter().map(|n| failed(n, plan, c, &format!("{e:#}"))).collect();
     }
     let mut rows = Vec::new();
-    rows.push(match graphile(&install, plan).await {
+    rows.push(match graphile(&install, plan, POSTGRES, c).await {
         Ok(row) => row,
-        Err(e) => failed("graphile-worker", plan, &format!("{e:#}")),
+        Err(e) => failed("graphile-worker", plan, c, &format!("{e:#}")),
     });
     rows.push(match celery(&install, plan).await {
         Ok(row) => row,
-        Err(e) => failed("celery", plan, &format!("{e:#}")),
+        Err(e) => failed("celery", plan, c, &format!("{e:#}")),
     });
     rows
 }
 
-fn failed(name: &str, plan: &Plan, why: &str) -> PeerRow {
+/// graphile-worker on the PostgreSQL server `server` names, at each of
+/// several concurrencies (and at Muster's): a comparison is fair only with
+/// its best.
+pub async fn graphile_sweep(dir: &Path, plan: &Plan, server: &str) -> Vec<PeerRow> {
+    let install = install_dir(dir);
+    let mut levels: Vec<u64> = if plan.smoke { vec![4, 16] } else { vec![16, 64, 256] };
+    levels.push(plan.concurrency());
+    levels.sort_unstable();
+    levels.dedup();
+    if let Err(e) = ensure_installed(&install).await {
+        return levels.iter().map(|c| failed("graphile-worker", plan, *c, &format!("{e:#}"))).collect();
+    }
+    let mut rows = Vec::new();
+    for c in levels {
+        rows.push(match graphile(&install, plan, server, c).await {
+            Ok(row) => row,
+            Err(e) => failed("graphile-worker", plan, c, &format!("{e:#}")),
+        });
+    }
+    rows
+}
+
+fn failed(name: &str, plan: &Plan, concurrency: u64, why: &str) -> PeerRow {
     eprintln!("muster bench: {name} did not run: {why}");
     PeerRow {
         name: name.into(),
         version: String::new(),
         backend: String::new(),
         tasks: plan.peer_tasks,
-        concurrency: plan.concurrency(),
+        concurrency,
         jobs_per_sec: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,
@@ -99,32 +127,25 @@ fn parse_row(name: &str, code: i32, out: &str, err: &str) -> anyhow::Result<Peer
     serde_json::from_str(line).with_context(|| format!("{name} printed {line:?}"))
 }
 
-async fn graphile(install: &Path, plan: &Plan) -> anyhow::Result<PeerRow> {
-    let db = format!("muster_bench_{}", std::process::id());
-    psql(&format!("DROP DATABASE IF EXISTS {db}")).await?;
-    psql(&format!("CREATE DATABASE {db}")).await?;
+/// graphile-worker at `concurrency` on a fresh database of the server
+/// `server` names, dropped after.
+async fn graphile(install: &Path, plan: &Plan, server: &str, concurrency: u64) -> anyhow::Result<PeerRow> {
+    let server = server.to_owned();
+    let db = tokio::task::spawn_blocking(move || muster_store::postgres::ScratchDb::create_on(&server))
+        .await
+        .context("the database thread panicked")?
+        .context("cannot make graphile-worker's database")?;
     let script = crate::scripts_dir().join("peers/graphile-worker/run.cjs");
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(&script)
-        .args([format!("{POSTGRES}/{db}"), plan.peer_tasks.to_string(), plan.concurrency().to_string()])
+        .args([db.url().to_owned(), plan.peer_tasks.to_string(), concurrency.to_string()])
         .arg(plan.submitters.to_string())
         .env("NODE_PATH", install.join("node/node_modules"))
         .stdin(Stdio::null());
-    let result = output(&mut cmd).await;
-    let _ = psql(&format!("DROP DATABASE IF EXISTS {db}")).await;
-    let (code, out, err) = result?;
+    let (code, out, err) = output(&mut cmd).await?;
+    // Dropped on a thread of its own: the driver blocks.
+    tokio::task::spawn_blocking(move || drop(db)).await.context("the database thread panicked")?;
     parse_row("graphile-worker", code, &out, &err)
-}
-
-async fn psql(sql: &str) -> anyhow::Result<()> {
-    let mut cmd = tokio::process::Command::new("psql");
-    cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdin(Stdio::null());
-    let (code, _, err) = output(&mut cmd).await.context("cannot run psql")?;
-    if code != 0 {
-        bail!("psql {sql:?}: {}", err.trim());
-    }
-    Ok(())
 }
 
 async fn celery(install: &Path, plan: &Plan) -> anyhow::Result<PeerRow> {

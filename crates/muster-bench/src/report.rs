@@ -85,6 +85,27 @@ pub fn targets(r: &Results) -> Vec<Target> {
             slower <= 0.2,
         );
     }
+    let one = r.hubs.iter().find(|h| h.hubs == 1).map(|h| h.throughput.finished_per_sec);
+    let best_graphile =
+        r.graphile_sweep.iter().filter(|p| p.error.is_none()).max_by(|a, b| a.jobs_per_sec.total_cmp(&b.jobs_per_sec));
+    if let (Some(muster), Some(peer)) = (one, best_graphile) {
+        let ratio = muster / peer.jobs_per_sec.max(f64::MIN_POSITIVE);
+        judge(
+            "PostgreSQL: one hub vs graphile-worker at its best",
+            "at least 2x".into(),
+            format!("{ratio:.2}x ({muster:.0}/s vs {:.0}/s at concurrency {})", peer.jobs_per_sec, peer.concurrency),
+            ratio >= 2.0,
+        );
+    }
+    if let (Some(one), Some(three)) = (one, r.hubs.iter().find(|h| h.hubs == 3)) {
+        let three = three.throughput.finished_per_sec;
+        judge(
+            "PostgreSQL: three hubs vs one",
+            "faster".into(),
+            format!("{:.2}x ({three:.0}/s vs {one:.0}/s)", three / one.max(f64::MIN_POSITIVE)),
+            three > one,
+        );
+    }
     out
 }
 
@@ -105,6 +126,63 @@ fn steal_line(r: &Results) -> Option<String> {
         parts.push(format!("ceiling {}", pct(c.steal_pct)));
     }
     (!parts.is_empty()).then(|| format!("host steal (CPU time the host took back): {}", parts.join("; ")))
+}
+
+/// Muster on PostgreSQL with 1, 2 and 3 hubs beside graphile-worker on the
+/// same server at each concurrency tried.
+fn hubs_table(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "PostgreSQL, one server for all (a fresh database each):");
+    let _ = writeln!(s, "| system | setting | tasks | tasks/s | vs one hub | enqueue→start p50 | p99 | p99.9 |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let one = r.hubs.iter().find(|h| h.hubs == 1).map(|h| h.throughput.finished_per_sec);
+    let vs = |rate: f64| one.map_or("-".into(), |o| format!("{:.2}x", rate / o.max(f64::MIN_POSITIVE)));
+    for h in &r.hubs {
+        let (t, l) = (&h.throughput, &h.latency);
+        let _ = writeln!(
+            s,
+            "| Muster | {} hub(s), {} agents x {} slots | {} | {:.0} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            h.hubs,
+            t.agents,
+            t.slots,
+            t.tasks,
+            t.finished_per_sec,
+            vs(t.finished_per_sec),
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms
+        );
+    }
+    for p in &r.graphile_sweep {
+        match &p.error {
+            Some(e) => {
+                let why = e.lines().next().unwrap_or_default().replace('|', "/");
+                let _ = writeln!(
+                    s,
+                    "| {} | concurrency {} | {} | did not run: {why} | | | | |",
+                    p.name, p.concurrency, p.tasks
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "| {} {} | concurrency {} | {} | {:.0} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+                    p.name,
+                    p.version,
+                    p.concurrency,
+                    p.tasks,
+                    p.jobs_per_sec,
+                    vs(p.jobs_per_sec),
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.p999_ms
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "(Muster's latency is at half of its own throughput, open loop; graphile-worker's over its closed-loop run.)\n"
+    );
 }
 
 /// The results as a table for a terminal or a Markdown page.
@@ -160,6 +238,9 @@ pub fn table(r: &Results, plan: &Plan) -> String {
             }
         }
         let _ = writeln!(s);
+    }
+    if !r.hubs.is_empty() || !r.graphile_sweep.is_empty() {
+        hubs_table(&mut s, r);
     }
     if let Some(c) = &r.ceiling {
         let _ = writeln!(

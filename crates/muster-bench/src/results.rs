@@ -147,6 +147,15 @@ pub struct PeerRow {
     pub error: Option<String>,
 }
 
+/// Muster on PostgreSQL with `hubs` hubs as equals on one database: its
+/// throughput, and its latency at half of that throughput.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubsRow {
+    pub hubs: usize,
+    pub throughput: ThroughputRow,
+    pub latency: LatencyRow,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
@@ -167,5 +176,11 @@ pub struct Results {
     pub recovery: Option<RecoveryRow>,
     pub ceiling: Option<CeilingRow>,
     pub peers: Vec<PeerRow>,
+    /// The `hubs` scenario: Muster on PostgreSQL with 1, 2 and 3 hubs.
+    #[serde(default)]
+    pub hubs: Vec<HubsRow>,
+    /// graphile-worker on the same PostgreSQL at each concurrency tried.
+    #[serde(default)]
+    pub graphile_sweep: Vec<PeerRow>,
     pub targets: Vec<Target>,
 }

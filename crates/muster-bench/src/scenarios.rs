@@ -38,24 +38,86 @@ fn hub_flags(heartbeat: Duration) -> Vec<String> {
 
 const PATIENCE: Duration = Duration::from_secs(1800);
 
-/// A hub with `agents` simulated agents of `slots` slots, all connected.
-async fn hub_with_agents(dir: &Path, plan: &Plan, mode: Mode) -> anyhow::Result<(HubProc, Api, Fleet)> {
-    let hub = HubProc::start(dir, "127.0.0.1:0", &hub_flags(plan.heartbeat)).await?;
-    let api = Api::new(hub.addr, &hub.token);
-    let agents = api.add_agents("worker", plan.agents as usize, 32).await?;
-    let fleet = Fleet::start(hub.addr, &agents, plan.slots, mode);
-    let n = agents.len() as u64;
-    fleet.tally.wait("the agents to connect", PATIENCE, |t| t.welcomed.load(Ordering::Relaxed) >= n).await?;
-    Ok((hub, api, fleet))
+/// Where the hubs under test keep their data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// One hub on the SQLite file of its data directory.
+    Sqlite,
+    /// `hubs` hubs as equals on one fresh database, made for the run on the
+    /// PostgreSQL server `server` names and dropped after it.
+    Postgres { server: String, hubs: usize },
+}
+
+/// The hubs under test, with simulated agents spread over them, each
+/// agent on one hub; tasks are submitted to each hub in turn.
+struct Cluster {
+    hubs: Vec<HubProc>,
+    apis: Vec<Api>,
+    fleet: Fleet,
+    /// Dropped (and with it the database) once the hubs have stopped.
+    db: Option<muster_store::postgres::ScratchDb>,
+}
+
+impl Cluster {
+    /// Hubs on `backend` with `agents` simulated agents of `slots` slots, all connected.
+    async fn start(dir: &Path, plan: &Plan, mode: Mode, backend: &Backend) -> anyhow::Result<Cluster> {
+        let mut flags = hub_flags(plan.heartbeat);
+        let (count, db) = match backend {
+            Backend::Sqlite => (1, None),
+            Backend::Postgres { server, hubs } => {
+                let server = server.clone();
+                let db = tokio::task::spawn_blocking(move || muster_store::postgres::ScratchDb::create_on(&server))
+                    .await
+                    .context("the database thread panicked")?
+                    .context("cannot make the run's database")?;
+                flags.extend(["--database".to_owned(), db.url().to_owned()]);
+                ((*hubs).max(1), Some(db))
+            }
+        };
+        let mut hubs: Vec<HubProc> = Vec::with_capacity(count);
+        for k in 0..count {
+            let token = hubs.first().map(|h| h.token.clone());
+            let here = if count == 1 { dir.to_owned() } else { dir.join(format!("hub-{k}")) };
+            hubs.push(HubProc::start_as(&here, "127.0.0.1:0", &flags, token.as_deref()).await?);
+        }
+        let apis: Vec<Api> = hubs.iter().map(|h| Api::new(h.addr, &h.token)).collect();
+        let agents = apis[0].add_agents("worker", plan.agents as usize, 32).await?;
+        let mut fleet = Fleet::start(hubs[0].addr, &[], plan.slots, mode);
+        for (k, hub) in hubs.iter().enumerate() {
+            let mine: Vec<(String, String)> = agents.iter().skip(k).step_by(count).cloned().collect();
+            fleet.add(hub.addr, &mine, plan.slots, mode, k * agents.len().div_ceil(count));
+        }
+        let n = agents.len() as u64;
+        fleet.tally.wait("the agents to connect", PATIENCE, |t| t.welcomed.load(Ordering::Relaxed) >= n).await?;
+        Ok(Cluster { hubs, apis, fleet, db })
+    }
+
+    /// The hub that takes submission `i`.
+    fn api(&self, i: u64) -> &Api {
+        &self.apis[(i % self.apis.len() as u64) as usize]
+    }
+
+    /// Stops the agents, then the hubs; what the agents saw.
+    async fn stop(self) -> Vec<Seen> {
+        let seen = self.fleet.stop().await;
+        for mut hub in self.hubs {
+            hub.stop().await;
+        }
+        drop(self.db);
+        seen
+    }
 }
 
 /// Submits tasks `0..n` with `parallel` requests in flight; returns when
 /// the first and the last were acknowledged.
-async fn submit_closed(api: &Api, n: u64, parallel: usize) -> anyhow::Result<(Instant, Instant)> {
+async fn submit_closed(cluster: &Cluster, n: u64, parallel: usize) -> anyhow::Result<(Instant, Instant)> {
     use futures_util::StreamExt;
     let began = Instant::now();
-    let results: Vec<anyhow::Result<()>> =
-        futures_util::stream::iter(0..n).map(|i| api.submit(i, "normal")).buffer_unordered(parallel).collect().await;
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n)
+        .map(|i| cluster.api(i).submit(i, "normal"))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
     for r in results {
         r?;
     }
@@ -64,8 +126,9 @@ async fn submit_closed(api: &Api, n: u64, parallel: usize) -> anyhow::Result<(In
 
 /// `throughput`: tasks through their whole life per second, with `queued`
 /// tasks already waiting.
-pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<ThroughputRow> {
-    let (mut hub, api, fleet) = hub_with_agents(dir, plan, Mode::Finish).await?;
+pub async fn throughput(dir: &Path, plan: &Plan, queued: u64, backend: &Backend) -> anyhow::Result<ThroughputRow> {
+    let cluster = Cluster::start(dir, plan, Mode::Finish, backend).await?;
+    let api = &cluster.apis[0];
     if queued > 0 {
         // Held back while they are queued, so the queue really is this deep when the run starts.
         api.call(reqwest::Method::POST, "/admin/pause", None).await?;
@@ -73,20 +136,20 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<
         api.call(reqwest::Method::POST, "/admin/resume", None).await?;
     }
     let cpu = host::cpu_ticks();
-    let (began, submitted) = submit_closed(&api, plan.tasks, plan.submitters).await?;
+    let (began, submitted) = submit_closed(&cluster, plan.tasks, plan.submitters).await?;
     let steal_pct = host::steal_since(cpu);
     let total = plan.tasks + queued;
     // The figure is what finished while submissions went on. With an empty
     // queue every task then ends; a deep one is left as it is.
     if queued == 0 {
-        fleet.tally.wait("every task to finish", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= total).await?;
+        let tally = &cluster.fleet.tally;
+        tally.wait("every task to finish", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= total).await?;
     }
-    let seen = fleet.stop().await;
+    let counts = api.counts().await?;
+    let seen = cluster.stop().await;
     let finished_in_window = seen.iter().flat_map(|s| &s.acked).filter(|at| **at <= submitted).count() as u64;
     let acked = seen.iter().map(|s| s.acked.len() as u64).sum::<u64>();
     let window = submitted.duration_since(began).as_secs_f64();
-    let counts = api.counts().await?;
-    hub.stop().await;
     let succeeded = counts.get("succeeded").copied().unwrap_or(0);
     let held: u64 = counts.values().sum();
     ensure!(held == total, "{total} tasks were acknowledged, the hub holds {held}: {counts:?}");
@@ -105,28 +168,27 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64) -> anyhow::Result<
 
 /// `latency`: open-loop submission at `rate` per second for `duration`; the
 /// time from each task's intended submission to its assignment's arrival.
-pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow::Result<LatencyRow> {
-    let (mut hub, api, fleet) = hub_with_agents(dir, plan, Mode::Finish).await?;
+pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str, backend: &Backend) -> anyhow::Result<LatencyRow> {
+    let cluster = Arc::new(Cluster::start(dir, plan, Mode::Finish, backend).await?);
     let n = (rate * plan.latency_duration.as_secs_f64()).ceil().max(1.0) as u64;
     let cpu = host::cpu_ticks();
     let t0 = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let api = Arc::new(api);
     // Paced from a thread of its own: the runtime's timers tick in whole
     // milliseconds, which would add up to one to every submission.
     let runtime = tokio::runtime::Handle::current();
-    let pacer_api = api.clone();
+    let pacer = cluster.clone();
     let sends = tokio::task::spawn_blocking(move || {
-        let api = pacer_api;
+        let cluster = pacer;
         let mut sends = Vec::with_capacity(n as usize);
         for i in 0..n {
             let intended = t0 + interval.mul_f64(i as f64);
             std::thread::sleep(intended.saturating_duration_since(Instant::now()));
             // Each request on its own: a slow answer delays no later submission.
-            let api = api.clone();
+            let cluster = cluster.clone();
             sends.push(runtime.spawn(async move {
                 let sent = Instant::now();
-                api.submit(i, "normal").await.map(|()| (sent, Instant::now()))
+                cluster.api(i).submit(i, "normal").await.map(|()| (sent, Instant::now()))
             }));
         }
         sends
@@ -137,11 +199,12 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str) -> anyhow:
     for s in sends {
         stamps.push(s.await.context("a submission panicked")??);
     }
-    fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
+    cluster.fleet.tally.wait("every assignment", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= n).await?;
     let steal_pct = host::steal_since(cpu);
-    let commits = commit_tail(&api.metrics().await?)?;
-    let seen = fleet.stop().await;
-    hub.stop().await;
+    // The first hub's commits: with several, each commits its own share.
+    let commits = commit_tail(&cluster.apis[0].metrics().await?)?;
+    let cluster = Arc::into_inner(cluster).context("a submission still holds the hubs")?;
+    let seen = cluster.stop().await;
     let mut whole = Spans::new()?;
     let (mut send_lag, mut submit, mut after_ack) = (Spans::new()?, Spans::new()?, Spans::new()?);
     let mut arrived = 0u64;

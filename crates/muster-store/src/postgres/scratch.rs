@@ -18,6 +18,13 @@ impl ScratchDb {
     /// `MUSTER_TEST_POSTGRES` (or [`DEFAULT_ADMIN_URL`]) names. Blocks.
     pub fn create() -> Result<ScratchDb> {
         let admin = std::env::var("MUSTER_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        ScratchDb::create_on(&admin)
+    }
+
+    /// Creates `muster_scratch_<pid>_<random>` on the server `admin` names
+    /// (connecting to the database it names to do so). Blocks.
+    pub fn create_on(admin: &str) -> Result<ScratchDb> {
+        let admin = admin.to_owned();
         let name = format!("muster_scratch_{}_{:08x}", std::process::id(), getrandom::u32().unwrap_or(0));
         let url = match admin.rsplit_once('/') {
             Some((server, _)) => format!("{server}/{name}"),

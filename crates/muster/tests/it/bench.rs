@@ -94,6 +94,47 @@ async fn a_smoke_run_of_every_scenario_measures_something_and_loses_nothing() {
     }
 }
 
+/// `--database` runs the `hubs` scenario: Muster on PostgreSQL with one,
+/// two and three hubs, every task accounted for, beside graphile-worker at
+/// each concurrency on the same server; without it, `hubs` is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smoke_run_on_postgres_measures_one_two_and_three_hubs_beside_graphile_worker() {
+    let run = BenchDir::new();
+    let (work_arg, out_arg) = (path_str(&run.work), path_str(&run.out));
+    let base = ["bench", "--smoke", "--work-dir", &work_arg, "--out", &out_arg];
+    let refused: Vec<&str> = base.iter().copied().chain(["--scenario", "hubs"]).collect();
+    let (code, _, stderr) = run_to_end(&mut muster_command(&refused), Duration::from_secs(60)).await;
+    assert_ne!(code, 0, "hubs without a database is refused");
+    assert!(stderr.contains("--database postgres://"), "{stderr}");
+
+    let server =
+        std::env::var("MUSTER_TEST_POSTGRES").unwrap_or_else(|_| muster_store::postgres::DEFAULT_ADMIN_URL.to_owned());
+    let args: Vec<&str> = base.iter().copied().chain(["--database", &server]).collect();
+    let (code, stdout, stderr) = run_to_end(&mut muster_command(&args), Duration::from_secs(600)).await;
+    assert_eq!(code, 0, "muster bench failed:\n{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&run.out).expect("the results file")).expect("JSON");
+    let hubs = r["hubs"].as_array().expect("hubs rows");
+    assert_eq!(hubs.iter().map(|h| h["hubs"].as_u64().expect("a count")).collect::<Vec<_>>(), [1, 2, 3]);
+    for h in hubs {
+        let (t, l) = (&h["throughput"], &h["latency"]);
+        assert!(t["finished_per_sec"].as_f64().expect("a rate") > 0.0, "{h}");
+        assert_eq!(l["tasks"].as_u64().map(|n| n >= 1), Some(true), "{h}");
+        assert!(l["p50_ms"].as_f64().expect("p50") <= l["p99_ms"].as_f64().expect("p99"), "{h}");
+    }
+    assert!(r["throughput"].as_array().expect("rows").is_empty(), "--database alone runs only hubs");
+    assert!(stdout.contains("| Muster | 3 hub(s)"), "{stdout}");
+    assert!(stdout.contains("PostgreSQL: three hubs vs one"), "{stdout}");
+    if std::env::var("MUSTER_BENCH_PEERS").is_ok() {
+        let sweep = r["graphile_sweep"].as_array().expect("graphile rows");
+        let levels: Vec<u64> = sweep.iter().map(|p| p["concurrency"].as_u64().expect("a concurrency")).collect();
+        assert_eq!(levels, [4, 16], "each concurrency, once: {sweep:?}");
+        for p in sweep {
+            assert!(p.get("error").is_none() && p["jobs_per_sec"].as_f64().expect("a rate") > 0.0, "{p}");
+        }
+        assert!(stdout.contains("PostgreSQL: one hub vs graphile-worker at its best"), "{stdout}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_paced_from_a_given_peak_is_named_apart_and_judges_no_target() {
     let run = BenchDir::new();
