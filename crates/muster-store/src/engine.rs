@@ -118,6 +118,17 @@ pub trait Engine: Send + Sync + 'static {
         R: Send + 'static,
         F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static;
 
+    /// `write`, for a small change that must not wait behind the others: a
+    /// hub's beat and its duty leases, which the other hubs judge it alive
+    /// by. Where changes queue (PostgreSQL), it has a session of its own.
+    async fn write_apart<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
+    {
+        self.write(f).await
+    }
+
     /// Runs `f` on a connection that sees every committed change.
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
@@ -144,7 +155,7 @@ impl<E: Engine> Store for E {
 
     async fn hub_beat(&self, id: &str, now: Millis) -> Result<bool> {
         let id = id.to_owned();
-        self.write(move |c| ops::hub_beat(c, &id, now)).await
+        self.write_apart(move |c| ops::hub_beat(c, &id, now)).await
     }
 
     async fn hub_stopped(&self, id: &str, now: Millis) -> Result<()> {
@@ -177,7 +188,7 @@ impl<E: Engine> Store for E {
 
     async fn take_duty(&self, duty: Duty, hub: &str, ttl: Duration, now: Millis) -> Result<Option<Fence>> {
         let hub = hub.to_owned();
-        self.write(move |c| ops::take_duty(c, duty, &hub, ttl, now)).await
+        self.write_apart(move |c| ops::take_duty(c, duty, &hub, ttl, now)).await
     }
 
     async fn duties(&self) -> Result<Vec<Fence>> {

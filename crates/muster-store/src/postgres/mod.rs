@@ -29,9 +29,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-/// Sessions the store keeps open; changes and reads share them. One more
-/// listens for other hubs' commits.
-pub const SESSIONS: usize = 6;
+/// Sessions the store keeps open for reads. One more writes the changes,
+/// in batches; one listens for other hubs' commits, and one beats
+/// (`Engine::write_apart`).
+pub const SESSIONS: usize = 5;
+/// Changes committed together at most, as the SQLite writer does.
+const BATCH: usize = 256;
 /// The channel every commit is announced on, so that every hub's watchers
 /// (dispatch, live events) hear of other hubs' changes at once.
 const CHANNEL: &str = "muster_changes";
@@ -44,6 +47,14 @@ const RETRY_FOR: Duration = Duration::from_secs(5);
 
 type Job = Box<dyn FnOnce(&PgConn) + Send>;
 
+/// One change for the writer: `apply` makes it (again, when its batch is
+/// redone) and keeps its result; `answer` hands the result or the error
+/// over once the batch has committed or failed.
+struct Change {
+    apply: Box<dyn FnMut(&Connection<'_>) -> Result<()> + Send>,
+    answer: Box<dyn FnOnce(Result<()>) + Send>,
+}
+
 #[derive(Clone)]
 pub struct PgStore {
     shared: Arc<Shared>,
@@ -54,6 +65,10 @@ struct Shared {
     shown: String,
     limits: Limits,
     jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// The beat's own session: its jobs never wait behind the others.
+    apart: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// The writer's queue.
+    changes: Mutex<Option<std::sync::mpsc::Sender<Change>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     last_event: watch::Sender<i64>,
     hooks: Arc<Hooks>,
@@ -185,19 +200,27 @@ impl PgStore {
     pub fn open(url: &str, limits: Limits) -> Result<PgStore> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let (apart_tx, apart_rx) = std::sync::mpsc::channel::<Job>();
+        let (changes_tx, changes_rx) = std::sync::mpsc::channel::<Change>();
+        let apart_rx = Arc::new(Mutex::new(apart_rx));
         let (ready, sessions) = std::sync::mpsc::channel::<Result<Option<i64>>>();
         let mut threads = Vec::new();
-        for k in 0..SESSIONS {
-            let (rx, url, ready) = (rx.clone(), url.to_owned(), ready.clone());
+        // The first runs the migrations before the others connect for real work.
+        for k in 0..=SESSIONS {
+            let (url, ready) = (url.to_owned(), ready.clone());
+            let (rx, name) = match k {
+                SESSIONS => (apart_rx.clone(), "muster-pg-beat".to_owned()),
+                _ => (rx.clone(), format!("muster-pg-{k}")),
+            };
             let thread = std::thread::Builder::new()
-                .name(format!("muster-pg-{k}"))
+                .name(name)
                 .spawn(move || session(k, &url, &rx, &ready))
                 .map_err(|e| StoreError::Database(format!("cannot start a database thread: {e}")))?;
             threads.push(thread);
         }
         drop(ready);
         let mut last = 0;
-        for _ in 0..SESSIONS {
+        for _ in 0..=SESSIONS {
             match sessions.recv() {
                 Ok(Ok(seq)) => last = last.max(seq.unwrap_or(0)),
                 Ok(Err(e)) => return Err(e),
@@ -209,6 +232,8 @@ impl PgStore {
                 shown: redact(url),
                 limits,
                 jobs: Mutex::new(Some(tx)),
+                apart: Mutex::new(Some(apart_tx)),
+                changes: Mutex::new(Some(changes_tx)),
                 threads: Mutex::new(threads),
                 last_event: watch::channel(last).0,
                 hooks: Arc::new(Hooks::default()),
@@ -227,12 +252,20 @@ impl PgStore {
                 again: std::sync::atomic::AtomicBool::new(false),
             }),
         };
+        let writer_url = url.to_owned();
         let (url, shared) = (url.to_owned(), store.shared.clone());
         let listener = std::thread::Builder::new()
             .name("muster-pg-listen".into())
             .spawn(move || listen(&url, &shared))
             .map_err(|e| StoreError::Database(format!("cannot start the listener thread: {e}")))?;
         *store.shared.listener.lock().expect("listener lock poisoned") = Some(listener);
+        let (url, shared) = (writer_url, store.shared.clone());
+        let first = connect(&url)?;
+        let writer = std::thread::Builder::new()
+            .name("muster-pg-write".into())
+            .spawn(move || write_changes(first, &url, &changes_rx, &shared))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        store.shared.threads.lock().expect("threads lock poisoned").push(writer);
         Ok(store)
     }
 
@@ -241,8 +274,12 @@ impl PgStore {
         &self.shared.shown
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
-        let jobs = self.shared.jobs.lock().expect("jobs lock poisoned");
+    fn submit(&self, lane: Lane, job: Job) -> Result<()> {
+        let jobs = match lane {
+            Lane::Shared => self.shared.jobs.lock(),
+            Lane::Apart => self.shared.apart.lock(),
+        };
+        let jobs = jobs.expect("jobs lock poisoned");
         jobs.as_ref().ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)
     }
 
@@ -250,13 +287,24 @@ impl PgStore {
         &self,
         f: impl FnOnce(&PgConn, &Shared) -> Result<R> + Send + 'static,
     ) -> Result<R> {
+        self.run_on(Lane::Shared, f).await
+    }
+
+    async fn run_on<R: Send + 'static>(
+        &self,
+        lane: Lane,
+        f: impl FnOnce(&PgConn, &Shared) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
         let shared = self.shared.clone();
-        self.submit(Box::new(move |conn| {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn, &shared)))
-                .unwrap_or_else(|_| Err(StoreError::Database("a database call failed unexpectedly".into())));
-            let _ = tx.send(result);
-        }))?;
+        self.submit(
+            lane,
+            Box::new(move |conn| {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn, &shared)))
+                    .unwrap_or_else(|_| Err(StoreError::Database("a database call failed unexpectedly".into())));
+                let _ = tx.send(result);
+            }),
+        )?;
         rx.await.map_err(|_| StoreError::Database("the store stopped before answering".into()))?
     }
 }
@@ -267,11 +315,27 @@ impl PgStore {
 /// forth for ever.
 const NOTIFY: &str = "SELECT pg_notify('muster_changes', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL";
 
+/// Which sessions a job runs on.
+#[derive(Clone, Copy, PartialEq)]
+enum Lane {
+    /// The shared sessions, changes one at a time.
+    Shared,
+    /// The beat's own session, beside the changes.
+    Apart,
+}
+
 /// Runs `f` in one serializable transaction, again from the start while it
 /// collides with concurrent ones; `Ok` only once committed.
-fn transact<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
-    let c = Connection::Pg(conn);
+fn transact<R>(conn: &PgConn, shared: &Shared, f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
     let _one = shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    transact_beside(conn, shared, f)
+}
+
+/// `transact` without waiting for this hub's other changes: for the beat's
+/// lane, whose changes touch rows the others do not (a collision is retried
+/// all the same).
+fn transact_beside<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
+    let c = Connection::Pg(conn);
     let mut tries = 0u32;
     let first = Instant::now();
     loop {
@@ -312,6 +376,108 @@ fn transact<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>
                 return Ok(r);
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The writer: takes the changes queued, up to `BATCH` at a time, and
+/// commits them in one transaction, each under a savepoint so that one
+/// that fails leaves the others whole. A batch that collides with another
+/// hub's changes is rolled back and its changes run again one by one. Each
+/// is answered only after its commit.
+fn write_changes(first: PgConn, url: &str, queue: &std::sync::mpsc::Receiver<Change>, shared: &Shared) {
+    let mut conn = first;
+    while let Ok(one) = queue.recv() {
+        let mut batch = vec![one];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_batch(&conn, shared, &mut batch);
+        let committed = outcomes.iter().any(Result::is_ok);
+        if committed {
+            published(&conn, shared);
+            if let Some(d) = shared.hooks.in_batch() {
+                claim_after(&conn, shared, &d, shared.hooks.policy());
+            }
+        }
+        // A claim committed before these changes must be handed out first.
+        drop(shared.handout_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for (change, outcome) in batch.into_iter().zip(outcomes) {
+            (change.answer)(outcome);
+        }
+        if conn.is_closed() {
+            match connect(url) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the writer's database session is down; retrying with the next change")
+                }
+            }
+        }
+    }
+}
+
+/// Commits `batch` (see `write_changes`); the outcome of each change.
+fn commit_batch(conn: &PgConn, shared: &Shared, batch: &mut [Change]) -> Vec<Result<()>> {
+    let alone = |conn: &PgConn, change: &mut Change| {
+        transact(conn, shared, |c| {
+            (change.apply)(c)?;
+            // Delivered to every listening hub when the change commits.
+            c.execute_batch(NOTIFY)
+        })
+    };
+    if batch.len() == 1 {
+        return vec![alone(conn, &mut batch[0])];
+    }
+    let together = {
+        let _one = shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = Connection::Pg(conn);
+        let committing = Instant::now();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut run = || -> Result<()> {
+            c.execute_batch("BEGIN ISOLATION LEVEL SERIALIZABLE")?;
+            for change in batch.iter_mut() {
+                c.execute_batch("SAVEPOINT change")?;
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (change.apply)(&c)))
+                    .unwrap_or_else(|_| Err(StoreError::Database("the change failed unexpectedly".into())));
+                match applied {
+                    Ok(()) => c.execute_batch("RELEASE SAVEPOINT change")?,
+                    // Another hub's change got in the way: the whole batch is redone.
+                    Err(e @ StoreError::Contended(_)) => return Err(e),
+                    Err(e) => {
+                        c.execute_batch("ROLLBACK TO SAVEPOINT change; RELEASE SAVEPOINT change")?;
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                }
+                outcomes.push(Ok(()));
+            }
+            c.execute_batch(NOTIFY)?;
+            c.execute_batch("COMMIT")
+        };
+        match run() {
+            Ok(()) => {
+                shared.stats.commit.observe(committing.elapsed().as_secs_f64());
+                shared.stats.batch.observe(batch.len() as f64);
+                Some(outcomes)
+            }
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK");
+                if !matches!(e, StoreError::Contended(_)) && conn.is_closed() {
+                    // Nothing committed and the session is gone: every change is told so.
+                    return batch.iter().map(|_| Err(StoreError::Database(e.to_string()))).collect();
+                }
+                None
+            }
+        }
+    };
+    match together {
+        Some(outcomes) => outcomes,
+        None => {
+            shared.stats.retried.inc();
+            batch.iter_mut().map(|change| alone(conn, change)).collect()
         }
     }
 }
@@ -435,25 +601,39 @@ impl crate::Engine for PgStore {
         R: Send + 'static,
         F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
     {
-        self.run(move |conn, shared| {
-            let mut f = f;
-            let result = transact(conn, shared, |c| {
+        let (tx, rx) = oneshot::channel();
+        let kept = Arc::new(Mutex::new(None::<R>));
+        let into = kept.clone();
+        let mut f = f;
+        let change = Change {
+            apply: Box::new(move |c| {
                 let r = f(c)?;
-                // Delivered to every listening hub when the change commits.
-                c.execute_batch(NOTIFY)?;
-                Ok(r)
-            });
-            if result.is_ok() {
-                published(conn, shared);
-                if let Some(d) = shared.hooks.in_batch() {
-                    claim_after(conn, shared, &d, shared.hooks.policy());
-                }
-            }
-            // A claim committed before this change must be handed out first.
-            drop(shared.handout_gate.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-            result
-        })
-        .await
+                *into.lock().expect("result lock poisoned") = Some(r);
+                Ok(())
+            }),
+            answer: Box::new(move |outcome| {
+                let r = outcome.and_then(|()| {
+                    kept.lock()
+                        .expect("result lock poisoned")
+                        .take()
+                        .ok_or_else(|| StoreError::Database("a change committed without its result".into()))
+                });
+                let _ = tx.send(r);
+            }),
+        };
+        {
+            let changes = self.shared.changes.lock().expect("changes lock poisoned");
+            changes.as_ref().ok_or(StoreError::Closed)?.send(change).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Database("the store stopped before answering".into()))?
+    }
+
+    async fn write_apart<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
+    {
+        self.run_on(Lane::Apart, move |conn, shared| transact_beside(conn, shared, f)).await
     }
 
     async fn read<R, F>(&self, f: F) -> Result<R>
@@ -489,6 +669,8 @@ impl crate::Engine for PgStore {
         self.shared.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let listener = self.shared.listener.lock().expect("listener lock poisoned").take();
         drop(self.shared.jobs.lock().expect("jobs lock poisoned").take());
+        drop(self.shared.apart.lock().expect("jobs lock poisoned").take());
+        drop(self.shared.changes.lock().expect("changes lock poisoned").take());
         let threads = std::mem::take(&mut *self.shared.threads.lock().expect("threads lock poisoned"));
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads.into_iter().chain(listener) {
