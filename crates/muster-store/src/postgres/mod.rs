@@ -47,11 +47,13 @@ const RETRY_FOR: Duration = Duration::from_secs(5);
 
 type Job = Box<dyn FnOnce(&PgConn) + Send>;
 
+type Apply = Box<dyn FnMut(&Connection<'_>) -> Result<()> + Send>;
+
 /// One change for the writer: `apply` makes it (again, when its batch is
 /// redone) and keeps its result; `answer` hands the result or the error
 /// over once the batch has committed or failed.
 struct Change {
-    apply: Box<dyn FnMut(&Connection<'_>) -> Result<()> + Send>,
+    apply: Apply,
     answer: Box<dyn FnOnce(Result<()>) + Send>,
 }
 

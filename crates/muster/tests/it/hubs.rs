@@ -12,6 +12,17 @@ async fn scratch() -> ScratchDb {
     tokio::task::spawn_blocking(ScratchDb::create).await.expect("the thread").expect("a scratch PostgreSQL database")
 }
 
+/// `n` hubs on `db`, the first made the admin token the others use.
+async fn hubs_on(db: &ScratchDb, n: usize) -> Vec<Hub> {
+    let first = Hub::start_with(HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() }).await;
+    let mut all = vec![first];
+    for _ in 1..n {
+        let next = Hub::join(&all[0]).await;
+        all.push(next);
+    }
+    all
+}
+
 /// The hubs `hub` lists: (id, alive, leads, agents).
 async fn hubs(hub: &Hub) -> Vec<(String, bool, Vec<String>, Vec<String>)> {
     let list = hub.get("/admin/hubs").await;
@@ -43,13 +54,7 @@ fn duties_led_once(list: &[(String, bool, Vec<String>, Vec<String>)]) -> Option<
 #[tokio::test]
 async fn three_hubs_on_one_database_run_every_task_once_and_move_duties_when_one_dies() {
     let db = scratch().await;
-    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
-    let first = Hub::start_with(opts).await;
-    let mut all = vec![first];
-    for _ in 0..2 {
-        let next = Hub::join(&all[0]).await;
-        all.push(next);
-    }
+    let mut all = hubs_on(&db, 3).await;
     let mut agents: Vec<Agent> = Vec::new();
     for (i, hub) in all.iter().enumerate() {
         let name = format!("w{i}");
@@ -341,13 +346,7 @@ fn every_two_seconds() -> Value {
 #[tokio::test]
 async fn a_schedule_fires_exactly_once_per_tick_across_three_hubs() {
     let db = scratch().await;
-    let opts = HubOpts { database: Some(db.url().to_owned()), ..HubOpts::default() };
-    let first = Hub::start_with(opts).await;
-    let mut all = vec![first];
-    for _ in 0..2 {
-        let next = Hub::join(&all[0]).await;
-        all.push(next);
-    }
+    let all = hubs_on(&db, 3).await;
     let (code, body) = all[1].post("/schedules", every_two_seconds()).await;
     assert_eq!(code, 201, "{body}");
     all[2].wait_until("eight ticks", || async { (firings(&all[2]).await.len() >= 8).then_some(()) }).await;
