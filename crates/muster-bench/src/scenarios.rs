@@ -6,6 +6,7 @@ use crate::sim::{Api, Fleet, Mode, Seen};
 use crate::{Plan, results::*};
 use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -97,14 +98,16 @@ impl Cluster {
         &self.apis[(i % self.apis.len() as u64) as usize]
     }
 
-    /// Stops the agents, then the hubs; what the agents saw.
-    async fn stop(self) -> Vec<Seen> {
+    /// Stops the agents, then (with `count`, once nothing moves any more)
+    /// reads the task counts, then stops the hubs; what the agents saw.
+    async fn stop(self, count: bool) -> anyhow::Result<(Vec<Seen>, Option<BTreeMap<String, u64>>)> {
         let seen = self.fleet.stop().await;
+        let counts = if count { Some(self.apis[0].counts().await?) } else { None };
         for mut hub in self.hubs {
             hub.stop().await;
         }
         drop(self.db);
-        seen
+        Ok((seen, counts))
     }
 }
 
@@ -145,8 +148,8 @@ pub async fn throughput(dir: &Path, plan: &Plan, queued: u64, backend: &Backend)
         let tally = &cluster.fleet.tally;
         tally.wait("every task to finish", PATIENCE, |t| t.acked.load(Ordering::Relaxed) >= total).await?;
     }
-    let counts = api.counts().await?;
-    let seen = cluster.stop().await;
+    let (seen, counts) = cluster.stop(true).await?;
+    let counts = counts.unwrap_or_default();
     let finished_in_window = seen.iter().flat_map(|s| &s.acked).filter(|at| **at <= submitted).count() as u64;
     let acked = seen.iter().map(|s| s.acked.len() as u64).sum::<u64>();
     let window = submitted.duration_since(began).as_secs_f64();
@@ -204,7 +207,7 @@ pub async fn latency(dir: &Path, plan: &Plan, rate: f64, label: &str, backend: &
     // The first hub's commits: with several, each commits its own share.
     let commits = commit_tail(&cluster.apis[0].metrics().await?)?;
     let cluster = Arc::into_inner(cluster).context("a submission still holds the hubs")?;
-    let seen = cluster.stop().await;
+    let (seen, _) = cluster.stop(false).await?;
     let mut whole = Spans::new()?;
     let (mut send_lag, mut submit, mut after_ack) = (Spans::new()?, Spans::new()?, Spans::new()?);
     let mut arrived = 0u64;

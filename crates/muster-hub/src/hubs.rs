@@ -197,14 +197,18 @@ pub(crate) enum Relayed {
     Close { agent: String, reason: String },
 }
 
+/// What `relay_later` has yet to leave, and whether a task is leaving it.
+#[derive(Default)]
+pub(crate) struct RelayQueue {
+    waiting: std::collections::VecDeque<Relayed>,
+    draining: bool,
+}
+
 impl Hub {
     /// Leaves `what` for the other hubs when the database is shared; a no-op
     /// on SQLite, where this hub holds every agent. Returns how many hubs it
     /// was left for.
     pub(crate) async fn relay(&self, what: Relayed) -> usize {
-        if self.me().exclusive {
-            return 0;
-        }
         let to = match &what {
             Relayed::Send { agent, .. } | Relayed::Close { agent, .. } => match AgentName::parse(agent) {
                 Ok(agent) => RelayTo::Agent(agent),
@@ -212,6 +216,14 @@ impl Hub {
             },
             Relayed::Channel { .. } => RelayTo::Hubs,
         };
+        self.relay_to(to, what).await
+    }
+
+    /// Leaves `what` for the hubs `to` names; how many it was left for.
+    pub(crate) async fn relay_to(&self, to: RelayTo, what: Relayed) -> usize {
+        if self.me().exclusive {
+            return 0;
+        }
         let body = match serde_json::to_string(&what) {
             Ok(body) => body,
             Err(e) => {
@@ -228,14 +240,44 @@ impl Hub {
         }
     }
 
-    /// `relay` from code that cannot wait for it.
+    /// The id of the other hub that holds `agent`'s socket, if one does.
+    pub(crate) async fn holder(&self, agent: &AgentName) -> Option<String> {
+        if self.me().exclusive {
+            return None;
+        }
+        let hubs = self.shared.store.hubs(self.now()).await.ok()?;
+        hubs.into_iter().find(|h| h.id != self.me().id && h.agents.contains(agent)).map(|h| h.id)
+    }
+
+    /// `relay` from code that cannot wait for it: left in the order given,
+    /// by one task at a time, so an agent hears of them in that order.
     pub(crate) fn relay_later(&self, what: Relayed) {
         if self.me().exclusive {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let start = {
+            let mut q = self.shared.relaying.lock().expect("relay queue lock poisoned");
+            q.waiting.push_back(what);
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
             let hub = self.clone();
-            rt.spawn(async move { hub.relay(what).await });
+            rt.spawn(async move {
+                loop {
+                    let next = {
+                        let mut q = hub.shared.relaying.lock().expect("relay queue lock poisoned");
+                        match q.waiting.pop_front() {
+                            Some(next) => next,
+                            None => {
+                                q.draining = false;
+                                return;
+                            }
+                        }
+                    };
+                    hub.relay(next).await;
+                }
+            });
         }
     }
 

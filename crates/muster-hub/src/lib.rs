@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub last_deadlock: std::sync::Mutex<Option<(Millis, String)>>,
     /// One change of runtime settings at a time.
     pub changing_config: tokio::sync::Mutex<()>,
+    /// Messages for agents on other hubs, left in order (`Hub::relay_later`).
+    pub relaying: std::sync::Mutex<hubs::RelayQueue>,
     /// API tokens as last read, so a request costs no store read; cleared on revocation.
     pub tokens: cache::Cache<muster_core::TokenId, muster_store::TokenRecord>,
     /// The shadow policies, read at every task creation; cleared when one is set.
@@ -202,7 +204,7 @@ impl Hub {
         let (runtime, _) = watch::channel(runtime::overlay(&config.live, &stored, |r| config.fits(r)));
         store.set_breaker_policy(runtime.borrow().breaker_policy());
         let task_key = if config.database.is_postgres() {
-            shared_task_token_key(store.as_ref(), clock.now()).await?
+            shared_task_token_key(store.as_ref(), &config.data_dir, clock.now()).await?
         } else {
             task_token_key(&config.data_dir)?
         };
@@ -236,6 +238,7 @@ impl Hub {
                 compacting: tokio::sync::Mutex::new(()),
                 runtime,
                 changing_config: tokio::sync::Mutex::new(()),
+                relaying: std::sync::Mutex::new(hubs::RelayQueue::default()),
                 log_level: std::sync::OnceLock::new(),
                 task_key,
                 last_deadlock: std::sync::Mutex::new(None),
@@ -486,12 +489,28 @@ pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
 const SHARED_TASK_KEY: &str = "secret.task_token_key";
 
 /// The task-token key the hubs on a shared database use: the first hub to
-/// start stores one, and every other hub reads it.
-async fn shared_task_token_key(store: &dyn muster_store::Store, now: Millis) -> anyhow::Result<Vec<u8>> {
-    let mut fresh = [0u8; 32];
-    getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+/// start stores one (the `task-token.key` of its data directory, if it has
+/// one, so that tokens of runs under way stay good), and every other hub
+/// reads it.
+async fn shared_task_token_key(
+    store: &dyn muster_store::Store,
+    data_dir: &Path,
+    now: Millis,
+) -> anyhow::Result<Vec<u8>> {
+    let from_file = std::fs::read_to_string(data_dir.join("task-token.key"))
+        .ok()
+        .and_then(|hex| auth::unhex(&hex))
+        .filter(|k| k.len() == 32);
+    let offered = match from_file {
+        Some(key) => key,
+        None => {
+            let mut fresh = vec![0u8; 32];
+            getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+            fresh
+        }
+    };
     let stored = store
-        .setting_or_insert(SHARED_TASK_KEY, auth::hex(&fresh), now)
+        .setting_or_insert(SHARED_TASK_KEY, auth::hex(&offered), now)
         .await
         .context("cannot read the shared task-token key")?;
     auth::unhex(&stored)

@@ -2,8 +2,9 @@
 //! embedded in the binary (no CDN, no build step: plain JavaScript).
 //!
 //! A person signs in with an admin token once; the hub answers with a
-//! session in an `HttpOnly`, `SameSite=Strict` cookie, kept in memory (a
-//! restart signs everyone out). Requests that carry the cookie instead of a
+//! session in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under TLS),
+//! stored by its hash in the database, so every hub on it knows it and a
+//! restart signs nobody out. Requests that carry the cookie instead of a
 //! bearer token must come from the hub's own origin when they change
 //! anything, and the live event socket checks the origin at upgrade. The
 //! pages are served with a Content-Security-Policy that allows no inline

@@ -183,6 +183,8 @@ pub enum RelayTo {
     Agent(AgentName),
     /// Every other live hub.
     Hubs,
+    /// The hub with this id, if it is live and not this one.
+    Hub(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -124,9 +124,16 @@ pub(super) async fn remove_agent(
     let p = Params::parse(q, &["force"])?;
     let force = p.flag("force")?;
     let agent = load_agent(&hub, &name).await?;
+    // Looked up first: once removed, the agent's row no longer names its hub.
+    let holder = hub.holder(&agent.name).await;
     let taken = hub.shared.store.remove_agent(&agent.name, force, &by.name, hub.now()).await?;
     hub.shared.tokens.clear();
-    hub.close_agent(&agent.name, "token revoked");
+    if !hub.close_local(&agent.name, "token revoked")
+        && let Some(id) = holder
+    {
+        let close = crate::hubs::Relayed::Close { agent: agent.name.to_string(), reason: "token revoked".into() };
+        hub.relay_to(muster_store::RelayTo::Hub(id), close).await;
+    }
     hub.wake_dispatcher();
     tracing::info!(agent = %agent.name, by = %by.name, taken_back = taken.len(), "agent removed");
     let view = muster_proto::api::AgentRemoved {

@@ -169,6 +169,12 @@ pub fn relay(c: &Connection, from: &str, to: &RelayTo, body: &str, now: Millis) 
                  WHERE stopped_at IS NULL AND seen_at + ttl_ms >= ? AND id <> ?",
             )?
             .execute(params![body, now.0, now.0, from]),
+        RelayTo::Hub(id) => c
+            .prepare_cached(
+                "INSERT INTO relays (hub, body, at) SELECT id, CAST(? AS TEXT), CAST(? AS BIGINT) FROM hubs \
+                 WHERE id = ? AND id <> ? AND stopped_at IS NULL",
+            )?
+            .execute(params![body, now.0, id, from]),
     }
 }
 

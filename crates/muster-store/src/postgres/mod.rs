@@ -82,8 +82,9 @@ struct Shared {
     /// Set when the store closes: the listener stops.
     closed: std::sync::atomic::AtomicBool,
     listener: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// One change at a time per hub, as with SQLite's writer: the changes
-    /// of one hub never collide with each other, only with other hubs'.
+    /// One transaction that writes at a time per hub (the writer's batches,
+    /// claim passes, compaction), as with SQLite's writer: the changes of
+    /// one hub never collide with each other, only with other hubs'.
     writing: Mutex<()>,
     /// One claim pass at a time per hub; `again` asks the running one to
     /// pass once more, for changes that committed while it ran.
@@ -254,20 +255,28 @@ impl PgStore {
                 again: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        let writer_url = url.to_owned();
+        // The writer's session first: a store that cannot write leaves no thread behind.
+        let first = match connect(url) {
+            Ok(conn) => conn,
+            Err(e) => {
+                store.shared.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(store.shared.jobs.lock().expect("jobs lock poisoned").take());
+                drop(store.shared.apart.lock().expect("jobs lock poisoned").take());
+                return Err(e);
+            }
+        };
+        let (writer_url, shared) = (url.to_owned(), store.shared.clone());
+        let writer = std::thread::Builder::new()
+            .name("muster-pg-write".into())
+            .spawn(move || write_changes(first, &writer_url, &changes_rx, &shared))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        store.shared.threads.lock().expect("threads lock poisoned").push(writer);
         let (url, shared) = (url.to_owned(), store.shared.clone());
         let listener = std::thread::Builder::new()
             .name("muster-pg-listen".into())
             .spawn(move || listen(&url, &shared))
             .map_err(|e| StoreError::Database(format!("cannot start the listener thread: {e}")))?;
         *store.shared.listener.lock().expect("listener lock poisoned") = Some(listener);
-        let (url, shared) = (writer_url, store.shared.clone());
-        let first = connect(&url)?;
-        let writer = std::thread::Builder::new()
-            .name("muster-pg-write".into())
-            .spawn(move || write_changes(first, &url, &changes_rx, &shared))
-            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        store.shared.threads.lock().expect("threads lock poisoned").push(writer);
         Ok(store)
     }
 
@@ -320,7 +329,7 @@ const NOTIFY: &str = "SELECT pg_notify('muster_changes', '') WHERE pg_current_xa
 /// Which sessions a job runs on.
 #[derive(Clone, Copy, PartialEq)]
 enum Lane {
-    /// The shared sessions, changes one at a time.
+    /// The shared sessions (reads, compaction) and the writer.
     Shared,
     /// The beat's own session, beside the changes.
     Apart,
@@ -330,13 +339,20 @@ enum Lane {
 /// collides with concurrent ones; `Ok` only once committed.
 fn transact<R>(conn: &PgConn, shared: &Shared, f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
     let _one = shared.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    transact_beside(conn, shared, f)
+    transact_beside(conn, shared, Lane::Shared, f)
 }
 
 /// `transact` without waiting for this hub's other changes: for the beat's
 /// lane, whose changes touch rows the others do not (a collision is retried
 /// all the same).
-fn transact_beside<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connection<'_>) -> Result<R>) -> Result<R> {
+/// Only the writer's commits count in the commit statistics and the
+/// failing state `/readyz` reads (`lane`).
+fn transact_beside<R>(
+    conn: &PgConn,
+    shared: &Shared,
+    lane: Lane,
+    mut f: impl FnMut(&Connection<'_>) -> Result<R>,
+) -> Result<R> {
     let c = Connection::Pg(conn);
     let mut tries = 0u32;
     let first = Instant::now();
@@ -364,11 +380,12 @@ fn transact_beside<R>(conn: &PgConn, shared: &Shared, mut f: impl FnMut(&Connect
                 let jitter = u64::from(getrandom::u32().unwrap_or(0) % 1000);
                 std::thread::sleep(Duration::from_micros((200 << tries.min(6)) + jitter * u64::from(tries.min(20))));
             }
-            Err(StoreError::Database(why)) if conn.is_closed() => {
+            Err(StoreError::Database(why)) if conn.is_closed() && lane == Lane::Shared => {
                 shared.stats.failed.inc();
                 *shared.stats.failing.lock().expect("stats lock poisoned") = Some(why.clone());
                 return Err(StoreError::Database(why));
             }
+            Ok(r) if lane == Lane::Apart => return Ok(r),
             Ok(r) => {
                 shared.stats.commit.observe(committing.elapsed().as_secs_f64());
                 shared.stats.batch.observe(1.0);
@@ -400,9 +417,15 @@ fn write_changes(first: PgConn, url: &str, queue: &std::sync::mpsc::Receiver<Cha
         let outcomes = commit_batch(&conn, shared, &mut batch);
         let committed = outcomes.iter().any(Result::is_ok);
         if committed {
-            published(&conn, shared);
-            if let Some(d) = shared.hooks.in_batch() {
-                claim_after(&conn, shared, &d, shared.hooks.policy());
+            // A failure here must not stop the writer: the next batch comes all the same.
+            let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                published(&conn, shared);
+                if let Some(d) = shared.hooks.in_batch() {
+                    claim_after(&conn, shared, &d, shared.hooks.policy());
+                }
+            }));
+            if after.is_err() {
+                tracing::error!("the claim pass after a commit failed unexpectedly; the dispatch loop claims instead");
             }
         }
         // A claim committed before these changes must be handed out first.
@@ -469,6 +492,8 @@ fn commit_batch(conn: &PgConn, shared: &Shared, batch: &mut [Change]) -> Vec<Res
                 let _ = c.execute_batch("ROLLBACK");
                 if !matches!(e, StoreError::Contended(_)) && conn.is_closed() {
                     // Nothing committed and the session is gone: every change is told so.
+                    shared.stats.failed.inc();
+                    *shared.stats.failing.lock().expect("stats lock poisoned") = Some(e.to_string());
                     return batch.iter().map(|_| Err(StoreError::Database(e.to_string()))).collect();
                 }
                 None
@@ -635,7 +660,16 @@ impl crate::Engine for PgStore {
         R: Send + 'static,
         F: FnMut(&Connection<'_>) -> Result<R> + Send + 'static,
     {
-        self.run_on(Lane::Apart, move |conn, shared| transact_beside(conn, shared, f)).await
+        let mut f = f;
+        self.run_on(Lane::Apart, move |conn, shared| {
+            transact_beside(conn, shared, Lane::Apart, |c| {
+                let r = f(c)?;
+                // A duty taken or a hub back is news to the others' live views.
+                c.execute_batch(NOTIFY)?;
+                Ok(r)
+            })
+        })
+        .await
     }
 
     async fn read<R, F>(&self, f: F) -> Result<R>
