@@ -12,8 +12,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         out.push(Target { name: name.into(), wanted, measured, met });
     };
     let empty = r.throughput.iter().find(|t| t.queued == 0).map(|t| t.finished_per_sec);
-    let best_peer =
-        r.peers.iter().filter(|p| p.error.is_none()).max_by(|a, b| a.jobs_per_sec.total_cmp(&b.jobs_per_sec));
+    let best_peer = fastest(&r.peers);
     if let (Some(muster), Some(peer)) = (empty, best_peer) {
         let ratio = muster / peer.jobs_per_sec.max(f64::MIN_POSITIVE);
         judge(
@@ -86,8 +85,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         );
     }
     let one = r.hubs.iter().find(|h| h.hubs == 1).map(|h| h.throughput.finished_per_sec);
-    let best_graphile =
-        r.graphile_sweep.iter().filter(|p| p.error.is_none()).max_by(|a, b| a.jobs_per_sec.total_cmp(&b.jobs_per_sec));
+    let best_graphile = fastest(&r.graphile_sweep);
     if let (Some(muster), Some(peer)) = (one, best_graphile) {
         let ratio = muster / peer.jobs_per_sec.max(f64::MIN_POSITIVE);
         judge(
@@ -107,6 +105,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
         );
     }
     out
+}
+
+/// The peer row that ran and did the most jobs a second.
+fn fastest(rows: &[crate::results::PeerRow]) -> Option<&crate::results::PeerRow> {
+    rows.iter().filter(|p| p.error.is_none()).max_by(|a, b| a.jobs_per_sec.total_cmp(&b.jobs_per_sec))
 }
 
 /// How much CPU time the host took back during each measured scenario.
